@@ -1,0 +1,66 @@
+"""The small Probe interface: start, hear phase edges, stop with a ProbeResult.
+
+A probe hooks one thing. It never renders and never decides the trial's
+status: a probe that fails records why in its notes and the trial goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, ContextManager, Mapping
+
+from probes._hooks import HookSet
+from profiler.clock import Clock
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    name: str
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    per_phase: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    artifacts: Mapping[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "metrics": dict(self.metrics),
+                "per_phase": {k: dict(v) for k, v in self.per_phase.items()},
+                "notes": list(self.notes), "artifacts": dict(self.artifacts)}
+
+
+@dataclass
+class ProbeContext:
+    """What a probe may use: the trial clock, the hook registry, a phase opener and the trial folder."""
+
+    clock: Clock
+    hooks: HookSet
+    phase: Callable[[str], ContextManager[str]]
+    trial_dir: Path
+    strategy: Any  # strategies.model.Strategy
+    t0_ns: int
+    pid: int
+    emit: Callable[[dict[str, Any]], None] = lambda ev: None
+    current_phase: Callable[[], str] = lambda: ""
+
+
+class Probe:
+    NAME: ClassVar[str] = "probe"
+
+    def unavailable(self, ctx: ProbeContext) -> str | None:
+        """A reason this probe cannot run here (None when it can)."""
+        return None
+
+    def start(self, ctx: ProbeContext) -> None:
+        self.ctx = ctx
+
+    def on_phase(self, phase: str, edge: str, t_ns: int) -> None:
+        """Called at every phase start/end with the '/'-path and the absolute clock time."""
+
+    def stop(self) -> ProbeResult:
+        return ProbeResult(self.NAME)
+
+
+@contextlib.contextmanager
+def null_phase(name: str):
+    yield name

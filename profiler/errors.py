@@ -1,0 +1,29 @@
+"""User-facing errors: a message, a hint and the process exit code."""
+
+from __future__ import annotations
+
+
+class LoadprofError(Exception):
+    """An error the CLI prints without a traceback and exits with ``exit_code``."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+class SpecError(LoadprofError):
+    """Bad input (YAML, CLI value): exit code 2, nothing runs."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, path: str | None = None, hint: str | None = None) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message, hint=hint, exit_code=2)

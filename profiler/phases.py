@@ -1,0 +1,106 @@
+"""Phases: named intervals on the trial's one monotonic clock.
+
+Worker side, ``PhaseRecorder`` opens nested phases and emits start/end events
+with a '/'-joined path. Runner side, ``build_tree`` turns those events back
+into ``PhaseTiming`` trees; a phase left open by a crash is closed at the last
+timestamp seen and flagged ``incomplete``. Time that no child covers is
+reported as ``other`` (see ``PhaseTiming.other_s``), never hidden.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterable, Iterator
+
+from profiler.clock import Clock
+from profiler.results import PhaseTiming
+
+PhaseListener = Callable[[str, str, int], None]
+
+
+class PhaseRecorder:
+    def __init__(self, clock: Clock, emit: Callable[[dict[str, Any]], None], t0_ns: int) -> None:
+        self.clock = clock
+        self._emit = emit
+        self.t0_ns = t0_ns
+        self._stack: list[str] = []
+        self._listeners: list[PhaseListener] = []
+
+    def add_listener(self, fn: PhaseListener) -> None:
+        self._listeners.append(fn)
+
+    def remove_listener(self, fn: PhaseListener) -> None:
+        if fn in self._listeners:
+            self._listeners.remove(fn)
+
+    @property
+    def current(self) -> str:
+        return "/".join(self._stack)
+
+    def _edge(self, path: str, edge: str) -> int:
+        t = self.clock.now_ns()
+        from profiler import events
+
+        self._emit(events.make("phase", name=path, edge=edge, t_ns=t - self.t0_ns))
+        for fn in list(self._listeners):
+            fn(path, edge, t)
+        return t
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[str]:
+        """Open ``name`` under the current phase; re-entering the same name (recursion) is not nested again."""
+        if "/" in name:
+            raise ValueError("phase names may not contain '/'")
+        if self._stack and self._stack[-1] == name:
+            yield self.current
+            return
+        self._stack.append(name)
+        path = self.current
+        self._edge(path, "start")
+        try:
+            yield path
+        finally:
+            self._edge(path, "end")
+            self._stack.pop()
+
+
+def build_tree(phase_events: Iterable[dict[str, Any]], end_ns: int | None = None) -> tuple[PhaseTiming, ...]:
+    """Phase events (t_ns relative to the trial's t0) -> top-level PhaseTiming tuple in start order."""
+    open_: dict[str, tuple[int, list]] = {}
+    last = 0
+    roots: list[PhaseTiming] = []
+    child_lists: dict[str, list[PhaseTiming]] = {}
+    for ev in phase_events:
+        path, edge, t = ev["name"], ev["edge"], int(ev["t_ns"])
+        last = max(last, t)
+        if edge == "start":
+            open_[path] = (t, [])
+            child_lists[path] = []
+        elif edge == "end" and path in open_:
+            start, _ = open_.pop(path)
+            node = PhaseTiming(
+                name=path.rsplit("/", 1)[-1],
+                start_s=start / 1e9,
+                end_s=t / 1e9,
+                children=_ordered(child_lists.pop(path, [])),
+            )
+            parent = path.rsplit("/", 1)[0] if "/" in path else ""
+            (roots if parent == "" else child_lists.setdefault(parent, [])).append(node)
+    # close what a crash left open, deepest first
+    stop = last if end_ns is None else max(last, end_ns)
+    for path in sorted(open_, key=lambda p: -p.count("/")):
+        start, _ = open_[path]
+        node = PhaseTiming(
+            name=path.rsplit("/", 1)[-1],
+            start_s=start / 1e9,
+            end_s=stop / 1e9,
+            children=_ordered(child_lists.pop(path, [])),
+            incomplete=True,
+        )
+        parent = path.rsplit("/", 1)[0] if "/" in path else ""
+        (roots if parent == "" else child_lists.setdefault(parent, [])).append(node)
+    return tuple(sorted(roots, key=lambda p: p.start_s))
+
+
+def _ordered(nodes: list[PhaseTiming]) -> tuple[PhaseTiming, ...]:
+    return tuple(sorted(nodes, key=lambda p: p.start_s))

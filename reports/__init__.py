@@ -1,0 +1,1 @@
+"""How to show it: renderers over the one result model (profiler.results)."""

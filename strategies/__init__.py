@@ -1,0 +1,1 @@
+"""What to try: YAML -> validated, frozen Strategy objects (torch-free)."""

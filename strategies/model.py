@@ -1,0 +1,298 @@
+"""Frozen specs for one point of a sweep: model + load settings + generate settings.
+
+Specs are plain data (no torch): the parent validates and hashes them, the
+worker receives them as JSON. Mapping-valued knobs (an explicit device_map,
+max_memory, loader kwargs) are stored as sorted tuples of pairs so that every
+spec stays hashable and its ``id`` is stable across runs and machines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
+
+from profiler.errors import SpecError
+
+# ---- allowed values (the YAML reference in the README lists the same) ----
+DEVICE_MAPS = ("cpu", "cuda", "auto", "balanced", "balanced_low_0", "sequential")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+QUANTIZATIONS = ("none", "bnb-8bit", "bnb-4bit-nf4", "bnb-4bit-fp4")
+OFFLOADS = ("none", "cpu", "disk")
+FILE_CACHES = ("cold", "warm", "as-is")
+CACHE_IMPLEMENTATIONS = ("dynamic", "static")
+VALIDATION_RE = re.compile(r"^(none|full|deep|sample(:[1-9][0-9]*)?)$")
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
+
+Pairs = tuple[tuple[str, Any], ...]
+
+
+def freeze_mapping(value: Mapping[str, Any] | None) -> Pairs | None:
+    """Mapping -> sorted tuple of (key, value) pairs (keys as strings), None stays None."""
+    if value is None:
+        return None
+    return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+
+
+def _freeze(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return freeze_mapping(v)
+    if isinstance(v, list):
+        return tuple(_freeze(x) for x in v)
+    return v
+
+
+def thaw(pairs: Any) -> Any:
+    """Inverse of ``freeze_mapping`` for JSON output and for calling libraries."""
+    if isinstance(pairs, tuple) and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in pairs) and pairs:
+        return {k: thaw(v) for k, v in pairs}
+    if isinstance(pairs, tuple):
+        return [thaw(x) for x in pairs]
+    return pairs
+
+
+def _choice(value: Any, allowed: tuple[str, ...], what: str) -> None:
+    if value not in allowed:
+        raise SpecError(f"invalid {what} {value!r}; allowed: {', '.join(allowed)}", path=what)
+
+
+SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_size(value: Any, what: str = "size") -> int:
+    """'16GiB' / '500MB' / 1024 -> bytes. Raises SpecError naming ``what``."""
+    if isinstance(value, bool):
+        raise SpecError(f"expected a size like '2GiB', got {value!r}", path=what)
+    if isinstance(value, int):
+        if value < 0:
+            raise SpecError(f"size must be >= 0, got {value}", path=what)
+        return value
+    m = SIZE_RE.match(str(value))
+    if not m:
+        raise SpecError(f"expected a size like '2GiB' or '500MB', got {value!r}", path=what)
+    return int(float(m.group(1)) * _UNITS[(m.group(2) or "b").lower()])
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """A real transformers architecture with seeded random weights (see strategies.synthetic)."""
+
+    arch: str | None = None  # None: the shape's own architecture (gpt2 for gpt2 shapes, qwen2 for qwen2.5-*, ...)
+    shape: str = "tiny"
+    dtype: str = "bfloat16"
+    seed: int = 0
+    max_shard_size: str = "200MB"
+
+    def __post_init__(self) -> None:
+        _choice(self.dtype, DTYPES[1:], "model.synthetic.dtype")
+        parse_size(self.max_shard_size, "model.synthetic.max_shard_size")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Exactly one of ``synthetic``, ``path`` (local folder) or ``hub_id`` (must be in the local HF cache)."""
+
+    synthetic: SyntheticSpec | None = None
+    path: str | None = None
+    hub_id: str | None = None
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        given = [n for n in ("synthetic", "path", "hub_id") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise SpecError("give exactly one of synthetic, path, hub_id", path="model")
+
+    @property
+    def label(self) -> str:
+        if self.synthetic is not None:
+            return f"{self.synthetic.arch or ''}:{self.synthetic.shape}".lstrip(":")
+        return self.path or self.hub_id or "?"
+
+
+@dataclass(frozen=True)
+class LoaderSpec:
+    """The user's own loader: ``"pkg.module:callable"`` (or ``module:Class.method``)."""
+
+    target: str
+    kwargs: Pairs = ()
+    init_kwargs: Pairs = ()
+    sys_path: tuple[str, ...] = ()
+    model_arg: str = "model_path"
+
+    def __post_init__(self) -> None:
+        for name in ("kwargs", "init_kwargs"):
+            v = getattr(self, name)
+            if isinstance(v, Mapping):
+                object.__setattr__(self, name, freeze_mapping(v))
+            elif isinstance(v, list) and not v:
+                object.__setattr__(self, name, ())
+        object.__setattr__(self, "sys_path", tuple(self.sys_path))
+        if not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", self.target):
+            raise SpecError(f"expected 'pkg.module:callable', got {self.target!r}", path="load.loader.target")
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    device_map: str | Pairs = "cpu"
+    dtype: str = "auto"
+    quantization: str = "none"
+    offload: str = "none"
+    max_memory: Pairs | None = None
+    offload_folder: str | None = None
+    attn_implementation: str | None = None
+    low_cpu_mem_usage: bool | None = None
+    validation: str = "none"
+    file_cache: str = "warm"
+    loader: LoaderSpec | None = None
+    extra_kwargs: Pairs = ()
+
+    def __post_init__(self) -> None:
+        for name in ("device_map", "max_memory", "extra_kwargs"):
+            v = getattr(self, name)
+            if isinstance(v, Mapping):
+                object.__setattr__(self, name, freeze_mapping(v))
+            elif isinstance(v, list) and not v:
+                object.__setattr__(self, name, ())
+        if isinstance(self.device_map, str):
+            _choice(self.device_map, DEVICE_MAPS, "load.device_map")
+        _choice(self.dtype, DTYPES, "load.dtype")
+        _choice(self.quantization, QUANTIZATIONS, "load.quantization")
+        _choice(self.offload, OFFLOADS, "load.offload")
+        _choice(self.file_cache, FILE_CACHES, "load.file_cache")
+        if self.attn_implementation is not None:
+            _choice(self.attn_implementation, ATTN_IMPLEMENTATIONS, "load.attn_implementation")
+        if not VALIDATION_RE.match(self.validation):
+            raise SpecError(
+                f"invalid validation {self.validation!r}; allowed: none, sample, sample:K (K >= 1), full, deep",
+                path="load.validation",
+            )
+        if self.max_memory is not None:
+            for dev, size in self.max_memory:
+                parse_size(size, f"load.max_memory.{dev}")
+        if self.offload == "cpu" and self.max_memory is None:
+            raise SpecError("offload: cpu needs max_memory that caps the main device", path="load.offload",
+                            hint="e.g. max_memory: {0: 2GiB, cpu: 30GiB}")
+
+    @property
+    def needs_cuda(self) -> bool:
+        dm = self.device_map
+        if isinstance(dm, str):
+            return dm == "cuda"
+        return any(str(v).startswith("cuda") or str(v).isdigit() for _, v in dm)
+
+    @property
+    def validation_mode(self) -> tuple[str, int]:
+        """('sample', k) / ('full', 0) / ... ; bare 'sample' means k = 10 (first and last 10)."""
+        mode, _, k = self.validation.partition(":")
+        return mode, int(k) if k else (10 if mode == "sample" else 0)
+
+
+@dataclass(frozen=True)
+class GenerateSpec:
+    prompt_tokens: int = 32
+    max_new_tokens: int = 32
+    batch_size: int = 1
+    cache_implementation: str = "dynamic"
+    stop_after: int | None = None
+    warmup: int = 1
+    repeats: int = 1
+    stop_at_eos: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("prompt_tokens", "max_new_tokens", "batch_size", "repeats"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise SpecError(f"must be an integer >= 1, got {v!r}", path=f"generate.{name}")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+            raise SpecError(f"must be an integer >= 0, got {self.warmup!r}", path="generate.warmup")
+        _choice(self.cache_implementation, CACHE_IMPLEMENTATIONS, "generate.cache_implementation")
+        if self.stop_after is not None:
+            if isinstance(self.stop_after, bool) or not isinstance(self.stop_after, int) or self.stop_after < 1:
+                raise SpecError(f"must be an integer >= 1, got {self.stop_after!r}", path="generate.stop_after")
+
+    @property
+    def expected_new_tokens(self) -> int:
+        return min(self.max_new_tokens, self.stop_after or self.max_new_tokens)
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One point of the sweep. ``id`` hashes everything that changes the measurement, not the label."""
+
+    model: ModelSpec
+    load: LoadSpec = field(default_factory=LoadSpec)
+    generate: GenerateSpec | None = field(default_factory=GenerateSpec)
+    label: str = ""
+    timeout_s: float = 600.0
+    memory_limit: str | None = None
+    probes: tuple[str, ...] = ("phases", "memory")
+    sampling_hz: int = 0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.timeout_s, (int, float)) and not isinstance(self.timeout_s, bool) and self.timeout_s > 0):
+            raise SpecError(f"must be a number of seconds > 0, got {self.timeout_s!r}", path="timeout_s")
+        object.__setattr__(self, "probes", tuple(self.probes))
+        if self.memory_limit is not None:
+            parse_size(self.memory_limit, "memory_limit")
+        if not (isinstance(self.sampling_hz, int) and 0 <= self.sampling_hz <= 1000):
+            raise SpecError(f"must be an integer Hz in 0..1000, got {self.sampling_hz!r}", path="sampling_hz")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_jsonable(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Strategy":
+        m = dict(d["model"])
+        syn = m.pop("synthetic", None)
+        model = ModelSpec(synthetic=SyntheticSpec(**syn) if syn else None, **m)
+        ld = dict(d.get("load") or {})
+        loader = ld.pop("loader", None)
+        if loader:
+            loader = LoaderSpec(**loader)
+        load = LoadSpec(loader=loader, **ld)
+        gen = d.get("generate")
+        rest = {k: v for k, v in d.items() if k not in ("model", "load", "generate")}
+        return cls(model=model, load=load, generate=GenerateSpec(**gen) if gen else None, **rest)
+
+    @property
+    def id(self) -> str:
+        d = self.to_dict()
+        d.pop("label", None)
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def display(self) -> str:
+        return self.label or self.id
+
+
+def _to_jsonable(v: Any) -> Any:
+    """asdict() output -> JSON-ready: frozen pair tuples back to dicts."""
+    if isinstance(v, dict):
+        return {k: _to_jsonable(thaw(x) if isinstance(x, tuple) else x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_to_jsonable(x) for x in v]
+    return v
+
+
+STRATEGY_KEYS = tuple(f.name for f in fields(Strategy))
+MODEL_KEYS = tuple(f.name for f in fields(ModelSpec))
+SYNTHETIC_KEYS = tuple(f.name for f in fields(SyntheticSpec))
+LOAD_KEYS = tuple(f.name for f in fields(LoadSpec))
+LOADER_KEYS = tuple(f.name for f in fields(LoaderSpec))
+GENERATE_KEYS = tuple(f.name for f in fields(GenerateSpec))
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One isolated run of a strategy; ``repeat_index`` counts from 0."""
+
+    strategy: Strategy
+    repeat_index: int = 0
+
+    @property
+    def id(self) -> str:
+        return f"{self.strategy.id}-r{self.repeat_index}"
