@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Callable, Iterable, Iterator
 
+from profiler import events
 from profiler.clock import Clock
 from profiler.results import PhaseTiming
 
@@ -37,31 +38,40 @@ class PhaseRecorder:
     def current(self) -> str:
         return "/".join(self._stack)
 
-    def _edge(self, path: str, edge: str) -> int:
-        t = self.clock.now_ns()
-        from profiler import events
-
+    def _edge(self, path: str, edge: str, t_ns: int | None = None) -> int:
+        t = self.clock.now_ns() if t_ns is None else t_ns
         self._emit(events.make("phase", name=path, edge=edge, t_ns=t - self.t0_ns))
         for fn in list(self._listeners):
             fn(path, edge, t)
         return t
 
+    def open(self, name: str, t_ns: int | None = None) -> str:
+        """Start ``name`` under the current phase, at ``t_ns`` (absolute) or now."""
+        if "/" in name:
+            raise ValueError("phase names may not contain '/'")
+        self._stack.append(name)
+        path = self.current
+        self._edge(path, "start", t_ns)
+        return path
+
+    def close(self, name: str, t_ns: int | None = None) -> None:
+        """End the innermost phase, which must be ``name``; ``t_ns`` lets a boundary seen late be placed exactly."""
+        if not self._stack or self._stack[-1] != name:
+            raise RuntimeError(f"closing phase {name!r} but the open one is {self.current!r}")
+        self._edge(self.current, "end", t_ns)
+        self._stack.pop()
+
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[str]:
         """Open ``name`` under the current phase; re-entering the same name (recursion) is not nested again."""
-        if "/" in name:
-            raise ValueError("phase names may not contain '/'")
         if self._stack and self._stack[-1] == name:
             yield self.current
             return
-        self._stack.append(name)
-        path = self.current
-        self._edge(path, "start")
+        path = self.open(name)
         try:
             yield path
         finally:
-            self._edge(path, "end")
-            self._stack.pop()
+            self.close(name)
 
 
 def build_tree(phase_events: Iterable[dict[str, Any]], end_ns: int | None = None) -> tuple[PhaseTiming, ...]:

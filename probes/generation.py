@@ -1,0 +1,143 @@
+"""Generate-time phases from per-step timestamps.
+
+A StoppingCriteria runs once after every generated token, in the main thread,
+so its call times are the token boundaries: the first call ends ``prefill``
+(time to first token) and starts ``decode``; the last one ends ``decode``;
+what generate() does after it is ``finish``. Hooks that fire inside
+generate (cache pre-allocation) nest under prefill. On CUDA each step
+synchronises first so a timestamp is when the token exists, not when it was
+queued. The same criteria enforces ``stop_after`` (a forced early stop that
+models an EOS after k tokens while max_new_tokens stays large).
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from profiler.phases import PhaseRecorder
+from strategies.model import GenerateSpec
+
+
+@dataclass
+class CallTiming:
+    t_call_ns: int
+    t_return_ns: int
+    steps_ns: list[int] = field(default_factory=list)
+    new_tokens: int = 0
+
+    @property
+    def ttft_ms(self) -> float | None:
+        return (self.steps_ns[0] - self.t_call_ns) / 1e6 if self.steps_ns else None
+
+    @property
+    def per_token_ms(self) -> list[float]:
+        return [(b - a) / 1e6 for a, b in zip(self.steps_ns, self.steps_ns[1:])]
+
+    @property
+    def decode_s(self) -> float:
+        return (self.steps_ns[-1] - self.steps_ns[0]) / 1e9 if len(self.steps_ns) > 1 else 0.0
+
+    @property
+    def generate_s(self) -> float:
+        return (self.t_return_ns - self.t_call_ns) / 1e9
+
+
+def make_inputs(model: Any, spec: GenerateSpec, seed: int = 0) -> dict[str, Any]:
+    """Seeded random prompt ids of the requested shape, on the model's first device."""
+    import torch
+
+    vocab = int(getattr(model.config, "vocab_size", None) or model.get_input_embeddings().num_embeddings)
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (spec.batch_size, spec.prompt_tokens), generator=g)
+    device = getattr(model, "device", torch.device("cpu"))
+    if getattr(device, "type", "cpu") == "meta":
+        device = torch.device("cpu")
+    return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}
+
+
+def run_generate(model: Any, spec: GenerateSpec, rec: PhaseRecorder, seed: int = 0) -> CallTiming:
+    """One generate() call under the current phase, split into prepare/prefill/decode/finish."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    clock = rec.clock
+    sync = torch.cuda.synchronize if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    with rec.phase("prepare"):
+        inputs = make_inputs(model, spec, seed)
+        steps: list[int] = []
+
+        class _Steps(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                if sync is not None:
+                    sync()
+                t = clock.now_ns()
+                steps.append(t)
+                if len(steps) == 1:
+                    rec.close("prefill", t)
+                    rec.open("decode", t)
+                stop = spec.stop_after is not None and len(steps) >= spec.stop_after
+                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=spec.max_new_tokens, do_sample=False,
+            stopping_criteria=StoppingCriteriaList([_Steps()]),
+            pad_token_id=getattr(model.generation_config, "pad_token_id", None) or 0,
+        )
+        if not spec.stop_at_eos:
+            kwargs["eos_token_id"] = None  # random weights must not end early by chance; stop_after models an EOS
+        if spec.cache_implementation == "static":
+            kwargs["cache_implementation"] = "static"
+    t_call = clock.now_ns()
+    rec.open("prefill", t_call)
+    try:
+        with torch.inference_mode():
+            out = model.generate(**inputs, **kwargs)
+        if sync is not None:
+            sync()
+    finally:
+        t_ret = clock.now_ns()
+        if steps:
+            rec.close("decode", steps[-1])
+            rec.open("finish", steps[-1])
+            rec.close("finish", t_ret)
+        elif rec.current.endswith("prefill"):
+            rec.close("prefill", t_ret)
+    return CallTiming(t_call_ns=t_call, t_return_ns=t_ret, steps_ns=list(steps),
+                      new_tokens=int(out.shape[-1] - inputs["input_ids"].shape[-1]))
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    k = (len(s) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def summarize(calls: list[CallTiming], warm_from: int, batch_size: int) -> dict[str, Any]:
+    """Metrics over the measured (warm) calls, plus the cold first call reported apart."""
+    measured = calls[warm_from:] or calls
+    m: dict[str, Any] = {}
+    if calls and calls[0].ttft_ms is not None:
+        m["cold_ttft_ms"] = calls[0].ttft_ms
+        m["cold_generate_s"] = calls[0].generate_s
+    ttfts = [c.ttft_ms for c in measured if c.ttft_ms is not None]
+    per_tok = [x for c in measured for x in c.per_token_ms]
+    rates = [(len(c.steps_ns) - 1) / c.decode_s for c in measured if c.decode_s > 0]
+    m["generate_calls_measured"] = len(measured)
+    m["generate_calls_warmup"] = warm_from
+    m["new_tokens"] = measured[-1].new_tokens if measured else 0
+    m["generate_call_s"] = statistics.median(c.generate_s for c in measured) if measured else None
+    if ttfts:
+        m["ttft_ms"] = statistics.median(ttfts)
+    if rates:
+        m["decode_tok_s_per_seq"] = statistics.median(rates)
+        m["decode_tok_s"] = m["decode_tok_s_per_seq"] * batch_size
+    for q in (0.5, 0.9, 0.99):
+        v = percentile(per_tok, q)
+        if v is not None:
+            m[f"per_token_ms_p{int(q * 100)}"] = v
+    return m

@@ -1,0 +1,162 @@
+"""CPU (and, where present, CUDA) memory per phase.
+
+Sources and what each misses:
+- /proc/self/status RssAnon/RssFile, sampled on a thread every ``period_s``:
+  splits real allocations from mmap'd checkpoint pages (a "fast" load that
+  only mapped its weights shows RssFile, not RssAnon); a sampler can miss a
+  spike shorter than its period.
+- VmHWM, reset at every phase edge by writing 5 to /proc/self/clear_refs:
+  the exact peak RSS inside each phase (where the kernel allows the reset).
+- getrusage minor/major page faults at phase edges: where the bytes were
+  really read (major faults = read from disk).
+- torch.cuda allocator stats (allocated/reserved/peak, peak reset at phase
+  start) when CUDA is initialised. Not seen by any of these: tracemalloc does
+  not see torch tensors; torch.profiler misses the loader's worker threads;
+  ``max_memory`` caps placement, not the loading peak.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import threading
+from pathlib import Path
+from typing import Any
+
+from probes.base import Probe, ProbeContext, ProbeResult
+
+_STATUS_KEYS = {"VmRSS": "rss", "RssAnon": "anon", "RssFile": "file", "VmHWM": "hwm"}
+
+
+def read_status() -> dict[str, int]:
+    """Selected /proc/self/status fields in bytes (empty on systems without procfs)."""
+    out: dict[str, int] = {}
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                key, _, rest = line.partition(b":")
+                name = _STATUS_KEYS.get(key.decode())
+                if name:
+                    out[name] = int(rest.split()[0]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+def reset_hwm() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class MemoryProbe(Probe):
+    NAME = "memory"
+
+    def __init__(self, period_s: float = 0.005) -> None:
+        self.period_s = period_s
+
+    def start(self, ctx: ProbeContext) -> None:
+        self.ctx = ctx
+        self.open: dict[str, dict[str, Any]] = {}
+        self.per_phase: dict[str, dict[str, Any]] = {}
+        self.timeline: list[tuple[float, int, int]] = []  # (t_s, anon, file)
+        self.peak_rss = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.hwm_reset_ok = reset_hwm()
+        self._cuda = None
+        self.peak_cuda = 0
+        self._thread = threading.Thread(target=self._sample, name="loadprof-memory", daemon=True)
+        self._thread.start()
+
+    # -- sampler thread --
+    def _sample(self) -> None:
+        t0 = self.ctx.t0_ns
+        while not self._stop.wait(self.period_s):
+            st = read_status()
+            if not st:
+                return
+            rss = st.get("rss", 0)
+            with self._lock:
+                self.timeline.append(((self.ctx.clock.now_ns() - t0) / 1e9, st.get("anon", 0), st.get("file", 0)))
+                self.peak_rss = max(self.peak_rss, rss)
+                for rec in self.open.values():
+                    rec["peak_sampled_rss_bytes"] = max(rec["peak_sampled_rss_bytes"], rss)
+                    rec["peak_anon_bytes"] = max(rec["peak_anon_bytes"], st.get("anon", 0))
+
+    # -- phase edges (main thread) --
+    def _cuda_mod(self) -> Any:
+        """torch.cuda once CUDA is initialised (re-checked until then: loading initialises it mid-trial)."""
+        if not self._cuda:
+            import sys
+
+            torch = sys.modules.get("torch")
+            if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+                self._cuda = torch.cuda
+        return self._cuda
+
+    def on_phase(self, phase: str, edge: str, t_ns: int) -> None:
+        st = read_status()
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        with self._lock:
+            # the HWM since the last edge belongs to every phase open during that interval
+            hwm = st.get("hwm", 0)
+            cuda = self._cuda_mod()
+            cuda_peak = cuda.max_memory_allocated() if cuda else 0
+            for rec in self.open.values():
+                rec["peak_rss_bytes"] = max(rec["peak_rss_bytes"], hwm)
+                if cuda:
+                    rec["peak_cuda_allocated_bytes"] = max(rec.get("peak_cuda_allocated_bytes", 0), cuda_peak)
+            self.peak_rss = max(self.peak_rss, hwm)
+            self.peak_cuda = max(self.peak_cuda, cuda_peak)
+            if edge == "start":
+                self.open[phase] = {
+                    "start_rss_bytes": st.get("rss", 0), "start_anon_bytes": st.get("anon", 0),
+                    "start_file_bytes": st.get("file", 0), "peak_rss_bytes": st.get("rss", 0),
+                    "peak_sampled_rss_bytes": st.get("rss", 0), "peak_anon_bytes": st.get("anon", 0),
+                    "_minflt": ru.ru_minflt, "_majflt": ru.ru_majflt,
+                }
+                if cuda:
+                    self.open[phase]["start_cuda_allocated_bytes"] = cuda.memory_allocated()
+                    self.open[phase]["peak_cuda_allocated_bytes"] = cuda.memory_allocated()
+            elif phase in self.open:
+                rec = self.open.pop(phase)
+                rec.update(end_rss_bytes=st.get("rss", 0), end_anon_bytes=st.get("anon", 0),
+                           end_file_bytes=st.get("file", 0),
+                           minor_faults=ru.ru_minflt - rec.pop("_minflt"), major_faults=ru.ru_majflt - rec.pop("_majflt"))
+                if cuda:
+                    rec.update(end_cuda_allocated_bytes=cuda.memory_allocated(),
+                               end_cuda_reserved_bytes=cuda.memory_reserved())
+                self.per_phase[phase] = rec
+            if cuda:
+                cuda.reset_peak_memory_stats()
+        if self.hwm_reset_ok:
+            reset_hwm()
+
+    def stop(self) -> ProbeResult:
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+        st = read_status()
+        with self._lock:
+            self.peak_rss = max(self.peak_rss, st.get("hwm", 0))
+            timeline = list(self.timeline)
+        path = Path(self.ctx.trial_dir) / "memory_timeline.json"
+        artifacts = {}
+        try:
+            path.write_text(json.dumps({"columns": ["t_s", "rss_anon_bytes", "rss_file_bytes"], "rows": timeline}))
+            artifacts["memory_timeline"] = path.name
+        except OSError:
+            pass
+        notes = []
+        if not self.hwm_reset_ok:
+            notes.append("could not reset VmHWM (/proc/self/clear_refs); per-phase peaks are sampled, not exact")
+        metrics = {"peak_rss_bytes": self.peak_rss, "end_rss_bytes": st.get("rss", 0),
+                   "end_anon_bytes": st.get("anon", 0), "end_file_bytes": st.get("file", 0),
+                   "samples": len(timeline), "period_ms": self.period_s * 1e3}
+        if self._cuda_mod():
+            metrics["peak_cuda_allocated_bytes"] = max(self.peak_cuda, self._cuda.max_memory_allocated())
+        return ProbeResult(self.NAME, metrics=metrics, per_phase=self.per_phase, notes=tuple(notes),
+                           artifacts=artifacts)

@@ -1,0 +1,210 @@
+"""Parent side of one trial: spawn a fresh worker, collect its events, enforce the timeout, classify the end.
+
+The worker runs in its own session (process group) so a timeout kills it and
+anything it started; its stdout/stderr go to the trial's logs; events arrive
+on a dedicated pipe and whatever arrived before a crash is kept. Never
+imports torch. Statuses:
+  ok       the worker reported ``done`` and exited 0
+  skipped  the worker reported this machine cannot run the strategy
+  failed   the worker caught an exception (reason = type and message)
+  crashed  the worker died without reporting (signal or bare exit code)
+  timeout  the worker outlived ``timeout_s`` and was killed
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from profiler import events
+from profiler.clock import DEFAULT_CLOCK, Clock
+from profiler.phases import build_tree
+from profiler.results import TrialResult
+from strategies.model import Trial, parse_size
+
+#: environment every worker gets: no network, no telemetry, faulthandler on
+WORKER_ENV = {
+    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_DATASETS_OFFLINE": "1", "DO_NOT_TRACK": "1", "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1",
+}
+KILL_GRACE_S = 3.0
+STDERR_TAIL_CHARS = 3000
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    trial: Trial
+    model_path: str
+    trial_dir: Path
+    cwd: str | None = None
+    python: str = sys.executable
+
+
+def _limit_memory(limit_bytes: int) -> Callable[[], None]:
+    def apply() -> None:  # runs in the child between fork and exec
+        resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, limit_bytes))
+
+    return apply
+
+
+def _kill_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_trial(plan: TrialPlan, *, clock: Clock = DEFAULT_CLOCK,
+              on_event: Callable[[dict[str, Any]], None] | None = None) -> TrialResult:
+    strategy = plan.trial.strategy
+    plan.trial_dir.mkdir(parents=True, exist_ok=True)
+    spec = {"trial_id": plan.trial.id, "repeat_index": plan.trial.repeat_index, "strategy": strategy.to_dict(),
+            "model_path": plan.model_path, "trial_dir": str(plan.trial_dir)}
+    env = {**os.environ, **WORKER_ENV}
+    limit = parse_size(strategy.memory_limit) if strategy.memory_limit else None
+    received: list[dict[str, Any]] = []
+    arrivals: dict[str, int] = {}
+    r, w = os.pipe()
+    started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    with open(plan.trial_dir / "stdout.log", "wb") as out, open(plan.trial_dir / "stderr.log", "wb") as err:
+        t_spawn = clock.now_ns()
+        try:
+            proc = subprocess.Popen(
+                [plan.python, "-m", "profiler.worker", "--events-fd", str(w)],
+                stdin=subprocess.PIPE, stdout=out, stderr=err, pass_fds=(w,), env=env, cwd=plan.cwd,
+                start_new_session=True, preexec_fn=_limit_memory(limit) if limit else None,
+            )
+        finally:
+            os.close(w)
+
+        def read() -> None:
+            with os.fdopen(r, "rb") as f:
+                for ev in events.decode_lines(f):
+                    arrivals.setdefault(ev["type"], clock.now_ns())
+                    received.append(ev)
+                    if on_event:
+                        on_event(ev)
+
+        reader = threading.Thread(target=read, name="loadprof-events", daemon=True)
+        reader.start()
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(__import__("json").dumps(spec).encode())
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        timed_out = False
+        try:
+            proc.wait(timeout=strategy.timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(timeout=KILL_GRACE_S)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc, signal.SIGKILL)
+                proc.wait()
+        except BaseException:  # Ctrl-C: take the worker down with us, keep nothing half-written
+            _kill_group(proc, signal.SIGKILL)
+            proc.wait()
+            raise
+        t_reaped = clock.now_ns()
+        _kill_group(proc, signal.SIGKILL)  # stray grandchildren must not hold the events pipe open
+        reader.join(timeout=5.0)
+    return classify(plan, received, proc.returncode, timed_out, started_at,
+                    parent_wall_ns=t_reaped - t_spawn, spawn_ns=t_spawn, hello_arrival_ns=arrivals.get("hello"))
+
+
+def _stderr_tail(trial_dir: Path) -> str:
+    try:
+        data = (trial_dir / "stderr.log").read_bytes()[-STDERR_TAIL_CHARS:]
+    except OSError:
+        return ""
+    return data.decode(errors="replace")
+
+
+def classify(plan: TrialPlan, received: list[dict[str, Any]], returncode: int | None, timed_out: bool,
+             started_at: str, *, parent_wall_ns: int, spawn_ns: int, hello_arrival_ns: int | None) -> TrialResult:
+    """Events + exit status -> TrialResult. Pure apart from reading the stderr log."""
+    strategy = plan.trial.strategy
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for ev in received:
+        by_type.setdefault(ev["type"], []).append(ev)
+    done = by_type.get("done")
+    last_t = max((ev.get("t_ns", 0) for ev in received if "t_ns" in ev), default=0)
+    wall_ns = done[-1]["t_ns"] if done else last_t
+    phases = build_tree(by_type.get("phase", []), end_ns=wall_ns)
+    metrics: dict[str, Any] = {ev["key"]: ev["value"] for ev in by_type.get("metric", [])}
+    probes = {ev["name"]: ev["result"] for ev in by_type.get("probe", [])}
+    notes = [ev["text"] for ev in by_type.get("note", [])]
+    for res in probes.values():
+        notes += res.get("notes", [])
+    totals: dict[str, float] = {}
+    for p in phases:  # top-level phase totals: load_s, generate_s, ... (a name may repeat)
+        totals[f"{p.name}_s"] = totals.get(f"{p.name}_s", 0.0) + p.duration_s
+    metrics.update(totals)
+    mem = probes.get("memory", {}).get("metrics", {})
+    for key in ("peak_rss_bytes", "peak_cuda_allocated_bytes"):
+        if key in mem:
+            metrics[key] = mem[key]
+
+    sig = None
+    if timed_out:
+        status, reason = "timeout", f"exceeded timeout_s={strategy.timeout_s:g}; process group killed"
+    elif by_type.get("skip"):
+        status, reason = "skipped", by_type["skip"][-1]["reason"]
+    elif by_type.get("error"):
+        err = by_type["error"][-1]
+        status, reason = "failed", f"{err['kind']}: {err['message']}"
+        if err["kind"] == "MemoryError" and strategy.memory_limit:
+            reason = f"out of memory under memory_limit={strategy.memory_limit}: {reason}"
+        notes.append(err.get("traceback", ""))
+    elif returncode is not None and returncode < 0:
+        sig = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else str(-returncode)
+        hint = " (the kernel's OOM killer sends SIGKILL)" if sig == "SIGKILL" else ""
+        status, reason = "crashed", f"worker killed by {sig}{hint}"
+    elif returncode == 0 and done:
+        status, reason = "ok", None
+    else:
+        status, reason = "crashed", f"worker exited with code {returncode} without reporting an error"
+    if status == "crashed" and not done and phases:
+        reason += f" during phase {_deepest_open(phases)}"
+
+    harness: dict[str, Any] = {"parent_wall_s": parent_wall_ns / 1e9}
+    hello = by_type.get("hello")
+    if hello and "t0_abs_ns" in hello[0]:
+        # perf_counter is CLOCK_MONOTONIC on Linux: parent and worker share the time base
+        harness["startup_s"] = (hello[0]["t0_abs_ns"] - spawn_ns) / 1e9
+    if done:
+        harness["overhead_s"] = parent_wall_ns / 1e9 - wall_ns / 1e9
+    env = by_type["env"][-1]["info"] if by_type.get("env") else {}
+    return TrialResult(
+        trial_id=plan.trial.id, strategy_id=strategy.id, label=strategy.display(),
+        repeat_index=plan.trial.repeat_index, status=status, strategy=strategy.to_dict(),
+        wall_s=wall_ns / 1e9 if received else None, phases=phases, metrics=metrics, probes=probes,
+        notes=tuple(n for n in notes if n), reason=reason, exit_code=returncode, signal=sig,
+        stderr_tail=_stderr_tail(plan.trial_dir) if status != "ok" else "", harness=harness, env=env,
+        started_at=started_at, artifacts={"stdout": "stdout.log", "stderr": "stderr.log",
+                                          **{k: v for r in probes.values() for k, v in r.get("artifacts", {}).items()}},
+    )
+
+
+def _deepest_open(phases: Any) -> str:
+    path = ""
+    nodes = list(phases)
+    while nodes:
+        open_ = [p for p in nodes if p.incomplete]
+        if not open_:
+            break
+        path = f"{path}/{open_[-1].name}" if path else open_[-1].name
+        nodes = list(open_[-1].children)
+    return path or phases[-1].name

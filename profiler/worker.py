@@ -1,0 +1,235 @@
+"""Child side of one trial: import, load, validate, warm up, generate, with probes attached.
+
+Run as ``python -m profiler.worker --events-fd N``; the trial spec arrives as
+JSON on stdin, events leave on fd N (stdout/stderr belong to transformers and
+the user's loader; the runner captures them into the trial's logs). t0 is
+read before anything heavy is imported, so ``import`` (torch, transformers
+and the model's own module, which from_pretrained would otherwise import
+lazily and bill as loading) is a measured phase of its own.
+"""
+
+from __future__ import annotations
+
+from profiler.clock import DEFAULT_CLOCK as CLOCK
+
+T0_NS = CLOCK.now_ns()
+
+import argparse  # noqa: E402
+import faulthandler  # noqa: E402
+import importlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import traceback  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Callable  # noqa: E402
+
+from probes._hooks import HookSet  # noqa: E402
+from probes.base import Probe, ProbeContext  # noqa: E402
+from profiler import events  # noqa: E402
+from profiler.phases import PhaseRecorder  # noqa: E402
+from strategies.model import GenerateSpec, Strategy  # noqa: E402
+
+#: the warmup forward when the strategy does not generate (still exposes lazy reads)
+DEFAULT_WARMUP = GenerateSpec(prompt_tokens=16, max_new_tokens=1)
+
+
+def import_stack(model_path: str) -> dict[str, Any]:
+    """Import what a load will need, including the model's own modeling module."""
+    import torch  # noqa: F401
+    import transformers
+    from transformers import AutoModelForCausalLM  # noqa: F401
+
+    info: dict[str, Any] = {}
+    try:
+        import accelerate  # noqa: F401
+    except ImportError:
+        pass
+    cfg_file = Path(model_path) / "config.json"
+    if cfg_file.is_file():
+        model_type = json.loads(cfg_file.read_text()).get("model_type")
+        info["model_type"] = model_type
+        if model_type:
+            try:
+                from transformers.models.auto.configuration_auto import model_type_to_module_name
+
+                name = model_type_to_module_name(model_type)
+                importlib.import_module(f"transformers.models.{name}.modeling_{name}")
+            except (ImportError, KeyError, ValueError) as e:
+                info["model_module_error"] = f"{type(e).__name__}: {e}"
+    info["transformers"] = transformers.__version__
+    return info
+
+
+def environment() -> dict[str, Any]:
+    import torch
+    import transformers
+
+    env: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
+                           "transformers": transformers.__version__, "cpu_count": os.cpu_count(),
+                           "cuda_available": torch.cuda.is_available(), "platform": platform.platform()}
+    for mod in ("accelerate", "safetensors", "bitsandbytes"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            env[mod] = getattr(m, "__version__", "?")
+    if torch.cuda.is_available():
+        env["cuda_device"] = torch.cuda.get_device_name(0)
+        env["cuda_version"] = torch.version.cuda
+    return env
+
+
+def model_facts(model: Any) -> dict[str, Any]:
+    """Parameter count, bytes per dtype and per device, tensors left on meta: what was actually loaded."""
+    seen: set[tuple[str, int]] = set()
+    by_dtype: dict[str, int] = {}
+    by_device: dict[str, int] = {}
+    params = meta = 0
+    for kind, it in (("param", model.named_parameters()), ("buffer", model.named_buffers())):
+        for _, t in it:
+            key = (str(t.device), t.data_ptr() if t.device.type != "meta" else id(t))
+            if key in seen:
+                continue  # tied weights share storage: count once
+            seen.add(key)
+            nbytes = t.numel() * t.element_size()
+            if kind == "param":
+                params += t.numel()
+            if t.device.type == "meta":
+                meta += 1
+            by_dtype[str(t.dtype).removeprefix("torch.")] = by_dtype.get(str(t.dtype).removeprefix("torch."), 0) + nbytes
+            by_device[str(t.device)] = by_device.get(str(t.device), 0) + nbytes
+    facts: dict[str, Any] = {"param_count": params, "weights_bytes": sum(by_dtype.values()),
+                             "bytes_by_dtype": by_dtype, "bytes_by_device": by_device, "meta_tensors": meta}
+    dm = getattr(model, "hf_device_map", None)
+    if dm:
+        facts["hf_device_map"] = {k: str(v) for k, v in dm.items()}
+    return facts
+
+
+def build_probes(names: tuple[str, ...]) -> list[Probe]:
+    from probes.memory import MemoryProbe
+    from probes.phases import LoadPhasesProbe
+
+    registry: dict[str, Callable[[], Probe]] = {"phases": LoadPhasesProbe, "memory": MemoryProbe}
+    return [registry[n]() for n in names if n in registry]
+
+
+def run_trial(spec: dict[str, Any], rec: PhaseRecorder, emit: Callable[[dict[str, Any]], None]) -> None:
+    strategy = Strategy.from_dict(spec["strategy"])
+    model_path = spec["model_path"]
+    trial_dir = Path(spec["trial_dir"])
+    metric = lambda k, v: emit(events.make("metric", key=k, value=v))  # noqa: E731
+    note = lambda text: emit(events.make("note", text=text))  # noqa: E731
+
+    from strategies import loaders
+
+    probes: list[tuple[Probe, HookSet]] = []
+    with rec.phase("import"):
+        info = import_stack(model_path)
+        # probes import what they hook (transformers internals) now, so load is not billed for it
+        for p in build_probes(strategy.probes):
+            hooks = HookSet()
+            ctx = ProbeContext(clock=CLOCK, hooks=hooks, phase=rec.phase, trial_dir=trial_dir, strategy=strategy,
+                               t0_ns=T0_NS, pid=os.getpid(), emit=emit, current_phase=lambda: rec.current)
+            reason = p.unavailable(ctx)
+            if reason:
+                note(f"probe {p.NAME} not run: {reason}")
+                continue
+            p.start(ctx)
+            rec.add_listener(p.on_phase)
+            probes.append((p, hooks))
+    if "model_module_error" in info:
+        note(f"could not pre-import the model module: {info['model_module_error']}")
+    emit(events.make("env", info=environment()))
+    try:
+        reason = loaders.skip_reason(strategy.load)
+        if reason:
+            raise loaders.SkipTrial(reason)
+        run_steps(strategy, model_path, trial_dir, rec, metric, note)
+    finally:
+        for p, hooks in reversed(probes):
+            rec.remove_listener(p.on_phase)
+            try:
+                res = p.stop()
+                emit(events.make("probe", name=p.NAME, result=res.to_dict()))
+            except Exception as e:  # a probe never decides the trial's fate
+                note(f"probe {p.NAME} failed to stop: {type(e).__name__}: {e}")
+            finally:
+                hooks.undo()
+
+
+def run_steps(strategy: Strategy, model_path: str, trial_dir: Path, rec: PhaseRecorder,
+              metric: Callable[[str, Any], None], note: Callable[[str], None]) -> None:
+    import torch
+
+    from probes.generation import make_inputs, run_generate, summarize
+    from strategies import loaders
+    from strategies.validation import validate
+
+    with rec.phase("load"):
+        loaded = loaders.load(strategy, model_path, str(trial_dir))
+    model = loaded.model
+    metric("loader", loaded.loader)
+    if loaded.kwargs:
+        metric("from_pretrained_kwargs", {k: repr(v) if not isinstance(v, (str, int, float, bool, dict)) else v
+                                          for k, v in loaded.kwargs.items()})
+    for k, v in model_facts(model).items():
+        metric(k, v)
+
+    mode, k = strategy.load.validation_mode
+    if mode != "none":
+        with rec.phase("validate"):
+            report = validate(model, mode, k, CLOCK.now_ns)
+        for key, v in report.to_metrics().items():
+            metric(key, v)
+
+    gen = strategy.generate
+    with rec.phase("warmup"):
+        with rec.phase("forward"), torch.inference_mode():
+            model(**make_inputs(model, gen or DEFAULT_WARMUP))
+        calls = [run_generate(model, gen, rec) for _ in range(gen.warmup)] if gen else []
+    if gen is None:
+        return
+    with rec.phase("generate"):
+        calls += [run_generate(model, gen, rec) for _ in range(gen.repeats)]
+    for key, v in summarize(calls, gen.warmup, gen.batch_size).items():
+        metric(key, v)
+    if calls and calls[-1].new_tokens < gen.expected_new_tokens:
+        note(f"generated {calls[-1].new_tokens} tokens, expected {gen.expected_new_tokens}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m profiler.worker")
+    ap.add_argument("--events-fd", type=int, required=True)
+    args = ap.parse_args(argv)
+    faulthandler.enable()  # a segfault leaves a Python stack in the trial's stderr log
+    writer = events.EventWriter(args.events_fd)
+    emit = writer.emit
+    emit(events.make("hello", pid=os.getpid(), t_ns=0, t0_abs_ns=T0_NS, protocol=events.PROTOCOL_VERSION))
+    rec = PhaseRecorder(CLOCK, emit, T0_NS)
+    rc = 0
+    try:
+        spec = json.loads(sys.stdin.read())
+        run_trial(spec, rec, emit)
+    except BaseException as e:  # noqa: BLE001 - everything is reported, nothing escapes silently
+        from strategies.loaders import SkipTrial
+
+        if isinstance(e, SkipTrial):
+            emit(events.make("skip", reason=str(e)))
+        else:
+            kind = type(e).__name__
+            emit(events.make("error", kind=kind, message=str(e)[:2000],
+                             traceback=traceback.format_exc()[-8000:]))
+            rc = 1
+    emit(events.make("done", t_ns=CLOCK.now_ns() - T0_NS))
+    writer.close()
+    return rc
+
+
+if __name__ == "__main__":
+    code = main()
+    # Everything is reported; skip interpreter teardown (~1 s of torch module cleanup that would
+    # otherwise count as harness overhead) after flushing what the trial printed.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,84 @@
+"""Console renderer (rich): one row per trial, like the user's benchmark summary, plus harness cost."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from profiler.results import SweepResult, TrialResult
+from reports.format import bytes_h, num
+
+STATUS_STYLE = {"ok": "green", "skipped": "yellow", "failed": "red", "crashed": "bold red", "timeout": "magenta"}
+
+
+def model_label(trial: TrialResult) -> str:
+    m = trial.strategy.get("model", {})
+    syn = m.get("synthetic")
+    if syn:
+        return f"{syn.get('arch') or ''}:{syn['shape']}".lstrip(":") + f" ({syn.get('dtype')})"
+    return str(m.get("path") or m.get("hub_id") or "?")
+
+
+def trial_line(t: TrialResult) -> str:
+    """One line per finished trial, printed above the progress bar."""
+    m = t.metrics
+    style = STATUS_STYLE.get(t.status, "")
+    parts = [f"[{style}]{t.status:<7}[/]", f"{t.label}", f"r{t.repeat_index}"]
+    if t.ok:
+        parts += [f"load {num(m.get('load_s'))} s", f"peak {bytes_h(m.get('peak_rss_bytes'))}"]
+        if m.get("ttft_ms") is not None:
+            parts += [f"TTFT {num(m.get('ttft_ms'), '.1f')} ms", f"decode {num(m.get('decode_tok_s'), '.1f')} tok/s"]
+    else:
+        parts.append(f"[dim]{(t.reason or '')[:160]}[/]")
+    return "  ".join(parts)
+
+
+def summary_table(sweep: SweepResult) -> Table:
+    table = Table(title=f"loadprof: {sweep.name} ({len(sweep.trials)} trials)", show_lines=False)
+    for col, just in (("#", "right"), ("model", "left"), ("strategy", "left"), ("status", "left"),
+                      ("import s", "right"), ("load s", "right"), ("warmup s", "right"), ("peak RSS", "right"),
+                      ("TTFT ms", "right"), ("decode tok/s", "right"), ("wall s", "right"), ("reason", "left")):
+        table.add_column(col, justify=just, overflow="fold", no_wrap=col not in ("strategy", "reason"))
+    for i, t in enumerate(sweep.trials, 1):
+        m = t.metrics
+        table.add_row(
+            str(i), model_label(t), f"{t.label} r{t.repeat_index}",
+            f"[{STATUS_STYLE.get(t.status, '')}]{t.status}[/]",
+            num(m.get("import_s")), num(m.get("load_s")), num(m.get("warmup_s")), bytes_h(m.get("peak_rss_bytes")),
+            num(m.get("ttft_ms"), ".1f"), num(m.get("decode_tok_s"), ".1f"), num(t.wall_s),
+            (t.reason or "")[:120],
+        )
+    return table
+
+
+def harness_line(sweep: SweepResult) -> str | None:
+    over = [t.harness["overhead_s"] for t in sweep.trials if "overhead_s" in t.harness]
+    start = [t.harness["startup_s"] for t in sweep.trials if "startup_s" in t.harness]
+    imp = [t.metrics["import_s"] for t in sweep.trials if "import_s" in t.metrics]
+    if not over:
+        return None
+    parts = [f"harness overhead per trial (parent wall - trial wall, median of {len(over)}): "
+             f"{statistics.median(over) * 1e3:.0f} ms"]
+    if start:
+        parts.append(f"of which interpreter start {statistics.median(start) * 1e3:.0f} ms")
+    if imp:
+        parts.append(f"measured import phase (torch, transformers, model module) {statistics.median(imp):.2f} s, "
+                     "inside the trial wall")
+    return "; ".join(parts)
+
+
+def render(sweep: SweepResult, console: Console | None = None, out_dir: Any = None) -> None:
+    console = console or Console()
+    console.print(summary_table(sweep))
+    line = harness_line(sweep)
+    if line:
+        console.print(f"[dim]{line}[/]")
+    counts: dict[str, int] = {}
+    for t in sweep.trials:
+        counts[t.status] = counts.get(t.status, 0) + 1
+    console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + (" (interrupted)" if sweep.interrupted else ""))
+    if out_dir is not None:
+        console.print(f"results: {out_dir}/report.json, {out_dir}/results.jsonl, per-trial logs in {out_dir}/trials/")

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from profiler.results import SCHEMA_VERSION, PhaseTiming, SweepResult, TrialResult
+
+
+def _trial(**kw):
+    base = dict(trial_id="abc-r0", strategy_id="abc", label="x", repeat_index=0, status="ok", strategy={"m": 1},
+                wall_s=2.0, phases=(PhaseTiming("load", 0.0, 1.5, (PhaseTiming("weights", 0.25, 1.0),)),),
+                metrics={"load_s": 1.5}, notes=("n",))
+    base.update(kw)
+    return TrialResult(**base)
+
+
+def test_json_round_trip_is_lossless():
+    sweep = SweepResult(run_id="r", name="n", source="s.yaml", created_at="t", trials=(_trial(),))
+    again = SweepResult.from_dict(json.loads(json.dumps(sweep.to_dict())))
+    assert again == sweep
+    assert again.to_dict()["schema_version"] == SCHEMA_VERSION
+
+
+def test_other_is_derived_and_find_walks_paths():
+    t = _trial()
+    load = t.phase("load")
+    assert load is not None and load.other_s == pytest.approx(0.75)
+    assert t.phase("load/weights").duration_s == pytest.approx(0.75)
+    assert t.phase("load/nope") is None
+
+
+def test_bad_status_and_wrong_schema_rejected():
+    with pytest.raises(ValueError):
+        _trial(status="weird")
+    d = SweepResult(run_id="r", name="n", source="s", created_at="t").to_dict()
+    d["schema_version"] = 999
+    with pytest.raises(ValueError):
+        SweepResult.from_dict(d)

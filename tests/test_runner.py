@@ -1,0 +1,127 @@
+"""Runner: status classification (pure) and real isolated trials that die in every way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from profiler.runner import TrialPlan, classify, run_trial
+from strategies.model import GenerateSpec, LoaderSpec, LoadSpec, ModelSpec, Strategy, Trial
+
+from .conftest import EXAMPLES
+
+
+def _plan(tmp_path: Path, **kw) -> TrialPlan:
+    s = Strategy(model=ModelSpec(path="/nonexistent"), **kw)
+    return TrialPlan(Trial(s), "/nonexistent", tmp_path)
+
+
+def _ev(type_, **kw):
+    return {"v": 1, "type": type_, **kw}
+
+
+def _classify(tmp_path, evs, rc, timed_out=False, **kw):
+    return classify(_plan(tmp_path, **kw), evs, rc, timed_out, "t", parent_wall_ns=5_000_000_000,
+                    spawn_ns=0, hello_arrival_ns=None)
+
+
+def test_ok_needs_done_and_exit_zero(tmp_path):
+    evs = [_ev("hello", t_ns=0, t0_abs_ns=20_000_000), _ev("phase", name="load", edge="start", t_ns=0),
+           _ev("phase", name="load", edge="end", t_ns=10**9), _ev("done", t_ns=2 * 10**9)]
+    r = _classify(tmp_path, evs, 0)
+    assert r.status == "ok" and r.wall_s == 2.0 and r.metrics["load_s"] == 1.0
+    assert r.harness["startup_s"] == pytest.approx(0.02) and r.harness["overhead_s"] == pytest.approx(3.0)
+    assert _classify(tmp_path, evs[:-1], 0).status == "crashed"  # exit 0 but never said done
+
+
+def test_signal_death_names_signal_and_open_phase(tmp_path):
+    evs = [_ev("phase", name="load", edge="start", t_ns=0), _ev("phase", name="load/weights", edge="start", t_ns=5)]
+    r = _classify(tmp_path, evs, -11)
+    assert r.status == "crashed" and r.signal == "SIGSEGV"
+    assert "SIGSEGV" in r.reason and "load/weights" in r.reason
+    assert r.phase("load").incomplete
+    r = _classify(tmp_path, evs, -9)
+    assert "OOM killer" in r.reason
+
+
+def test_error_skip_timeout_and_bare_exit(tmp_path):
+    r = _classify(tmp_path, [_ev("error", kind="ValueError", message="bad", traceback="tb"), _ev("done", t_ns=1)], 1)
+    assert (r.status, r.reason) == ("failed", "ValueError: bad")
+    r = _classify(tmp_path, [_ev("skip", reason="needs CUDA"), _ev("done", t_ns=1)], 0)
+    assert (r.status, r.reason) == ("skipped", "needs CUDA")
+    r = _classify(tmp_path, [], -15, timed_out=True, timeout_s=7)
+    assert r.status == "timeout" and "timeout_s=7" in r.reason
+    r = _classify(tmp_path, [], 3)
+    assert r.status == "crashed" and "code 3" in r.reason
+    r = _classify(tmp_path, [_ev("error", kind="MemoryError", message="", traceback="")], 1, memory_limit="1GiB")
+    assert r.status == "failed" and "memory_limit=1GiB" in r.reason
+
+
+@pytest.mark.slow
+def test_real_trial_phases_cover_the_wall(tiny_model, tmp_path):
+    s = Strategy(model=ModelSpec(path=str(tiny_model)), load=LoadSpec(validation="full"),
+                 generate=GenerateSpec(prompt_tokens=8, max_new_tokens=6, warmup=1))
+    r = run_trial(TrialPlan(Trial(s), str(tiny_model), tmp_path))
+    assert r.status == "ok", r.reason + r.stderr_tail if r.reason else r.stderr_tail
+    names = [p.name for p in r.phases]
+    assert names == ["import", "load", "validate", "warmup", "generate"]
+    starts = [p.start_s for p in r.phases]
+    assert starts == sorted(starts) and all(p.duration_s >= 0 for p in r.phases)
+    for a, b in zip(r.phases, r.phases[1:]):
+        assert a.end_s <= b.start_s  # top-level phases never overlap
+    covered = sum(p.duration_s for p in r.phases)
+    assert covered <= r.wall_s and covered >= 0.95 * r.wall_s
+    load = r.phase("load")
+    assert {"config", "weights", "post_init"} <= {c.name for c in load.children}
+    gen = r.phase("generate")
+    assert [c.name for c in gen.children] == ["prepare", "prefill", "decode", "finish"]
+    assert r.metrics["new_tokens"] == 6 and r.metrics["ttft_ms"] > 0 and r.metrics["decode_tok_s"] > 0
+    assert r.metrics["validation_modules_checked"] > 0
+    assert r.metrics["peak_rss_bytes"] >= r.metrics["weights_bytes"]
+    assert r.harness["overhead_s"] >= 0 and r.harness["startup_s"] > 0
+    assert (tmp_path / "stderr.log").exists() and (tmp_path / "memory_timeline.json").exists()
+
+
+@pytest.mark.slow
+def test_stop_after_forces_early_stop(tiny_model, tmp_path):
+    s = Strategy(model=ModelSpec(path=str(tiny_model)), probes=(),
+                 generate=GenerateSpec(prompt_tokens=8, max_new_tokens=64, stop_after=3, warmup=0))
+    r = run_trial(TrialPlan(Trial(s), str(tiny_model), tmp_path))
+    assert r.status == "ok" and r.metrics["new_tokens"] == 3
+
+
+@pytest.mark.slow
+def test_corrupt_shard_is_a_failed_trial_with_reason(tiny_model, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    shard = sorted(broken.glob("*.safetensors"))[0]
+    shard.write_bytes(shard.read_bytes()[:100])
+    s = Strategy(model=ModelSpec(path=str(broken)), generate=None)
+    r = run_trial(TrialPlan(Trial(s), str(broken), tmp_path / "t"))
+    assert r.status == "failed" and r.reason
+    missing = tmp_path / "missing"
+    shutil.copytree(tiny_model, missing)
+    shard = sorted(missing.glob("*.safetensors"))[-1]
+    shard.unlink()
+    r = run_trial(TrialPlan(Trial(Strategy(model=ModelSpec(path=str(missing)), generate=None)), str(missing),
+                            tmp_path / "t2"))
+    assert r.status == "failed" and shard.name in r.reason
+
+
+@pytest.mark.slow
+def test_cuda_strategy_is_skipped_without_a_gpu(tiny_model, tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the skip path does not apply")
+    s = Strategy(model=ModelSpec(path=str(tiny_model)), load=LoadSpec(device_map="cuda"))
+    r = run_trial(TrialPlan(Trial(s), str(tiny_model), tmp_path))
+    assert r.status == "skipped" and "CUDA" in r.reason
+
+
+def fault_strategy(tiny_model: Path, label: str, target: str | None, **kw) -> Strategy:
+    loader = LoaderSpec(target=f"faulty_loaders:{target}", sys_path=(str(EXAMPLES),), **kw.pop("loader", {})) if target else None
+    return Strategy(model=ModelSpec(path=str(tiny_model)), label=label, load=LoadSpec(loader=loader),
+                    generate=GenerateSpec(prompt_tokens=4, max_new_tokens=2, warmup=0), **kw)

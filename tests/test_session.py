@@ -1,0 +1,67 @@
+"""A sweep survives every way a trial dies, writes as it goes, and resumes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from profiler.errors import LoadprofError
+from profiler.session import RESULTS, Session, read_results
+from strategies.expand import Sweep
+
+from .test_runner import fault_strategy
+
+
+@pytest.mark.slow
+def test_fault_sweep_completes_and_records_each_death(tiny_model, tmp_path):
+    strategies = (
+        fault_strategy(tiny_model, "segfault", "segfault"),
+        fault_strategy(tiny_model, "exit-3", "exit_code", loader={"kwargs": {"code": 3}}),
+        fault_strategy(tiny_model, "hang", "hang", timeout_s=8),
+        fault_strategy(tiny_model, "memory-capped", "hog", memory_limit="2GiB"),
+        fault_strategy(tiny_model, "normal", None),
+    )
+    sweep = Sweep(name="faults", source="test", description="", repeat=1, strategies=strategies)
+    seen = []
+    result = Session(sweep, tmp_path / "out", on_trial=lambda r, i, n: seen.append(r.trial_id)).run()
+    by_label = {t.label: t for t in result.trials}
+    assert by_label["normal"].status == "ok"
+    assert by_label["segfault"].status == "crashed" and by_label["segfault"].signal == "SIGSEGV"
+    assert "Segmentation fault" in by_label["segfault"].stderr_tail  # faulthandler's Python stack
+    assert by_label["exit-3"].status == "crashed" and by_label["exit-3"].exit_code == 3
+    assert by_label["hang"].status == "timeout" and "timeout_s=8" in by_label["hang"].reason
+    assert by_label["hang"].phase("load").incomplete  # it hung inside the load phase
+    capped = by_label["memory-capped"]
+    assert capped.status in ("failed", "crashed") and ("memory" in capped.reason.lower() or capped.signal == "SIGKILL")
+    # every trial was appended as it finished, in order, and report.json holds them all
+    lines = (tmp_path / "out" / RESULTS).read_text().splitlines()
+    assert [json.loads(x)["trial_id"] for x in lines] == seen == [s.id + "-r0" for s in strategies]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert len(report["trials"]) == 5 and report["interrupted"] is False
+
+
+@pytest.mark.slow
+def test_interrupted_sweep_keeps_finished_trials_and_resumes(tiny_model, tmp_path):
+    strategies = tuple(fault_strategy(tiny_model, f"n{i}", "exit_code", loader={"kwargs": {"code": i}})
+                       for i in (3, 4, 5))
+    sweep = Sweep(name="resume", source="test", description="", repeat=1, strategies=strategies)
+    out = tmp_path / "out"
+
+    def interrupt_after_first(result, i, n):
+        if i == 1:
+            raise KeyboardInterrupt
+
+    first = Session(sweep, out, on_trial=interrupt_after_first).run()
+    assert first.interrupted and len(first.trials) == 1
+    assert json.loads((out / "report.json").read_text())["interrupted"] is True
+    with (out / RESULTS).open("a") as f:
+        f.write('{"trial_id": "torn')  # a sweep killed mid-write leaves a torn line
+    with pytest.raises(LoadprofError) as e:
+        Session(sweep, out).run()
+    assert e.value.exit_code == 2 and "--resume" in e.value.hint
+    ran = []
+    second = Session(sweep, out, resume=True, on_start=lambda t, i, n: ran.append(t.id)).run()
+    assert ran == [strategies[1].id + "-r0", strategies[2].id + "-r0"]
+    assert [t.label for t in second.trials] == ["n3", "n4", "n5"] and not second.interrupted
+    assert len(read_results(out)) == 3
