@@ -1,0 +1,124 @@
+"""The CLI as a user runs it: a real sweep on a synthesized model, bad input, no-torch commands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from .conftest import EXAMPLES, REPO
+
+
+def loadprof(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "profiler.cli", *args], capture_output=True, text=True,
+                          cwd=cwd or REPO, timeout=timeout)
+
+
+def _write(tmp_path: Path, text: str, name: str = "sweep.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+NO_TORCH = """
+import sys
+from profiler.cli import main
+try:
+    main({args!r})
+except SystemExit as e:
+    code = e.code
+heavy = sorted(m for m in ("torch", "transformers", "accelerate", "safetensors") if m in sys.modules)
+print("HEAVY:" + ",".join(heavy))
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["expand", str(EXAMPLES / "quickstart.yaml")],
+                                  ["expand", "--json", str(EXAMPLES / "faults.yaml")], ["compare", "--help"]])
+def test_help_and_expand_never_import_torch(args):
+    out = subprocess.run([sys.executable, "-c", NO_TORCH.format(args=args)], capture_output=True, text=True, cwd=REPO)
+    assert "HEAVY:\n" in out.stdout, out.stdout + out.stderr
+
+
+def test_expand_prints_the_matrix():
+    r = loadprof("expand", str(EXAMPLES / "quickstart.yaml"))
+    assert r.returncode == 0
+    assert "4 trials" in r.stdout and "dtype=float32 validation=full" in r.stdout
+
+
+def test_misspelled_key_exits_2_and_names_the_right_key(tmp_path):
+    y = _write(tmp_path, """
+        model: {synthetic: {shape: tiny}}
+        base:
+          load: {dtyp: float16}
+    """)
+    for cmd in ("compare", "expand"):
+        r = loadprof(cmd, str(y), "--out", str(tmp_path / "out")) if cmd == "compare" else loadprof(cmd, str(y))
+        assert r.returncode == 2, r.stderr
+        assert "dtype" in r.stderr and "base.load.dtyp" in r.stderr
+    assert not (tmp_path / "out").exists()  # nothing ran
+
+
+def test_bad_value_exits_2_naming_allowed_values(tmp_path):
+    y = _write(tmp_path, """
+        model: {synthetic: {shape: tiny}}
+        matrix:
+          load: {device_map: [cpu, gpu]}
+    """)
+    r = loadprof("compare", str(y))
+    assert r.returncode == 2 and "matrix.load.device_map[1]" in r.stderr and "cuda" in r.stderr
+
+
+def test_missing_file_exits_2(tmp_path):
+    r = loadprof("compare", str(tmp_path / "nope.yaml"))
+    assert r.returncode == 2
+
+
+@pytest.mark.slow
+def test_compare_end_to_end_then_report_and_resume(tmp_path):
+    y = _write(tmp_path, """
+        name: e2e
+        model: {synthetic: {shape: tiny, max_shard_size: 100KB}}
+        base:
+          generate: {prompt_tokens: 8, max_new_tokens: 4, warmup: 0}
+          timeout_s: 300
+        matrix:
+          load: {dtype: [auto, float32]}
+    """)
+    out = tmp_path / "out"
+    r = loadprof("compare", str(y), "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 ok" in r.stdout and "decode tok/s" in r.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["schema_version"] == 1 and report["name"] == "e2e"
+    ok = [t for t in report["trials"] if t["status"] == "ok"]
+    assert len(ok) == 2
+    for t in ok:
+        phases = t["phases"]
+        assert [p["name"] for p in phases][:2] == ["import", "load"]
+        assert all(p["duration_s"] >= 0 for p in phases)
+        assert all(a["end_s"] <= b["start_s"] for a, b in zip(phases, phases[1:]))
+        covered = sum(p["duration_s"] for p in phases)
+        assert 0.95 * t["wall_s"] <= covered <= t["wall_s"]
+        assert t["harness"]["file_cache"]["action"] == "warm"
+        assert t["harness"]["file_cache"]["resident_fraction"] == 1.0
+        assert (out / "trials" / t["trial_id"] / "stderr.log").exists()
+    assert len((out / "results.jsonl").read_text().splitlines()) == 2
+    again = loadprof("report", str(out))
+    assert again.returncode == 0 and "e2e" in again.stdout
+    rerun = loadprof("compare", str(y), "--out", str(out))
+    assert rerun.returncode == 2 and "--resume" in rerun.stderr
+    resumed = loadprof("compare", str(y), "--out", str(out), "--resume", "--no-progress")
+    assert resumed.returncode == 0 and "2 trials already finished, 0 to run" in resumed.stdout
+
+
+def test_make_model_prints_a_loadable_path(tmp_path):
+    r = loadprof("make-model", "--shape", "tiny-gpt2", "--dtype", "float32")
+    assert r.returncode == 0, r.stderr
+    path = Path(r.stdout.strip().splitlines()[-1])
+    assert (path / "config.json").exists() and any(path.glob("*.safetensors"))
+    bad = loadprof("make-model", "--shape", "tiny", "--arch", "gpt3")
+    assert bad.returncode == 2 and "gpt2" in bad.stderr
