@@ -160,14 +160,9 @@ def run_trial(spec: dict[str, Any], rec: PhaseRecorder, emit: Callable[[dict[str
 
 def run_steps(strategy: Strategy, model_path: str, trial_dir: Path, rec: PhaseRecorder,
               metric: Callable[[str, Any], None], note: Callable[[str], None]) -> None:
-    import torch
-
-    from probes.generation import make_inputs, run_generate, summarize
-    from strategies import loaders
-    from strategies.validation import validate
-
+    """The trial's steps, one function per top-level phase (the sampling probe maps stack frames by these names)."""
     with rec.phase("load"):
-        loaded = loaders.load(strategy, model_path, str(trial_dir))
+        loaded = step_load(strategy, model_path, trial_dir)
     model = loaded.model
     metric("loader", loaded.loader)
     if loaded.kwargs:
@@ -175,27 +170,54 @@ def run_steps(strategy: Strategy, model_path: str, trial_dir: Path, rec: PhaseRe
                                           for k, v in loaded.kwargs.items()})
     for k, v in model_facts(model).items():
         metric(k, v)
-
     mode, k = strategy.load.validation_mode
     if mode != "none":
         with rec.phase("validate"):
-            report = validate(model, mode, k, CLOCK.now_ns)
+            report = step_validate(model, mode, k)
         for key, v in report.to_metrics().items():
             metric(key, v)
-
     gen = strategy.generate
     with rec.phase("warmup"):
-        with rec.phase("forward"), torch.inference_mode():
-            model(**make_inputs(model, gen or DEFAULT_WARMUP))
-        calls = [run_generate(model, gen, rec) for _ in range(gen.warmup)] if gen else []
+        calls = step_warmup(model, gen, rec)
     if gen is None:
         return
     with rec.phase("generate"):
-        calls += [run_generate(model, gen, rec) for _ in range(gen.repeats)]
+        calls += step_generate(model, gen, rec)
+    from probes.generation import summarize
+
     for key, v in summarize(calls, gen.warmup, gen.batch_size).items():
         metric(key, v)
     if calls and calls[-1].new_tokens < gen.expected_new_tokens:
         note(f"generated {calls[-1].new_tokens} tokens, expected {gen.expected_new_tokens}")
+
+
+def step_load(strategy: Strategy, model_path: str, trial_dir: Path) -> Any:
+    from strategies import loaders
+
+    return loaders.load(strategy, model_path, str(trial_dir))
+
+
+def step_validate(model: Any, mode: str, k: int) -> Any:
+    from strategies.validation import validate
+
+    return validate(model, mode, k, CLOCK.now_ns)
+
+
+def step_warmup(model: Any, gen: GenerateSpec | None, rec: PhaseRecorder) -> list[Any]:
+    """The first forward (lazy mmap reads land here) and the warmup generate calls."""
+    import torch
+
+    from probes.generation import make_inputs, run_generate
+
+    with rec.phase("forward"), torch.inference_mode():
+        model(**make_inputs(model, gen or DEFAULT_WARMUP))
+    return [run_generate(model, gen, rec) for _ in range(gen.warmup)] if gen else []
+
+
+def step_generate(model: Any, gen: GenerateSpec, rec: PhaseRecorder) -> list[Any]:
+    from probes.generation import run_generate
+
+    return [run_generate(model, gen, rec) for _ in range(gen.repeats)]
 
 
 def main(argv: list[str] | None = None) -> int:
