@@ -112,7 +112,7 @@ _KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "int": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
     "float": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
     "bool": ("true or false", lambda v: isinstance(v, bool)),
-    "Pairs": ("a mapping", lambda v: isinstance(v, Mapping)),
+    "FrozenMap": ("a mapping", lambda v: isinstance(v, Mapping)),
     "tuple[str, ...]": ("a list of strings",
                         lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)),
     "None": ("null", lambda v: v is None),

@@ -26,31 +26,41 @@ CACHE_IMPLEMENTATIONS = ("dynamic", "static")
 VALIDATION_RE = re.compile(r"^(none|full|deep|sample(:[1-9][0-9]*)?)$")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
 
+class FrozenMap(tuple):
+    """A mapping frozen as a sorted tuple of (key, value) pairs, tagged so ``thaw`` never mistakes a list for it."""
+
+    __slots__ = ()
+
+
 Pairs = tuple[tuple[str, Any], ...]
 
 
-def freeze_mapping(value: Mapping[str, Any] | None) -> Pairs | None:
-    """Mapping -> sorted tuple of (key, value) pairs (keys as strings), None stays None."""
+def freeze_mapping(value: Mapping[Any, Any] | None) -> FrozenMap | None:
+    """Mapping -> FrozenMap (keys as strings, sorted by key), None stays None."""
     if value is None:
         return None
-    return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    items = [(str(k), _freeze(v)) for k, v in value.items()]
+    keys = [k for k, _ in items]
+    if len(set(keys)) != len(keys):
+        raise SpecError(f"keys collide once written as strings: {sorted(value, key=str)!r}")
+    return FrozenMap(sorted(items, key=lambda kv: kv[0]))
 
 
 def _freeze(v: Any) -> Any:
     if isinstance(v, Mapping):
         return freeze_mapping(v)
-    if isinstance(v, list):
+    if isinstance(v, (list, tuple)) and not isinstance(v, FrozenMap):
         return tuple(_freeze(x) for x in v)
     return v
 
 
-def thaw(pairs: Any) -> Any:
-    """Inverse of ``freeze_mapping`` for JSON output and for calling libraries."""
-    if isinstance(pairs, tuple) and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in pairs) and pairs:
-        return {k: thaw(v) for k, v in pairs}
-    if isinstance(pairs, tuple):
-        return [thaw(x) for x in pairs]
-    return pairs
+def thaw(value: Any) -> Any:
+    """Inverse of ``freeze_mapping`` for JSON output and for calling libraries (tuples become lists)."""
+    if isinstance(value, FrozenMap):
+        return {k: thaw(v) for k, v in value}
+    if isinstance(value, tuple):
+        return [thaw(x) for x in value]
+    return value
 
 
 def _choice(value: Any, allowed: tuple[str, ...], what: str) -> None:
@@ -88,6 +98,15 @@ class SyntheticSpec:
     max_shard_size: str = "200MB"
 
     def __post_init__(self) -> None:
+        from strategies import synthetic  # torch-free; knows the shapes and which archs fit them
+
+        for name, typ in (("shape", str), ("seed", int)):
+            v = getattr(self, name)
+            if not isinstance(v, typ) or isinstance(v, bool):
+                raise SpecError(f"expected {typ.__name__}, got {v!r}", path=f"model.synthetic.{name}")
+        if self.arch is not None and not isinstance(self.arch, str):
+            raise SpecError(f"expected a string, got {self.arch!r}", path="model.synthetic.arch")
+        synthetic.resolve_arch(self)
         _choice(self.dtype, DTYPES[1:], "model.synthetic.dtype")
         parse_size(self.max_shard_size, "model.synthetic.max_shard_size")
 
@@ -118,8 +137,8 @@ class LoaderSpec:
     """The user's own loader: ``"pkg.module:callable"`` (or ``module:Class.method``)."""
 
     target: str
-    kwargs: Pairs = ()
-    init_kwargs: Pairs = ()
+    kwargs: FrozenMap = FrozenMap()
+    init_kwargs: FrozenMap = FrozenMap()
     sys_path: tuple[str, ...] = ()
     model_arg: str = "model_path"
 
@@ -128,35 +147,44 @@ class LoaderSpec:
             v = getattr(self, name)
             if isinstance(v, Mapping):
                 object.__setattr__(self, name, freeze_mapping(v))
-            elif isinstance(v, list) and not v:
-                object.__setattr__(self, name, ())
+            elif isinstance(v, (list, tuple)) and not v:
+                object.__setattr__(self, name, FrozenMap())
+            elif not isinstance(v, FrozenMap):
+                raise SpecError(f"expected a mapping, got {v!r}", path=f"load.loader.{name}")
         object.__setattr__(self, "sys_path", tuple(self.sys_path))
-        if not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", self.target):
+        if not isinstance(self.target, str) or not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", self.target):
             raise SpecError(f"expected 'pkg.module:callable', got {self.target!r}", path="load.loader.target")
 
 
 @dataclass(frozen=True)
 class LoadSpec:
-    device_map: str | Pairs = "cpu"
+    device_map: str | FrozenMap = "cpu"
     dtype: str = "auto"
     quantization: str = "none"
     offload: str = "none"
-    max_memory: Pairs | None = None
+    max_memory: FrozenMap | None = None
     offload_folder: str | None = None
     attn_implementation: str | None = None
     low_cpu_mem_usage: bool | None = None
     validation: str = "none"
     file_cache: str = "warm"
     loader: LoaderSpec | None = None
-    extra_kwargs: Pairs = ()
+    extra_kwargs: FrozenMap = FrozenMap()
 
     def __post_init__(self) -> None:
         for name in ("device_map", "max_memory", "extra_kwargs"):
             v = getattr(self, name)
             if isinstance(v, Mapping):
                 object.__setattr__(self, name, freeze_mapping(v))
-            elif isinstance(v, list) and not v:
-                object.__setattr__(self, name, ())
+            elif isinstance(v, (list, tuple)) and not v and name == "extra_kwargs":
+                object.__setattr__(self, name, FrozenMap())
+        if not isinstance(self.device_map, (str, FrozenMap)):
+            raise SpecError(f"expected one of {', '.join(DEVICE_MAPS)} or a mapping of module -> device, "
+                            f"got {self.device_map!r}", path="load.device_map")
+        if self.max_memory is not None and not isinstance(self.max_memory, FrozenMap):
+            raise SpecError(f"expected a mapping of device -> size, got {self.max_memory!r}", path="load.max_memory")
+        if not isinstance(self.validation, str):
+            raise SpecError(f"expected a string, got {self.validation!r}", path="load.validation")
         if isinstance(self.device_map, str):
             _choice(self.device_map, DEVICE_MAPS, "load.device_map")
         _choice(self.dtype, DTYPES, "load.dtype")
@@ -235,10 +263,13 @@ class Strategy:
     def __post_init__(self) -> None:
         if not (isinstance(self.timeout_s, (int, float)) and not isinstance(self.timeout_s, bool) and self.timeout_s > 0):
             raise SpecError(f"must be a number of seconds > 0, got {self.timeout_s!r}", path="timeout_s")
+        if isinstance(self.probes, str) or not all(isinstance(p, str) for p in self.probes):
+            raise SpecError(f"expected a list of probe names, got {self.probes!r}", path="probes")
         object.__setattr__(self, "probes", tuple(self.probes))
+        object.__setattr__(self, "timeout_s", float(self.timeout_s))
         if self.memory_limit is not None:
             parse_size(self.memory_limit, "memory_limit")
-        if not (isinstance(self.sampling_hz, int) and 0 <= self.sampling_hz <= 1000):
+        if isinstance(self.sampling_hz, bool) or not (isinstance(self.sampling_hz, int) and 0 <= self.sampling_hz <= 1000):
             raise SpecError(f"must be an integer Hz in 0..1000, got {self.sampling_hz!r}", path="sampling_hz")
 
     def to_dict(self) -> dict[str, Any]:
