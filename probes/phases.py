@@ -8,9 +8,11 @@ installed version is listed in the trial's notes and skipped.
 
 Phase map (DESIGN.md vocabulary -> function):
   config        AutoConfig.from_pretrained / PreTrainedConfig.from_pretrained
-  resolve       _get_resolved_checkpoint_files (files, shard index)
+  resolve       _get_resolved_checkpoint_files (files, shard index), maybe_load_adapters
+  dtype         _get_dtype (dtype="auto" reads the shard headers)
+  conversion_plan  get_model_conversion_mapping (checkpoint key renaming rules, compiled on first use)
   instantiate   the model-init context of from_pretrained (class built on meta / with dtype)
-  quantize      HfQuantizer.preprocess_model / postprocess_model
+  quantize      get_hf_quantizer, HfQuantizer.preprocess_model / postprocess_model
   device_map    _get_device_map (infer_auto_device_map, max_memory)
   weights       PreTrainedModel._load_pretrained_model (open shards, convert, assign)
     allocator_warmup  caching_allocator_warmup
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
+import threading
 from typing import Any, Callable
 
 from probes.base import Probe, ProbeContext, ProbeResult
@@ -36,6 +40,10 @@ LOAD_TARGETS: tuple[tuple[str, str], ...] = (
     ("config", "transformers.models.auto.configuration_auto:AutoConfig.from_pretrained"),
     ("config", "transformers.configuration_utils:PreTrainedConfig.from_pretrained"),
     ("resolve", f"{MU}:_get_resolved_checkpoint_files"),
+    ("resolve", f"{MU}:maybe_load_adapters"),             # looks for adapter files beside the checkpoint
+    ("dtype", f"{MU}:_get_dtype"),                        # reads shard headers for dtype="auto"
+    ("quantize", f"{MU}:get_hf_quantizer"),
+    ("conversion_plan", f"{MU}:get_model_conversion_mapping"),  # key renaming rules: ~1k regexes on first use
     ("quantize", "transformers.quantizers.base:HfQuantizer.preprocess_model"),
     ("quantize", "transformers.quantizers.base:HfQuantizer.postprocess_model"),
     ("device_map", f"{MU}:_get_device_map"),
@@ -48,6 +56,18 @@ LOAD_TARGETS: tuple[tuple[str, str], ...] = (
     ("dispatch", f"{MU}:accelerate_dispatch"),
 )
 INIT_CONTEXT_TARGET = f"{MU}:PreTrainedModel.get_init_context"
+CML = "transformers.core_model_loading"
+#: functions called once per tensor inside ``materialize``: summed, not emitted as phases (hundreds of calls)
+MAIN_ACCUMULATORS: tuple[tuple[str, str], ...] = (
+    ("collect", f"{CML}:WeightRenaming.convert"),   # gathers a tensor, waiting for its worker-thread future
+    ("collect", f"{CML}:WeightConverter.convert"),
+    ("assign", f"{CML}:set_param_for_module"),       # puts the tensor into the module
+)
+MATERIALIZE_COPY = f"{CML}:_materialize_copy"
+#: the two statements of transformers 5.x ``_materialize_copy`` (read/map, then cast/move); if the installed
+#: version differs, the worker-thread time is reported undivided
+_COPY_READ_LINE = "tensor = tensor[...]"
+_COPY_CAST_LINE = "tensor = tensor.to(device=device, dtype=dtype)"
 
 
 def phase_wrapper(open_phase: Callable[[str], Any], name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -71,6 +91,16 @@ class LoadPhasesProbe(Probe):
         for name, target in LOAD_TARGETS:
             ctx.hooks.wrap(target, self._counting(name, phase_wrapper(ctx.phase, name)))
         ctx.hooks.wrap(INIT_CONTEXT_TARGET, self._init_context)
+        self._acc_lock = threading.Lock()
+        self.main_ns: dict[str, int] = {}
+        self.main_calls: dict[str, int] = {}
+        self.thread_ns: dict[str, int] = {}
+        self.thread_ids: set[int] = set()
+        self.copy_calls = 0
+        for name, target in MAIN_ACCUMULATORS:
+            ctx.hooks.wrap(target, self._accumulating(name))
+        self.split_copy = _copy_source_matches()
+        ctx.hooks.wrap(MATERIALIZE_COPY, self._timed_copy if self.split_copy else self._timed_copy_whole)
 
     def _counting(self, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]):
         def counted(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -84,6 +114,56 @@ class LoadPhasesProbe(Probe):
             return wrapped
 
         return counted
+
+    def _accumulating(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        now = self.ctx.clock.now_ns
+
+        def make(fn: Callable[..., Any]) -> Callable[..., Any]:
+            def wrapped(*a: Any, **k: Any) -> Any:
+                t = now()
+                try:
+                    return fn(*a, **k)
+                finally:
+                    self.main_ns[name] = self.main_ns.get(name, 0) + now() - t
+                    self.main_calls[name] = self.main_calls.get(name, 0) + 1
+
+            return wrapped
+
+        return make
+
+    def _add_thread(self, **ns: int) -> None:
+        with self._acc_lock:
+            self.copy_calls += 1
+            self.thread_ids.add(threading.get_ident())
+            for k, v in ns.items():
+                self.thread_ns[k] = self.thread_ns.get(k, 0) + v
+
+    def _timed_copy(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Same two statements as transformers' ``_materialize_copy``, timed apart (checked against its source)."""
+        now = self.ctx.clock.now_ns
+
+        def copy(tensor: Any, device: Any = None, dtype: Any = None) -> Any:
+            t0 = now()
+            tensor = tensor[...]
+            t1 = now()
+            if dtype is not None or device is not None:
+                tensor = tensor.to(device=device, dtype=dtype)
+            self._add_thread(read=t1 - t0, convert=now() - t1)
+            return tensor
+
+        return copy
+
+    def _timed_copy_whole(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        now = self.ctx.clock.now_ns
+
+        def copy(*a: Any, **k: Any) -> Any:
+            t0 = now()
+            try:
+                return fn(*a, **k)
+            finally:
+                self._add_thread(materialize=now() - t0)
+
+        return copy
 
     def _init_context(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """get_init_context returns the context managers that wrap ``cls(config)``: add a phase to them."""
@@ -99,8 +179,31 @@ class LoadPhasesProbe(Probe):
     def stop(self) -> ProbeResult:
         missing = tuple(self.ctx.hooks.missing)
         notes = tuple(f"load phase hook not installed (absent in this version): {m}" for m in missing)
-        return ProbeResult(self.NAME, metrics={"hooks_installed": len(self.ctx.hooks.installed),
-                                               "hook_calls": dict(self.calls)}, notes=notes)
+        metrics: dict[str, Any] = {"hooks_installed": len(self.ctx.hooks.installed), "hook_calls": dict(self.calls)}
+        if self.main_ns:
+            metrics["materialize_main_thread_s"] = {k: v / 1e9 for k, v in self.main_ns.items()}
+            metrics["materialize_main_thread_calls"] = dict(self.main_calls)
+        if self.copy_calls:
+            # busy time summed over the loader's worker threads: it may exceed the wall time it overlaps
+            metrics["materialize_worker_threads_busy_s"] = {k: v / 1e9 for k, v in self.thread_ns.items()}
+            metrics["materialize_worker_threads"] = len(self.thread_ids)
+            metrics["materialize_tensors"] = self.copy_calls
+        if not self.split_copy:
+            notes += ("_materialize_copy differs from the transformers 5.x form: worker-thread read and cast "
+                      "are reported together as 'materialize'",)
+        return ProbeResult(self.NAME, metrics=metrics, notes=notes)
+
+
+def _copy_source_matches() -> bool:
+    try:
+        from probes._hooks import resolve
+
+        _, _, fn = resolve(MATERIALIZE_COPY)
+        src = inspect.getsource(fn)
+    except (LookupError, OSError, TypeError):
+        return False
+    body = [line.strip() for line in src.splitlines()]
+    return _COPY_READ_LINE in body and _COPY_CAST_LINE in body
 
 
 class _PhaseContext(contextlib.AbstractContextManager):

@@ -107,10 +107,11 @@ def model_facts(model: Any) -> dict[str, Any]:
 
 
 def build_probes(names: tuple[str, ...]) -> list[Probe]:
+    from probes.io import IOProbe
     from probes.memory import MemoryProbe
     from probes.phases import LoadPhasesProbe
 
-    registry: dict[str, Callable[[], Probe]] = {"phases": LoadPhasesProbe, "memory": MemoryProbe}
+    registry: dict[str, Callable[[], Probe]] = {"phases": LoadPhasesProbe, "memory": MemoryProbe, "io": IOProbe}
     return [registry[n]() for n in names if n in registry]
 
 

@@ -24,6 +24,7 @@ OFFLOADS = ("none", "cpu", "disk")
 FILE_CACHES = ("cold", "warm", "as-is")
 CACHE_IMPLEMENTATIONS = ("dynamic", "static")
 VALIDATION_RE = re.compile(r"^(none|full|deep|sample(:[1-9][0-9]*)?)$")
+PROBES = ("phases", "memory", "io")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
 
 class FrozenMap(tuple):
@@ -257,7 +258,7 @@ class Strategy:
     label: str = ""
     timeout_s: float = 600.0
     memory_limit: str | None = None
-    probes: tuple[str, ...] = ("phases", "memory")
+    probes: tuple[str, ...] = ("phases", "memory", "io")
     sampling_hz: int = 0
 
     def __post_init__(self) -> None:
@@ -265,6 +266,9 @@ class Strategy:
             raise SpecError(f"must be a number of seconds > 0, got {self.timeout_s!r}", path="timeout_s")
         if isinstance(self.probes, str) or not all(isinstance(p, str) for p in self.probes):
             raise SpecError(f"expected a list of probe names, got {self.probes!r}", path="probes")
+        unknown = [p for p in self.probes if p not in PROBES]
+        if unknown:
+            raise SpecError(f"unknown probe {unknown[0]!r}; allowed: {', '.join(PROBES)}", path="probes")
         object.__setattr__(self, "probes", tuple(self.probes))
         object.__setattr__(self, "timeout_s", float(self.timeout_s))
         if self.memory_limit is not None:
