@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import re
 import threading
 from typing import Any, Callable
 
@@ -64,6 +65,7 @@ MAIN_ACCUMULATORS: tuple[tuple[str, str], ...] = (
     ("assign", f"{CML}:set_param_for_module"),       # puts the tensor into the module
 )
 MATERIALIZE_COPY = f"{CML}:_materialize_copy"
+FROM_PRETRAINED = f"{MU}:PreTrainedModel.from_pretrained"
 #: the two statements of transformers 5.x ``_materialize_copy`` (read/map, then cast/move); if the installed
 #: version differs, the worker-thread time is reported undivided
 _COPY_READ_LINE = "tensor = tensor[...]"
@@ -91,6 +93,8 @@ class LoadPhasesProbe(Probe):
         for name, target in LOAD_TARGETS:
             ctx.hooks.wrap(target, self._counting(name, phase_wrapper(ctx.phase, name)))
         ctx.hooks.wrap(INIT_CONTEXT_TARGET, self._init_context)
+        self.loads: list[dict[str, Any]] = []
+        ctx.hooks.wrap(FROM_PRETRAINED, self._recording_call)
         self._acc_lock = threading.Lock()
         self.main_ns: dict[str, int] = {}
         self.main_calls: dict[str, int] = {}
@@ -114,6 +118,16 @@ class LoadPhasesProbe(Probe):
             return wrapped
 
         return counted
+
+    def _recording_call(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Record every from_pretrained call's kwargs, including the ones a user's loader makes."""
+
+        def wrapped(cls: Any, *a: Any, **k: Any) -> Any:
+            self.loads.append({"class": getattr(cls, "__name__", str(cls)),
+                               "kwargs": {key: _short(v) for key, v in k.items()}})
+            return fn(cls, *a, **k)
+
+        return wrapped
 
     def _accumulating(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         now = self.ctx.clock.now_ns
@@ -188,10 +202,54 @@ class LoadPhasesProbe(Probe):
             metrics["materialize_worker_threads_busy_s"] = {k: v / 1e9 for k, v in self.thread_ns.items()}
             metrics["materialize_worker_threads"] = len(self.thread_ids)
             metrics["materialize_tensors"] = self.copy_calls
+        metrics["from_pretrained_calls"] = self.loads
+        ignored = discarded_kwargs()
+        hits = sorted({k for call in self.loads for k in call["kwargs"] if k in ignored})
+        if hits:
+            metrics["ignored_kwargs"] = {k: ignored[k] for k in hits}
         if not self.split_copy:
             notes += ("_materialize_copy differs from the transformers 5.x form: worker-thread read and cast "
                       "are reported together as 'materialize'",)
         return ProbeResult(self.NAME, metrics=metrics, notes=notes)
+
+
+def _short(v: Any) -> Any:
+    if isinstance(v, (bool, int, float, type(None))):
+        return v
+    if isinstance(v, dict):
+        return {str(k): _short(x) for k, x in v.items()}
+    text = str(v)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+_DISCARD_LOOP = re.compile(r"for (\w+) in \[([^\]]*)\]:\s*\n\s*(?:_\s*=\s*)?kwargs\.pop\(\1\b")
+_DISCARD_ONE = re.compile(r"^\s*_\s*=\s*kwargs\.pop\(\s*[\"'](\w+)[\"']", re.M)
+
+
+def discarded_kwargs() -> dict[str, str]:
+    """kwargs the installed ``from_pretrained`` pops and throws away, read off its source: name -> 'file:line'.
+
+    transformers 5 silently drops e.g. ``low_cpu_mem_usage`` (no warning), so a user who sets it believes
+    it does something. Reading the installed source keeps this true for whatever version is installed.
+    """
+    try:
+        from probes._hooks import resolve
+
+        _, _, raw = resolve(FROM_PRETRAINED)
+        fn = getattr(raw, "__func__", raw)
+        lines, first = inspect.getsourcelines(fn)
+        file = inspect.getsourcefile(fn) or "?"
+    except (LookupError, OSError, TypeError):
+        return {}
+    src = "".join(lines)
+    where = lambda pos: f"{file.rsplit('site-packages/', 1)[-1]}:{first + src.count(chr(10), 0, pos)}"  # noqa: E731
+    found: dict[str, str] = {}
+    for m in _DISCARD_LOOP.finditer(src):
+        for name in re.findall(r"[\"'](\w+)[\"']", m.group(2)):
+            found[name] = where(m.start())
+    for m in _DISCARD_ONE.finditer(src):
+        found[m.group(1)] = where(m.start())
+    return found
 
 
 def _copy_source_matches() -> bool:

@@ -175,6 +175,11 @@ def report(out: Path) -> None:
             raise LoadprofError(f"{out} has neither {REPORT} nor finished trials", exit_code=2)
         result = SweepResult(run_id=out.name, name=out.name, source="?", created_at="", trials=tuple(trials),
                              interrupted=True)
+    from dataclasses import replace
+
+    from profiler.findings import sweep_findings
+
+    result = replace(result, findings=tuple(f.to_dict() for f in sweep_findings(result.trials)))
     console_report.render(result, _console(), out_dir=out)
 
 

@@ -115,3 +115,26 @@ def warm(folder: str | Path) -> CacheState:
             while f.readinto(buf):
                 pass
     return state(files, "warm", (DEFAULT_CLOCK.now_ns() - t) / 1e9)
+
+
+def sequential_read_bandwidth(folder: str | Path) -> dict[str, float]:
+    """The physical limit of a cold load: evict, read every file once in 16 MiB chunks (timed), evict again.
+
+    Leaves the files evicted, so it is only used right before a cold trial.
+    """
+    files = checkpoint_files(folder)
+    evict(folder)
+    t = DEFAULT_CLOCK.now_ns()
+    buf = bytearray(_READ_CHUNK)
+    n = 0
+    for p in files:
+        with open(p, "rb", buffering=0) as f:
+            while True:
+                k = f.readinto(buf)
+                if not k:
+                    break
+                n += k
+    seconds = (DEFAULT_CLOCK.now_ns() - t) / 1e9
+    after = evict(folder)
+    return {"bytes": n, "seconds": seconds, "gb_s": n / seconds / 1e9 if seconds > 0 else 0.0,
+            "resident_fraction_after_evict": after.resident_fraction}

@@ -17,8 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from profiler import filecache
+from profiler import derive, filecache
 from profiler.errors import LoadprofError
+from profiler.findings import sweep_findings
 from profiler.results import SweepResult, TrialResult
 from profiler.runner import TrialPlan, WORKER_ENV, run_trial
 from strategies.expand import Sweep
@@ -107,6 +108,7 @@ class Session:
         self.sweep, self.out, self.resume, self.python = sweep, out, resume, python
         self.cwd = cwd or os.getcwd()
         self.on_trial, self.on_start, self.log = on_trial, on_start, log
+        self.disk_read: dict[str, dict[str, float]] = {}
 
     def pending(self, finished: set[str]) -> list[Trial]:
         return [t for t in self.sweep.trials() if t.id not in finished]
@@ -142,7 +144,8 @@ class Session:
         result = SweepResult(run_id=out.name, name=self.sweep.name, source=self.sweep.source,
                              created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                              trials=tuple(ordered), interrupted=interrupted,
-                             env=next((r.env for r in reversed(ordered) if r.env), {}))
+                             env=next((r.env for r in reversed(ordered) if r.env), {}),
+                             findings=tuple(f.to_dict() for f in sweep_findings(ordered)))
         write_report(out, result)
         return result
 
@@ -161,6 +164,8 @@ class Session:
                                reason=str(path))
         cache = None
         if strategy.load.file_cache == "cold":
+            if path not in self.disk_read:  # once per checkpoint per sweep: the physical limit of a cold load
+                self.disk_read[path] = filecache.sequential_read_bandwidth(path)
             cache = filecache.evict(path)
         elif strategy.load.file_cache == "warm":
             cache = filecache.warm(path)
@@ -169,4 +174,6 @@ class Session:
         harness["model_path"] = path
         if cache is not None:
             harness["file_cache"] = cache.to_dict()
-        return dataclasses.replace(result, harness=harness)
+        if path in self.disk_read:
+            harness["disk_read"] = self.disk_read[path]
+        return derive.enrich(dataclasses.replace(result, harness=harness))

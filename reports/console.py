@@ -70,9 +70,27 @@ def harness_line(sweep: SweepResult) -> str | None:
     return "; ".join(parts)
 
 
+SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan"}
+
+
+def render_findings(sweep: SweepResult, console: Console, limit: int = 12) -> None:
+    if not sweep.findings:
+        return
+    console.print(f"[bold]Findings[/] ({len(sweep.findings)}, most important first)")
+    for i, f in enumerate(sweep.findings[:limit], 1):
+        style = SEVERITY_STYLE.get(f["severity"], "")
+        who = f" [{f['label']}]" if f.get("label") else ""
+        console.print(f"{i:>2}. [{style}]{f['severity']:<6}[/] {f['title']}{who}", markup=True, highlight=False)
+        console.print(f"      {f['detail']}", markup=False)
+        console.print(f"      fix: {f['fix']}", markup=False, style="dim")
+    if len(sweep.findings) > limit:
+        console.print(f"    ... {len(sweep.findings) - limit} more in report.json")
+
+
 def render(sweep: SweepResult, console: Console | None = None, out_dir: Any = None) -> None:
     console = console or Console()
     console.print(summary_table(sweep))
+    render_findings(sweep, console)
     line = harness_line(sweep)
     if line:
         console.print(f"[dim]{line}[/]")

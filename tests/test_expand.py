@@ -165,7 +165,7 @@ def expand_err(doc) -> SpecError:
     ("matrix: {model: [{synthetic: {}}, {synthetic: {dtype: auto}}]}", "matrix.model[1].synthetic.dtype", "'auto'"),
     ("model: {hub_id: x, path: y}", "model", "give exactly one of synthetic, path, hub_id"),
     (MODEL + "base: {memory_limit: -1GiB}", "base.memory_limit", "expected a size like '2GiB'"),
-    (MODEL + "base: {sampling_hz: true}", "base.sampling_hz", "expected an integer, got True"),
+    (MODEL + "base: {sampling_hz: true}", "base.sampling_hz", "expected an integer or null, got True"),
     (MODEL + "base: {sampling_hz: 5000}", "base.sampling_hz", "0..1000"),
     (MODEL + "base: {probes: memory}", "base.probes", "expected a list of strings, got 'memory'"),
     (MODEL + "base: {timeout_s: '60'}", "base.timeout_s", "expected a number, got '60'"),

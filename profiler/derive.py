@@ -1,0 +1,64 @@
+"""Trial-level figures derived from phases and probe results (pure: no measuring, no rendering).
+
+Kept apart from the runner so renderers, findings and tests share one definition
+of each derived number.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable
+
+from profiler.results import PhaseTiming, TrialResult
+
+#: a leaf phase that read at least this share of the trial's storage bytes counts as a reading phase
+READING_SHARE = 0.05
+#: below this many storage bytes a read rate is noise (config files, page-cache misses of a warm load)
+MIN_RATE_BYTES = 16 * 2**20
+
+
+def _leaves(phases: Iterable[PhaseTiming], prefix: str = "") -> Iterable[tuple[str, PhaseTiming]]:
+    for p in phases:
+        path = f"{prefix}/{p.name}" if prefix else p.name
+        if p.children:
+            yield from _leaves(p.children, path)
+        else:
+            yield path, p
+
+
+def io_summary(trial: TrialResult) -> dict[str, Any]:
+    """Bytes read from storage, where, and the achieved rate against the disk's sequential limit.
+
+    achieved_read_gb_s = storage bytes / wall time of the leaf phases that read >= 5% of them. Those phases
+    also compute, so it is a lower bound on the rate the reads ran at.
+    """
+    io = trial.probes.get("io")
+    if not io:
+        return {}
+    total = io["metrics"].get("storage_read_bytes", 0)
+    per = io.get("per_phase", {})
+    out: dict[str, Any] = {"storage_read_bytes": total,
+                           "storage_read_bytes_by_phase": {p: r["storage_read_bytes"] for p, r in per.items()
+                                                           if "/" not in p and r["storage_read_bytes"]}}
+    leaves = dict(_leaves(trial.phases))
+    reading = [p for p, r in per.items() if p in leaves and total and r["storage_read_bytes"] >= READING_SHARE * total]
+    if reading and total >= MIN_RATE_BYTES:
+        secs = sum(leaves[p].duration_s for p in reading)
+        out["reading_phases"] = reading
+        out["achieved_read_gb_s"] = total / secs / 1e9 if secs > 0 else None
+    seq = trial.harness.get("disk_read", {}).get("gb_s")
+    if seq and out.get("achieved_read_gb_s"):
+        out["disk_seq_read_gb_s"] = seq
+        out["read_bandwidth_fraction"] = out["achieved_read_gb_s"] / seq
+    ph = trial.probes.get("phases", {}).get("metrics", {})
+    busy = ph.get("materialize_worker_threads_busy_s", {})
+    if busy:
+        out["load_read_thread_s"] = busy.get("read", busy.get("materialize"))
+        out["load_convert_thread_s"] = busy.get("convert")
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def enrich(trial: TrialResult) -> TrialResult:
+    """The trial with its derived figures merged into ``metrics``."""
+    extra = io_summary(trial)
+    return dataclasses.replace(trial, metrics={**trial.metrics, **extra}) if extra else trial

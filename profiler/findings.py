@@ -1,0 +1,187 @@
+"""Ranked diagnoses with evidence, drawn from finished trials (pure: reads TrialResults only).
+
+Each rule looks at one kind of evidence and, when it fires, states the figures
+it saw and a fix. Ranking: severity first, then ``score`` (seconds at stake,
+where a rule can say; otherwise a share).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+from profiler.results import TrialResult
+
+SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
+FIXED_DEVICE_MAPS_NEEDING_NO_MAX_MEMORY = ("cpu", "cuda", "mps")
+VALIDATION_SHARE_MEDIUM, VALIDATION_SHARE_HIGH = 0.10, 0.50
+USER_FN_SHARE_MEDIUM, USER_FN_SHARE_HIGH = 0.20, 0.50
+READ_FRACTION_LOW = 0.5
+LAZY_READ_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    severity: str
+    title: str
+    detail: str
+    fix: str
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    trial_ids: tuple[str, ...] = ()
+    label: str = ""
+    score: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["trial_ids"] = list(self.trial_ids)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Finding":
+        return cls(**{**d, "trial_ids": tuple(d.get("trial_ids", ()))})
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.0f} MiB"
+
+
+def _f(t: TrialResult, kind: str, severity: str, title: str, detail: str, fix: str,
+       score: float = 0.0, **evidence: Any) -> Finding:
+    return Finding(kind, severity, title, detail, fix, evidence, (t.trial_id,), t.label, score)
+
+
+def ignored_kwargs(t: TrialResult) -> Iterable[Finding]:
+    ph = t.probes.get("phases", {}).get("metrics", {})
+    for name, where in ph.get("ignored_kwargs", {}).items():
+        yield _f(t, "ignored_kwarg", "low", f"`{name}` is ignored by the installed transformers",
+                 f"from_pretrained received {name}=..., which transformers {t.env.get('transformers', '?')} pops and "
+                 f"discards ({where}); it changes nothing.", f"remove `{name}` from the loader's kwargs",
+                 kwarg=name, source=where)
+
+
+def needless_max_memory(t: TrialResult) -> Iterable[Finding]:
+    calls = t.probes.get("phases", {}).get("metrics", {}).get("from_pretrained_calls", [])
+    for call in calls:
+        kw = call.get("kwargs", {})
+        dm = kw.get("device_map")
+        if "max_memory" in kw and isinstance(dm, str) and dm.split(":")[0] in FIXED_DEVICE_MAPS_NEEDING_NO_MAX_MEMORY:
+            yield _f(t, "needless_max_memory", "low", f"max_memory has no effect with device_map={dm!r}",
+                     f"max_memory={kw['max_memory']} was passed with the fixed device_map {dm!r}; it only steers "
+                     "placement for auto/balanced/sequential maps (and never caps the loading peak).",
+                     "drop max_memory, or use device_map='auto' if you want it to place layers",
+                     device_map=dm, max_memory=kw["max_memory"])
+
+
+def repeated_loads(t: TrialResult) -> Iterable[Finding]:
+    calls = t.probes.get("phases", {}).get("metrics", {}).get("from_pretrained_calls", [])
+    if len(calls) > 1:
+        yield _f(t, "repeated_load", "medium", f"the model was loaded {len(calls)} times in one load",
+                 f"from_pretrained ran {len(calls)} times during the `load` phase.",
+                 "load once and reuse the model object", calls=len(calls))
+
+
+def validation_share(t: TrialResult) -> Iterable[Finding]:
+    v, load = t.metrics.get("validate_s"), t.metrics.get("load_s")
+    if not v or not load:
+        return
+    share = v / (v + load)
+    if share < VALIDATION_SHARE_MEDIUM:
+        return
+    m = t.metrics
+    yield _f(t, "validation_share", "high" if share >= VALIDATION_SHARE_HIGH else "medium",
+             f"post-load validation is {_pct(share)} of load + validate",
+             f"validation {m.get('validation_mode')} took {v:.2f} s over {m.get('validation_modules_checked')} modules "
+             f"(median {m.get('validation_per_module_median_ms', 0):.3f} ms per module) after a {load:.2f} s load.",
+             "validate a sample (validation: sample:10 checks the first and last 10 modules) or not at all: "
+             "from_pretrained already reports missing keys", score=v, share=share, validate_s=v, load_s=load)
+
+
+def meta_left(t: TrialResult) -> Iterable[Finding]:
+    n = max(t.metrics.get("meta_tensors", 0) or 0, t.metrics.get("validation_meta_tensors", 0) or 0)
+    if n:
+        yield _f(t, "meta_tensors", "high", f"{n} tensors were left on the meta device",
+                 f"after loading, {n} parameters/buffers have no data (e.g. "
+                 f"{', '.join(t.metrics.get('validation_meta_examples', [])[:3]) or 'see metrics'}).",
+                 "check the checkpoint's keys against the model (missing keys) and the device_map", tensors=n)
+
+
+def dominant_user_function(t: TrialResult) -> Iterable[Finding]:
+    users = t.probes.get("sampling", {}).get("user_functions", [])
+    if not users:
+        return
+    top = users[0]
+    share = top.get("share", 0.0)
+    if share < USER_FN_SHARE_MEDIUM:
+        return
+    where = f"{top.get('file')}:{top.get('line')}"
+    hot = top.get("hottest_line")
+    yield _f(t, "dominant_user_function", "high" if share >= USER_FN_SHARE_HIGH else "medium",
+             f"your function {top.get('name')} is {_pct(share)} of the load",
+             f"{top.get('name')} ({where}) took {top.get('seconds', 0):.2f} s of the load phase by sampling"
+             + (f"; hottest line {hot}" if hot else "") + ".",
+             "this is time in your loader, not in transformers: remove or sample that work", score=top.get("seconds", 0),
+             function=top.get("name"), file=top.get("file"), line=top.get("line"), share=share)
+
+
+def slow_cold_read(t: TrialResult) -> Iterable[Finding]:
+    frac = t.metrics.get("read_bandwidth_fraction")
+    if frac is None or frac >= READ_FRACTION_LOW:
+        return
+    m = t.metrics
+    yield _f(t, "slow_cold_read", "medium", f"the cold load read at {_pct(frac)} of the disk's sequential bandwidth",
+             f"{_mib(m['storage_read_bytes'])} read at >= {m['achieved_read_gb_s']:.2f} GB/s in "
+             f"{', '.join(m.get('reading_phases', []))}; the same files read sequentially at {m['disk_seq_read_gb_s']:.2f} GB/s.",
+             "reads are scattered or serialized (small shards, page faults at first use): fewer, larger shards, or "
+             "read the files ahead (warm the page cache) before loading", fraction=frac)
+
+
+def lazy_load(t: TrialResult) -> Iterable[Finding]:
+    mem = t.probes.get("memory", {}).get("per_phase", {})
+    load, warm = mem.get("load"), mem.get("warmup/forward") or mem.get("warmup")
+    weights = t.metrics.get("weights_bytes") or 0
+    if not (load and warm and weights):
+        return
+    grow = lambda r: r["end_file_bytes"] - r["start_file_bytes"]  # noqa: E731
+    at_warmup, at_load = grow(warm), grow(load)
+    if at_warmup >= LAZY_READ_SHARE * weights and at_warmup > at_load:
+        yield _f(t, "lazy_load", "low", "the load only mapped the weights: they were read at the first forward",
+                 f"file-backed memory grew {_mib(at_load)} during load and {_mib(at_warmup)} during the first forward "
+                 f"(weights {_mib(weights)}): load {t.metrics.get('load_s', 0):.2f} s looks fast, but the real cost "
+                 f"is load + warmup = {t.metrics.get('load_s', 0) + t.metrics.get('warmup_s', 0):.2f} s.",
+                 "compare strategies on load + warmup, not load alone", file_rss_load_bytes=at_load,
+                 file_rss_warmup_bytes=at_warmup)
+
+
+RULES: tuple[Callable[[TrialResult], Iterable[Finding]], ...] = (
+    dominant_user_function, validation_share, meta_left, repeated_loads, slow_cold_read, lazy_load,
+    ignored_kwargs, needless_max_memory,
+)
+
+
+def trial_findings(t: TrialResult) -> list[Finding]:
+    if not t.ok:
+        return []
+    return [f for rule in RULES for f in rule(t)]
+
+
+def rank(findings: Iterable[Finding]) -> list[Finding]:
+    """Merge the same finding across repeats of a strategy, then order by severity and score."""
+    merged: dict[tuple[str, str, str], Finding] = {}
+    for f in findings:
+        key = (f.kind, f.label, f.title)
+        if key in merged:
+            old = merged[key]
+            merged[key] = Finding(old.kind, old.severity, old.title, old.detail, old.fix, old.evidence,
+                                  old.trial_ids + f.trial_ids, old.label, max(old.score, f.score))
+        else:
+            merged[key] = f
+    return sorted(merged.values(), key=lambda f: (SEVERITY_ORDER.get(f.severity, 9), -f.score, f.kind, f.label))
+
+
+def sweep_findings(trials: Iterable[TrialResult]) -> list[Finding]:
+    return rank(f for t in trials for f in trial_findings(t))
