@@ -32,6 +32,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from probes.base import ProbeResult
 from probes.phases import LOAD_TARGETS
 
 PROFILE_NAME = "profile.speedscope.json"
@@ -88,6 +89,13 @@ class SamplingResult:
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "reason": self.reason, "profile_path": self.profile_path, "log_path": self.log_path,
                 "wall_s": self.wall_s, "attribution": dict(self.attribution), "notes": list(self.notes)}
+
+    def to_probe_result(self) -> ProbeResult:
+        """The shape the runner files under ``probes`` (artifacts relative to the trial folder)."""
+        arts = {"py_spy_log": LOG_NAME, **({"speedscope": PROFILE_NAME} if self.profile_path else {})}
+        notes = self.notes if self.ok else (f"sampling not run: {self.reason}",) + self.notes
+        return ProbeResult("sampling", metrics={"ok": self.ok, "wall_s": self.wall_s, **self.attribution},
+                           notes=tuple(notes), artifacts=arts if self.log_path else {})
 
 
 def find_py_spy() -> str | None:
@@ -245,6 +253,7 @@ def parse_speedscope(doc: Mapping[str, Any], pid: int | None = None) -> tuple[Sa
         main_idx = next((i for i, t in enumerate(threads) if pid is not None and t[0] == str(pid)), 0)
     out: list[Sample] = []
     for i, (tid, name, rows) in enumerate(threads):
+        name = name or ("MainThread" if i == main_idx and tid else None)  # no `threading` import, no names
         label = f"{name} ({tid})" if name and tid else (f"thread {tid}" if tid else f"profile {i}")
         out += [Sample(label, stack, w, i == main_idx) for stack, w in rows]
     return tuple(out)
@@ -281,35 +290,173 @@ def materialize_lines() -> dict[str, dict[str, int]]:
     return out
 
 
+def _named(qualname: str, key: str) -> bool:
+    return qualname == key or qualname.endswith("." + key)
+
+
+def matcher(phase_map: Iterable[tuple[str, str]]) -> Callable[[str], str | None]:
+    """qualname -> phase or None (memoized: a profile repeats a few thousand distinct names many times)."""
+    table = tuple(phase_map)
+    return lru_cache(maxsize=None)(lambda q: next((ph for key, ph in table if _named(q, key)), None))
+
+
 def phase_path(sample: Sample, match: Callable[[str], str | None], lines: Mapping[str, Mapping[str, int]]) -> str:
     """Phases of the mapped frames root->leaf joined by '/' (a phase repeated by nested calls counts once);
     materialize work is ``load/weights/materialize`` (+ ``/read`` or ``/convert`` when the copy's line says)."""
     parts: list[str] = []
     anchored, prev = False, ""
     for f in sample.stack:
+        if not anchored:
+            ph = match(f.function)
+            if ph is None and prev == INSTANTIATE[0] and f.function.endswith(".__init__"):
+                ph = INSTANTIATE[1]
+            prev = f.function
+            if ph and (not parts or parts[-1] != ph):
+                parts.append(ph)
+            if any(_named(f.function, a) for a in MATERIALIZE_ANCHORS):
+                anchored = True
+                if not parts:  # a pool thread: its own stack says nothing of the phase it serves
+                    parts = list(WORKER_CONTEXT)
+                elif parts[-1] != WORKER_CONTEXT[-1]:
+                    parts.append(WORKER_CONTEXT[-1])
         if anchored:
-            split = next((k for suf, ln in lines.items() if f.file.endswith(suf) for k, n in ln.items()
-                          if n == f.line), None)
+            split = next((k for suf, ln in lines.items() if f.file.endswith(suf)
+                          for k, n in ln.items() if n == f.line), None)
             if split:
                 parts.append(split)
                 break
-            continue
-        ph = match(f.function) or (INSTANTIATE[1] if prev == INSTANTIATE[0] and f.function.endswith(".__init__")
-                                   else None)
-        prev = f.function
-        if ph and (not parts or parts[-1] != ph):
-            parts.append(ph)
-        if match(f.function, MATERIALIZE_ANCHORS):
-            anchored = True
-            if not parts:  # a pool thread: its own stack says nothing of the phase it serves
-                parts = list(WORKER_CONTEXT)
-            elif parts[-1] != WORKER_CONTEXT[-1]:
-                parts.append(WORKER_CONTEXT[-1])
-            if f.function.endswith(MATERIALIZE_ANCHORS[1]):  # its own line may say read/convert
-                split = next((k for suf, ln in lines.items() if f.file.endswith(suf) for k, n in ln.items()
-                              if n == f.line), None)
-                if split:
-                    parts.append(split)
-                    break
     path = "/".join(parts) or UNATTRIBUTED
     return path if sample.main else path + WORKERS
+
+
+def is_user_file(file: str, internal_roots: Iterable[str] = DEFAULT_INTERNAL_ROOTS,
+                 user_roots: Iterable[str] = DEFAULT_USER_ROOTS) -> bool:
+    """User code: not the stdlib, not site-/dist-packages, not loadprof's own packages (examples excepted)."""
+    if not file or file.startswith("<"):
+        return False
+    under = lambda roots: any(file == r or file.startswith(r.rstrip("/") + "/") for r in roots)  # noqa: E731
+    if under(user_roots):
+        return True
+    if under(internal_roots) or under((sysconfig.get_paths()["stdlib"],)):
+        return False
+    return not any(p in ("site-packages", "dist-packages") for p in Path(file).parts)
+
+
+def _short(file: str) -> str:
+    for marker in ("/site-packages/", "/dist-packages/"):
+        if marker in file:
+            return file.split(marker, 1)[1]
+    for prefix in (sysconfig.get_paths()["stdlib"].rstrip("/") + "/", str(ROOT) + "/"):
+        if file.startswith(prefix):
+            return file[len(prefix):]
+    return file
+
+
+def def_line(file: str, qualname: str, seen_line: int) -> int:
+    """The ``def`` line of the function (searched upward from a line seen inside it), else the line seen."""
+    name = qualname.rsplit(".", 1)[-1]
+    if name.startswith("<"):
+        return seen_line
+    pat = re.compile(rf"^\s*(async\s+)?def\s+{re.escape(name)}\s*[(\[]")
+    lines = linecache.getlines(file)
+    return next((n for n in range(min(seen_line, len(lines)), 0, -1) if pat.match(lines[n - 1])), seen_line)
+
+
+def _r(x: float) -> float:
+    return round(x, 6)
+
+
+def _tally(samples: list[Sample], keep: Callable[[Frame], bool]) -> tuple[list[_Key], Counter, Counter, dict, dict]:
+    """Per function (qualname, file) among the kept frames: inclusive (anywhere on the stack, once per sample)
+    and self (the deepest kept frame) counts, smallest line seen, lines of its self samples. Ranked by self."""
+    incl: Counter = Counter()
+    self_c: Counter = Counter()
+    first: dict[_Key, int] = {}
+    hot: dict[_Key, Counter] = defaultdict(Counter)
+    for s in samples:
+        kept = [f for f in s.stack if keep(f)]
+        for f in kept:
+            first[(f.function, f.file)] = min(first.get((f.function, f.file), f.line), f.line)
+        incl.update({(f.function, f.file) for f in kept})
+        if kept:
+            self_c[(kept[-1].function, kept[-1].file)] += 1
+            hot[(kept[-1].function, kept[-1].file)][kept[-1].line] += 1
+    return sorted(incl, key=lambda k: (-self_c[k], -incl[k], k)), incl, self_c, first, hot
+
+
+def _top(samples: list[Sample], n: int) -> list[dict[str, Any]]:
+    ranked, incl, self_c, first, _ = _tally(samples, lambda f: True)
+    total, out = len(samples) or 1, []
+    for k in ranked[:n]:
+        line = def_line(k[1], k[0], first[k])
+        out.append({"function": f"{k[0]} ({_short(k[1])}:{line})", "name": k[0], "file": k[1], "line": line,
+                    "self_samples": self_c[k], "inclusive_samples": incl[k],
+                    "self_share": _r(self_c[k] / total), "inclusive_share": _r(incl[k] / total)})
+    return out
+
+
+def _user_functions(load: list[Sample], is_user: Callable[[str], bool], interval: float, n: int) -> list[dict]:
+    """self_user: the function is the deepest user frame (its own time, or library code it called directly)."""
+    ranked, incl, self_u, first, hot = _tally(load, lambda f: is_user(f.file))
+    total = len(load) or 1
+    return [{"name": k[0], "file": k[1], "line": def_line(k[1], k[0], first[k]),
+             "self_user_samples": self_u[k], "inclusive_samples": incl[k],
+             "self_user_s": _r(self_u[k] * interval), "inclusive_s": _r(incl[k] * interval),
+             "share_of_load": _r(self_u[k] / total), "inclusive_share_of_load": _r(incl[k] / total),
+             "hottest_line": hot[k].most_common(1)[0][0] if hot[k] else None} for k in ranked[:n]]
+
+
+def attribute(samples: Iterable[Sample], phase_map: Iterable[tuple[str, str]] = DEFAULT_PHASE_MAP,
+              internal_roots: Iterable[str] = DEFAULT_INTERNAL_ROOTS, *,
+              user_roots: Iterable[str] = DEFAULT_USER_ROOTS, rate_hz: float | None = None,
+              duration_s: float | None = None, top_n: int = 20) -> dict[str, Any]:
+    """Samples -> phases, top functions, user functions (JSON-ready). Seconds are samples x interval (1/rate,
+    else the smallest weight); shares are of the main thread's *busy* samples: idle stacks are not recorded."""
+    samples = list(samples)
+    interval = 1.0 / rate_hz if rate_hz else min((s.weight_s for s in samples if s.weight_s > 0), default=0.0)
+    internal, users = tuple(internal_roots), tuple(user_roots)
+    is_user = lru_cache(maxsize=None)(lambda f: is_user_file(f, internal, users))
+    match, lines = matcher(phase_map), materialize_lines()
+    paths = [phase_path(s, match, lines) for s in samples]
+    main = [s for s in samples if s.main]
+    n_main = len(main) or 1
+
+    phases: dict[str, dict[str, Any]] = {}
+    for p, c in sorted(Counter(p for s, p in zip(samples, paths) if s.main).items()):
+        parts = p.split("/")
+        for k in range(1, len(parts) + 1):  # every prefix gets the inclusive count
+            node = phases.setdefault("/".join(parts[:k]), {"samples": 0, "inclusive_samples": 0})
+            node["inclusive_samples"] += c
+        phases[p]["samples"] = c
+    for node in phases.values():
+        node.update(seconds=_r(node["samples"] * interval), share_of_main=_r(node["samples"] / n_main),
+                    inclusive_s=_r(node["inclusive_samples"] * interval),
+                    inclusive_share_of_main=_r(node["inclusive_samples"] / n_main))
+    by_path: dict[str, list[str]] = defaultdict(list)  # worker-thread path -> thread of each sample
+    for s, p in zip(samples, paths):
+        if not s.main:
+            by_path[p].append(s.thread)
+    workers = {p: {"samples": len(t), "busy_s_summed_over_threads": _r(len(t) * interval), "threads": len(set(t))}
+               for p, t in sorted(by_path.items())}
+
+    load = [s for s, p in zip(samples, paths) if s.main and (p == "load" or p.startswith("load/"))]
+    notes = ["idle stacks (sleeping, blocked in I/O, waiting for the GIL) are not recorded: shares are of the "
+             "main thread's busy samples, not of wall time",
+             "worker-thread seconds are summed over threads and overlap the main thread's time"]
+    if not lines:
+        notes.append("_materialize_copy's read/convert lines not found in the installed transformers: "
+                     "materialize time is not split")
+    if samples and not main:
+        notes.append("no main thread identified")
+    main_threads = {s.thread for s in main}
+    return {
+        "rate_hz": rate_hz, "interval_s": _r(interval), "duration_s": None if duration_s is None else _r(duration_s),
+        "samples_total": len(samples), "main_thread_samples": len(main), "load_samples": len(load),
+        "threads": [{"thread": t, "main": t in main_threads, "samples": c, "sampled_s": _r(c * interval)}
+                    for t, c in Counter(s.thread for s in samples).most_common()],
+        "materialize_lines": {k: dict(v) for k, v in lines.items()},
+        "phases": phases, "worker_threads": workers,
+        "top_functions": {"main_thread": _top(main, top_n), "all_threads": _top(samples, top_n)},
+        "user_functions": _user_functions(load, is_user, interval, top_n),
+        "notes": notes,
+    }
