@@ -173,11 +173,13 @@ def rank(findings: Iterable[Finding]) -> list[Finding]:
     """Merge the same finding across repeats of a strategy, then order by severity and score."""
     merged: dict[tuple[str, str, str], Finding] = {}
     for f in findings:
-        key = (f.kind, f.label, f.title)
+        # the same diagnosis of the same strategy about the same subject (kwarg, function), whatever its figures
+        key = (f.kind, f.label, str(f.evidence.get("kwarg") or f.evidence.get("function") or ""))
         if key in merged:
             old = merged[key]
-            merged[key] = Finding(old.kind, old.severity, old.title, old.detail, old.fix, old.evidence,
-                                  old.trial_ids + f.trial_ids, old.label, max(old.score, f.score))
+            worst = f if f.score > old.score else old
+            merged[key] = Finding(worst.kind, worst.severity, worst.title, worst.detail, worst.fix, worst.evidence,
+                                  old.trial_ids + f.trial_ids, worst.label, worst.score)
         else:
             merged[key] = f
     return sorted(merged.values(), key=lambda f: (SEVERITY_ORDER.get(f.severity, 9), -f.score, f.kind, f.label))

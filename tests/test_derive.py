@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import pytest
+
+from profiler.derive import enrich, io_summary
+from profiler.results import PhaseTiming, TrialResult
+
+
+def _trial(read_by_phase, harness=None, total=None):
+    phases = (PhaseTiming("load", 0.0, 1.0, (PhaseTiming("weights", 0.0, 0.5),)), PhaseTiming("warmup", 1.0, 3.0))
+    total = total if total is not None else max(read_by_phase.values())
+    per = {p: {"storage_read_bytes": b} for p, b in read_by_phase.items()}
+    return TrialResult(trial_id="t-r0", strategy_id="t", label="x", repeat_index=0, status="ok", strategy={},
+                       phases=phases, probes={"io": {"metrics": {"storage_read_bytes": total}, "per_phase": per}},
+                       harness=harness or {})
+
+
+def test_rate_uses_reading_leaf_phases_and_disk_limit():
+    t = _trial({"load": 2**30, "load/weights": 2**30, "warmup": 0}, harness={"disk_read": {"gb_s": 4.0}})
+    s = io_summary(t)
+    assert s["reading_phases"] == ["load/weights"]
+    assert s["achieved_read_gb_s"] == pytest.approx(2**30 / 0.5 / 1e9)
+    assert s["read_bandwidth_fraction"] == pytest.approx(s["achieved_read_gb_s"] / 4.0)
+    assert s["storage_read_bytes_by_phase"] == {"load": 2**30}
+    assert enrich(t).metrics["storage_read_bytes"] == 2**30
+
+
+def test_small_reads_get_no_rate():
+    s = io_summary(_trial({"warmup": 1000}))
+    assert "achieved_read_gb_s" not in s and s["storage_read_bytes"] == 1000

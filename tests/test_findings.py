@@ -1,0 +1,70 @@
+"""Findings rules on hand-built trial results: each fires on its evidence, stays quiet otherwise, ranks."""
+
+from __future__ import annotations
+
+from profiler.findings import rank, sweep_findings, trial_findings
+from profiler.results import TrialResult
+
+
+def _trial(tid="t-r0", label="x", metrics=None, probes=None, status="ok", env=None):
+    return TrialResult(trial_id=tid, strategy_id=tid.split("-")[0], label=label, repeat_index=0, status=status,
+                       strategy={}, metrics=metrics or {}, probes=probes or {}, env=env or {"transformers": "5.23.0"})
+
+
+def kinds(t):
+    return [f.kind for f in trial_findings(t)]
+
+
+def test_validation_share_thresholds_and_evidence():
+    quiet = _trial(metrics={"load_s": 1.0, "validate_s": 0.05})
+    assert kinds(quiet) == []
+    loud = _trial(metrics={"load_s": 1.0, "validate_s": 3.0, "validation_mode": "full",
+                           "validation_modules_checked": 400, "validation_per_module_median_ms": 7.5})
+    (f,) = trial_findings(loud)
+    assert f.kind == "validation_share" and f.severity == "high" and f.evidence["share"] == 0.75
+    assert "400 modules" in f.detail and "sample:10" in f.fix and f.score == 3.0
+
+
+def test_ignored_kwarg_and_needless_max_memory_from_captured_calls():
+    probes = {"phases": {"metrics": {
+        "ignored_kwargs": {"low_cpu_mem_usage": "transformers/modeling_utils.py:4171"},
+        "from_pretrained_calls": [{"class": "Qwen2ForCausalLM",
+                                   "kwargs": {"device_map": "cuda", "max_memory": {"cpu": "20GiB"},
+                                              "low_cpu_mem_usage": True}}]}}}
+    found = {f.kind: f for f in trial_findings(_trial(probes=probes))}
+    assert set(found) == {"ignored_kwarg", "needless_max_memory"}
+    assert "modeling_utils.py:4171" in found["ignored_kwarg"].detail
+    auto = {"phases": {"metrics": {"from_pretrained_calls": [{"kwargs": {"device_map": "auto", "max_memory": {}}}]}}}
+    assert kinds(_trial(probes=auto)) == []
+
+
+def test_repeated_loads_meta_tensors_and_dominant_user_function():
+    probes = {"phases": {"metrics": {"from_pretrained_calls": [{"kwargs": {}}, {"kwargs": {}}]}},
+              "sampling": {"user_functions": [{"name": "ModelManager._validate_all_modules", "file": "mm.py",
+                                               "line": 50, "share": 0.8, "seconds": 4.0}]}}
+    t = _trial(metrics={"meta_tensors": 2, "validation_meta_examples": ["lm_head.weight"]}, probes=probes)
+    found = {f.kind: f for f in trial_findings(t)}
+    assert set(found) == {"repeated_load", "meta_tensors", "dominant_user_function"}
+    assert "mm.py:50" in found["dominant_user_function"].detail
+    assert found["dominant_user_function"].severity == "high"
+
+
+def test_cold_read_and_lazy_load():
+    t = _trial(metrics={"read_bandwidth_fraction": 0.2, "storage_read_bytes": 2**30, "achieved_read_gb_s": 0.1,
+                        "disk_seq_read_gb_s": 0.5, "reading_phases": ["warmup/forward"], "weights_bytes": 1000,
+                        "load_s": 0.1, "warmup_s": 2.0},
+               probes={"memory": {"per_phase": {
+                   "load": {"start_file_bytes": 0, "end_file_bytes": 10},
+                   "warmup/forward": {"start_file_bytes": 10, "end_file_bytes": 990}}}})
+    assert set(kinds(t)) == {"slow_cold_read", "lazy_load"}
+
+
+def test_failed_trials_give_no_findings_and_rank_merges_repeats():
+    assert trial_findings(_trial(status="failed", metrics={"load_s": 1, "validate_s": 9})) == []
+    a = _trial("a-r0", "slow", {"load_s": 1.0, "validate_s": 9.0})
+    b = _trial("a-r1", "slow", {"load_s": 1.0, "validate_s": 8.0})
+    c = _trial("c-r0", "mild", {"load_s": 1.0, "validate_s": 0.2})
+    ranked = sweep_findings([c, a, b])
+    assert [f.label for f in ranked] == ["slow", "mild"]
+    assert ranked[0].trial_ids == ("a-r0", "a-r1") and ranked[0].score == 9.0
+    assert rank([]) == []
