@@ -1,0 +1,297 @@
+"""profiler.estimate: exact formulas, and estimates held against real loads, caches and bnb quantization."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from profiler.estimate import (Estimate, compare, estimate_command, estimate_from_config, estimate_strategy,
+                               render_estimates)
+from profiler.worker import model_facts
+from strategies.model import GenerateSpec, LoadSpec, ModelSpec, Strategy, SyntheticSpec
+from strategies.synthetic import config_dict, make_model, param_count
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _peak_rss_growth(fn: Any) -> tuple[Any, float, int]:
+    """Run fn; return (result, seconds, peak RSS growth in bytes) sampled every 5 ms."""
+    proc, base, peak, done = psutil.Process(), psutil.Process().memory_info().rss, [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss - base)
+            time.sleep(0.005)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    t0 = time.perf_counter()
+    try:
+        out = fn()
+    finally:
+        seconds = time.perf_counter() - t0
+        done.set()
+        th.join()
+    return out, seconds, max(peak[0], proc.memory_info().rss - base)
+
+
+# ---- exact formulas --------------------------------------------------------------------------------
+
+def test_qwen7b_exact_formulas_without_materializing_weights() -> None:
+    estimate_command("tiny", dtype="bfloat16")  # import torch/transformers/qwen2 first: not the estimate's cost
+    [e], seconds, grown = _peak_rss_growth(lambda: estimate_command(
+        "qwen2.5-7b", dtype="bfloat16", batch_size=1, prompt_tokens=128, max_new_tokens=2048))
+    assert seconds < 10 and grown < 500e6, (seconds, grown)
+    params = param_count(SyntheticSpec(shape="qwen2.5-7b"))
+    assert e.param_count == params == 7_615_616_512
+    assert e.weight_bytes == params * 2 and e.weight_bytes_by_dtype == {"bfloat16": params * 2}
+    assert e.quant_state_bytes == 0 and e.buffers_bytes == 2 * 64 * 4  # rotary inv_freq + original_inv_freq, fp32
+    assert e.kv_bytes_per_token == 2 * 28 * 4 * 128 * 2 == 57344
+    # generate() sizes a static cache max_length - 1 = prompt + max_new_tokens - 1 (measured below)
+    assert e.kv_cache_static_bytes == 57344 * (128 + 2048 - 1)
+    assert e.kv_cache_dynamic_bytes == 57344 * (128 + 2048 - 1)
+    h, i, v, q, kv = 3584, 18944, 152064, 3584, 512
+    assert e.largest_layer == ("model.embed_tokens", v * h * 2)
+    assert e.per_layer_bytes == (h * q + 2 * h * kv + q * h + q + 2 * kv + 3 * h * i + 2 * h) * 2
+    assert not e.tied_embeddings and e.dtype == e.kv_dtype == "bfloat16"
+    assert "2 x 28 x 4 x 128 x 2 = 57344" in e.formulas["kv_bytes_per_token"]
+    assert set(e.formulas) >= {"weight_bytes", "kv_cache_dynamic_bytes", "kv_cache_static_bytes", "largest_layer"}
+
+
+def test_stop_after_dtype_auto_and_gpt2_kv_layout() -> None:
+    cfg_spec = SyntheticSpec(shape="gpt2", dtype="float16")
+    s = Strategy(model=ModelSpec(synthetic=cfg_spec), load=LoadSpec(dtype="auto"),
+                 generate=GenerateSpec(prompt_tokens=10, max_new_tokens=100, batch_size=3, stop_after=5))
+    e = estimate_strategy(s)
+    assert e.dtype == "float16"  # auto = the config's own dtype
+    assert e.kv_bytes_per_token == 2 * 12 * 12 * 64 * 2  # gpt2: n_layer, n_head, n_embd / n_head
+    assert e.generated_tokens == 5
+    assert e.kv_cache_dynamic_bytes == e.kv_bytes_per_token * 3 * (10 + 5 - 1)
+    assert e.kv_cache_static_bytes == e.kv_bytes_per_token * 3 * (10 + 100 - 1)  # sized for the cap regardless
+    assert e.tied_embeddings and e.param_count == param_count(cfg_spec)
+    assert e.largest_layer == ("transformer.wte", 50257 * 768 * 2)  # the tied lm_head shares it: counted once
+    assert e.weight_bytes == param_count(cfg_spec) * 2
+
+
+def test_auto_without_config_dtype_falls_back_to_float32() -> None:
+    from profiler.estimate import config_from_dict
+
+    d = config_dict(SyntheticSpec(shape="tiny"))
+    d.pop("dtype"), d.pop("torch_dtype")
+    e = estimate_from_config(config_from_dict(d), dtype="auto")
+    assert e.dtype == "float32" and e.weight_bytes == e.param_count * 4
+
+
+def test_module_import_does_not_import_torch() -> None:
+    code = "import sys, profiler.estimate; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+# ---- estimates vs measurements ---------------------------------------------------------------------
+
+def _load(path: Path, dtype: str, **kw: Any) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), **kw)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("estimate-models")
+    return {shape: make_model(SyntheticSpec(shape=shape, dtype="bfloat16"), root=root)
+            for shape in ("tiny", "tiny-gpt2")}
+
+
+MEASURED: list[str] = []  # printed with pytest -s
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", ["gpt2", "qwen2.5-0.5b"])
+def test_weight_bytes_match_a_real_load(shape: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The acceptance check: model_facts() of a real from_pretrained load vs the config-only estimate."""
+    import gc
+
+    path = make_model(SyntheticSpec(shape=shape, dtype="bfloat16"), root=tmp_path_factory.mktemp(shape))
+    for dtype in ("float32", "bfloat16"):
+        [e] = estimate_command(str(path), dtype=dtype)
+        model = _load(path, dtype)
+        facts = model_facts(model)
+        del model
+        gc.collect()
+        MEASURED.append(f"{shape} {dtype}: measured {facts['weights_bytes']} estimated {e.tensor_bytes}")
+        print(MEASURED[-1])
+        assert abs(facts["weights_bytes"] / e.tensor_bytes - 1) < 0.05
+        assert facts["weights_bytes"] == e.tensor_bytes  # in fact exact
+        assert facts["param_count"] == e.param_count
+        expected = dict(e.weight_bytes_by_dtype)
+        if e.buffers_bytes:  # rotary inv_freq buffers stay fp32
+            expected["float32"] = expected.get("float32", 0) + e.buffers_bytes
+        assert facts["bytes_by_dtype"] == expected
+        assert not any(r["discrepancy"] for r in compare(e, {"weights_bytes": facts["weights_bytes"]}))
+
+
+@pytest.mark.parametrize("impl", ["dynamic", "static"])
+@pytest.mark.parametrize("shape", ["tiny", "tiny-gpt2"])
+def test_kv_cache_bytes_match_generate(shape: str, impl: str, checkpoints: dict[str, Path]) -> None:
+    import torch
+
+    model = _load(checkpoints[shape], "bfloat16")
+    x = torch.randint(3, 100, (2, 7))
+    out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=9, min_new_tokens=9, do_sample=False,
+                         return_dict_in_generate=True, cache_implementation=impl, pad_token_id=0)
+    measured = sum(t.numel() * t.element_size() for layer in out.past_key_values.layers
+                   for t in (layer.keys, layer.values))
+    [e] = estimate_command(shape, dtype="bfloat16", batch_size=2, prompt_tokens=7, max_new_tokens=9)
+    e = dataclasses.replace(e, cache_implementation=impl)
+    assert measured == e.kv_cache_bytes
+    assert not any(r["discrepancy"] for r in compare(e, {"kv_cache_bytes": measured}))
+
+
+@pytest.mark.parametrize("impl", ["dynamic", "static"])
+def test_sliding_window_kv_cache_matches_generate(impl: str) -> None:
+    """A tiny Mistral with window 5: dynamic layers keep window - 1 tokens, static ones are sized min(window, cap)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from profiler.estimate import config_from_dict
+
+    config = config_from_dict(config_dict(SyntheticSpec(arch="mistral", shape="tiny")))
+    config.sliding_window = 5
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    x = torch.randint(3, 100, (1, 7))
+    out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=6, min_new_tokens=6, do_sample=False,
+                         return_dict_in_generate=True, cache_implementation=impl, pad_token_id=0)
+    measured = sum(t.numel() * t.element_size() for layer in out.past_key_values.layers
+                   for t in (layer.keys, layer.values))
+    e = estimate_from_config(config, dtype="float32", prompt_tokens=7, max_new_tokens=6, cache_implementation=impl)
+    assert measured == e.kv_cache_bytes == e.kv_bytes_per_token * (4 if impl == "dynamic" else 5)
+    assert "sliding" in e.formulas[f"kv_cache_{impl}_bytes"]
+
+
+def test_keep_in_fp32_modules_are_counted_in_fp32(checkpoints: dict[str, Path],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import Qwen2ForCausalLM
+
+    monkeypatch.setattr(Qwen2ForCausalLM, "_keep_in_fp32_modules", ["norm"])
+    [e] = estimate_command(str(checkpoints["tiny"]), dtype="float16")
+    facts = model_facts(_load(checkpoints["tiny"], "float16"))
+    assert facts["weights_bytes"] == e.tensor_bytes
+    assert e.weight_bytes_by_dtype["float32"] == (2 * 2 + 1) * 64 * 4  # 2 norms x 2 layers + final norm, hidden 64
+
+
+def _bnb_unavailable() -> str | None:
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers.integrations import validate_bnb_backend_availability
+    except ImportError as e:
+        return f"bitsandbytes not importable: {e}"
+    if not validate_bnb_backend_availability(raise_exception=False):
+        return "bitsandbytes has no backend for the devices here"
+    return None
+
+
+def _quant_state_bytes(model: Any) -> int:
+    """bnb stats held outside parameters: 8-bit SCB, 4-bit absmax/code/offset (+ nested level), unique storages."""
+    seen: dict[int, int] = {}
+    for mod in model.modules():
+        w = getattr(mod, "weight", None)
+        qs = getattr(w, "quant_state", None)
+        parts = [getattr(w, "SCB", None)]
+        if qs is not None:
+            parts += [qs.absmax, qs.code, qs.offset]
+            if qs.state2 is not None:
+                parts += [qs.state2.absmax, qs.state2.code]
+        for t in parts:
+            if t is not None:
+                seen[t.data_ptr()] = t.numel() * t.element_size()
+    return sum(seen.values())
+
+
+@pytest.mark.skipif(_bnb_unavailable() is not None, reason=str(_bnb_unavailable()))
+@pytest.mark.parametrize("quant,double,skip", [("bnb-8bit", False, None), ("bnb-4bit-nf4", False, None),
+                                               ("bnb-4bit-fp4", False, None), ("bnb-4bit-nf4", True, None),
+                                               ("bnb-8bit", False, ["gate_proj", "c_fc"])])
+@pytest.mark.parametrize("shape", ["tiny", "tiny-gpt2"])
+def test_bnb_weight_bytes_match_a_quantized_load(shape: str, quant: str, double: bool, skip: list[str] | None,
+                                                 checkpoints: dict[str, Path]) -> None:
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if quant == "bnb-8bit":
+        qc = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    else:
+        qc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant.rsplit("-", 1)[-1],
+                                bnb_4bit_use_double_quant=double, bnb_4bit_compute_dtype=torch.bfloat16)
+    model = _load(checkpoints[shape], "bfloat16", quantization_config=qc, device_map="cpu")
+    facts, qstate = model_facts(model), _quant_state_bytes(model)
+    e = estimate_from_config(model.config, dtype="bfloat16", quantization=quant, double_quant=double,
+                             skip_modules=skip)
+    MEASURED.append(f"{shape} {quant}{'+dq' if double else ''}{f' skip={skip}' if skip else ''}: measured tensors "
+                    f"{facts['weights_bytes']} + "
+                    f"stats {qstate}, estimated {e.tensor_bytes} + {e.quant_state_bytes}")
+    print(MEASURED[-1])
+    assert facts["weights_bytes"] == e.tensor_bytes
+    assert qstate == e.quant_state_bytes
+    assert e.weight_bytes < estimate_from_config(model.config, dtype="bfloat16").weight_bytes
+    assert not any(r["discrepancy"] for r in compare(e, {"weights_bytes": facts["weights_bytes"],
+                                                         "quant_state_bytes": qstate}))
+
+
+# ---- compare ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_bf16() -> Estimate:
+    return estimate_command("tiny", dtype="bfloat16", prompt_tokens=16, max_new_tokens=8)[0]
+
+
+def test_compare_flags_a_2x_upcast_and_passes_3_percent(tiny_bf16: Estimate) -> None:
+    [row] = compare(tiny_bf16, {"weights_bytes": tiny_bf16.tensor_bytes * 2})
+    assert row["discrepancy"] and row["ratio"] == 2.0 and row["likely_cause"].startswith("dtype upcast")
+    [row] = compare(tiny_bf16, {"weights_bytes": int(tiny_bf16.tensor_bytes * 1.03)})
+    assert not row["discrepancy"] and row["likely_cause"] is None and row["estimate"] == tiny_bf16.tensor_bytes
+
+
+def test_compare_names_untied_embeddings_extra_copies_and_kv(tiny_bf16: Estimate) -> None:
+    assert tiny_bf16.tied_embeddings
+    [row] = compare(tiny_bf16, {"weights_bytes": tiny_bf16.tensor_bytes + tiny_bf16.embedding_bytes})
+    assert row["likely_cause"] == "untied or duplicated embedding weights"
+    [row] = compare(tiny_bf16, {"weights_bytes": int(tiny_bf16.tensor_bytes * 1.25)})
+    assert row["likely_cause"] == "an extra copy during load or buffers not in the estimate"
+    w, kv = compare(tiny_bf16, {"weights_bytes": tiny_bf16.tensor_bytes, "kv_cache_bytes": 10**9})
+    assert not w["discrepancy"] and kv["figure"] == "kv_cache_bytes" and kv["discrepancy"]
+
+
+# ---- the CLI entry points --------------------------------------------------------------------------
+
+def test_estimate_command_targets_and_table(tiny_model: Path, tmp_path: Path) -> None:
+    from rich.console import Console
+
+    [by_shape] = estimate_command("qwen2:tiny", dtype="bfloat16")
+    [by_path] = estimate_command(str(tiny_model), dtype="bfloat16")
+    assert by_shape.param_count == by_path.param_count == param_count(SyntheticSpec(shape="tiny"))
+    assert by_shape.weight_bytes == by_path.weight_bytes
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("model: {synthetic: {shape: tiny}}\n"
+                     "matrix:\n  load: {dtype: [float32, bfloat16]}\n  generate: {max_new_tokens: [8, 16]}\n"
+                     "  probes: [[phases], [memory]]\n")  # probes do not change the estimate: deduplicated
+    es = estimate_command(str(sweep))
+    assert len(es) == 4 and {(e.dtype, e.max_new_tokens) for e in es} == {
+        (d, n) for d in ("float32", "bfloat16") for n in (8, 16)}
+    table = render_estimates(es)
+    assert table.row_count == 4
+    with Console(width=200, record=True) as c:
+        c.print(table)
+    assert "bfloat16" in c.export_text()
+    with pytest.raises(Exception, match="no config"):
+        estimate_command("no-such-org/no-such-model")
+
