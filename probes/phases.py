@@ -236,7 +236,7 @@ def discarded_kwargs() -> dict[str, str]:
         from probes._hooks import resolve
 
         _, _, raw = resolve(FROM_PRETRAINED)
-        fn = getattr(raw, "__func__", raw)
+        fn = inspect.unwrap(getattr(raw, "__func__", raw))  # our own wrapper may be installed right now
         lines, first = inspect.getsourcelines(fn)
         file = inspect.getsourcefile(fn) or "?"
     except (LookupError, OSError, TypeError):

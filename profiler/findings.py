@@ -111,20 +111,22 @@ def meta_left(t: TrialResult) -> Iterable[Finding]:
 
 
 def dominant_user_function(t: TrialResult) -> Iterable[Finding]:
-    users = t.probes.get("sampling", {}).get("user_functions", [])
+    users = t.probes.get("sampling", {}).get("metrics", {}).get("user_functions", [])
     if not users:
         return
     top = users[0]
-    share = top.get("share", 0.0)
+    share = top.get("share_of_load", 0.0)
     if share < USER_FN_SHARE_MEDIUM:
         return
     where = f"{top.get('file')}:{top.get('line')}"
     hot = top.get("hottest_line")
     yield _f(t, "dominant_user_function", "high" if share >= USER_FN_SHARE_HIGH else "medium",
              f"your function {top.get('name')} is {_pct(share)} of the load",
-             f"{top.get('name')} ({where}) took {top.get('seconds', 0):.2f} s of the load phase by sampling"
+             f"{top.get('name')} ({where}) took {top.get('self_user_s', 0):.2f} s of the load phase "
+             f"({top.get('self_user_samples', 0)} py-spy samples)"
              + (f"; hottest line {hot}" if hot else "") + ".",
-             "this is time in your loader, not in transformers: remove or sample that work", score=top.get("seconds", 0),
+             "this is time in your loader, not in transformers: remove or sample that work",
+             score=top.get("self_user_s", 0),
              function=top.get("name"), file=top.get("file"), line=top.get("line"), share=share)
 
 
@@ -170,16 +172,20 @@ def trial_findings(t: TrialResult) -> list[Finding]:
 
 
 def rank(findings: Iterable[Finding]) -> list[Finding]:
-    """Merge the same finding across repeats of a strategy, then order by severity and score."""
-    merged: dict[tuple[str, str, str], Finding] = {}
+    """Merge one diagnosis across repeats and strategies, then order by severity and score.
+
+    The same kind about the same subject (kwarg, function) is one finding; it keeps the worst case's figures
+    and lists every strategy it was seen in.
+    """
+    merged: dict[tuple[str, str], Finding] = {}
     for f in findings:
-        # the same diagnosis of the same strategy about the same subject (kwarg, function), whatever its figures
-        key = (f.kind, f.label, str(f.evidence.get("kwarg") or f.evidence.get("function") or ""))
+        key = (f.kind, str(f.evidence.get("kwarg") or f.evidence.get("function") or ""))
         if key in merged:
             old = merged[key]
             worst = f if f.score > old.score else old
+            labels = list(dict.fromkeys([*old.label.split(", "), f.label]))
             merged[key] = Finding(worst.kind, worst.severity, worst.title, worst.detail, worst.fix, worst.evidence,
-                                  old.trial_ids + f.trial_ids, worst.label, worst.score)
+                                  old.trial_ids + f.trial_ids, ", ".join(x for x in labels if x), worst.score)
         else:
             merged[key] = f
     return sorted(merged.values(), key=lambda f: (SEVERITY_ORDER.get(f.severity, 9), -f.score, f.kind, f.label))

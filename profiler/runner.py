@@ -85,6 +85,12 @@ def run_trial(plan: TrialPlan, *, clock: Clock = DEFAULT_CLOCK,
             )
         finally:
             os.close(w)
+        sampler = None
+        if strategy.effective_sampling_hz:
+            from probes.sampling import Sampler
+
+            sampler = Sampler(proc.pid, plan.trial_dir, strategy.effective_sampling_hz)
+            sampler_error = sampler.start()
 
         def read() -> None:
             with os.fdopen(r, "rb") as f:
@@ -120,6 +126,10 @@ def run_trial(plan: TrialPlan, *, clock: Clock = DEFAULT_CLOCK,
         t_reaped = clock.now_ns()
         _kill_group(proc, signal.SIGKILL)  # stray grandchildren must not hold the events pipe open
         reader.join(timeout=5.0)
+    if sampler is not None:  # after the worker is reaped: py-spy writes its profile when the target exits
+        sampled = sampler.finish().to_probe_result().to_dict() if not sampler_error else {
+            "name": "sampling", "metrics": {"ok": False}, "notes": [f"sampling not run: {sampler_error}"]}
+        received.append(events.make("probe", name="sampling", result=sampled))
     return classify(plan, received, proc.returncode, timed_out, started_at,
                     parent_wall_ns=t_reaped - t_spawn, spawn_ns=t_spawn, hello_arrival_ns=arrivals.get("hello"))
 

@@ -6,6 +6,7 @@ import statistics
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from profiler.results import SweepResult, TrialResult
@@ -26,13 +27,13 @@ def trial_line(t: TrialResult) -> str:
     """One line per finished trial, printed above the progress bar."""
     m = t.metrics
     style = STATUS_STYLE.get(t.status, "")
-    parts = [f"[{style}]{t.status:<7}[/]", f"{t.label}", f"r{t.repeat_index}"]
+    parts = [f"[{style}]{t.status:<7}[/]", escape(t.label), f"r{t.repeat_index}"]
     if t.ok:
         parts += [f"load {num(m.get('load_s'))} s", f"peak {bytes_h(m.get('peak_rss_bytes'))}"]
         if m.get("ttft_ms") is not None:
             parts += [f"TTFT {num(m.get('ttft_ms'), '.1f')} ms", f"decode {num(m.get('decode_tok_s'), '.1f')} tok/s"]
     else:
-        parts.append(f"[dim]{(t.reason or '')[:160]}[/]")
+        parts.append(f"[dim]{escape((t.reason or '')[:160])}[/]")
     return "  ".join(parts)
 
 
@@ -45,11 +46,11 @@ def summary_table(sweep: SweepResult) -> Table:
     for i, t in enumerate(sweep.trials, 1):
         m = t.metrics
         table.add_row(
-            str(i), model_label(t), f"{t.label} r{t.repeat_index}",
+            str(i), escape(model_label(t)), escape(f"{t.label} r{t.repeat_index}"),
             f"[{STATUS_STYLE.get(t.status, '')}]{t.status}[/]",
             num(m.get("import_s")), num(m.get("load_s")), num(m.get("warmup_s")), bytes_h(m.get("peak_rss_bytes")),
             num(m.get("ttft_ms"), ".1f"), num(m.get("decode_tok_s"), ".1f"), num(t.wall_s),
-            (t.reason or "")[:120],
+            escape((t.reason or "")[:120]),
         )
     return table
 
@@ -79,8 +80,9 @@ def render_findings(sweep: SweepResult, console: Console, limit: int = 12) -> No
     console.print(f"[bold]Findings[/] ({len(sweep.findings)}, most important first)")
     for i, f in enumerate(sweep.findings[:limit], 1):
         style = SEVERITY_STYLE.get(f["severity"], "")
-        who = f" [{f['label']}]" if f.get("label") else ""
-        console.print(f"{i:>2}. [{style}]{f['severity']:<6}[/] {f['title']}{who}", markup=True, highlight=False)
+        who = f" ({escape(f['label'])})" if f.get("label") else ""
+        console.print(f"{i:>2}. [{style}]{f['severity']:<6}[/] {escape(f['title'])}{who}", markup=True,
+                      highlight=False)
         console.print(f"      {f['detail']}", markup=False)
         console.print(f"      fix: {f['fix']}", markup=False, style="dim")
     if len(sweep.findings) > limit:

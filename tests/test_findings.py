@@ -40,8 +40,9 @@ def test_ignored_kwarg_and_needless_max_memory_from_captured_calls():
 
 def test_repeated_loads_meta_tensors_and_dominant_user_function():
     probes = {"phases": {"metrics": {"from_pretrained_calls": [{"kwargs": {}}, {"kwargs": {}}]}},
-              "sampling": {"user_functions": [{"name": "ModelManager._validate_all_modules", "file": "mm.py",
-                                               "line": 50, "share": 0.8, "seconds": 4.0}]}}
+              "sampling": {"metrics": {"user_functions": [{
+                  "name": "ModelManager._validate_all_modules", "file": "mm.py", "line": 50, "share_of_load": 0.8,
+                  "self_user_s": 4.0, "self_user_samples": 400, "hottest_line": 53}]}}}
     t = _trial(metrics={"meta_tensors": 2, "validation_meta_examples": ["lm_head.weight"]}, probes=probes)
     found = {f.kind: f for f in trial_findings(t)}
     assert set(found) == {"repeated_load", "meta_tensors", "dominant_user_function"}
@@ -65,6 +66,7 @@ def test_failed_trials_give_no_findings_and_rank_merges_repeats():
     b = _trial("a-r1", "slow", {"load_s": 1.0, "validate_s": 8.0})
     c = _trial("c-r0", "mild", {"load_s": 1.0, "validate_s": 0.2})
     ranked = sweep_findings([c, a, b])
-    assert [f.label for f in ranked] == ["slow", "mild"]
-    assert ranked[0].trial_ids == ("a-r0", "a-r1") and ranked[0].score == 9.0
+    assert len(ranked) == 1  # one diagnosis, seen in two strategies
+    assert ranked[0].label == "mild, slow" and ranked[0].score == 9.0 and ranked[0].severity == "high"
+    assert ranked[0].trial_ids == ("c-r0", "a-r0", "a-r1")
     assert rank([]) == []
