@@ -1,7 +1,8 @@
 """CPU (and, where present, CUDA) memory per phase.
 
 Sources and what each misses:
-- /proc/self/status RssAnon/RssFile, sampled on a thread every ``period_s``:
+- RSS split anonymous / file-backed: /proc/self/status RssAnon/RssFile at phase
+  edges, /proc/self/statm (resident, shared) on a thread every ``period_s``:
   splits real allocations from mmap'd checkpoint pages (a "fast" load that
   only mapped its weights shows RssFile, not RssAnon); a sampler can miss a
   spike shorter than its period.
@@ -18,6 +19,7 @@ Sources and what each misses:
 from __future__ import annotations
 
 import json
+import os
 import resource
 import threading
 from pathlib import Path
@@ -41,6 +43,22 @@ def read_status() -> dict[str, int]:
     except OSError:
         pass
     return out
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def read_statm() -> tuple[int, int] | None:
+    """(resident, shared) bytes from /proc/self/statm: one short line, cheap enough for a 5 ms sampler.
+
+    ``shared`` is RssFile + RssShmem, so resident - shared is the anonymous part (plus shmem, rare here).
+    """
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            fields = f.read().split()
+        return int(fields[1]) * _PAGE, int(fields[2]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def reset_hwm() -> bool:
@@ -75,17 +93,19 @@ class MemoryProbe(Probe):
     # -- sampler thread --
     def _sample(self) -> None:
         t0 = self.ctx.t0_ns
+        now = self.ctx.clock.now_ns
         while not self._stop.wait(self.period_s):
-            st = read_status()
-            if not st:
+            sm = read_statm()
+            if sm is None:
                 return
-            rss = st.get("rss", 0)
+            rss, shared = sm
+            anon = rss - shared
             with self._lock:
-                self.timeline.append(((self.ctx.clock.now_ns() - t0) / 1e9, st.get("anon", 0), st.get("file", 0)))
+                self.timeline.append(((now() - t0) / 1e9, anon, shared))
                 self.peak_rss = max(self.peak_rss, rss)
                 for rec in self.open.values():
                     rec["peak_sampled_rss_bytes"] = max(rec["peak_sampled_rss_bytes"], rss)
-                    rec["peak_anon_bytes"] = max(rec["peak_anon_bytes"], st.get("anon", 0))
+                    rec["peak_anon_bytes"] = max(rec["peak_anon_bytes"], anon)
 
     # -- phase edges (main thread) --
     def _cuda_mod(self) -> Any:

@@ -25,8 +25,9 @@ FILE_CACHES = ("cold", "warm", "as-is")
 CACHE_IMPLEMENTATIONS = ("dynamic", "static")
 VALIDATION_RE = re.compile(r"^(none|full|deep|sample(:[1-9][0-9]*)?)$")
 PROBES = ("phases", "memory", "io")
-#: py-spy rate when sampling is on; on 2 cores blocking sampling at 200 Hz slowed a load by 35%
-DEFAULT_SAMPLING_HZ = 100
+#: py-spy rate when sampling is on by default (custom loaders). Measured on 2 cores (benchmarks/probe_overhead.py):
+#: nonblocking 50 Hz cost 1.04x on a load, 100 Hz 1.065x; blocking 200 Hz had slowed a load by 35%.
+DEFAULT_SAMPLING_HZ = 50
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
 
 class FrozenMap(tuple):
@@ -261,7 +262,7 @@ class Strategy:
     timeout_s: float = 600.0
     memory_limit: str | None = None
     probes: tuple[str, ...] = ("phases", "memory", "io")
-    sampling_hz: int | None = None  # None: 100 Hz for a custom loader (to name its functions), else off
+    sampling_hz: int | None = None  # None: DEFAULT_SAMPLING_HZ for a custom loader (to name its functions), else off
 
     def __post_init__(self) -> None:
         if not (isinstance(self.timeout_s, (int, float)) and not isinstance(self.timeout_s, bool) and self.timeout_s > 0):

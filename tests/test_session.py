@@ -65,3 +65,37 @@ def test_interrupted_sweep_keeps_finished_trials_and_resumes(tiny_model, tmp_pat
     assert ran == [strategies[1].id + "-r0", strategies[2].id + "-r0"]
     assert [t.label for t in second.trials] == ["n3", "n4", "n5"] and not second.interrupted
     assert len(read_results(out)) == 3
+
+
+@pytest.mark.slow
+def test_custom_loader_top_user_function_is_named_with_file_and_line(tmp_path):
+    """The user's-ModelManager acceptance: its slow validation loop is named as the top user cost."""
+    from profiler.findings import sweep_findings
+    from strategies.expand import load_sweep
+    from strategies.model import DEFAULT_SAMPLING_HZ
+
+    from .conftest import EXAMPLES
+
+    y = tmp_path / "mm.yaml"
+    y.write_text(f"""
+model: {{synthetic: {{shape: gpt2, dtype: float32}}}}
+base: {{generate: false}}
+include:
+  - label: model-manager
+    load: {{loader: {{target: "model_manager:ModelManager.load_model", sys_path: ["{EXAMPLES}"]}}}}
+""")
+    result = Session(load_sweep(y), tmp_path / "out").run()
+    (t,) = result.trials
+    assert t.status == "ok", (t.reason, t.stderr_tail)
+    sampling = t.probes["sampling"]["metrics"]
+    assert sampling["ok"] and sampling["rate_hz"] == DEFAULT_SAMPLING_HZ
+    top = sampling["user_functions"][0]
+    assert top["name"] == "ModelManager._validate_all_modules"
+    assert top["file"].endswith("strategies/examples/model_manager.py")
+    src = (EXAMPLES / "model_manager.py").read_text().splitlines()
+    assert src[top["line"] - 1].lstrip().startswith("def _validate_all_modules")
+    assert top["share_of_load"] > 0.5
+    assert (tmp_path / "out" / "trials" / t.trial_id / "profile.speedscope.json").exists()
+    kinds = {f.kind: f for f in sweep_findings(result.trials)}
+    assert {"dominant_user_function", "ignored_kwarg", "needless_max_memory"} <= set(kinds)
+    assert "modeling_utils.py" in kinds["ignored_kwarg"].evidence["source"]
