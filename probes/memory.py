@@ -27,6 +27,8 @@ from typing import Any
 
 from probes.base import Probe, ProbeContext, ProbeResult
 
+#: report.json keeps at most this many timeline points; the full timeline is the trial's memory_timeline.json
+TIMELINE_POINTS = 400
 _STATUS_KEYS = {"VmRSS": "rss", "RssAnon": "anon", "RssFile": "file", "VmHWM": "hwm"}
 
 
@@ -173,7 +175,10 @@ class MemoryProbe(Probe):
         notes = []
         if not self.hwm_reset_ok:
             notes.append("could not reset VmHWM (/proc/self/clear_refs); per-phase peaks are sampled, not exact")
-        metrics = {"peak_rss_bytes": self.peak_rss, "end_rss_bytes": st.get("rss", 0),
+        step = max(1, -(-len(timeline) // TIMELINE_POINTS))
+        metrics = {"timeline": {"columns": ["t_s", "rss_anon_bytes", "rss_file_bytes"],
+                                "rows": [list(r) for r in timeline[::step]], "every_nth_sample": step},
+                   "peak_rss_bytes": self.peak_rss, "end_rss_bytes": st.get("rss", 0),
                    "end_anon_bytes": st.get("anon", 0), "end_file_bytes": st.get("file", 0),
                    "samples": len(timeline), "period_ms": self.period_s * 1e3}
         if self._cuda_mod():

@@ -159,6 +159,40 @@ def make_model(shape: str, arch: str | None, dtype: str, seed: int, max_shard_si
 
 
 @main.command()
+@click.argument("target")
+@click.option("--dtype", default="auto", show_default=True, help="auto, float32, float16, bfloat16")
+@click.option("--quantization", default="none", show_default=True, help="none, bnb-8bit, bnb-4bit-nf4, bnb-4bit-fp4")
+@click.option("--batch-size", default=1, show_default=True, type=int)
+@click.option("--prompt-tokens", default=32, show_default=True, type=int)
+@click.option("--max-new-tokens", default=32, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the estimates as JSON.")
+def estimate(target: str, dtype: str, quantization: str, batch_size: int, prompt_tokens: int,
+             max_new_tokens: int, as_json: bool) -> None:
+    """What TARGET should need, from its config alone (no weights are read).
+
+    TARGET is a synthetic shape (qwen2.5-7b, llama:qwen2.5-0.5b), a checkpoint folder, a sweep YAML (one row per
+    distinct model x dtype/quantization x generate settings) or a hub id already in the local cache.
+    """
+    from strategies.model import DTYPES, QUANTIZATIONS, GenerateSpec
+    from profiler.errors import SpecError
+
+    if dtype not in DTYPES:
+        raise SpecError(f"invalid dtype {dtype!r}; allowed: {', '.join(DTYPES)}", path="--dtype")
+    if quantization not in QUANTIZATIONS:
+        raise SpecError(f"invalid quantization {quantization!r}; allowed: {', '.join(QUANTIZATIONS)}",
+                        path="--quantization")
+    GenerateSpec(prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens, batch_size=batch_size)  # validates
+    from profiler.estimate import estimate_command, render_estimates
+
+    rows = estimate_command(target, dtype=dtype, quantization=quantization, batch_size=batch_size,
+                            prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens)
+    if as_json:
+        click.echo(json.dumps([e.to_dict() for e in rows], indent=1))
+    else:
+        _console().print(render_estimates(rows))
+
+
+@main.command()
 @click.argument("out", type=click.Path(file_okay=False, exists=True, path_type=Path))
 def report(out: Path) -> None:
     """Re-render the reports of a finished (or interrupted) sweep without re-running it."""

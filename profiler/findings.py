@@ -106,7 +106,8 @@ def meta_left(t: TrialResult) -> Iterable[Finding]:
     if n:
         yield _f(t, "meta_tensors", "high", f"{n} tensors were left on the meta device",
                  f"after loading, {n} parameters/buffers have no data (e.g. "
-                 f"{', '.join(t.metrics.get('validation_meta_examples', [])[:3]) or 'see metrics'}).",
+                 f"{', '.join((t.metrics.get('meta_tensor_examples') or t.metrics.get('validation_meta_examples') or [])[:3])})"
+                 ". Tensors offloaded to disk are expected on meta and not counted.",
                  "check the checkpoint's keys against the model (missing keys) and the device_map", tensors=n)
 
 
@@ -159,9 +160,49 @@ def lazy_load(t: TrialResult) -> Iterable[Finding]:
                  file_rss_warmup_bytes=at_warmup)
 
 
+def estimate_discrepancy(t: TrialResult) -> Iterable[Finding]:
+    for row in t.metrics.get("estimate_vs_measured", []) or []:
+        if not row.get("discrepancy"):
+            continue
+        fig = row["figure"]
+        yield _f(t, "estimate_discrepancy", "medium",
+                 f"measured {fig} is {row['ratio']:.2f}x the estimate from the config",
+                 f"{fig}: measured {_mib(row['measured'])}, estimated {_mib(row['estimate'])} "
+                 f"(likely: {row.get('likely_cause')}).",
+                 "check the load dtype (an upcast doubles the weights), tied embeddings, and copies kept during load",
+                 score=abs(row["measured"] - row["estimate"]) / 2**30, figure=fig, ratio=row["ratio"],
+                 likely_cause=row.get("likely_cause"))
+
+
+OFFLOAD_DEVICES = ("cpu", "disk")
+
+
+def offload(t: TrialResult) -> Iterable[Finding]:
+    """Layers that device_map placed on the CPU or disk while a faster main device held the rest."""
+    placement: Mapping[str, Mapping[str, int]] = t.metrics.get("placement") or {}
+    if not placement:
+        return
+    main = next((d for d in placement if d not in OFFLOAD_DEVICES), "cpu")
+    off = {d: p for d, p in placement.items() if d in OFFLOAD_DEVICES and d != main}
+    if not off:
+        return
+    total_layers = sum(p.get("layers", 0) for p in placement.values())
+    parts = [f"{p.get('layers', 0)} of {total_layers} layers ({_mib(p.get('bytes', 0))}) on {d}" for d, p in off.items()]
+    moved = sum(p.get("bytes", 0) for p in off.values())
+    seq = t.harness.get("disk_read", {}).get("gb_s")
+    cost = (f"; at this disk's {seq:.2f} GB/s, streaming them costs >= {moved / seq / 1e9:.2f} s per forward, "
+            "i.e. per generated token" if seq and "disk" in off else
+            "; every forward (every generated token) must bring them to the main device again")
+    yield _f(t, "offload", "high", f"device_map put {' and '.join(parts)}",
+             f"main device {main}; {', '.join(parts)}" + cost + ".",
+             "give the main device more memory (max_memory), quantize, or pick a smaller dtype so the model fits",
+             score=moved / 2**30, layers={d: p.get("layers", 0) for d, p in off.items()},
+             bytes={d: p.get("bytes", 0) for d, p in off.items()}, main_device=main)
+
+
 RULES: tuple[Callable[[TrialResult], Iterable[Finding]], ...] = (
-    dominant_user_function, validation_share, meta_left, repeated_loads, slow_cold_read, lazy_load,
-    ignored_kwargs, needless_max_memory,
+    offload, dominant_user_function, validation_share, meta_left, repeated_loads, estimate_discrepancy,
+    slow_cold_read, lazy_load, ignored_kwargs, needless_max_memory,
 )
 
 

@@ -79,31 +79,93 @@ def environment() -> dict[str, Any]:
     return env
 
 
+def _mapped_device(name: str, device_map: dict[str, Any]) -> str | None:
+    """The device_map entry that covers ``name`` (longest matching prefix; '' covers everything)."""
+    best, best_len = None, -1
+    for prefix, dev in device_map.items():
+        if (prefix == "" or name == prefix or name.startswith(prefix + ".")) and len(prefix) > best_len:
+            best, best_len = str(dev), len(prefix)
+    return best
+
+
 def model_facts(model: Any) -> dict[str, Any]:
-    """Parameter count, bytes per dtype and per device, tensors left on meta: what was actually loaded."""
+    """Parameter count, bytes per dtype and per device, placement per device_map entry, tensors left on meta."""
+    import torch
+
+    dm = {k: v for k, v in (getattr(model, "hf_device_map", None) or {}).items()}
     seen: set[tuple[str, int]] = set()
     by_dtype: dict[str, int] = {}
     by_device: dict[str, int] = {}
-    params = meta = 0
+    placed: dict[str, dict[str, int]] = {}
+    params = 0
+    meta: list[str] = []
     for kind, it in (("param", model.named_parameters()), ("buffer", model.named_buffers())):
-        for _, t in it:
+        for name, t in it:
             key = (str(t.device), t.data_ptr() if t.device.type != "meta" else id(t))
             if key in seen:
                 continue  # tied weights share storage: count once
             seen.add(key)
             nbytes = t.numel() * t.element_size()
-            if kind == "param":
-                params += t.numel()
-            if t.device.type == "meta":
-                meta += 1
-            by_dtype[str(t.dtype).removeprefix("torch.")] = by_dtype.get(str(t.dtype).removeprefix("torch."), 0) + nbytes
+            params += t.numel() if kind == "param" else 0
+            dt = str(t.dtype).removeprefix("torch.")
+            by_dtype[dt] = by_dtype.get(dt, 0) + nbytes
             by_device[str(t.device)] = by_device.get(str(t.device), 0) + nbytes
+            target = _mapped_device(name, dm) if dm else None
+            if target is not None:
+                placed.setdefault(target, {"bytes": 0, "layers": 0, "entries": 0})["bytes"] += nbytes
+            if t.device.type == "meta" and target != "disk":
+                meta.append(name)
     facts: dict[str, Any] = {"param_count": params, "weights_bytes": sum(by_dtype.values()),
-                             "bytes_by_dtype": by_dtype, "bytes_by_device": by_device, "meta_tensors": meta}
-    dm = getattr(model, "hf_device_map", None)
+                             "bytes_by_dtype": by_dtype, "bytes_by_device": by_device,
+                             "meta_tensors": len(meta), "meta_tensor_examples": meta[:10]}
     if dm:
         facts["hf_device_map"] = {k: str(v) for k, v in dm.items()}
+        for dev in dm.values():
+            placed.setdefault(str(dev), {"bytes": 0, "layers": 0, "entries": 0})["entries"] += 1
+        for name, module in model.named_modules():  # decoder layers: the children of ModuleLists
+            if isinstance(module, torch.nn.ModuleList):
+                for i in range(len(module)):
+                    dev = _mapped_device(f"{name}.{i}", dm)
+                    if dev is not None:
+                        placed.setdefault(dev, {"bytes": 0, "layers": 0, "entries": 0})["layers"] += 1
+        facts["placement"] = placed
+    qstate = quant_state_bytes(model)
+    if qstate:
+        facts["quant_state_bytes"] = qstate
     return facts
+
+
+def quant_state_bytes(model: Any) -> int:
+    """bitsandbytes statistics held as attributes of quantized weights, not as parameters or buffers:
+    8-bit row scales (SCB), 4-bit absmax/code/offset and the nested level of double quantization."""
+    seen: dict[int, int] = {}
+    for mod in model.modules():
+        w = getattr(mod, "weight", None)
+        qs = getattr(w, "quant_state", None)
+        parts = [getattr(w, "SCB", None)]
+        if qs is not None:
+            parts += [getattr(qs, "absmax", None), getattr(qs, "code", None), getattr(qs, "offset", None)]
+            nested = getattr(qs, "state2", None)
+            if nested is not None:
+                parts += [getattr(nested, "absmax", None), getattr(nested, "code", None)]
+        for t in parts:
+            if t is not None and hasattr(t, "data_ptr"):
+                seen[t.data_ptr()] = t.numel() * t.element_size()
+    return sum(seen.values())
+
+
+def step_estimate(model: Any, strategy: Strategy, facts: dict[str, Any]) -> tuple[dict[str, Any], list[dict]]:
+    """What the model should need, from its config on the meta device (no weights read), and the comparison
+    with what this trial measured. Runs last, as its own phase, so it never colours the measured ones."""
+    from profiler.estimate import compare, estimate_from_config
+
+    g = strategy.generate
+    est = estimate_from_config(
+        model.config, dtype=strategy.load.dtype, quantization=strategy.load.quantization,
+        batch_size=g.batch_size if g else 1, prompt_tokens=g.prompt_tokens if g else 0,
+        max_new_tokens=g.max_new_tokens if g else 0, stop_after=g.stop_after if g else None,
+        cache_implementation=g.cache_implementation if g else "dynamic", model=strategy.model.label)
+    return est.to_dict(), compare(est, facts)
 
 
 def build_probes(names: tuple[str, ...]) -> list[Probe]:
@@ -169,7 +231,8 @@ def run_steps(strategy: Strategy, model_path: str, trial_dir: Path, rec: PhaseRe
     if loaded.kwargs:
         metric("from_pretrained_kwargs", {k: repr(v) if not isinstance(v, (str, int, float, bool, dict)) else v
                                           for k, v in loaded.kwargs.items()})
-    for k, v in model_facts(model).items():
+    facts = model_facts(model)
+    for k, v in facts.items():
         metric(k, v)
     mode, k = strategy.load.validation_mode
     if mode != "none":
@@ -180,16 +243,22 @@ def run_steps(strategy: Strategy, model_path: str, trial_dir: Path, rec: PhaseRe
     gen = strategy.generate
     with rec.phase("warmup"):
         calls = step_warmup(model, gen, rec)
-    if gen is None:
-        return
-    with rec.phase("generate"):
-        calls += step_generate(model, gen, rec)
-    from probes.generation import summarize
+    if gen is not None:
+        with rec.phase("generate"):
+            calls += step_generate(model, gen, rec)
+        from probes.generation import summarize
 
-    for key, v in summarize(calls, gen.warmup, gen.batch_size).items():
-        metric(key, v)
-    if calls and calls[-1].new_tokens < gen.expected_new_tokens:
-        note(f"generated {calls[-1].new_tokens} tokens, expected {gen.expected_new_tokens}")
+        for key, v in summarize(calls, gen.warmup, gen.batch_size).items():
+            metric(key, v)
+        if calls and calls[-1].new_tokens < gen.expected_new_tokens:
+            note(f"generated {calls[-1].new_tokens} tokens, expected {gen.expected_new_tokens}")
+    try:
+        with rec.phase("estimate"):
+            estimate, rows = step_estimate(model, strategy, facts)
+        metric("estimate", estimate)
+        metric("estimate_vs_measured", rows)
+    except Exception as e:  # an architecture the estimator does not know must not fail a finished trial
+        note(f"no estimate for this model: {type(e).__name__}: {e}")
 
 
 def step_load(strategy: Strategy, model_path: str, trial_dir: Path) -> Any:

@@ -122,3 +122,14 @@ def test_make_model_prints_a_loadable_path(tmp_path):
     assert (path / "config.json").exists() and any(path.glob("*.safetensors"))
     bad = loadprof("make-model", "--shape", "tiny", "--arch", "gpt3")
     assert bad.returncode == 2 and "gpt2" in bad.stderr
+
+
+def test_estimate_answers_from_config_and_rejects_bad_options():
+    r = loadprof("estimate", "qwen2.5-7b", "--json", "--batch-size", "2", "--prompt-tokens", "100",
+                 "--max-new-tokens", "28")
+    assert r.returncode == 0, r.stderr
+    (e,) = json.loads(r.stdout)
+    assert e["param_count"] == 7_615_616_512 and e["weight_bytes"] == 2 * 7_615_616_512
+    assert e["kv_bytes_per_token"] == 2 * 28 * 4 * 128 * 2
+    bad = loadprof("estimate", "qwen2.5-7b", "--dtype", "float8")
+    assert bad.returncode == 2 and "float8" in bad.stderr

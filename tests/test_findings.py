@@ -70,3 +70,21 @@ def test_failed_trials_give_no_findings_and_rank_merges_repeats():
     assert ranked[0].label == "mild, slow" and ranked[0].score == 9.0 and ranked[0].severity == "high"
     assert ranked[0].trial_ids == ("c-r0", "a-r0", "a-r1")
     assert rank([]) == []
+
+
+def test_offload_names_layers_bytes_and_disk_cost():
+    t = _trial(metrics={"placement": {"cuda:0": {"bytes": 3 * 2**30, "layers": 20, "entries": 22},
+                                      "disk": {"bytes": 2**30, "layers": 8, "entries": 1}}})
+    t = TrialResult(**{**t.__dict__, "harness": {"disk_read": {"gb_s": 2.0}}})
+    (f,) = trial_findings(t)
+    assert f.kind == "offload" and f.severity == "high"
+    assert "8 of 28 layers (1024 MiB) on disk" in f.title and "main device cuda:0" in f.detail
+    assert "0.54 s per forward" in f.detail and f.evidence["layers"] == {"disk": 8}
+    assert kinds(_trial(metrics={"placement": {"cpu": {"bytes": 1, "layers": 2, "entries": 1}}})) == []
+
+
+def test_estimate_discrepancy_reports_ratio_and_cause():
+    rows = [{"figure": "weights_bytes", "estimate": 2**30, "measured": 2**31, "ratio": 2.0, "discrepancy": True,
+             "likely_cause": "dtype upcast"}, {"figure": "kv_cache_bytes", "discrepancy": False}]
+    (f,) = trial_findings(_trial(metrics={"estimate_vs_measured": rows}))
+    assert f.kind == "estimate_discrepancy" and "2.00x" in f.title and "dtype upcast" in f.detail

@@ -99,3 +99,31 @@ include:
     kinds = {f.kind: f for f in sweep_findings(result.trials)}
     assert {"dominant_user_function", "ignored_kwarg", "needless_max_memory"} <= set(kinds)
     assert "modeling_utils.py" in kinds["ignored_kwarg"].evidence["source"]
+
+
+@pytest.mark.slow
+def test_max_memory_forcing_layers_to_disk_gets_an_offload_finding_and_estimates_match(tmp_path):
+    from profiler.findings import sweep_findings
+    from strategies.expand import load_sweep
+
+    y = tmp_path / "offload.yaml"
+    y.write_text("""
+model: {synthetic: {shape: gpt2, dtype: bfloat16}}
+base: {generate: {prompt_tokens: 4, max_new_tokens: 2, warmup: 0}}
+include:
+  - {label: fits, load: {dtype: float32}}
+  - {label: disk, load: {device_map: auto, offload: disk, max_memory: {cpu: 100MB}}}
+""")
+    result = Session(load_sweep(y), tmp_path / "out").run()
+    fits, disk = result.trials
+    assert fits.status == disk.status == "ok", (fits.reason, disk.reason)
+    for t in (fits, disk):
+        (row,) = t.metrics["estimate_vs_measured"]
+        assert abs(row["ratio"] - 1) < 0.05 and not row["discrepancy"]
+        mem = t.probes["memory"]["metrics"]
+        assert mem["timeline"]["rows"] and len(mem["timeline"]["rows"]) <= 400
+        assert {"load", "warmup"} <= set(t.probes["memory"]["per_phase"])
+        assert t.phases[-1].name == "estimate"
+    (off,) = [f for f in sweep_findings(result.trials) if f.kind == "offload"]
+    assert off.label == "disk" and off.evidence["layers"]["disk"] >= 1 and off.evidence["bytes"]["disk"] > 0
+    assert f"{off.evidence['layers']['disk']} of 12 layers" in off.title

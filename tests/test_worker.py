@@ -1,0 +1,46 @@
+"""Worker-side facts about the loaded model: bytes, tied weights, placement per device, meta tensors."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from profiler.worker import _mapped_device, model_facts  # noqa: E402
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(10, 4)
+        self.layers = torch.nn.ModuleList([torch.nn.Linear(4, 4) for _ in range(3)])
+        self.head = torch.nn.Linear(4, 10, bias=False)
+        self.head.weight = self.embed.weight  # tied
+
+
+def test_longest_prefix_wins():
+    dm = {"": "cpu", "layers": "disk", "layers.2": "cpu"}
+    assert _mapped_device("layers.1.weight", dm) == "disk"
+    assert _mapped_device("layers.2.weight", dm) == "cpu"
+    assert _mapped_device("layersX.weight", dm) == "cpu"
+    assert _mapped_device("x", {"a": "cpu"}) is None
+
+
+def test_tied_weights_counted_once_and_bytes_exact():
+    m = Tiny()
+    f = model_facts(m)
+    assert f["param_count"] == 10 * 4 + 3 * (16 + 4)
+    assert f["weights_bytes"] == f["param_count"] * 4 and f["bytes_by_dtype"] == {"float32": f["weights_bytes"]}
+    assert "placement" not in f and f["meta_tensors"] == 0
+
+
+def test_placement_counts_layers_and_offloaded_meta_is_expected():
+    m = Tiny()
+    with torch.device("meta"):
+        m.layers[1] = torch.nn.Linear(4, 4)  # offloaded to disk: weights live on meta
+        m.layers[2] = torch.nn.Linear(4, 4)  # not offloaded: really missing
+    m.hf_device_map = {"embed": "cpu", "head": "cpu", "layers.0": "cpu", "layers.1": "disk", "layers.2": "cpu"}
+    f = model_facts(m)
+    assert f["placement"]["disk"] == {"bytes": 80, "layers": 1, "entries": 1}
+    assert f["placement"]["cpu"]["layers"] == 2 and f["placement"]["cpu"]["entries"] == 4
+    assert f["meta_tensors"] == 2 and f["meta_tensor_examples"] == ["layers.2.weight", "layers.2.bias"]
