@@ -27,6 +27,9 @@ from typing import Any
 
 from probes.base import Probe, ProbeContext, ProbeResult
 
+SOURCES_NOTE = ("memory sources: RSS from /proc (anon = real allocations, file = mapped checkpoint pages); "
+                "tracemalloc would not see torch tensors, torch.profiler misses the loader's worker threads, "
+                "and max_memory steers placement but does not cap the loading peak")
 #: report.json keeps at most this many timeline points; the full timeline is the trial's memory_timeline.json
 TIMELINE_POINTS = 400
 _STATUS_KEYS = {"VmRSS": "rss", "RssAnon": "anon", "RssFile": "file", "VmHWM": "hwm"}
@@ -88,6 +91,8 @@ class MemoryProbe(Probe):
         self._stop = threading.Event()
         self.hwm_reset_ok = reset_hwm()
         self._cuda = None
+        self._nvml: Any = None
+        self.nvml_note = ""
         self.peak_cuda = 0
         self._thread = threading.Thread(target=self._sample, name="loadprof-memory", daemon=True)
         self._thread.start()
@@ -120,6 +125,26 @@ class MemoryProbe(Probe):
                 self._cuda = torch.cuda
         return self._cuda
 
+    def _nvml_used(self) -> int | None:
+        """Device memory in use as NVML sees it (includes the CUDA context and other processes' use)."""
+        if self._nvml is False:
+            return None
+        if self._nvml is None:
+            try:
+                import pynvml
+
+                pynvml.nvmlInit()
+                import torch
+
+                idx = torch.cuda.current_device()
+                self._nvml = pynvml.nvmlDeviceGetHandleByIndex(idx)
+                self._pynvml = pynvml
+            except Exception as e:  # noqa: BLE001 - nvidia-ml-py missing or no driver: say so once
+                self._nvml = False
+                self.nvml_note = f"NVML readings unavailable ({type(e).__name__}: {e}); pip install 'loadprof[gpu]'"
+                return None
+        return int(self._pynvml.nvmlDeviceGetMemoryInfo(self._nvml).used)
+
     def on_phase(self, phase: str, edge: str, t_ns: int) -> None:
         st = read_status()
         ru = resource.getrusage(resource.RUSAGE_SELF)
@@ -144,6 +169,9 @@ class MemoryProbe(Probe):
                 if cuda:
                     self.open[phase]["start_cuda_allocated_bytes"] = cuda.memory_allocated()
                     self.open[phase]["peak_cuda_allocated_bytes"] = cuda.memory_allocated()
+                    used = self._nvml_used()
+                    if used is not None:
+                        self.open[phase]["start_nvml_used_bytes"] = used
             elif phase in self.open:
                 rec = self.open.pop(phase)
                 rec.update(end_rss_bytes=st.get("rss", 0), end_anon_bytes=st.get("anon", 0),
@@ -152,6 +180,9 @@ class MemoryProbe(Probe):
                 if cuda:
                     rec.update(end_cuda_allocated_bytes=cuda.memory_allocated(),
                                end_cuda_reserved_bytes=cuda.memory_reserved())
+                    used = self._nvml_used()
+                    if used is not None:
+                        rec["end_nvml_used_bytes"] = used
                 self.per_phase[phase] = rec
             if cuda:
                 cuda.reset_peak_memory_stats()
@@ -172,7 +203,9 @@ class MemoryProbe(Probe):
             artifacts["memory_timeline"] = path.name
         except OSError:
             pass
-        notes = []
+        notes = [SOURCES_NOTE]
+        if self.nvml_note:
+            notes.append(self.nvml_note)
         if not self.hwm_reset_ok:
             notes.append("could not reset VmHWM (/proc/self/clear_refs); per-phase peaks are sampled, not exact")
         step = max(1, -(-len(timeline) // TIMELINE_POINTS))

@@ -169,11 +169,13 @@ def step_estimate(model: Any, strategy: Strategy, facts: dict[str, Any]) -> tupl
 
 
 def build_probes(names: tuple[str, ...]) -> list[Probe]:
+    from probes.cuda_snapshot import CudaSnapshotProbe
     from probes.io import IOProbe
     from probes.memory import MemoryProbe
     from probes.phases import LoadPhasesProbe
 
-    registry: dict[str, Callable[[], Probe]] = {"phases": LoadPhasesProbe, "memory": MemoryProbe, "io": IOProbe}
+    registry: dict[str, Callable[[], Probe]] = {"phases": LoadPhasesProbe, "memory": MemoryProbe, "io": IOProbe,
+                                                "cuda_snapshot": CudaSnapshotProbe}
     return [registry[n]() for n in names if n in registry]
 
 
