@@ -133,3 +133,60 @@ def test_estimate_answers_from_config_and_rejects_bad_options():
     assert e["kv_bytes_per_token"] == 2 * 28 * 4 * 128 * 2
     bad = loadprof("estimate", "qwen2.5-7b", "--dtype", "float8")
     assert bad.returncode == 2 and "float8" in bad.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_finished_trials_exits_130_and_resumes(tmp_path):
+    import signal
+    import time
+
+    y = _write(tmp_path, f"""
+        name: interrupt
+        model: {{synthetic: {{shape: tiny}}}}
+        base: {{generate: false}}
+        include:
+          - {{label: quick}}
+          - {{label: hang, timeout_s: 300, load: {{loader: {{target: "faulty_loaders:hang", sys_path: ["{EXAMPLES}"]}}}}}}
+    """)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "profiler.cli", "compare", str(y), "--out", str(out),
+                             "--no-progress"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out / "results.jsonl").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)  # the hanging trial is now running
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stdout + stderr
+    assert "--resume" in stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["interrupted"] is True and [t["label"] for t in report["trials"]] == ["quick"]
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_cold_and_warm_load_of_qwen05b_acceptance(tmp_path):
+    """Issue acceptance: >= 95% of the load in named phases; cold reads more; bytes read ~ checkpoint size."""
+    from strategies import synthetic
+    from strategies.model import SyntheticSpec
+
+    y = _write(tmp_path, """
+        name: coldwarm
+        model: {synthetic: {shape: qwen2.5-0.5b, dtype: bfloat16}}
+        base: {generate: false}
+        matrix:
+          load: {file_cache: [warm, cold]}
+    """)
+    out = tmp_path / "out"
+    r = loadprof("compare", str(y), "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stdout + r.stderr
+    warm, cold = json.loads((out / "report.json").read_text())["trials"]
+    for t in (warm, cold):
+        load = next(p for p in t["phases"] if p["name"] == "load")
+        assert load["other_s"] <= 0.05 * load["duration_s"], load
+    assert cold["metrics"]["load_read_thread_s"] > warm["metrics"]["load_read_thread_s"]
+    assert cold["harness"]["file_cache"]["resident_fraction"] == 0.0
+    ckpt = sum(p.stat().st_size for p in synthetic.model_dir(SyntheticSpec(shape="qwen2.5-0.5b")).glob("*.safetensors"))
+    assert abs(cold["metrics"]["storage_read_bytes"] / ckpt - 1) < 0.05
+    assert cold["metrics"]["disk_seq_read_gb_s"] > 0 and 0 < cold["metrics"]["read_bandwidth_fraction"]

@@ -125,3 +125,15 @@ def fault_strategy(tiny_model: Path, label: str, target: str | None, **kw) -> St
     loader = LoaderSpec(target=f"faulty_loaders:{target}", sys_path=(str(EXAMPLES),), **kw.pop("loader", {})) if target else None
     return Strategy(model=ModelSpec(path=str(tiny_model)), label=label, load=LoadSpec(loader=loader),
                     generate=GenerateSpec(prompt_tokens=4, max_new_tokens=2, warmup=0), **kw)
+
+
+@pytest.mark.slow
+def test_cuda_snapshot_probe_is_skipped_with_reason_without_cuda(tiny_model, tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: the snapshot is taken instead (checked on GPU machines)")
+    s = Strategy(model=ModelSpec(path=str(tiny_model)), generate=None, probes=("memory", "cuda_snapshot"))
+    r = run_trial(TrialPlan(Trial(s), str(tiny_model), tmp_path))
+    assert r.status == "ok"
+    assert "probe cuda_snapshot not run: CUDA is not available on this machine" in r.notes
+    assert not (tmp_path / "cuda_snapshot.pickle").exists()
