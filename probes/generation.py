@@ -57,6 +57,19 @@ def make_inputs(model: Any, spec: GenerateSpec, seed: int = 0) -> dict[str, Any]
     return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}
 
 
+def generate_kwargs(model: Any, spec: GenerateSpec, stopping_criteria: Any) -> dict[str, Any]:
+    """The generate() kwargs of a strategy: greedy, the cap, the cache kind, EOS ignored unless asked."""
+    kwargs: dict[str, Any] = dict(
+        max_new_tokens=spec.max_new_tokens, do_sample=False, stopping_criteria=stopping_criteria,
+        pad_token_id=getattr(model.generation_config, "pad_token_id", None) or 0,
+    )
+    if not spec.stop_at_eos:
+        kwargs["eos_token_id"] = None  # random weights must not end early by chance; stop_after models an EOS
+    if spec.cache_implementation == "static":
+        kwargs["cache_implementation"] = "static"
+    return kwargs
+
+
 def run_generate(model: Any, spec: GenerateSpec, rec: PhaseRecorder, seed: int = 0) -> CallTiming:
     """One generate() call under the current phase, split into prepare/prefill/decode/finish."""
     import torch
@@ -80,15 +93,7 @@ def run_generate(model: Any, spec: GenerateSpec, rec: PhaseRecorder, seed: int =
                 stop = spec.stop_after is not None and len(steps) >= spec.stop_after
                 return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
-        kwargs: dict[str, Any] = dict(
-            max_new_tokens=spec.max_new_tokens, do_sample=False,
-            stopping_criteria=StoppingCriteriaList([_Steps()]),
-            pad_token_id=getattr(model.generation_config, "pad_token_id", None) or 0,
-        )
-        if not spec.stop_at_eos:
-            kwargs["eos_token_id"] = None  # random weights must not end early by chance; stop_after models an EOS
-        if spec.cache_implementation == "static":
-            kwargs["cache_implementation"] = "static"
+        kwargs = generate_kwargs(model, spec, StoppingCriteriaList([_Steps()]))
     t_call = clock.now_ns()
     rec.open("prefill", t_call)
     try:

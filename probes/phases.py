@@ -55,6 +55,8 @@ LOAD_TARGETS: tuple[tuple[str, str], ...] = (
     ("post_init", f"{MU}:PreTrainedModel._finalize_model_loading"),
     ("generation_config", "transformers.generation.utils:GenerationMixin.adjust_generation_fn"),
     ("dispatch", f"{MU}:accelerate_dispatch"),
+    # generate(): the cache is created here, sized by max_new_tokens for a static cache (nests under prefill)
+    ("preallocate", "transformers.generation.utils:GenerationMixin._prepare_cache_for_generation"),
 )
 INIT_CONTEXT_TARGET = f"{MU}:PreTrainedModel.get_init_context"
 CML = "transformers.core_model_loading"

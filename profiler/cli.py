@@ -211,9 +211,10 @@ def report(out: Path) -> None:
                              interrupted=True)
     from dataclasses import replace
 
-    from profiler.findings import sweep_findings
+    from profiler.findings import analyse
 
-    result = replace(result, findings=tuple(f.to_dict() for f in sweep_findings(result.trials)))
+    studies, findings = analyse(result.trials)
+    result = replace(result, findings=tuple(f.to_dict() for f in findings), studies=studies)
     console_report.render(result, _console(), out_dir=out)
 
 

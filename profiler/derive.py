@@ -58,7 +58,27 @@ def io_summary(trial: TrialResult) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def roofline(trial: TrialResult) -> dict[str, Any]:
+    """Decode against its memory-bandwidth bound.
+
+    A decode step reads every weight once plus each sequence's KV cache, so
+    bytes_per_step = weights (+ bnb scales) + batch x kv_bytes_per_token x mean context during decode
+    (prompt + new_tokens / 2), and tokens/s <= membw / bytes_per_step x batch.
+    """
+    m = trial.metrics
+    gen = trial.strategy.get("generate") or {}
+    kv_tok = (m.get("estimate") or {}).get("kv_bytes_per_token")
+    bw, tok = m.get("membw_gb_s"), m.get("decode_tok_s")
+    if not (gen and kv_tok is not None and bw and tok and m.get("weights_bytes")):
+        return {}
+    batch = gen.get("batch_size", 1)
+    context = gen.get("prompt_tokens", 0) + m.get("new_tokens", 0) / 2
+    per_step = m["weights_bytes"] + m.get("quant_state_bytes", 0) + batch * kv_tok * context
+    bound = bw * 1e9 / per_step * batch
+    return {"decode_bytes_per_step": per_step, "roofline_tok_s": bound, "roofline_fraction": tok / bound}
+
+
 def enrich(trial: TrialResult) -> TrialResult:
     """The trial with its derived figures merged into ``metrics``."""
-    extra = io_summary(trial)
+    extra = {**io_summary(trial), **roofline(trial)}
     return dataclasses.replace(trial, metrics={**trial.metrics, **extra}) if extra else trial

@@ -200,9 +200,25 @@ def offload(t: TrialResult) -> Iterable[Finding]:
              bytes={d: p.get("bytes", 0) for d, p in off.items()}, main_device=main)
 
 
+ROOFLINE_LOW = 0.25
+
+
+def decode_below_roofline(t: TrialResult) -> Iterable[Finding]:
+    frac = t.metrics.get("roofline_fraction")
+    if frac is None or frac >= ROOFLINE_LOW:
+        return
+    m = t.metrics
+    yield _f(t, "decode_below_roofline", "low", f"decode runs at {_pct(frac)} of its memory-bandwidth bound",
+             f"{m['decode_tok_s']:.1f} tok/s against a bound of {m['roofline_tok_s']:.1f} tok/s "
+             f"({_mib(m['decode_bytes_per_step'])} read per step at the measured {m['membw_gb_s']:.1f} GB/s copy "
+             "bandwidth): decode is limited by compute or per-step overhead, not by moving the weights.",
+             "larger batches amortise the weight reads; on GPU a static cache lets transformers compile decoding",
+             fraction=frac)
+
+
 RULES: tuple[Callable[[TrialResult], Iterable[Finding]], ...] = (
     offload, dominant_user_function, validation_share, meta_left, repeated_loads, estimate_discrepancy,
-    slow_cold_read, lazy_load, ignored_kwargs, needless_max_memory,
+    slow_cold_read, lazy_load, decode_below_roofline, ignored_kwargs, needless_max_memory,
 )
 
 
@@ -232,5 +248,15 @@ def rank(findings: Iterable[Finding]) -> list[Finding]:
     return sorted(merged.values(), key=lambda f: (SEVERITY_ORDER.get(f.severity, 9), -f.score, f.kind, f.label))
 
 
-def sweep_findings(trials: Iterable[TrialResult]) -> list[Finding]:
-    return rank(f for t in trials for f in trial_findings(t))
+def sweep_findings(trials: Iterable[TrialResult], extra: Iterable[Finding] = ()) -> list[Finding]:
+    """Per-trial findings plus sweep-level ones (``extra``, e.g. from profiler.studies), ranked together."""
+    return rank([*(f for t in trials for f in trial_findings(t)), *extra])
+
+
+def analyse(trials: Iterable[TrialResult]) -> tuple[dict[str, Any], list[Finding]]:
+    """Studies (curves, scaling, quantization) and every finding: what every report shows after the table."""
+    from profiler.studies import preallocation_findings, studies
+
+    trials = list(trials)
+    st = studies(trials)
+    return st, sweep_findings(trials, preallocation_findings(st))

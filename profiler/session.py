@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from profiler import derive, filecache
 from profiler.errors import LoadprofError
-from profiler.findings import sweep_findings
+from profiler.findings import analyse
 from profiler.results import SweepResult, TrialResult
 from profiler.runner import TrialPlan, WORKER_ENV, run_trial
 from strategies.expand import Sweep
@@ -141,11 +141,12 @@ class Session:
         except KeyboardInterrupt:
             interrupted = True
         ordered = [done[t.id] for t in self.sweep.trials() if t.id in done]
+        studies, findings = analyse(ordered)
         result = SweepResult(run_id=out.name, name=self.sweep.name, source=self.sweep.source,
                              created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                              trials=tuple(ordered), interrupted=interrupted,
                              env=next((r.env for r in reversed(ordered) if r.env), {}),
-                             findings=tuple(f.to_dict() for f in sweep_findings(ordered)))
+                             findings=tuple(f.to_dict() for f in findings), studies=studies)
         write_report(out, result)
         return result
 

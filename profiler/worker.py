@@ -154,6 +154,20 @@ def quant_state_bytes(model: Any) -> int:
     return sum(seen.values())
 
 
+def step_trace(model: Any, gen: GenerateSpec) -> dict[str, Any]:
+    """One extra generate() call, traced and stopped at its first token: what was allocated before it."""
+    from probes.allocations import trace_generate_start
+
+    return trace_generate_start(model, gen)
+
+
+def step_membw(model: Any) -> dict[str, Any]:
+    from probes.bandwidth import measure_copy_bandwidth
+
+    device = getattr(model, "device", "cpu")
+    return measure_copy_bandwidth("cpu" if str(device) == "meta" else device, CLOCK.now_ns)
+
+
 def step_estimate(model: Any, strategy: Strategy, facts: dict[str, Any]) -> tuple[dict[str, Any], list[dict]]:
     """What the model should need, from its config on the meta device (no weights read), and the comparison
     with what this trial measured. Runs last, as its own phase, so it never colours the measured ones."""
@@ -254,6 +268,14 @@ def run_steps(strategy: Strategy, model_path: str, trial_dir: Path, rec: PhaseRe
             metric(key, v)
         if calls and calls[-1].new_tokens < gen.expected_new_tokens:
             note(f"generated {calls[-1].new_tokens} tokens, expected {gen.expected_new_tokens}")
+        if "allocations" in strategy.probes:
+            with rec.phase("trace"):
+                traced = step_trace(model, gen)
+            for key, v in traced.items():
+                metric(key, v)
+        with rec.phase("membw"):
+            for key, v in step_membw(model).items():
+                metric(key, v)
     try:
         with rec.phase("estimate"):
             estimate, rows = step_estimate(model, strategy, facts)

@@ -92,6 +92,10 @@ def render_findings(sweep: SweepResult, console: Console, limit: int = 12) -> No
 def render(sweep: SweepResult, console: Console | None = None, out_dir: Any = None) -> None:
     console = console or Console()
     console.print(summary_table(sweep))
+    if sweep.studies:
+        from reports.studies import render_studies
+
+        render_studies(sweep.studies, console)
     render_findings(sweep, console)
     line = harness_line(sweep)
     if line:

@@ -24,7 +24,7 @@ OFFLOADS = ("none", "cpu", "disk")
 FILE_CACHES = ("cold", "warm", "as-is")
 CACHE_IMPLEMENTATIONS = ("dynamic", "static")
 VALIDATION_RE = re.compile(r"^(none|full|deep|sample(:[1-9][0-9]*)?)$")
-PROBES = ("phases", "memory", "io", "cuda_snapshot")
+PROBES = ("phases", "memory", "io", "allocations", "cuda_snapshot")
 #: py-spy rate when sampling is on by default (custom loaders). Measured on 2 cores (benchmarks/probe_overhead.py):
 #: nonblocking 50 Hz cost 1.04x on a load, 100 Hz 1.065x; blocking 200 Hz had slowed a load by 35%.
 DEFAULT_SAMPLING_HZ = 50
@@ -261,7 +261,7 @@ class Strategy:
     label: str = ""
     timeout_s: float = 600.0
     memory_limit: str | None = None
-    probes: tuple[str, ...] = ("phases", "memory", "io")
+    probes: tuple[str, ...] = ("phases", "memory", "io", "allocations")
     sampling_hz: int | None = None  # None: DEFAULT_SAMPLING_HZ for a custom loader (to name its functions), else off
 
     def __post_init__(self) -> None:

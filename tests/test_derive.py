@@ -28,3 +28,17 @@ def test_rate_uses_reading_leaf_phases_and_disk_limit():
 def test_small_reads_get_no_rate():
     s = io_summary(_trial({"warmup": 1000}))
     assert "achieved_read_gb_s" not in s and s["storage_read_bytes"] == 1000
+
+
+def test_roofline_bytes_per_step_and_fraction():
+    t = TrialResult(trial_id="t-r0", strategy_id="t", label="x", repeat_index=0, status="ok",
+                    strategy={"generate": {"batch_size": 2, "prompt_tokens": 10}},
+                    metrics={"membw_gb_s": 10.0, "decode_tok_s": 5.0, "weights_bytes": 10**9, "new_tokens": 20,
+                             "estimate": {"kv_bytes_per_token": 1000}})
+    from profiler.derive import roofline
+
+    r = roofline(t)
+    assert r["decode_bytes_per_step"] == 10**9 + 2 * 1000 * 20
+    assert r["roofline_tok_s"] == pytest.approx(10e9 / r["decode_bytes_per_step"] * 2)
+    assert r["roofline_fraction"] == pytest.approx(5.0 / r["roofline_tok_s"])
+    assert roofline(TrialResult(**{**t.__dict__, "metrics": {}})) == {}
