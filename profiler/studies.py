@@ -20,6 +20,7 @@ from profiler.results import TrialResult
 
 MODELS = ("constant", "linear", "quadratic")
 R2_TOLERANCE = 0.01          # the simplest model within this of the best R^2 wins
+TREND_R2 = 0.8               # below this a time "trend" is run-to-run noise: no trend or saving is claimed
 GROWTH_SHARE = 0.01          # bytes growing less than 1% of their mean over the cap range: no growth
 GROWTH_MIN_BYTES = 64 * 2**10
 HIGH_SAVING_SHARE = 0.10     # of the largest cap's generate call
@@ -225,6 +226,7 @@ def max_new_tokens_curve(group: Mapping[str, Any]) -> dict[str, Any]:
         small = fb["slope"] * cap_range < max(GROWTH_SHARE * fb["mean"], GROWTH_MIN_BYTES)
         growth = "none" if small else fb["model"]
     grows = growth in ("linear", "quadratic")
+    time_trend = fg["model"] if fg and fg["model"] != "constant" and fg["r2"] >= TREND_R2 else "none"
     observed = sorted({n for p in pts for n in p.get("new_tokens_seen", [])})
     cover = covering_cap(observed)
     largest = max(caps)
@@ -233,12 +235,13 @@ def max_new_tokens_curve(group: Mapping[str, Any]) -> dict[str, Any]:
         "alloc_bytes_per_cap_token": fb["slope"] if fb else None,
         "generate_call_ms_per_cap_token": fg["slope"] * 1e3 if fg else None,
         "ttft_ms_per_cap_token": ft["slope"] if ft else None,
-        "growth": growth,
+        "growth": growth, "generate_call_trend": time_trend, "trend_min_r2": TREND_R2,
         "sites": _sites(pts, fb["slope"] if fb else None) if grows else [],
         "observed_new_tokens": observed, "covering_cap": cover, "largest_cap": largest,
         "largest_cap_generate_call_s": rows[-1]["generate_call_s"],
         "saving_bytes": _saving(fb, largest, cover) if grows and cover else None,
-        "saving_ms": (s * 1e3 if (s := _saving(fg, largest, cover)) else None) if cover else None,
+        "saving_ms": (s * 1e3 if (s := _saving(fg, largest, cover)) else None)
+        if cover and time_trend != "none" else None,
     }
 
 
@@ -365,7 +368,9 @@ def preallocation_findings(studies: Mapping[str, Any]) -> list[Finding]:
         title = f"{what} grows {_bh(per_tok)} per token of max_new_tokens"
         detail = (f"allocated at generate start and alive at the first token: {fb['model']} in the cap "
                   f"(R^2 {fb['r2']:.3f}) over caps {c['points'][0]['cap']}..{c['largest_cap']}"
-                  + (f"; the generate call grows {ms_tok:.3f} ms per token of cap" if ms_tok is not None else "")
+                  + (f"; the generate call grows {ms_tok:.3f} ms per token of cap"
+                     if ms_tok is not None and c.get("generate_call_trend", "none") != "none" else
+                     "; no trend in generate time above run-to-run noise")
                   + (f"; answers were {', '.join(map(str, observed))} tokens long" if observed else "")
                   + (f"; at cap {c['largest_cap']}, a cap of {cover} would save "
                      + " and ".join(x for x in (save_b and _bh(save_b), save_ms and f"{save_ms:.1f} ms") if x)

@@ -48,7 +48,9 @@ def render_curve(c: Mapping[str, Any], console: Console) -> None:
     fits = c["fits"]
     lines = [
         _fit_line("generate call", fits.get("generate_call_s"),
-                  f"{num(c['generate_call_ms_per_cap_token'], '.3f')} ms"),
+                  f"{num(c['generate_call_ms_per_cap_token'], '.3f')} ms",
+                  "" if c.get("generate_call_trend", "none") != "none" else
+                  f"; trend: none claimed (R^2 below {c.get('trend_min_r2', 0.8)}: run-to-run noise)"),
         _fit_line("TTFT", fits.get("ttft_ms"), f"{num(c['ttft_ms_per_cap_token'], '.3f')} ms"),
         _fit_line("alloc at generate start", fits.get("generate_start_alloc_bytes"),
                   bytes_h(c["alloc_bytes_per_cap_token"]), f"; growth: {c['growth']}"),
