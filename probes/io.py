@@ -25,12 +25,19 @@ from probes.base import Probe, ProbeContext, ProbeResult
 
 
 def read_io() -> dict[str, int]:
+    """read_bytes and rchar of this process (empty where /proc/self/io is not readable); runs at every edge."""
     try:
         with open("/proc/self/io", "rb") as f:
-            pairs = (line.split(b":") for line in f.read().splitlines() if b":" in line)
-            return {k.decode(): int(v) for k, v in pairs}
+            data = f.read()
     except OSError:
         return {}
+    out: dict[str, int] = {}
+    for key, name in ((b"rchar: ", "rchar"), (b"\nread_bytes: ", "read_bytes")):
+        i = data.find(key)
+        if i >= 0:
+            j = data.find(b"\n", i + len(key))
+            out[name] = int(data[i + len(key): j if j >= 0 else None])
+    return out
 
 
 class IOProbe(Probe):

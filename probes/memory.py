@@ -32,21 +32,25 @@ SOURCES_NOTE = ("memory sources: RSS from /proc (anon = real allocations, file =
                 "and max_memory steers placement but does not cap the loading peak")
 #: report.json keeps at most this many timeline points; the full timeline is the trial's memory_timeline.json
 TIMELINE_POINTS = 400
-_STATUS_KEYS = {"VmRSS": "rss", "RssAnon": "anon", "RssFile": "file", "VmHWM": "hwm"}
+_STATUS_KEYS_B = ((b"\nVmRSS:", "rss"), (b"\nRssAnon:", "anon"), (b"\nRssFile:", "file"), (b"\nVmHWM:", "hwm"))
 
 
 def read_status() -> dict[str, int]:
-    """Selected /proc/self/status fields in bytes (empty on systems without procfs)."""
-    out: dict[str, int] = {}
+    """Selected /proc/self/status fields in bytes (empty on systems without procfs).
+
+    Found by byte search rather than parsing every line: this runs at every phase edge.
+    """
     try:
         with open("/proc/self/status", "rb") as f:
-            for line in f:
-                key, _, rest = line.partition(b":")
-                name = _STATUS_KEYS.get(key.decode())
-                if name:
-                    out[name] = int(rest.split()[0]) * 1024
+            data = f.read()
     except OSError:
-        pass
+        return {}
+    out: dict[str, int] = {}
+    for key, name in _STATUS_KEYS_B:
+        i = data.find(key)
+        if i >= 0:
+            j = data.find(b"kB", i)
+            out[name] = int(data[i + len(key):j]) * 1024
     return out
 
 

@@ -190,3 +190,58 @@ def test_cold_and_warm_load_of_qwen05b_acceptance(tmp_path):
     ckpt = sum(p.stat().st_size for p in synthetic.model_dir(SyntheticSpec(shape="qwen2.5-0.5b")).glob("*.safetensors"))
     assert abs(cold["metrics"]["storage_read_bytes"] / ckpt - 1) < 0.05
     assert cold["metrics"]["disk_seq_read_gb_s"] > 0 and 0 < cold["metrics"]["read_bandwidth_fraction"]
+
+
+@pytest.mark.slow
+def test_max_new_tokens_sweep_static_grows_by_formula_dynamic_does_not(tmp_path):
+    from strategies.synthetic import config_dict
+    from strategies.model import SyntheticSpec
+
+    y = _write(tmp_path, """
+        name: prealloc
+        model: {synthetic: {shape: tiny, dtype: bfloat16}}
+        base:
+          generate: {prompt_tokens: 8, batch_size: 2, stop_after: 9, warmup: 0}
+        matrix:
+          generate: {cache_implementation: [static, dynamic], max_new_tokens: "128..1024*2"}
+    """)
+    out = tmp_path / "out"
+    r = loadprof("compare", str(y), "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads((out / "report.json").read_text())
+    cfg = config_dict(SyntheticSpec(shape="tiny"))
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    formula = 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * head_dim * 2 * 2  # bf16, batch 2
+    curves = {c["fixed"]["generate.cache_implementation"]: c for c in report["studies"]["max_new_tokens"]}
+    static, dynamic = curves["static"], curves["dynamic"]
+    assert static["growth"] == "linear" and static["fits"]["generate_start_alloc_bytes"]["r2"] > 0.99
+    assert abs(static["alloc_bytes_per_cap_token"] / formula - 1) < 0.05
+    assert "cache_utils.py" in static["sites"][0]["site"]
+    assert dynamic["growth"] == "none"
+    prealloc = [f for f in report["findings"] if f["kind"] == "max_new_tokens_preallocation"]
+    assert len(prealloc) == 1 and "cache_implementation=static" in prealloc[0]["label"]
+    assert "per token of max_new_tokens" in prealloc[0]["title"]
+    for t in report["trials"]:
+        gen = next(p for p in t["phases"] if p["name"] == "generate")
+        assert [c["name"] for c in gen["children"]] == ["prepare", "prefill", "decode", "finish"]
+        assert gen["other_s"] <= 0.05 * gen["duration_s"]
+        assert t["metrics"]["new_tokens"] == 9
+
+
+@pytest.mark.slow
+def test_batch_sweep_prints_speedup_and_efficiency_table(tmp_path):
+    y = _write(tmp_path, """
+        name: batches
+        model: {synthetic: {shape: tiny}}
+        base: {generate: {prompt_tokens: 16, max_new_tokens: 16, warmup: 1}}
+        matrix:
+          generate: {batch_size: [1, 2, 4, 8]}
+    """)
+    r = loadprof("compare", str(y), "--out", str(tmp_path / "out"), "--no-progress")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "batch scaling" in r.stdout and "speedup" in r.stdout and "efficiency" in r.stdout
+    (b,) = json.loads((tmp_path / "out" / "report.json").read_text())["studies"]["batch_size"]
+    assert [row["batch_size"] for row in b["rows"]] == [1, 2, 4, 8] and b["rows"][0]["speedup"] == 1.0
+    for row in b["rows"]:
+        assert row["efficiency_pct"] == pytest.approx(100 * row["speedup"] / row["batch_size"], rel=1e-6)
+        assert row["kv_bytes_total"] == row["kv_bytes_per_seq"] * row["batch_size"]

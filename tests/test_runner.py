@@ -65,7 +65,7 @@ def test_real_trial_phases_cover_the_wall(tiny_model, tmp_path):
     r = run_trial(TrialPlan(Trial(s), str(tiny_model), tmp_path))
     assert r.status == "ok", r.reason + r.stderr_tail if r.reason else r.stderr_tail
     names = [p.name for p in r.phases]
-    assert names == ["import", "load", "validate", "warmup", "generate"]
+    assert names == ["import", "load", "validate", "warmup", "generate", "trace", "membw", "estimate"]
     starts = [p.start_s for p in r.phases]
     assert starts == sorted(starts) and all(p.duration_s >= 0 for p in r.phases)
     for a, b in zip(r.phases, r.phases[1:]):
@@ -78,6 +78,8 @@ def test_real_trial_phases_cover_the_wall(tiny_model, tmp_path):
     assert [c.name for c in gen.children] == ["prepare", "prefill", "decode", "finish"]
     assert r.metrics["new_tokens"] == 6 and r.metrics["ttft_ms"] > 0 and r.metrics["decode_tok_s"] > 0
     assert r.metrics["validation_modules_checked"] > 0
+    assert r.metrics["membw_gb_s"] > 0 and r.metrics["generate_start_alloc_count"] >= 0  # tracer ran (tiny: nothing >= 4 KiB)
+    assert r.phase("generate/prefill/preallocate") is not None  # the cache is created inside prefill
     assert r.metrics["peak_rss_bytes"] >= r.metrics["weights_bytes"]
     assert r.harness["overhead_s"] >= 0 and r.harness["startup_s"] > 0
     assert (tmp_path / "stderr.log").exists() and (tmp_path / "memory_timeline.json").exists()
