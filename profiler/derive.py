@@ -78,7 +78,25 @@ def roofline(trial: TrialResult) -> dict[str, Any]:
     return {"decode_bytes_per_step": per_step, "roofline_tok_s": bound, "roofline_fraction": tok / bound}
 
 
+def cold_call(trial: TrialResult) -> dict[str, Any]:
+    """What the process's first generate call cost beyond a warm one.
+
+    On CUDA with a static cache transformers compiles decoding on the first call, so this is where compile
+    time lands (and a larger cap in the same process would compile again); on CPU it is first-use overhead.
+    """
+    m = trial.metrics
+    cold, warm = m.get("cold_generate_s"), m.get("generate_call_s")
+    if cold is None or warm is None or not m.get("generate_calls_warmup"):
+        return {}  # without a warmup call the cold call is the measured one: nothing to compare
+    gen = trial.strategy.get("generate") or {}
+    on_cuda = bool(trial.env.get("cuda_available")) and str(trial.strategy.get("load", {}).get("device_map")) != "cpu"
+    out = {"cold_call_extra_s": cold - warm}
+    if on_cuda and gen.get("cache_implementation") == "static":
+        out["cold_call_extra_includes"] = "torch.compile of decoding (static cache on CUDA)"
+    return out
+
+
 def enrich(trial: TrialResult) -> TrialResult:
     """The trial with its derived figures merged into ``metrics``."""
-    extra = {**io_summary(trial), **roofline(trial)}
+    extra = {**io_summary(trial), **roofline(trial), **cold_call(trial)}
     return dataclasses.replace(trial, metrics={**trial.metrics, **extra}) if extra else trial

@@ -42,3 +42,15 @@ def test_roofline_bytes_per_step_and_fraction():
     assert r["roofline_tok_s"] == pytest.approx(10e9 / r["decode_bytes_per_step"] * 2)
     assert r["roofline_fraction"] == pytest.approx(5.0 / r["roofline_tok_s"])
     assert roofline(TrialResult(**{**t.__dict__, "metrics": {}})) == {}
+
+
+def test_cold_call_extra_only_with_a_warmup_and_compile_label_on_cuda_static():
+    from profiler.derive import cold_call
+
+    base = dict(trial_id="t-r0", strategy_id="t", label="x", repeat_index=0, status="ok",
+                strategy={"generate": {"cache_implementation": "static"}, "load": {"device_map": "cuda"}},
+                metrics={"cold_generate_s": 3.0, "generate_call_s": 1.0, "generate_calls_warmup": 1})
+    assert cold_call(TrialResult(**base)) == {"cold_call_extra_s": 2.0}
+    gpu = cold_call(TrialResult(**base, env={"cuda_available": True}))
+    assert gpu["cold_call_extra_includes"].startswith("torch.compile")
+    assert cold_call(TrialResult(**{**base, "metrics": {**base["metrics"], "generate_calls_warmup": 0}})) == {}
