@@ -15,7 +15,7 @@ import pytest
 
 from profiler.estimate import (Estimate, compare, estimate_command, estimate_from_config, estimate_strategy,
                                render_estimates)
-from profiler.worker import model_facts
+from profiler.worker import model_facts, quant_state_bytes
 from strategies.model import GenerateSpec, LoadSpec, ModelSpec, Strategy, SyntheticSpec
 from strategies.synthetic import config_dict, make_model, param_count
 
@@ -200,23 +200,6 @@ def _bnb_unavailable() -> str | None:
     return None
 
 
-def _quant_state_bytes(model: Any) -> int:
-    """bnb stats held outside parameters: 8-bit SCB, 4-bit absmax/code/offset (+ nested level), unique storages."""
-    seen: dict[int, int] = {}
-    for mod in model.modules():
-        w = getattr(mod, "weight", None)
-        qs = getattr(w, "quant_state", None)
-        parts = [getattr(w, "SCB", None)]
-        if qs is not None:
-            parts += [qs.absmax, qs.code, qs.offset]
-            if qs.state2 is not None:
-                parts += [qs.state2.absmax, qs.state2.code]
-        for t in parts:
-            if t is not None:
-                seen[t.data_ptr()] = t.numel() * t.element_size()
-    return sum(seen.values())
-
-
 @pytest.mark.skipif(_bnb_unavailable() is not None, reason=str(_bnb_unavailable()))
 @pytest.mark.parametrize("quant,double,skip", [("bnb-8bit", False, None), ("bnb-4bit-nf4", False, None),
                                                ("bnb-4bit-fp4", False, None), ("bnb-4bit-nf4", True, None),
@@ -233,7 +216,7 @@ def test_bnb_weight_bytes_match_a_quantized_load(shape: str, quant: str, double:
         qc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant.rsplit("-", 1)[-1],
                                 bnb_4bit_use_double_quant=double, bnb_4bit_compute_dtype=torch.bfloat16)
     model = _load(checkpoints[shape], "bfloat16", quantization_config=qc, device_map="cpu")
-    facts, qstate = model_facts(model), _quant_state_bytes(model)
+    facts, qstate = model_facts(model), quant_state_bytes(model)
     e = estimate_from_config(model.config, dtype="bfloat16", quantization=quant, double_quant=double,
                              skip_modules=skip)
     MEASURED.append(f"{shape} {quant}{'+dq' if double else ''}{f' skip={skip}' if skip else ''}: measured tensors "
