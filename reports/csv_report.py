@@ -1,0 +1,74 @@
+"""report.csv: one row per trial for spreadsheets and pandas (named csv_report so it never shadows stdlib csv).
+
+Columns: identity and status, every top-level phase as ``<name>_s``, the load children as ``load.<child>_s``
+(plus ``load.other_s``), then the scalar metrics under their own keys (units already in the names).
+The column set is the union over trials, so a sweep with mixed phases still has one header.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from profiler.results import SweepResult, TrialResult
+from reports.console import model_label
+from reports.markdown import children_s, top_level_s
+
+ID_COLUMNS = ("trial_id", "strategy_id", "label", "model", "repeat", "status", "reason", "wall_s")
+#: metrics first in this order when present; any other scalar metric follows, alphabetically
+MAIN_METRICS = ("peak_rss_bytes", "ttft_ms", "cold_ttft_ms", "decode_tok_s", "decode_tok_s_per_seq",
+                "per_token_ms_p50", "per_token_ms_p90", "per_token_ms_p99", "generate_call_s", "new_tokens",
+                "weights_bytes", "param_count", "storage_read_bytes", "achieved_read_gb_s",
+                "read_bandwidth_fraction", "peak_cuda_allocated_bytes", "generate_start_alloc_bytes")
+HARNESS = ("startup_s", "overhead_s")
+
+
+def _scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (int, float, str, bool))
+
+
+def _phase_columns(t: TrialResult) -> dict[str, float]:
+    cols = {f"{name}_s": s for name, s in top_level_s(t)}
+    cols.update({f"load.{name}_s": s for name, s in children_s(t, "load") or ()})
+    return cols
+
+
+def _phase_order(cols: list[str]) -> list[str]:
+    """Top-level phases before the load children, each group in first-seen order."""
+    return [c for c in cols if not c.startswith("load.")] + [c for c in cols if c.startswith("load.")]
+
+
+def _row(t: TrialResult) -> tuple[dict[str, Any], list[str]]:
+    """The row, and its phase columns in order (a metric such as ``load_s`` yields to the phase of that name)."""
+    phases = _phase_columns(t)
+    row: dict[str, Any] = {"trial_id": t.trial_id, "strategy_id": t.strategy_id, "label": t.label,
+                           "model": model_label(t), "repeat": t.repeat_index, "status": t.status,
+                           "reason": t.reason or "", "wall_s": t.wall_s, **phases}
+    row.update({k: v for k, v in t.metrics.items() if k not in row and _scalar(v)})
+    row.update({f"harness.{k}": t.harness[k] for k in HARNESS if k in t.harness})
+    return row, list(phases)
+
+
+def render(sweep: SweepResult) -> str:
+    """The CSV text (header + one row per trial); missing values are empty cells.
+
+    Column order: identity, phases (first-seen order), main metrics, the other metrics sorted, harness.
+    """
+    rows, phase_cols = [], []
+    for t in sweep.trials:
+        row, cols = _row(t)
+        rows.append(row)
+        phase_cols += [c for c in cols if c not in phase_cols]
+    phase_cols = _phase_order(phase_cols)
+    seen = set().union(*rows) if rows else set()
+    main = [k for k in MAIN_METRICS if k in seen and k not in phase_cols]
+    harness = [f"harness.{k}" for k in HARNESS if f"harness.{k}" in seen]
+    rest = sorted(seen - {*ID_COLUMNS, *phase_cols, *main, *harness})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=[*ID_COLUMNS, *phase_cols, *main, *rest, *harness], restval="",
+                            lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: "" if v is None else v for k, v in r.items()})
+    return buf.getvalue()

@@ -1,0 +1,170 @@
+"""report.html: one self-contained file (inline CSS and SVG figures; no script, font or network load).
+
+Same sections and wording as report.md (the tables come from reports.markdown), plus the figures of
+reports.plots. Every piece of text from the run is escaped: labels and reasons are user input.
+Links to trial files are relative, so the folder can be moved or zipped as a whole.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from pathlib import Path
+from typing import Any, Iterable
+
+from profiler.results import SweepResult, TrialResult
+from reports import plots
+from reports.console import harness_line
+from reports.markdown import (SEVERITIES, Table, artifact_links, finding_who, phase_tables, recommendations,
+                              run_info, status_counts, study_tables, summary, trial_name)
+
+STUDY_TITLES = {"max_new_tokens": "max_new_tokens curve", "batch_size": "batch scaling",
+                "quantization": "quantization"}
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:#1d1d1f;
+ background:#fafafa;margin:0}
+main{max-width:1320px;margin:0 auto;padding:18px 28px 48px}
+h1{font-size:24px;margin:8px 0 4px}h2{font-size:19px;margin:30px 0 8px;border-bottom:1px solid #ddd;
+ padding-bottom:4px}h3{font-size:15px;margin:20px 0 6px}
+.desc{font-weight:normal;color:#555}
+nav a{margin-right:14px;color:#0b61a4;text-decoration:none}nav{margin:6px 0 10px}
+dl.info{display:grid;grid-template-columns:max-content 1fr;gap:1px 14px;margin:6px 0;font-size:13px}
+dl.info dt{color:#666}dl.info dd{margin:0}
+.scroll{overflow-x:auto;max-width:100%}
+table{border-collapse:collapse;font-size:12.5px;background:#fff;margin:4px 0 6px}
+th,td{border:1px solid #e1e1e1;padding:3px 8px;vertical-align:top}
+th{background:#f0f2f5;text-align:left;white-space:nowrap}td.n{text-align:right;
+ font-variant-numeric:tabular-nums;white-space:nowrap}
+tr:nth-child(even) td{background:#fbfbfc}
+table.summary td:nth-child(-n+4){white-space:nowrap}table.summary td:last-child{min-width:260px}
+.st-ok{color:#1a7f37;font-weight:600}.st-skipped{color:#9a6700;font-weight:600}
+.st-failed,.st-crashed{color:#cf222e;font-weight:600}.st-timeout{color:#8250df;font-weight:600}
+ul.notes{margin:2px 0 10px;padding-left:20px;font-size:12.5px;color:#333}
+.finding{background:#fff;border:1px solid #e1e1e1;border-left:6px solid #999;border-radius:4px;
+ padding:7px 12px;margin:8px 0}
+.finding p{margin:3px 0}.finding .fix{color:#333}.finding .fix b{color:#555}
+.finding .who{color:#555}
+.sev{display:inline-block;min-width:56px;text-align:center;border-radius:3px;color:#fff;font-size:11px;
+ font-weight:700;padding:1px 6px;margin-right:8px;text-transform:uppercase}
+.sev-high{border-left-color:#cf222e}.sev-high .sev{background:#cf222e}
+.sev-medium{border-left-color:#d4a72c}.sev-medium .sev{background:#b7860b}
+.sev-low{border-left-color:#3b82c4}.sev-low .sev{background:#3b82c4}
+figure{margin:6px 0 10px;background:#fff;border:1px solid #e6e6e6;border-radius:4px;padding:6px;
+ display:inline-block;max-width:100%;box-sizing:border-box}
+figure svg{max-width:100%;height:auto;display:block}
+.trials{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:12px}
+.trial{background:#fff;border:1px solid #e1e1e1;border-radius:4px;padding:8px 10px}
+.trial figure{border:0;padding:0;margin:4px 0}
+.trial h3{margin:2px 0 4px;font-size:14px}.trial .id{color:#777;font-weight:normal;font-size:12px}
+.links{font-size:12.5px;margin:4px 0 0;padding-left:18px}.links .hint{color:#666}
+.muted{color:#666;font-size:12.5px;white-space:pre-wrap}
+details pre{font-size:11.5px;max-height:240px;overflow:auto;background:#f6f8fa;padding:6px;white-space:pre-wrap}
+"""
+
+
+def _e(s: Any) -> str:
+    return escape(str(s), quote=True)
+
+
+def table_html(t: Table, status_col: str | None = None, css: str = "") -> str:
+    right = t.right or tuple(False for _ in t.columns)
+    si = t.columns.index(status_col) if status_col in t.columns else -1
+    head = "".join(f"<th>{_e(c)}</th>" for c in t.columns)
+    body = []
+    for row in t.rows:
+        cells = []
+        for i, (cell, r) in enumerate(zip(row, right)):
+            cls = ' class="n"' if r else (f' class="st-{_e(cell)}"' if i == si else "")
+            cells.append(f"<td{cls}>{_e(cell)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    cls = f' class="{_e(css)}"' if css else ""
+    return f'<div class="scroll"><table{cls}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+
+
+def _notes(notes: Iterable[str]) -> str:
+    items = "".join(f"<li>{_e(n)}</li>" for n in notes)
+    return f'<ul class="notes">{items}</ul>' if items else ""
+
+
+def _figure(svg: str | None, name: str) -> str:
+    return f'<figure data-plot="{_e(name)}">{svg}</figure>' if svg else ""
+
+
+def _findings(sweep: SweepResult) -> str:
+    out = [f"<h2 id=\"findings\">Findings <span class=\"desc\">({len(sweep.findings)}, most important first)"
+           "</span></h2>"]
+    for f in sweep.findings:
+        sev = str(f.get("severity", ""))
+        cls = f"sev-{sev}" if sev in SEVERITIES else "sev-other"
+        who = finding_who(f)
+        who_html = f' <span class="who">({_e(who)})</span>' if who else ""
+        out.append(f'<div class="finding {cls}"><p><span class="sev">{_e(sev)}</span><b>{_e(f.get("title", ""))}'
+                   f'</b>{who_html}</p>'
+                   f'<p>{_e(f.get("detail", ""))}</p><p class="fix"><b>fix:</b> {_e(f.get("fix", ""))}</p></div>')
+    return "\n".join(out)
+
+
+def _trial_card(t: TrialResult, out_dir: Path | str | None) -> str:
+    svg = plots.memory_timeline(t, out_dir)
+    links = []
+    for what, href, hint in artifact_links(t, out_dir):
+        links.append(f'<li><a href="{_e(href)}">{_e(what)}</a>'
+                     + (f' <span class="hint">({_e(hint)})</span>' if hint else "") + "</li>")
+    reason = f'<p class="muted">{_e(t.reason)}</p>' if t.reason else ""
+    if t.stderr_tail:
+        reason += f"<details><summary>stderr tail</summary><pre>{_e(t.stderr_tail)}</pre></details>"
+    return (f'<div class="trial"><h3>{_e(trial_name(t))} <span class="id">{_e(t.trial_id)} '
+            f'<span class="st-{_e(t.status)}">{_e(t.status)}</span></span></h3>{reason}'
+            f'{_figure(svg, "memory-" + t.trial_id)}'
+            + (f'<ul class="links">{"".join(links)}</ul>' if links else "") + "</div>")
+
+
+def render(sweep: SweepResult, out_dir: Path | str | None = None) -> str:
+    """The whole report as one HTML document (string); ``out_dir`` lets links point only at files that exist."""
+    title = f"loadprof: {sweep.name}"
+    body: list[str] = [f"<h1>{_e(title)}</h1>"]
+    sections = [("summary", "Summary"), ("findings", "Findings"), ("recommendations", "Recommendations"),
+                ("studies", "Studies"), ("phases", "Phases"), ("trials", "Trials"), ("harness", "Harness")]
+    rec_table, rec_notes = recommendations(sweep)
+    studies = study_tables(sweep.studies or {})
+    present = {"summary": True, "findings": bool(sweep.findings),
+               "recommendations": rec_table is not None or bool(rec_notes), "studies": bool(studies),
+               "phases": any(t.phases for t in sweep.trials), "trials": bool(sweep.trials),
+               "harness": harness_line(sweep) is not None}
+    body.append("<nav>" + "".join(f'<a href="#{k}">{_e(v)}</a>' for k, v in sections if present[k]) + "</nav>")
+    body.append('<dl class="info">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in run_info(sweep))
+                + "</dl>")
+    body += ['<h2 id="summary">Summary</h2>', table_html(summary(sweep), "status", "summary"),
+             f'<p class="muted">{_e(status_counts(sweep))}</p>']
+    if present["findings"]:
+        body.append(_findings(sweep))
+    if present["recommendations"]:
+        body.append('<h2 id="recommendations">Recommendations</h2>')
+        body += [table_html(rec_table) if rec_table is not None else "", _notes(rec_notes)]
+    if studies:
+        body.append('<h2 id="studies">Studies</h2>')
+        figs = plots.study_plots(sweep.studies)
+        for kind, tables in studies.items():
+            body += [f"<h3>{_e(STUDY_TITLES.get(kind, kind))}</h3>", _figure(figs.get(kind), f"study-{kind}")]
+            for t in tables:
+                body += [f'<p><b>{_e(t.title)}</b>: <span class="desc">{_e(t.description)}</span></p>',
+                         table_html(t), _notes(t.notes)]
+    if present["phases"]:
+        body.append('<h2 id="phases">Phases</h2>')
+        body += [_figure(plots.phase_bars(sweep, p), f"phases-{p}") for p in ("load", "generate")]
+        for t in phase_tables(sweep):
+            body += [f'<h3>{_e(t.title)} <span class="desc">{_e(t.description)}</span></h3>', table_html(t),
+                     _notes(t.notes)]
+    if sweep.trials:
+        body += ['<h2 id="trials">Trials</h2>',
+                 '<p class="muted">memory: anonymous and file-backed RSS stacked (their sum is the RSS), dotted lines '
+                 'at each top-level phase start; py-spy profiles open at speedscope.app, CUDA snapshots at '
+                 'pytorch.org/memory_viz (both viewers read the file in your browser)</p>',
+                 '<div class="trials">' + "".join(_trial_card(t, out_dir) for t in sweep.trials) + "</div>"]
+    line = harness_line(sweep)
+    if line:
+        body += ['<h2 id="harness">Harness</h2>', f'<p class="muted">{_e(line)}</p>']
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
+            f"<title>{_e(title)}</title><style>{CSS}</style></head>\n<body><main>\n"
+            + "\n".join(b for b in body if b) + "\n</main></body></html>\n")
