@@ -1,8 +1,8 @@
 """The ``loadprof`` command. Never imports torch at module level: --help and expand stay instant.
 
-Exit codes: 0 every trial ok or skipped; 1 the sweep finished but a trial
-failed, crashed or timed out; 2 bad input (nothing ran); 130 interrupted
-(what finished is kept).
+Exit codes of compare: 0 every trial ok or skipped; 1 the sweep finished but a
+trial failed, crashed or timed out; 2 bad input (nothing ran); 130 interrupted
+(what finished is kept). diff: 1 when a regression exceeds the threshold.
 """
 
 from __future__ import annotations
@@ -212,10 +212,40 @@ def report(out: Path) -> None:
     from dataclasses import replace
 
     from profiler.findings import analyse
+    from profiler.recommend import recommendations
 
     studies, findings = analyse(result.trials)
-    result = replace(result, findings=tuple(f.to_dict() for f in findings), studies=studies)
+    result = replace(result, findings=tuple(f.to_dict() for f in findings), studies=studies,
+                     recommendations=recommendations(result.trials))
     console_report.render(result, _console(), out_dir=out)
+
+
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--objective", type=click.Choice(["load", "memory", "ttft", "throughput"]), default=None,
+              help="One objective (default: all four).")
+@click.option("--memory-budget", default=None, help="Exclude strategies whose peak memory exceeds this (e.g. 16GiB).")
+@click.option("--lengths", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Output token counts (JSONL/CSV/text, or texts with --tokenizer): a max_new_tokens coverage table.")
+@click.option("--tokenizer", default=None, help="A local tokenizer folder, to count tokens of texts in --lengths.")
+def recommend(out: Path, objective: str | None, memory_budget: str | None, lengths: Path | None,
+              tokenizer: str | None) -> None:
+    """Which measured configuration to use for an objective, with the figures behind it and the trade-offs."""
+    from profiler.recommend import cli_recommend
+
+    sys.exit(cli_recommend(out, objective, memory_budget, lengths, tokenizer, _console()))
+
+
+@main.command()
+@click.argument("a", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("b", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--threshold", "threshold_pct", default=10.0, show_default=True, type=float,
+              help="A change counts only beyond this percentage and beyond the repeats' noise band.")
+def diff(a: Path, b: Path, threshold_pct: float) -> None:
+    """Compare two runs per strategy and phase; exit 1 when something got slower beyond the threshold (for CI)."""
+    from profiler.diff import cli_diff
+
+    sys.exit(cli_diff(a, b, threshold_pct, _console()))
 
 
 if __name__ == "__main__":

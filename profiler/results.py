@@ -137,6 +137,7 @@ class SweepResult:
     interrupted: bool = False
     findings: tuple[Mapping[str, Any], ...] = ()
     studies: Mapping[str, Any] = field(default_factory=dict)
+    recommendations: Mapping[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -145,6 +146,7 @@ class SweepResult:
             "source": self.source, "created_at": self.created_at, "interrupted": self.interrupted,
             "env": dict(self.env), "trials": [t.to_dict() for t in self.trials],
             "findings": [dict(f) for f in self.findings], "studies": dict(self.studies),
+            "recommendations": dict(self.recommendations),
         }
 
     @classmethod
@@ -155,5 +157,5 @@ class SweepResult:
             run_id=d["run_id"], name=d["name"], source=d["source"], created_at=d["created_at"],
             trials=tuple(TrialResult.from_dict(t) for t in d["trials"]), env=d.get("env", {}),
             interrupted=bool(d.get("interrupted", False)), findings=tuple(d.get("findings", ())),
-            studies=d.get("studies", {}),
+            studies=d.get("studies", {}), recommendations=d.get("recommendations", {}),
         )

@@ -20,6 +20,7 @@ from typing import Any, Callable
 from profiler import derive, filecache
 from profiler.errors import LoadprofError
 from profiler.findings import analyse
+from profiler.recommend import recommendations
 from profiler.results import SweepResult, TrialResult
 from profiler.runner import TrialPlan, WORKER_ENV, run_trial
 from strategies.expand import Sweep
@@ -146,7 +147,8 @@ class Session:
                              created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                              trials=tuple(ordered), interrupted=interrupted,
                              env=next((r.env for r in reversed(ordered) if r.env), {}),
-                             findings=tuple(f.to_dict() for f in findings), studies=studies)
+                             findings=tuple(f.to_dict() for f in findings), studies=studies,
+                             recommendations=recommendations(ordered))
         write_report(out, result)
         return result
 

@@ -31,7 +31,7 @@ from profiler import events  # noqa: E402
 from profiler.phases import PhaseRecorder  # noqa: E402
 from strategies.model import GenerateSpec, Strategy  # noqa: E402
 
-#: the warmup forward when the strategy does not generate (still exposes lazy reads)
+#: the first forward's input: small and fixed, so it measures touching the weights, not a batch's compute
 DEFAULT_WARMUP = GenerateSpec(prompt_tokens=16, max_new_tokens=1)
 
 
@@ -298,13 +298,17 @@ def step_validate(model: Any, mode: str, k: int) -> Any:
 
 
 def step_warmup(model: Any, gen: GenerateSpec | None, rec: PhaseRecorder) -> list[Any]:
-    """The first forward (lazy mmap reads land here) and the warmup generate calls."""
+    """The first forward and the warmup generate calls.
+
+    The forward uses a fixed small input (batch 1, 16 tokens) whatever the strategy: it is there to touch every
+    weight once, so lazily mapped reads land here and are not mixed with a large batch's compute.
+    """
     import torch
 
     from probes.generation import make_inputs, run_generate
 
     with rec.phase("forward"), torch.inference_mode():
-        model(**make_inputs(model, gen or DEFAULT_WARMUP))
+        model(**make_inputs(model, DEFAULT_WARMUP))
     return [run_generate(model, gen, rec) for _ in range(gen.warmup)] if gen else []
 
 

@@ -89,6 +89,20 @@ def render_findings(sweep: SweepResult, console: Console, limit: int = 12) -> No
         console.print(f"    ... {len(sweep.findings) - limit} more in report.json")
 
 
+def render_recommendations(sweep: SweepResult, console: Console) -> None:
+    objs = (sweep.recommendations or {}).get("objectives") or {}
+    picks = [(o, r) for o, r in objs.items() if r.get("label")]
+    if not picks or len(sweep.trials) < 2:
+        return
+    console.print("[bold]Recommendations[/] (details: loadprof recommend OUT)")
+    for obj, r in picks:
+        f = r["figure"]
+        value = bytes_h(f["value"]) if f["unit"] == "bytes" else f"{f['value']:.3g} {f['unit']}"
+        console.print(f"  {obj:<10} {escape(r['label'])}  ({f['name']} {value})", highlight=False)
+    for w in sweep.recommendations.get("max_new_tokens_warnings", [])[:5]:
+        console.print(f"  [yellow]max_new_tokens[/] {escape(w['label'])}: {escape(w['advice'])}", highlight=False)
+
+
 def render(sweep: SweepResult, console: Console | None = None, out_dir: Any = None) -> None:
     console = console or Console()
     console.print(summary_table(sweep))
@@ -97,6 +111,7 @@ def render(sweep: SweepResult, console: Console | None = None, out_dir: Any = No
 
         render_studies(sweep.studies, console)
     render_findings(sweep, console)
+    render_recommendations(sweep, console)
     line = harness_line(sweep)
     if line:
         console.print(f"[dim]{line}[/]")

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from profiler import lengths as lengths_mod
 from profiler import recommend as rec
 from profiler.errors import LoadprofError, SpecError
-from profiler.recommend import cli_recommend, lengths_coverage, read_lengths, recommend, recommendations
+from profiler.lengths import lengths_coverage, read_lengths
+from profiler.recommend import cli_recommend, recommend, recommendations
 from profiler.results import PhaseTiming, SweepResult, TrialResult
 
 from .conftest import REPO
@@ -230,7 +232,7 @@ def test_texts_need_a_tokenizer_and_use_it_lazily(tmp_path, monkeypatch):
         seen.append(name)
         return lambda text, add_special_tokens: {"input_ids": text.split()}
 
-    monkeypatch.setattr(rec, "_tokenizer", fake)
+    monkeypatch.setattr(lengths_mod, "_tokenizer", fake)
     assert read_lengths(p, tokenizer="/some/tok") == [3, 4] and seen == ["/some/tok"]
     (tmp_path / "n.txt").write_text("1\n")
     seen.clear()
