@@ -195,7 +195,10 @@ def estimate(target: str, dtype: str, quantization: str, batch_size: int, prompt
 @main.command()
 @click.argument("out", type=click.Path(file_okay=False, exists=True, path_type=Path))
 def report(out: Path) -> None:
-    """Re-render the reports of a finished (or interrupted) sweep without re-running it."""
+    """Re-render the reports of a finished (or interrupted) sweep without re-running it.
+
+    Writes report.md, report.html and report.csv in OUT (report.json is left as the sweep wrote it).
+    """
     from profiler.results import SweepResult
     from profiler.session import REPORT, read_results
     from reports import console as console_report
@@ -217,7 +220,11 @@ def report(out: Path) -> None:
     studies, findings = analyse(result.trials)
     result = replace(result, findings=tuple(f.to_dict() for f in findings), studies=studies,
                      recommendations=recommendations(result.trials))
+    from reports.files import write_all
+
+    paths = write_all(result, out)
     console_report.render(result, _console(), out_dir=out)
+    _console().print("re-rendered: " + ", ".join(str(p) for p in paths.values()), highlight=False)
 
 
 @main.command()

@@ -185,8 +185,10 @@ def tradeoffs(pick: Group, objective: str, gs: Sequence[Group], cands: Sequence[
             out.append(f"{q}: no unquantized run to compare memory with; {_quality(q)}")
         else:
             bp, bt = base.metric(peak), base.metric("decode_tok_s")
-            text = (f"{q} saves {-_pct(pk, bp):.0f}% peak memory vs none ('{base.label}': {_fmt(bp, 'bytes')} -> "
-                    f"{_fmt(pk, 'bytes')}) but {_quality(q)}")
+            change = (f"saves {-_pct(pk, bp):.0f}% peak memory" if pk <= bp else
+                      f"uses {_pct(pk, bp):.0f}% more peak memory")
+            text = (f"{q} {change} vs none ('{base.label}': {_fmt(bp, 'bytes')} -> {_fmt(pk, 'bytes')}); "
+                    f"{'but ' if pk <= bp else 'and '}{_quality(q)}")
             if tok is not None and bt and tok < bt:
                 text += f"; decode {-_pct(tok, bt):.0f}% slower ({_fmt(tok, 'tok/s')} vs {_fmt(bt, 'tok/s')})"
             out.append(text)

@@ -150,6 +150,9 @@ class Session:
                              findings=tuple(f.to_dict() for f in findings), studies=studies,
                              recommendations=recommendations(ordered))
         write_report(out, result)
+        from reports.files import write_all
+
+        write_all(result, out)  # report.md, report.html (plots), report.csv beside report.json
         return result
 
     def _run_one(self, trial: Trial, models: dict[ModelSpec, Any]) -> TrialResult:

@@ -120,4 +120,5 @@ def render(sweep: SweepResult, console: Console | None = None, out_dir: Any = No
         counts[t.status] = counts.get(t.status, 0) + 1
     console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + (" (interrupted)" if sweep.interrupted else ""))
     if out_dir is not None:
-        console.print(f"results: {out_dir}/report.json, {out_dir}/results.jsonl, per-trial logs in {out_dir}/trials/")
+        console.print(f"results: {out_dir}/report.html (plots), report.md, report.csv, report.json, results.jsonl; "
+                      f"per-trial logs and profiles in {out_dir}/trials/", highlight=False)
