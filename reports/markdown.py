@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from profiler.results import PhaseTiming, SweepResult, TrialResult
 from reports.console import harness_line, model_label
 from reports.format import bytes_h, num
-from reports.studies import _fit_line, _signed_pct
+from reports.studies import _signed_pct, curve_notes
 
 SUMMARY_COLUMNS = ("#", "model", "strategy", "status", "import s", "load s", "warmup s", "peak RSS", "TTFT ms",
                    "decode tok/s", "wall s", "reason")
@@ -155,27 +155,9 @@ def curve_table(c: Mapping[str, Any]) -> Table:
     rows = [(str(r["cap"]), num(r.get("generate_call_s"), ".3f"), num(r.get("ttft_ms"), ".1f"),
              num(r.get("per_token_ms_p50"), ".2f"), bytes_h(r.get("generate_start_alloc_bytes")),
              num(r.get("new_tokens"), ".0f")) for r in c.get("points", [])]
-    fits = c.get("fits", {})
-    notes = [
-        _fit_line("generate call", fits.get("generate_call_s"),
-                  f"{num(c.get('generate_call_ms_per_cap_token'), '.3f')} ms",
-                  "" if c.get("generate_call_trend", "none") != "none" else
-                  f"; trend: none claimed (R^2 below {c.get('trend_min_r2', 0.8)}: run-to-run noise)"),
-        _fit_line("TTFT", fits.get("ttft_ms"), f"{num(c.get('ttft_ms_per_cap_token'), '.3f')} ms"),
-        _fit_line("alloc at generate start", fits.get("generate_start_alloc_bytes"),
-                  bytes_h(c.get("alloc_bytes_per_cap_token")), f"; growth: {c.get('growth')}"),
-    ]
-    for s in c.get("sites", [])[:5]:
-        share = f", {100 * s['share']:.0f}% of the growth" if s.get("share") is not None else ""
-        notes.append(f"{s['site']} {s['op']}: {bytes_h(s['bytes_per_cap_token'])} per token of cap{share}")
-    if c.get("observed_new_tokens"):
-        save = [x for x in (c.get("saving_bytes") and bytes_h(c["saving_bytes"]),
-                            c.get("saving_ms") and f"{c['saving_ms']:.1f} ms") if x]
-        notes.append(f"observed new tokens: {', '.join(map(str, c['observed_new_tokens']))}; covering cap "
-                     f"{c.get('covering_cap')}"
-                     + (f" saves {' and '.join(save)} vs cap {c.get('largest_cap')}" if save else ""))
+    notes = [text for _, text in curve_notes(c)]
     return Table("max_new_tokens curve", columns, rows, _numeric(columns), c.get("description", ""),
-                 [n.strip() for n in notes if n])
+                 notes)
 
 
 def batch_table(b: Mapping[str, Any]) -> Table:

@@ -45,28 +45,35 @@ def render_curve(c: Mapping[str, Any], console: Console) -> None:
                       num(r["per_token_ms_p50"], ".2f"), bytes_h(r["generate_start_alloc_bytes"]),
                       num(r["new_tokens"], ".0f"))
     console.print(table)
-    fits = c["fits"]
-    lines = [
+    for level, line in curve_notes(c):
+        console.print("  " * (level + 1) + line, markup=False, highlight=False)
+
+
+def curve_notes(c: Mapping[str, Any]) -> list[tuple[int, str]]:
+    """(indent level, text) lines under a max_new_tokens curve (fits, growing sites, covering cap).
+
+    Shared by every renderer so the console, Markdown and HTML say the same thing.
+    """
+    fits = c.get("fits", {})
+    lines: list[tuple[int, str | None]] = [(0, x) for x in (
         _fit_line("generate call", fits.get("generate_call_s"),
-                  f"{num(c['generate_call_ms_per_cap_token'], '.3f')} ms",
+                  f"{num(c.get('generate_call_ms_per_cap_token'), '.3f')} ms",
                   "" if c.get("generate_call_trend", "none") != "none" else
                   f"; trend: none claimed (R^2 below {c.get('trend_min_r2', 0.8)}: run-to-run noise)"),
-        _fit_line("TTFT", fits.get("ttft_ms"), f"{num(c['ttft_ms_per_cap_token'], '.3f')} ms"),
+        _fit_line("TTFT", fits.get("ttft_ms"), f"{num(c.get('ttft_ms_per_cap_token'), '.3f')} ms"),
         _fit_line("alloc at generate start", fits.get("generate_start_alloc_bytes"),
-                  bytes_h(c["alloc_bytes_per_cap_token"]), f"; growth: {c['growth']}"),
-    ]
+                  bytes_h(c.get("alloc_bytes_per_cap_token")), f"; growth: {c.get('growth')}"),
+    )]
     for s in c.get("sites", [])[:5]:
         share = f", {100 * s['share']:.0f}% of the growth" if s.get("share") is not None else ""
-        lines.append(f"    {s['site']} {s['op']}: {bytes_h(s['bytes_per_cap_token'])} per token of cap{share}")
+        lines.append((1, f"{s['site']} {s['op']}: {bytes_h(s['bytes_per_cap_token'])} per token of cap{share}"))
     if c.get("observed_new_tokens"):
         save = [x for x in (c.get("saving_bytes") and bytes_h(c["saving_bytes"]),
                             c.get("saving_ms") and f"{c['saving_ms']:.1f} ms") if x]
-        lines.append(f"  observed new tokens: {', '.join(map(str, c['observed_new_tokens']))}; covering cap "
-                     f"{c['covering_cap']}"
-                     + (f" saves {' and '.join(save)} vs cap {c['largest_cap']}" if save else ""))
-    for line in lines:
-        if line:
-            console.print(line, markup=False, highlight=False)
+        lines.append((0, f"observed new tokens: {', '.join(map(str, c['observed_new_tokens']))}; covering cap "
+                         f"{c.get('covering_cap')}"
+                         + (f" saves {' and '.join(save)} vs cap {c.get('largest_cap')}" if save else "")))
+    return [(level, line.strip()) for level, line in lines if line]
 
 
 def render_batch(b: Mapping[str, Any], console: Console) -> None:
