@@ -6,7 +6,6 @@ status: a probe that fails records why in its notes and the trial goes on.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, ContextManager, Mapping
@@ -41,7 +40,6 @@ class ProbeContext:
     t0_ns: int
     pid: int
     emit: Callable[[dict[str, Any]], None] = lambda ev: None
-    current_phase: Callable[[], str] = lambda: ""
 
 
 class Probe:
@@ -59,8 +57,3 @@ class Probe:
 
     def stop(self) -> ProbeResult:
         return ProbeResult(self.NAME)
-
-
-@contextlib.contextmanager
-def null_phase(name: str):
-    yield name

@@ -17,7 +17,7 @@ import click
 from profiler import __version__
 from profiler.errors import LoadprofError
 
-EXIT_OK, EXIT_TRIAL_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_TRIAL_FAILED, EXIT_INTERRUPTED = 1, 130  # bad input exits 2 through LoadprofError.exit_code
 
 
 def _console(stderr: bool = False) -> Any:

@@ -26,5 +26,4 @@ class SpecError(LoadprofError):
 
     def __init__(self, message: str, *, path: str | None = None, hint: str | None = None) -> None:
         self.path = path
-        self.bare = message  # without the path prefix, for re-raising at another YAML path
         super().__init__(f"{path}: {message}" if path else message, hint=hint, exit_code=2)

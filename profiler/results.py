@@ -73,11 +73,6 @@ def find_phase(phases: Iterable[PhaseTiming], path: str) -> PhaseTiming | None:
     return None
 
 
-def phase_total_s(phases: Iterable[PhaseTiming], name: str) -> float:
-    """Sum of the durations of every top-level phase called ``name`` (0 when absent)."""
-    return sum(p.duration_s for p in phases if p.name == name)
-
-
 @dataclass(frozen=True)
 class TrialResult:
     trial_id: str

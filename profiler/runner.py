@@ -14,6 +14,7 @@ imports torch. Statuses:
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import resource
 import signal
@@ -72,7 +73,6 @@ def run_trial(plan: TrialPlan, *, clock: Clock = DEFAULT_CLOCK,
     env = {**os.environ, **WORKER_ENV}
     limit = parse_size(strategy.memory_limit) if strategy.memory_limit else None
     received: list[dict[str, Any]] = []
-    arrivals: dict[str, int] = {}
     r, w = os.pipe()
     started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     with open(plan.trial_dir / "stdout.log", "wb") as out, open(plan.trial_dir / "stderr.log", "wb") as err:
@@ -95,7 +95,6 @@ def run_trial(plan: TrialPlan, *, clock: Clock = DEFAULT_CLOCK,
         def read() -> None:
             with os.fdopen(r, "rb") as f:
                 for ev in events.decode_lines(f):
-                    arrivals.setdefault(ev["type"], clock.now_ns())
                     received.append(ev)
                     if on_event:
                         on_event(ev)
@@ -104,7 +103,7 @@ def run_trial(plan: TrialPlan, *, clock: Clock = DEFAULT_CLOCK,
         reader.start()
         try:
             assert proc.stdin is not None
-            proc.stdin.write(__import__("json").dumps(spec).encode())
+            proc.stdin.write(json.dumps(spec).encode())
             proc.stdin.close()
         except BrokenPipeError:
             pass
@@ -131,7 +130,7 @@ def run_trial(plan: TrialPlan, *, clock: Clock = DEFAULT_CLOCK,
             "name": "sampling", "metrics": {"ok": False}, "notes": [f"sampling not run: {sampler_error}"]}
         received.append(events.make("probe", name="sampling", result=sampled))
     return classify(plan, received, proc.returncode, timed_out, started_at,
-                    parent_wall_ns=t_reaped - t_spawn, spawn_ns=t_spawn, hello_arrival_ns=arrivals.get("hello"))
+                    parent_wall_ns=t_reaped - t_spawn, spawn_ns=t_spawn)
 
 
 def _stderr_tail(trial_dir: Path) -> str:
@@ -143,7 +142,7 @@ def _stderr_tail(trial_dir: Path) -> str:
 
 
 def classify(plan: TrialPlan, received: list[dict[str, Any]], returncode: int | None, timed_out: bool,
-             started_at: str, *, parent_wall_ns: int, spawn_ns: int, hello_arrival_ns: int | None) -> TrialResult:
+             started_at: str, *, parent_wall_ns: int, spawn_ns: int) -> TrialResult:
     """Events + exit status -> TrialResult. Pure apart from reading the stderr log."""
     strategy = plan.trial.strategy
     by_type: dict[str, list[dict[str, Any]]] = {}

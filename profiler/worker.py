@@ -209,7 +209,7 @@ def run_trial(spec: dict[str, Any], rec: PhaseRecorder, emit: Callable[[dict[str
         for p in build_probes(strategy.probes):
             hooks = HookSet()
             ctx = ProbeContext(clock=CLOCK, hooks=hooks, phase=rec.phase, trial_dir=trial_dir, strategy=strategy,
-                               t0_ns=T0_NS, pid=os.getpid(), emit=emit, current_phase=lambda: rec.current)
+                               t0_ns=T0_NS, pid=os.getpid(), emit=emit)
             reason = p.unavailable(ctx)
             if reason:
                 note(f"probe {p.NAME} not run: {reason}")

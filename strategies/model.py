@@ -36,9 +36,6 @@ class FrozenMap(tuple):
     __slots__ = ()
 
 
-Pairs = tuple[tuple[str, Any], ...]
-
-
 def freeze_mapping(value: Mapping[Any, Any] | None) -> FrozenMap | None:
     """Mapping -> FrozenMap (keys as strings, sorted by key), None stays None."""
     if value is None:

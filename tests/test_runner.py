@@ -22,8 +22,7 @@ def _ev(type_, **kw):
 
 
 def _classify(tmp_path, evs, rc, timed_out=False, **kw):
-    return classify(_plan(tmp_path, **kw), evs, rc, timed_out, "t", parent_wall_ns=5_000_000_000,
-                    spawn_ns=0, hello_arrival_ns=None)
+    return classify(_plan(tmp_path, **kw), evs, rc, timed_out, "t", parent_wall_ns=5_000_000_000, spawn_ns=0)
 
 
 def test_ok_needs_done_and_exit_zero(tmp_path):
