@@ -18,6 +18,10 @@ from profiler.results import PhaseTiming
 
 PhaseListener = Callable[[str, str, int], None]
 
+#: top-level phases that are loadprof's own work after the workload (the traced generate call, the bandwidth
+#: copy, the estimate): shown on the trial's clock, but never part of the workload's peak memory
+HARNESS_PHASES = ("trace", "membw", "estimate")
+
 
 class PhaseRecorder:
     def __init__(self, clock: Clock, emit: Callable[[dict[str, Any]], None], t0_ns: int) -> None:

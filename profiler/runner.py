@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from profiler import events
 from profiler.clock import DEFAULT_CLOCK, Clock
-from profiler.phases import build_tree
+from profiler.phases import HARNESS_PHASES, build_tree
 from profiler.results import TrialResult
 from strategies.model import Trial, parse_size
 
@@ -133,6 +133,22 @@ def run_trial(plan: TrialPlan, *, clock: Clock = DEFAULT_CLOCK,
                     parent_wall_ns=t_reaped - t_spawn, spawn_ns=t_spawn)
 
 
+def workload_peaks(memory: dict[str, Any]) -> dict[str, int]:
+    """Peak RSS / CUDA memory of the workload's phases only: loadprof's own later phases (a 512 MiB bandwidth
+    copy, the traced call) must not inflate the figure users compare. Falls back to the whole-trial peak when
+    no per-phase figures arrived (a crash before the first phase ended)."""
+    per = {p: r for p, r in memory.get("per_phase", {}).items() if "/" not in p and p not in HARNESS_PHASES}
+    whole = memory.get("metrics", {})
+    out: dict[str, int] = {}
+    for key in ("peak_rss_bytes", "peak_cuda_allocated_bytes"):
+        vals = [r[key] for r in per.values() if key in r]
+        if vals:
+            out[key] = max(vals)
+        elif key in whole:
+            out[key] = whole[key]
+    return out
+
+
 def _stderr_tail(trial_dir: Path) -> str:
     try:
         data = (trial_dir / "stderr.log").read_bytes()[-STDERR_TAIL_CHARS:]
@@ -161,10 +177,7 @@ def classify(plan: TrialPlan, received: list[dict[str, Any]], returncode: int | 
     for p in phases:  # top-level phase totals: load_s, generate_s, ... (a name may repeat)
         totals[f"{p.name}_s"] = totals.get(f"{p.name}_s", 0.0) + p.duration_s
     metrics.update(totals)
-    mem = probes.get("memory", {}).get("metrics", {})
-    for key in ("peak_rss_bytes", "peak_cuda_allocated_bytes"):
-        if key in mem:
-            metrics[key] = mem[key]
+    metrics.update(workload_peaks(probes.get("memory", {})))
 
     sig = None
     if timed_out:

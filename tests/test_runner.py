@@ -138,3 +138,14 @@ def test_cuda_snapshot_probe_is_skipped_with_reason_without_cuda(tiny_model, tmp
     assert r.status == "ok"
     assert "probe cuda_snapshot not run: CUDA is not available on this machine" in r.notes
     assert not (tmp_path / "cuda_snapshot.pickle").exists()
+
+
+def test_workload_peak_excludes_loadprofs_own_phases():
+    from profiler.runner import workload_peaks
+
+    memory = {"metrics": {"peak_rss_bytes": 900}, "per_phase": {
+        "load": {"peak_rss_bytes": 500}, "load/weights": {"peak_rss_bytes": 500},
+        "generate": {"peak_rss_bytes": 600, "peak_cuda_allocated_bytes": 70},
+        "membw": {"peak_rss_bytes": 900, "peak_cuda_allocated_bytes": 99}, "trace": {"peak_rss_bytes": 800}}}
+    assert workload_peaks(memory) == {"peak_rss_bytes": 600, "peak_cuda_allocated_bytes": 70}
+    assert workload_peaks({"metrics": {"peak_rss_bytes": 5}, "per_phase": {}}) == {"peak_rss_bytes": 5}
