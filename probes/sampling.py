@@ -395,15 +395,26 @@ def _top(samples: list[Sample], n: int) -> list[dict[str, Any]]:
     return out
 
 
-def _user_functions(load: list[Sample], is_user: Callable[[str], bool], interval: float, n: int) -> list[dict]:
-    """self_user: the function is the deepest user frame (its own time, or library code it called directly)."""
-    ranked, incl, self_u, first, hot = _tally(load, lambda f: is_user(f.file))
+def _user_functions(load: list[Sample], own: list[bool], is_user: Callable[[str], bool], interval: float,
+                    n: int) -> list[dict]:
+    """self_user: the function is the deepest user frame (its own time, or library code it called directly).
+
+    own: of those, the samples outside every named library loading phase (the sample's phase is plain ``load``):
+    a thin wrapper around from_pretrained has a large self_user but almost no own time, since transformers'
+    pipeline underneath it is attributed to its phases. Ranked by own, then self_user.
+    """
+    keep = lambda f: is_user(f.file)  # noqa: E731
+    ranked, incl, self_u, first, hot = _tally(load, keep)
+    _, _, own_u, _, own_hot = _tally([s for s, o in zip(load, own) if o], keep)
+    ranked = sorted(ranked, key=lambda k: (-own_u[k], -self_u[k], -incl[k], k))
     total = len(load) or 1
     return [{"name": k[0], "file": k[1], "line": def_line(k[1], k[0], first[k]),
+             "own_samples": own_u[k], "own_s": _r(own_u[k] * interval), "own_share_of_load": _r(own_u[k] / total),
              "self_user_samples": self_u[k], "inclusive_samples": incl[k],
              "self_user_s": _r(self_u[k] * interval), "inclusive_s": _r(incl[k] * interval),
              "share_of_load": _r(self_u[k] / total), "inclusive_share_of_load": _r(incl[k] / total),
-             "hottest_line": hot[k].most_common(1)[0][0] if hot[k] else None} for k in ranked[:n]]
+             "hottest_line": (own_hot[k] or hot[k]).most_common(1)[0][0] if hot[k] else None}
+            for k in ranked[:n]]
 
 
 def attribute(samples: Iterable[Sample], phase_map: Iterable[tuple[str, str]] = DEFAULT_PHASE_MAP,
@@ -439,7 +450,9 @@ def attribute(samples: Iterable[Sample], phase_map: Iterable[tuple[str, str]] = 
     workers = {p: {"samples": len(t), "busy_s_summed_over_threads": _r(len(t) * interval), "threads": len(set(t))}
                for p, t in sorted(by_path.items())}
 
-    load = [s for s, p in zip(samples, paths) if s.main and (p == "load" or p.startswith("load/"))]
+    load_pairs = [(s, p) for s, p in zip(samples, paths) if s.main and (p == "load" or p.startswith("load/"))]
+    load = [s for s, _ in load_pairs]
+    own = [p == "load" for _, p in load_pairs]
     notes = ["idle stacks (sleeping, blocked in I/O, waiting for the GIL) are not recorded: shares are of the "
              "main thread's busy samples, not of wall time",
              "worker-thread seconds are summed over threads and overlap the main thread's time"]
@@ -457,6 +470,6 @@ def attribute(samples: Iterable[Sample], phase_map: Iterable[tuple[str, str]] = 
         "materialize_lines": {k: dict(v) for k, v in lines.items()},
         "phases": phases, "worker_threads": workers,
         "top_functions": {"main_thread": _top(main, top_n), "all_threads": _top(samples, top_n)},
-        "user_functions": _user_functions(load, is_user, interval, top_n),
+        "user_functions": _user_functions(load, own, is_user, interval, top_n),
         "notes": notes,
     }

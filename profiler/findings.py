@@ -116,18 +116,19 @@ def dominant_user_function(t: TrialResult) -> Iterable[Finding]:
     if not users:
         return
     top = users[0]
-    share = top.get("share_of_load", 0.0)
+    share = top.get("own_share_of_load", top.get("share_of_load", 0.0))  # own: outside transformers' phases
     if share < USER_FN_SHARE_MEDIUM:
         return
     where = f"{top.get('file')}:{top.get('line')}"
     hot = top.get("hottest_line")
     yield _f(t, "dominant_user_function", "high" if share >= USER_FN_SHARE_HIGH else "medium",
              f"your function {top.get('name')} is {_pct(share)} of the load",
-             f"{top.get('name')} ({where}) took {top.get('self_user_s', 0):.2f} s of the load phase "
-             f"({top.get('self_user_samples', 0)} py-spy samples)"
+             f"{top.get('name')} ({where}) took {top.get('own_s', top.get('self_user_s', 0)):.2f} s of the load "
+             f"phase outside transformers' own loading steps "
+             f"({top.get('own_samples', top.get('self_user_samples', 0))} py-spy samples)"
              + (f"; hottest line {hot}" if hot else "") + ".",
              "this is time in your loader, not in transformers: remove or sample that work",
-             score=top.get("self_user_s", 0),
+             score=top.get("own_s", top.get("self_user_s", 0)),
              function=top.get("name"), file=top.get("file"), line=top.get("line"), share=share)
 
 

@@ -88,3 +88,10 @@ def test_estimate_discrepancy_reports_ratio_and_cause():
              "likely_cause": "dtype upcast"}, {"figure": "kv_cache_bytes", "discrepancy": False}]
     (f,) = trial_findings(_trial(metrics={"estimate_vs_measured": rows}))
     assert f.kind == "estimate_discrepancy" and "2.00x" in f.title and "dtype upcast" in f.detail
+
+
+def test_thin_wrapper_around_from_pretrained_is_not_blamed():
+    wrapper = {"name": "load_quick", "file": "mm.py", "line": 5, "own_share_of_load": 0.0, "own_s": 0.0,
+               "own_samples": 0, "share_of_load": 1.0, "self_user_s": 0.5, "self_user_samples": 50}
+    t = _trial(probes={"sampling": {"metrics": {"user_functions": [wrapper]}}})
+    assert kinds(t) == []
