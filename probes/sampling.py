@@ -452,7 +452,9 @@ def attribute(samples: Iterable[Sample], phase_map: Iterable[tuple[str, str]] = 
 
     load_pairs = [(s, p) for s, p in zip(samples, paths) if s.main and (p == "load" or p.startswith("load/"))]
     load = [s for s, _ in load_pairs]
-    own = [p == "load" for _, p in load_pairs]
+    # own work: outside transformers' named loading steps, and not inside from_pretrained's own body either
+    own = [p == "load" and not any(f.function.endswith("from_pretrained") for f in smp.stack)
+           for smp, p in load_pairs]
     notes = ["idle stacks (sleeping, blocked in I/O, waiting for the GIL) are not recorded: shares are of the "
              "main thread's busy samples, not of wall time",
              "worker-thread seconds are summed over threads and overlap the main thread's time"]

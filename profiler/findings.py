@@ -16,6 +16,7 @@ SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
 FIXED_DEVICE_MAPS_NEEDING_NO_MAX_MEMORY = ("cpu", "cuda", "mps")
 VALIDATION_SHARE_MEDIUM, VALIDATION_SHARE_HIGH = 0.10, 0.50
 USER_FN_SHARE_MEDIUM, USER_FN_SHARE_HIGH = 0.20, 0.50
+USER_FN_MIN_S = 0.2  # below this a user function's share rests on a handful of samples
 READ_FRACTION_LOW = 0.5
 LAZY_READ_SHARE = 0.5
 
@@ -117,7 +118,7 @@ def dominant_user_function(t: TrialResult) -> Iterable[Finding]:
         return
     top = users[0]
     share = top.get("own_share_of_load", top.get("share_of_load", 0.0))  # own: outside transformers' phases
-    if share < USER_FN_SHARE_MEDIUM:
+    if share < USER_FN_SHARE_MEDIUM or top.get("own_s", top.get("self_user_s", 0.0)) < USER_FN_MIN_S:
         return
     where = f"{top.get('file')}:{top.get('line')}"
     hot = top.get("hottest_line")

@@ -95,3 +95,8 @@ def test_thin_wrapper_around_from_pretrained_is_not_blamed():
                "own_samples": 0, "share_of_load": 1.0, "self_user_s": 0.5, "self_user_samples": 50}
     t = _trial(probes={"sampling": {"metrics": {"user_functions": [wrapper]}}})
     assert kinds(t) == []
+
+
+def test_user_function_needs_a_meaningful_absolute_cost_too():
+    tiny = {"name": "f", "file": "m.py", "line": 1, "own_share_of_load": 0.4, "own_s": 0.04, "own_samples": 2}
+    assert kinds(_trial(probes={"sampling": {"metrics": {"user_functions": [tiny]}}})) == []
