@@ -17,6 +17,7 @@ import numpy as np
 
 from profiler.findings import Finding
 from profiler.results import TrialResult
+from reports.format import bytes_h
 
 MODELS = ("constant", "linear", "quadratic")
 R2_TOLERANCE = 0.01          # the simplest model within this of the best R^2 wins
@@ -341,14 +342,6 @@ def studies(trials: Iterable[TrialResult]) -> dict[str, list[dict[str, Any]]]:
 
 # ---------------------------------------------------------------- findings
 
-def _bh(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
 def preallocation_findings(studies: Mapping[str, Any]) -> list[Finding]:
     """One finding per max_new_tokens series whose generate-start allocation grows with the cap."""
     out = []
@@ -365,7 +358,7 @@ def preallocation_findings(studies: Mapping[str, Any]) -> list[Finding]:
         static = c["fixed"].get("generate.cache_implementation") == "static"
         cover, observed = c.get("covering_cap"), c.get("observed_new_tokens") or []
         what = f"pre-allocation in {culprit}" if culprit else "memory allocated before the first token"
-        title = f"{what} grows {_bh(per_tok)} per token of max_new_tokens"
+        title = f"{what} grows {bytes_h(per_tok)} per token of max_new_tokens"
         detail = (f"allocated at generate start and alive at the first token: {fb['model']} in the cap "
                   f"(R^2 {fb['r2']:.3f}) over caps {c['points'][0]['cap']}..{c['largest_cap']}"
                   + (f"; the generate call grows {ms_tok:.3f} ms per token of cap"
@@ -373,7 +366,7 @@ def preallocation_findings(studies: Mapping[str, Any]) -> list[Finding]:
                      "; no trend in generate time above run-to-run noise")
                   + (f"; answers were {', '.join(map(str, observed))} tokens long" if observed else "")
                   + (f"; at cap {c['largest_cap']}, a cap of {cover} would save "
-                     + " and ".join(x for x in (save_b and _bh(save_b), save_ms and f"{save_ms:.1f} ms") if x)
+                     + " and ".join(x for x in (save_b and bytes_h(save_b), save_ms and f"{save_ms:.1f} ms") if x)
                      if cover and (save_b or save_ms) else "") + ".")
         alt = ("or use a dynamic cache (cache_implementation: dynamic) so nothing is sized by the cap" if static else
                "or make the culprit allocate as tokens arrive instead of sizing its buffers by max_new_tokens")
