@@ -14,19 +14,36 @@ Works on CPU and CUDA alike. Costs one traced prefill, in its own phase ``trace`
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
 import traceback
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
 MIN_BYTES = 4096  # small enough for a tiny model's cache layers; only one traced prefill pays for it
-_SKIP_PARTS = ("/torch/", "/probes/allocations.py", "/probes/generation.py", "/contextlib.py", "/functools.py")
+#: frames that never name an allocation: this tracer and the generate driver, and stdlib wrappers
+_SKIP_FILES = (os.path.join("probes", "allocations.py"), os.path.join("probes", "generation.py"),
+               contextlib.__file__, functools.__file__)
 
 
-def call_site(limit: int = 40) -> tuple[str, list[str]]:
-    """Innermost frame outside torch and loadprof ('file:line function'), plus a short stack for the report."""
-    frames = [f for f in traceback.extract_stack(limit=limit)[:-2] if not any(p in f.filename for p in _SKIP_PARTS)]
-    short = [f"{_rel(f.filename)}:{f.lineno} {f.name}" for f in frames[-6:]]
+@functools.lru_cache(maxsize=1)
+def torch_dir() -> str:
+    """torch's own package folder. Matched as a prefix, never as a '/torch/' substring: a virtualenv can live
+    under a folder named torch (/opt/torch/.venv on the lent GPU machines), which would hide every frame."""
+    import torch
+
+    return os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
+
+
+def call_site(limit: int = 40, frames: list[traceback.FrameSummary] | None = None,
+              skip_dir: str | None = None) -> tuple[str, list[str]]:
+    """Innermost frame outside torch and this tracer ('file:line function'), plus a short stack for the report."""
+    frames = traceback.extract_stack(limit=limit)[:-2] if frames is None else frames
+    skip_dir = torch_dir() if skip_dir is None else skip_dir
+    kept = [f for f in frames if not f.filename.startswith(skip_dir) and not f.filename.endswith(_SKIP_FILES)]
+    short = [f"{_rel(f.filename)}:{f.lineno} {f.name}" for f in kept[-6:]]
     return (short[-1] if short else "?"), short
 
 

@@ -33,3 +33,34 @@ def measure_copy_bandwidth(device: Any, now_ns: Callable[[], int], nbytes: int =
     seconds = best / 1e9
     return {"membw_gb_s": 2 * nbytes / seconds / 1e9, "membw_bytes": nbytes, "membw_repeats": repeats,
             "membw_device": str(dev), "membw_method": "best of repeats, tensor copy, read+write bytes"}
+
+
+def measure_h2d_bandwidth(device: Any, now_ns: Callable[[], int], nbytes: int = DEFAULT_BYTES,
+                          repeats: int = 5) -> dict[str, Any]:
+    """Host -> device copy rate from pageable and from pinned host memory (best of ``repeats``, synchronised).
+
+    The yardstick for the load's own CPU -> GPU transfer: a checkpoint is read into pageable memory, so a
+    load can at best move weights at the pageable rate; pinned is what the link gives.
+    """
+    import torch
+
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return {}
+    out: dict[str, Any] = {"h2d_bytes": nbytes, "h2d_repeats": repeats, "h2d_device": str(dev),
+                           "h2d_method": "best of repeats, host tensor .to(device), synchronised"}
+    dst = torch.empty(nbytes, dtype=torch.uint8, device=dev)
+    for kind, pin in (("pageable", False), ("pinned", True)):
+        src = torch.ones(nbytes, dtype=torch.uint8, pin_memory=pin)
+        dst.copy_(src)  # first use outside the timing
+        torch.cuda.synchronize(dev)
+        best = None
+        for _ in range(repeats):
+            t = now_ns()
+            dst.copy_(src, non_blocking=pin)
+            torch.cuda.synchronize(dev)
+            dt = now_ns() - t
+            best = dt if best is None else min(best, dt)
+        out[f"h2d_{kind}_gb_s"] = nbytes / (best / 1e9) / 1e9
+        del src
+    return out

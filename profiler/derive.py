@@ -78,6 +78,25 @@ def roofline(trial: TrialResult) -> dict[str, Any]:
     return {"decode_bytes_per_step": per_step, "roofline_tok_s": bound, "roofline_fraction": tok / bound}
 
 
+def transfer(trial: TrialResult) -> dict[str, Any]:
+    """The load's host -> device rate: weight bytes that ended on a GPU / wall time of the phase that placed them.
+
+    That phase (``load/weights/materialize``, else ``load/weights``) also reads and converts, so the rate is a
+    lower bound on the link's; it is held against the synchronised pageable host -> device copy rate measured
+    in the same process (``h2d_pageable_gb_s``).
+    """
+    m = trial.metrics
+    on_gpu = sum(v for d, v in (m.get("bytes_by_device") or {}).items() if str(d).startswith("cuda"))
+    phase = trial.phase("load/weights/materialize") or trial.phase("load/weights")
+    if not on_gpu or phase is None or phase.duration_s <= 0:
+        return {}
+    out: dict[str, Any] = {"load_h2d_bytes": on_gpu, "load_h2d_phase": phase.name,
+                           "load_h2d_gb_s": on_gpu / phase.duration_s / 1e9}
+    if m.get("h2d_pageable_gb_s"):
+        out["load_h2d_fraction"] = out["load_h2d_gb_s"] / m["h2d_pageable_gb_s"]
+    return out
+
+
 def cold_call(trial: TrialResult) -> dict[str, Any]:
     """What the process's first generate call cost beyond a warm one.
 
@@ -98,5 +117,5 @@ def cold_call(trial: TrialResult) -> dict[str, Any]:
 
 def enrich(trial: TrialResult) -> TrialResult:
     """The trial with its derived figures merged into ``metrics``."""
-    extra = {**io_summary(trial), **roofline(trial), **cold_call(trial)}
+    extra = {**io_summary(trial), **roofline(trial), **transfer(trial), **cold_call(trial)}
     return dataclasses.replace(trial, metrics={**trial.metrics, **extra}) if extra else trial

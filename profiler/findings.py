@@ -199,7 +199,8 @@ def offload(t: TrialResult) -> Iterable[Finding]:
              f"main device {main}; {', '.join(parts)}" + cost + ".",
              "give the main device more memory (max_memory), quantize, or pick a smaller dtype so the model fits",
              score=moved / 2**30, layers={d: p.get("layers", 0) for d, p in off.items()},
-             bytes={d: p.get("bytes", 0) for d, p in off.items()}, main_device=main)
+             bytes={d: p.get("bytes", 0) for d, p in off.items()}, main_device=main,
+             subject="+".join(sorted(off)))  # CPU offload and disk offload are two diagnoses, never merged
 
 
 ROOFLINE_LOW = 0.25
@@ -233,12 +234,12 @@ def trial_findings(t: TrialResult) -> list[Finding]:
 def rank(findings: Iterable[Finding]) -> list[Finding]:
     """Merge one diagnosis across repeats and strategies, then order by severity and score.
 
-    The same kind about the same subject (kwarg, function) is one finding; it keeps the worst case's figures
-    and lists every strategy it was seen in.
+    The same kind about the same subject (kwarg, function, or a rule's own ``subject``, such as where weights
+    were offloaded to) is one finding; it keeps the worst case's figures and lists every strategy it was seen in.
     """
     merged: dict[tuple[str, str], Finding] = {}
     for f in findings:
-        key = (f.kind, str(f.evidence.get("kwarg") or f.evidence.get("function") or ""))
+        key = (f.kind, str(f.evidence.get("kwarg") or f.evidence.get("function") or f.evidence.get("subject") or ""))
         if key in merged:
             old = merged[key]
             worst = f if f.score > old.score else old

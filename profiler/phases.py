@@ -10,6 +10,7 @@ reported as ``other`` (see ``PhaseTiming.other_s``), never hidden.
 from __future__ import annotations
 
 import contextlib
+import sys
 from typing import Any, Callable, Iterable, Iterator
 
 from profiler import events
@@ -21,6 +22,20 @@ PhaseListener = Callable[[str, str, int], None]
 #: top-level phases that are loadprof's own work after the workload (the traced generate call, the bandwidth
 #: copy, the estimate): shown on the trial's clock, but never part of the workload's peak memory
 HARNESS_PHASES = ("trace", "membw", "estimate")
+
+
+def cuda_sync() -> None:
+    """Wait for queued GPU work, so a phase edge is stamped when the work is done, not when it was queued.
+
+    A no-op until the workload has initialised CUDA (torch is never imported here), and while a CUDA graph is
+    being captured (synchronising would break the capture).
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    cuda = torch.cuda
+    if cuda.is_initialized() and not cuda.is_current_stream_capturing():
+        cuda.synchronize()
 
 
 class PhaseRecorder:
@@ -43,6 +58,8 @@ class PhaseRecorder:
         return "/".join(self._stack)
 
     def _edge(self, path: str, edge: str, t_ns: int | None = None) -> int:
+        if t_ns is None:
+            cuda_sync()
         t = self.clock.now_ns() if t_ns is None else t_ns
         self._emit(events.make("phase", name=path, edge=edge, t_ns=t - self.t0_ns))
         for fn in list(self._listeners):

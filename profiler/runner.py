@@ -64,6 +64,21 @@ def _kill_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
+def _wait_or_kill(proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Wait for the worker; past ``timeout_s`` SIGTERM its group, then SIGKILL. True when it timed out."""
+    try:
+        proc.wait(timeout=timeout_s)
+        return False
+    except subprocess.TimeoutExpired:
+        _kill_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout=KILL_GRACE_S)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc, signal.SIGKILL)
+            proc.wait()
+        return True
+
+
 def run_trial(plan: TrialPlan, *, clock: Clock = DEFAULT_CLOCK,
               on_event: Callable[[dict[str, Any]], None] | None = None) -> TrialResult:
     strategy = plan.trial.strategy
@@ -85,40 +100,31 @@ def run_trial(plan: TrialPlan, *, clock: Clock = DEFAULT_CLOCK,
             )
         finally:
             os.close(w)
-        sampler = None
-        if strategy.effective_sampling_hz:
-            from probes.sampling import Sampler
+        sampler = sampler_error = None
+        try:  # from here on a Ctrl-C (at any line, not only in wait) takes the worker down with us
+            if strategy.effective_sampling_hz:
+                from probes.sampling import Sampler
 
-            sampler = Sampler(proc.pid, plan.trial_dir, strategy.effective_sampling_hz)
-            sampler_error = sampler.start()
+                sampler = Sampler(proc.pid, plan.trial_dir, strategy.effective_sampling_hz)
+                sampler_error = sampler.start()
 
-        def read() -> None:
-            with os.fdopen(r, "rb") as f:
-                for ev in events.decode_lines(f):
-                    received.append(ev)
-                    if on_event:
-                        on_event(ev)
+            def read() -> None:
+                with os.fdopen(r, "rb") as f:
+                    for ev in events.decode_lines(f):
+                        received.append(ev)
+                        if on_event:
+                            on_event(ev)
 
-        reader = threading.Thread(target=read, name="loadprof-events", daemon=True)
-        reader.start()
-        try:
-            assert proc.stdin is not None
-            proc.stdin.write(json.dumps(spec).encode())
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        timed_out = False
-        try:
-            proc.wait(timeout=strategy.timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc, signal.SIGTERM)
+            reader = threading.Thread(target=read, name="loadprof-events", daemon=True)
+            reader.start()
             try:
-                proc.wait(timeout=KILL_GRACE_S)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc, signal.SIGKILL)
-                proc.wait()
-        except BaseException:  # Ctrl-C: take the worker down with us, keep nothing half-written
+                assert proc.stdin is not None
+                proc.stdin.write(json.dumps(spec).encode())
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            timed_out = _wait_or_kill(proc, strategy.timeout_s)
+        except BaseException:  # keep nothing half-written
             _kill_group(proc, signal.SIGKILL)
             proc.wait()
             raise

@@ -69,28 +69,24 @@ def environment() -> dict[str, Any]:
     env: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
                            "transformers": transformers.__version__, "cpu_count": os.cpu_count(),
                            "cuda_available": torch.cuda.is_available(), "platform": platform.platform()}
+    from importlib import metadata
+
     for mod in ("accelerate", "safetensors", "bitsandbytes"):
-        m = sys.modules.get(mod)
-        if m is not None:
-            env[mod] = getattr(m, "__version__", "?")
+        try:  # the installed version, read without importing (bitsandbytes is imported only by a bnb load)
+            env[mod] = metadata.version(mod)
+        except metadata.PackageNotFoundError:
+            pass
     if torch.cuda.is_available():
         env["cuda_device"] = torch.cuda.get_device_name(0)
         env["cuda_version"] = torch.version.cuda
     return env
 
 
-def _mapped_device(name: str, device_map: dict[str, Any]) -> str | None:
-    """The device_map entry that covers ``name`` (longest matching prefix; '' covers everything)."""
-    best, best_len = None, -1
-    for prefix, dev in device_map.items():
-        if (prefix == "" or name == prefix or name.startswith(prefix + ".")) and len(prefix) > best_len:
-            best, best_len = str(dev), len(prefix)
-    return best
-
-
 def model_facts(model: Any) -> dict[str, Any]:
     """Parameter count, bytes per dtype and per device, placement per device_map entry, tensors left on meta."""
     import torch
+
+    from strategies.validation import mapped_device, offloaded
 
     dm = {k: v for k, v in (getattr(model, "hf_device_map", None) or {}).items()}
     seen: set[tuple[str, int]] = set()
@@ -110,10 +106,10 @@ def model_facts(model: Any) -> dict[str, Any]:
             dt = str(t.dtype).removeprefix("torch.")
             by_dtype[dt] = by_dtype.get(dt, 0) + nbytes
             by_device[str(t.device)] = by_device.get(str(t.device), 0) + nbytes
-            target = _mapped_device(name, dm) if dm else None
+            target = mapped_device(name, dm) if dm else None
             if target is not None:
                 placed.setdefault(target, {"bytes": 0, "layers": 0, "entries": 0})["bytes"] += nbytes
-            if t.device.type == "meta" and target != "disk":
+            if t.device.type == "meta" and not (dm and offloaded(name, dm)):
                 meta.append(name)
     facts: dict[str, Any] = {"param_count": params, "weights_bytes": sum(by_dtype.values()),
                              "bytes_by_dtype": by_dtype, "bytes_by_device": by_device,
@@ -125,7 +121,7 @@ def model_facts(model: Any) -> dict[str, Any]:
         for name, module in model.named_modules():  # decoder layers: the children of ModuleLists
             if isinstance(module, torch.nn.ModuleList):
                 for i in range(len(module)):
-                    dev = _mapped_device(f"{name}.{i}", dm)
+                    dev = mapped_device(f"{name}.{i}", dm)
                     if dev is not None:
                         placed.setdefault(dev, {"bytes": 0, "layers": 0, "entries": 0})["layers"] += 1
         facts["placement"] = placed
@@ -162,10 +158,13 @@ def step_trace(model: Any, gen: GenerateSpec) -> dict[str, Any]:
 
 
 def step_membw(model: Any) -> dict[str, Any]:
-    from probes.bandwidth import measure_copy_bandwidth
+    """Device copy bandwidth (the decode roofline's denominator) and, on CUDA, the host -> device rate
+    (the yardstick for the load's own transfer)."""
+    from probes.bandwidth import measure_copy_bandwidth, measure_h2d_bandwidth
 
     device = getattr(model, "device", "cpu")
-    return measure_copy_bandwidth("cpu" if str(device) == "meta" else device, CLOCK.now_ns)
+    device = "cpu" if str(device) == "meta" else device
+    return {**measure_copy_bandwidth(device, CLOCK.now_ns), **measure_h2d_bandwidth(device, CLOCK.now_ns)}
 
 
 def step_estimate(model: Any, strategy: Strategy, facts: dict[str, Any]) -> tuple[dict[str, Any], list[dict]]:
@@ -283,6 +282,30 @@ def run_steps(strategy: Strategy, model_path: str, trial_dir: Path, rec: PhaseRe
         metric("estimate_vs_measured", rows)
     except Exception as e:  # an architecture the estimator does not know must not fail a finished trial
         note(f"no estimate for this model: {type(e).__name__}: {e}")
+    with rec.phase("cleanup"):  # what letting go of the model costs and frees (the benchmark's fifth phase)
+        del model, loaded  # the last references: the model can now be collected
+        for key, v in step_cleanup().items():
+            metric(key, v)
+
+
+def step_cleanup() -> dict[str, Any]:
+    """Collect the dropped model and hand cached GPU blocks back; what stays allocated afterwards is a leak."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    out: dict[str, Any] = {}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+        out["cleanup_cuda_allocated_after_bytes"] = torch.cuda.memory_allocated()
+        out["cleanup_cuda_reserved_after_bytes"] = torch.cuda.memory_reserved()
+    from probes.memory import read_status
+
+    rss = read_status().get("rss")
+    if rss is not None:
+        out["cleanup_rss_after_bytes"] = rss
+    return out
 
 
 def step_load(strategy: Strategy, model_path: str, trial_dir: Path) -> Any:

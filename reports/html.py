@@ -12,10 +12,19 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from profiler.results import SweepResult, TrialResult
-from reports import plots
 from reports.console import harness_line
 from reports.markdown import (SEVERITIES, Table, artifact_links, finding_who, phase_tables, recommendations,
                               run_info, status_counts, study_tables, summary, trial_name)
+
+try:
+    from reports import plots
+except ImportError as _e:  # matplotlib is an extra: without it the page keeps every table and says how to get figures
+    if not (_e.name or "").startswith("matplotlib"):
+        raise
+    plots = None  # type: ignore[assignment]
+#: shown instead of the figures when matplotlib is not installed
+NO_PLOTS = ("Figures are not drawn: matplotlib is not installed. pip install 'loadprof[plots]', then "
+            "loadprof report OUT re-renders this page with them.")
 
 STUDY_TITLES = {"max_new_tokens": "max_new_tokens curve", "batch_size": "batch scaling",
                 "quantization": "quantization"}
@@ -39,6 +48,7 @@ tr:nth-child(even) td{background:#fbfbfc}
 table.summary td:nth-child(-n+4){white-space:nowrap}table.summary td:last-child{min-width:260px}
 .st-ok{color:#1a7f37;font-weight:600}.st-skipped{color:#9a6700;font-weight:600}
 .st-failed,.st-crashed{color:#cf222e;font-weight:600}.st-timeout{color:#8250df;font-weight:600}
+.note{background:#fff8e1;border:1px solid #f0d58c;border-radius:4px;padding:6px 10px}
 ul.notes{margin:2px 0 10px;padding-left:20px;font-size:12.5px;color:#333}
 .finding{background:#fff;border:1px solid #e1e1e1;border-left:6px solid #999;border-radius:4px;
  padding:7px 12px;margin:8px 0}
@@ -105,7 +115,7 @@ def _findings(sweep: SweepResult) -> str:
 
 
 def _trial_card(t: TrialResult, out_dir: Path | str | None) -> str:
-    svg = plots.memory_timeline(t, out_dir)
+    svg = plots.memory_timeline(t, out_dir) if plots else None
     links = []
     for what, href, hint in artifact_links(t, out_dir):
         links.append(f'<li><a href="{_e(href)}">{_e(what)}</a>'
@@ -132,6 +142,8 @@ def render(sweep: SweepResult, out_dir: Path | str | None = None) -> str:
                "phases": any(t.phases for t in sweep.trials), "trials": bool(sweep.trials),
                "harness": harness_line(sweep) is not None}
     body.append("<nav>" + "".join(f'<a href="#{k}">{_e(v)}</a>' for k, v in sections if present[k]) + "</nav>")
+    if plots is None:
+        body.append(f'<p class="note" id="no-figures">{_e(NO_PLOTS)}</p>')
     body.append('<dl class="info">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in run_info(sweep))
                 + "</dl>")
     body += ['<h2 id="summary">Summary</h2>', table_html(summary(sweep), "status", "summary"),
@@ -143,7 +155,7 @@ def render(sweep: SweepResult, out_dir: Path | str | None = None) -> str:
         body += [table_html(rec_table) if rec_table is not None else "", _notes(rec_notes)]
     if studies:
         body.append('<h2 id="studies">Studies</h2>')
-        figs = plots.study_plots(sweep.studies)
+        figs = plots.study_plots(sweep.studies) if plots else {}
         for kind, tables in studies.items():
             body += [f"<h3>{_e(STUDY_TITLES.get(kind, kind))}</h3>", _figure(figs.get(kind), f"study-{kind}")]
             for t in tables:
@@ -151,7 +163,8 @@ def render(sweep: SweepResult, out_dir: Path | str | None = None) -> str:
                          table_html(t), _notes(t.notes)]
     if present["phases"]:
         body.append('<h2 id="phases">Phases</h2>')
-        body += [_figure(plots.phase_bars(sweep, p), f"phases-{p}") for p in ("load", "generate")]
+        if plots:
+            body += [_figure(plots.phase_bars(sweep, p), f"phases-{p}") for p in ("load", "generate")]
         for t in phase_tables(sweep):
             body += [f'<h3>{_e(t.title)} <span class="desc">{_e(t.description)}</span></h3>', table_html(t),
                      _notes(t.notes)]

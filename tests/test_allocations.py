@@ -40,3 +40,20 @@ def test_reused_address_counts_as_a_new_allocation():
             a = torch.empty(1024, 4)
             del a  # the allocator typically hands the same address back next time
     assert len(tracer.allocations) == 3
+
+
+def test_call_site_skips_torch_by_its_folder_not_a_torch_substring():
+    """Seen on the lent H200: python lives in /opt/torch/.venv, so a '/torch/' substring hid transformers'
+    frames and the pre-allocation was billed to loadprof's own worker."""
+    import traceback
+
+    from probes.allocations import call_site
+
+    venv = "/opt/torch/.venv/lib/python3.12/site-packages/"
+    frames = [traceback.FrameSummary("/work/main/profiler/worker.py", 154, "step_trace"),
+              traceback.FrameSummary(venv + "transformers/cache_utils.py", 438, "lazy_initialization"),
+              traceback.FrameSummary(venv + "torch/_tensor.py", 10, "zeros"),
+              traceback.FrameSummary("/work/main/probes/allocations.py", 70, "__torch_dispatch__")]
+    site, stack = call_site(frames=frames, skip_dir=venv + "torch/")
+    assert site == "transformers/cache_utils.py:438 lazy_initialization"
+    assert stack == ["/work/main/profiler/worker.py:154 step_trace", site]

@@ -150,7 +150,10 @@ def test_ctrl_c_keeps_finished_trials_exits_130_and_resumes(tmp_path):
     """)
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "profiler.cli", "compare", str(y), "--out", str(out),
-                             "--no-progress"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--no-progress"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a shell's background job inherits SIGINT ignored (pytest run with '&'): undo that,
+                            # as a terminal's loadprof would have it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (out / "results.jsonl").exists():
         time.sleep(0.2)

@@ -54,3 +54,19 @@ def test_cold_call_extra_only_with_a_warmup_and_compile_label_on_cuda_static():
     gpu = cold_call(TrialResult(**base, env={"cuda_available": True}))
     assert gpu["cold_call_extra_includes"].startswith("torch.compile")
     assert cold_call(TrialResult(**{**base, "metrics": {**base["metrics"], "generate_calls_warmup": 0}})) == {}
+
+
+def test_transfer_rate_is_gpu_bytes_over_the_placing_phase_against_measured_h2d():
+    from profiler.derive import transfer
+
+    weights = PhaseTiming("weights", 0.0, 1.5, (PhaseTiming("materialize", 0.5, 1.5),))
+    phases = (PhaseTiming("load", 0.0, 2.0, (weights,)),)
+    t = TrialResult(trial_id="t-r0", strategy_id="t", label="x", repeat_index=0, status="ok", strategy={},
+                    phases=phases, metrics={"bytes_by_device": {"cuda:0": 3 * 10**9, "cpu": 10**9},
+                                            "h2d_pageable_gb_s": 6.0})
+    r = transfer(t)
+    assert r["load_h2d_bytes"] == 3 * 10**9 and r["load_h2d_phase"] == "materialize"
+    assert r["load_h2d_gb_s"] == pytest.approx(3.0) and r["load_h2d_fraction"] == pytest.approx(0.5)
+    cpu_only = TrialResult(trial_id="t-r0", strategy_id="t", label="x", repeat_index=0, status="ok", strategy={},
+                           phases=phases, metrics={"bytes_by_device": {"cpu": 10**9}})
+    assert transfer(cpu_only) == {}

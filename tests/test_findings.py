@@ -100,3 +100,20 @@ def test_thin_wrapper_around_from_pretrained_is_not_blamed():
 def test_user_function_needs_a_meaningful_absolute_cost_too():
     tiny = {"name": "f", "file": "m.py", "line": 1, "own_share_of_load": 0.4, "own_s": 0.04, "own_samples": 2}
     assert kinds(_trial(probes={"sampling": {"metrics": {"user_functions": [tiny]}}})) == []
+
+
+def test_cpu_offload_and_disk_offload_stay_two_findings():
+    """Seen on an H200: a CPU-offload and a disk-offload strategy were merged into one 'on cpu' finding, which
+    hid the 18 layers on disk."""
+    cpu = _trial("a-r0", "cpu-offload", {"placement": {"0": {"bytes": 9, "layers": 5, "entries": 7},
+                                                       "cpu": {"bytes": 20, "layers": 23, "entries": 25}}})
+    disk = _trial("b-r0", "disk-offload", {"placement": {"0": {"bytes": 9, "layers": 5, "entries": 7},
+                                                         "cpu": {"bytes": 4, "layers": 5, "entries": 5},
+                                                         "disk": {"bytes": 16, "layers": 18, "entries": 20}}})
+    again = _trial("a-r1", "cpu-offload", {"placement": {"0": {"bytes": 9, "layers": 5, "entries": 7},
+                                                         "cpu": {"bytes": 20, "layers": 23, "entries": 25}}})
+    ranked = [f for f in sweep_findings([cpu, disk, again]) if f.kind == "offload"]
+    assert len(ranked) == 2
+    by_label = {f.label: f for f in ranked}
+    assert "18 of 28 layers" in by_label["disk-offload"].title and "on disk" in by_label["disk-offload"].title
+    assert by_label["cpu-offload"].trial_ids == ("a-r0", "a-r1")

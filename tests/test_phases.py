@@ -107,3 +107,32 @@ def test_slash_in_name_rejected():
     _, rec, _ = _recorder()
     with pytest.raises(ValueError):
         rec.open("a/b")
+
+
+def test_edges_wait_for_the_gpu_once_cuda_is_initialised(monkeypatch):
+    """A phase edge is stamped after queued GPU work finishes; explicitly placed edges (already synchronised by
+    their caller) and CUDA-graph capture are left alone; nothing is imported to find out."""
+    import sys
+    import types
+
+    calls: list[str] = []
+    state = {"init": False, "capturing": False}
+    cuda = types.SimpleNamespace(is_initialized=lambda: state["init"],
+                                 is_current_stream_capturing=lambda: state["capturing"],
+                                 synchronize=lambda: calls.append("sync"))
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    clock, rec, _ = _recorder()
+    with rec.phase("import"):
+        pass
+    assert calls == []  # CUDA not initialised: no sync
+    state["init"] = True
+    with rec.phase("load"):
+        pass
+    assert calls == ["sync", "sync"]
+    rec.open("prefill", clock.now_ns())
+    rec.close("prefill", clock.now_ns())
+    assert calls == ["sync", "sync"]  # explicit timestamps: the caller synchronised
+    state["capturing"] = True
+    with rec.phase("graph"):
+        pass
+    assert calls == ["sync", "sync"]

@@ -320,6 +320,24 @@ def test_renderers_never_import_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 
+def test_html_without_matplotlib_keeps_every_table_and_says_how_to_get_figures(tmp_path: Path) -> None:
+    """The plain install (no 'plots' extra) must still end with a report.html."""
+    code = ("import importlib, sys\n"
+            "from tests.test_reports import make_sweep\n"  # (this module imports plots itself)
+            "sys.modules['matplotlib'] = None\n"  # from now on 'import matplotlib' raises ImportError
+            "sys.modules.pop('reports.plots')\n"
+            "import reports; del reports.plots\n"
+            "from reports import files, html\n"
+            "html = importlib.reload(html)\n"
+            "assert html.plots is None\n"
+            "page = files.write_all(make_sweep(), sys.argv[1])['html']\n"
+            "print(open(page).read())")
+    doc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    assert "loadprof[plots]" in doc and 'id="no-figures"' in doc
+    assert "<svg" not in doc and 'id="summary"' in doc and 'id="findings"' in doc and 'id="studies"' in doc
+
+
 # --------------------------------------------------------------------------------------- headless browser
 
 def _chromium() -> str | None:

@@ -64,7 +64,7 @@ def test_real_trial_phases_cover_the_wall(tiny_model, tmp_path):
     r = run_trial(TrialPlan(Trial(s), str(tiny_model), tmp_path))
     assert r.status == "ok", r.reason + r.stderr_tail if r.reason else r.stderr_tail
     names = [p.name for p in r.phases]
-    assert names == ["import", "load", "validate", "warmup", "generate", "trace", "membw", "estimate"]
+    assert names == ["import", "load", "validate", "warmup", "generate", "trace", "membw", "estimate", "cleanup"]
     starts = [p.start_s for p in r.phases]
     assert starts == sorted(starts) and all(p.duration_s >= 0 for p in r.phases)
     for a, b in zip(r.phases, r.phases[1:]):

@@ -123,7 +123,7 @@ include:
         mem = t.probes["memory"]["metrics"]
         assert mem["timeline"]["rows"] and len(mem["timeline"]["rows"]) <= 400
         assert {"load", "warmup"} <= set(t.probes["memory"]["per_phase"])
-        assert t.phases[-1].name == "estimate"
+        assert t.phases[-1].name == "cleanup" and t.phases[-2].name == "estimate"
     (off,) = [f for f in sweep_findings(result.trials) if f.kind == "offload"]
     assert off.label == "disk" and off.evidence["layers"]["disk"] >= 1 and off.evidence["bytes"]["disk"] > 0
     assert f"{off.evidence['layers']['disk']} of 12 layers" in off.title

@@ -365,8 +365,10 @@ def test_qwen05b_streams_with_bounded_memory(tmp_path: Path) -> None:
     code = ("import json, resource, sys; from strategies.synthetic import make_model; "
             "from strategies.model import SyntheticSpec as S; p = make_model(S(shape=sys.argv[1]), sys.argv[2]); "
             "print(json.dumps([str(p), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024]))")
-    run = lambda shape: json.loads(subprocess.run([sys.executable, "-c", code, shape, str(tmp_path)], cwd=REPO,
-                                                  capture_output=True, text=True, check=True).stdout)
+    def run(shape: str) -> list:
+        return json.loads(subprocess.run([sys.executable, "-c", code, shape, str(tmp_path)], cwd=REPO,
+                                         capture_output=True, text=True, check=True).stdout)
+
     _, base_rss = run("tiny")
     path, rss = run("qwen2.5-0.5b")
     spec = SyntheticSpec(shape="qwen2.5-0.5b")

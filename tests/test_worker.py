@@ -6,7 +6,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from profiler.worker import _mapped_device, model_facts  # noqa: E402
+from profiler.worker import model_facts  # noqa: E402
+from strategies.validation import mapped_device, offloaded, validate  # noqa: E402
 
 
 class Tiny(torch.nn.Module):
@@ -20,10 +21,10 @@ class Tiny(torch.nn.Module):
 
 def test_longest_prefix_wins():
     dm = {"": "cpu", "layers": "disk", "layers.2": "cpu"}
-    assert _mapped_device("layers.1.weight", dm) == "disk"
-    assert _mapped_device("layers.2.weight", dm) == "cpu"
-    assert _mapped_device("layersX.weight", dm) == "cpu"
-    assert _mapped_device("x", {"a": "cpu"}) is None
+    assert mapped_device("layers.1.weight", dm) == "disk"
+    assert mapped_device("layers.2.weight", dm) == "cpu"
+    assert mapped_device("layersX.weight", dm) == "cpu"
+    assert mapped_device("x", {"a": "cpu"}) is None
 
 
 def test_tied_weights_counted_once_and_bytes_exact():
@@ -44,3 +45,20 @@ def test_placement_counts_layers_and_offloaded_meta_is_expected():
     assert f["placement"]["disk"] == {"bytes": 80, "layers": 1, "entries": 1}
     assert f["placement"]["cpu"]["layers"] == 2 and f["placement"]["cpu"]["entries"] == 4
     assert f["meta_tensors"] == 2 and f["meta_tensor_examples"] == ["layers.2.weight", "layers.2.bias"]
+
+
+def test_cpu_entries_of_a_map_with_a_gpu_are_offloaded_so_their_meta_tensors_are_expected():
+    """accelerate's CPU offload keeps the module's tensors on meta (seen on an H200, transformers 5.17)."""
+    m = Tiny()
+    with torch.device("meta"):
+        m.layers[1] = torch.nn.Linear(4, 4)  # cpu-offloaded next to a GPU: weights live in a weights map
+        m.layers[2] = torch.nn.Linear(4, 4)  # disk
+    m.hf_device_map = {"embed": 0, "head": 0, "layers.0": 0, "layers.1": "cpu", "layers.2": "disk"}
+    assert offloaded("layers.1.weight", m.hf_device_map) and offloaded("layers.2.bias", m.hf_device_map)
+    assert not offloaded("layers.0.weight", m.hf_device_map)
+    assert not offloaded("layers.1.weight", {"": "cpu"})  # a CPU-only map offloads nothing
+    f = model_facts(m)
+    assert f["meta_tensors"] == 0
+    assert f["placement"]["cpu"]["layers"] == 1 and f["placement"]["disk"]["layers"] == 1
+    report = validate(m, "full", 0, lambda: 0)
+    assert report.meta_tensors == ()
