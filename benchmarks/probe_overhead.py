@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from profiler import filecache  # noqa: E402
-from profiler.runner import TrialPlan, run_trial  # noqa: E402
-from strategies import synthetic  # noqa: E402
-from strategies.model import LoadSpec, ModelSpec, Strategy, SyntheticSpec, Trial  # noqa: E402
+from loadprof import filecache  # noqa: E402
+from loadprof.runner import TrialPlan, run_trial  # noqa: E402
+from loadprof.strategies import synthetic  # noqa: E402
+from loadprof.strategies.model import LoadSpec, ModelSpec, Strategy, SyntheticSpec, Trial  # noqa: E402
 
 CONFIGS = {
     "off": dict(probes=(), sampling_hz=0),

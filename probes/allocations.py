@@ -126,7 +126,7 @@ def trace_generate_start(model: Any, spec: Any, seed: int = 0) -> dict[str, Any]
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
 
-    from probes.generation import generate_kwargs, make_inputs
+    from loadprof.probes.generation import generate_kwargs, make_inputs
 
     tracer = make_tracer()
     inputs = make_inputs(model, spec, seed)

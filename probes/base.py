@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, ContextManager, Mapping
 
-from probes._hooks import HookSet
-from profiler.clock import Clock
+from loadprof.probes._hooks import HookSet
+from loadprof.clock import Clock
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class ProbeContext:
     hooks: HookSet
     phase: Callable[[str], ContextManager[str]]
     trial_dir: Path
-    strategy: Any  # strategies.model.Strategy
+    strategy: Any  # loadprof.strategies.model.Strategy
     t0_ns: int
     pid: int
     emit: Callable[[dict[str, Any]], None] = lambda ev: None

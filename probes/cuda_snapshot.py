@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from probes.base import Probe, ProbeContext, ProbeResult
+from loadprof.probes.base import Probe, ProbeContext, ProbeResult
 
 MAX_ENTRIES = 200_000
 FILE = "cuda_snapshot.pickle"

@@ -16,8 +16,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from profiler.phases import PhaseRecorder
-from strategies.model import GenerateSpec
+from loadprof.phases import PhaseRecorder
+from loadprof.strategies.model import GenerateSpec
 
 
 @dataclass

@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from probes.base import Probe, ProbeContext, ProbeResult
+from loadprof.probes.base import Probe, ProbeContext, ProbeResult
 
 
 def read_io() -> dict[str, int]:

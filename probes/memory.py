@@ -25,7 +25,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from probes.base import Probe, ProbeContext, ProbeResult
+from loadprof.probes.base import Probe, ProbeContext, ProbeResult
 
 SOURCES_NOTE = ("memory sources: RSS from /proc (anon = real allocations, file = mapped checkpoint pages); "
                 "tracemalloc would not see torch tensors, torch.profiler misses the loader's worker threads, "

@@ -1,6 +1,6 @@
 """Out-of-process statistical sampling of a trial's worker with py-spy, and attribution of the samples.
 
-Phase timing (probes/phases.py) says *how long* each step took; sampling says *where inside it* the time
+Phase timing (probes/load_phases.py) says *how long* each step took; sampling says *where inside it* the time
 went, down to the user's own loader code, with no hook in the worker: py-spy reads the worker's memory from
 outside. The runner calls ``Sampler(pid, trial_dir).start()`` right after spawning the worker and
 ``finish()`` once it is reaped (py-spy exits with its target). Never imports torch: this runs in the parent.
@@ -32,8 +32,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from probes.base import ProbeResult
-from probes.phases import LOAD_TARGETS
+from loadprof.probes.base import ProbeResult
+from loadprof.probes.load_phases import LOAD_TARGETS
 
 PROFILE_NAME = "profile.speedscope.json"
 LOG_NAME = "py-spy.log"
@@ -45,13 +45,14 @@ DEFAULT_PHASE_MAP: tuple[tuple[str, str], ...] = (
     ("step_warmup", "warmup"), ("step_generate", "generate"),
 ) + tuple((target.split(":", 1)[1], phase) for phase, target in LOAD_TARGETS)
 #: loadprof's own code is never user code, but strategies/examples/ is (its loaders stand in for users')
-DEFAULT_INTERNAL_ROOTS: tuple[str, ...] = tuple(str(ROOT / d) for d in ("profiler", "probes", "reports", "strategies"))
+DEFAULT_INTERNAL_ROOTS: tuple[str, ...] = tuple(str(ROOT / d) for d in ("profiler", "probes", "reports", "strategies",
+                                                                       "analysis"))
 DEFAULT_USER_ROOTS: tuple[str, ...] = (str(ROOT / "strategies" / "examples"),)
 #: a frame of these marks materialize work (on transformers' ThreadPoolExecutor threads, or deferred on the
 #: main thread); the line of a MATERIALIZE_SOURCES function under it tells reading (tensor[...]) from casting
-#: (.to()). probes/phases.py swaps _materialize_copy for its own timed copy of the same two statements.
+#: (.to()). probes/load_phases.py swaps _materialize_copy for its own timed copy of the same two statements.
 MATERIALIZE_ANCHORS = ("spawn_materialize.<locals>._job", "_materialize_copy")
-MATERIALIZE_SOURCES = (("transformers/core_model_loading.py", "_materialize_copy"), ("probes/phases.py", "_timed_copy"))
+MATERIALIZE_SOURCES = (("transformers/core_model_loading.py", "_materialize_copy"), ("probes/load_phases.py", "_timed_copy"))
 WORKER_CONTEXT = ("load", "weights", "materialize")
 #: the model class built by from_pretrained (phases.py times it through get_init_context, which has no frame)
 INSTANTIATE = ("PreTrainedModel.from_pretrained", "instantiate")

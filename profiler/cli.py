@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from profiler import __version__
-from profiler.errors import LoadprofError
+from loadprof import __version__
+from loadprof.errors import LoadprofError
 
 EXIT_TRIAL_FAILED, EXIT_INTERRUPTED = 1, 130  # bad input exits 2 through LoadprofError.exit_code
 
@@ -63,11 +63,11 @@ def main() -> None:
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
 def compare(yaml_file: Path, out: Path | None, resume: bool, progress: bool) -> None:
     """Run every trial of YAML_FILE, each in a fresh process, and report."""
-    from strategies.expand import load_sweep
+    from loadprof.strategies.expand import load_sweep
 
     sweep = load_sweep(yaml_file)  # SpecError -> exit 2 before anything runs
-    from profiler.session import Session, default_out
-    from reports import console as console_report
+    from loadprof.session import Session, default_out
+    from loadprof.reports import console as console_report
 
     if out is None:
         if resume:
@@ -91,7 +91,7 @@ def compare(yaml_file: Path, out: Path | None, resume: bool, progress: bool) -> 
 def _run_with_progress(session_cls: Any, sweep: Any, out: Path, resume: bool, con: Any, show: bool) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from reports.console import trial_line
+    from loadprof.reports.console import trial_line
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
@@ -118,7 +118,7 @@ def expand(yaml_file: Path, as_json: bool) -> None:
     """Print the trial matrix of YAML_FILE without running anything (no torch import)."""
     from rich.table import Table
 
-    from strategies.expand import load_sweep
+    from loadprof.strategies.expand import load_sweep
 
     sweep = load_sweep(yaml_file)
     if as_json:
@@ -150,8 +150,8 @@ def expand(yaml_file: Path, as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="Rebuild even if cached.")
 def make_model(shape: str, arch: str | None, dtype: str, seed: int, max_shard_size: str, force: bool) -> None:
     """Synthesize a real checkpoint (real architecture, seeded random weights) in the loadprof cache."""
-    from strategies import synthetic
-    from strategies.model import SyntheticSpec
+    from loadprof.strategies import synthetic
+    from loadprof.strategies.model import SyntheticSpec
 
     spec = SyntheticSpec(arch=arch, shape=shape, dtype=dtype, seed=seed, max_shard_size=max_shard_size)
     path = synthetic.make_model(spec, force=force)
@@ -173,8 +173,8 @@ def estimate(target: str, dtype: str, quantization: str, batch_size: int, prompt
     TARGET is a synthetic shape (qwen2.5-7b, llama:qwen2.5-0.5b), a checkpoint folder, a sweep YAML (one row per
     distinct model x dtype/quantization x generate settings) or a hub id already in the local cache.
     """
-    from strategies.model import DTYPES, QUANTIZATIONS, GenerateSpec
-    from profiler.errors import SpecError
+    from loadprof.strategies.model import DTYPES, QUANTIZATIONS, GenerateSpec
+    from loadprof.errors import SpecError
 
     if dtype not in DTYPES:
         raise SpecError(f"invalid dtype {dtype!r}; allowed: {', '.join(DTYPES)}", path="--dtype")
@@ -182,7 +182,7 @@ def estimate(target: str, dtype: str, quantization: str, batch_size: int, prompt
         raise SpecError(f"invalid quantization {quantization!r}; allowed: {', '.join(QUANTIZATIONS)}",
                         path="--quantization")
     GenerateSpec(prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens, batch_size=batch_size)  # validates
-    from profiler.estimate import estimate_command, render_estimates
+    from loadprof.analysis.estimate import estimate_command, render_estimates
 
     rows = estimate_command(target, dtype=dtype, quantization=quantization, batch_size=batch_size,
                             prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens)
@@ -199,9 +199,9 @@ def report(out: Path) -> None:
 
     Writes report.md, report.html and report.csv in OUT (report.json is left as the sweep wrote it).
     """
-    from profiler.results import SweepResult
-    from profiler.session import REPORT, read_results
-    from reports import console as console_report
+    from loadprof.results import SweepResult
+    from loadprof.session import REPORT, read_results
+    from loadprof.reports import console as console_report
 
     path = out / REPORT
     if path.exists():
@@ -212,15 +212,10 @@ def report(out: Path) -> None:
             raise LoadprofError(f"{out} has neither {REPORT} nor finished trials", exit_code=2)
         result = SweepResult(run_id=out.name, name=out.name, source="?", created_at="", trials=tuple(trials),
                              interrupted=True)
-    from dataclasses import replace
+    from loadprof.analysis.sweep import analyse_sweep
+    from loadprof.reports.files import write_all
 
-    from profiler.findings import analyse
-    from profiler.recommend import recommendations
-
-    studies, findings = analyse(result.trials)
-    result = replace(result, findings=tuple(f.to_dict() for f in findings), studies=studies,
-                     recommendations=recommendations(result.trials))
-    from reports.files import write_all
+    result = analyse_sweep(result)
 
     paths = write_all(result, out)
     console_report.render(result, _console(), out_dir=out)
@@ -238,7 +233,7 @@ def report(out: Path) -> None:
 def recommend(out: Path, objective: str | None, memory_budget: str | None, lengths: Path | None,
               tokenizer: str | None) -> None:
     """Which measured configuration to use for an objective, with the figures behind it and the trade-offs."""
-    from profiler.recommend import cli_recommend
+    from loadprof.analysis.recommend import cli_recommend
 
     sys.exit(cli_recommend(out, objective, memory_budget, lengths, tokenizer, _console()))
 
@@ -250,7 +245,7 @@ def recommend(out: Path, objective: str | None, memory_budget: str | None, lengt
               help="A change counts only beyond this percentage and beyond the repeats' noise band.")
 def diff(a: Path, b: Path, threshold_pct: float) -> None:
     """Compare two runs per strategy and phase; exit 1 when something got slower beyond the threshold (for CI)."""
-    from profiler.diff import cli_diff
+    from loadprof.analysis.diff import cli_diff
 
     sys.exit(cli_diff(a, b, threshold_pct, _console()))
 

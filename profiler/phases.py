@@ -13,9 +13,9 @@ import contextlib
 import sys
 from typing import Any, Callable, Iterable, Iterator
 
-from profiler import events
-from profiler.clock import Clock
-from profiler.results import PhaseTiming
+from loadprof import events
+from loadprof.clock import Clock
+from loadprof.results import PhaseTiming
 
 PhaseListener = Callable[[str, str, int], None]
 

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from profiler import events
-from profiler.clock import DEFAULT_CLOCK, Clock
-from profiler.phases import HARNESS_PHASES, build_tree
-from profiler.results import TrialResult
-from strategies.model import Trial, parse_size
+from loadprof import events
+from loadprof.clock import DEFAULT_CLOCK, Clock
+from loadprof.phases import HARNESS_PHASES, build_tree
+from loadprof.results import TrialResult
+from loadprof.strategies.model import Trial, parse_size
 
 #: environment every worker gets: no network, no telemetry, faulthandler on
 WORKER_ENV = {
@@ -38,6 +38,12 @@ WORKER_ENV = {
     "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1",
 }
 KILL_GRACE_S = 3.0
+
+
+def module_cmd(python: str, module: str) -> list[str]:
+    """``python -m module`` started so that nothing in the working directory can shadow loadprof: ``-P`` (3.11+)
+    keeps the cwd off the front of sys.path; the worker puts it back at the end, for the user's own modules."""
+    return [python, *(["-P"] if sys.version_info >= (3, 11) else []), "-m", module]
 STDERR_TAIL_CHARS = 3000
 
 
@@ -94,7 +100,7 @@ def run_trial(plan: TrialPlan, *, clock: Clock = DEFAULT_CLOCK,
         t_spawn = clock.now_ns()
         try:
             proc = subprocess.Popen(
-                [plan.python, "-m", "profiler.worker", "--events-fd", str(w)],
+                [*module_cmd(plan.python, "loadprof.worker"), "--events-fd", str(w)],
                 stdin=subprocess.PIPE, stdout=out, stderr=err, pass_fds=(w,), env=env, cwd=plan.cwd,
                 start_new_session=True, preexec_fn=_limit_memory(limit) if limit else None,
             )
@@ -103,7 +109,7 @@ def run_trial(plan: TrialPlan, *, clock: Clock = DEFAULT_CLOCK,
         sampler = sampler_error = None
         try:  # from here on a Ctrl-C (at any line, not only in wait) takes the worker down with us
             if strategy.effective_sampling_hz:
-                from probes.sampling import Sampler
+                from loadprof.probes.sampling import Sampler
 
                 sampler = Sampler(proc.pid, plan.trial_dir, strategy.effective_sampling_hz)
                 sampler_error = sampler.start()

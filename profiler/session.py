@@ -17,14 +17,14 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from profiler import derive, filecache
-from profiler.errors import LoadprofError
-from profiler.findings import analyse
-from profiler.recommend import recommendations
-from profiler.results import SweepResult, TrialResult
-from profiler.runner import TrialPlan, WORKER_ENV, run_trial
-from strategies.expand import Sweep
-from strategies.model import ModelSpec, Trial
+from loadprof import filecache
+from loadprof.analysis import derive
+from loadprof.errors import LoadprofError
+from loadprof.analysis.sweep import analyse_sweep
+from loadprof.results import SweepResult, TrialResult
+from loadprof.runner import WORKER_ENV, TrialPlan, module_cmd, run_trial
+from loadprof.strategies.expand import Sweep
+from loadprof.strategies.model import ModelSpec, Trial
 
 RESULTS = "results.jsonl"
 REPORT = "report.json"
@@ -74,13 +74,13 @@ def prepare_model(model: ModelSpec, python: str = sys.executable,
                   log: Callable[[str], None] = lambda s: None) -> str:
     """ModelSpec -> a local checkpoint folder; raises LoadprofError with the reason when there is none."""
     if model.synthetic is not None:
-        from strategies import synthetic
+        from loadprof.strategies import synthetic
 
         syn = model.synthetic
         if synthetic.is_built(syn):
             return str(synthetic.model_dir(syn))
         log(f"building synthetic checkpoint {model.label} ({syn.dtype}, seed {syn.seed}) ...")
-        cmd = [python, "-m", "strategies.synthetic", "--shape", syn.shape, "--dtype", syn.dtype,
+        cmd = [*module_cmd(python, "loadprof.strategies.synthetic"), "--shape", syn.shape, "--dtype", syn.dtype,
                "--seed", str(syn.seed), "--max-shard-size", syn.max_shard_size]
         if syn.arch:
             cmd += ["--arch", syn.arch]
@@ -142,15 +142,12 @@ class Session:
         except KeyboardInterrupt:
             interrupted = True
         ordered = [done[t.id] for t in self.sweep.trials() if t.id in done]
-        studies, findings = analyse(ordered)
-        result = SweepResult(run_id=out.name, name=self.sweep.name, source=self.sweep.source,
-                             created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                             trials=tuple(ordered), interrupted=interrupted,
-                             env=next((r.env for r in reversed(ordered) if r.env), {}),
-                             findings=tuple(f.to_dict() for f in findings), studies=studies,
-                             recommendations=recommendations(ordered))
+        result = analyse_sweep(SweepResult(
+            run_id=out.name, name=self.sweep.name, source=self.sweep.source,
+            created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), trials=tuple(ordered),
+            interrupted=interrupted, env=next((r.env for r in reversed(ordered) if r.env), {})))
         write_report(out, result)
-        from reports.files import write_all
+        from loadprof.reports.files import write_all
 
         write_all(result, out)  # report.md, report.html (plots), report.csv beside report.json
         return result

@@ -1,6 +1,6 @@
 """Child side of one trial: import, load, validate, warm up, generate, with probes attached.
 
-Run as ``python -m profiler.worker --events-fd N``; the trial spec arrives as
+Run as ``python -m loadprof.worker --events-fd N``; the trial spec arrives as
 JSON on stdin, events leave on fd N (stdout/stderr belong to transformers and
 the user's loader; the runner captures them into the trial's logs). t0 is
 read before anything heavy is imported, so ``import`` (torch, transformers
@@ -10,7 +10,7 @@ lazily and bill as loading) is a measured phase of its own.
 
 from __future__ import annotations
 
-from profiler.clock import DEFAULT_CLOCK as CLOCK
+from loadprof.clock import DEFAULT_CLOCK as CLOCK
 
 T0_NS = CLOCK.now_ns()
 
@@ -25,11 +25,11 @@ import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
-from probes._hooks import HookSet  # noqa: E402
-from probes.base import Probe, ProbeContext  # noqa: E402
-from profiler import events  # noqa: E402
-from profiler.phases import PhaseRecorder  # noqa: E402
-from strategies.model import GenerateSpec, Strategy  # noqa: E402
+from loadprof.probes._hooks import HookSet  # noqa: E402
+from loadprof.probes.base import Probe, ProbeContext  # noqa: E402
+from loadprof import events  # noqa: E402
+from loadprof.phases import PhaseRecorder  # noqa: E402
+from loadprof.strategies.model import GenerateSpec, Strategy  # noqa: E402
 
 #: the first forward's input: small and fixed, so it measures touching the weights, not a batch's compute
 DEFAULT_WARMUP = GenerateSpec(prompt_tokens=16, max_new_tokens=1)
@@ -86,7 +86,7 @@ def model_facts(model: Any) -> dict[str, Any]:
     """Parameter count, bytes per dtype and per device, placement per device_map entry, tensors left on meta."""
     import torch
 
-    from strategies.validation import mapped_device, offloaded
+    from loadprof.strategies.validation import mapped_device, offloaded
 
     dm = {k: v for k, v in (getattr(model, "hf_device_map", None) or {}).items()}
     seen: set[tuple[str, int]] = set()
@@ -152,7 +152,7 @@ def quant_state_bytes(model: Any) -> int:
 
 def step_trace(model: Any, gen: GenerateSpec) -> dict[str, Any]:
     """One extra generate() call, traced and stopped at its first token: what was allocated before it."""
-    from probes.allocations import trace_generate_start
+    from loadprof.probes.allocations import trace_generate_start
 
     return trace_generate_start(model, gen)
 
@@ -160,7 +160,7 @@ def step_trace(model: Any, gen: GenerateSpec) -> dict[str, Any]:
 def step_membw(model: Any) -> dict[str, Any]:
     """Device copy bandwidth (the decode roofline's denominator) and, on CUDA, the host -> device rate
     (the yardstick for the load's own transfer)."""
-    from probes.bandwidth import measure_copy_bandwidth, measure_h2d_bandwidth
+    from loadprof.probes.bandwidth import measure_copy_bandwidth, measure_h2d_bandwidth
 
     device = getattr(model, "device", "cpu")
     device = "cpu" if str(device) == "meta" else device
@@ -170,7 +170,7 @@ def step_membw(model: Any) -> dict[str, Any]:
 def step_estimate(model: Any, strategy: Strategy, facts: dict[str, Any]) -> tuple[dict[str, Any], list[dict]]:
     """What the model should need, from its config on the meta device (no weights read), and the comparison
     with what this trial measured. Runs last, as its own phase, so it never colours the measured ones."""
-    from profiler.estimate import compare, estimate_from_config
+    from loadprof.analysis.estimate import compare, estimate_from_config
 
     g = strategy.generate
     est = estimate_from_config(
@@ -182,10 +182,10 @@ def step_estimate(model: Any, strategy: Strategy, facts: dict[str, Any]) -> tupl
 
 
 def build_probes(names: tuple[str, ...]) -> list[Probe]:
-    from probes.cuda_snapshot import CudaSnapshotProbe
-    from probes.io import IOProbe
-    from probes.memory import MemoryProbe
-    from probes.phases import LoadPhasesProbe
+    from loadprof.probes.cuda_snapshot import CudaSnapshotProbe
+    from loadprof.probes.io import IOProbe
+    from loadprof.probes.memory import MemoryProbe
+    from loadprof.probes.load_phases import LoadPhasesProbe
 
     registry: dict[str, Callable[[], Probe]] = {"phases": LoadPhasesProbe, "memory": MemoryProbe, "io": IOProbe,
                                                 "cuda_snapshot": CudaSnapshotProbe}
@@ -199,7 +199,7 @@ def run_trial(spec: dict[str, Any], rec: PhaseRecorder, emit: Callable[[dict[str
     metric = lambda k, v: emit(events.make("metric", key=k, value=v))  # noqa: E731
     note = lambda text: emit(events.make("note", text=text))  # noqa: E731
 
-    from strategies import loaders
+    from loadprof.strategies import loaders
 
     probes: list[tuple[Probe, HookSet]] = []
     with rec.phase("import"):
@@ -261,7 +261,7 @@ def run_steps(strategy: Strategy, model_path: str, trial_dir: Path, rec: PhaseRe
     if gen is not None:
         with rec.phase("generate"):
             calls += step_generate(model, gen, rec)
-        from probes.generation import summarize
+        from loadprof.probes.generation import summarize
 
         for key, v in summarize(calls, gen.warmup, gen.batch_size).items():
             metric(key, v)
@@ -300,7 +300,7 @@ def step_cleanup() -> dict[str, Any]:
         torch.cuda.empty_cache()
         out["cleanup_cuda_allocated_after_bytes"] = torch.cuda.memory_allocated()
         out["cleanup_cuda_reserved_after_bytes"] = torch.cuda.memory_reserved()
-    from probes.memory import read_status
+    from loadprof.probes.memory import read_status
 
     rss = read_status().get("rss")
     if rss is not None:
@@ -309,13 +309,13 @@ def step_cleanup() -> dict[str, Any]:
 
 
 def step_load(strategy: Strategy, model_path: str, trial_dir: Path) -> Any:
-    from strategies import loaders
+    from loadprof.strategies import loaders
 
     return loaders.load(strategy, model_path, str(trial_dir))
 
 
 def step_validate(model: Any, mode: str, k: int) -> Any:
-    from strategies.validation import validate
+    from loadprof.strategies.validation import validate
 
     return validate(model, mode, k, CLOCK.now_ns)
 
@@ -328,7 +328,7 @@ def step_warmup(model: Any, gen: GenerateSpec | None, rec: PhaseRecorder) -> lis
     """
     import torch
 
-    from probes.generation import make_inputs, run_generate
+    from loadprof.probes.generation import make_inputs, run_generate
 
     with rec.phase("forward"), torch.inference_mode():
         model(**make_inputs(model, DEFAULT_WARMUP))
@@ -336,16 +336,18 @@ def step_warmup(model: Any, gen: GenerateSpec | None, rec: PhaseRecorder) -> lis
 
 
 def step_generate(model: Any, gen: GenerateSpec, rec: PhaseRecorder) -> list[Any]:
-    from probes.generation import run_generate
+    from loadprof.probes.generation import run_generate
 
     return [run_generate(model, gen, rec) for _ in range(gen.repeats)]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m profiler.worker")
+    ap = argparse.ArgumentParser(prog="python -m loadprof.worker")
     ap.add_argument("--events-fd", type=int, required=True)
     args = ap.parse_args(argv)
     faulthandler.enable()  # a segfault leaves a Python stack in the trial's stderr log
+    if os.getcwd() not in sys.path:  # started with -P: the user's modules in the cwd stay importable, after loadprof
+        sys.path.append(os.getcwd())
     writer = events.EventWriter(args.events_fd)
     emit = writer.emit
     emit(events.make("hello", pid=os.getpid(), t_ns=0, t0_abs_ns=T0_NS, protocol=events.PROTOCOL_VERSION))
@@ -355,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = json.loads(sys.stdin.read())
         run_trial(spec, rec, emit)
     except BaseException as e:  # noqa: BLE001 - everything is reported, nothing escapes silently
-        from strategies.loaders import SkipTrial
+        from loadprof.strategies.loaders import SkipTrial
 
         if isinstance(e, SkipTrial):
             emit(events.make("skip", reason=str(e)))

@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from profiler.results import SweepResult, TrialResult
-from reports.format import bytes_h, num
+from loadprof.results import SweepResult, TrialResult
+from loadprof.units import bytes_h, num
 
 STATUS_STYLE = {"ok": "green", "skipped": "yellow", "failed": "red", "crashed": "bold red", "timeout": "magenta"}
 
@@ -107,7 +107,7 @@ def render(sweep: SweepResult, console: Console | None = None, out_dir: Any = No
     console = console or Console()
     console.print(summary_table(sweep))
     if sweep.studies:
-        from reports.studies import render_studies
+        from loadprof.reports.study_tables import render_studies
 
         render_studies(sweep.studies, console)
     render_findings(sweep, console)

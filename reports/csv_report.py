@@ -11,9 +11,9 @@ import csv
 import io
 from typing import Any
 
-from profiler.results import SweepResult, TrialResult
-from reports.console import model_label
-from reports.markdown import children_s, top_level_s
+from loadprof.results import SweepResult, TrialResult
+from loadprof.reports.console import model_label
+from loadprof.reports.markdown import children_s, top_level_s
 
 ID_COLUMNS = ("trial_id", "strategy_id", "label", "model", "repeat", "status", "reason", "wall_s")
 #: metrics first in this order when present; any other scalar metric follows, alphabetically

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from profiler.results import SweepResult
+from loadprof.results import SweepResult
 
 FILES = ("report.md", "report.html", "report.csv")
 
@@ -22,7 +22,7 @@ def _write(path: Path, text: str) -> Path:
 
 def write_all(sweep: SweepResult, out_dir: Path | str) -> dict[str, Path]:
     """Render and write the three reports into ``out_dir``; returns {"md"|"html"|"csv": path}."""
-    from reports import csv_report, html, markdown
+    from loadprof.reports import csv_report, html, markdown
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """report.html: one self-contained file (inline CSS and SVG figures; no script, font or network load).
 
-Same sections and wording as report.md (the tables come from reports.markdown), plus the figures of
-reports.plots. Every piece of text from the run is escaped: labels and reasons are user input.
+Same sections and wording as report.md (the tables come from loadprof.reports.markdown), plus the figures of
+loadprof.reports.plots. Every piece of text from the run is escaped: labels and reasons are user input.
 Links to trial files are relative, so the folder can be moved or zipped as a whole.
 """
 
@@ -11,13 +11,13 @@ from html import escape
 from pathlib import Path
 from typing import Any, Iterable
 
-from profiler.results import SweepResult, TrialResult
-from reports.console import harness_line
-from reports.markdown import (SEVERITIES, Table, artifact_links, finding_who, phase_tables, recommendations,
+from loadprof.results import SweepResult, TrialResult
+from loadprof.reports.console import harness_line
+from loadprof.reports.markdown import (SEVERITIES, Table, artifact_links, finding_who, phase_tables, recommendations,
                               run_info, status_counts, study_tables, summary, trial_name)
 
 try:
-    from reports import plots
+    from loadprof.reports import plots
 except ImportError as _e:  # matplotlib is an extra: without it the page keeps every table and says how to get figures
     if not (_e.name or "").startswith("matplotlib"):
         raise

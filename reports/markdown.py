@@ -1,7 +1,7 @@
 """Markdown report, and the section data (tables of formatted strings) that the HTML report shares.
 
 Both file renderers lay out the same ``Table`` objects, built here once, so report.md and report.html never
-disagree with each other; columns and wording follow the console (reports/console.py, reports/studies.py).
+disagree with each other; columns and wording follow the console (reports/console.py, reports/study_tables.py).
 Renderers read the result model only: they never measure and never import torch.
 """
 
@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from profiler.results import PhaseTiming, SweepResult, TrialResult
-from reports.console import harness_line, model_label
-from reports.format import bytes_h, num
-from reports.studies import _signed_pct, curve_notes
+from loadprof.results import PhaseTiming, SweepResult, TrialResult
+from loadprof.reports.console import harness_line, model_label
+from loadprof.units import bytes_h, num
+from loadprof.reports.study_tables import _signed_pct, curve_notes
 
 SUMMARY_COLUMNS = ("#", "model", "strategy", "status", "import s", "load s", "warmup s", "peak RSS", "TTFT ms",
                    "decode tok/s", "wall s", "reason")
@@ -213,7 +213,7 @@ def value_text(v: Any, unit: str) -> str:
 def recommendations(sweep: SweepResult) -> tuple[Table | None, list[str]]:
     """Best configuration per objective under the memory budget, or (None, []) when the sweep has none.
 
-    Read defensively (``.get``): the dict comes from profiler.recommend and may be absent or older.
+    Read defensively (``.get``): the dict comes from loadprof.analysis.recommend and may be absent or older.
     """
     rec = getattr(sweep, "recommendations", None) or {}
     if not isinstance(rec, Mapping) or not rec:
@@ -303,7 +303,7 @@ def render(sweep: SweepResult, out_dir: Path | str | None = None) -> str:
     md += [f"- **{_text(k)}**: {_text(v)}" for k, v in run_info(sweep)] + [""]
     s = summary(sweep)
     md += ["## Summary", "", *md_table(s), "", _text(status_counts(sweep)), ""]
-    findings = list(sweep.findings)  # already ranked by profiler.findings
+    findings = list(sweep.findings)  # already ranked by loadprof.analysis.findings
     if findings:
         md += [f"## Findings ({len(findings)}, most important first)", ""]
         for i, f in enumerate(findings, 1):

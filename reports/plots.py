@@ -19,8 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from profiler.results import SweepResult, TrialResult  # noqa: E402
-from reports.markdown import children_s, trial_name  # noqa: E402
+from loadprof.results import SweepResult, TrialResult  # noqa: E402
+from loadprof.reports.markdown import children_s, trial_name  # noqa: E402
 
 STYLE = {"svg.fonttype": "none", "font.size": 8, "font.family": ["DejaVu Sans", "sans-serif"],
          "axes.spines.top": False, "axes.spines.right": False, "axes.titlesize": 9, "legend.fontsize": 7,
@@ -105,7 +105,7 @@ def phase_bars(sweep: SweepResult, parent: str) -> str | None:
 
 
 def timeline_rows(t: TrialResult, out_dir: Path | str | None = None) -> list[Sequence[float]]:
-    """[t_s, anon_bytes, file_bytes] rows from probes.memory.metrics.timeline, else from the trial's
+    """[t_s, anon_bytes, file_bytes] rows from loadprof.probes.memory.metrics.timeline, else from the trial's
     memory_timeline.json (older reports kept the timeline only there)."""
     tl: Any = t.probes.get("memory", {}).get("metrics", {}).get("timeline")
     if tl is None and out_dir is not None and t.artifacts.get("memory_timeline"):

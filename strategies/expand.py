@@ -26,7 +26,7 @@ Sweep file reference
     exclude:                  # drop matrix points that match every value given here
       - {load: {dtype: float16, device_map: cpu}}
 
-Field names and allowed values are those of ``strategies.model`` (``LoadSpec`` etc.). Rules:
+Field names and allowed values are those of ``loadprof.strategies.model`` (``LoadSpec`` etc.). Rules:
 
 * Unknown keys fail with the YAML path and a did-you-mean. Bad values fail with the YAML path
   where they were written (``matrix.load.dtype[1]``), the value and what is allowed.
@@ -73,8 +73,8 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
-from profiler.errors import SpecError
-from strategies.model import (GENERATE_KEYS, LOAD_KEYS, LOADER_KEYS, MODEL_KEYS, STRATEGY_KEYS, SYNTHETIC_KEYS,
+from loadprof.errors import SpecError
+from loadprof.strategies.model import (GENERATE_KEYS, LOAD_KEYS, LOADER_KEYS, MODEL_KEYS, STRATEGY_KEYS, SYNTHETIC_KEYS,
                               GenerateSpec, LoaderSpec, LoadSpec, ModelSpec, Strategy, SyntheticSpec, Trial)
 
 TOP_KEYS = ("name", "description", "repeat", "model", "base", "matrix", "include", "exclude")

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from strategies.model import LoaderSpec, LoadSpec, Strategy, thaw
+from loadprof.strategies.model import LoaderSpec, LoadSpec, Strategy, thaw
 
 #: kwargs the loader passes through only when the user set them (None = not set)
 _OPTIONAL_KWARGS = ("attn_implementation", "low_cpu_mem_usage")

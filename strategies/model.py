@@ -14,7 +14,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
-from profiler.errors import SpecError
+from loadprof.errors import SpecError
 
 # ---- allowed values (the YAML reference in the README lists the same) ----
 DEVICE_MAPS = ("cpu", "cuda", "auto", "balanced", "balanced_low_0", "sequential")
@@ -90,7 +90,7 @@ def parse_size(value: Any, what: str = "size") -> int:
 
 @dataclass(frozen=True)
 class SyntheticSpec:
-    """A real transformers architecture with seeded random weights (see strategies.synthetic)."""
+    """A real transformers architecture with seeded random weights (see loadprof.strategies.synthetic)."""
 
     arch: str | None = None  # None: the shape's own architecture (gpt2 for gpt2 shapes, qwen2 for qwen2.5-*, ...)
     shape: str = "tiny"
@@ -99,7 +99,7 @@ class SyntheticSpec:
     max_shard_size: str = "200MB"
 
     def __post_init__(self) -> None:
-        from strategies import synthetic  # torch-free; knows the shapes and which archs fit them
+        from loadprof.strategies.shapes import resolve_arch  # torch-free; knows the shapes and which archs fit them
 
         for name, typ in (("shape", str), ("seed", int)):
             v = getattr(self, name)
@@ -107,7 +107,7 @@ class SyntheticSpec:
                 raise SpecError(f"expected {typ.__name__}, got {v!r}", path=f"model.synthetic.{name}")
         if self.arch is not None and not isinstance(self.arch, str):
             raise SpecError(f"expected a string, got {self.arch!r}", path="model.synthetic.arch")
-        synthetic.resolve_arch(self)
+        resolve_arch(self)
         _choice(self.dtype, DTYPES[1:], "model.synthetic.dtype")
         parse_size(self.max_shard_size, "model.synthetic.max_shard_size")
 

@@ -11,7 +11,10 @@ Plain data: no torch, no transformers.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, NamedTuple
+
+from loadprof.errors import SpecError
 
 
 class Shape(NamedTuple):
@@ -120,3 +123,50 @@ def dims(shape: Shape) -> dict[str, Any]:
             "tie": c.get("tie_word_embeddings", False), "init": c["initializer_range"],
             "rope_theta": c.get("rope_theta", 10000.0), "rope_scaling": c.get("rope_scaling"),
             "bos": c.get("bos_token_id"), "eos": c.get("eos_token_id")}
+
+
+ARCHS: dict[str, tuple[str, str]] = {  # arch -> (config class, model class) in transformers
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel"),
+    "llama": ("LlamaConfig", "LlamaForCausalLM"),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
+    "mistral": ("MistralConfig", "MistralForCausalLM"),
+}
+
+
+def _did_you_mean(value: str, allowed: list[str]) -> str | None:
+    close = difflib.get_close_matches(str(value).lower(), allowed, n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else None
+
+
+def shape_of(spec: Any) -> Shape:
+    """The Shape a synthetic spec names; SpecError with a did-you-mean otherwise."""
+    if spec.shape not in SHAPES:
+        raise SpecError(f"unknown shape {spec.shape!r}; allowed: {', '.join(SHAPES)}",
+                        path="model.synthetic.shape", hint=_did_you_mean(spec.shape, list(SHAPES)))
+    return SHAPES[spec.shape]
+
+
+def resolve_arch(spec: Any) -> str:
+    """The architecture to build (the shape's own when ``spec.arch`` is None); SpecError if incompatible.
+
+    ``spec`` is a ``SyntheticSpec`` (or anything with ``arch``, ``shape`` and ``seed``): kept here, beside the
+    shapes, so the spec model can check it without importing the checkpoint builder."""
+    shape = shape_of(spec)
+    arch = spec.arch or shape.arch
+    if arch not in ARCHS:
+        raise SpecError(f"unknown arch {arch!r}; allowed: {', '.join(ARCHS)}",
+                        path="model.synthetic.arch", hint=_did_you_mean(arch, list(ARCHS)))
+    if isinstance(spec.seed, bool) or not isinstance(spec.seed, int) or spec.seed < 0:
+        raise SpecError(f"must be an integer >= 0, got {spec.seed!r}", path="model.synthetic.seed")
+    d = dims(shape)
+    if arch == "gpt2" and (d["kv_heads"] != d["heads"] or d["heads"] * d["head_dim"] != d["hidden"]):
+        ok = [s for s, sh in SHAPES.items() if _gpt2_compatible(dims(sh))]
+        raise SpecError(f"shape {spec.shape!r} has {d['heads']} attention heads but {d['kv_heads']} kv heads "
+                        f"(grouped-query attention), which gpt2 does not have",
+                        path="model.synthetic.arch",
+                        hint=f"shapes that fit gpt2: {', '.join(ok)}; archs that fit {spec.shape}: llama, qwen2, mistral")
+    return arch
+
+
+def _gpt2_compatible(d: dict[str, Any]) -> bool:
+    return d["kv_heads"] == d["heads"] and d["heads"] * d["head_dim"] == d["hidden"]

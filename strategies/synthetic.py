@@ -1,6 +1,6 @@
 """Real checkpoints with seeded random weights, so that loadprof runs offline on real loads.
 
-A ``SyntheticSpec`` names a shape (copied from a public config.json, see ``strategies.shapes``)
+A ``SyntheticSpec`` names a shape (copied from a public config.json, see ``loadprof.strategies.shapes``)
 and an architecture (gpt2, llama, qwen2, mistral: the real transformers classes). ``make_model``
 writes a checkpoint laid out like ``save_pretrained`` would (``model.safetensors``, or
 ``model-0000i-of-0000N.safetensors`` + ``model.safetensors.index.json`` when it needs more than one
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import difflib
 import hashlib
 import json
 import os
@@ -38,55 +37,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
-from profiler.errors import LoadprofError, SpecError
-from strategies.model import DTYPES, SyntheticSpec, parse_size
-from strategies.shapes import SHAPES, Shape, dims
+from loadprof.errors import LoadprofError
+from loadprof.strategies.model import DTYPES, SyntheticSpec, parse_size
+from loadprof.strategies.shapes import ARCHS, SHAPES, Shape, dims, resolve_arch
+from loadprof.strategies.shapes import shape_of as _shape
 
 FORMAT_VERSION = 1  # bump when the bytes written for a given spec change: old caches then miss
-ARCHS: dict[str, tuple[str, str]] = {  # arch -> (config class, model class) in transformers
-    "gpt2": ("GPT2Config", "GPT2LMHeadModel"),
-    "llama": ("LlamaConfig", "LlamaForCausalLM"),
-    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
-    "mistral": ("MistralConfig", "MistralForCausalLM"),
-}
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 MARKER = ".loadprof-complete"
 INDEX_NAME = "model.safetensors.index.json"
-
-
-def _did_you_mean(value: str, allowed: list[str]) -> str | None:
-    close = difflib.get_close_matches(str(value).lower(), allowed, n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else None
-
-
-def _shape(spec: SyntheticSpec) -> Shape:
-    if spec.shape not in SHAPES:
-        raise SpecError(f"unknown shape {spec.shape!r}; allowed: {', '.join(SHAPES)}",
-                        path="model.synthetic.shape", hint=_did_you_mean(spec.shape, list(SHAPES)))
-    return SHAPES[spec.shape]
-
-
-def resolve_arch(spec: SyntheticSpec) -> str:
-    """The architecture to build (the shape's own when ``spec.arch`` is None); SpecError if incompatible."""
-    shape = _shape(spec)
-    arch = spec.arch or shape.arch
-    if arch not in ARCHS:
-        raise SpecError(f"unknown arch {arch!r}; allowed: {', '.join(ARCHS)}",
-                        path="model.synthetic.arch", hint=_did_you_mean(arch, list(ARCHS)))
-    if isinstance(spec.seed, bool) or not isinstance(spec.seed, int) or spec.seed < 0:
-        raise SpecError(f"must be an integer >= 0, got {spec.seed!r}", path="model.synthetic.seed")
-    d = dims(shape)
-    if arch == "gpt2" and (d["kv_heads"] != d["heads"] or d["heads"] * d["head_dim"] != d["hidden"]):
-        ok = [s for s, sh in SHAPES.items() if _gpt2_compatible(dims(sh))]
-        raise SpecError(f"shape {spec.shape!r} has {d['heads']} attention heads but {d['kv_heads']} kv heads "
-                        f"(grouped-query attention), which gpt2 does not have",
-                        path="model.synthetic.arch",
-                        hint=f"shapes that fit gpt2: {', '.join(ok)}; archs that fit {spec.shape}: llama, qwen2, mistral")
-    return arch
-
-
-def _gpt2_compatible(d: dict[str, Any]) -> bool:
-    return d["kv_heads"] == d["heads"] and d["heads"] * d["head_dim"] == d["hidden"]
 
 
 def _translate(d: dict[str, Any], arch: str) -> dict[str, Any]:
@@ -329,7 +288,7 @@ def _write_checkpoint(spec: SyntheticSpec, out: Path, progress: Callable[[str], 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m strategies.synthetic",
+    p = argparse.ArgumentParser(prog="python -m loadprof.strategies.synthetic",
                                 description="Build (or find cached) a synthetic checkpoint; prints one JSON line.")
     p.add_argument("--shape", required=True, help=f"one of: {', '.join(SHAPES)}")
     p.add_argument("--arch", default=None, help=f"one of: {', '.join(ARCHS)} (default: the shape's own)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from probes._hooks import active_hooks
+from loadprof.probes._hooks import active_hooks
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "strategies" / "examples"
@@ -31,7 +31,7 @@ def _no_leaked_hooks():
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
     """A real tiny Qwen2 checkpoint (sharded safetensors), built once per test session."""
-    from strategies.model import SyntheticSpec
-    from strategies.synthetic import make_model
+    from loadprof.strategies.model import SyntheticSpec
+    from loadprof.strategies.synthetic import make_model
 
     return make_model(SyntheticSpec(shape="tiny", dtype="bfloat16", max_shard_size="200KB"))

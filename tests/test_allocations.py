@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from probes.allocations import make_tracer, summarize  # noqa: E402
+from loadprof.probes.allocations import make_tracer, summarize  # noqa: E402
 
 
 def _held_and_temp(held: list) -> None:
@@ -47,7 +47,7 @@ def test_call_site_skips_torch_by_its_folder_not_a_torch_substring():
     frames and the pre-allocation was billed to loadprof's own worker."""
     import traceback
 
-    from probes.allocations import call_site
+    from loadprof.probes.allocations import call_site
 
     venv = "/opt/torch/.venv/lib/python3.12/site-packages/"
     frames = [traceback.FrameSummary("/work/main/profiler/worker.py", 154, "step_trace"),

@@ -14,7 +14,7 @@ from .conftest import EXAMPLES, REPO
 
 
 def loadprof(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "profiler.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "loadprof.cli", *args], capture_output=True, text=True,
                           cwd=cwd or REPO, timeout=timeout)
 
 
@@ -26,7 +26,7 @@ def _write(tmp_path: Path, text: str, name: str = "sweep.yaml") -> Path:
 
 NO_TORCH = """
 import sys
-from profiler.cli import main
+from loadprof.cli import main
 try:
     main({args!r})
 except SystemExit as e:
@@ -149,7 +149,7 @@ def test_ctrl_c_keeps_finished_trials_exits_130_and_resumes(tmp_path):
           - {{label: hang, timeout_s: 300, load: {{loader: {{target: "faulty_loaders:hang", sys_path: ["{EXAMPLES}"]}}}}}}
     """)
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "profiler.cli", "compare", str(y), "--out", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "loadprof.cli", "compare", str(y), "--out", str(out),
                              "--no-progress"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             # a shell's background job inherits SIGINT ignored (pytest run with '&'): undo that,
                             # as a terminal's loadprof would have it
@@ -171,8 +171,8 @@ def test_ctrl_c_keeps_finished_trials_exits_130_and_resumes(tmp_path):
 @pytest.mark.slow
 def test_cold_and_warm_load_of_qwen05b_acceptance(tmp_path):
     """Issue acceptance: >= 95% of the load in named phases; cold reads more; bytes read ~ checkpoint size."""
-    from strategies import synthetic
-    from strategies.model import SyntheticSpec
+    from loadprof.strategies import synthetic
+    from loadprof.strategies.model import SyntheticSpec
 
     y = _write(tmp_path, """
         name: coldwarm
@@ -197,8 +197,8 @@ def test_cold_and_warm_load_of_qwen05b_acceptance(tmp_path):
 
 @pytest.mark.slow
 def test_max_new_tokens_sweep_static_grows_by_formula_dynamic_does_not(tmp_path):
-    from strategies.synthetic import config_dict
-    from strategies.model import SyntheticSpec
+    from loadprof.strategies.synthetic import config_dict
+    from loadprof.strategies.model import SyntheticSpec
 
     y = _write(tmp_path, """
         name: prealloc

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from profiler.derive import enrich, io_summary
-from profiler.results import PhaseTiming, TrialResult
+from loadprof.analysis.derive import enrich, io_summary
+from loadprof.results import PhaseTiming, TrialResult
 
 
 def _trial(read_by_phase, harness=None, total=None):
@@ -35,7 +35,7 @@ def test_roofline_bytes_per_step_and_fraction():
                     strategy={"generate": {"batch_size": 2, "prompt_tokens": 10}},
                     metrics={"membw_gb_s": 10.0, "decode_tok_s": 5.0, "weights_bytes": 10**9, "new_tokens": 20,
                              "estimate": {"kv_bytes_per_token": 1000}})
-    from profiler.derive import roofline
+    from loadprof.analysis.derive import roofline
 
     r = roofline(t)
     assert r["decode_bytes_per_step"] == 10**9 + 2 * 1000 * 20
@@ -45,7 +45,7 @@ def test_roofline_bytes_per_step_and_fraction():
 
 
 def test_cold_call_extra_only_with_a_warmup_and_compile_label_on_cuda_static():
-    from profiler.derive import cold_call
+    from loadprof.analysis.derive import cold_call
 
     base = dict(trial_id="t-r0", strategy_id="t", label="x", repeat_index=0, status="ok",
                 strategy={"generate": {"cache_implementation": "static"}, "load": {"device_map": "cuda"}},
@@ -57,7 +57,7 @@ def test_cold_call_extra_only_with_a_warmup_and_compile_label_on_cuda_static():
 
 
 def test_transfer_rate_is_gpu_bytes_over_the_placing_phase_against_measured_h2d():
-    from profiler.derive import transfer
+    from loadprof.analysis.derive import transfer
 
     weights = PhaseTiming("weights", 0.0, 1.5, (PhaseTiming("materialize", 0.5, 1.5),))
     phases = (PhaseTiming("load", 0.0, 2.0, (weights,)),)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from profiler.diff import cli_diff, diff, phase_values, spread
-from profiler.results import PhaseTiming, SweepResult, TrialResult
+from loadprof.analysis.diff import cli_diff, diff, phase_values, spread
+from loadprof.results import PhaseTiming, SweepResult, TrialResult
 
 from .conftest import EXAMPLES, REPO
 
@@ -155,7 +155,7 @@ def test_real_sweeps_with_a_slowed_loader_regress_in_load(tmp_path):
         y = tmp_path / f"{tag}.yaml"
         y.write_text(textwrap.dedent(SLOW_YAML.format(tag=tag, examples=EXAMPLES, delay=delay)))
         out = tmp_path / tag
-        r = subprocess.run([sys.executable, "-m", "profiler.cli", "compare", str(y), "--out", str(out),
+        r = subprocess.run([sys.executable, "-m", "loadprof.cli", "compare", str(y), "--out", str(out),
                             "--no-progress"], capture_output=True, text=True, cwd=REPO, timeout=600)
         assert r.returncode == 0, r.stdout + r.stderr
         outs.append(out)

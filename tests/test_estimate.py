@@ -1,4 +1,4 @@
-"""profiler.estimate: exact formulas, and estimates held against real loads, caches and bnb quantization."""
+"""loadprof.analysis.estimate: exact formulas, and estimates held against real loads, caches and bnb quantization."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from typing import Any
 import psutil
 import pytest
 
-from profiler.estimate import (Estimate, compare, estimate_command, estimate_from_config, estimate_strategy,
+from loadprof.analysis.estimate import (Estimate, compare, estimate_command, estimate_from_config, estimate_strategy,
                                render_estimates)
-from profiler.worker import model_facts, quant_state_bytes
-from strategies.model import GenerateSpec, LoadSpec, ModelSpec, Strategy, SyntheticSpec
-from strategies.synthetic import config_dict, make_model, param_count
+from loadprof.worker import model_facts, quant_state_bytes
+from loadprof.strategies.model import GenerateSpec, LoadSpec, ModelSpec, Strategy, SyntheticSpec
+from loadprof.strategies.synthetic import config_dict, make_model, param_count
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,7 +82,7 @@ def test_stop_after_dtype_auto_and_gpt2_kv_layout() -> None:
 
 
 def test_auto_without_config_dtype_falls_back_to_float32() -> None:
-    from profiler.estimate import config_from_dict
+    from loadprof.analysis.estimate import config_from_dict
 
     d = config_dict(SyntheticSpec(shape="tiny"))
     d.pop("dtype"), d.pop("torch_dtype")
@@ -91,7 +91,7 @@ def test_auto_without_config_dtype_falls_back_to_float32() -> None:
 
 
 def test_module_import_does_not_import_torch() -> None:
-    code = "import sys, profiler.estimate; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, loadprof.analysis.estimate; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
@@ -162,7 +162,7 @@ def test_sliding_window_kv_cache_matches_generate(impl: str) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from profiler.estimate import config_from_dict
+    from loadprof.analysis.estimate import config_from_dict
 
     config = config_from_dict(config_dict(SyntheticSpec(arch="mistral", shape="tiny")))
     config.sliding_window = 5

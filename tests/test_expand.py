@@ -1,4 +1,4 @@
-"""strategies.expand: YAML sweep -> validated frozen strategies (exact paths, messages, order, labels)."""
+"""loadprof.strategies.expand: YAML sweep -> validated frozen strategies (exact paths, messages, order, labels)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from profiler.errors import SpecError
-from strategies import expand as ex
-from strategies.expand import Sweep, expand, load_sweep, parse_range
-from strategies.model import (ATTN_IMPLEMENTATIONS, DEVICE_MAPS, DTYPES, FILE_CACHES, GENERATE_KEYS, LOAD_KEYS,
+from loadprof.errors import SpecError
+from loadprof.strategies import expand as ex
+from loadprof.strategies.expand import Sweep, expand, load_sweep, parse_range
+from loadprof.strategies.model import (ATTN_IMPLEMENTATIONS, DEVICE_MAPS, DTYPES, FILE_CACHES, GENERATE_KEYS, LOAD_KEYS,
                               LOADER_KEYS, MODEL_KEYS, OFFLOADS, QUANTIZATIONS, STRATEGY_KEYS, SYNTHETIC_KEYS, Strategy)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "yaml"
@@ -468,7 +468,7 @@ def test_strategies_round_trip_through_dict():
 
 
 def test_import_does_not_pull_torch():
-    code = "import strategies.expand, sys; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    code = "import loadprof.strategies.expand, sys; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from profiler.findings import rank, sweep_findings, trial_findings
-from profiler.results import TrialResult
+from loadprof.analysis.findings import rank, sweep_findings, trial_findings
+from loadprof.results import TrialResult
 
 
 def _trial(tid="t-r0", label="x", metrics=None, probes=None, status="ok", env=None):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from probes.generation import CallTiming, percentile, summarize
+from loadprof.probes.generation import CallTiming, percentile, summarize
 
 
 def _call(t0, steps, ret):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 
-from probes._hooks import HookSet, active_hooks
+from loadprof.probes._hooks import HookSet, active_hooks
 
 
 class Base:

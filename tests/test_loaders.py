@@ -7,8 +7,8 @@ import textwrap
 
 import pytest
 
-from strategies.loaders import _unpack, resolve_target
-from strategies.model import LoaderSpec
+from loadprof.strategies.loaders import _unpack, resolve_target
+from loadprof.strategies.model import LoaderSpec
 
 
 @pytest.fixture()

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from profiler.errors import SpecError
-from strategies.model import (FrozenMap, GenerateSpec, LoaderSpec, LoadSpec, ModelSpec, Strategy, SyntheticSpec,
+from loadprof.errors import SpecError
+from loadprof.strategies.model import (FrozenMap, GenerateSpec, LoaderSpec, LoadSpec, ModelSpec, Strategy, SyntheticSpec,
                               Trial, parse_size, thaw)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from profiler.clock import FakeClock
-from profiler.phases import PhaseRecorder, build_tree
+from loadprof.clock import FakeClock
+from loadprof.phases import PhaseRecorder, build_tree
 
 
 def _recorder():

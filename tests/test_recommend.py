@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from profiler import lengths as lengths_mod
-from profiler import recommend as rec
-from profiler.errors import LoadprofError, SpecError
-from profiler.lengths import lengths_coverage, read_lengths
-from profiler.recommend import cli_recommend, recommend, recommendations
-from profiler.results import PhaseTiming, SweepResult, TrialResult
+from loadprof.analysis import lengths as lengths_mod
+from loadprof.analysis import recommend as rec
+from loadprof.errors import LoadprofError, SpecError
+from loadprof.analysis.lengths import lengths_coverage, read_lengths
+from loadprof.analysis.recommend import cli_recommend, recommend, recommendations
+from loadprof.results import PhaseTiming, SweepResult, TrialResult
 
 from .conftest import REPO
 
@@ -270,7 +270,7 @@ def test_cli_recommend_prints_picks_exclusions_warnings_and_coverage(tmp_path):
 
 
 def test_modules_never_import_torch():
-    code = ("import sys, profiler.recommend, profiler.diff; "
+    code = ("import sys, loadprof.analysis.recommend, loadprof.analysis.diff; "
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert r.stdout.strip() == "[]", r.stderr

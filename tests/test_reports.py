@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from profiler.results import PhaseTiming, SweepResult, TrialResult
-from reports import csv_report, html, markdown, plots
-from reports.files import write_all
+from loadprof.results import PhaseTiming, SweepResult, TrialResult
+from loadprof.reports import csv_report, html, markdown, plots
+from loadprof.reports.files import write_all
 
 MiB, GiB = 2**20, 2**30
 EVIL = "<script>alert(1)</script> & co"
@@ -315,7 +315,7 @@ def test_write_all_writes_three_files(tmp_path: Path) -> None:
 
 
 def test_renderers_never_import_torch() -> None:
-    code = ("import sys; from reports import files, markdown, html, csv_report, plots; "
+    code = ("import sys; from loadprof.reports import files, markdown, html, csv_report, plots; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
@@ -325,9 +325,9 @@ def test_html_without_matplotlib_keeps_every_table_and_says_how_to_get_figures(t
     code = ("import importlib, sys\n"
             "from tests.test_reports import make_sweep\n"  # (this module imports plots itself)
             "sys.modules['matplotlib'] = None\n"  # from now on 'import matplotlib' raises ImportError
-            "sys.modules.pop('reports.plots')\n"
-            "import reports; del reports.plots\n"
-            "from reports import files, html\n"
+            "sys.modules.pop('loadprof.reports.plots')\n"
+            "import loadprof.reports; del loadprof.reports.plots\n"
+            "from loadprof.reports import files, html\n"
             "html = importlib.reload(html)\n"
             "assert html.plots is None\n"
             "page = files.write_all(make_sweep(), sys.argv[1])['html']\n"

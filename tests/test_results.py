@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from profiler.results import SCHEMA_VERSION, PhaseTiming, SweepResult, TrialResult
+from loadprof.results import SCHEMA_VERSION, PhaseTiming, SweepResult, TrialResult
 
 
 def _trial(**kw):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from probes import sampling
-from probes.sampling import Frame, Sample, Sampler, attribute, is_user_file, parse_speedscope
+from loadprof.probes import sampling
+from loadprof.probes.sampling import Frame, Sample, Sampler, attribute, is_user_file, parse_speedscope
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "sampling" / "busy_load.py"
 ROOT = sampling.ROOT
@@ -30,7 +30,7 @@ REAL_MATERIALIZE_LINES = sampling.materialize_lines
 def _pinned_lines(monkeypatch):
     monkeypatch.setattr(sampling, "materialize_lines", lambda: {
         "transformers/core_model_loading.py": {"read": READ, "convert": CONV},
-        "probes/phases.py": {"read": P_READ, "convert": P_CONV}})
+        "probes/load_phases.py": {"read": P_READ, "convert": P_CONV}})
 
 
 def _doc(threads: list[tuple[int, str, list[list[tuple[str, str, int]]]]]) -> dict:
@@ -185,7 +185,7 @@ def test_real_materialize_lines_point_at_the_read_and_cast():
 
 
 def test_module_does_not_import_torch():
-    code = "import sys, probes.sampling as s; s.materialize_lines(); assert 'torch' not in sys.modules, 'torch'"
+    code = "import sys, loadprof.probes.sampling as s; s.materialize_lines(); assert 'torch' not in sys.modules, 'torch'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
 
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from profiler.errors import LoadprofError
-from profiler.session import RESULTS, Session, read_results
-from strategies.expand import Sweep
+from loadprof.errors import LoadprofError
+from loadprof.session import RESULTS, Session, read_results
+from loadprof.strategies.expand import Sweep
 
 from .test_runner import fault_strategy
 
@@ -70,9 +70,9 @@ def test_interrupted_sweep_keeps_finished_trials_and_resumes(tiny_model, tmp_pat
 @pytest.mark.slow
 def test_custom_loader_top_user_function_is_named_with_file_and_line(tmp_path):
     """The user's-ModelManager acceptance: its slow validation loop is named as the top user cost."""
-    from profiler.findings import sweep_findings
-    from strategies.expand import load_sweep
-    from strategies.model import DEFAULT_SAMPLING_HZ
+    from loadprof.analysis.findings import sweep_findings
+    from loadprof.strategies.expand import load_sweep
+    from loadprof.strategies.model import DEFAULT_SAMPLING_HZ
 
     from .conftest import EXAMPLES
 
@@ -103,8 +103,8 @@ include:
 
 @pytest.mark.slow
 def test_max_memory_forcing_layers_to_disk_gets_an_offload_finding_and_estimates_match(tmp_path):
-    from profiler.findings import sweep_findings
-    from strategies.expand import load_sweep
+    from loadprof.analysis.findings import sweep_findings
+    from loadprof.strategies.expand import load_sweep
 
     y = tmp_path / "offload.yaml"
     y.write_text("""

@@ -9,11 +9,11 @@ import sys
 import pytest
 from rich.console import Console
 
-from profiler.results import TrialResult
-from profiler.studies import (batch_scaling, covering_cap, fit, max_new_tokens_curve, preallocation_findings,
+from loadprof.results import TrialResult
+from loadprof.analysis.studies import (batch_scaling, covering_cap, fit, max_new_tokens_curve, preallocation_findings,
                               quantization_comparison, series, studies)
-from reports.studies import render_studies
-from strategies.model import GenerateSpec, LoadSpec, ModelSpec, Strategy
+from loadprof.reports.study_tables import render_studies
+from loadprof.strategies.model import GenerateSpec, LoadSpec, ModelSpec, Strategy
 from tests.conftest import REPO
 
 KIB, MIB = 2**10, 2**20
@@ -295,7 +295,7 @@ def test_render_studies_prints_nothing_without_series():
 
 
 def test_importing_studies_does_not_import_torch():
-    code = ("import sys, profiler.studies, reports.studies; "
+    code = ("import sys, loadprof.analysis.studies, loadprof.reports.study_tables; "
             "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from profiler.errors import SpecError
-from strategies import synthetic as syn
-from strategies.model import SyntheticSpec
-from strategies.shapes import SHAPES, dims
+from loadprof.errors import SpecError
+from loadprof.strategies import synthetic as syn
+from loadprof.strategies.model import SyntheticSpec
+from loadprof.strategies.shapes import SHAPES, dims
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
@@ -129,8 +129,8 @@ def test_content_key_stable_and_sensitive() -> None:
     keys = {syn.content_key(v) for v in variants}
     assert k not in keys and len(keys) == len(variants)
     # the same in a fresh interpreter (no hash randomisation)
-    out = subprocess.run([sys.executable, "-c", "from strategies.synthetic import content_key as c; "
-                          "from strategies.model import SyntheticSpec as S; print(c(S(shape='tiny')))"],
+    out = subprocess.run([sys.executable, "-c", "from loadprof.strategies.synthetic import content_key as c; "
+                          "from loadprof.strategies.model import SyntheticSpec as S; print(c(S(shape='tiny')))"],
                          cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
     assert out == k
 
@@ -146,7 +146,7 @@ def test_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_parent_side_is_torch_free(tmp_path: Path) -> None:
-    code = ("import sys; from strategies import synthetic as s; from strategies.model import SyntheticSpec as S\n"
+    code = ("import sys; from loadprof.strategies import synthetic as s; from loadprof.strategies.model import SyntheticSpec as S\n"
             "for sh in s.SHAPES:\n  x = S(shape=sh); s.config_dict(x); s.param_count(x); s.checkpoint_bytes(x); "
             f"s.content_key(x); s.model_dir(x); s.is_built(x, {str(tmp_path)!r})\n"
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'imported torch'")
@@ -326,7 +326,7 @@ def test_weights_are_seeded(tmp_path: Path) -> None:
 # ---- CLI ----
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "strategies.synthetic", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "loadprof.strategies.synthetic", *args], cwd=REPO, capture_output=True,
                           text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
@@ -362,8 +362,8 @@ def test_cli_bad_input_exits_2(tmp_path: Path, args: list[str], needle: str) -> 
 @pytest.mark.slow
 def test_qwen05b_streams_with_bounded_memory(tmp_path: Path) -> None:
     """~1 GB bf16 checkpoint; peak RSS above a tiny build's stays near one shard + one tensor."""
-    code = ("import json, resource, sys; from strategies.synthetic import make_model; "
-            "from strategies.model import SyntheticSpec as S; p = make_model(S(shape=sys.argv[1]), sys.argv[2]); "
+    code = ("import json, resource, sys; from loadprof.strategies.synthetic import make_model; "
+            "from loadprof.strategies.model import SyntheticSpec as S; p = make_model(S(shape=sys.argv[1]), sys.argv[2]); "
             "print(json.dumps([str(p), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024]))")
     def run(shape: str) -> list:
         return json.loads(subprocess.run([sys.executable, "-c", code, shape, str(tmp_path)], cwd=REPO,

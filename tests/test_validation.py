@@ -4,8 +4,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from profiler.clock import FakeClock  # noqa: E402
-from strategies.validation import select_modules, validate  # noqa: E402
+from loadprof.clock import FakeClock  # noqa: E402
+from loadprof.strategies.validation import select_modules, validate  # noqa: E402
 
 
 def _model():

@@ -6,8 +6,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from profiler.worker import model_facts  # noqa: E402
-from strategies.validation import mapped_device, offloaded, validate  # noqa: E402
+from loadprof.worker import model_facts  # noqa: E402
+from loadprof.strategies.validation import mapped_device, offloaded, validate  # noqa: E402
 
 
 class Tiny(torch.nn.Module):

@@ -4,7 +4,7 @@ must show. Writes checks.json and checks.md; exits 1 if a required check fails, 
 Usage: python benchmarks/gpu/check.py WORK_DIR --md OUT/checks.md --json OUT/checks.json
 
 Every check names its evidence (trial labels and figures), so the committed report says what was seen,
-not only that it passed. Needs only the standard library, plus torch for reading the CUDA snapshot.
+not only that it passed. Needs loadprof installed (its shapes table), plus torch for reading the CUDA snapshot.
 """
 
 from __future__ import annotations
@@ -17,10 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # the shapes table, torch-free (the kit also works from a plain checkout)
-
-from strategies.shapes import SHAPES, dims  # noqa: E402
+from loadprof.strategies.shapes import SHAPES, dims  # torch-free: the shapes table
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 WEIGHTS_TOLERANCE = 0.05

@@ -142,7 +142,7 @@ def dry_run() -> int:
     """On any machine: every GPU YAML expands and validates; the wheels the device needs are here."""
     rc = 0
     for y in yaml_files():
-        p = subprocess.run([sys.executable, "-m", "profiler.cli", "expand", "--json", str(y)],
+        p = subprocess.run([sys.executable, "-m", "loadprof.cli", "expand", "--json", str(y)],
                            capture_output=True, text=True, cwd=ROOT)
         n = len(json.loads(p.stdout)["strategies"]) if p.returncode == 0 else 0
         print(f"{'ok ' if p.returncode == 0 else 'BAD'} {y.relative_to(ROOT)}: "
@@ -170,7 +170,7 @@ def synth_models(kit: Kit, only: set[str]) -> None:
                 if syn:
                     models.add((syn["shape"], syn["dtype"], syn["seed"], syn["max_shard_size"]))
     t = time.monotonic()
-    procs = [subprocess.Popen([sys.executable, "-m", "strategies.synthetic", "--shape", sh, "--dtype", dt,
+    procs = [subprocess.Popen([sys.executable, "-m", "loadprof.strategies.synthetic", "--shape", sh, "--dtype", dt,
                                "--seed", str(seed), "--max-shard-size", mss], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for sh, dt, seed, mss in sorted(models)]

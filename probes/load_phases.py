@@ -32,7 +32,7 @@ import re
 import threading
 from typing import Any, Callable
 
-from probes.base import Probe, ProbeContext, ProbeResult
+from loadprof.probes.base import Probe, ProbeContext, ProbeResult
 
 MU = "transformers.modeling_utils"
 
@@ -235,7 +235,7 @@ def discarded_kwargs() -> dict[str, str]:
     it does something. Reading the installed source keeps this true for whatever version is installed.
     """
     try:
-        from probes._hooks import resolve
+        from loadprof.probes._hooks import resolve
 
         _, _, raw = resolve(FROM_PRETRAINED)
         fn = inspect.unwrap(getattr(raw, "__func__", raw))  # our own wrapper may be installed right now
@@ -256,7 +256,7 @@ def discarded_kwargs() -> dict[str, str]:
 
 def _copy_source_matches() -> bool:
     try:
-        from probes._hooks import resolve
+        from loadprof.probes._hooks import resolve
 
         _, _, fn = resolve(MATERIALIZE_COPY)
         src = inspect.getsource(fn)

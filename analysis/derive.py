@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterable
 
-from profiler.results import PhaseTiming, TrialResult
+from loadprof.results import PhaseTiming, TrialResult
 
 #: a leaf phase that read at least this share of the trial's storage bytes counts as a reading phase
 READING_SHARE = 0.05

@@ -15,9 +15,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from profiler.findings import Finding
-from profiler.results import TrialResult
-from reports.format import bytes_h
+from loadprof.analysis.findings import Finding
+from loadprof.results import TrialResult
+from loadprof.units import bytes_h
 
 MODELS = ("constant", "linear", "quadratic")
 R2_TOLERANCE = 0.01          # the simplest model within this of the best R^2 wins

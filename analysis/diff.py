@@ -12,7 +12,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from profiler.results import SweepResult, TrialResult
+from loadprof.results import SweepResult, TrialResult
 
 #: phases whose children are compared one by one (plus their uncovered remainder as ``<phase>/other``)
 DETAILED = ("load", "generate")

@@ -1,4 +1,4 @@
-"""Console tables for the studies (profiler.studies): the max_new_tokens curve, batch scaling, quantization.
+"""Console tables for the studies (loadprof.analysis.studies): the max_new_tokens curve, batch scaling, quantization.
 
 Shaped like the user's own tables (parallel workers: speedup and efficiency; quantization summary: saved %,
 speedup, TTFT change) so the numbers can be read side by side. Renders the dict only; never measures.
@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from reports.format import bytes_h, num
+from loadprof.units import bytes_h, num
 
 BEST = "[bold green]*[/]"
 

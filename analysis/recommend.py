@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from profiler.errors import LoadprofError, SpecError
-from profiler.lengths import lengths_coverage, read_lengths
-from profiler.results import SweepResult, TrialResult
+from loadprof.errors import LoadprofError, SpecError
+from loadprof.analysis.lengths import lengths_coverage, read_lengths
+from loadprof.results import SweepResult, TrialResult
 
 OBJECTIVES = ("load", "memory", "ttft", "throughput")
 #: objective -> (figure name, unit, lower is better); the memory figure's name is the peak metric actually used
@@ -306,7 +306,7 @@ def recommend(trials: Iterable[TrialResult], objective: str, memory_budget_bytes
 
 def max_new_tokens_warnings(trials: Iterable[TrialResult]) -> list[dict[str, Any]]:
     """Strategies whose longest answer (max over repeats) used under 30% of max_new_tokens."""
-    from profiler.studies import covering_cap
+    from loadprof.analysis.studies import covering_cap
 
     out = []
     for g in groups(trials):
@@ -341,7 +341,7 @@ def cli_recommend(out_dir: Path, objective: str | None, memory_budget: str | Non
     from rich.markup import escape
     from rich.table import Table
 
-    from strategies.model import parse_size
+    from loadprof.strategies.model import parse_size
 
     path = Path(out_dir) / "report.json"
     if not path.exists():

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
-from profiler.results import TrialResult
+from loadprof.results import TrialResult
 
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
 FIXED_DEVICE_MAPS_NEEDING_NO_MAX_MEMORY = ("cpu", "cuda", "mps")
@@ -252,14 +252,5 @@ def rank(findings: Iterable[Finding]) -> list[Finding]:
 
 
 def sweep_findings(trials: Iterable[TrialResult], extra: Iterable[Finding] = ()) -> list[Finding]:
-    """Per-trial findings plus sweep-level ones (``extra``, e.g. from profiler.studies), ranked together."""
+    """Per-trial findings plus sweep-level ones (``extra``, e.g. from loadprof.analysis.studies), ranked together."""
     return rank([*(f for t in trials for f in trial_findings(t)), *extra])
-
-
-def analyse(trials: Iterable[TrialResult]) -> tuple[dict[str, Any], list[Finding]]:
-    """Studies (curves, scaling, quantization) and every finding: what every report shows after the table."""
-    from profiler.studies import preallocation_findings, studies
-
-    trials = list(trials)
-    st = studies(trials)
-    return st, sweep_findings(trials, preallocation_findings(st))

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from profiler.errors import LoadprofError
+from loadprof.errors import LoadprofError
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "uint8": 1}
 HALF = ("float16", "bfloat16")
@@ -56,7 +56,7 @@ class Estimate:
 
     @property
     def tensor_bytes(self) -> int:
-        """Parameter + buffer tensors: what ``profiler.worker.model_facts`` reports as ``weights_bytes``."""
+        """Parameter + buffer tensors: what ``loadprof.worker.model_facts`` reports as ``weights_bytes``."""
         return self.weight_bytes - self.quant_state_bytes + self.buffers_bytes
 
     @property
@@ -285,7 +285,7 @@ def config_from_dict(d: dict[str, Any]) -> Any:
 def load_config(model: Any, model_path: str | None = None) -> Any:
     """Config of a ModelSpec: synthetic spec, local folder (``model_path`` wins) or a cached hub id."""
     if model_path is None and getattr(model, "synthetic", None) is not None:
-        from strategies.synthetic import config_dict
+        from loadprof.strategies.synthetic import config_dict
 
         return config_from_dict(config_dict(model.synthetic))
     where = model_path or getattr(model, "path", None)
@@ -318,13 +318,13 @@ def estimate_command(target: str, *, dtype: str = "auto", quantization: str = "n
                      prompt_tokens: int = 32, max_new_tokens: int = 32) -> list[Estimate]:
     """``loadprof estimate TARGET``: a synthetic shape (``qwen2.5-7b`` or ``arch:shape``), a checkpoint
     folder, a sweep YAML (one estimate per distinct model x load x generate), or a cached hub id."""
-    from strategies.model import GenerateSpec, LoadSpec, ModelSpec, Strategy, SyntheticSpec
-    from strategies.shapes import SHAPES
+    from loadprof.strategies.model import GenerateSpec, LoadSpec, ModelSpec, Strategy, SyntheticSpec
+    from loadprof.strategies.shapes import SHAPES
 
     p = Path(target)
     if p.suffix in (".yaml", ".yml") and p.is_file():
         try:
-            from strategies.expand import load_sweep
+            from loadprof.strategies.expand import load_sweep
         except ImportError as e:
             raise LoadprofError(f"sweep files are not supported here yet ({e})") from None
         out: dict[tuple, Estimate] = {}
@@ -353,7 +353,7 @@ def render_estimates(estimates: list[Estimate]) -> Any:
     """A rich Table, one row per estimate (bytes in binary units)."""
     from rich.table import Table
 
-    from reports.format import bytes_h
+    from loadprof.units import bytes_h
 
     t = Table(title="Estimated memory (from config, no weights read)")
     for col in ("model", "dtype", "quant", "params", "weights", "largest layer", "per layer",
