@@ -240,14 +240,31 @@ def estimate_from_config(config: Any, *, dtype: str, quantization: str = "none",
     layer_tok = 2 * kv_heads * head_dim * kv_b
     kv_dyn = batch_size * layer_tok * sum(dyn_tokens if w is None else min(dyn_tokens, w - 1) for w in windows)
     kv_static = batch_size * layer_tok * sum(cap if w is None else min(cap, w) for w in windows)
+    formulas = _formulas(quantization=quantization, dt=dt, double_quant=double_quant, has_fp32=has_fp32,
+                         layers=layers, kv_heads=kv_heads, head_dim=head_dim, per_token=per_token,
+                         batch_size=batch_size, prompt_tokens=prompt_tokens, generated=generated,
+                         max_new_tokens=max_new_tokens, sliding=any(w is not None for w in windows))
+    return Estimate(model=model or type(m).__name__, dtype=dt, quantization=quantization, batch_size=batch_size,
+                    prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens, generated_tokens=generated,
+                    param_count=params, weight_bytes=sum(by_dtype.values()), weight_bytes_by_dtype=by_dtype,
+                    quant_state_bytes=qstate, buffers_bytes=buffers, largest_layer=largest,
+                    per_layer_bytes=_per_layer(m, layers, module_bytes), embedding_bytes=emb_bytes,
+                    tied_embeddings=tied, kv_dtype=dt, kv_bytes_per_token=per_token, kv_cache_dynamic_bytes=kv_dyn,
+                    kv_cache_static_bytes=kv_static, cache_implementation=cache_implementation, formulas=formulas)
+
+
+def _formulas(*, quantization: str, dt: str, double_quant: bool, has_fp32: bool, layers: int, kv_heads: int,
+              head_dim: int, per_token: int, batch_size: int, prompt_tokens: int, generated: int,
+              max_new_tokens: int, sliding: bool) -> dict[str, str]:
+    """Each estimated figure's formula, with this model's numbers filled in (shown beside the figures)."""
+    kv_b = DTYPE_BYTES[dt]
     qdesc = {"none": f"params x {kv_b} B ({dt})",
              "bnb-8bit": f"quantized Linear: numel x 1 B (int8) + out_rows x 4 B (fp32 SCB); rest: params x {kv_b} B",
              }.get(quantization, "quantized Linear: ceil(numel/2) B (uint8, 2 params/B) + "
                    + ("ceil(numel/64) x 1 B + ceil(blocks/256) x 4 B + 4 B + 1088 B (nested absmax, codes)"
                       if double_quant else "ceil(numel/64) x 4 B (fp32 absmax) + 64 B (code)")
                    + f"; rest (lm_head, tied, skip modules, non-Linear): params x {kv_b} B")
-    sliding = any(w is not None for w in windows)
-    formulas = {
+    return {
         "param_count": "sum of numel over unique parameters of the meta model (tied weights once)",
         "weight_bytes": qdesc + ("; _keep_in_fp32_modules: params x 4 B" if has_fp32 else ""),
         "buffers_bytes": "sum of numel x element size over unique buffers (e.g. rotary inv_freq, fp32)",
@@ -262,13 +279,6 @@ def estimate_from_config(config: Any, *, dtype: str, quantization: str = "none",
                                  f" {batch_size} x ({prompt_tokens} + {max_new_tokens} - 1)"
                                  + ("; sliding layers: min(cap, window)" if sliding else ""),
     }
-    return Estimate(model=model or type(m).__name__, dtype=dt, quantization=quantization, batch_size=batch_size,
-                    prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens, generated_tokens=generated,
-                    param_count=params, weight_bytes=sum(by_dtype.values()), weight_bytes_by_dtype=by_dtype,
-                    quant_state_bytes=qstate, buffers_bytes=buffers, largest_layer=largest,
-                    per_layer_bytes=_per_layer(m, layers, module_bytes), embedding_bytes=emb_bytes,
-                    tied_embeddings=tied, kv_dtype=dt, kv_bytes_per_token=per_token, kv_cache_dynamic_bytes=kv_dyn,
-                    kv_cache_static_bytes=kv_static, cache_implementation=cache_implementation, formulas=formulas)
 
 
 def config_from_dict(d: dict[str, Any]) -> Any:

@@ -110,34 +110,9 @@ def read_lengths(path: Path | str, tokenizer: str | None = None) -> list[int]:
     if isinstance(whole, list):
         items = [_json_item(obj, f"item {i}", path) for i, obj in enumerate(whole, 1)]
     elif kind in (".jsonl", ".ndjson", ".json") or first.startswith("{"):
-        for i, line in enumerate(lines, 1):
-            if line.strip():
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError:
-                    raise SpecError(f"line {i}: not JSON: {line.strip()[:60]!r}", path=str(path)) from None
-                items.append(_json_item(obj, f"line {i}", path))
+        items = _jsonl_items(lines, path)
     elif kind == ".csv" or "," in first:
-        reader = csv.reader(io.StringIO(raw))
-        header = next(reader, [])
-        names = [h.strip().lower() for h in header]
-        col = next((names.index(k) for k in LENGTH_KEYS if k in names), None)
-        is_text = col is None and "text" in names
-        if is_text:
-            col = names.index("text")
-        if col is None:
-            if len(header) != 1:
-                raise SpecError(f"line 1: no column named {' or '.join((*LENGTH_KEYS, 'text'))} in {header}",
-                                path=str(path))
-            col = 0
-            if _is_number(header[0]):  # a bare numeric column: no header line
-                items.append(("line 1", header[0], False))
-        for row in reader:
-            if any(c.strip() for c in row):
-                where = f"line {reader.line_num}"
-                if col >= len(row):
-                    raise SpecError(f"{where}: missing column {header[col]!r} in {row}", path=str(path))
-                items.append((where, row[col], is_text))
+        items = _csv_items(raw, path)
     else:
         items = [(f"line {i}", ln, False) for i, ln in enumerate(lines, 1) if ln.strip()]
     texts = [w for w, _, is_text in items if is_text]
@@ -147,6 +122,44 @@ def read_lengths(path: Path | str, tokenizer: str | None = None) -> list[int]:
     if not out:
         raise SpecError("no output lengths found", path=str(path))
     return out
+
+
+def _jsonl_items(lines: list[str], path: Path) -> list[tuple[str, Any, bool]]:
+    items = []
+    for i, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                raise SpecError(f"line {i}: not JSON: {line.strip()[:60]!r}", path=str(path)) from None
+            items.append(_json_item(obj, f"line {i}", path))
+    return items
+
+
+def _csv_items(raw: str, path: Path) -> list[tuple[str, Any, bool]]:
+    """The length column (or a text column to tokenize); a lone numeric column may have no header."""
+    reader = csv.reader(io.StringIO(raw))
+    header = next(reader, [])
+    names = [h.strip().lower() for h in header]
+    col = next((names.index(k) for k in LENGTH_KEYS if k in names), None)
+    is_text = col is None and "text" in names
+    if is_text:
+        col = names.index("text")
+    items: list[tuple[str, Any, bool]] = []
+    if col is None:
+        if len(header) != 1:
+            raise SpecError(f"line 1: no column named {' or '.join((*LENGTH_KEYS, 'text'))} in {header}",
+                            path=str(path))
+        col = 0
+        if _is_number(header[0]):  # a bare numeric column: no header line
+            items.append(("line 1", header[0], False))
+    for row in reader:
+        if any(c.strip() for c in row):
+            where = f"line {reader.line_num}"
+            if col >= len(row):
+                raise SpecError(f"{where}: missing column {header[col]!r} in {row}", path=str(path))
+            items.append((where, row[col], is_text))
+    return items
 
 
 def _tokenizer(name: str | None, path: Path, where: str) -> Any:

@@ -9,250 +9,16 @@ one names the strategy and the figures it rests on.
 from __future__ import annotations
 
 import json
-import math
-import statistics
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable
 
-from loadprof.errors import LoadprofError, SpecError
+from loadprof.analysis.groups import (FIGURES, OBJECTIVES, SHORT_ANSWER_SHARE, SINGLE_REPEAT_MARGIN_PCT,  # noqa: F401
+                                      TRADEOFF_PCT, Group, get_path, over_budget, rank_groups, figure, first_forward_s,
+                                      groups, load_cost_s, peak_key, settings)
 from loadprof.analysis.lengths import lengths_coverage, read_lengths
+from loadprof.analysis.tradeoffs import fmt_value, tradeoffs
+from loadprof.errors import LoadprofError, SpecError
 from loadprof.results import SweepResult, TrialResult
-
-OBJECTIVES = ("load", "memory", "ttft", "throughput")
-#: objective -> (figure name, unit, lower is better); the memory figure's name is the peak metric actually used
-FIGURES = {"load": ("load_first_forward_validate_s", "s", True), "memory": ("peak_bytes", "bytes", True),
-           "ttft": ("ttft_ms", "ms", True), "throughput": ("decode_tok_s", "tok/s", False)}
-SHORT_ANSWER_SHARE = 0.30    # generated < 30% of max_new_tokens: the cap is probably too large
-TRADEOFF_PCT = 10.0          # the pick is called worse on another objective only beyond this
-SINGLE_REPEAT_MARGIN_PCT = 5.0
-
-
-# ---------------------------------------------------------------- grouping and figures
-
-def _get(d: Any, path: str) -> Any:
-    for part in path.split("."):
-        d = d.get(part) if isinstance(d, Mapping) else None
-    return d
-
-
-def first_forward_s(t: TrialResult) -> float | None:
-    """The ``warmup/forward`` phase; ``warmup_s`` only for trials without phases (it also holds warmup generates)."""
-    for p in t.phases:
-        if p.name == "warmup":
-            fwd = [c.duration_s for c in p.children if c.name == "forward"]
-            if fwd:
-                return sum(fwd)
-    return t.metrics.get("warmup_s")
-
-
-def load_cost_s(t: TrialResult) -> float | None:
-    """load_s + first forward + validate_s of one trial: the time until the model can really serve.
-
-    The first forward counts because with memory-mapped safetensors ``from_pretrained`` returns before the weights
-    are read: the page faults land in the first forward, so load_s alone flatters lazy loads (and penalises eager
-    ones). Only the forward counts, not the whole ``warmup`` phase: that also runs ``generate.warmup`` full generate
-    calls, whose cost grows with batch size and max_new_tokens and is no part of loading.
-    """
-    m = t.metrics
-    if m.get("load_s") is None:
-        return None
-    return m["load_s"] + (first_forward_s(t) or 0.0) + (m.get("validate_s") or 0.0)
-
-
-def peak_key(trials: Iterable[TrialResult]) -> str:
-    """GPU allocator peak when any ok trial measured one (the scarce memory), else the process RSS peak."""
-    return ("peak_cuda_allocated_bytes"
-            if any(t.ok and t.metrics.get("peak_cuda_allocated_bytes") is not None for t in trials)
-            else "peak_rss_bytes")
-
-
-@dataclass(eq=False)
-class Group:
-    """One strategy's ok repeats."""
-
-    strategy_id: str
-    label: str
-    strategy: Mapping[str, Any]
-    trials: list[TrialResult]
-
-    def values(self, fn: Callable[[TrialResult], Any]) -> list[float]:
-        return [v for t in self.trials if (v := fn(t)) is not None]
-
-    def median(self, fn: Callable[[TrialResult], Any]) -> float | None:
-        vs = self.values(fn)
-        return statistics.median(vs) if vs else None
-
-    def metric(self, key: str) -> float | None:
-        return self.median(lambda t: t.metrics.get(key))
-
-    @property
-    def trial_ids(self) -> list[str]:
-        return [t.trial_id for t in self.trials]
-
-
-def groups(trials: Iterable[TrialResult]) -> list[Group]:
-    """Ok trials grouped by strategy id, in first-seen order."""
-    out: dict[str, Group] = {}
-    for t in trials:
-        if t.ok:
-            out.setdefault(t.strategy_id, Group(t.strategy_id, t.label or t.strategy_id, t.strategy, [])).trials.append(t)
-    return list(out.values())
-
-
-def figure(g: Group, objective: str, peak: str) -> float | None:
-    if objective == "load":
-        return g.median(load_cost_s)
-    return g.metric({"memory": peak, "ttft": "ttft_ms", "throughput": "decode_tok_s"}[objective])
-
-
-def _ranked(cands: Sequence[Group], objective: str, peak: str) -> list[tuple[Group, float]]:
-    lower = FIGURES[objective][2]
-    scored = [(g, f) for g in cands if (f := figure(g, objective, peak)) is not None]
-    return sorted(scored, key=lambda gf: (gf[1] if lower else -gf[1], gf[0].label, gf[0].strategy_id))
-
-
-def _over_budget(gs: Sequence[Group], peak: str, budget: int | None) -> list[Group]:
-    """The worst repeat must fit: a budget is a ceiling, so the max over repeats is checked, not the median."""
-    if budget is None:
-        return []
-    return [g for g in gs if (vs := g.values(lambda t: t.metrics.get(peak))) and max(vs) > budget]
-
-
-def settings(strategy: Mapping[str, Any]) -> dict[str, Any]:
-    ld, gen = strategy.get("load") or {}, strategy.get("generate") or {}
-    return {"device_map": ld.get("device_map"), "dtype": ld.get("dtype"), "quantization": ld.get("quantization"),
-            "offload": ld.get("offload"), "cache_implementation": gen.get("cache_implementation"),
-            "max_new_tokens": gen.get("max_new_tokens"), "batch_size": gen.get("batch_size"),
-            "loader": (ld.get("loader") or {}).get("target")}
-
-
-# ---------------------------------------------------------------- trade-offs
-
-def _key(strategy: Mapping[str, Any], drop: Sequence[str]) -> str:
-    d = json.loads(json.dumps(strategy, default=str))
-    for path in ("label", "generate.repeats", *drop):
-        *head, last = path.split(".")
-        node = d
-        for part in head:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(last, None)
-    return json.dumps(d, sort_keys=True)
-
-
-def counterpart(pick: Group, gs: Sequence[Group], paths: Sequence[str], want: Callable[[Group], bool]) -> Group | None:
-    """A strategy equal to ``pick`` except at ``paths`` that satisfies ``want``; else the same model's first one."""
-    others = [g for g in gs if g is not pick and want(g)]
-    k = _key(pick.strategy, paths)
-    exact = [g for g in others if _key(g.strategy, paths) == k]
-    same_model = [g for g in others if g.strategy.get("model") == pick.strategy.get("model")]
-    return (exact or same_model or [None])[0]
-
-
-def _pct(new: float, old: float) -> float:
-    return 100.0 * (new - old) / old if old else math.inf
-
-
-def _more(pct: float) -> str:
-    """+35% -> '35%', +378% -> '4.8x' (render only)."""
-    return f"{1 + pct / 100:.1f}x" if pct >= 100 else f"{pct:.0f}%"
-
-
-def _fmt(v: float | None, unit: str) -> str:
-    if v is None:
-        return "-"
-    if unit == "bytes":
-        return f"{v / 2**30:.2f} GiB" if abs(v) >= 2**30 else f"{v / 2**20:.0f} MiB"
-    return {"s": f"{v:.3g} s", "ms": f"{v:.1f} ms", "tok/s": f"{v:.2f} tok/s"}.get(unit, f"{v:g} {unit}")
-
-
-def _quality(q: str) -> str:
-    bits = "4-bit" if "4bit" in q else "8-bit"
-    return f"quality risk: {bits} weights change the model's outputs, check accuracy on your data"
-
-
-def tradeoffs(pick: Group, objective: str, gs: Sequence[Group], cands: Sequence[Group], peak: str) -> list[str]:
-    """Concrete costs of the pick, each drawn from measured strategies (named) and their medians."""
-    out: list[str] = []
-    s = pick.strategy
-    ld, gen = s.get("load") or {}, s.get("generate") or {}
-    pk, tok, ttft = pick.metric(peak), pick.metric("decode_tok_s"), pick.metric("ttft_ms")
-    q = ld.get("quantization") or "none"
-    if q != "none":
-        base = counterpart(pick, gs, ["load.quantization"], lambda g: _get(g.strategy, "load.quantization") == "none")
-        if base is None or pk is None or base.metric(peak) is None:
-            out.append(f"{q}: no unquantized run to compare memory with; {_quality(q)}")
-        else:
-            bp, bt = base.metric(peak), base.metric("decode_tok_s")
-            change = (f"saves {-_pct(pk, bp):.0f}% peak memory" if pk <= bp else
-                      f"uses {_pct(pk, bp):.0f}% more peak memory")
-            text = (f"{q} {change} vs none ('{base.label}': {_fmt(bp, 'bytes')} -> {_fmt(pk, 'bytes')}); "
-                    f"{'but ' if pk <= bp else 'and '}{_quality(q)}")
-            if tok is not None and bt and tok < bt:
-                text += f"; decode {-_pct(tok, bt):.0f}% slower ({_fmt(tok, 'tok/s')} vs {_fmt(bt, 'tok/s')})"
-            out.append(text)
-    dt = ld.get("dtype")
-    if dt in ("float16", "bfloat16", "float32"):
-        half = dt != "float32"
-        other = counterpart(pick, gs, ["load.dtype"], lambda g: (_get(g.strategy, "load.dtype") == "float32") if half
-                            else _get(g.strategy, "load.dtype") in ("float16", "bfloat16"))
-        op = other.metric(peak) if other else None
-        if other is not None and pk is not None and op:
-            od = _get(other.strategy, "load.dtype")
-            out.append(f"{dt} peak memory {abs(_pct(pk, op)):.0f}% {'below' if pk < op else 'above'} {od} "
-                       f"('{other.label}': {_fmt(op, 'bytes')})"
-                       + ("; half precision rounds the weights: outputs can differ slightly from float32" if half
-                          else "; float32 only helps if the checkpoint itself is float32"))
-    loader = (ld.get("loader") or {}).get("target")
-    if loader:
-        builtin = counterpart(pick, gs, ["load.loader", "sampling_hz"], lambda g: not _get(g.strategy, "load.loader"))
-        a, b = pick.median(load_cost_s), builtin.median(load_cost_s) if builtin else None
-        if a is not None and b and a > b:
-            out.append(f"custom loader {loader} takes {_fmt(a, 's')} to load (first forward included) vs {_fmt(b, 's')} with the "
-                       f"built-in loader ('{builtin.label}'), {_more(_pct(a, b))} slower")
-    off = ld.get("offload") or "none"
-    if off != "none":
-        base = counterpart(pick, gs, ["load.offload", "load.max_memory", "load.offload_folder"],
-                           lambda g: (_get(g.strategy, "load.offload") or "none") == "none")
-        by_dev = (pick.trials[0].metrics.get("bytes_by_device") or {}) if pick.trials else {}
-        where = ", ".join(f"{d}{' (offloaded)' if d == 'meta' else ''} {_fmt(b, 'bytes')}" for d, b in by_dev.items())
-        text = f"offload={off}: offloaded weights are read back at every forward" + (f" (weights by device: {where})"
-                                                                                      if where else "")
-        if base is not None:
-            bt, btt, bp = base.metric("decode_tok_s"), base.metric("ttft_ms"), base.metric(peak)
-            parts = [f"peak {_fmt(pk, 'bytes')} vs {_fmt(bp, 'bytes')}" if pk is not None and bp else "",
-                     f"first token {_fmt(ttft, 'ms')} vs {_fmt(btt, 'ms')}" if ttft is not None and btt else "",
-                     f"decode {_fmt(tok, 'tok/s')} vs {_fmt(bt, 'tok/s')}" if tok is not None and bt else ""]
-            if any(parts):
-                text += f"; against '{base.label}' without offload: " + ", ".join(p for p in parts if p)
-        out.append(text)
-    if gen.get("cache_implementation") == "static":
-        kv = (pick.trials[0].metrics.get("estimate") or {}).get("kv_cache_static_bytes") if pick.trials else None
-        out.append("static cache: KV buffers are sized by prompt + max_new_tokens before the first token"
-                   + (f" ({_fmt(kv, 'bytes')} estimated), whatever the answer length" if kv else ""))
-    if objective == "load" and ld.get("file_cache") == "warm":
-        cold = counterpart(pick, gs, ["load.file_cache"], lambda g: _get(g.strategy, "load.file_cache") == "cold")
-        c = cold.median(load_cost_s) if cold else None
-        if c is not None:
-            out.append(f"measured with the checkpoint in the page cache; a cold start ('{cold.label}') took {_fmt(c, 's')}")
-    for other_obj in OBJECTIVES:
-        if other_obj == objective:
-            continue
-        ranked = _ranked(cands, other_obj, peak)
-        mine = figure(pick, other_obj, peak)
-        if not ranked or mine is None or ranked[0][0] is pick:
-            continue
-        best, bf = ranked[0]
-        worse = _pct(bf, mine) if other_obj == "throughput" else _pct(mine, bf)
-        if worse > TRADEOFF_PCT:
-            what, how = {"load": ("load+first forward", "longer"), "memory": ("peak memory", "higher"),
-                         "ttft": ("first token", "later"), "throughput": ("decode", "slower")}[other_obj]
-            unit = FIGURES[other_obj][1]
-            out.append(f"{what} {_more(worse)} {how} than the best-{other_obj} pick '{best.label}' "
-                       f"({_fmt(mine, unit)} vs {_fmt(bf, unit)})")
-    return out
-
 
 # ---------------------------------------------------------------- recommendations
 
@@ -263,9 +29,9 @@ def recommend(trials: Iterable[TrialResult], objective: str, memory_budget_bytes
     trials = list(trials)
     peak = peak_key(trials)
     gs = groups(trials)
-    over = _over_budget(gs, peak, memory_budget_bytes)
+    over = over_budget(gs, peak, memory_budget_bytes)
     cands = [g for g in gs if g not in over]
-    ranked = _ranked(cands, objective, peak)
+    ranked = rank_groups(cands, objective, peak)
     name, unit, lower = FIGURES[objective]
     name = peak if objective == "memory" else name
     out: dict[str, Any] = {"objective": objective, "label": None, "trial_ids": [],
@@ -277,7 +43,7 @@ def recommend(trials: Iterable[TrialResult], objective: str, memory_budget_bytes
             out["reason"] = "no ok trial to recommend from"
         elif not cands:
             out["reason"] = (f"every strategy's peak memory ({peak}) exceeds the budget of {memory_budget_bytes} "
-                             f"bytes ({_fmt(memory_budget_bytes, 'bytes')})")
+                             f"bytes ({fmt_value(memory_budget_bytes, 'bytes')})")
         else:
             out["reason"] = (f"no strategy{' within the budget' if over else ''} measured {name}"
                              + (" (generate: false?)" if objective in ("ttft", "throughput") else ""))
@@ -310,7 +76,7 @@ def max_new_tokens_warnings(trials: Iterable[TrialResult]) -> list[dict[str, Any
 
     out = []
     for g in groups(trials):
-        cap = _get(g.strategy, "generate.max_new_tokens")
+        cap = get_path(g.strategy, "generate.max_new_tokens")
         made = g.values(lambda t: t.metrics.get("new_tokens"))
         if not cap or not made or max(made) >= SHORT_ANSWER_SHARE * cap:
             continue
@@ -354,18 +120,18 @@ def cli_recommend(out_dir: Path, objective: str | None, memory_budget: str | Non
     recs = recommendations(result.trials, budget)
     con = console
     con.print(f"[bold]recommendations[/] for {escape(result.name)} ({escape(str(path))})"
-              + (f", memory budget {_fmt(budget, 'bytes')} on {recs['peak_metric']}" if budget is not None else ""))
+              + (f", memory budget {fmt_value(budget, 'bytes')} on {recs['peak_metric']}" if budget is not None else ""))
     for obj in ([objective] if objective else OBJECTIVES):
         r, f = recs["objectives"][obj], recs["objectives"][obj]["figure"]
         if r["label"] is None:
             con.print(f"\n[bold]{obj}[/]: nothing to recommend: {escape(r['reason'])}")
             continue
-        con.print(f"\n[bold]{obj}[/]: [green]{escape(r['label'])}[/]  {f['name']} = {_fmt(f['value'], f['unit'])}")
+        con.print(f"\n[bold]{obj}[/]: [green]{escape(r['label'])}[/]  {f['name']} = {fmt_value(f['value'], f['unit'])}")
         lines = ["settings: " + ", ".join(f"{k}={v}" for k, v in r["settings"].items() if v is not None)]
         if r["runner_up"]:
             ru = r["runner_up"]
             margin = f", margin {r['margin_pct']:.1f}%" if r["margin_pct"] is not None else ""
-            lines.append(f"runner-up: {ru['label']} ({_fmt(ru['figure']['value'], f['unit'])}){margin}")
+            lines.append(f"runner-up: {ru['label']} ({fmt_value(ru['figure']['value'], f['unit'])}){margin}")
         for line in lines + [f"- {t}" for t in r["tradeoffs"]]:
             con.print(f"  {line}", markup=False)
     if recs["excluded_over_budget"]:
@@ -376,7 +142,7 @@ def cli_recommend(out_dir: Path, objective: str | None, memory_budget: str | Non
             con.print(f"  - {w['label']}: {w['advice']}", markup=False)
         con.print("  a cap from real answer lengths: --lengths FILE (token counts or texts)")
     if found is not None:
-        prompts = {_get(t.strategy, "generate.prompt_tokens") for t in result.trials} - {None}
+        prompts = {get_path(t.strategy, "generate.prompt_tokens") for t in result.trials} - {None}
         cov = lengths_coverage(found, prompts.pop() if len(prompts) == 1 else None)
         pc = cov["percentiles"]
         t = Table(title=f"output lengths: n={cov['n']}, p50 {pc['p50']}, p90 {pc['p90']}, p99 {pc['p99']}, "

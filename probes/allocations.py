@@ -9,7 +9,8 @@ a new storage of at least ``min_bytes`` is recorded (views and in-place results 
 innermost call site outside torch (a static-cache layer, a mask, a model's own bias buffer).
 At the first token the probe checks which of them are still alive: those bytes are the
 pre-allocation (``generate_start_alloc_bytes``); freed ones were prefill activations.
-Works on CPU and CUDA alike. Costs one traced prefill, in its own phase ``trace``.
+Works on CPU and CUDA alike. Costs one traced prefill, in its own phase ``trace``: ``AllocationsProbe``'s
+after-workload step, run by the worker when ``allocations`` is selected and the strategy generates.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import traceback
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
+
+from loadprof.probes.base import Probe, ProbeContext
 
 MIN_BYTES = 4096  # small enough for a tiny model's cache layers; only one traced prefill pays for it
 #: frames that never name an allocation: this tracer and the generate driver, and stdlib wrappers
@@ -142,3 +145,16 @@ def trace_generate_start(model: Any, spec: Any, seed: int = 0) -> dict[str, Any]
     if any(a.alive is None for a in tracer.allocations):
         tracer.mark_alive()  # generate ended without a token (should not happen): report what is alive now
     return summarize(tracer.allocations)
+
+
+class AllocationsProbe(Probe):
+    """The traced first-token call as a probe: its figures are trial metrics (``generate_start_alloc_*``)."""
+
+    NAME = "allocations"
+    AFTER_WORKLOAD_PHASE = "trace"
+
+    def after_workload(self, model: Any, ctx: ProbeContext) -> dict[str, Any]:
+        return trace_generate_start(model, ctx.strategy.generate)
+
+    def stop(self) -> None:
+        return None  # nothing under probes: the metrics were filed by the worker after the trace

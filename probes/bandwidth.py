@@ -3,12 +3,15 @@
 Decoding one token reads every weight (and the KV cache) once, so tokens/s can be no
 better than bandwidth / bytes per step. The copy moves ``nbytes`` from one buffer to
 another ``repeats`` times; bandwidth counts read + write (the STREAM "copy" convention).
-On CUDA each timing is synchronised. Runs in its own phase ``membw``.
+On CUDA each timing is synchronised. ``BandwidthProbe`` runs both in its own phase ``membw`` after the
+measured generate calls, whenever the strategy generates (not selectable in ``probes:``).
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
+
+from loadprof.probes.base import Probe, ProbeContext
 
 DEFAULT_BYTES = 256 * 2**20
 
@@ -64,3 +67,20 @@ def measure_h2d_bandwidth(device: Any, now_ns: Callable[[], int], nbytes: int = 
         out[f"h2d_{kind}_gb_s"] = nbytes / (best / 1e9) / 1e9
         del src
     return out
+
+
+class BandwidthProbe(Probe):
+    """Device copy bandwidth (the decode roofline's denominator) and, on CUDA, the host -> device rate (the
+    yardstick for the load's own transfer), as trial metrics (``membw_*``, ``h2d_*``)."""
+
+    NAME = "bandwidth"
+    AFTER_WORKLOAD_PHASE = "membw"
+
+    def after_workload(self, model: Any, ctx: ProbeContext) -> dict[str, Any]:
+        device = getattr(model, "device", "cpu")
+        device = "cpu" if str(device) == "meta" else device
+        now = ctx.clock.now_ns
+        return {**measure_copy_bandwidth(device, now), **measure_h2d_bandwidth(device, now)}
+
+    def stop(self) -> None:
+        return None  # nothing under probes: the metrics were filed by the worker after the copy

@@ -43,7 +43,17 @@ class ProbeContext:
 
 
 class Probe:
+    """Listed in loadprof.probe_registry, which is what makes the worker build it.
+
+    A probe may also measure something of its own once the workload is done (the allocation trace, the
+    bandwidth copy): it names that step's top-level phase in ``AFTER_WORKLOAD_PHASE`` and the worker calls
+    ``after_workload`` inside that phase after the measured generate calls (only when the strategy generates),
+    filing what it returns as trial metrics. Such a step runs after the workload so it never colours it.
+    """
+
     NAME: ClassVar[str] = "probe"
+    #: the top-level phase ``after_workload`` runs in (None: the probe has no after-workload step)
+    AFTER_WORKLOAD_PHASE: ClassVar[str | None] = None
 
     def unavailable(self, ctx: ProbeContext) -> str | None:
         """A reason this probe cannot run here (None when it can)."""
@@ -55,5 +65,11 @@ class Probe:
     def on_phase(self, phase: str, edge: str, t_ns: int) -> None:
         """Called at every phase start/end with the '/'-path and the absolute clock time."""
 
-    def stop(self) -> ProbeResult:
+    def after_workload(self, model: Any, ctx: ProbeContext) -> dict[str, Any]:
+        """Measure after the measured generate calls; the returned metrics become the trial's metrics."""
+        return {}
+
+    def stop(self) -> ProbeResult | None:
+        """The probe's result, filed under ``TrialResult.probes[NAME]``; None files nothing (a probe whose
+        figures are all after-workload metrics)."""
         return ProbeResult(self.NAME)

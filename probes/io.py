@@ -19,7 +19,7 @@ from the memory probe.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from loadprof.probes.base import Probe, ProbeContext, ProbeResult
 
@@ -41,20 +41,25 @@ def read_io() -> dict[str, int]:
 
 
 class IOProbe(Probe):
+    """The reader is an argument (``read_io`` by default) so a test can script what /proc/self/io says."""
+
     NAME = "io"
 
+    def __init__(self, read_io: Callable[[], dict[str, int]] = read_io) -> None:
+        self._read_io = read_io
+
     def unavailable(self, ctx: ProbeContext) -> str | None:
-        return None if read_io() else "/proc/self/io is not readable on this system"
+        return None if self._read_io() else "/proc/self/io is not readable on this system"
 
     def start(self, ctx: ProbeContext) -> None:
         self.ctx = ctx
         self._lock = threading.Lock()
         self.open: dict[str, dict[str, Any]] = {}
         self.per_phase: dict[str, dict[str, Any]] = {}
-        self.start_io = read_io()
+        self.start_io = self._read_io()
 
     def on_phase(self, phase: str, edge: str, t_ns: int) -> None:
-        io = read_io()
+        io = self._read_io()
         with self._lock:
             if edge == "start":
                 self.open[phase] = {"_rb": io.get("read_bytes", 0), "_rc": io.get("rchar", 0)}
@@ -66,7 +71,7 @@ class IOProbe(Probe):
                 }
 
     def stop(self) -> ProbeResult:
-        end = read_io()
+        end = self._read_io()
         total = end.get("read_bytes", 0) - self.start_io.get("read_bytes", 0)
         metrics: dict[str, Any] = {"storage_read_bytes": total,
                                    "read_chars": end.get("rchar", 0) - self.start_io.get("rchar", 0)}

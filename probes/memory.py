@@ -23,7 +23,7 @@ import os
 import resource
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from loadprof.probes.base import Probe, ProbeContext, ProbeResult
 
@@ -79,11 +79,25 @@ def reset_hwm() -> bool:
         return False
 
 
+def self_rusage() -> Any:
+    """This process's rusage (ru_minflt, ru_majflt are what the probe reads)."""
+    return resource.getrusage(resource.RUSAGE_SELF)
+
+
 class MemoryProbe(Probe):
+    """The readers are arguments (today's /proc readers by default) so a test can script what they return;
+    ``sampler=False`` starts no thread: the test calls ``sample_once`` itself."""
+
     NAME = "memory"
 
-    def __init__(self, period_s: float = 0.005) -> None:
+    def __init__(self, period_s: float = 0.005, *, read_status: Callable[[], dict[str, int]] = read_status,
+                 read_statm: Callable[[], tuple[int, int] | None] = read_statm,
+                 reset_hwm: Callable[[], bool] = reset_hwm, getrusage: Callable[[], Any] = self_rusage,
+                 sampler: bool = True) -> None:
         self.period_s = period_s
+        self._read_status, self._read_statm = read_status, read_statm
+        self._reset_hwm, self._getrusage = reset_hwm, getrusage
+        self._sampler = sampler
 
     def start(self, ctx: ProbeContext) -> None:
         self.ctx = ctx
@@ -93,30 +107,37 @@ class MemoryProbe(Probe):
         self.peak_rss = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self.hwm_reset_ok = reset_hwm()
+        self.hwm_reset_ok = self._reset_hwm()
         self._cuda = None
         self._nvml: Any = None
         self.nvml_note = ""
         self.peak_cuda = 0
-        self._thread = threading.Thread(target=self._sample, name="loadprof-memory", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if self._sampler:
+            self._thread = threading.Thread(target=self._sample, name="loadprof-memory", daemon=True)
+            self._thread.start()
 
     # -- sampler thread --
     def _sample(self) -> None:
-        t0 = self.ctx.t0_ns
-        now = self.ctx.clock.now_ns
         while not self._stop.wait(self.period_s):
-            sm = read_statm()
-            if sm is None:
+            if not self.sample_once():
                 return
-            rss, shared = sm
-            anon = rss - shared
-            with self._lock:
-                self.timeline.append(((now() - t0) / 1e9, anon, shared))
-                self.peak_rss = max(self.peak_rss, rss)
-                for rec in self.open.values():
-                    rec["peak_sampled_rss_bytes"] = max(rec["peak_sampled_rss_bytes"], rss)
-                    rec["peak_anon_bytes"] = max(rec["peak_anon_bytes"], anon)
+
+    def sample_once(self) -> bool:
+        """One statm reading into the timeline and the open phases' sampled peaks (False: statm unreadable)."""
+        sm = self._read_statm()
+        if sm is None:
+            return False
+        rss, shared = sm
+        anon = rss - shared
+        t_s = (self.ctx.clock.now_ns() - self.ctx.t0_ns) / 1e9
+        with self._lock:
+            self.timeline.append((t_s, anon, shared))
+            self.peak_rss = max(self.peak_rss, rss)
+            for rec in self.open.values():
+                rec["peak_sampled_rss_bytes"] = max(rec["peak_sampled_rss_bytes"], rss)
+                rec["peak_anon_bytes"] = max(rec["peak_anon_bytes"], anon)
+        return True
 
     # -- phase edges (main thread) --
     def _cuda_mod(self) -> Any:
@@ -150,8 +171,8 @@ class MemoryProbe(Probe):
         return int(self._pynvml.nvmlDeviceGetMemoryInfo(self._nvml).used)
 
     def on_phase(self, phase: str, edge: str, t_ns: int) -> None:
-        st = read_status()
-        ru = resource.getrusage(resource.RUSAGE_SELF)
+        st = self._read_status()
+        ru = self._getrusage()
         with self._lock:
             # the HWM since the last edge belongs to every phase open during that interval
             hwm = st.get("hwm", 0)
@@ -191,12 +212,13 @@ class MemoryProbe(Probe):
             if cuda:
                 cuda.reset_peak_memory_stats()
         if self.hwm_reset_ok:
-            reset_hwm()
+            self._reset_hwm()
 
     def stop(self) -> ProbeResult:
         self._stop.set()
-        self._thread.join(timeout=1.0)
-        st = read_status()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+        st = self._read_status()
         with self._lock:
             self.peak_rss = max(self.peak_rss, st.get("hwm", 0))
             timeline = list(self.timeline)

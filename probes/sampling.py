@@ -32,6 +32,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from loadprof.probe_registry import WORKER_STEP_PHASES
 from loadprof.probes.base import ProbeResult
 from loadprof.probes.load_phases import LOAD_TARGETS
 
@@ -39,11 +40,10 @@ PROFILE_NAME = "profile.speedscope.json"
 LOG_NAME = "py-spy.log"
 ROOT = Path(__file__).resolve().parents[1]  # the loadprof checkout / install root
 
-#: (function qualname, phase). A frame matches when its qualname equals the key or ends with "." + key.
-DEFAULT_PHASE_MAP: tuple[tuple[str, str], ...] = (
-    ("import_stack", "import"), ("step_load", "load"), ("step_validate", "validate"),
-    ("step_warmup", "warmup"), ("step_generate", "generate"),
-) + tuple((target.split(":", 1)[1], phase) for phase, target in LOAD_TARGETS)
+#: (function qualname, phase). A frame matches when its qualname equals the key or ends with "." + key. The
+#: worker's step functions come from the table the worker itself opens its phases by (loadprof.probe_registry).
+DEFAULT_PHASE_MAP: tuple[tuple[str, str], ...] = WORKER_STEP_PHASES + tuple(
+    (target.split(":", 1)[1], phase) for phase, target in LOAD_TARGETS)
 #: loadprof's own code is never user code, but strategies/examples/ is (its loaders stand in for users')
 DEFAULT_INTERNAL_ROOTS: tuple[str, ...] = tuple(str(ROOT / d) for d in ("profiler", "probes", "reports", "strategies",
                                                                        "analysis"))

@@ -191,35 +191,10 @@ def classify(plan: TrialPlan, received: list[dict[str, Any]], returncode: int | 
     metrics.update(totals)
     metrics.update(workload_peaks(probes.get("memory", {})))
 
-    sig = None
-    if timed_out:
-        status, reason = "timeout", f"exceeded timeout_s={strategy.timeout_s:g}; process group killed"
-    elif by_type.get("skip"):
-        status, reason = "skipped", by_type["skip"][-1]["reason"]
-    elif by_type.get("error"):
-        err = by_type["error"][-1]
-        status, reason = "failed", f"{err['kind']}: {err['message']}"
-        if err["kind"] == "MemoryError" and strategy.memory_limit:
-            reason = f"out of memory under memory_limit={strategy.memory_limit}: {reason}"
-        notes.append(err.get("traceback", ""))
-    elif returncode is not None and returncode < 0:
-        sig = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else str(-returncode)
-        hint = " (the kernel's OOM killer sends SIGKILL)" if sig == "SIGKILL" else ""
-        status, reason = "crashed", f"worker killed by {sig}{hint}"
-    elif returncode == 0 and done:
-        status, reason = "ok", None
-    else:
-        status, reason = "crashed", f"worker exited with code {returncode} without reporting an error"
+    status, reason, sig = _status(by_type, returncode, timed_out, strategy, notes)
     if status == "crashed" and not done and phases:
-        reason += f" during phase {_deepest_open(phases)}"
-
-    harness: dict[str, Any] = {"parent_wall_s": parent_wall_ns / 1e9}
-    hello = by_type.get("hello")
-    if hello and "t0_abs_ns" in hello[0]:
-        # perf_counter is CLOCK_MONOTONIC on Linux: parent and worker share the time base
-        harness["startup_s"] = (hello[0]["t0_abs_ns"] - spawn_ns) / 1e9
-    if done:
-        harness["overhead_s"] = parent_wall_ns / 1e9 - wall_ns / 1e9
+        reason = f"{reason} during phase {_deepest_open(phases)}"
+    harness = _harness(by_type, parent_wall_ns, spawn_ns, wall_ns)
     env = by_type["env"][-1]["info"] if by_type.get("env") else {}
     return TrialResult(
         trial_id=plan.trial.id, strategy_id=strategy.id, label=strategy.display(),
@@ -230,6 +205,43 @@ def classify(plan: TrialPlan, received: list[dict[str, Any]], returncode: int | 
         started_at=started_at, artifacts={"stdout": "stdout.log", "stderr": "stderr.log",
                                           **{k: v for r in probes.values() for k, v in r.get("artifacts", {}).items()}},
     )
+
+
+def _status(by_type: dict[str, list[dict[str, Any]]], returncode: int | None, timed_out: bool, strategy: Any,
+            notes: list[str]) -> tuple[str, str | None, str | None]:
+    """(status, reason, signal name) from what the worker said and how it ended; a failure's traceback goes
+    to ``notes``."""
+    if timed_out:
+        return "timeout", f"exceeded timeout_s={strategy.timeout_s:g}; process group killed", None
+    if by_type.get("skip"):
+        return "skipped", by_type["skip"][-1]["reason"], None
+    if by_type.get("error"):
+        err = by_type["error"][-1]
+        reason = f"{err['kind']}: {err['message']}"
+        if err["kind"] == "MemoryError" and strategy.memory_limit:
+            reason = f"out of memory under memory_limit={strategy.memory_limit}: {reason}"
+        notes.append(err.get("traceback", ""))
+        return "failed", reason, None
+    if returncode is not None and returncode < 0:
+        sig = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else str(-returncode)
+        hint = " (the kernel's OOM killer sends SIGKILL)" if sig == "SIGKILL" else ""
+        return "crashed", f"worker killed by {sig}{hint}", sig
+    if returncode == 0 and by_type.get("done"):
+        return "ok", None, None
+    return "crashed", f"worker exited with code {returncode} without reporting an error", None
+
+
+def _harness(by_type: dict[str, list[dict[str, Any]]], parent_wall_ns: int, spawn_ns: int,
+             wall_ns: int) -> dict[str, Any]:
+    """The harness's own cost: parent-measured wall, interpreter start, overhead beyond the trial's wall."""
+    harness: dict[str, Any] = {"parent_wall_s": parent_wall_ns / 1e9}
+    hello = by_type.get("hello")
+    if hello and "t0_abs_ns" in hello[0]:
+        # perf_counter is CLOCK_MONOTONIC on Linux: parent and worker share the time base
+        harness["startup_s"] = (hello[0]["t0_abs_ns"] - spawn_ns) / 1e9
+    if by_type.get("done"):
+        harness["overhead_s"] = parent_wall_ns / 1e9 - wall_ns / 1e9
+    return harness
 
 
 def _deepest_open(phases: Any) -> str:

@@ -23,12 +23,13 @@ import platform  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Callable  # noqa: E402
+from typing import Any, Callable, Sequence  # noqa: E402
 
 from loadprof.probes._hooks import HookSet  # noqa: E402
 from loadprof.probes.base import Probe, ProbeContext  # noqa: E402
 from loadprof import events  # noqa: E402
 from loadprof.phases import PhaseRecorder  # noqa: E402
+from loadprof.probe_registry import REGISTRY, WORKER_STEP_PHASES, worker_probes  # noqa: E402
 from loadprof.strategies.model import GenerateSpec, Strategy  # noqa: E402
 
 #: the first forward's input: small and fixed, so it measures touching the weights, not a batch's compute
@@ -150,23 +151,6 @@ def quant_state_bytes(model: Any) -> int:
     return sum(seen.values())
 
 
-def step_trace(model: Any, gen: GenerateSpec) -> dict[str, Any]:
-    """One extra generate() call, traced and stopped at its first token: what was allocated before it."""
-    from loadprof.probes.allocations import trace_generate_start
-
-    return trace_generate_start(model, gen)
-
-
-def step_membw(model: Any) -> dict[str, Any]:
-    """Device copy bandwidth (the decode roofline's denominator) and, on CUDA, the host -> device rate
-    (the yardstick for the load's own transfer)."""
-    from loadprof.probes.bandwidth import measure_copy_bandwidth, measure_h2d_bandwidth
-
-    device = getattr(model, "device", "cpu")
-    device = "cpu" if str(device) == "meta" else device
-    return {**measure_copy_bandwidth(device, CLOCK.now_ns), **measure_h2d_bandwidth(device, CLOCK.now_ns)}
-
-
 def step_estimate(model: Any, strategy: Strategy, facts: dict[str, Any]) -> tuple[dict[str, Any], list[dict]]:
     """What the model should need, from its config on the meta device (no weights read), and the comparison
     with what this trial measured. Runs last, as its own phase, so it never colours the measured ones."""
@@ -181,15 +165,47 @@ def step_estimate(model: Any, strategy: Strategy, facts: dict[str, Any]) -> tupl
     return est.to_dict(), compare(est, facts)
 
 
-def build_probes(names: tuple[str, ...]) -> list[Probe]:
-    from loadprof.probes.cuda_snapshot import CudaSnapshotProbe
-    from loadprof.probes.io import IOProbe
-    from loadprof.probes.memory import MemoryProbe
-    from loadprof.probes.load_phases import LoadPhasesProbe
+_STEP_PHASES = dict(WORKER_STEP_PHASES)
 
-    registry: dict[str, Callable[[], Probe]] = {"phases": LoadPhasesProbe, "memory": MemoryProbe, "io": IOProbe,
-                                                "cuda_snapshot": CudaSnapshotProbe}
-    return [registry[n]() for n in names if n in registry]
+
+def phase_of(step: Callable[..., Any]) -> str:
+    """The top-level phase a step function runs in, from the table the parent's sampler attributes frames by
+    (loadprof.probe_registry.WORKER_STEP_PHASES): renaming a step without the table fails here, loudly."""
+    return _STEP_PHASES[step.__name__]
+
+
+def load_target(target: str) -> Any:
+    """The object a registry ``"module:Class"`` names (imported now: probes load lazily, in the worker only)."""
+    module, _, attr = target.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def build_probes(names: tuple[str, ...]) -> list[Probe]:
+    """The registry's worker probes for a ``probes:`` list: the selected ones, then the always-on ones."""
+    return [load_target(e.target)() for e in worker_probes(names)]
+
+
+def run_after_workload(model: Any, probes: Sequence[tuple[Probe, ProbeContext]], rec: PhaseRecorder,
+                       metric: Callable[[str, Any], None], note: Callable[[str], None]) -> None:
+    """Each probe's after-workload step in its own top-level phase, in registry order, after the measured
+    generate calls (so their timings are untouched); its figures become trial metrics. A failing step is
+    a note, not a failed trial: the measured workload is complete by then."""
+    order = {e.name: i for i, e in enumerate(REGISTRY)}
+    for p, ctx in sorted(probes, key=lambda pc: order.get(pc[0].NAME, len(order))):
+        phase = p.AFTER_WORKLOAD_PHASE
+        if phase is None:
+            continue
+        with rec.phase(phase):
+            try:
+                out = p.after_workload(model, ctx)
+            except Exception as e:  # a probe never decides the trial's fate
+                note(f"probe {p.NAME} failed in phase {phase}: {type(e).__name__}: {e}")
+                continue
+        for key, v in out.items():
+            metric(key, v)
 
 
 def run_trial(spec: dict[str, Any], rec: PhaseRecorder, emit: Callable[[dict[str, Any]], None]) -> None:
@@ -201,21 +217,21 @@ def run_trial(spec: dict[str, Any], rec: PhaseRecorder, emit: Callable[[dict[str
 
     from loadprof.strategies import loaders
 
-    probes: list[tuple[Probe, HookSet]] = []
-    with rec.phase("import"):
+    probes: list[tuple[Probe, ProbeContext]] = []
+    with rec.phase(phase_of(import_stack)):
         info = import_stack(model_path)
         # probes import what they hook (transformers internals) now, so load is not billed for it
         for p in build_probes(strategy.probes):
-            hooks = HookSet()
-            ctx = ProbeContext(clock=CLOCK, hooks=hooks, phase=rec.phase, trial_dir=trial_dir, strategy=strategy,
-                               t0_ns=T0_NS, pid=os.getpid(), emit=emit)
+            ctx = ProbeContext(clock=CLOCK, hooks=HookSet(), phase=rec.phase, trial_dir=trial_dir,
+                               strategy=strategy, t0_ns=T0_NS, pid=os.getpid(), emit=emit)
             reason = p.unavailable(ctx)
             if reason:
                 note(f"probe {p.NAME} not run: {reason}")
                 continue
             p.start(ctx)
-            rec.add_listener(p.on_phase)
-            probes.append((p, hooks))
+            if type(p).on_phase is not Probe.on_phase:  # an after-workload-only probe hears no edges
+                rec.add_listener(p.on_phase)
+            probes.append((p, ctx))
     if "model_module_error" in info:
         note(f"could not pre-import the model module: {info['model_module_error']}")
     emit(events.make("env", info=environment()))
@@ -223,23 +239,26 @@ def run_trial(spec: dict[str, Any], rec: PhaseRecorder, emit: Callable[[dict[str
         reason = loaders.skip_reason(strategy.load)
         if reason:
             raise loaders.SkipTrial(reason)
-        run_steps(strategy, model_path, trial_dir, rec, metric, note)
+        run_steps(strategy, model_path, trial_dir, rec, metric, note, probes)
     finally:
-        for p, hooks in reversed(probes):
+        for p, ctx in reversed(probes):
             rec.remove_listener(p.on_phase)
             try:
                 res = p.stop()
-                emit(events.make("probe", name=p.NAME, result=res.to_dict()))
+                if res is not None:
+                    emit(events.make("probe", name=p.NAME, result=res.to_dict()))
             except Exception as e:  # a probe never decides the trial's fate
                 note(f"probe {p.NAME} failed to stop: {type(e).__name__}: {e}")
             finally:
-                hooks.undo()
+                ctx.hooks.undo()
 
 
 def run_steps(strategy: Strategy, model_path: str, trial_dir: Path, rec: PhaseRecorder,
-              metric: Callable[[str, Any], None], note: Callable[[str], None]) -> None:
-    """The trial's steps, one function per top-level phase (the sampling probe maps stack frames by these names)."""
-    with rec.phase("load"):
+              metric: Callable[[str, Any], None], note: Callable[[str], None],
+              probes: Sequence[tuple[Probe, ProbeContext]] = ()) -> None:
+    """The trial's steps, one function per top-level phase (the sampling probe maps stack frames by these names),
+    then the probes' after-workload steps."""
+    with rec.phase(phase_of(step_load)):
         loaded = step_load(strategy, model_path, trial_dir)
     model = loaded.model
     metric("loader", loaded.loader)
@@ -251,15 +270,15 @@ def run_steps(strategy: Strategy, model_path: str, trial_dir: Path, rec: PhaseRe
         metric(k, v)
     mode, k = strategy.load.validation_mode
     if mode != "none":
-        with rec.phase("validate"):
+        with rec.phase(phase_of(step_validate)):
             report = step_validate(model, mode, k)
         for key, v in report.to_metrics().items():
             metric(key, v)
     gen = strategy.generate
-    with rec.phase("warmup"):
+    with rec.phase(phase_of(step_warmup)):
         calls = step_warmup(model, gen, rec)
     if gen is not None:
-        with rec.phase("generate"):
+        with rec.phase(phase_of(step_generate)):
             calls += step_generate(model, gen, rec)
         from loadprof.probes.generation import summarize
 
@@ -267,14 +286,7 @@ def run_steps(strategy: Strategy, model_path: str, trial_dir: Path, rec: PhaseRe
             metric(key, v)
         if calls and calls[-1].new_tokens < gen.expected_new_tokens:
             note(f"generated {calls[-1].new_tokens} tokens, expected {gen.expected_new_tokens}")
-        if "allocations" in strategy.probes:
-            with rec.phase("trace"):
-                traced = step_trace(model, gen)
-            for key, v in traced.items():
-                metric(key, v)
-        with rec.phase("membw"):
-            for key, v in step_membw(model).items():
-                metric(key, v)
+        run_after_workload(model, probes, rec, metric, note)  # trace (allocations), membw (bandwidth)
     try:
         with rec.phase("estimate"):
             estimate, rows = step_estimate(model, strategy, facts)

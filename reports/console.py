@@ -1,26 +1,25 @@
-"""Console renderer (rich): one row per trial, like the user's benchmark summary, plus harness cost."""
+"""Console renderer (rich): one row per trial, like the user's benchmark summary, plus harness cost.
+
+The CLI prints with ``render`` onto its own console; ``RENDERER`` gives the same text as a string, like every
+other format (loadprof.reports.base). Shared wording comes from loadprof.reports.sections.
+"""
 
 from __future__ import annotations
 
-import statistics
+import io
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from loadprof.reports.base import Artifacts, TextRenderer
+from loadprof.reports.sections import harness_line, model_label, status_counts
+from loadprof.reports.study_tables import render_studies
 from loadprof.results import SweepResult, TrialResult
 from loadprof.units import bytes_h, num
 
 STATUS_STYLE = {"ok": "green", "skipped": "yellow", "failed": "red", "crashed": "bold red", "timeout": "magenta"}
-
-
-def model_label(trial: TrialResult) -> str:
-    m = trial.strategy.get("model", {})
-    syn = m.get("synthetic")
-    if syn:
-        return f"{syn.get('arch') or ''}:{syn['shape']}".lstrip(":") + f" ({syn.get('dtype')})"
-    return str(m.get("path") or m.get("hub_id") or "?")
 
 
 def trial_line(t: TrialResult) -> str:
@@ -55,22 +54,6 @@ def summary_table(sweep: SweepResult) -> Table:
     return table
 
 
-def harness_line(sweep: SweepResult) -> str | None:
-    over = [t.harness["overhead_s"] for t in sweep.trials if "overhead_s" in t.harness]
-    start = [t.harness["startup_s"] for t in sweep.trials if "startup_s" in t.harness]
-    imp = [t.metrics["import_s"] for t in sweep.trials if "import_s" in t.metrics]
-    if not over:
-        return None
-    parts = [f"harness overhead per trial (parent wall - trial wall, median of {len(over)}): "
-             f"{statistics.median(over) * 1e3:.0f} ms"]
-    if start:
-        parts.append(f"of which interpreter start {statistics.median(start) * 1e3:.0f} ms")
-    if imp:
-        parts.append(f"measured import phase (torch, transformers, model module) {statistics.median(imp):.2f} s, "
-                     "inside the trial wall")
-    return "; ".join(parts)
-
-
 SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan"}
 
 
@@ -100,25 +83,33 @@ def render_recommendations(sweep: SweepResult, console: Console) -> None:
         value = bytes_h(f["value"]) if f["unit"] == "bytes" else f"{f['value']:.3g} {f['unit']}"
         console.print(f"  {obj:<10} {escape(r['label'])}  ({f['name']} {value})", highlight=False)
     for w in sweep.recommendations.get("max_new_tokens_warnings", [])[:5]:
-        console.print(f"  [yellow]max_new_tokens[/] {escape(w['label'])}: {escape(w['advice'])}", highlight=False)
+        label, advice = escape(str(w.get("label", ""))), escape(str(w.get("advice") or ""))
+        console.print(f"  [yellow]max_new_tokens[/] {label}: {advice}", highlight=False)
 
 
 def render(sweep: SweepResult, console: Console | None = None, out_dir: Any = None) -> None:
+    """Print the report; ``out_dir`` (only printed, never opened) names where the files are."""
     console = console or Console()
     console.print(summary_table(sweep))
     if sweep.studies:
-        from loadprof.reports.study_tables import render_studies
-
         render_studies(sweep.studies, console)
     render_findings(sweep, console)
     render_recommendations(sweep, console)
     line = harness_line(sweep)
     if line:
         console.print(f"[dim]{line}[/]")
-    counts: dict[str, int] = {}
-    for t in sweep.trials:
-        counts[t.status] = counts.get(t.status, 0) + 1
-    console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + (" (interrupted)" if sweep.interrupted else ""))
+    console.print(status_counts(sweep))
     if out_dir is not None:
         console.print(f"results: {out_dir}/report.html (plots), report.md, report.csv, report.json, results.jsonl; "
                       f"per-trial logs and profiles in {out_dir}/trials/", highlight=False)
+
+
+def render_text(sweep: SweepResult, artifacts: Artifacts | None = None, width: int = 160) -> str:
+    """What ``render`` prints, as plain text (no colour) at a fixed width, so it does not depend on the terminal."""
+    buf = io.StringIO()
+    render(sweep, Console(file=buf, width=width, color_system=None, force_terminal=False, force_jupyter=False,
+                          force_interactive=False))
+    return buf.getvalue()
+
+
+RENDERER = TextRenderer("console", "txt", render_text)

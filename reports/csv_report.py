@@ -11,9 +11,9 @@ import csv
 import io
 from typing import Any
 
+from loadprof.reports.base import Artifacts, TextRenderer
+from loadprof.reports.sections import children_s, model_label, top_level_s
 from loadprof.results import SweepResult, TrialResult
-from loadprof.reports.console import model_label
-from loadprof.reports.markdown import children_s, top_level_s
 
 ID_COLUMNS = ("trial_id", "strategy_id", "label", "model", "repeat", "status", "reason", "wall_s")
 #: metrics first in this order when present; any other scalar metric follows, alphabetically
@@ -50,8 +50,8 @@ def _row(t: TrialResult) -> tuple[dict[str, Any], list[str]]:
     return row, list(phases)
 
 
-def render(sweep: SweepResult) -> str:
-    """The CSV text (header + one row per trial); missing values are empty cells.
+def render(sweep: SweepResult, artifacts: Artifacts | None = None) -> str:
+    """The CSV text (header + one row per trial); missing values are empty cells; ``artifacts`` is not needed.
 
     Column order: identity, phases (first-seen order), main metrics, the other metrics sorted, harness.
     """
@@ -72,3 +72,6 @@ def render(sweep: SweepResult) -> str:
     for r in rows:
         writer.writerow({k: "" if v is None else v for k, v in r.items()})
     return buf.getvalue()
+
+
+RENDERER = TextRenderer("csv", "csv", render)

@@ -1,20 +1,21 @@
 """report.html: one self-contained file (inline CSS and SVG figures; no script, font or network load).
 
-Same sections and wording as report.md (the tables come from loadprof.reports.markdown), plus the figures of
+Same sections and wording as report.md (the tables come from loadprof.reports.sections), plus the figures of
 loadprof.reports.plots. Every piece of text from the run is escaped: labels and reasons are user input.
-Links to trial files are relative, so the folder can be moved or zipped as a whole.
+Links to trial files are relative, so the folder can be moved or zipped as a whole. Trial files are never
+opened here: which exist, and a memory timeline that report.json lacks, come from the caller's ``Artifacts``.
 """
 
 from __future__ import annotations
 
 from html import escape
-from pathlib import Path
 from typing import Any, Iterable
 
+from loadprof.reports.base import Artifacts, TextRenderer
+from loadprof.reports.sections import (SEVERITIES, Table, artifact_links, finding_who, harness_line, phase_tables,
+                                       recommendations, run_info, status_counts, study_tables, summary,
+                                       timeline_rows, trial_name)
 from loadprof.results import SweepResult, TrialResult
-from loadprof.reports.console import harness_line
-from loadprof.reports.markdown import (SEVERITIES, Table, artifact_links, finding_who, phase_tables, recommendations,
-                              run_info, status_counts, study_tables, summary, trial_name)
 
 try:
     from loadprof.reports import plots
@@ -114,10 +115,10 @@ def _findings(sweep: SweepResult) -> str:
     return "\n".join(out)
 
 
-def _trial_card(t: TrialResult, out_dir: Path | str | None) -> str:
-    svg = plots.memory_timeline(t, out_dir) if plots else None
+def _trial_card(t: TrialResult, artifacts: Artifacts | None) -> str:
+    svg = plots.memory_timeline(t, timeline_rows(t, artifacts)) if plots else None
     links = []
-    for what, href, hint in artifact_links(t, out_dir):
+    for what, href, hint in artifact_links(t, artifacts):
         links.append(f'<li><a href="{_e(href)}">{_e(what)}</a>'
                      + (f' <span class="hint">({_e(hint)})</span>' if hint else "") + "</li>")
     reason = f'<p class="muted">{_e(t.reason)}</p>' if t.reason else ""
@@ -129,8 +130,9 @@ def _trial_card(t: TrialResult, out_dir: Path | str | None) -> str:
             + (f'<ul class="links">{"".join(links)}</ul>' if links else "") + "</div>")
 
 
-def render(sweep: SweepResult, out_dir: Path | str | None = None) -> str:
-    """The whole report as one HTML document (string); ``out_dir`` lets links point only at files that exist."""
+def render(sweep: SweepResult, artifacts: Artifacts | None = None) -> str:
+    """The whole report as one HTML document (string); with ``artifacts``, links point only at files that exist
+    and a trial whose report.json has no memory timeline gets the one from its memory_timeline.json."""
     title = f"loadprof: {sweep.name}"
     body: list[str] = [f"<h1>{_e(title)}</h1>"]
     sections = [("summary", "Summary"), ("findings", "Findings"), ("recommendations", "Recommendations"),
@@ -173,7 +175,7 @@ def render(sweep: SweepResult, out_dir: Path | str | None = None) -> str:
                  '<p class="muted">memory: anonymous and file-backed RSS stacked (their sum is the RSS), dotted lines '
                  'at each top-level phase start; py-spy profiles open at speedscope.app, CUDA snapshots at '
                  'pytorch.org/memory_viz (both viewers read the file in your browser)</p>',
-                 '<div class="trials">' + "".join(_trial_card(t, out_dir) for t in sweep.trials) + "</div>"]
+                 '<div class="trials">' + "".join(_trial_card(t, artifacts) for t in sweep.trials) + "</div>"]
     line = harness_line(sweep)
     if line:
         body += ['<h2 id="harness">Harness</h2>', f'<p class="muted">{_e(line)}</p>']
@@ -181,3 +183,6 @@ def render(sweep: SweepResult, out_dir: Path | str | None = None) -> str:
             "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
             f"<title>{_e(title)}</title><style>{CSS}</style></head>\n<body><main>\n"
             + "\n".join(b for b in body if b) + "\n</main></body></html>\n")
+
+
+RENDERER = TextRenderer("html", "html", render)

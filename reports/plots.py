@@ -2,15 +2,14 @@
 
 Each function returns None when the sweep has nothing to draw, so the report only shows what was measured.
 The Agg backend is chosen before pyplot is imported: reports are written on headless machines.
+Figures draw the data they are given (loadprof.reports.sections builds it); they never open a file.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import re
 import textwrap
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import matplotlib
@@ -19,8 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
+from loadprof.reports.sections import children_s, timeline_rows, trial_name  # noqa: E402
 from loadprof.results import SweepResult, TrialResult  # noqa: E402
-from loadprof.reports.markdown import children_s, trial_name  # noqa: E402
 
 STYLE = {"svg.fonttype": "none", "font.size": 8, "font.family": ["DejaVu Sans", "sans-serif"],
          "axes.spines.top": False, "axes.spines.right": False, "axes.titlesize": 9, "legend.fontsize": 7,
@@ -104,21 +103,6 @@ def phase_bars(sweep: SweepResult, parent: str) -> str | None:
         return _svg(fig, f"phases-{parent}")
 
 
-def timeline_rows(t: TrialResult, out_dir: Path | str | None = None) -> list[Sequence[float]]:
-    """[t_s, anon_bytes, file_bytes] rows from loadprof.probes.memory.metrics.timeline, else from the trial's
-    memory_timeline.json (older reports kept the timeline only there)."""
-    tl: Any = t.probes.get("memory", {}).get("metrics", {}).get("timeline")
-    if tl is None and out_dir is not None and t.artifacts.get("memory_timeline"):
-        path = Path(out_dir) / "trials" / t.trial_id / t.artifacts["memory_timeline"]
-        try:
-            tl = json.loads(path.read_text())
-        except (OSError, ValueError):
-            tl = None
-    if isinstance(tl, Mapping):
-        tl = tl.get("rows")
-    return [r for r in (tl or []) if isinstance(r, Sequence) and len(r) >= 3]
-
-
 def _downsample(rows: Sequence[Sequence[float]], n: int = MAX_POINTS) -> list[Sequence[float]]:
     """At most ~n rows, keeping each bucket's row of highest RSS so peaks survive."""
     if len(rows) <= n:
@@ -140,9 +124,12 @@ def _phase_marks(t: TrialResult, lo: float, hi: float) -> list[tuple[float, str]
     return marks
 
 
-def memory_timeline(t: TrialResult, out_dir: Path | str | None = None) -> str | None:
-    """Anonymous and file-backed RSS (stacked) over the trial's clock, with a line at each top-level phase start."""
-    rows = _downsample(timeline_rows(t, out_dir))
+def memory_timeline(t: TrialResult, rows: Sequence[Sequence[float]] | None = None) -> str | None:
+    """Anonymous and file-backed RSS (stacked) over the trial's clock, with a line at each top-level phase start.
+
+    ``rows`` ([t_s, anon, file]) default to the timeline in report.json (``sections.timeline_rows``).
+    """
+    rows = _downsample(timeline_rows(t) if rows is None else rows)
     if len(rows) < 2:
         return None
     ts = [r[0] for r in rows]

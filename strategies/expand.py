@@ -366,9 +366,32 @@ def _describe(node: Any, canon: str, s: Strategy, name: str | None = None) -> li
     return [f"{name or canon.rsplit('.', 1)[-1]}={_fmt(node, canon)}"]
 
 
+_Point = tuple[Strategy, str, bool]  # (strategy, where it came from, label given explicitly)
+_Part = tuple[dict[str, Any], dict[str, str]]  # (normalised partial strategy, YAML origin of each value)
+
+
 def expand(doc: Any, source: str = "<memory>", base_dir: Path | None = None) -> Sweep:
     """A parsed sweep document -> Sweep. Everything is checked before anything is built."""
     base_dir = Path(os.path.abspath(base_dir if base_dir is not None else os.getcwd()))
+    name, description, repeat = _header(doc, source)
+    base, base_origins = _base(doc, base_dir)
+    dims: list[_Dim] = []
+    if doc.get("matrix") is not None:
+        _dims(doc["matrix"], "", "matrix", base_dir, dims)
+    dims.sort(key=lambda d: _RANK.get(d[0].split(".")[0], 3))  # stable: written order within a rank
+    includes = _partials(doc, "include", base_origins, base_dir)
+    excludes = _partials(doc, "exclude", {}, base_dir)
+    points: list[_Point] = []
+    if doc.get("matrix") is not None or not includes:
+        points += _matrix_points(base, base_origins, dims, excludes)
+    points += _include_points(base, includes)
+    kept, dropped = _dedupe(points, source)
+    return Sweep(name=name, source=source, description=description, repeat=repeat,
+                 strategies=tuple(kept), dropped=tuple(dropped))
+
+
+def _header(doc: Any, source: str) -> tuple[str, str, int]:
+    """The document's shape and its name, description and repeat."""
     if doc is None:
         raise SpecError(f"{source} is empty; expected a mapping with at least a model",
                         hint="e.g. model: {synthetic: {shape: tiny}}")
@@ -384,7 +407,11 @@ def expand(doc: Any, source: str = "<memory>", base_dir: Path | None = None) -> 
                            "an integer >= 1")):
         if not ok:
             raise SpecError(f"expected {want}, got {_short(doc.get(key))}", path=key)
+    return name, description, repeat
 
+
+def _base(doc: Mapping[str, Any], base_dir: Path) -> _Part:
+    """``base`` with the top-level ``model`` shorthand folded in."""
     base_origins: dict[str, str] = {}
     base = _norm({} if doc.get("base") is None else doc["base"], "", "base", base_origins, base_dir)
     if "base" not in doc:
@@ -394,59 +421,72 @@ def expand(doc: Any, source: str = "<memory>", base_dir: Path | None = None) -> 
             raise SpecError("model given both at the top level and under base", path="model",
                             hint="keep one of them")
         base["model"] = _norm(doc["model"], "model", "model", base_origins, base_dir)
+    return base, base_origins
 
-    dims: list[_Dim] = []
-    if doc.get("matrix") is not None:
-        _dims(doc["matrix"], "", "matrix", base_dir, dims)
-    dims.sort(key=lambda d: _RANK.get(d[0].split(".")[0], 3))  # stable: written order within a rank
-    includes, excludes = [], []
-    for key, bucket in (("include", includes), ("exclude", excludes)):
-        entries = [] if doc.get(key) is None else doc[key]
-        if not isinstance(entries, list):
-            raise SpecError(f"expected a list of partial strategies, got {_short(entries)}", path=key)
-        for i, entry in enumerate(entries):
-            origins = dict(base_origins) if key == "include" else {}
-            part = _norm(entry, "", f"{key}[{i}]", origins, base_dir)
-            if key == "exclude" and not part:
-                raise SpecError("empty exclude entry would drop every point", path=f"{key}[{i}]")
-            bucket.append((part, origins))
 
-    points: list[tuple[Strategy, str, bool]] = []  # (strategy, origin, explicit label)
-    if doc.get("matrix") is not None or not includes:
-        if math.prod(len(d[1]) for d in dims) > MAX_POINTS:
-            raise SpecError(f"the matrix has more than {MAX_POINTS} points", path="matrix")
-        varying = [d for d in dims if len(d[1]) > 1]
-        leaf_names = [d[0].rsplit(".", 1)[-1] for d in varying]
-        names = {d[0]: (leaf if leaf_names.count(leaf) == 1 else ".".join(d[0].split(".")[-2:]))
-                 for d, leaf in zip(varying, leaf_names)}
-        used = [False] * len(excludes)
-        for n, combo in enumerate(itertools.product(*(d[1] for d in dims))):
-            raw, origins = base, dict(base_origins)
-            for d, (value, value_origins) in zip(dims, combo):
-                raw = _merge(raw, _nest(d[0], value))
-                origins.update(value_origins)
-            hits = [i for i, (entry, _) in enumerate(excludes) if _matches(raw, entry)]
-            for i in hits:
-                used[i] = True
-            if hits:
-                continue
-            s = _build(raw, origins, "")
-            words = [w for d, (value, _) in zip(dims, combo) if len(d[1]) > 1
-                     for w in _describe(value, d[0], s, names.get(d[0]))]
-            label = " ".join([base["label"], *words] if base.get("label") else words)
-            points.append((dataclasses.replace(s, label=label or s.model.label), f"matrix point {n}",
-                           bool(base.get("label"))))
-        for i, hit in enumerate(used):
-            if not hit:
-                raise SpecError("matches no matrix point (a typo?)", path=f"exclude[{i}]",
-                                hint="exclude values must equal the matrix values exactly")
+def _partials(doc: Mapping[str, Any], key: str, base_origins: dict[str, str], base_dir: Path) -> list[_Part]:
+    """The ``include`` or ``exclude`` entries, normalised (an include starts from the base's origins)."""
+    entries = [] if doc.get(key) is None else doc[key]
+    if not isinstance(entries, list):
+        raise SpecError(f"expected a list of partial strategies, got {_short(entries)}", path=key)
+    out = []
+    for i, entry in enumerate(entries):
+        origins = dict(base_origins)
+        part = _norm(entry, "", f"{key}[{i}]", origins, base_dir)
+        if key == "exclude" and not part:
+            raise SpecError("empty exclude entry would drop every point", path=f"{key}[{i}]")
+        out.append((part, origins))
+    return out
+
+
+def _matrix_points(base: dict[str, Any], base_origins: dict[str, str], dims: list[_Dim],
+                   excludes: list[_Part]) -> list[_Point]:
+    """The cartesian product over ``base``, less the excluded points, each labelled by what varies."""
+    if math.prod(len(d[1]) for d in dims) > MAX_POINTS:
+        raise SpecError(f"the matrix has more than {MAX_POINTS} points", path="matrix")
+    varying = [d for d in dims if len(d[1]) > 1]
+    leaf_names = [d[0].rsplit(".", 1)[-1] for d in varying]
+    names = {d[0]: (leaf if leaf_names.count(leaf) == 1 else ".".join(d[0].split(".")[-2:]))
+             for d, leaf in zip(varying, leaf_names)}
+    used = [False] * len(excludes)
+    points: list[_Point] = []
+    for n, combo in enumerate(itertools.product(*(d[1] for d in dims))):
+        raw, origins = base, dict(base_origins)
+        for d, (value, value_origins) in zip(dims, combo):
+            raw = _merge(raw, _nest(d[0], value))
+            origins.update(value_origins)
+        hits = [i for i, (entry, _) in enumerate(excludes) if _matches(raw, entry)]
+        for i in hits:
+            used[i] = True
+        if hits:
+            continue
+        s = _build(raw, origins, "")
+        words = [w for d, (value, _) in zip(dims, combo) if len(d[1]) > 1
+                 for w in _describe(value, d[0], s, names.get(d[0]))]
+        label = " ".join([base["label"], *words] if base.get("label") else words)
+        points.append((dataclasses.replace(s, label=label or s.model.label), f"matrix point {n}",
+                       bool(base.get("label"))))
+    for i, hit in enumerate(used):
+        if not hit:
+            raise SpecError("matches no matrix point (a typo?)", path=f"exclude[{i}]",
+                            hint="exclude values must equal the matrix values exactly")
+    return points
+
+
+def _include_points(base: dict[str, Any], includes: list[_Part]) -> list[_Point]:
+    points: list[_Point] = []
     for i, (part, origins) in enumerate(includes):
         s = _build(_merge(base, part), origins, "")
         explicit = part.get("label") or ""
         words = _describe(part, "", s)
         label = explicit or " ".join([base["label"], *words] if base.get("label") else words) or s.model.label
         points.append((dataclasses.replace(s, label=label), f"include[{i}]", bool(explicit or base.get("label"))))
+    return points
 
+
+def _dedupe(points: list[_Point], source: str) -> tuple[list[Strategy], list[str]]:
+    """First of each ``Strategy.id`` kept, the others named in ``dropped``; a lone unlabelled point gets the
+    model's label."""
     seen: dict[str, tuple[str, str]] = {}
     kept: list[tuple[Strategy, bool]] = []
     dropped: list[str] = []
@@ -462,8 +502,7 @@ def expand(doc: Any, source: str = "<memory>", base_dir: Path | None = None) -> 
         raise SpecError(f"{source}: the sweep has no strategies left", hint="check matrix and exclude")
     if len(kept) == 1 and not kept[0][1]:
         kept[0] = (dataclasses.replace(kept[0][0], label=kept[0][0].model.label), False)
-    return Sweep(name=name, source=source, description=description, repeat=repeat,
-                 strategies=tuple(s for s, _ in kept), dropped=tuple(dropped))
+    return [s for s, _ in kept], dropped
 
 
 def load_sweep(path: str | Path) -> Sweep:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
 from loadprof.errors import SpecError
+from loadprof.probe_registry import SELECTABLE
 
 # ---- allowed values (the YAML reference in the README lists the same) ----
 DEVICE_MAPS = ("cpu", "cuda", "auto", "balanced", "balanced_low_0", "sequential")
@@ -24,7 +25,8 @@ OFFLOADS = ("none", "cpu", "disk")
 FILE_CACHES = ("cold", "warm", "as-is")
 CACHE_IMPLEMENTATIONS = ("dynamic", "static")
 VALIDATION_RE = re.compile(r"^(none|full|deep|sample(:[1-9][0-9]*)?)$")
-PROBES = ("phases", "memory", "io", "allocations", "cuda_snapshot")
+#: what ``probes:`` may name: the registry's selectable probes (loadprof.probe_registry, the one list)
+PROBES = SELECTABLE
 #: py-spy rate when sampling is on by default (custom loaders). Measured on 2 cores (benchmarks/probe_overhead.py):
 #: nonblocking 50 Hz cost 1.04x on a load, 100 Hz 1.065x; blocking 200 Hz had slowed a load by 35%.
 DEFAULT_SAMPLING_HZ = 50

@@ -18,6 +18,10 @@ def loadprof(*args: str, cwd: Path | None = None, timeout: float = 600) -> subpr
                           cwd=cwd or REPO, timeout=timeout)
 
 
+#: time a busy machine may leave outside named phases whatever their length: two 10 ms scheduler slices
+OTHER_SLACK_S = 0.02
+
+
 def _write(tmp_path: Path, text: str, name: str = "sweep.yaml") -> Path:
     p = tmp_path / name
     p.write_text(textwrap.dedent(text))
@@ -187,7 +191,9 @@ def test_cold_and_warm_load_of_qwen05b_acceptance(tmp_path):
     warm, cold = json.loads((out / "report.json").read_text())["trials"]
     for t in (warm, cold):
         load = next(p for p in t["phases"] if p["name"] == "load")
-        assert load["other_s"] <= 0.05 * load["duration_s"], load
+        # named phases explain the load: what they miss is a few % of it, plus at most a couple of scheduler
+        # time slices (a busy 2-core machine once put 11.6 ms of a 0.2 s load outside them)
+        assert load["other_s"] <= max(0.05 * load["duration_s"], OTHER_SLACK_S), load
     assert cold["metrics"]["load_read_thread_s"] > warm["metrics"]["load_read_thread_s"]
     assert cold["harness"]["file_cache"]["resident_fraction"] == 0.0
     ckpt = sum(p.stat().st_size for p in synthetic.model_dir(SyntheticSpec(shape="qwen2.5-0.5b")).glob("*.safetensors"))
@@ -227,7 +233,7 @@ def test_max_new_tokens_sweep_static_grows_by_formula_dynamic_does_not(tmp_path)
     for t in report["trials"]:
         gen = next(p for p in t["phases"] if p["name"] == "generate")
         assert [c["name"] for c in gen["children"]] == ["prepare", "prefill", "decode", "finish"]
-        assert gen["other_s"] <= 0.05 * gen["duration_s"]
+        assert gen["other_s"] <= max(0.05 * gen["duration_s"], OTHER_SLACK_S)
         assert t["metrics"]["new_tokens"] == 9
 
 

@@ -1,8 +1,11 @@
-"""File reports (markdown, csv, html + plots, write_all) over a hand-built sweep, plus a headless-browser check."""
+"""File reports (markdown, csv, html + plots, write_all) over a hand-built sweep, plus a headless-browser check;
+and the shape of loadprof.reports: one Renderer protocol, renderers that never import each other or open files."""
 
 from __future__ import annotations
 
+import ast
 import csv
+import inspect
 import io
 import json
 import shutil
@@ -16,8 +19,9 @@ from typing import Any
 import pytest
 
 from loadprof.results import PhaseTiming, SweepResult, TrialResult
-from loadprof.reports import csv_report, html, markdown, plots
-from loadprof.reports.files import write_all
+from loadprof.reports import console, csv_report, html, markdown, plots
+from loadprof.reports.base import Artifacts, Renderer
+from loadprof.reports.files import ArtifactReader, file_renderers, write_all
 
 MiB, GiB = 2**20, 2**30
 EVIL = "<script>alert(1)</script> & co"
@@ -186,7 +190,7 @@ def test_markdown_sections_tables_and_rows() -> None:
 def test_markdown_skips_absent_sections_and_links_only_existing_files(tmp_path: Path) -> None:
     sweep = make_sweep(recommendations=None, findings=(), studies={})
     with_artifacts(tmp_path, sweep, only=("profile.speedscope.json",))
-    md = markdown.render(sweep, tmp_path)
+    md = markdown.render(sweep, ArtifactReader(tmp_path))
     for head in ("## Findings", "## Recommendations", "## Studies"):
         assert head not in md
     assert "trials/aaaa-r0/profile.speedscope.json" in md
@@ -259,7 +263,7 @@ def walk(doc: str) -> Walker:
 def test_html_well_formed_self_contained_escaped_with_plots(tmp_path: Path) -> None:
     sweep = make_sweep()
     with_artifacts(tmp_path, sweep)
-    doc = html.render(sweep, tmp_path)
+    doc = html.render(sweep, ArtifactReader(tmp_path))
     w = walk(doc)
     names = [t for t, _ in w.tags]
     assert names.count("svg") == len(EXPECTED_PLOTS)
@@ -290,9 +294,36 @@ def test_html_timeline_from_trial_file_and_existing_links_only(tmp_path: Path) -
     doc = html.render(sweep)
     assert 'data-plot="memory-aaaa-r0"' in doc and 'data-plot="memory-bbbb-r1"' not in doc
     with_artifacts(tmp_path, sweep, only=("stdout.log",))
-    doc = html.render(sweep, tmp_path)
+    doc = html.render(sweep, ArtifactReader(tmp_path))
     assert 'data-plot="memory-bbbb-r1"' in doc  # read from trials/bbbb-r1/memory_timeline.json
     assert 'href="trials/aaaa-r0/stdout.log"' in doc and "profile.speedscope.json" not in doc
+
+
+class FakeArtifacts:
+    """Artifacts without a disk: records what renderers ask for."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str]] = []
+
+    def has(self, trial: TrialResult, key: str) -> bool:
+        self.asked.append((trial.trial_id, key))
+        return key == "stdout"
+
+    def memory_timeline(self, trial: TrialResult) -> Any:
+        self.asked.append((trial.trial_id, "memory_timeline()"))
+        return TIMELINE["rows"]  # a bare list of rows is accepted as well as {"rows": ...}
+
+
+def test_renderers_get_trial_files_only_through_the_artifacts_they_are_given() -> None:
+    sweep, fake = make_sweep(), FakeArtifacts()
+    assert isinstance(fake, Artifacts)
+    doc = html.render(sweep, fake)
+    assert 'data-plot="memory-bbbb-r1"' in doc and 'href="trials/aaaa-r0/stdout.log"' in doc
+    assert "profile.speedscope.json" not in doc
+    # the timeline in report.json wins: only bbbb-r1 (none there) is asked for its file
+    assert [a for a in fake.asked if a[1] == "memory_timeline()"] == [("bbbb-r1", "memory_timeline()")]
+    md = markdown.render(sweep, fake)
+    assert "(trials/aaaa-r0/stdout.log)" in md and "speedscope" not in md
 
 
 def test_plots_only_what_the_sweep_has() -> None:
@@ -307,7 +338,7 @@ def test_plots_only_what_the_sweep_has() -> None:
 
 def test_write_all_writes_three_files(tmp_path: Path) -> None:
     paths = write_all(make_sweep(), tmp_path / "out")
-    assert set(paths) == {"md", "html", "csv"}
+    assert list(paths) == ["md", "html", "csv"]
     assert {p.name for p in paths.values()} == {"report.md", "report.html", "report.csv"}
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
     assert not list((tmp_path / "out").glob("*.tmp"))
@@ -336,6 +367,78 @@ def test_html_without_matplotlib_keeps_every_table_and_says_how_to_get_figures(t
                          cwd=Path(__file__).resolve().parents[1]).stdout
     assert "loadprof[plots]" in doc and 'id="no-figures"' in doc
     assert "<svg" not in doc and 'id="summary"' in doc and 'id="findings"' in doc and 'id="studies"' in doc
+
+
+# ---------------------------------------------------------------------------------- shape of the package
+
+REPORTS = Path(__file__).resolve().parents[1] / "reports"
+#: the format modules: each exposes RENDERER, and none may import another (shared code lives in sections)
+RENDERER_MODULES = ("console", "markdown", "html", "csv_report")
+#: modules that render but are not renderers (figures, study tables, shared sections): they import no renderer
+HELPERS = ("plots", "study_tables", "sections", "base")
+#: what opening or probing a file looks like; only files.py may do it
+FILE_ACCESS = {"open", "read_text", "read_bytes", "write_text", "write_bytes", "is_file", "exists", "load", "stat",
+               "iterdir", "glob"}
+FILE_MODULES = {"json", "os", "pathlib", "Path", "shutil"}
+
+
+def reports_imports(path: Path) -> set[str]:
+    """Every loadprof.reports module ``path`` imports (top-level and function-level, absolute or relative)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = "loadprof.reports" if node.level else (node.module or "")
+            if node.level and node.module:
+                base += "." + node.module
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        found |= {n.split(".")[2] for n in names if n.startswith("loadprof.reports.")}
+    return found
+
+
+def test_no_renderer_module_imports_another() -> None:
+    assert {p.stem for p in REPORTS.glob("*.py")} >= {*RENDERER_MODULES, *HELPERS, "files"}
+    bad = [f"{mod} imports {other}" for mod in (*RENDERER_MODULES, *HELPERS)
+           for other in reports_imports(REPORTS / f"{mod}.py") & set(RENDERER_MODULES) if other != mod]
+    assert bad == []
+
+
+def test_import_check_catches_a_renderer_importing_another(tmp_path: Path) -> None:
+    planted = tmp_path / "markdown.py"
+    planted.write_text("def f():\n    from loadprof.reports.console import model_label\n"
+                       "from loadprof.reports import html\nfrom .csv_report import render\n")
+    assert reports_imports(planted) == {"console", "html", "csv_report"}
+
+
+def test_renderers_open_no_files() -> None:
+    for mod in (*RENDERER_MODULES, "plots", "study_tables", "sections"):
+        tree = ast.parse((REPORTS / f"{mod}.py").read_text())
+        calls = {n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", "")
+                 for n in ast.walk(tree) if isinstance(n, ast.Call)}
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+        assert not calls & FILE_ACCESS, f"{mod} calls {calls & FILE_ACCESS}"
+        assert not imported & FILE_MODULES, f"{mod} imports {imported & FILE_MODULES}"
+
+
+def test_every_renderer_follows_the_protocol(tmp_path: Path) -> None:
+    sweep = make_sweep(recommendations=None)
+    renderers = [m.RENDERER for m in (console, markdown, html, csv_report)]
+    assert [r.name for r in renderers] == ["console", "markdown", "html", "csv"]
+    assert [r.suffix for r in renderers] == ["txt", "md", "html", "csv"]
+    proto = {n: inspect.signature(getattr(Renderer, n)) for n in ("render", "write")}
+    for r in renderers:
+        assert isinstance(r, Renderer), r
+        for n, sig in proto.items():
+            assert list(inspect.signature(getattr(r, n)).parameters) == list(sig.parameters)[1:], (r.name, n)
+        text = r.render(sweep)
+        assert isinstance(text, str) and text
+        path = r.write(sweep, tmp_path / r.name)
+        assert path == tmp_path / r.name / f"report.{r.suffix}" and path.read_text(encoding="utf-8") == text
+    assert "loadprof: demo (3 trials)" in console.RENDERER.render(sweep)
+    assert [r.suffix for r in file_renderers()] == ["md", "html", "csv"]
 
 
 # --------------------------------------------------------------------------------------- headless browser

@@ -75,7 +75,7 @@ DOC = _doc([
     (101, "ThreadPoolExecutor-0_0", [POOL + [("_materialize_copy", CML, READ)]] * 3
      + [POOL + [("_materialize_copy", CML, CONV)]] * 2 + [POOL + [("_materialize_copy", CML, 1324)]]),
     (103, "ThreadPoolExecutor-0_1", [POOL + [("LoadPhasesProbe._timed_copy.<locals>.copy",
-                                              str(ROOT / "probes" / "phases.py"), P_READ)]]),
+                                              str(ROOT / "probes" / "load_phases.py"), P_READ)]]),
     (102, "loadprof-memory", [[("Thread.run", THREADING, 982), ("MemoryProbe._sample", str(ROOT / "probes/memory.py"),
                                                                 78)]]),
 ])

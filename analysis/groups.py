@@ -1,0 +1,121 @@
+"""Strategies grouped across their repeats, and the figure each objective ranks them by.
+
+Shared by recommendations and their trade-offs: a figure is a median over a strategy's ok repeats of metrics
+already in report.json, never re-measured and never rounded here.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from loadprof.results import TrialResult
+
+OBJECTIVES = ("load", "memory", "ttft", "throughput")
+#: objective -> (figure name, unit, lower is better); the memory figure's name is the peak metric actually used
+FIGURES = {"load": ("load_first_forward_validate_s", "s", True), "memory": ("peak_bytes", "bytes", True),
+           "ttft": ("ttft_ms", "ms", True), "throughput": ("decode_tok_s", "tok/s", False)}
+SHORT_ANSWER_SHARE = 0.30    # generated < 30% of max_new_tokens: the cap is probably too large
+TRADEOFF_PCT = 10.0          # the pick is called worse on another objective only beyond this
+SINGLE_REPEAT_MARGIN_PCT = 5.0
+
+
+
+def get_path(d: Any, path: str) -> Any:
+    for part in path.split("."):
+        d = d.get(part) if isinstance(d, Mapping) else None
+    return d
+
+
+def first_forward_s(t: TrialResult) -> float | None:
+    """The ``warmup/forward`` phase; ``warmup_s`` only for trials without phases (it also holds warmup generates)."""
+    for p in t.phases:
+        if p.name == "warmup":
+            fwd = [c.duration_s for c in p.children if c.name == "forward"]
+            if fwd:
+                return sum(fwd)
+    return t.metrics.get("warmup_s")
+
+
+def load_cost_s(t: TrialResult) -> float | None:
+    """load_s + first forward + validate_s of one trial: the time until the model can really serve.
+
+    The first forward counts because with memory-mapped safetensors ``from_pretrained`` returns before the weights
+    are read: the page faults land in the first forward, so load_s alone flatters lazy loads (and penalises eager
+    ones). Only the forward counts, not the whole ``warmup`` phase: that also runs ``generate.warmup`` full generate
+    calls, whose cost grows with batch size and max_new_tokens and is no part of loading.
+    """
+    m = t.metrics
+    if m.get("load_s") is None:
+        return None
+    return m["load_s"] + (first_forward_s(t) or 0.0) + (m.get("validate_s") or 0.0)
+
+
+def peak_key(trials: Iterable[TrialResult]) -> str:
+    """GPU allocator peak when any ok trial measured one (the scarce memory), else the process RSS peak."""
+    return ("peak_cuda_allocated_bytes"
+            if any(t.ok and t.metrics.get("peak_cuda_allocated_bytes") is not None for t in trials)
+            else "peak_rss_bytes")
+
+
+@dataclass(eq=False)
+class Group:
+    """One strategy's ok repeats."""
+
+    strategy_id: str
+    label: str
+    strategy: Mapping[str, Any]
+    trials: list[TrialResult]
+
+    def values(self, fn: Callable[[TrialResult], Any]) -> list[float]:
+        return [v for t in self.trials if (v := fn(t)) is not None]
+
+    def median(self, fn: Callable[[TrialResult], Any]) -> float | None:
+        vs = self.values(fn)
+        return statistics.median(vs) if vs else None
+
+    def metric(self, key: str) -> float | None:
+        return self.median(lambda t: t.metrics.get(key))
+
+    @property
+    def trial_ids(self) -> list[str]:
+        return [t.trial_id for t in self.trials]
+
+
+def groups(trials: Iterable[TrialResult]) -> list[Group]:
+    """Ok trials grouped by strategy id, in first-seen order."""
+    out: dict[str, Group] = {}
+    for t in trials:
+        if t.ok:
+            out.setdefault(t.strategy_id, Group(t.strategy_id, t.label or t.strategy_id, t.strategy, [])).trials.append(t)
+    return list(out.values())
+
+
+def figure(g: Group, objective: str, peak: str) -> float | None:
+    if objective == "load":
+        return g.median(load_cost_s)
+    return g.metric({"memory": peak, "ttft": "ttft_ms", "throughput": "decode_tok_s"}[objective])
+
+
+def rank_groups(cands: Sequence[Group], objective: str, peak: str) -> list[tuple[Group, float]]:
+    lower = FIGURES[objective][2]
+    scored = [(g, f) for g in cands if (f := figure(g, objective, peak)) is not None]
+    return sorted(scored, key=lambda gf: (gf[1] if lower else -gf[1], gf[0].label, gf[0].strategy_id))
+
+
+def over_budget(gs: Sequence[Group], peak: str, budget: int | None) -> list[Group]:
+    """The worst repeat must fit: a budget is a ceiling, so the max over repeats is checked, not the median."""
+    if budget is None:
+        return []
+    return [g for g in gs if (vs := g.values(lambda t: t.metrics.get(peak))) and max(vs) > budget]
+
+
+def settings(strategy: Mapping[str, Any]) -> dict[str, Any]:
+    ld, gen = strategy.get("load") or {}, strategy.get("generate") or {}
+    return {"device_map": ld.get("device_map"), "dtype": ld.get("dtype"), "quantization": ld.get("quantization"),
+            "offload": ld.get("offload"), "cache_implementation": gen.get("cache_implementation"),
+            "max_new_tokens": gen.get("max_new_tokens"), "batch_size": gen.get("batch_size"),
+            "loader": (ld.get("loader") or {}).get("target")}
+
+

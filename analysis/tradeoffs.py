@@ -1,0 +1,176 @@
+"""What a recommended configuration costs, each cost drawn from another measured strategy that differs only in
+the knob at stake (named, with its figures)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+from loadprof.analysis.groups import (FIGURES, OBJECTIVES, TRADEOFF_PCT, Group, get_path, rank_groups, figure,
+                                      load_cost_s)
+
+def _key(strategy: Mapping[str, Any], drop: Sequence[str]) -> str:
+    d = json.loads(json.dumps(strategy, default=str))
+    for path in ("label", "generate.repeats", *drop):
+        *head, last = path.split(".")
+        node = d
+        for part in head:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return json.dumps(d, sort_keys=True)
+
+
+def counterpart(pick: Group, gs: Sequence[Group], paths: Sequence[str], want: Callable[[Group], bool]) -> Group | None:
+    """A strategy equal to ``pick`` except at ``paths`` that satisfies ``want``; else the same model's first one."""
+    others = [g for g in gs if g is not pick and want(g)]
+    k = _key(pick.strategy, paths)
+    exact = [g for g in others if _key(g.strategy, paths) == k]
+    same_model = [g for g in others if g.strategy.get("model") == pick.strategy.get("model")]
+    return (exact or same_model or [None])[0]
+
+
+def _pct(new: float, old: float) -> float:
+    return 100.0 * (new - old) / old if old else math.inf
+
+
+def _more(pct: float) -> str:
+    """+35% -> '35%', +378% -> '4.8x' (render only)."""
+    return f"{1 + pct / 100:.1f}x" if pct >= 100 else f"{pct:.0f}%"
+
+
+def fmt_value(v: float | None, unit: str) -> str:
+    if v is None:
+        return "-"
+    if unit == "bytes":
+        return f"{v / 2**30:.2f} GiB" if abs(v) >= 2**30 else f"{v / 2**20:.0f} MiB"
+    return {"s": f"{v:.3g} s", "ms": f"{v:.1f} ms", "tok/s": f"{v:.2f} tok/s"}.get(unit, f"{v:g} {unit}")
+
+
+def _quality(q: str) -> str:
+    bits = "4-bit" if "4bit" in q else "8-bit"
+    return f"quality risk: {bits} weights change the model's outputs, check accuracy on your data"
+
+
+def tradeoffs(pick: Group, objective: str, gs: Sequence[Group], cands: Sequence[Group], peak: str) -> list[str]:
+    """Concrete costs of the pick, each drawn from measured strategies (named) and their medians."""
+    out: list[str] = []
+    for rule in (_quantization_cost, _dtype_cost, _loader_cost, _offload_cost, _static_cache_cost):
+        text = rule(pick, gs, peak)
+        if text:
+            out.append(text)
+    if objective == "load":
+        text = _page_cache_note(pick, gs)
+        if text:
+            out.append(text)
+    return out + _other_objectives(pick, objective, cands, peak)
+
+
+def _quantization_cost(pick: Group, gs: Sequence[Group], peak: str) -> str | None:
+    q = (pick.strategy.get("load") or {}).get("quantization") or "none"
+    if q == "none":
+        return None
+    pk, tok = pick.metric(peak), pick.metric("decode_tok_s")
+    base = counterpart(pick, gs, ["load.quantization"], lambda g: get_path(g.strategy, "load.quantization") == "none")
+    if base is None or pk is None or base.metric(peak) is None:
+        return f"{q}: no unquantized run to compare memory with; {_quality(q)}"
+    bp, bt = base.metric(peak), base.metric("decode_tok_s")
+    change = (f"saves {-_pct(pk, bp):.0f}% peak memory" if pk <= bp else
+              f"uses {_pct(pk, bp):.0f}% more peak memory")
+    text = (f"{q} {change} vs none ('{base.label}': {fmt_value(bp, 'bytes')} -> {fmt_value(pk, 'bytes')}); "
+            f"{'but ' if pk <= bp else 'and '}{_quality(q)}")
+    if tok is not None and bt and tok < bt:
+        text += f"; decode {-_pct(tok, bt):.0f}% slower ({fmt_value(tok, 'tok/s')} vs {fmt_value(bt, 'tok/s')})"
+    return text
+
+
+def _dtype_cost(pick: Group, gs: Sequence[Group], peak: str) -> str | None:
+    dt = (pick.strategy.get("load") or {}).get("dtype")
+    if dt not in ("float16", "bfloat16", "float32"):
+        return None
+    half = dt != "float32"
+    other = counterpart(pick, gs, ["load.dtype"], lambda g: (get_path(g.strategy, "load.dtype") == "float32") if half
+                        else get_path(g.strategy, "load.dtype") in ("float16", "bfloat16"))
+    pk, op = pick.metric(peak), other.metric(peak) if other else None
+    if other is None or pk is None or not op:
+        return None
+    od = get_path(other.strategy, "load.dtype")
+    return (f"{dt} peak memory {abs(_pct(pk, op)):.0f}% {'below' if pk < op else 'above'} {od} "
+            f"('{other.label}': {fmt_value(op, 'bytes')})"
+            + ("; half precision rounds the weights: outputs can differ slightly from float32" if half
+               else "; float32 only helps if the checkpoint itself is float32"))
+
+
+def _loader_cost(pick: Group, gs: Sequence[Group], peak: str) -> str | None:
+    loader = ((pick.strategy.get("load") or {}).get("loader") or {}).get("target")
+    if not loader:
+        return None
+    builtin = counterpart(pick, gs, ["load.loader", "sampling_hz"], lambda g: not get_path(g.strategy, "load.loader"))
+    a, b = pick.median(load_cost_s), builtin.median(load_cost_s) if builtin else None
+    if a is None or not b or a <= b:
+        return None
+    return (f"custom loader {loader} takes {fmt_value(a, 's')} to load (first forward included) vs {fmt_value(b, 's')} "
+            f"with the built-in loader ('{builtin.label}'), {_more(_pct(a, b))} slower")
+
+
+def _offload_cost(pick: Group, gs: Sequence[Group], peak: str) -> str | None:
+    off = (pick.strategy.get("load") or {}).get("offload") or "none"
+    if off == "none":
+        return None
+    pk, tok, ttft = pick.metric(peak), pick.metric("decode_tok_s"), pick.metric("ttft_ms")
+    base = counterpart(pick, gs, ["load.offload", "load.max_memory", "load.offload_folder"],
+                       lambda g: (get_path(g.strategy, "load.offload") or "none") == "none")
+    by_dev = (pick.trials[0].metrics.get("bytes_by_device") or {}) if pick.trials else {}
+    where = ", ".join(f"{d}{' (offloaded)' if d == 'meta' else ''} {fmt_value(b, 'bytes')}" for d, b in by_dev.items())
+    text = f"offload={off}: offloaded weights are read back at every forward" + (f" (weights by device: {where})"
+                                                                                  if where else "")
+    if base is not None:
+        bt, btt, bp = base.metric("decode_tok_s"), base.metric("ttft_ms"), base.metric(peak)
+        parts = [f"peak {fmt_value(pk, 'bytes')} vs {fmt_value(bp, 'bytes')}" if pk is not None and bp else "",
+                 f"first token {fmt_value(ttft, 'ms')} vs {fmt_value(btt, 'ms')}" if ttft is not None and btt else "",
+                 f"decode {fmt_value(tok, 'tok/s')} vs {fmt_value(bt, 'tok/s')}" if tok is not None and bt else ""]
+        if any(parts):
+            text += f"; against '{base.label}' without offload: " + ", ".join(p for p in parts if p)
+    return text
+
+
+def _static_cache_cost(pick: Group, gs: Sequence[Group], peak: str) -> str | None:
+    if (pick.strategy.get("generate") or {}).get("cache_implementation") != "static":
+        return None
+    kv = (pick.trials[0].metrics.get("estimate") or {}).get("kv_cache_static_bytes") if pick.trials else None
+    return ("static cache: KV buffers are sized by prompt + max_new_tokens before the first token"
+            + (f" ({fmt_value(kv, 'bytes')} estimated), whatever the answer length" if kv else ""))
+
+
+def _page_cache_note(pick: Group, gs: Sequence[Group]) -> str | None:
+    if (pick.strategy.get("load") or {}).get("file_cache") != "warm":
+        return None
+    cold = counterpart(pick, gs, ["load.file_cache"], lambda g: get_path(g.strategy, "load.file_cache") == "cold")
+    c = cold.median(load_cost_s) if cold else None
+    if c is None:
+        return None
+    return f"measured with the checkpoint in the page cache; a cold start ('{cold.label}') took {fmt_value(c, 's')}"
+
+
+def _other_objectives(pick: Group, objective: str, cands: Sequence[Group], peak: str) -> list[str]:
+    """How much worse the pick is, beyond TRADEOFF_PCT, on each other objective than that objective's best."""
+    out = []
+    for other_obj in OBJECTIVES:
+        if other_obj == objective:
+            continue
+        ranked = rank_groups(cands, other_obj, peak)
+        mine = figure(pick, other_obj, peak)
+        if not ranked or mine is None or ranked[0][0] is pick:
+            continue
+        best, bf = ranked[0]
+        worse = _pct(bf, mine) if other_obj == "throughput" else _pct(mine, bf)
+        if worse > TRADEOFF_PCT:
+            what, how = {"load": ("load+first forward", "longer"), "memory": ("peak memory", "higher"),
+                         "ttft": ("first token", "later"), "throughput": ("decode", "slower")}[other_obj]
+            unit = FIGURES[other_obj][1]
+            out.append(f"{what} {_more(worse)} {how} than the best-{other_obj} pick '{best.label}' "
+                       f"({fmt_value(mine, unit)} vs {fmt_value(bf, unit)})")
+    return out
+
+

@@ -1,0 +1,127 @@
+"""The memory probe's per-phase figures from scripted /proc readings: exact, on a fake clock, no thread."""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from loadprof.clock import FakeClock
+from loadprof.phases import PhaseRecorder
+from loadprof.probes._hooks import HookSet
+from loadprof.probes.base import ProbeContext
+from loadprof.probes.memory import SOURCES_NOTE, MemoryProbe
+
+T0 = 1_000_000
+
+
+class FakeProc:
+    """What /proc says right now: the test sets it between phase edges."""
+
+    def __init__(self, hwm_reset: bool = True) -> None:
+        self.status: dict[str, int] = {}
+        self.statm: tuple[int, int] | None = None
+        self.faults = (0, 0)
+        self.resets = 0
+        self.hwm_reset = hwm_reset
+
+    def set(self, rss: int, anon: int, file: int, hwm: int, minflt: int, majflt: int) -> None:
+        self.status = {"rss": rss, "anon": anon, "file": file, "hwm": hwm}
+        self.faults = (minflt, majflt)
+
+    def read_status(self) -> dict[str, int]:
+        return dict(self.status)
+
+    def read_statm(self) -> tuple[int, int] | None:
+        return self.statm
+
+    def reset_hwm(self) -> bool:
+        self.resets += 1
+        return self.hwm_reset
+
+    def getrusage(self) -> Any:
+        return SimpleNamespace(ru_minflt=self.faults[0], ru_majflt=self.faults[1])
+
+
+def make(proc: FakeProc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sampler: bool = False
+         ) -> tuple[MemoryProbe, PhaseRecorder, FakeClock]:
+    clock = FakeClock(T0)
+    probe = MemoryProbe(read_status=proc.read_status, read_statm=proc.read_statm, reset_hwm=proc.reset_hwm,
+                        getrusage=proc.getrusage, sampler=sampler)
+    monkeypatch.setattr(probe, "_cuda_mod", lambda: None)  # CPU figures only, even where a test initialised CUDA
+    ctx = ProbeContext(clock=clock, hooks=HookSet(), phase=lambda name: nullcontext(name), trial_dir=tmp_path,
+                       strategy=None, t0_ns=T0, pid=1)
+    probe.start(ctx)
+    rec = PhaseRecorder(clock, lambda ev: None, T0)
+    rec.add_listener(probe.on_phase)
+    return probe, rec, clock
+
+
+def test_per_phase_start_end_peak_and_faults_are_exact(tmp_path, monkeypatch):
+    proc = FakeProc()
+    probe, rec, clock = make(proc, tmp_path, monkeypatch)
+    assert probe._thread is None and proc.resets == 1  # reset once at start
+
+    proc.set(rss=100, anon=60, file=40, hwm=100, minflt=10, majflt=1)
+    rec.open("load")
+    proc.statm = (300, 120)  # a spike between edges, seen by the sampler only
+    assert probe.sample_once()
+    clock.advance(0.5)
+    proc.set(rss=250, anon=150, file=100, hwm=400, minflt=25, majflt=4)  # VmHWM since the last edge: 400
+    rec.open("weights")
+    proc.statm = (260, 100)
+    assert probe.sample_once()
+    proc.set(rss=200, anon=120, file=80, hwm=270, minflt=40, majflt=9)
+    rec.close("weights")
+    proc.set(rss=180, anon=100, file=80, hwm=210, minflt=50, majflt=9)
+    rec.close("load")
+
+    assert probe.per_phase == {
+        "load/weights": {"start_rss_bytes": 250, "start_anon_bytes": 150, "start_file_bytes": 100,
+                         "peak_rss_bytes": 270, "peak_sampled_rss_bytes": 260, "peak_anon_bytes": 160,
+                         "end_rss_bytes": 200, "end_anon_bytes": 120, "end_file_bytes": 80,
+                         "minor_faults": 15, "major_faults": 5},
+        "load": {"start_rss_bytes": 100, "start_anon_bytes": 60, "start_file_bytes": 40,
+                 "peak_rss_bytes": 400, "peak_sampled_rss_bytes": 300, "peak_anon_bytes": 180,
+                 "end_rss_bytes": 180, "end_anon_bytes": 100, "end_file_bytes": 80,
+                 "minor_faults": 40, "major_faults": 8},
+    }
+    assert proc.resets == 1 + 4  # and once after every edge
+
+    proc.set(rss=170, anon=90, file=80, hwm=220, minflt=50, majflt=9)
+    res = probe.stop()
+    rows = [[0.0, 180, 120], [0.5, 160, 100]]
+    assert res.name == "memory" and res.per_phase == probe.per_phase
+    m = res.metrics
+    assert (m["peak_rss_bytes"], m["end_rss_bytes"], m["end_anon_bytes"], m["end_file_bytes"]) == (400, 170, 90, 80)
+    assert m["samples"] == 2 and m["period_ms"] == 5.0 and "peak_cuda_allocated_bytes" not in m
+    assert m["timeline"] == {"columns": ["t_s", "rss_anon_bytes", "rss_file_bytes"], "rows": rows,
+                             "every_nth_sample": 1}
+    assert res.notes == (SOURCES_NOTE,) and res.artifacts == {"memory_timeline": "memory_timeline.json"}
+    assert json.loads((tmp_path / "memory_timeline.json").read_text())["rows"] == rows
+
+
+def test_no_hwm_reset_is_noted_and_not_retried(tmp_path, monkeypatch):
+    proc = FakeProc(hwm_reset=False)
+    probe, rec, _ = make(proc, tmp_path, monkeypatch)
+    proc.set(rss=100, anon=60, file=40, hwm=500, minflt=0, majflt=0)
+    with rec.phase("import"):
+        pass
+    assert proc.resets == 1
+    assert probe.per_phase["import"]["peak_rss_bytes"] == 500  # the unreset HWM is all there is
+    res = probe.stop()
+    assert any("could not reset VmHWM" in n for n in res.notes)
+    assert res.metrics["peak_rss_bytes"] == 500
+
+
+def test_unreadable_statm_stops_sampling_and_the_thread_is_joined(tmp_path, monkeypatch):
+    proc = FakeProc()  # statm None: the sampler thread ends at its first reading
+    probe, rec, _ = make(proc, tmp_path, monkeypatch, sampler=True)
+    assert not probe.sample_once()
+    res = probe.stop()
+    assert probe._thread is not None and not probe._thread.is_alive()
+    assert res.metrics["samples"] == 0 and res.metrics["timeline"]["rows"] == []

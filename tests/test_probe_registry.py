@@ -1,0 +1,133 @@
+"""One probe registry: the worker builds from it, the spec validates against it, the README lists it, the
+sampler attributes by the worker steps it names, and the after-workload probes run in order in their phases."""
+
+from __future__ import annotations
+
+import re
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadprof import worker
+from loadprof.clock import FakeClock
+from loadprof.errors import SpecError
+from loadprof.phases import HARNESS_PHASES, PhaseRecorder
+from loadprof.probe_registry import REGISTRY, SELECTABLE, WORKER_STEP_PHASES, entry, worker_probes
+from loadprof.probes import sampling
+from loadprof.probes._hooks import HookSet
+from loadprof.probes.base import Probe, ProbeContext
+from loadprof.strategies.model import PROBES, ModelSpec, Strategy
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_every_entry_names_its_class_and_its_result():
+    assert len({e.name for e in REGISTRY}) == len(REGISTRY)
+    for e in REGISTRY:
+        cls = worker.load_target(e.target)
+        assert e.runs_in in ("worker", "parent") and e.description and "|" not in e.description
+        if e.runs_in == "worker":
+            assert issubclass(cls, Probe) and cls.NAME == e.name, e
+    assert entry("sampling").runs_in == "parent"
+    assert sampling.SamplingResult(ok=False).to_probe_result().name == "sampling"
+    with pytest.raises(KeyError):
+        entry("nope")
+
+
+def test_yaml_probes_are_the_selectable_entries_with_todays_message_and_ids():
+    assert PROBES == SELECTABLE == ("phases", "memory", "io", "allocations", "cuda_snapshot")
+    s = Strategy(model=ModelSpec(path="/x"))
+    assert s.probes == ("phases", "memory", "io", "allocations")  # the default: unchanged, so ids are too
+    assert s.id == "ba5998fb32cb"
+    assert Strategy(model=ModelSpec(path="/x"), probes=("memory", "cuda_snapshot"), generate=None).id == "816054312035"
+    for name in ("bandwidth", "sampling"):  # in the registry, not selectable
+        with pytest.raises(SpecError) as err:
+            Strategy(model=ModelSpec(path="/x"), probes=("memory", name))
+        assert err.value.path == "probes"
+        assert str(err.value).endswith(f"unknown probe {name!r}; allowed: phases, memory, io, allocations, "
+                                       "cuda_snapshot")
+
+
+def test_worker_builds_the_selected_probes_then_the_always_on_ones():
+    names = lambda es: [e.name for e in es]  # noqa: E731
+    assert names(worker_probes(["io", "memory", "io", "allocations"])) == ["io", "memory", "allocations", "bandwidth"]
+    assert names(worker_probes([])) == ["bandwidth"]
+    assert names(worker_probes(["sampling", "bandwidth", "unknown"])) == ["bandwidth"]  # never by name
+    assert [p.NAME for p in worker.build_probes(("memory", "cuda_snapshot"))] == ["memory", "cuda_snapshot",
+                                                                                   "bandwidth"]
+
+
+def test_after_workload_probes_run_in_loadprofs_own_phases():
+    after = [(e.name, worker.load_target(e.target).AFTER_WORKLOAD_PHASE) for e in REGISTRY if e.runs_in == "worker"]
+    assert [(n, ph) for n, ph in after if ph] == [("allocations", "trace"), ("bandwidth", "membw")]
+    assert all(ph in HARNESS_PHASES for _, ph in after if ph)  # never counted in the workload's peak memory
+    assert worker.load_target(entry("allocations").target)().stop() is None  # figures are trial metrics only
+    assert worker.load_target(entry("bandwidth").target)().stop() is None
+
+
+class _Fake(Probe):
+    def __init__(self, name: str, phase: str | None, out: dict[str, Any] | Exception, log: list[str]) -> None:
+        self.NAME, self.AFTER_WORKLOAD_PHASE, self.out, self.log = name, phase, out, log  # type: ignore[misc]
+
+    def after_workload(self, model: Any, ctx: ProbeContext) -> dict[str, Any]:
+        self.log.append(f"{self.NAME}:{model}:{ctx.t0_ns}")
+        if isinstance(self.out, Exception):
+            raise self.out
+        return self.out
+
+
+def test_run_after_workload_orders_by_registry_files_metrics_and_notes_failures(tmp_path):
+    clock, events, log, metrics, notes = FakeClock(), [], [], {}, []
+    rec = PhaseRecorder(clock, events.append, 0)
+    ctx = ProbeContext(clock=clock, hooks=HookSet(), phase=lambda n: nullcontext(n), trial_dir=tmp_path,
+                       strategy=None, t0_ns=7, pid=1)
+    probes = [(_Fake("bandwidth", "membw", {"membw_gb_s": 2.0}, log), ctx),
+              (_Fake("memory", None, {"never": 1}, log), ctx),
+              (_Fake("allocations", "trace", {"generate_start_alloc_bytes": 5}, log), ctx)]
+    worker.run_after_workload("m", probes, rec, metrics.__setitem__, notes.append)
+    assert log == ["allocations:m:7", "bandwidth:m:7"]
+    assert [(e["name"], e["edge"]) for e in events] == [("trace", "start"), ("trace", "end"), ("membw", "start"),
+                                                         ("membw", "end")]
+    assert metrics == {"generate_start_alloc_bytes": 5, "membw_gb_s": 2.0} and notes == []
+
+    events.clear()
+    failing = [(_Fake("allocations", "trace", RuntimeError("out of memory"), log), ctx), probes[0]]
+    worker.run_after_workload("m", failing, rec, metrics.__setitem__, notes.append)
+    assert notes == ["probe allocations failed in phase trace: RuntimeError: out of memory"]
+    assert [e["name"] for e in events] == ["trace", "trace", "membw", "membw"]  # the phase closed; membw still ran
+
+
+def test_bandwidth_probe_measures_the_models_device_or_cpu_for_meta(monkeypatch, tmp_path):
+    from loadprof.probes import bandwidth
+
+    seen: list[Any] = []
+    monkeypatch.setattr(bandwidth, "measure_copy_bandwidth", lambda dev, now: seen.append(dev) or {"membw_gb_s": 1})
+    monkeypatch.setattr(bandwidth, "measure_h2d_bandwidth", lambda dev, now: {"h2d_pinned_gb_s": 3})
+    ctx = ProbeContext(clock=FakeClock(), hooks=HookSet(), phase=lambda n: nullcontext(n), trial_dir=tmp_path,
+                       strategy=None, t0_ns=0, pid=1)
+    probe = bandwidth.BandwidthProbe()
+    assert probe.after_workload(type("M", (), {"device": "meta"})(), ctx) == {"membw_gb_s": 1, "h2d_pinned_gb_s": 3}
+    probe.after_workload(object(), ctx)
+    assert seen == ["cpu", "cpu"]
+
+
+def test_worker_step_phases_are_the_workers_functions_and_the_samplers_map():
+    for name, phase in WORKER_STEP_PHASES:
+        fn = getattr(worker, name)
+        assert callable(fn) and worker.phase_of(fn) == phase
+    assert sampling.DEFAULT_PHASE_MAP[:len(WORKER_STEP_PHASES)] == WORKER_STEP_PHASES
+    with pytest.raises(KeyError):
+        worker.phase_of(worker.step_estimate)  # not a sampled step
+
+
+def test_readme_probe_table_and_default_match_the_registry():
+    text = README.read_text()
+    header = "| probe | in `probes:` | runs in | what it measures |"
+    lines = text[text.index(header):].splitlines()[2:]
+    rows = [tuple(c.strip() for c in ln.strip("|").split("|")) for ln in lines[:next(
+        (i for i, ln in enumerate(lines) if not ln.startswith("|")), len(lines))]]
+    assert rows == [(f"`{e.name}`", "yes" if e.selectable else "no", e.runs_in, e.description) for e in REGISTRY]
+    default = re.search(r"`probes` \(default `\[([^\]]*)\]`", text)
+    assert default and tuple(default.group(1).split(", ")) == Strategy(model=ModelSpec(path="/x")).probes
