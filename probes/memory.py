@@ -237,10 +237,10 @@ class MemoryProbe(Probe):
         step = max(1, -(-len(timeline) // TIMELINE_POINTS))
         metrics = {"timeline": {"columns": ["t_s", "rss_anon_bytes", "rss_file_bytes"],
                                 "rows": [list(r) for r in timeline[::step]], "every_nth_sample": step},
-                   "peak_rss_bytes": self.peak_rss, "end_rss_bytes": st.get("rss", 0),
+                   "trial_peak_rss_bytes": self.peak_rss, "end_rss_bytes": st.get("rss", 0),
                    "end_anon_bytes": st.get("anon", 0), "end_file_bytes": st.get("file", 0),
                    "samples": len(timeline), "period_ms": self.period_s * 1e3}
         if self._cuda_mod():
-            metrics["peak_cuda_allocated_bytes"] = max(self.peak_cuda, self._cuda.max_memory_allocated())
+            metrics["trial_peak_cuda_allocated_bytes"] = max(self.peak_cuda, self._cuda.max_memory_allocated())
         return ProbeResult(self.NAME, metrics=metrics, per_phase=self.per_phase, notes=tuple(notes),
                            artifacts=artifacts)

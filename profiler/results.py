@@ -9,7 +9,23 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
 
-SCHEMA_VERSION = 1
+from loadprof.errors import LoadprofError
+
+#: 2: the memory probe's whole-trial peaks are ``trial_peak_rss_bytes`` / ``trial_peak_cuda_allocated_bytes``,
+#: so ``peak_rss_bytes`` means one thing (the workload's peak, in ``metrics``); version 1 files are migrated
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
+_V1_RENAMES = {"peak_rss_bytes": "trial_peak_rss_bytes", "peak_cuda_allocated_bytes": "trial_peak_cuda_allocated_bytes"}
+
+
+def _migrate_trial(d: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 trial (report.json or a results.jsonl line) in today's keys; a current one unchanged."""
+    memory = (d.get("probes") or {}).get("memory")
+    metrics = memory.get("metrics") if isinstance(memory, Mapping) else None
+    if isinstance(metrics, Mapping) and any(old in metrics for old in _V1_RENAMES):
+        metrics = {_V1_RENAMES.get(k, k): v for k, v in metrics.items()}
+        d["probes"] = {**d["probes"], "memory": {**memory, "metrics": metrics}}
+    return d
 STATUSES = ("ok", "failed", "crashed", "timeout", "skipped")
 
 
@@ -114,7 +130,7 @@ class TrialResult:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrialResult":
-        d = dict(d)
+        d = _migrate_trial(dict(d))
         d["phases"] = tuple(PhaseTiming.from_dict(p) for p in d.get("phases", ()))
         d["notes"] = tuple(d.get("notes", ()))
         known = set(cls.__dataclass_fields__)
@@ -146,8 +162,11 @@ class SweepResult:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SweepResult":
-        if d.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(f"report schema_version {d.get('schema_version')!r} is not {SCHEMA_VERSION}")
+        if d.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
+            raise LoadprofError(
+                f"report.json has schema_version {d.get('schema_version')!r}; this loadprof reads "
+                f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}", exit_code=2,
+                hint="re-render it with the loadprof that wrote it, or rerun the sweep")
         return cls(
             run_id=d["run_id"], name=d["name"], source=d["source"], created_at=d["created_at"],
             trials=tuple(TrialResult.from_dict(t) for t in d["trials"]), env=d.get("env", {}),

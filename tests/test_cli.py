@@ -97,7 +97,7 @@ def test_compare_end_to_end_then_report_and_resume(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "2 ok" in r.stdout and "decode tok/s" in r.stdout
     report = json.loads((out / "report.json").read_text())
-    assert report["schema_version"] == 1 and report["name"] == "e2e"
+    assert report["schema_version"] == 2 and report["name"] == "e2e"
     ok = [t for t in report["trials"] if t["status"] == "ok"]
     assert len(ok) == 2
     for t in ok:

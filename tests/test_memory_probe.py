@@ -97,8 +97,8 @@ def test_per_phase_start_end_peak_and_faults_are_exact(tmp_path, monkeypatch):
     rows = [[0.0, 180, 120], [0.5, 160, 100]]
     assert res.name == "memory" and res.per_phase == probe.per_phase
     m = res.metrics
-    assert (m["peak_rss_bytes"], m["end_rss_bytes"], m["end_anon_bytes"], m["end_file_bytes"]) == (400, 170, 90, 80)
-    assert m["samples"] == 2 and m["period_ms"] == 5.0 and "peak_cuda_allocated_bytes" not in m
+    assert (m["trial_peak_rss_bytes"], m["end_rss_bytes"], m["end_anon_bytes"], m["end_file_bytes"]) == (400, 170, 90, 80)
+    assert m["samples"] == 2 and m["period_ms"] == 5.0 and "trial_peak_cuda_allocated_bytes" not in m
     assert m["timeline"] == {"columns": ["t_s", "rss_anon_bytes", "rss_file_bytes"], "rows": rows,
                              "every_nth_sample": 1}
     assert res.notes == (SOURCES_NOTE,) and res.artifacts == {"memory_timeline": "memory_timeline.json"}
@@ -115,7 +115,7 @@ def test_no_hwm_reset_is_noted_and_not_retried(tmp_path, monkeypatch):
     assert probe.per_phase["import"]["peak_rss_bytes"] == 500  # the unreset HWM is all there is
     res = probe.stop()
     assert any("could not reset VmHWM" in n for n in res.notes)
-    assert res.metrics["peak_rss_bytes"] == 500
+    assert res.metrics["trial_peak_rss_bytes"] == 500
 
 
 def test_unreadable_statm_stops_sampling_and_the_thread_is_joined(tmp_path, monkeypatch):

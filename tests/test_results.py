@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from loadprof.errors import LoadprofError
 from loadprof.results import SCHEMA_VERSION, PhaseTiming, SweepResult, TrialResult
 
 
@@ -35,5 +36,22 @@ def test_bad_status_and_wrong_schema_rejected():
         _trial(status="weird")
     d = SweepResult(run_id="r", name="n", source="s", created_at="t").to_dict()
     d["schema_version"] = 999
-    with pytest.raises(ValueError):
+    with pytest.raises(LoadprofError, match="schema_version 999; this loadprof reads 1, 2") as e:
         SweepResult.from_dict(d)
+    assert e.value.exit_code == 2
+
+
+def test_version_1_files_load_with_the_whole_trial_peak_renamed():
+    """Version 1 called both the workload peak (metrics) and the whole-trial peak (probes.memory) peak_rss_bytes."""
+    v1 = _trial().to_dict()
+    v1["metrics"] = {"peak_rss_bytes": 100}
+    v1["probes"] = {"memory": {"metrics": {"peak_rss_bytes": 300, "peak_cuda_allocated_bytes": 7, "samples": 2},
+                               "per_phase": {"load": {"peak_rss_bytes": 90}}}}
+    doc = SweepResult(run_id="r", name="n", source="s", created_at="t").to_dict()
+    doc.update(schema_version=1, trials=[v1])
+    t = SweepResult.from_dict(doc).trials[0]
+    assert t.metrics["peak_rss_bytes"] == 100  # the workload's peak keeps its name
+    assert t.probes["memory"]["metrics"] == {"trial_peak_rss_bytes": 300, "trial_peak_cuda_allocated_bytes": 7,
+                                             "samples": 2}
+    assert t.probes["memory"]["per_phase"] == {"load": {"peak_rss_bytes": 90}}  # a phase's own peak: unchanged
+    assert SweepResult.from_dict(SweepResult.from_dict(doc).to_dict()).trials[0] == t
