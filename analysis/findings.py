@@ -7,10 +7,9 @@ where a rule can say; otherwise a share).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
-from loadprof.results import TrialResult
+from loadprof.results import Finding, TrialResult  # Finding lives with the result model; re-exported
 
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
 FIXED_DEVICE_MAPS_NEEDING_NO_MAX_MEMORY = ("cpu", "cuda", "mps")
@@ -19,28 +18,6 @@ USER_FN_SHARE_MEDIUM, USER_FN_SHARE_HIGH = 0.20, 0.50
 USER_FN_MIN_S = 0.2  # below this a user function's share rests on a handful of samples
 READ_FRACTION_LOW = 0.5
 LAZY_READ_SHARE = 0.5
-
-
-@dataclass(frozen=True)
-class Finding:
-    kind: str
-    severity: str
-    title: str
-    detail: str
-    fix: str
-    evidence: Mapping[str, Any] = field(default_factory=dict)
-    trial_ids: tuple[str, ...] = ()
-    label: str = ""
-    score: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["trial_ids"] = list(self.trial_ids)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Finding":
-        return cls(**{**d, "trial_ids": tuple(d.get("trial_ids", ()))})
 
 
 def _pct(x: float) -> str:

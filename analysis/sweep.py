@@ -22,5 +22,5 @@ def analyse_sweep(result: SweepResult) -> SweepResult:
     trials = tuple(enrich(t) for t in result.trials)
     st = studies(trials)
     findings = sweep_findings(trials, preallocation_findings(st))
-    return replace(result, trials=trials, findings=tuple(f.to_dict() for f in findings), studies=st,
+    return replace(result, trials=trials, findings=tuple(findings), studies=st,
                    recommendations=recommendations(trials))

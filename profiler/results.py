@@ -138,6 +138,31 @@ class TrialResult:
 
 
 @dataclass(frozen=True)
+class Finding:
+    """One diagnosis: what was seen (title, detail), what to do (fix), the figures behind it (evidence) and
+    the trials and strategies it was seen in; ``score`` ranks findings of one severity (often the stake)."""
+
+    kind: str
+    severity: str
+    title: str
+    detail: str
+    fix: str
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    trial_ids: tuple[str, ...] = ()
+    label: str = ""
+    score: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["trial_ids"] = list(self.trial_ids)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Finding":
+        return cls(**{**d, "trial_ids": tuple(d.get("trial_ids", ()))})
+
+
+@dataclass(frozen=True)
 class SweepResult:
     run_id: str
     name: str
@@ -146,7 +171,7 @@ class SweepResult:
     trials: tuple[TrialResult, ...] = ()
     env: Mapping[str, Any] = field(default_factory=dict)
     interrupted: bool = False
-    findings: tuple[Mapping[str, Any], ...] = ()
+    findings: tuple[Finding, ...] = ()
     studies: Mapping[str, Any] = field(default_factory=dict)
     recommendations: Mapping[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
@@ -156,7 +181,7 @@ class SweepResult:
             "schema_version": self.schema_version, "run_id": self.run_id, "name": self.name,
             "source": self.source, "created_at": self.created_at, "interrupted": self.interrupted,
             "env": dict(self.env), "trials": [t.to_dict() for t in self.trials],
-            "findings": [dict(f) for f in self.findings], "studies": dict(self.studies),
+            "findings": [f.to_dict() for f in self.findings], "studies": dict(self.studies),
             "recommendations": dict(self.recommendations),
         }
 
@@ -170,6 +195,6 @@ class SweepResult:
         return cls(
             run_id=d["run_id"], name=d["name"], source=d["source"], created_at=d["created_at"],
             trials=tuple(TrialResult.from_dict(t) for t in d["trials"]), env=d.get("env", {}),
-            interrupted=bool(d.get("interrupted", False)), findings=tuple(d.get("findings", ())),
+            interrupted=bool(d.get("interrupted", False)), findings=tuple(Finding.from_dict(f) for f in d.get("findings", ())),
             studies=d.get("studies", {}), recommendations=d.get("recommendations", {}),
         )

@@ -62,12 +62,12 @@ def render_findings(sweep: SweepResult, console: Console, limit: int = 12) -> No
         return
     console.print(f"[bold]Findings[/] ({len(sweep.findings)}, most important first)")
     for i, f in enumerate(sweep.findings[:limit], 1):
-        style = SEVERITY_STYLE.get(f["severity"], "")
-        who = f" ({escape(f['label'])})" if f.get("label") else ""
-        console.print(f"{i:>2}. [{style}]{f['severity']:<6}[/] {escape(f['title'])}{who}", markup=True,
+        style = SEVERITY_STYLE.get(f.severity, "")
+        who = f" ({escape(f.label)})" if f.label else ""
+        console.print(f"{i:>2}. [{style}]{f.severity:<6}[/] {escape(f.title)}{who}", markup=True,
                       highlight=False)
-        console.print(f"      {f['detail']}", markup=False)
-        console.print(f"      fix: {f['fix']}", markup=False, style="dim")
+        console.print(f"      {f.detail}", markup=False)
+        console.print(f"      fix: {f.fix}", markup=False, style="dim")
     if len(sweep.findings) > limit:
         console.print(f"    ... {len(sweep.findings) - limit} more in report.json")
 

@@ -105,13 +105,13 @@ def _findings(sweep: SweepResult) -> str:
     out = [f"<h2 id=\"findings\">Findings <span class=\"desc\">({len(sweep.findings)}, most important first)"
            "</span></h2>"]
     for f in sweep.findings:
-        sev = str(f.get("severity", ""))
+        sev = f.severity
         cls = f"sev-{sev}" if sev in SEVERITIES else "sev-other"
         who = finding_who(f)
         who_html = f' <span class="who">({_e(who)})</span>' if who else ""
-        out.append(f'<div class="finding {cls}"><p><span class="sev">{_e(sev)}</span><b>{_e(f.get("title", ""))}'
+        out.append(f'<div class="finding {cls}"><p><span class="sev">{_e(sev)}</span><b>{_e(f.title)}'
                    f'</b>{who_html}</p>'
-                   f'<p>{_e(f.get("detail", ""))}</p><p class="fix"><b>fix:</b> {_e(f.get("fix", ""))}</p></div>')
+                   f'<p>{_e(f.detail)}</p><p class="fix"><b>fix:</b> {_e(f.fix)}</p></div>')
     return "\n".join(out)
 
 

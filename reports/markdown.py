@@ -52,9 +52,8 @@ def render(sweep: SweepResult, artifacts: Artifacts | None = None) -> str:
         md += [f"## Findings ({len(findings)}, most important first)", ""]
         for i, f in enumerate(findings, 1):
             who = finding_who(f)
-            md += [f"{i}. **{_text(f.get('severity', ''))}** {_text(f.get('title', ''))}"
-                   + (f" ({_text(who)})" if who else ""),
-                   f"   - {_text(f.get('detail', ''))}", f"   - fix: {_text(f.get('fix', ''))}"]
+            md += [f"{i}. **{_text(f.severity)}** {_text(f.title)}" + (f" ({_text(who)})" if who else ""),
+                   f"   - {_text(f.detail)}", f"   - fix: {_text(f.fix)}"]
         md.append("")
     rec_table, rec_notes = recommendations(sweep)
     if rec_table is not None or rec_notes:

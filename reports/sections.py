@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from loadprof.reports.base import Artifacts
-from loadprof.results import PhaseTiming, SweepResult, TrialResult
+from loadprof.results import Finding, PhaseTiming, SweepResult, TrialResult
 from loadprof.units import bytes_h, num
 
 SUMMARY_COLUMNS = ("#", "model", "strategy", "status", "import s", "load s", "warmup s", "peak RSS", "TTFT ms",
@@ -216,9 +216,9 @@ def _union(dicts: Iterable[Mapping[str, Any]]) -> list[str]:
 
 # ---------------------------------------------------------------------------- findings and recommendations
 
-def finding_who(f: Mapping[str, Any]) -> str:
+def finding_who(f: Finding) -> str:
     """The strategies a finding is about: its label, else its trial ids."""
-    return str(f.get("label") or ", ".join(f.get("trial_ids") or ()) or "")
+    return f.label or ", ".join(f.trial_ids)
 
 
 def value_text(v: Any, unit: str) -> str:

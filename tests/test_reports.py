@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from loadprof.results import PhaseTiming, SweepResult, TrialResult
+from loadprof.results import Finding, PhaseTiming, SweepResult, TrialResult
 from loadprof.reports import console, csv_report, html, markdown, plots
 from loadprof.reports.base import Artifacts, Renderer
 from loadprof.reports.files import ArtifactReader, file_renderers, write_all
@@ -61,8 +61,8 @@ def trial(tid: str, label: str, repeat: int = 0, **kw: Any) -> TrialResult:
 
 
 CURVE = {"vary": "generate.max_new_tokens", "description": "tiny, cache_implementation=static",
-         "fixed": {"generate.cache_implementation": "static"}, "trial_ids": ["aaaa-r0"],
-         "points": [{"cap": c, "trial_ids": ["aaaa-r0"], "generate_call_s": 1.0 + c / 1000, "ttft_ms": 400.0,
+         "fixed": {"generate.cache_implementation": "static"}, "trial_ids": ("aaaa-r0",),
+         "points": [{"cap": c, "trial_ids": ("aaaa-r0",), "generate_call_s": 1.0 + c / 1000, "ttft_ms": 400.0,
                      "per_token_ms_p50": 80.0, "generate_start_alloc_bytes": c * 24 * 1024, "new_tokens": 9}
                     for c in (32, 64, 128)],
          "fits": {"generate_start_alloc_bytes": {"model": "linear", "r2": 1.0, "slope": 24576.0,
@@ -89,7 +89,7 @@ RECS = {"memory_budget_bytes": 4 * GiB, "peak_metric": "peak_rss_bytes",
         "objectives": {"load": {"objective": "load", "label": None, "trial_ids": [], "runner_up": None,
                                 "figure": {"name": "load_warmup_validate_s", "value": None, "unit": "s"},
                                 "settings": None, "tradeoffs": [], "reason": "no ok trial to recommend from"},
-                       "ttft": {"label": "static max_new_tokens=32", "trial_ids": ["aaaa-r0"],
+                       "ttft": {"label": "static max_new_tokens=32", "trial_ids": ("aaaa-r0",),
                                 "figure": {"name": "ttft_ms", "value": 400.0, "unit": "ms"},
                                 "settings": {"cache_implementation": "static", "offload": None},
                                 "runner_up": {"label": "dynamic", "figure": {"name": "ttft_ms", "value": 450.0,
@@ -101,12 +101,12 @@ RECS = {"memory_budget_bytes": 4 * GiB, "peak_metric": "peak_rss_bytes",
         "max_new_tokens_warnings": [{"label": "static max_new_tokens=32", "generated": 9, "cap": 32, "share": 0.28,
                                      "advice": "answers used 28% of max_new_tokens=32"},
                                     {"label": "other", "generated": 3, "cap": 64, "share": 0.047}]}
-FINDINGS = ({"kind": "dominant_user_function", "severity": "high", "title": "your function F is 98% of the load",
-             "detail": "F took 7.56 s", "fix": "remove or sample that work", "evidence": {}, "trial_ids": ["aaaa-r0"],
-             "label": "static max_new_tokens=32", "score": 7.5},
-            {"kind": "ignored_kwarg", "severity": "low", "title": "`low_cpu_mem_usage` is <ignored>",
-             "detail": "popped", "fix": "remove it", "evidence": {}, "trial_ids": ["bbbb-r1"], "label": "",
-             "score": 0.0})
+FINDINGS = (Finding(**{"kind": "dominant_user_function", "severity": "high", "title": "your function F is 98% of the load",
+             "detail": "F took 7.56 s", "fix": "remove or sample that work", "evidence": {}, "trial_ids": ("aaaa-r0",),
+             "label": "static max_new_tokens=32", "score": 7.5}),
+            Finding(**{"kind": "ignored_kwarg", "severity": "low", "title": "`low_cpu_mem_usage` is <ignored>",
+             "detail": "popped", "fix": "remove it", "evidence": {}, "trial_ids": ("bbbb-r1",), "label": "",
+             "score": 0.0}))
 
 
 def make_sweep(recommendations: Any = RECS, **kw: Any) -> SweepResult:
