@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from loadprof.reports.base import Artifacts, TextRenderer
-from loadprof.reports.sections import harness_line, model_label, status_counts
+from loadprof.reports.sections import figures_available, harness_line, model_label, status_counts
 from loadprof.reports.study_tables import render_studies
 from loadprof.results import SweepResult, TrialResult
 from loadprof.units import bytes_h, num
@@ -100,8 +100,9 @@ def render(sweep: SweepResult, console: Console | None = None, out_dir: Any = No
         console.print(f"[dim]{line}[/]")
     console.print(status_counts(sweep))
     if out_dir is not None:
-        console.print(f"results: {out_dir}/report.html (plots), report.md, report.csv, report.json, results.jsonl; "
-                      f"per-trial logs and profiles in {out_dir}/trials/", highlight=False)
+        figures = "plots" if figures_available() else "tables only: pip install 'loadprof[plots]' for figures"
+        console.print(f"results: {out_dir}/report.html ({figures}), report.md, report.csv, report.json, results.jsonl; "
+                      f"per-trial logs and profiles in {out_dir}/trials/", highlight=False, markup=False)
 
 
 def render_text(sweep: SweepResult, artifacts: Artifacts | None = None, width: int = 160) -> str:

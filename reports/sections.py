@@ -214,6 +214,16 @@ def _union(dicts: Iterable[Mapping[str, Any]]) -> list[str]:
     return list(seen)
 
 
+def figures_available() -> bool:
+    """Whether report.html can draw figures: matplotlib is the optional ``plots`` extra."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("matplotlib") is not None
+    except ValueError:  # a broken or blocked entry in sys.modules
+        return False
+
+
 # ---------------------------------------------------------------------------- findings and recommendations
 
 def finding_who(f: Finding) -> str:

@@ -475,3 +475,18 @@ def test_html_in_headless_chromium(tmp_path: Path) -> None:
         assert dom.index("<svg", start) < dom.index("</figure>", start), f"{name}: svg lost in the DOM"
     assert dom.count("<svg") == len(EXPECTED_PLOTS)
     assert "&lt;script&gt;alert(1)" in dom and "<script>alert" not in dom
+
+
+def test_the_console_says_when_report_html_has_no_figures(monkeypatch) -> None:
+    from loadprof.reports.sections import figures_available
+
+    assert figures_available() is True  # the test extra installs matplotlib
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert figures_available() is False
+    text = console.RENDERER.render(make_sweep(recommendations=None))
+    assert "report.html" not in text  # the results line needs an output folder; render() has none
+    buf = io.StringIO()
+    from rich.console import Console
+
+    console.render(make_sweep(recommendations=None), Console(file=buf, width=200), out_dir="OUT")
+    assert "OUT/report.html (tables only: pip install 'loadprof[plots]' for figures)" in buf.getvalue()
