@@ -235,7 +235,9 @@ def pack(kit: Kit, work: Path, only: list[str], parallel: int) -> None:
     while True:
         with tarfile.open(tar_path, "w:gz") as tar:
             for f in sorted(work.rglob("*")):
-                if not f.is_file() or (skip_big and f.stat().st_size > 2 * 2**20 and f.suffix != ".pickle"):
+                if not f.is_file() or "offload" in f.relative_to(work).parts[:-1] or f.stat().st_size > MAX_FILE_BYTES:
+                    continue  # disk-offloaded weights are copies of the checkpoint, not results
+                if skip_big and f.stat().st_size > 2 * 2**20 and f.suffix != ".pickle":
                     continue
                 tar.add(f, arcname=str(f.relative_to(work.parent)))
         if tar_path.stat().st_size <= MAX_FILE_BYTES or skip_big:
