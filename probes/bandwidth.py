@@ -16,6 +16,19 @@ from loadprof.probes.base import Probe, ProbeContext
 DEFAULT_BYTES = 256 * 2**20
 
 
+def best_copy_ns(copy: Callable[[], Any], sync: Callable[[], Any], now_ns: Callable[[], int], repeats: int) -> int:
+    """The fastest of ``repeats`` timed copies, each waited for; one untimed copy first (page-in, allocation)."""
+    copy()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t = now_ns()
+        copy()
+        sync()
+        times.append(now_ns() - t)
+    return min(times)
+
+
 def measure_copy_bandwidth(device: Any, now_ns: Callable[[], int], nbytes: int = DEFAULT_BYTES,
                            repeats: int = 5) -> dict[str, Any]:
     import torch
@@ -24,16 +37,7 @@ def measure_copy_bandwidth(device: Any, now_ns: Callable[[], int], nbytes: int =
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     src = torch.ones(nbytes // 4, dtype=torch.float32, device=dev)
     dst = torch.empty_like(src)
-    dst.copy_(src)  # first touch: page in / allocate outside the timing
-    sync()
-    best = None
-    for _ in range(repeats):
-        t = now_ns()
-        dst.copy_(src)
-        sync()
-        dt = now_ns() - t
-        best = dt if best is None else min(best, dt)
-    seconds = best / 1e9
+    seconds = best_copy_ns(lambda: dst.copy_(src), sync, now_ns, repeats) / 1e9
     return {"membw_gb_s": 2 * nbytes / seconds / 1e9, "membw_bytes": nbytes, "membw_repeats": repeats,
             "membw_device": str(dev), "membw_method": "best of repeats, tensor copy, read+write bytes"}
 
@@ -55,17 +59,9 @@ def measure_h2d_bandwidth(device: Any, now_ns: Callable[[], int], nbytes: int = 
     dst = torch.empty(nbytes, dtype=torch.uint8, device=dev)
     for kind, pin in (("pageable", False), ("pinned", True)):
         src = torch.ones(nbytes, dtype=torch.uint8, pin_memory=pin)
-        dst.copy_(src)  # first use outside the timing
-        torch.cuda.synchronize(dev)
-        best = None
-        for _ in range(repeats):
-            t = now_ns()
-            dst.copy_(src, non_blocking=pin)
-            torch.cuda.synchronize(dev)
-            dt = now_ns() - t
-            best = dt if best is None else min(best, dt)
+        best = best_copy_ns(lambda s=src, p=pin: dst.copy_(s, non_blocking=p),
+                            lambda: torch.cuda.synchronize(dev), now_ns, repeats)
         out[f"h2d_{kind}_gb_s"] = nbytes / (best / 1e9) / 1e9
-        del src
     return out
 
 

@@ -142,7 +142,7 @@ def dry_run() -> int:
     """On any machine: every GPU YAML expands and validates; the wheels the device needs are here."""
     rc = 0
     for y in yaml_files():
-        p = subprocess.run([sys.executable, "-m", "loadprof.cli", "expand", "--json", str(y)],
+        p = subprocess.run([*loadprof_cmd(), "expand", "--json", str(y)],
                            capture_output=True, text=True, cwd=ROOT)
         n = len(json.loads(p.stdout)["strategies"]) if p.returncode == 0 else 0
         print(f"{'ok ' if p.returncode == 0 else 'BAD'} {y.relative_to(ROOT)}: "
@@ -155,8 +155,8 @@ def dry_run() -> int:
 
 
 def loadprof_cmd() -> list[str]:
-    exe = Path(sys.executable).parent / "loadprof"
-    return [str(exe)] if exe.exists() else [shutil.which("loadprof") or "loadprof"]
+    """The CLI through this interpreter: found whether or not its scripts folder is on PATH."""
+    return [sys.executable, "-m", "loadprof.cli"]
 
 
 def synth_models(kit: Kit, only: set[str]) -> None:
