@@ -44,6 +44,10 @@ def load_sweeps(work: Path) -> dict[str, dict[str, Any]]:
         d = json.loads(rep.read_text())
         d["_dir"] = rep.parent
         out[d["name"]] = d
+    for plan in sorted(work.glob("*/sweep.json")):  # a sweep that started but wrote no report: it crashed
+        if not (plan.parent / "report.json").exists():
+            name = json.loads(plan.read_text()).get("name", plan.parent.name)
+            out.setdefault(name, {"name": name, "trials": [], "interrupted": True, "_dir": plan.parent})
     return out
 
 
@@ -58,9 +62,24 @@ def gb(x: float) -> str:
 def check_trials(c: Checks, sweeps: dict[str, Any]) -> None:
     bad = [f"{name}/{t['label']}: {t['status']} ({(t.get('reason') or '')[:160]})"
            for name, s in sweeps.items() for t in s["trials"] if t["status"] != "ok"]
-    n = sum(len(s["trials"]) for s in sweeps.values())
+    for name, s in sweeps.items():
+        planned = planned_trials(s["_dir"])
+        if s.get("interrupted") or (planned is not None and planned > len(s["trials"])):
+            bad.append(f"{name}: interrupted, {len(s['trials'])} of {planned if planned is not None else '?'} "
+                       f"planned trials ran")
+    n = sum(planned_trials(s["_dir"]) or len(s["trials"]) for s in sweeps.values())
+    n_ok = sum(t["status"] == "ok" for s in sweeps.values() for t in s["trials"])
     c.add("every trial ran ok on the GPU", not bad and n > 0,
-          f"{n - len(bad)}/{n} ok" + ("; " + "; ".join(bad) if bad else ""))
+          f"{n_ok}/{n} planned trials ok" + ("; " + "; ".join(bad) if bad else ""))
+
+
+def planned_trials(sweep_dir: Path) -> int | None:
+    """Strategies x repeats the sweep planned (its sweep.json), so a sweep cut short cannot pass as complete."""
+    try:
+        plan = json.loads((sweep_dir / "sweep.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return len(plan.get("strategies", [])) * max(1, int(plan.get("repeat") or 1))
 
 
 def check_cuda_peaks(c: Checks, sweeps: dict[str, Any]) -> None:
