@@ -32,16 +32,15 @@ def io_summary(trial: TrialResult) -> dict[str, Any]:
     achieved_read_gb_s = storage bytes / wall time of the leaf phases that read >= 5% of them. Those phases
     also compute, so it is a lower bound on the rate the reads ran at.
     """
-    io = trial.probes.get("io")
-    if not io:
+    io = trial.views.io
+    if not io.present:
         return {}
-    total = io["metrics"].get("storage_read_bytes", 0)
-    per = io.get("per_phase", {})
+    total, per = io.storage_read_bytes, io.per_phase
     out: dict[str, Any] = {"storage_read_bytes": total,
-                           "storage_read_bytes_by_phase": {p: r["storage_read_bytes"] for p, r in per.items()
-                                                           if "/" not in p and r["storage_read_bytes"]}}
+                           "storage_read_bytes_by_phase": {p: r.storage_read_bytes for p, r in per.items()
+                                                           if "/" not in p and r.storage_read_bytes}}
     leaves = dict(_leaves(trial.phases))
-    reading = [p for p, r in per.items() if p in leaves and total and r["storage_read_bytes"] >= READING_SHARE * total]
+    reading = [p for p, r in per.items() if p in leaves and total and r.storage_read_bytes >= READING_SHARE * total]
     if reading and total >= MIN_RATE_BYTES:
         secs = sum(leaves[p].duration_s for p in reading)
         out["reading_phases"] = reading
@@ -50,8 +49,7 @@ def io_summary(trial: TrialResult) -> dict[str, Any]:
     if seq and out.get("achieved_read_gb_s"):
         out["disk_seq_read_gb_s"] = seq
         out["read_bandwidth_fraction"] = out["achieved_read_gb_s"] / seq
-    ph = trial.probes.get("phases", {}).get("metrics", {})
-    busy = ph.get("materialize_worker_threads_busy_s", {})
+    busy = trial.views.load_phases.materialize_worker_threads_busy_s
     if busy:
         out["load_read_thread_s"] = busy.get("read", busy.get("materialize"))
         out["load_convert_thread_s"] = busy.get("convert")
@@ -66,13 +64,13 @@ def roofline(trial: TrialResult) -> dict[str, Any]:
     (prompt + new_tokens / 2), and tokens/s <= membw / bytes_per_step x batch.
     """
     m = trial.metrics
-    gen = trial.strategy.get("generate") or {}
+    gen = trial.strategy.generate
     kv_tok = (m.get("estimate") or {}).get("kv_bytes_per_token")
     bw, tok = m.get("membw_gb_s"), m.get("decode_tok_s")
-    if not (gen and kv_tok is not None and bw and tok and m.get("weights_bytes")):
+    if not (gen is not None and kv_tok is not None and bw and tok and m.get("weights_bytes")):
         return {}
-    batch = gen.get("batch_size", 1)
-    context = gen.get("prompt_tokens", 0) + m.get("new_tokens", 0) / 2
+    batch = gen.batch_size
+    context = gen.prompt_tokens + m.get("new_tokens", 0) / 2
     per_step = m["weights_bytes"] + m.get("quant_state_bytes", 0) + batch * kv_tok * context
     bound = bw * 1e9 / per_step * batch
     return {"decode_bytes_per_step": per_step, "roofline_tok_s": bound, "roofline_fraction": tok / bound}
@@ -107,10 +105,10 @@ def cold_call(trial: TrialResult) -> dict[str, Any]:
     cold, warm = m.get("cold_generate_s"), m.get("generate_call_s")
     if cold is None or warm is None or not m.get("generate_calls_warmup"):
         return {}  # without a warmup call the cold call is the measured one: nothing to compare
-    gen = trial.strategy.get("generate") or {}
-    on_cuda = bool(trial.env.get("cuda_available")) and str(trial.strategy.get("load", {}).get("device_map")) != "cpu"
+    gen = trial.strategy.generate
+    on_cuda = bool(trial.env.get("cuda_available")) and trial.strategy.load.device_map != "cpu"
     out = {"cold_call_extra_s": cold - warm}
-    if on_cuda and gen.get("cache_implementation") == "static":
+    if on_cuda and gen is not None and gen.cache_implementation == "static":
         out["cold_call_extra_includes"] = "torch.compile of decoding (static cache on CUDA)"
     return out
 

@@ -34,8 +34,7 @@ def _f(t: TrialResult, kind: str, severity: str, title: str, detail: str, fix: s
 
 
 def ignored_kwargs(t: TrialResult) -> Iterable[Finding]:
-    ph = t.probes.get("phases", {}).get("metrics", {})
-    for name, where in ph.get("ignored_kwargs", {}).items():
+    for name, where in t.views.load_phases.ignored_kwargs.items():
         yield _f(t, "ignored_kwarg", "low", f"`{name}` is ignored by the installed transformers",
                  f"from_pretrained received {name}=..., which transformers {t.env.get('transformers', '?')} pops and "
                  f"discards ({where}); it changes nothing.", f"remove `{name}` from the loader's kwargs",
@@ -43,9 +42,8 @@ def ignored_kwargs(t: TrialResult) -> Iterable[Finding]:
 
 
 def needless_max_memory(t: TrialResult) -> Iterable[Finding]:
-    calls = t.probes.get("phases", {}).get("metrics", {}).get("from_pretrained_calls", [])
-    for call in calls:
-        kw = call.get("kwargs", {})
+    for call in t.views.load_phases.from_pretrained_calls:
+        kw = call.kwargs
         dm = kw.get("device_map")
         if "max_memory" in kw and isinstance(dm, str) and dm.split(":")[0] in FIXED_DEVICE_MAPS_NEEDING_NO_MAX_MEMORY:
             yield _f(t, "needless_max_memory", "low", f"max_memory has no effect with device_map={dm!r}",
@@ -56,7 +54,7 @@ def needless_max_memory(t: TrialResult) -> Iterable[Finding]:
 
 
 def repeated_loads(t: TrialResult) -> Iterable[Finding]:
-    calls = t.probes.get("phases", {}).get("metrics", {}).get("from_pretrained_calls", [])
+    calls = t.views.load_phases.from_pretrained_calls
     if len(calls) > 1:
         yield _f(t, "repeated_load", "medium", f"the model was loaded {len(calls)} times in one load",
                  f"from_pretrained ran {len(calls)} times during the `load` phase.",
@@ -90,24 +88,20 @@ def meta_left(t: TrialResult) -> Iterable[Finding]:
 
 
 def dominant_user_function(t: TrialResult) -> Iterable[Finding]:
-    users = t.probes.get("sampling", {}).get("metrics", {}).get("user_functions", [])
+    users = t.views.sampling.user_functions
     if not users:
         return
     top = users[0]
-    share = top.get("own_share_of_load", top.get("share_of_load", 0.0))  # own: outside transformers' phases
-    if share < USER_FN_SHARE_MEDIUM or top.get("own_s", top.get("self_user_s", 0.0)) < USER_FN_MIN_S:
+    share = top.own_share_of_load  # own: outside transformers' named loading steps
+    if share < USER_FN_SHARE_MEDIUM or top.own_s < USER_FN_MIN_S:
         return
-    where = f"{top.get('file')}:{top.get('line')}"
-    hot = top.get("hottest_line")
     yield _f(t, "dominant_user_function", "high" if share >= USER_FN_SHARE_HIGH else "medium",
-             f"your function {top.get('name')} is {_pct(share)} of the load",
-             f"{top.get('name')} ({where}) took {top.get('own_s', top.get('self_user_s', 0)):.2f} s of the load "
-             f"phase outside transformers' own loading steps "
-             f"({top.get('own_samples', top.get('self_user_samples', 0))} py-spy samples)"
-             + (f"; hottest line {hot}" if hot else "") + ".",
+             f"your function {top.name} is {_pct(share)} of the load",
+             f"{top.name} ({top.file}:{top.line}) took {top.own_s:.2f} s of the load phase outside transformers' own "
+             f"loading steps ({top.own_samples} py-spy samples)"
+             + (f"; hottest line {top.hottest_line}" if top.hottest_line else "") + ".",
              "this is time in your loader, not in transformers: remove or sample that work",
-             score=top.get("own_s", top.get("self_user_s", 0)),
-             function=top.get("name"), file=top.get("file"), line=top.get("line"), share=share)
+             score=top.own_s, function=top.name, file=top.file, line=top.line, share=share)
 
 
 def slow_cold_read(t: TrialResult) -> Iterable[Finding]:
@@ -123,13 +117,12 @@ def slow_cold_read(t: TrialResult) -> Iterable[Finding]:
 
 
 def lazy_load(t: TrialResult) -> Iterable[Finding]:
-    mem = t.probes.get("memory", {}).get("per_phase", {})
+    mem = t.views.memory.per_phase
     load, warm = mem.get("load"), mem.get("warmup/forward") or mem.get("warmup")
     weights = t.metrics.get("weights_bytes") or 0
     if not (load and warm and weights):
         return
-    grow = lambda r: r["end_file_bytes"] - r["start_file_bytes"]  # noqa: E731
-    at_warmup, at_load = grow(warm), grow(load)
+    at_warmup, at_load = warm.file_growth_bytes, load.file_growth_bytes
     if at_warmup >= LAZY_READ_SHARE * weights and at_warmup > at_load:
         yield _f(t, "lazy_load", "low", "the load only mapped the weights: they were read at the first forward",
                  f"file-backed memory grew {_mib(at_load)} during load and {_mib(at_warmup)} during the first forward "

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from loadprof.results import TrialResult
+from loadprof.strategies.model import Strategy
 
 OBJECTIVES = ("load", "memory", "ttft", "throughput")
 #: objective -> (figure name, unit, lower is better); the memory figure's name is the peak metric actually used
@@ -20,12 +21,6 @@ SHORT_ANSWER_SHARE = 0.30    # generated < 30% of max_new_tokens: the cap is pro
 TRADEOFF_PCT = 10.0          # the pick is called worse on another objective only beyond this
 SINGLE_REPEAT_MARGIN_PCT = 5.0
 
-
-
-def get_path(d: Any, path: str) -> Any:
-    for part in path.split("."):
-        d = d.get(part) if isinstance(d, Mapping) else None
-    return d
 
 
 def first_forward_s(t: TrialResult) -> float | None:
@@ -65,7 +60,7 @@ class Group:
 
     strategy_id: str
     label: str
-    strategy: Mapping[str, Any]
+    strategy: Strategy
     trials: list[TrialResult]
 
     def values(self, fn: Callable[[TrialResult], Any]) -> list[float]:
@@ -111,11 +106,12 @@ def over_budget(gs: Sequence[Group], peak: str, budget: int | None) -> list[Grou
     return [g for g in gs if (vs := g.values(lambda t: t.metrics.get(peak))) and max(vs) > budget]
 
 
-def settings(strategy: Mapping[str, Any]) -> dict[str, Any]:
-    ld, gen = strategy.get("load") or {}, strategy.get("generate") or {}
-    return {"device_map": ld.get("device_map"), "dtype": ld.get("dtype"), "quantization": ld.get("quantization"),
-            "offload": ld.get("offload"), "cache_implementation": gen.get("cache_implementation"),
-            "max_new_tokens": gen.get("max_new_tokens"), "batch_size": gen.get("batch_size"),
-            "loader": (ld.get("loader") or {}).get("target")}
+def settings(strategy: Strategy) -> dict[str, Any]:
+    """The knobs a recommendation names, as the YAML spells them."""
+    ld, gen = strategy.load, strategy.generate
+    return {"device_map": strategy.at("load.device_map"), "dtype": ld.dtype, "quantization": ld.quantization,
+            "offload": ld.offload, "cache_implementation": gen.cache_implementation if gen else None,
+            "max_new_tokens": gen.max_new_tokens if gen else None, "batch_size": gen.batch_size if gen else None,
+            "loader": ld.loader.target if ld.loader else None}
 
 

@@ -9,20 +9,22 @@ one names the strategy and the figures it rests on.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from loadprof.analysis.groups import (FIGURES, OBJECTIVES, SHORT_ANSWER_SHARE, SINGLE_REPEAT_MARGIN_PCT,  # noqa: F401
-                                      TRADEOFF_PCT, Group, get_path, over_budget, rank_groups, figure, first_forward_s,
+                                      TRADEOFF_PCT, Group, over_budget, rank_groups, figure, first_forward_s,
                                       groups, load_cost_s, peak_key, settings)
 from loadprof.analysis.lengths import lengths_coverage, read_lengths
 from loadprof.analysis.tradeoffs import fmt_value, tradeoffs
 from loadprof.errors import LoadprofError, SpecError
-from loadprof.results import SweepResult, TrialResult
+from loadprof.results import (CapWarning, Figure, Recommendation, Recommendations, RunnerUp, SweepResult,
+                              TrialResult)
 
 # ---------------------------------------------------------------- recommendations
 
-def recommend(trials: Iterable[TrialResult], objective: str, memory_budget_bytes: int | None = None) -> dict[str, Any]:
+def recommend(trials: Iterable[TrialResult], objective: str, memory_budget_bytes: int | None = None) -> Recommendation:
     """The best ok strategy for ``objective`` among those whose peak memory fits the budget."""
     if objective not in OBJECTIVES:
         raise SpecError(f"unknown objective {objective!r}; allowed: {', '.join(OBJECTIVES)}", path="--objective")
@@ -34,69 +36,63 @@ def recommend(trials: Iterable[TrialResult], objective: str, memory_budget_bytes
     ranked = rank_groups(cands, objective, peak)
     name, unit, lower = FIGURES[objective]
     name = peak if objective == "memory" else name
-    out: dict[str, Any] = {"objective": objective, "label": None, "trial_ids": [],
-                           "figure": {"name": name, "value": None, "unit": unit}, "settings": None,
-                           "runner_up": None, "margin_pct": None, "tradeoffs": [], "reason": None,
-                           "excluded_over_budget": [g.label for g in over]}
+    empty = Recommendation(objective, Figure(name, None, unit), excluded_over_budget=tuple(g.label for g in over))
     if not ranked:
         if not gs:
-            out["reason"] = "no ok trial to recommend from"
+            reason = "no ok trial to recommend from"
         elif not cands:
-            out["reason"] = (f"every strategy's peak memory ({peak}) exceeds the budget of {memory_budget_bytes} "
-                             f"bytes ({fmt_value(memory_budget_bytes, 'bytes')})")
+            reason = (f"every strategy's peak memory ({peak}) exceeds the budget of {memory_budget_bytes} "
+                      f"bytes ({fmt_value(memory_budget_bytes, 'bytes')})")
         else:
-            out["reason"] = (f"no strategy{' within the budget' if over else ''} measured {name}"
-                             + (" (generate: false?)" if objective in ("ttft", "throughput") else ""))
-        return out
+            reason = (f"no strategy{' within the budget' if over else ''} measured {name}"
+                      + (" (generate: false?)" if objective in ("ttft", "throughput") else ""))
+        return replace(empty, reason=reason)
     pick, value = ranked[0]
-    out.update(label=pick.label, trial_ids=pick.trial_ids, settings=settings(pick.strategy))
-    out["figure"]["value"] = value
     tr = tradeoffs(pick, objective, gs, cands, peak)
+    runner_up, margin = None, None
     if len(ranked) > 1:
         runner, rv = ranked[1]
-        out["runner_up"] = {"label": runner.label, "trial_ids": runner.trial_ids,
-                            "figure": {"name": name, "value": rv, "unit": unit}}
-        out["margin_pct"] = (100.0 * (rv - value) / rv if lower else 100.0 * (value - rv) / rv) if rv else None
+        runner_up = RunnerUp(runner.label, tuple(runner.trial_ids), Figure(name, rv, unit))
+        margin = (100.0 * (rv - value) / rv if lower else 100.0 * (value - rv) / rv) if rv else None
         fn: Callable[[TrialResult], Any] = (load_cost_s if objective == "load" else
                                             (lambda t: t.metrics.get(name)))
         pv, rvs = pick.values(fn), runner.values(fn)
         if len(pv) >= 2 and len(rvs) >= 2 and min(pv) <= max(rvs) and min(rvs) <= max(pv):
             tr.append(f"'{runner.label}' is within the spread of the repeats: treat the two as tied")
-        elif (len(pv) < 2 or len(rvs) < 2) and out["margin_pct"] is not None \
-                and out["margin_pct"] < SINGLE_REPEAT_MARGIN_PCT:
-            tr.append(f"margin over '{runner.label}' is {out['margin_pct']:.1f}% from a single repeat: "
+        elif (len(pv) < 2 or len(rvs) < 2) and margin is not None and margin < SINGLE_REPEAT_MARGIN_PCT:
+            tr.append(f"margin over '{runner.label}' is {margin:.1f}% from a single repeat: "
                       "run repeat >= 3 to tell them apart from noise")
-    out["tradeoffs"] = tr
-    return out
+    return replace(empty, figure=Figure(name, value, unit), label=pick.label, trial_ids=tuple(pick.trial_ids),
+                   settings=settings(pick.strategy), runner_up=runner_up, margin_pct=margin, tradeoffs=tuple(tr))
 
 
-def max_new_tokens_warnings(trials: Iterable[TrialResult]) -> list[dict[str, Any]]:
+def max_new_tokens_warnings(trials: Iterable[TrialResult]) -> list[CapWarning]:
     """Strategies whose longest answer (max over repeats) used under 30% of max_new_tokens."""
     from loadprof.analysis.studies import covering_cap
 
     out = []
     for g in groups(trials):
-        cap = get_path(g.strategy, "generate.max_new_tokens")
+        gen = g.strategy.generate
+        cap = gen.max_new_tokens if gen is not None else None
         made = g.values(lambda t: t.metrics.get("new_tokens"))
         if not cap or not made or max(made) >= SHORT_ANSWER_SHARE * cap:
             continue
-        gen, share = g.strategy.get("generate") or {}, max(made) / cap
+        share = max(made) / cap
         advice = f"answers used {share:.0%} of max_new_tokens={cap}; a cap of {covering_cap(made)} covers the longest seen"
-        if gen.get("cache_implementation") == "static":
+        if gen.cache_implementation == "static":
             advice += "; with a static cache the KV buffers are sized by the cap"
-        if gen.get("stop_after"):
-            advice += f"; note stop_after={gen['stop_after']} ended generation early by design"
-        out.append({"label": g.label, "trial_ids": g.trial_ids, "generated": max(made), "cap": cap,
-                    "share": share, "advice": advice})
+        if gen.stop_after:
+            advice += f"; note stop_after={gen.stop_after} ended generation early by design"
+        out.append(CapWarning(g.label, tuple(g.trial_ids), int(max(made)), cap, share, advice))
     return out
 
 
-def recommendations(trials: Iterable[TrialResult], memory_budget_bytes: int | None = None) -> dict[str, Any]:
+def recommendations(trials: Iterable[TrialResult], memory_budget_bytes: int | None = None) -> Recommendations:
+    """A pick per objective under one budget, and the caps the answers did not need."""
     trials = list(trials)
     objs = {o: recommend(trials, o, memory_budget_bytes) for o in OBJECTIVES}
-    return {"memory_budget_bytes": memory_budget_bytes, "peak_metric": peak_key(trials), "objectives": objs,
-            "excluded_over_budget": objs["load"]["excluded_over_budget"],
-            "max_new_tokens_warnings": max_new_tokens_warnings(trials)}
+    return Recommendations(objs, memory_budget_bytes, peak_key(trials), tuple(max_new_tokens_warnings(trials)),
+                           objs["load"].excluded_over_budget)
 
 
 # ---------------------------------------------------------------- command
@@ -120,29 +116,29 @@ def cli_recommend(out_dir: Path, objective: str | None, memory_budget: str | Non
     recs = recommendations(result.trials, budget)
     con = console
     con.print(f"[bold]recommendations[/] for {escape(result.name)} ({escape(str(path))})"
-              + (f", memory budget {fmt_value(budget, 'bytes')} on {recs['peak_metric']}" if budget is not None else ""))
+              + (f", memory budget {fmt_value(budget, 'bytes')} on {recs.peak_metric}" if budget is not None else ""))
     for obj in ([objective] if objective else OBJECTIVES):
-        r, f = recs["objectives"][obj], recs["objectives"][obj]["figure"]
-        if r["label"] is None:
-            con.print(f"\n[bold]{obj}[/]: nothing to recommend: {escape(r['reason'])}")
+        r = recs.objectives[obj]
+        f = r.figure
+        if r.label is None:
+            con.print(f"\n[bold]{obj}[/]: nothing to recommend: {escape(r.reason or '')}")
             continue
-        con.print(f"\n[bold]{obj}[/]: [green]{escape(r['label'])}[/]  {f['name']} = {fmt_value(f['value'], f['unit'])}")
-        lines = ["settings: " + ", ".join(f"{k}={v}" for k, v in r["settings"].items() if v is not None)]
-        if r["runner_up"]:
-            ru = r["runner_up"]
-            margin = f", margin {r['margin_pct']:.1f}%" if r["margin_pct"] is not None else ""
-            lines.append(f"runner-up: {ru['label']} ({fmt_value(ru['figure']['value'], f['unit'])}){margin}")
-        for line in lines + [f"- {t}" for t in r["tradeoffs"]]:
+        con.print(f"\n[bold]{obj}[/]: [green]{escape(r.label)}[/]  {f.name} = {fmt_value(f.value, f.unit)}")
+        lines = ["settings: " + ", ".join(f"{k}={v}" for k, v in (r.settings or {}).items() if v is not None)]
+        if r.runner_up:
+            margin = f", margin {r.margin_pct:.1f}%" if r.margin_pct is not None else ""
+            lines.append(f"runner-up: {r.runner_up.label} ({fmt_value(r.runner_up.figure.value, f.unit)}){margin}")
+        for line in lines + [f"- {t}" for t in r.tradeoffs]:
             con.print(f"  {line}", markup=False)
-    if recs["excluded_over_budget"]:
-        con.print("\n[yellow]over budget[/]: " + escape(", ".join(recs["excluded_over_budget"])))
-    if recs["max_new_tokens_warnings"]:
+    if recs.excluded_over_budget:
+        con.print("\n[yellow]over budget[/]: " + escape(", ".join(recs.excluded_over_budget)))
+    if recs.max_new_tokens_warnings:
         con.print("\n[yellow]max_new_tokens larger than the answers[/]:")
-        for w in recs["max_new_tokens_warnings"]:
-            con.print(f"  - {w['label']}: {w['advice']}", markup=False)
+        for w in recs.max_new_tokens_warnings:
+            con.print(f"  - {w.label}: {w.advice}", markup=False)
         con.print("  a cap from real answer lengths: --lengths FILE (token counts or texts)")
     if found is not None:
-        prompts = {get_path(t.strategy, "generate.prompt_tokens") for t in result.trials} - {None}
+        prompts = {t.strategy.generate.prompt_tokens for t in result.trials if t.strategy.generate is not None}
         cov = lengths_coverage(found, prompts.pop() if len(prompts) == 1 else None)
         pc = cov["percentiles"]
         t = Table(title=f"output lengths: n={cov['n']}, p50 {pc['p50']}, p90 {pc['p90']}, p99 {pc['p99']}, "

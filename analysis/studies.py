@@ -15,8 +15,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from loadprof.analysis.findings import Finding
-from loadprof.results import TrialResult
+from loadprof.results import Finding, Study, TrialResult
+from loadprof.strategies.model import Strategy
 from loadprof.units import bytes_h
 
 MODELS = ("constant", "linear", "quadratic")
@@ -37,14 +37,6 @@ IGNORED_PATHS = ("label", "generate.repeats")
 
 # ---------------------------------------------------------------- grouping
 
-def _get(d: Mapping[str, Any] | None, path: str) -> Any:
-    for part in path.split("."):
-        if not isinstance(d, Mapping):
-            return None
-        d = d.get(part)
-    return d
-
-
 def _without(d: Mapping[str, Any], paths: Iterable[str]) -> dict[str, Any]:
     out = json.loads(json.dumps(d, default=str))
     for path in paths:
@@ -57,12 +49,8 @@ def _without(d: Mapping[str, Any], paths: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def model_name(strategy: Mapping[str, Any]) -> str:
-    m = strategy.get("model") or {}
-    syn = m.get("synthetic")
-    if syn:
-        return f"{syn.get('arch') or ''}:{syn.get('shape')}".lstrip(":")
-    return str(m.get("path") or m.get("hub_id") or "?")
+def model_name(strategy: Strategy) -> str:
+    return strategy.model.label
 
 
 def _order(v: Any) -> tuple:
@@ -93,9 +81,9 @@ def _median(values: Sequence[Any]) -> Any:
     return first
 
 
-def _describe(strategy: Mapping[str, Any], vary: str) -> tuple[dict[str, Any], str]:
-    fixed = {"model": model_name(strategy)}
-    fixed.update({k: _get(strategy, k) for k in FIXED_KNOBS if k != vary and _get(strategy, k) is not None})
+def _describe(strategy: Strategy, vary: str) -> tuple[dict[str, Any], str]:
+    fixed: dict[str, Any] = {"model": model_name(strategy)}
+    fixed.update({k: strategy.at(k) for k in FIXED_KNOBS if k != vary and strategy.at(k) is not None})
     short = [fixed["model"]] + [f"{k.split('.')[-1]}={v}" for k, v in fixed.items() if k != "model"]
     return fixed, ", ".join(short)
 
@@ -107,12 +95,12 @@ def series(trials: Iterable[TrialResult], vary: str) -> list[dict[str, Any]]:
     4-bit point is compared with the unquantized one of the same compute dtype only.
     """
     groups: dict[str, dict[Any, list[TrialResult]]] = {}
-    reps: dict[str, Mapping[str, Any]] = {}
+    reps: dict[str, Strategy] = {}
     for t in trials:
-        value = _get(t.strategy, vary)
+        value = t.strategy.at(vary)
         if not t.ok or value is None:
             continue
-        key = json.dumps(_without(t.strategy, (*IGNORED_PATHS, vary)), sort_keys=True)
+        key = json.dumps(_without(t.strategy.to_dict(), (*IGNORED_PATHS, vary)), sort_keys=True)
         groups.setdefault(key, {}).setdefault(json.dumps(value, sort_keys=True, default=str), []).append(t)
         reps.setdefault(key, t.strategy)
     out = []
@@ -123,7 +111,7 @@ def series(trials: Iterable[TrialResult], vary: str) -> list[dict[str, Any]]:
         for ts in by_value.values():
             metric_keys = list(dict.fromkeys(k for t in ts for k in t.metrics))
             points.append({
-                "value": _get(ts[0].strategy, vary), "trial_ids": [t.trial_id for t in ts], "repeats": len(ts),
+                "value": ts[0].strategy.at(vary), "trial_ids": [t.trial_id for t in ts], "repeats": len(ts),
                 "metrics": {k: _median([t.metrics.get(k) for t in ts]) for k in metric_keys},
                 "new_tokens_seen": sorted({n for t in ts if (n := t.metrics.get("new_tokens")) is not None}),
             })
@@ -334,19 +322,20 @@ STUDIES = (("max_new_tokens", "generate.max_new_tokens", max_new_tokens_curve),
            ("quantization", "load.quantization", quantization_comparison))
 
 
-def studies(trials: Iterable[TrialResult]) -> dict[str, list[dict[str, Any]]]:
-    """Every series of every study found in the trials (empty lists when a knob was never varied)."""
+def studies(trials: Iterable[TrialResult]) -> tuple[Study, ...]:
+    """Every series of every study found in the trials, in report order (none for a knob never varied)."""
     trials = list(trials)
-    return {name: [study(g) for g in series(trials, path)] for name, path, study in STUDIES}
+    return tuple(Study.from_dict(name, study(g)) for name, path, study in STUDIES for g in series(trials, path))
 
 
 # ---------------------------------------------------------------- findings
 
-def preallocation_findings(studies: Mapping[str, Any]) -> list[Finding]:
+def preallocation_findings(studies: Iterable[Study]) -> list[Finding]:
     """One finding per max_new_tokens series whose generate-start allocation grows with the cap."""
     out = []
-    for c in studies.get("max_new_tokens", []):
-        if c.get("growth") not in ("linear", "quadratic"):
+    for study in studies:
+        c = study.figures
+        if study.kind != "max_new_tokens" or c.get("growth") not in ("linear", "quadratic"):
             continue
         per_tok, fb = c["alloc_bytes_per_cap_token"], c["fits"]["generate_start_alloc_bytes"]
         sites = c.get("sites") or []
@@ -355,7 +344,7 @@ def preallocation_findings(studies: Mapping[str, Any]) -> list[Finding]:
         high = bool((save_ms and call_s and save_ms > HIGH_SAVING_SHARE * call_s * 1e3)
                     or (save_b and save_b > HIGH_SAVING_BYTES))
         ms_tok = c.get("generate_call_ms_per_cap_token")
-        static = c["fixed"].get("generate.cache_implementation") == "static"
+        static = study.fixed.get("generate.cache_implementation") == "static"
         cover, observed = c.get("covering_cap"), c.get("observed_new_tokens") or []
         what = f"pre-allocation in {culprit}" if culprit else "memory allocated before the first token"
         title = f"{what} grows {bytes_h(per_tok)} per token of max_new_tokens"
@@ -374,11 +363,11 @@ def preallocation_findings(studies: Mapping[str, Any]) -> list[Finding]:
                else f"set max_new_tokens to the longest answer you need, {alt}")
         out.append(Finding(
             "max_new_tokens_preallocation", "high" if high else "medium", title, detail, fix,
-            {"function": sites[0]["site"] if sites else "", "series": c["description"], "growth": c["growth"],
+            {"function": sites[0]["site"] if sites else "", "series": study.description, "growth": c["growth"],
              "fit_model": fb["model"], "r2": fb["r2"], "alloc_bytes_per_cap_token": per_tok,
              "generate_call_ms_per_cap_token": ms_tok, "ttft_ms_per_cap_token": c.get("ttft_ms_per_cap_token"),
              "observed_new_tokens": observed, "covering_cap": cover, "largest_cap": c["largest_cap"],
              "saving_bytes": save_b, "saving_ms": save_ms,
              "sites": [{k: s[k] for k in ("site", "op", "bytes_per_cap_token", "share")} for s in sites]},
-            tuple(c["trial_ids"]), c["description"], (save_ms or 0.0) / 1e3))
+            study.trial_ids, study.description, (save_ms or 0.0) / 1e3))
     return out

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
-from loadprof.analysis.groups import (FIGURES, OBJECTIVES, TRADEOFF_PCT, Group, get_path, rank_groups, figure,
+from loadprof.strategies.model import Strategy
+from loadprof.analysis.groups import (FIGURES, OBJECTIVES, TRADEOFF_PCT, Group, rank_groups, figure,
                                       load_cost_s)
 
-def _key(strategy: Mapping[str, Any], drop: Sequence[str]) -> str:
-    d = json.loads(json.dumps(strategy, default=str))
+def _key(strategy: Strategy, drop: Sequence[str]) -> str:
+    d = json.loads(json.dumps(strategy.to_dict(), default=str))
     for path in ("label", "generate.repeats", *drop):
         *head, last = path.split(".")
         node = d
@@ -27,7 +28,7 @@ def counterpart(pick: Group, gs: Sequence[Group], paths: Sequence[str], want: Ca
     others = [g for g in gs if g is not pick and want(g)]
     k = _key(pick.strategy, paths)
     exact = [g for g in others if _key(g.strategy, paths) == k]
-    same_model = [g for g in others if g.strategy.get("model") == pick.strategy.get("model")]
+    same_model = [g for g in others if g.strategy.model == pick.strategy.model]
     return (exact or same_model or [None])[0]
 
 
@@ -68,11 +69,11 @@ def tradeoffs(pick: Group, objective: str, gs: Sequence[Group], cands: Sequence[
 
 
 def _quantization_cost(pick: Group, gs: Sequence[Group], peak: str) -> str | None:
-    q = (pick.strategy.get("load") or {}).get("quantization") or "none"
+    q = pick.strategy.load.quantization
     if q == "none":
         return None
     pk, tok = pick.metric(peak), pick.metric("decode_tok_s")
-    base = counterpart(pick, gs, ["load.quantization"], lambda g: get_path(g.strategy, "load.quantization") == "none")
+    base = counterpart(pick, gs, ["load.quantization"], lambda g: g.strategy.load.quantization == "none")
     if base is None or pk is None or base.metric(peak) is None:
         return f"{q}: no unquantized run to compare memory with; {_quality(q)}"
     bp, bt = base.metric(peak), base.metric("decode_tok_s")
@@ -86,16 +87,16 @@ def _quantization_cost(pick: Group, gs: Sequence[Group], peak: str) -> str | Non
 
 
 def _dtype_cost(pick: Group, gs: Sequence[Group], peak: str) -> str | None:
-    dt = (pick.strategy.get("load") or {}).get("dtype")
+    dt = pick.strategy.load.dtype
     if dt not in ("float16", "bfloat16", "float32"):
         return None
     half = dt != "float32"
-    other = counterpart(pick, gs, ["load.dtype"], lambda g: (get_path(g.strategy, "load.dtype") == "float32") if half
-                        else get_path(g.strategy, "load.dtype") in ("float16", "bfloat16"))
+    other = counterpart(pick, gs, ["load.dtype"], lambda g: (g.strategy.load.dtype == "float32") if half
+                        else g.strategy.load.dtype in ("float16", "bfloat16"))
     pk, op = pick.metric(peak), other.metric(peak) if other else None
     if other is None or pk is None or not op:
         return None
-    od = get_path(other.strategy, "load.dtype")
+    od = other.strategy.load.dtype
     return (f"{dt} peak memory {abs(_pct(pk, op)):.0f}% {'below' if pk < op else 'above'} {od} "
             f"('{other.label}': {fmt_value(op, 'bytes')})"
             + ("; half precision rounds the weights: outputs can differ slightly from float32" if half
@@ -103,10 +104,10 @@ def _dtype_cost(pick: Group, gs: Sequence[Group], peak: str) -> str | None:
 
 
 def _loader_cost(pick: Group, gs: Sequence[Group], peak: str) -> str | None:
-    loader = ((pick.strategy.get("load") or {}).get("loader") or {}).get("target")
+    loader = pick.strategy.load.loader.target if pick.strategy.load.loader else None
     if not loader:
         return None
-    builtin = counterpart(pick, gs, ["load.loader", "sampling_hz"], lambda g: not get_path(g.strategy, "load.loader"))
+    builtin = counterpart(pick, gs, ["load.loader", "sampling_hz"], lambda g: g.strategy.load.loader is None)
     a, b = pick.median(load_cost_s), builtin.median(load_cost_s) if builtin else None
     if a is None or not b or a <= b:
         return None
@@ -115,12 +116,12 @@ def _loader_cost(pick: Group, gs: Sequence[Group], peak: str) -> str | None:
 
 
 def _offload_cost(pick: Group, gs: Sequence[Group], peak: str) -> str | None:
-    off = (pick.strategy.get("load") or {}).get("offload") or "none"
+    off = pick.strategy.load.offload
     if off == "none":
         return None
     pk, tok, ttft = pick.metric(peak), pick.metric("decode_tok_s"), pick.metric("ttft_ms")
     base = counterpart(pick, gs, ["load.offload", "load.max_memory", "load.offload_folder"],
-                       lambda g: (get_path(g.strategy, "load.offload") or "none") == "none")
+                       lambda g: g.strategy.load.offload == "none")
     by_dev = (pick.trials[0].metrics.get("bytes_by_device") or {}) if pick.trials else {}
     where = ", ".join(f"{d}{' (offloaded)' if d == 'meta' else ''} {fmt_value(b, 'bytes')}" for d, b in by_dev.items())
     text = f"offload={off}: offloaded weights are read back at every forward" + (f" (weights by device: {where})"
@@ -136,7 +137,7 @@ def _offload_cost(pick: Group, gs: Sequence[Group], peak: str) -> str | None:
 
 
 def _static_cache_cost(pick: Group, gs: Sequence[Group], peak: str) -> str | None:
-    if (pick.strategy.get("generate") or {}).get("cache_implementation") != "static":
+    if pick.strategy.generate is None or pick.strategy.generate.cache_implementation != "static":
         return None
     kv = (pick.trials[0].metrics.get("estimate") or {}).get("kv_cache_static_bytes") if pick.trials else None
     return ("static cache: KV buffers are sized by prompt + max_new_tokens before the first token"
@@ -144,9 +145,9 @@ def _static_cache_cost(pick: Group, gs: Sequence[Group], peak: str) -> str | Non
 
 
 def _page_cache_note(pick: Group, gs: Sequence[Group]) -> str | None:
-    if (pick.strategy.get("load") or {}).get("file_cache") != "warm":
+    if pick.strategy.load.file_cache != "warm":
         return None
-    cold = counterpart(pick, gs, ["load.file_cache"], lambda g: get_path(g.strategy, "load.file_cache") == "cold")
+    cold = counterpart(pick, gs, ["load.file_cache"], lambda g: g.strategy.load.file_cache == "cold")
     c = cold.median(load_cost_s) if cold else None
     if c is None:
         return None

@@ -11,11 +11,71 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Any, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from loadprof import events
 from loadprof.clock import Clock
-from loadprof.results import PhaseTiming
+
+@dataclass(frozen=True)
+class PhaseTiming:
+    """A named interval [start_s, end_s] relative to the trial's t0; children nest inside."""
+
+    name: str
+    start_s: float
+    end_s: float
+    children: tuple["PhaseTiming", ...] = ()
+    incomplete: bool = False
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+    @property
+    def other_s(self) -> float:
+        """Time inside this phase that no child covers (0 for a leaf: it has nothing to explain)."""
+        if not self.children:
+            return 0.0
+        return max(0.0, self.duration_s - sum(c.duration_s for c in self.children))
+
+    def find(self, path: str) -> "PhaseTiming | None":
+        head, _, rest = path.partition("/")
+        if head != self.name:
+            return None
+        if not rest:
+            return self
+        for c in self.children:
+            hit = c.find(rest)
+            if hit is not None:
+                return hit
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "start_s": self.start_s, "end_s": self.end_s,
+                             "duration_s": self.duration_s}
+        if self.children:
+            d["other_s"] = self.other_s
+            d["children"] = [c.to_dict() for c in self.children]
+        if self.incomplete:
+            d["incomplete"] = True
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PhaseTiming":
+        return cls(
+            name=d["name"], start_s=d["start_s"], end_s=d["end_s"],
+            children=tuple(cls.from_dict(c) for c in d.get("children", ())),
+            incomplete=bool(d.get("incomplete", False)),
+        )
+
+
+def find_phase(phases: Iterable[PhaseTiming], path: str) -> PhaseTiming | None:
+    for p in phases:
+        hit = p.find(path)
+        if hit is not None:
+            return hit
+    return None
+
 
 PhaseListener = Callable[[str, str, int], None]
 

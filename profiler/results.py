@@ -6,10 +6,19 @@ here: reports/* format these objects, they never measure.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from functools import cached_property
+from typing import Any, Mapping
 
-from loadprof.errors import LoadprofError
+from loadprof.conclusions import (CapWarning, Figure, Finding, Recommendation, Recommendations, RunnerUp, Study,
+                                  studies_from_dict, studies_to_dict)
+from loadprof.errors import LoadprofError, SpecError
+from loadprof.payloads import ProbeViews
+from loadprof.phases import PhaseTiming, find_phase
+from loadprof.strategies.model import Strategy
+
+__all__ = ["PhaseTiming", "find_phase", "TrialResult", "Finding", "Study", "Figure", "RunnerUp", "Recommendation",
+           "Recommendations", "CapWarning", "SweepResult", "Strategy"]
 
 #: 2: the memory probe's whole-trial peaks are ``trial_peak_rss_bytes`` / ``trial_peak_cuda_allocated_bytes``,
 #: so ``peak_rss_bytes`` means one thing (the workload's peak, in ``metrics``); version 1 files are migrated
@@ -30,73 +39,17 @@ STATUSES = ("ok", "failed", "crashed", "timeout", "skipped")
 
 
 @dataclass(frozen=True)
-class PhaseTiming:
-    """A named interval [start_s, end_s] relative to the trial's t0; children nest inside."""
-
-    name: str
-    start_s: float
-    end_s: float
-    children: tuple["PhaseTiming", ...] = ()
-    incomplete: bool = False
-
-    @property
-    def duration_s(self) -> float:
-        return self.end_s - self.start_s
-
-    @property
-    def other_s(self) -> float:
-        """Time inside this phase that no child covers (0 for a leaf: it has nothing to explain)."""
-        if not self.children:
-            return 0.0
-        return max(0.0, self.duration_s - sum(c.duration_s for c in self.children))
-
-    def find(self, path: str) -> "PhaseTiming | None":
-        head, _, rest = path.partition("/")
-        if head != self.name:
-            return None
-        if not rest:
-            return self
-        for c in self.children:
-            hit = c.find(rest)
-            if hit is not None:
-                return hit
-        return None
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name, "start_s": self.start_s, "end_s": self.end_s,
-                             "duration_s": self.duration_s}
-        if self.children:
-            d["other_s"] = self.other_s
-            d["children"] = [c.to_dict() for c in self.children]
-        if self.incomplete:
-            d["incomplete"] = True
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "PhaseTiming":
-        return cls(
-            name=d["name"], start_s=d["start_s"], end_s=d["end_s"],
-            children=tuple(cls.from_dict(c) for c in d.get("children", ())),
-            incomplete=bool(d.get("incomplete", False)),
-        )
-
-
-def find_phase(phases: Iterable[PhaseTiming], path: str) -> PhaseTiming | None:
-    for p in phases:
-        hit = p.find(path)
-        if hit is not None:
-            return hit
-    return None
-
-
-@dataclass(frozen=True)
 class TrialResult:
+    """One isolated run of a strategy: its status (and why, when not ok), the phase tree on the trial's clock,
+    flat ``metrics`` (units in the key names), each probe's payload as filed (``probes``; read it typed through
+    ``views``), and what the harness measured around the workload. Serialized only by ``to_dict``."""
+
     trial_id: str
     strategy_id: str
     label: str
     repeat_index: int
     status: str
-    strategy: Mapping[str, Any]
+    strategy: Strategy
     wall_s: float | None = None
     phases: tuple[PhaseTiming, ...] = ()
     metrics: Mapping[str, Any] = field(default_factory=dict)
@@ -122,10 +75,16 @@ class TrialResult:
     def phase(self, path: str) -> PhaseTiming | None:
         return find_phase(self.phases, path)
 
+    @cached_property
+    def views(self) -> ProbeViews:
+        """Typed views of the probes' payloads (``views.memory.per_phase["load"]``, ``views.sampling``...)."""
+        return ProbeViews.of(self.probes, self.metrics)
+
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["phases"] = [p.to_dict() for p in self.phases]
-        d["notes"] = list(self.notes)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d.update(strategy=self.strategy.to_dict(), phases=[p.to_dict() for p in self.phases], notes=list(self.notes),
+                 metrics=dict(self.metrics), probes=dict(self.probes), harness=dict(self.harness), env=dict(self.env),
+                 artifacts=dict(self.artifacts))
         return d
 
     @classmethod
@@ -133,37 +92,21 @@ class TrialResult:
         d = _migrate_trial(dict(d))
         d["phases"] = tuple(PhaseTiming.from_dict(p) for p in d.get("phases", ()))
         d["notes"] = tuple(d.get("notes", ()))
+        try:
+            d["strategy"] = Strategy.from_dict(d["strategy"])
+        except (SpecError, KeyError, TypeError) as e:
+            raise LoadprofError(f"trial {d.get('trial_id', '?')!r}: its strategy does not read as a loadprof strategy "
+                                f"({type(e).__name__}: {e})", exit_code=2,
+                                hint="the file was written by another loadprof version or edited by hand") from e
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
 @dataclass(frozen=True)
-class Finding:
-    """One diagnosis: what was seen (title, detail), what to do (fix), the figures behind it (evidence) and
-    the trials and strategies it was seen in; ``score`` ranks findings of one severity (often the stake)."""
-
-    kind: str
-    severity: str
-    title: str
-    detail: str
-    fix: str
-    evidence: Mapping[str, Any] = field(default_factory=dict)
-    trial_ids: tuple[str, ...] = ()
-    label: str = ""
-    score: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["trial_ids"] = list(self.trial_ids)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Finding":
-        return cls(**{**d, "trial_ids": tuple(d.get("trial_ids", ()))})
-
-
-@dataclass(frozen=True)
 class SweepResult:
+    """One sweep: its trials, and what analysis concluded from them (findings, studies, recommendations: filled
+    by ``loadprof.analysis.sweep.analyse_sweep``). What every renderer reads; serialized only by ``to_dict``."""
+
     run_id: str
     name: str
     source: str
@@ -172,17 +115,20 @@ class SweepResult:
     env: Mapping[str, Any] = field(default_factory=dict)
     interrupted: bool = False
     findings: tuple[Finding, ...] = ()
-    studies: Mapping[str, Any] = field(default_factory=dict)
-    recommendations: Mapping[str, Any] = field(default_factory=dict)
+    studies: tuple[Study, ...] = ()
+    recommendations: Recommendations = field(default_factory=Recommendations)
     schema_version: int = SCHEMA_VERSION
+
+    def studies_of(self, kind: str) -> list[Study]:
+        return [s for s in self.studies if s.kind == kind]
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": self.schema_version, "run_id": self.run_id, "name": self.name,
             "source": self.source, "created_at": self.created_at, "interrupted": self.interrupted,
             "env": dict(self.env), "trials": [t.to_dict() for t in self.trials],
-            "findings": [f.to_dict() for f in self.findings], "studies": dict(self.studies),
-            "recommendations": dict(self.recommendations),
+            "findings": [f.to_dict() for f in self.findings], "studies": studies_to_dict(self.studies),
+            "recommendations": self.recommendations.to_dict(),
         }
 
     @classmethod
@@ -196,5 +142,6 @@ class SweepResult:
             run_id=d["run_id"], name=d["name"], source=d["source"], created_at=d["created_at"],
             trials=tuple(TrialResult.from_dict(t) for t in d["trials"]), env=d.get("env", {}),
             interrupted=bool(d.get("interrupted", False)), findings=tuple(Finding.from_dict(f) for f in d.get("findings", ())),
-            studies=d.get("studies", {}), recommendations=d.get("recommendations", {}),
+            studies=studies_from_dict(d.get("studies") or {}),
+            recommendations=Recommendations.from_dict(d.get("recommendations")),
         )

@@ -198,7 +198,7 @@ def classify(plan: TrialPlan, received: list[dict[str, Any]], returncode: int | 
     env = by_type["env"][-1]["info"] if by_type.get("env") else {}
     return TrialResult(
         trial_id=plan.trial.id, strategy_id=strategy.id, label=strategy.display(),
-        repeat_index=plan.trial.repeat_index, status=status, strategy=strategy.to_dict(),
+        repeat_index=plan.trial.repeat_index, status=status, strategy=strategy,
         wall_s=wall_ns / 1e9 if received else None, phases=phases, metrics=metrics, probes=probes,
         notes=tuple(n for n in notes if n), reason=reason, exit_code=returncode, signal=sig,
         stderr_tail=_stderr_tail(plan.trial_dir) if status != "ok" else "", harness=harness, env=env,

@@ -163,7 +163,7 @@ class Session:
         path = models[strategy.model]
         if isinstance(path, LoadprofError):
             return TrialResult(trial_id=trial.id, strategy_id=strategy.id, label=strategy.display(),
-                               repeat_index=trial.repeat_index, status="failed", strategy=strategy.to_dict(),
+                               repeat_index=trial.repeat_index, status="failed", strategy=strategy,
                                reason=str(path))
         cache = None
         if strategy.load.file_cache == "cold":

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from loadprof.reports.base import Artifacts, TextRenderer
-from loadprof.reports.sections import figures_available, harness_line, model_label, status_counts
+from loadprof.reports.sections import figures_available, harness_line, model_label, status_counts, value_text
 from loadprof.reports.study_tables import render_studies
 from loadprof.results import SweepResult, TrialResult
 from loadprof.units import bytes_h, num
@@ -73,18 +73,15 @@ def render_findings(sweep: SweepResult, console: Console, limit: int = 12) -> No
 
 
 def render_recommendations(sweep: SweepResult, console: Console) -> None:
-    objs = (sweep.recommendations or {}).get("objectives") or {}
-    picks = [(o, r) for o, r in objs.items() if r.get("label")]
+    picks = [(o, r) for o, r in sweep.recommendations.objectives.items() if r.label]
     if not picks or len(sweep.trials) < 2:
         return
     console.print("[bold]Recommendations[/] (details: loadprof recommend OUT)")
     for obj, r in picks:
-        f = r["figure"]
-        value = bytes_h(f["value"]) if f["unit"] == "bytes" else f"{f['value']:.3g} {f['unit']}"
-        console.print(f"  {obj:<10} {escape(r['label'])}  ({f['name']} {value})", highlight=False)
-    for w in sweep.recommendations.get("max_new_tokens_warnings", [])[:5]:
-        label, advice = escape(str(w.get("label", ""))), escape(str(w.get("advice") or ""))
-        console.print(f"  [yellow]max_new_tokens[/] {label}: {advice}", highlight=False)
+        f = r.figure
+        console.print(f"  {obj:<10} {escape(r.label or '')}  ({f.name} {value_text(f.value, f.unit)})", highlight=False)
+    for w in sweep.recommendations.max_new_tokens_warnings[:5]:
+        console.print(f"  [yellow]max_new_tokens[/] {escape(w.label)}: {escape(w.advice)}", highlight=False)
 
 
 def render(sweep: SweepResult, console: Console | None = None, out_dir: Any = None) -> None:

@@ -138,7 +138,7 @@ def render(sweep: SweepResult, artifacts: Artifacts | None = None) -> str:
     sections = [("summary", "Summary"), ("findings", "Findings"), ("recommendations", "Recommendations"),
                 ("studies", "Studies"), ("phases", "Phases"), ("trials", "Trials"), ("harness", "Harness")]
     rec_table, rec_notes = recommendations(sweep)
-    studies = study_tables(sweep.studies or {})
+    studies = study_tables(sweep.studies)
     present = {"summary": True, "findings": bool(sweep.findings),
                "recommendations": rec_table is not None or bool(rec_notes), "studies": bool(studies),
                "phases": any(t.phases for t in sweep.trials), "trials": bool(sweep.trials),

@@ -61,7 +61,7 @@ def render(sweep: SweepResult, artifacts: Artifacts | None = None) -> str:
         if rec_table is not None:
             md += [*md_table(rec_table), ""]
         md += [f"- {_text(n)}" for n in rec_notes] + [""]
-    studies = study_tables(sweep.studies or {})
+    studies = study_tables(sweep.studies)
     if studies:
         md += ["## Studies", ""]
         for tables in studies.values():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import re
 import textwrap
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import matplotlib
 
@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from loadprof.reports.sections import children_s, timeline_rows, trial_name  # noqa: E402
-from loadprof.results import SweepResult, TrialResult  # noqa: E402
+from loadprof.results import Study, SweepResult, TrialResult  # noqa: E402
 
 STYLE = {"svg.fonttype": "none", "font.size": 8, "font.family": ["DejaVu Sans", "sans-serif"],
          "axes.spines.top": False, "axes.spines.right": False, "axes.titlesize": 9, "legend.fontsize": 7,
@@ -152,13 +152,13 @@ def memory_timeline(t: TrialResult, rows: Sequence[Sequence[float]] | None = Non
         return _svg(fig, f"mem-{t.trial_id}")
 
 
-def _series_labels(series: Sequence[Mapping[str, Any]]) -> list[str]:
+def _series_labels(series: Sequence[Study]) -> list[str]:
     """Name each series by the fixed settings that differ between them (else its description)."""
-    fixed = [s.get("fixed") or {} for s in series]
+    fixed = [s.fixed for s in series]
     keys = [k for k in dict.fromkeys(k for f in fixed for k in f) if len({str(f.get(k)) for f in fixed}) > 1]
     if len(series) > 1 and keys:
         return [_short(", ".join(f"{k.split('.')[-1]}={f.get(k)}" for k in keys), 60) for f in fixed]
-    return [_short(str(s.get("description", "")), 60) for s in series]
+    return [_short(s.description, 60) for s in series]
 
 
 def _series_legend(fig: Any, ax: Any, n: int) -> None:
@@ -174,16 +174,16 @@ def _log2_axis(ax: Any, xs: Iterable[float]) -> None:
     ax.minorticks_off()
 
 
-def max_new_tokens_plot(curves: Sequence[Mapping[str, Any]]) -> str | None:
+def max_new_tokens_plot(curves: Sequence[Study]) -> str | None:
     """Allocation at generate start and generate-call time vs the cap (log2 x), one line per series."""
-    curves = [c for c in curves if c.get("points")]
+    curves = [c for c in curves if c.figures.get("points")]
     if not curves:
         return None
     with plt.rc_context(STYLE):
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(WIDTH_IN, 2.6), layout="constrained")
         caps: list[float] = []
         for c, label in zip(curves, _series_labels(curves)):
-            pts = c["points"]
+            pts = c.figures["points"]
             xs = [p["cap"] for p in pts]
             caps += xs
             alloc = [(x, p["generate_start_alloc_bytes"] / MiB) for x, p in zip(xs, pts)
@@ -202,16 +202,16 @@ def max_new_tokens_plot(curves: Sequence[Mapping[str, Any]]) -> str | None:
         return _svg(fig, "study-max-new-tokens")
 
 
-def batch_plot(scalings: Sequence[Mapping[str, Any]]) -> str | None:
+def batch_plot(scalings: Sequence[Study]) -> str | None:
     """Decode throughput and efficiency vs batch size, one line per series."""
-    scalings = [b for b in scalings if b.get("rows")]
+    scalings = [b for b in scalings if b.figures.get("rows")]
     if not scalings:
         return None
     with plt.rc_context(STYLE):
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(WIDTH_IN, 2.6), layout="constrained")
         sizes: list[float] = []
         for b, label in zip(scalings, _series_labels(scalings)):
-            rows = b["rows"]
+            rows = b.figures["rows"]
             sizes += [r["batch_size"] for r in rows]
             tok = [(r["batch_size"], r["decode_tok_s"]) for r in rows if r.get("decode_tok_s") is not None]
             eff = [(r["batch_size"], r["efficiency_pct"]) for r in rows if r.get("efficiency_pct") is not None]
@@ -230,18 +230,18 @@ def batch_plot(scalings: Sequence[Mapping[str, Any]]) -> str | None:
         return _svg(fig, "study-batch")
 
 
-def quant_plot(comparisons: Sequence[Mapping[str, Any]]) -> str | None:
+def quant_plot(comparisons: Sequence[Study]) -> str | None:
     """Weights and decode tok/s per quantization, grouped bars when there are several series."""
-    comparisons = [q for q in comparisons if q.get("rows")]
+    comparisons = [q for q in comparisons if q.figures.get("rows")]
     if not comparisons:
         return None
-    quants = list(dict.fromkeys(str(r["quantization"]) for q in comparisons for r in q["rows"]))
+    quants = list(dict.fromkeys(str(r["quantization"]) for q in comparisons for r in q.figures["rows"]))
     width = 0.8 / len(comparisons)
-    scale, unit = _byte_unit(max((r.get("weights_bytes") or 0) for q in comparisons for r in q["rows"]))
+    scale, unit = _byte_unit(max((r.get("weights_bytes") or 0) for q in comparisons for r in q.figures["rows"]))
     with plt.rc_context(STYLE):
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(WIDTH_IN, 2.6), layout="constrained")
         for i, (q, label) in enumerate(zip(comparisons, _series_labels(comparisons))):
-            by = {str(r["quantization"]): r for r in q["rows"]}
+            by = {str(r["quantization"]): r for r in q.figures["rows"]}
             xs = [j + (i - (len(comparisons) - 1) / 2) * width for j in range(len(quants))]
             for ax, key, div in ((a1, "weights_bytes", scale), (a2, "decode_tok_s", 1.0)):
                 vals = [(by.get(n) or {}).get(key) for n in quants]
@@ -255,9 +255,10 @@ def quant_plot(comparisons: Sequence[Mapping[str, Any]]) -> str | None:
         return _svg(fig, "study-quantization")
 
 
-def study_plots(studies: Mapping[str, Any]) -> dict[str, str]:
+def study_plots(studies: Iterable[Study]) -> dict[str, str]:
     """Study kind -> SVG, for the kinds the sweep has."""
-    out = {"max_new_tokens": max_new_tokens_plot(studies.get("max_new_tokens") or []),
-           "batch_size": batch_plot(studies.get("batch_size") or []),
-           "quantization": quant_plot(studies.get("quantization") or [])}
+    studies = list(studies)
+    out = {"max_new_tokens": max_new_tokens_plot([s for s in studies if s.kind == "max_new_tokens"]),
+           "batch_size": batch_plot([s for s in studies if s.kind == "batch_size"]),
+           "quantization": quant_plot([s for s in studies if s.kind == "quantization"])}
     return {k: v for k, v in out.items() if v}

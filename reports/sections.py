@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from loadprof.reports.base import Artifacts
-from loadprof.results import Finding, PhaseTiming, SweepResult, TrialResult
+from loadprof.results import (Finding, PhaseTiming, Recommendation, Recommendations, Study, SweepResult,
+                              TrialResult)
 from loadprof.units import bytes_h, num
 
 SUMMARY_COLUMNS = ("#", "model", "strategy", "status", "import s", "load s", "warmup s", "peak RSS", "TTFT ms",
@@ -59,11 +60,8 @@ def run_info(sweep: SweepResult) -> list[tuple[str, str]]:
 
 def model_label(trial: TrialResult) -> str:
     """The model as the user named it (synthetic shape and dtype, or path / hub id)."""
-    m = trial.strategy.get("model", {})
-    syn = m.get("synthetic")
-    if syn:
-        return f"{syn.get('arch') or ''}:{syn['shape']}".lstrip(":") + f" ({syn.get('dtype')})"
-    return str(m.get("path") or m.get("hub_id") or "?")
+    m = trial.strategy.model
+    return f"{m.label} ({m.synthetic.dtype})" if m.synthetic is not None else m.label
 
 
 def trial_name(t: TrialResult) -> str:
@@ -123,7 +121,7 @@ def artifact_links(t: TrialResult, artifacts: Artifacts | None = None) -> list[t
 def timeline_rows(t: TrialResult, artifacts: Artifacts | None = None) -> list[Sequence[float]]:
     """[t_s, anon_bytes, file_bytes] rows from loadprof.probes.memory.metrics.timeline, else from the trial's
     memory_timeline.json through ``artifacts`` (older reports kept the timeline only there)."""
-    tl: Any = t.probes.get("memory", {}).get("metrics", {}).get("timeline")
+    tl: Any = t.views.memory.timeline or None
     if tl is None and artifacts is not None and t.artifacts.get("memory_timeline"):
         tl = artifacts.memory_timeline(t)
     if isinstance(tl, Mapping):
@@ -241,45 +239,37 @@ def value_text(v: Any, unit: str) -> str:
 
 
 def recommendations(sweep: SweepResult) -> tuple[Table | None, list[str]]:
-    """Best configuration per objective under the memory budget, or (None, []) when the sweep has none.
-
-    Read defensively (``.get``): the dict comes from loadprof.analysis.recommend and may be absent or older.
-    """
-    rec = getattr(sweep, "recommendations", None) or {}
-    if not isinstance(rec, Mapping) or not rec:
+    """Best configuration per objective under the memory budget, or (None, []) when the sweep has none."""
+    rec = sweep.recommendations
+    if not rec.objectives:
         return None, []
     columns = ("objective", "best", "figure", "settings", "runner-up", "tradeoffs")
-    rows = [_recommendation_row(str(obj), o or {}) for obj, o in (rec.get("objectives") or {}).items()]
-    table = Table("recommendations", columns, rows, tuple(False for _ in columns)) if rows else None
-    return table, _recommendation_notes(rec)
+    rows = [_recommendation_row(obj, o) for obj, o in rec.objectives.items()]
+    return Table("recommendations", columns, rows, tuple(False for _ in columns)), _recommendation_notes(rec)
 
 
-def _recommendation_row(obj: str, o: Mapping[str, Any]) -> tuple[str, ...]:
-    fig = o.get("figure") or {}
-    if not o.get("label"):
-        return (obj, f"nothing to recommend: {o.get('reason') or 'no candidate'}", "-", "-", "-", "-")
-    ru = o.get("runner_up") or {}
-    margin = f", margin {o['margin_pct']:.1f}%" if isinstance(o.get("margin_pct"), (int, float)) else ""
-    runner = (f"{ru.get('label')} ({value_text((ru.get('figure') or {}).get('value'), fig.get('unit', ''))})"
-              f"{margin}" if ru else "-")
-    settings = ", ".join(f"{k}={v}" for k, v in (o.get("settings") or {}).items() if v is not None)
-    tradeoffs = [*map(str, o.get("tradeoffs") or ())] + ([str(o["reason"])] if o.get("reason") else [])
-    figure = f"{fig.get('name', '')} = {value_text(fig.get('value'), fig.get('unit', ''))}"
-    return (obj, str(o["label"]), figure, settings or "-", runner, "; ".join(tradeoffs) or "-")
+def _recommendation_row(obj: str, o: Recommendation) -> tuple[str, ...]:
+    fig = o.figure
+    if not o.label:
+        return (obj, f"nothing to recommend: {o.reason or 'no candidate'}", "-", "-", "-", "-")
+    ru = o.runner_up
+    margin = f", margin {o.margin_pct:.1f}%" if o.margin_pct is not None else ""
+    runner = f"{ru.label} ({value_text(ru.figure.value, fig.unit)}){margin}" if ru else "-"
+    settings = ", ".join(f"{k}={v}" for k, v in (o.settings or {}).items() if v is not None)
+    tradeoffs = [*o.tradeoffs] + ([o.reason] if o.reason else [])
+    figure = f"{fig.name} = {value_text(fig.value, fig.unit)}"
+    return (obj, o.label, figure, settings or "-", runner, "; ".join(tradeoffs) or "-")
 
 
-def _recommendation_notes(rec: Mapping[str, Any]) -> list[str]:
+def _recommendation_notes(rec: Recommendations) -> list[str]:
     notes = []
-    if rec.get("memory_budget_bytes") is not None:
-        notes.append(f"memory budget {bytes_h(rec['memory_budget_bytes'])}"
-                     + (f" on {rec['peak_metric']}" if rec.get("peak_metric") else ""))
-    if rec.get("excluded_over_budget"):
-        notes.append("over budget: " + ", ".join(map(str, rec["excluded_over_budget"])))
-    for w in rec.get("max_new_tokens_warnings") or ():
-        share = w.get("share")
-        advice = w.get("advice") or (f"generated {w.get('generated')} of max_new_tokens={w.get('cap')}"
-                                     + (f" ({share:.0%})" if isinstance(share, (int, float)) else ""))
-        notes.append(f"max_new_tokens larger than the answers: {w.get('label')}: {advice}")
+    if rec.memory_budget_bytes is not None:
+        notes.append(f"memory budget {bytes_h(rec.memory_budget_bytes)}"
+                     + (f" on {rec.peak_metric}" if rec.peak_metric else ""))
+    if rec.excluded_over_budget:
+        notes.append("over budget: " + ", ".join(rec.excluded_over_budget))
+    for w in rec.max_new_tokens_warnings:
+        notes.append(f"max_new_tokens larger than the answers: {w.label}: {w.advice}")
     return notes
 
 
@@ -296,11 +286,12 @@ def _fit_line(name: str, f: Mapping[str, Any] | None, slope: str, extra: str = "
     return f"  {name}: {f['model']} in the cap (R^2 {f['r2']:.3f}; {r2}), {slope} per token of cap{extra}"
 
 
-def curve_notes(c: Mapping[str, Any]) -> list[tuple[int, str]]:
+def curve_notes(study: Study) -> list[tuple[int, str]]:
     """(indent level, text) lines under a max_new_tokens curve (fits, growing sites, covering cap).
 
     Shared by every renderer so the console, Markdown and HTML say the same thing.
     """
+    c = study.figures
     fits = c.get("fits", {})
     lines: list[tuple[int, str | None]] = [(0, x) for x in (
         _fit_line("generate call", fits.get("generate_call_s"),
@@ -323,17 +314,18 @@ def curve_notes(c: Mapping[str, Any]) -> list[tuple[int, str]]:
     return [(level, line.strip()) for level, line in lines if line]
 
 
-def curve_table(c: Mapping[str, Any]) -> Table:
+def curve_table(study: Study) -> Table:
+    c = study.figures
     columns = ("cap", "generate s", "TTFT ms", "ms/token p50", "alloc at generate start", "new tokens")
     rows = [(str(r["cap"]), num(r.get("generate_call_s"), ".3f"), num(r.get("ttft_ms"), ".1f"),
              num(r.get("per_token_ms_p50"), ".2f"), bytes_h(r.get("generate_start_alloc_bytes")),
              num(r.get("new_tokens"), ".0f")) for r in c.get("points", [])]
-    notes = [text for _, text in curve_notes(c)]
-    return Table("max_new_tokens curve", columns, rows, _numeric(columns), c.get("description", ""),
-                 notes)
+    notes = [text for _, text in curve_notes(study)]
+    return Table("max_new_tokens curve", columns, rows, _numeric(columns), study.description, notes)
 
 
-def batch_table(b: Mapping[str, Any]) -> Table:
+def batch_table(study: Study) -> Table:
+    b = study.figures
     columns = ("batch", "decode tok/s", "speedup", "efficiency", "KV per seq", "KV total", "TTFT ms")
     rows = []
     for r in b.get("rows", []):
@@ -346,10 +338,11 @@ def batch_table(b: Mapping[str, Any]) -> Table:
                      num(r.get("ttft_ms"), ".1f")))
     note = (f"efficiency = speedup / (batch / {b.get('baseline_batch_size')}); best efficiency: batch "
             f"{b.get('best_efficiency_batch_size')}, best throughput: batch {b.get('best_throughput_batch_size')}")
-    return Table("batch scaling", columns, rows, _numeric(columns), b.get("description", ""), [note])
+    return Table("batch scaling", columns, rows, _numeric(columns), study.description, [note])
 
 
-def quant_table(q: Mapping[str, Any]) -> Table:
+def quant_table(study: Study) -> Table:
+    q = study.figures
     peak = "peak CUDA" if q.get("peak_source") == "cuda_allocated" else "peak RSS"
     columns = ("quant", "weights", "saved %", peak, "decode tok/s", "speedup", "TTFT change", "load s")
     rows = [(str(r["quantization"]), bytes_h(r.get("weights_bytes")), num(r.get("memory_saved_pct"), ".1f"),
@@ -358,12 +351,17 @@ def quant_table(q: Mapping[str, Any]) -> Table:
              signed_pct(r.get("ttft_change_pct")), num(r.get("load_s"), ".2f")) for r in q.get("rows", [])]
     notes = ([] if q.get("baseline") is not None else
              ["no unquantized point in this series: savings and speedups are not computed"])
-    return Table("quantization", columns, rows, _numeric(columns, ("quant",)), q.get("description", ""), notes)
+    return Table("quantization", columns, rows, _numeric(columns, ("quant",)), study.description, notes)
 
 
-def study_tables(studies: Mapping[str, Any]) -> dict[str, list[Table]]:
-    """Per study kind, one table per series (kinds without a series are left out)."""
-    out = {"max_new_tokens": [curve_table(c) for c in studies.get("max_new_tokens") or []],
-           "batch_size": [batch_table(b) for b in studies.get("batch_size") or []],
-           "quantization": [quant_table(q) for q in studies.get("quantization") or []]}
-    return {k: v for k, v in out.items() if v}
+STUDY_TABLES = {"max_new_tokens": curve_table, "batch_size": batch_table, "quantization": quant_table}
+
+
+def study_tables(studies: Iterable[Study]) -> dict[str, list[Table]]:
+    """Per study kind, one table per series, in report order (kinds without a series are left out)."""
+    out: dict[str, list[Table]] = {}
+    for kind, table in STUDY_TABLES.items():
+        tables = [table(s) for s in studies if s.kind == kind]
+        if tables:
+            out[kind] = tables
+    return out

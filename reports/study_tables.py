@@ -7,13 +7,14 @@ The notes under a curve come from loadprof.reports.sections, so the file reports
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Iterable
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from loadprof.reports.sections import curve_notes, signed_pct
+from loadprof.results import Study
 from loadprof.units import bytes_h, num
 
 BEST = "[bold green]*[/]"
@@ -28,20 +29,22 @@ def _table(console: Console, kind: str, description: str, columns: tuple[str, ..
     return table
 
 
-def render_curve(c: Mapping[str, Any], console: Console) -> None:
-    table = _table(console, "max_new_tokens curve", c["description"],
+def render_curve(study: Study, console: Console) -> None:
+    c = study.figures
+    table = _table(console, "max_new_tokens curve", study.description,
                    ("cap", "generate s", "TTFT ms", "ms/token p50", "alloc at generate start", "new tokens"))
     for r in c["points"]:
         table.add_row(str(r["cap"]), num(r["generate_call_s"], ".3f"), num(r["ttft_ms"], ".1f"),
                       num(r["per_token_ms_p50"], ".2f"), bytes_h(r["generate_start_alloc_bytes"]),
                       num(r["new_tokens"], ".0f"))
     console.print(table)
-    for level, line in curve_notes(c):
+    for level, line in curve_notes(study):
         console.print("  " * (level + 1) + line, markup=False, highlight=False)
 
 
-def render_batch(b: Mapping[str, Any], console: Console) -> None:
-    table = _table(console, "batch scaling", b["description"],
+def render_batch(study: Study, console: Console) -> None:
+    b = study.figures
+    table = _table(console, "batch scaling", study.description,
                    ("batch", "decode tok/s", "speedup", "efficiency", "KV per seq", "KV total", "TTFT ms"))
     for r in b["rows"]:
         marks = ((f" {BEST}eff" if r["best_efficiency"] else "")
@@ -56,9 +59,10 @@ def render_batch(b: Mapping[str, Any], console: Console) -> None:
                   markup=False, highlight=False)
 
 
-def render_quant(q: Mapping[str, Any], console: Console) -> None:
+def render_quant(study: Study, console: Console) -> None:
+    q = study.figures
     peak = "peak CUDA" if q.get("peak_source") == "cuda_allocated" else "peak RSS"
-    table = _table(console, "quantization", q["description"],
+    table = _table(console, "quantization", study.description,
                    ("quant", "weights", "saved %", peak, "decode tok/s", "speedup", "TTFT change", "load s"))
     for r in q["rows"]:
         table.add_row(escape(str(r["quantization"])), bytes_h(r["weights_bytes"]), num(r["memory_saved_pct"], ".1f"),
@@ -71,11 +75,13 @@ def render_quant(q: Mapping[str, Any], console: Console) -> None:
                       markup=False, highlight=False)
 
 
-def render_studies(studies: Mapping[str, Any], console: Console) -> None:
-    """One table per series; kinds without a series print nothing."""
-    for c in studies.get("max_new_tokens", []):
-        render_curve(c, console)
-    for b in studies.get("batch_size", []):
-        render_batch(b, console)
-    for q in studies.get("quantization", []):
-        render_quant(q, console)
+RENDERERS = {"max_new_tokens": render_curve, "batch_size": render_batch, "quantization": render_quant}
+
+
+def render_studies(studies: Iterable[Study], console: Console) -> None:
+    """One table per series, in report order; kinds without a series print nothing."""
+    studies = list(studies)
+    for kind, render in RENDERERS.items():
+        for s in studies:
+            if s.kind == kind:
+                render(s, console)

@@ -312,6 +312,14 @@ class Strategy:
     def display(self) -> str:
         return self.label or self.id
 
+    def at(self, path: str) -> Any:
+        """The value at a dotted YAML path ('load.dtype', 'generate.max_new_tokens', 'load.loader.kwargs.x'), as
+        the YAML would give it; None where absent. For knobs named by the user (a study's varying path)."""
+        node: Any = self.to_dict()
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        return node
+
 
 def _to_jsonable(v: Any) -> Any:
     """asdict() output -> JSON-ready: frozen pair tuples back to dicts."""

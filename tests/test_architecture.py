@@ -2,11 +2,12 @@
 
 Every import in every module counts, function-level ones included: a lazy import is still a dependency.
 Layers (docs/architecture.md):
-  core        loadprof.{errors, clock, units, events, results, phases, probe_registry}
+  core        loadprof.{errors, clock, units, events, phases, payloads, conclusions, probe_registry}
   strategies  loadprof.strategies.*   may import core
+  results     loadprof.results        may import core, strategies (a TrialResult holds its Strategy)
   probes      loadprof.probes.*       may import core, strategies
-  analysis    loadprof.analysis.*     may import core, strategies (shapes, specs)
-  reports     loadprof.reports.*      may import core, analysis
+  analysis    loadprof.analysis.*     may import core, strategies (shapes, specs), results
+  reports     loadprof.reports.*      may import core, results, analysis
   worker      loadprof.worker         may import core, strategies, probes, analysis
   top         loadprof.{cli, session, runner, filecache, __init__}: anything
 """
@@ -22,16 +23,18 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 FOLDERS = {"profiler": "loadprof", "strategies": "loadprof.strategies", "probes": "loadprof.probes",
            "analysis": "loadprof.analysis", "reports": "loadprof.reports"}
-CORE = {"loadprof.errors", "loadprof.clock", "loadprof.units", "loadprof.events", "loadprof.results",
-        "loadprof.phases", "loadprof.probe_registry"}
+CORE = {"loadprof.errors", "loadprof.clock", "loadprof.units", "loadprof.events",
+        "loadprof.phases", "loadprof.payloads", "loadprof.conclusions",
+        "loadprof.probe_registry"}
 ALLOWED = {
     "core": {"core"},
     "strategies": {"core", "strategies"},
+    "results": {"core", "strategies", "results"},
     "probes": {"core", "strategies", "probes"},
-    "analysis": {"core", "strategies", "analysis"},
-    "reports": {"core", "analysis", "reports"},
+    "analysis": {"core", "strategies", "results", "analysis"},
+    "reports": {"core", "results", "analysis", "reports"},
     "worker": {"core", "strategies", "probes", "analysis"},
-    "top": {"core", "strategies", "probes", "analysis", "reports", "worker", "top"},
+    "top": {"core", "strategies", "results", "probes", "analysis", "reports", "worker", "top"},
 }
 OLD_TOP_LEVEL = set(FOLDERS)  # never importable names once installed: only loadprof is
 
@@ -39,6 +42,8 @@ OLD_TOP_LEVEL = set(FOLDERS)  # never importable names once installed: only load
 def layer(module: str) -> str:
     if module in CORE:
         return "core"
+    if module == "loadprof.results":
+        return "results"
     if module == "loadprof.worker":
         return "worker"
     for sub in ("strategies", "probes", "analysis", "reports"):

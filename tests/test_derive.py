@@ -4,13 +4,14 @@ import pytest
 
 from loadprof.analysis.derive import enrich, io_summary
 from loadprof.results import PhaseTiming, TrialResult
+from tests.helpers import strategy_of
 
 
 def _trial(read_by_phase, harness=None, total=None):
     phases = (PhaseTiming("load", 0.0, 1.0, (PhaseTiming("weights", 0.0, 0.5),)), PhaseTiming("warmup", 1.0, 3.0))
     total = total if total is not None else max(read_by_phase.values())
     per = {p: {"storage_read_bytes": b} for p, b in read_by_phase.items()}
-    return TrialResult(trial_id="t-r0", strategy_id="t", label="x", repeat_index=0, status="ok", strategy={},
+    return TrialResult(trial_id="t-r0", strategy_id="t", label="x", repeat_index=0, status="ok", strategy=strategy_of(),
                        phases=phases, probes={"io": {"metrics": {"storage_read_bytes": total}, "per_phase": per}},
                        harness=harness or {})
 
@@ -32,7 +33,7 @@ def test_small_reads_get_no_rate():
 
 def test_roofline_bytes_per_step_and_fraction():
     t = TrialResult(trial_id="t-r0", strategy_id="t", label="x", repeat_index=0, status="ok",
-                    strategy={"generate": {"batch_size": 2, "prompt_tokens": 10}},
+                    strategy=strategy_of({"generate": {"batch_size": 2, "prompt_tokens": 10}}),
                     metrics={"membw_gb_s": 10.0, "decode_tok_s": 5.0, "weights_bytes": 10**9, "new_tokens": 20,
                              "estimate": {"kv_bytes_per_token": 1000}})
     from loadprof.analysis.derive import roofline
@@ -48,7 +49,7 @@ def test_cold_call_extra_only_with_a_warmup_and_compile_label_on_cuda_static():
     from loadprof.analysis.derive import cold_call
 
     base = dict(trial_id="t-r0", strategy_id="t", label="x", repeat_index=0, status="ok",
-                strategy={"generate": {"cache_implementation": "static"}, "load": {"device_map": "cuda"}},
+                strategy=strategy_of({"generate": {"cache_implementation": "static"}, "load": {"device_map": "cuda"}}),
                 metrics={"cold_generate_s": 3.0, "generate_call_s": 1.0, "generate_calls_warmup": 1})
     assert cold_call(TrialResult(**base)) == {"cold_call_extra_s": 2.0}
     gpu = cold_call(TrialResult(**base, env={"cuda_available": True}))
@@ -61,12 +62,12 @@ def test_transfer_rate_is_gpu_bytes_over_the_placing_phase_against_measured_h2d(
 
     weights = PhaseTiming("weights", 0.0, 1.5, (PhaseTiming("materialize", 0.5, 1.5),))
     phases = (PhaseTiming("load", 0.0, 2.0, (weights,)),)
-    t = TrialResult(trial_id="t-r0", strategy_id="t", label="x", repeat_index=0, status="ok", strategy={},
+    t = TrialResult(trial_id="t-r0", strategy_id="t", label="x", repeat_index=0, status="ok", strategy=strategy_of(),
                     phases=phases, metrics={"bytes_by_device": {"cuda:0": 3 * 10**9, "cpu": 10**9},
                                             "h2d_pageable_gb_s": 6.0})
     r = transfer(t)
     assert r["load_h2d_bytes"] == 3 * 10**9 and r["load_h2d_phase"] == "materialize"
     assert r["load_h2d_gb_s"] == pytest.approx(3.0) and r["load_h2d_fraction"] == pytest.approx(0.5)
-    cpu_only = TrialResult(trial_id="t-r0", strategy_id="t", label="x", repeat_index=0, status="ok", strategy={},
+    cpu_only = TrialResult(trial_id="t-r0", strategy_id="t", label="x", repeat_index=0, status="ok", strategy=strategy_of(),
                            phases=phases, metrics={"bytes_by_device": {"cpu": 10**9}})
     assert transfer(cpu_only) == {}

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from loadprof.analysis.diff import cli_diff, diff, phase_values, spread
 from loadprof.results import PhaseTiming, SweepResult, TrialResult
+from tests.helpers import strategy_of
 
 from .conftest import EXAMPLES, REPO
 
@@ -27,7 +28,7 @@ def _trial(sid="s1", label="base", rep=0, load=(0.1, 1.0), import_s=2.0, gen=0.5
     gen_ph = PhaseTiming("generate", g0, g0 + gen, (PhaseTiming("prefill", g0, g0 + gen / 2),
                                                     PhaseTiming("decode", g0 + gen / 2, g0 + gen)))
     return TrialResult(trial_id=f"{sid}-r{rep}", strategy_id=sid, label=label, repeat_index=rep, status=status,
-                       strategy={}, phases=(PhaseTiming("import", 0.0, import_s), load_ph, gen_ph),
+                       strategy=strategy_of(), phases=(PhaseTiming("import", 0.0, import_s), load_ph, gen_ph),
                        metrics={"ttft_ms": 100.0, "decode_tok_s": 10.0, "peak_rss_bytes": 2**30} | metrics)
 
 
@@ -45,7 +46,7 @@ def test_phase_values_paths_other_and_same_named_children_summed():
     assert list(v) == ["import", "load", "load/config", "load/weights", "load/other", "generate",
                        "generate/prefill", "generate/decode", "generate/other"]
     assert v["load/other"] == pytest.approx(0.05) and v["load/weights"] == 1.0
-    twice = TrialResult(trial_id="x", strategy_id="x", label="x", repeat_index=0, status="ok", strategy={},
+    twice = TrialResult(trial_id="x", strategy_id="x", label="x", repeat_index=0, status="ok", strategy=strategy_of(),
                         phases=(PhaseTiming("load", 0.0, 1.0, (PhaseTiming("resolve", 0.0, 0.25),
                                                                PhaseTiming("resolve", 0.5, 0.75))),))
     assert phase_values(twice)["load/resolve"] == 0.5 and phase_values(twice)["load/other"] == 0.5

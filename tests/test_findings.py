@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from loadprof.analysis.findings import rank, sweep_findings, trial_findings
 from loadprof.results import TrialResult
+from tests.helpers import strategy_of
 
 
 def _trial(tid="t-r0", label="x", metrics=None, probes=None, status="ok", env=None):
     return TrialResult(trial_id=tid, strategy_id=tid.split("-")[0], label=label, repeat_index=0, status=status,
-                       strategy={}, metrics=metrics or {}, probes=probes or {}, env=env or {"transformers": "5.23.0"})
+                       strategy=strategy_of(), metrics=metrics or {}, probes=probes or {}, env=env or {"transformers": "5.23.0"})
 
 
 def kinds(t):

@@ -16,7 +16,8 @@ from loadprof.analysis import recommend as rec
 from loadprof.errors import LoadprofError, SpecError
 from loadprof.analysis.lengths import lengths_coverage, read_lengths
 from loadprof.analysis.recommend import cli_recommend, recommend, recommendations
-from loadprof.results import PhaseTiming, SweepResult, TrialResult
+from loadprof.results import Figure, PhaseTiming, SweepResult, TrialResult
+from tests.helpers import strategy_of
 
 from .conftest import REPO
 
@@ -27,11 +28,11 @@ def _strategy(quantization="none", dtype="float16", loader=None, offload="none",
               file_cache="warm", stop_after=None, generate=True):
     gen = {"prompt_tokens": 16, "max_new_tokens": max_new, "batch_size": 1, "cache_implementation": cache,
            "stop_after": stop_after, "warmup": 1, "repeats": 1, "stop_at_eos": False} if generate else None
-    return {"model": {"synthetic": {"shape": "tiny"}, "path": None, "hub_id": None},
+    return strategy_of({"model": {"synthetic": {"shape": "tiny"}, "path": None, "hub_id": None},
             "load": {"device_map": "cpu", "dtype": dtype, "quantization": quantization, "offload": offload,
                      "max_memory": None, "file_cache": file_cache, "validation": "none",
                      "loader": {"target": loader, "kwargs": {}} if loader else None},
-            "generate": gen, "label": "", "sampling_hz": None}
+            "generate": gen, "label": "", "sampling_hz": None})
 
 
 def _trial(sid, label, rep=0, status="ok", strategy=None, **metrics):
@@ -51,11 +52,11 @@ def test_load_figure_is_the_median_over_repeats_of_load_plus_warmup_plus_validat
     r = recommend(a + b, "load")
     expect_b = statistics.median([1.0 + 0.1 + 0.2, 1.2 + 0.1 + 0.2])
     expect_a = statistics.median([0.1 + 2.0, 0.3 + 1.0, 0.2 + 1.5])
-    assert r["label"] == "eager" and r["trial_ids"] == ["b-r0", "b-r1"]
-    assert r["figure"] == {"name": "load_first_forward_validate_s", "value": expect_b, "unit": "s"}
-    assert r["runner_up"]["label"] == "lazy" and r["runner_up"]["figure"]["value"] == expect_a
-    assert r["margin_pct"] == 100.0 * (expect_a - expect_b) / expect_a
-    assert r["reason"] is None and r["settings"]["dtype"] == "float16" and r["settings"]["loader"] is None
+    assert r.label == "eager" and r.trial_ids == ("b-r0", "b-r1")
+    assert r.figure == Figure("load_first_forward_validate_s", expect_b, "s")
+    assert r.runner_up.label == "lazy" and r.runner_up.figure.value == expect_a
+    assert r.margin_pct == 100.0 * (expect_a - expect_b) / expect_a
+    assert r.reason is None and r.settings["dtype"] == "float16" and r.settings["loader"] is None
 
 
 def test_load_counts_only_the_first_forward_of_the_warmup_phase():
@@ -63,24 +64,24 @@ def test_load_counts_only_the_first_forward_of_the_warmup_phase():
     t = TrialResult(trial_id="a-r0", strategy_id="a", label="a", repeat_index=0, status="ok", strategy=_strategy(),
                     phases=(warm,), metrics={"load_s": 1.0, "warmup_s": 10.0, "validate_s": 0.25})
     assert rec.first_forward_s(t) == 1.5 and rec.load_cost_s(t) == 1.0 + 1.5 + 0.25
-    assert recommend([t], "load")["figure"]["value"] == 2.75
+    assert recommend([t], "load").figure.value == 2.75
 
 
 def test_throughput_higher_is_better_and_failed_trials_are_ignored():
     trials = (_repeats("a", "slow", decode_tok_s=[10.0, 12.0, 11.0]) + _repeats("b", "fast", decode_tok_s=[20.0])
               + [_trial("c", "broken", status="failed", decode_tok_s=99.0)])
     r = recommend(trials, "throughput")
-    assert r["label"] == "fast" and r["figure"]["value"] == 20.0 and r["figure"]["unit"] == "tok/s"
-    assert r["runner_up"]["figure"]["value"] == 11.0 and r["margin_pct"] == 100.0 * (20.0 - 11.0) / 11.0
+    assert r.label == "fast" and r.figure.value == 20.0 and r.figure.unit == "tok/s"
+    assert r.runner_up.figure.value == 11.0 and r.margin_pct == 100.0 * (20.0 - 11.0) / 11.0
 
 
 def test_memory_uses_the_cuda_peak_when_any_trial_has_one():
     trials = [_trial("a", "a", peak_rss_bytes=1 * GiB, peak_cuda_allocated_bytes=5 * GiB),
               _trial("b", "b", peak_rss_bytes=9 * GiB, peak_cuda_allocated_bytes=3 * GiB)]
     r = recommend(trials, "memory")
-    assert r["label"] == "b" and r["figure"] == {"name": "peak_cuda_allocated_bytes", "value": 3 * GiB, "unit": "bytes"}
+    assert r.label == "b" and r.figure == Figure("peak_cuda_allocated_bytes", 3 * GiB, "bytes")
     only_rss = recommend([_trial("a", "a", peak_rss_bytes=2 * GiB), _trial("b", "b", peak_rss_bytes=1 * GiB)], "memory")
-    assert only_rss["figure"]["name"] == "peak_rss_bytes" and only_rss["label"] == "b"
+    assert only_rss.figure.name == "peak_rss_bytes" and only_rss.label == "b"
 
 
 def _quant_sweep():
@@ -93,27 +94,27 @@ def _quant_sweep():
 
 def test_budget_excludes_and_4bit_tradeoff_names_the_saving_and_the_quality_risk():
     res = recommendations(_quant_sweep(), memory_budget_bytes=6 * GiB)
-    assert res["excluded_over_budget"] == ["fp16"] and res["memory_budget_bytes"] == 6 * GiB
+    assert res.excluded_over_budget == ("fp16",) and res.memory_budget_bytes == 6 * GiB
     for obj in rec.OBJECTIVES:
-        assert res["objectives"][obj]["label"] == "nf4", obj
-        assert res["objectives"][obj]["runner_up"] is None
-    text = res["objectives"]["memory"]["tradeoffs"][0]
+        assert res.objectives[obj].label == "nf4", obj
+        assert res.objectives[obj].runner_up is None
+    text = res.objectives["memory"].tradeoffs[0]
     assert text.startswith("bnb-4bit-nf4 saves 60% peak memory vs none ('fp16': 10.00 GiB -> 4.00 GiB)")
     assert "quality risk: 4-bit weights change the model's outputs, check accuracy on your data" in text
     assert "decode 33% slower (20.00 tok/s vs 30.00 tok/s)" in text
     free = recommendations(_quant_sweep())
-    assert free["excluded_over_budget"] == [] and free["objectives"]["throughput"]["label"] == "fp16"
-    assert free["objectives"]["memory"]["margin_pct"] == 100.0 * (10 - 4) / 10
+    assert free.excluded_over_budget == () and free.objectives["throughput"].label == "fp16"
+    assert free.objectives["memory"].margin_pct == 100.0 * (10 - 4) / 10
 
 
 def test_budget_checks_the_worst_repeat_and_says_why_when_nothing_fits():
     trials = _repeats("a", "spiky", peak_rss_bytes=[1 * GiB, 1 * GiB, 7 * GiB], ttft_ms=[10.0, 10.0, 10.0])
     r = recommend(trials, "ttft", memory_budget_bytes=2 * GiB)
-    assert r["label"] is None and r["excluded_over_budget"] == ["spiky"]
-    assert "exceeds the budget" in r["reason"] and r["figure"]["value"] is None
+    assert r.label is None and r.excluded_over_budget == ("spiky",)
+    assert "exceeds the budget" in r.reason and r.figure.value is None
     no_gen = recommend([_trial("a", "a", strategy=_strategy(generate=False), load_s=1.0)], "ttft")
-    assert no_gen["label"] is None and "ttft_ms" in no_gen["reason"] and "generate: false" in no_gen["reason"]
-    assert recommend([], "load")["reason"] == "no ok trial to recommend from"
+    assert no_gen.label is None and "ttft_ms" in no_gen.reason and "generate: false" in no_gen.reason
+    assert recommend([], "load").reason == "no ok trial to recommend from"
     with pytest.raises(SpecError, match="allowed: load, memory, ttft, throughput"):
         recommend(trials, "speed")
 
@@ -127,29 +128,29 @@ def test_tradeoffs_custom_loader_offload_cold_start_and_other_objectives():
     disk = _trial("d", "disk", strategy=_strategy(offload="disk"), load_s=0.4, warmup_s=0.5, decode_tok_s=5.0,
                   peak_rss_bytes=GiB // 2, ttft_ms=400.0, bytes_by_device={"cpu": 100 * 2**20, "meta": 300 * 2**20})
     res = recommendations([builtin, custom, cold, disk])
-    tp = res["objectives"]["throughput"]
-    assert tp["label"] == "manager" and tp["settings"]["loader"] == "mm:ModelManager.load"
+    tp = res.objectives["throughput"]
+    assert tp.label == "manager" and tp.settings["loader"] == "mm:ModelManager.load"
     assert ("custom loader mm:ModelManager.load takes 6.1 s to load (first forward included) vs 1 s with the built-in loader "
-            "('builtin'), 6.1x slower") in tp["tradeoffs"]
-    assert "load+first forward 6.8x longer than the best-load pick 'disk' (6.1 s vs 0.9 s)" in tp["tradeoffs"]
-    assert "peak memory 4.0x higher than the best-memory pick 'disk' (2.00 GiB vs 512 MiB)" in tp["tradeoffs"]
-    mem = res["objectives"]["memory"]
-    assert mem["label"] == "disk"
-    assert mem["tradeoffs"][0] == (
+            "('builtin'), 6.1x slower") in tp.tradeoffs
+    assert "load+first forward 6.8x longer than the best-load pick 'disk' (6.1 s vs 0.9 s)" in tp.tradeoffs
+    assert "peak memory 4.0x higher than the best-memory pick 'disk' (2.00 GiB vs 512 MiB)" in tp.tradeoffs
+    mem = res.objectives["memory"]
+    assert mem.label == "disk"
+    assert mem.tradeoffs[0] == (
         "offload=disk: offloaded weights are read back at every forward (weights by device: cpu 100 MiB, "
         "meta (offloaded) 300 MiB); against 'builtin' without offload: peak 512 MiB vs 1.00 GiB, "
         "first token 400.0 ms vs 40.0 ms, decode 5.00 tok/s vs 20.00 tok/s")
-    assert "decode 4.2x slower than the best-throughput pick 'manager' (5.00 tok/s vs 21.00 tok/s)" in mem["tradeoffs"]
+    assert "decode 4.2x slower than the best-throughput pick 'manager' (5.00 tok/s vs 21.00 tok/s)" in mem.tradeoffs
     load = recommend([builtin, cold], "load")
-    assert "a cold start ('builtin cold') took 3.5 s" in load["tradeoffs"][0]
+    assert "a cold start ('builtin cold') took 3.5 s" in load.tradeoffs[0]
 
 
 def test_single_repeat_close_margin_and_overlapping_repeats_are_flagged():
     close = recommend([_trial("a", "a", ttft_ms=100.0), _trial("b", "b", ttft_ms=102.0)], "ttft")
-    assert close["label"] == "a" and any("from a single repeat" in t for t in close["tradeoffs"])
+    assert close.label == "a" and any("from a single repeat" in t for t in close.tradeoffs)
     tied = recommend(_repeats("a", "a", ttft_ms=[90.0, 100.0, 110.0]) + _repeats("b", "b", ttft_ms=[95.0, 105.0, 120.0]),
                      "ttft")
-    assert tied["label"] == "a" and "'b' is within the spread of the repeats: treat the two as tied" in tied["tradeoffs"]
+    assert tied.label == "a" and "'b' is within the spread of the repeats: treat the two as tied" in tied.tradeoffs
 
 
 def test_max_new_tokens_warnings_at_30_percent():
@@ -157,10 +158,9 @@ def test_max_new_tokens_warnings_at_30_percent():
                        new_tokens=[20, 29])
               + [_trial("e", "edge", strategy=_strategy(max_new=100), new_tokens=30),
                  _trial("f", "full", strategy=_strategy(max_new=100), new_tokens=100)])
-    (w,) = recommendations(trials)["max_new_tokens_warnings"]
-    assert {k: w[k] for k in ("label", "trial_ids", "generated", "cap", "share")} == {
-        "label": "short", "trial_ids": ["s-r0", "s-r1"], "generated": 29, "cap": 100, "share": 0.29}
-    assert "a cap of 64 covers the longest seen" in w["advice"] and "static cache" in w["advice"]
+    (w,) = recommendations(trials).max_new_tokens_warnings
+    assert (w.label, w.trial_ids, w.generated, w.cap, w.share) == ("short", ("s-r0", "s-r1"), 29, 100, 0.29)
+    assert "a cap of 64 covers the longest seen" in w.advice and "static cache" in w.advice
 
 
 KNOWN = [10] * 50 + [100] * 25 + [300] * 15 + [1000] * 9 + [5000]

@@ -11,17 +11,18 @@ import json
 import shutil
 import subprocess
 import sys
-from dataclasses import fields
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from loadprof.results import Finding, PhaseTiming, SweepResult, TrialResult
+from loadprof.results import Finding, PhaseTiming, Recommendations, SweepResult, TrialResult
+from loadprof.conclusions import studies_from_dict
 from loadprof.reports import console, csv_report, html, markdown, plots
 from loadprof.reports.base import Artifacts, Renderer
 from loadprof.reports.files import ArtifactReader, file_renderers, write_all
+from tests.helpers import strategy_of
 
 MiB, GiB = 2**20, 2**30
 EVIL = "<script>alert(1)</script> & co"
@@ -50,7 +51,7 @@ def ok_phases() -> tuple[PhaseTiming, ...]:
 
 def trial(tid: str, label: str, repeat: int = 0, **kw: Any) -> TrialResult:
     base = dict(trial_id=tid, strategy_id=tid.split("-")[0], label=label, repeat_index=repeat, status="ok",
-                strategy=STRATEGY, wall_s=6.0, phases=ok_phases(),
+                strategy=strategy_of(STRATEGY), wall_s=6.0, phases=ok_phases(),
                 metrics={"import_s": 1.0, "load_s": 2.0, "warmup_s": 0.5, "peak_rss_bytes": 2 * GiB,
                          "ttft_ms": 400.0, "decode_tok_s": 12.5, "per_token_ms_p50": 80.0, "weights_bytes": 3 * MiB,
                          "loader": "transformers.AutoModelForCausalLM.from_pretrained",
@@ -119,12 +120,11 @@ def make_sweep(recommendations: Any = RECS, **kw: Any) -> SweepResult:
     base = dict(run_id="r1", name="demo", source="demo.yaml", created_at="2026-01-01T00:00:00+00:00",
                 trials=trials, env={"python": "3.11.7", "torch": "2.13.0+cpu", "device": "cpu"},
                 findings=FINDINGS, studies={"max_new_tokens": [CURVE], "batch_size": [BATCH], "quantization": [QUANT]})
-    sweep = SweepResult(**{**base, **kw})
+    merged = {**base, **kw}
+    merged["studies"] = studies_from_dict(merged["studies"])  # the JSON shape, read as the result model reads it
     if recommendations is not None:
-        if "recommendations" in {f.name for f in fields(SweepResult)}:
-            return SweepResult(**{**base, **kw, "recommendations": recommendations})
-        object.__setattr__(sweep, "recommendations", recommendations)  # until the field lands in results.py
-    return sweep
+        merged["recommendations"] = Recommendations.from_dict(recommendations)
+    return SweepResult(**merged)
 
 
 def with_artifacts(out: Path, sweep: SweepResult, only: tuple[str, ...] = ()) -> None:

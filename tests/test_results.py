@@ -6,10 +6,11 @@ import pytest
 
 from loadprof.errors import LoadprofError
 from loadprof.results import SCHEMA_VERSION, PhaseTiming, SweepResult, TrialResult
+from tests.helpers import strategy_of
 
 
 def _trial(**kw):
-    base = dict(trial_id="abc-r0", strategy_id="abc", label="x", repeat_index=0, status="ok", strategy={"m": 1},
+    base = dict(trial_id="abc-r0", strategy_id="abc", label="x", repeat_index=0, status="ok", strategy=strategy_of(),
                 wall_s=2.0, phases=(PhaseTiming("load", 0.0, 1.5, (PhaseTiming("weights", 0.25, 1.0),)),),
                 metrics={"load_s": 1.5}, notes=("n",))
     base.update(kw)
@@ -55,3 +56,23 @@ def test_version_1_files_load_with_the_whole_trial_peak_renamed():
                                              "samples": 2}
     assert t.probes["memory"]["per_phase"] == {"load": {"peak_rss_bytes": 90}}  # a phase's own peak: unchanged
     assert SweepResult.from_dict(SweepResult.from_dict(doc).to_dict()).trials[0] == t
+
+
+def test_a_trial_keeps_its_strategy_typed_and_round_trips_it():
+    from tests.helpers import strategy_of
+
+    s = strategy_of({"load": {"dtype": "float16", "device_map": {"transformer": "cpu", "lm_head": "cpu"}},
+                     "generate": {"max_new_tokens": 64}})
+    t = _trial(strategy=s)
+    again = TrialResult.from_dict(json.loads(json.dumps(t.to_dict())))
+    assert again.strategy == s and again.strategy.load.dtype == "float16"
+    assert again.strategy.at("load.device_map") == {"transformer": "cpu", "lm_head": "cpu"}
+    assert again.strategy.generate.max_new_tokens == 64
+
+
+def test_a_strategy_that_does_not_parse_is_one_clear_error():
+    d = _trial().to_dict()
+    d["strategy"]["load"]["dtype"] = "float8"
+    with pytest.raises(LoadprofError) as e:
+        TrialResult.from_dict(d)
+    assert "abc-r0" in str(e.value) and "float8" in str(e.value) and e.value.exit_code == 2

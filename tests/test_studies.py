@@ -13,6 +13,8 @@ from loadprof.results import TrialResult
 from loadprof.analysis.studies import (batch_scaling, covering_cap, fit, max_new_tokens_curve, preallocation_findings,
                               quantization_comparison, series, studies)
 from loadprof.reports.study_tables import render_studies
+from loadprof.results import Study
+from loadprof.conclusions import studies_from_dict, studies_to_dict
 from loadprof.strategies.model import GenerateSpec, LoadSpec, ModelSpec, Strategy
 from tests.conftest import REPO
 
@@ -20,18 +22,18 @@ KIB, MIB = 2**10, 2**20
 
 
 def strat(model="gpt2", dtype="float16", quant="none", cap=32, batch=1, cache="static", prompt=32, label="x",
-          repeats=1) -> dict:
+          repeats=1) -> Strategy:
     return Strategy(model=ModelSpec(hub_id=model), load=LoadSpec(dtype=dtype, quantization=quant),
                     generate=GenerateSpec(prompt_tokens=prompt, max_new_tokens=cap, batch_size=batch,
-                                          cache_implementation=cache, repeats=repeats), label=label).to_dict()
+                                          cache_implementation=cache, repeats=repeats), label=label)
 
 
 _n = iter(range(10**6))
 
 
-def trial(strategy: dict, metrics: dict, repeat=0, status="ok") -> TrialResult:
+def trial(strategy: Strategy, metrics: dict, repeat=0, status="ok") -> TrialResult:
     i = next(_n)
-    return TrialResult(trial_id=f"t{i}-r{repeat}", strategy_id=f"s{i}", label=strategy["label"], repeat_index=repeat,
+    return TrialResult(trial_id=f"t{i}-r{repeat}", strategy_id=f"s{i}", label=strategy.label, repeat_index=repeat,
                        status=status, strategy=strategy, metrics=metrics)
 
 
@@ -142,7 +144,7 @@ def test_linear_preallocation_growth_sites_covering_cap_and_saving():
     assert c["saving_ms"] == pytest.approx(2.0 * 112, rel=1e-9)
     json.dumps(c)
 
-    (f,) = preallocation_findings({"max_new_tokens": [c]})
+    (f,) = preallocation_findings([Study.from_dict("max_new_tokens", c)])
     assert f.kind == "max_new_tokens_preallocation" and f.severity == "high"   # 224 ms > 10% of 356 ms
     assert "StaticLayer.lazy_init" in f.title and "24.0 KiB per token of max_new_tokens" in f.title
     assert "linear" in f.detail and "R^2 1.000" in f.detail and "2.000 ms per token of cap" in f.detail
@@ -157,7 +159,7 @@ def test_small_saving_is_medium_severity():
     ts = _curve_trials(alloc=lambda c: MIB + 24 * KIB * c, call_s=lambda c: 10.0 + 0.0001 * c, ttft=lambda c: 20.0)
     c = max_new_tokens_curve(series(ts, "generate.max_new_tokens")[0])
     assert c["sites"] == []
-    (f,) = preallocation_findings({"max_new_tokens": [c]})
+    (f,) = preallocation_findings([Study.from_dict("max_new_tokens", c)])
     assert f.severity == "medium" and f.title.startswith("memory allocated before the first token grows")
 
 
@@ -180,7 +182,7 @@ def test_dynamic_cache_constant_alloc_is_no_growth_and_no_finding():
     c = max_new_tokens_curve(series(ts, "generate.max_new_tokens")[0])
     assert c["growth"] == "none" and c["sites"] == [] and c["saving_bytes"] is None and c["saving_ms"] is None
     assert c["fits"]["generate_call_s"]["model"] == "constant"
-    assert preallocation_findings({"max_new_tokens": [c]}) == []
+    assert preallocation_findings([Study.from_dict("max_new_tokens", c)]) == []
     exact = max_new_tokens_curve(series(_curve_trials(lambda c: 2 * MIB, lambda c: 0.2, lambda c: 20.0,
                                                       cache="dynamic"), "generate.max_new_tokens")[0])
     assert exact["growth"] == "none" and exact["fits"]["generate_start_alloc_bytes"]["model"] == "constant"
@@ -191,7 +193,7 @@ def test_no_alloc_metric_means_unknown_growth_and_no_finding():
     c = max_new_tokens_curve(series(ts, "generate.max_new_tokens")[0])
     assert c["growth"] is None and c["alloc_bytes_per_cap_token"] is None
     assert c["saving_ms"] == pytest.approx(224.0)
-    assert preallocation_findings({"max_new_tokens": [c]}) == []
+    assert preallocation_findings([Study.from_dict("max_new_tokens", c)]) == []
 
 
 # ------------------------------------------------------------ batch scaling, quantization
@@ -268,11 +270,14 @@ def _all_trials():
 
 def test_studies_is_json_ready_and_finds_each_kind():
     s = studies(_all_trials())
-    assert set(s) == {"max_new_tokens", "batch_size", "quantization"}
-    assert [len(v) for v in s.values()] == [1, 1, 1]
-    assert json.loads(json.dumps(s)) == s
+    assert [x.kind for x in s] == ["max_new_tokens", "batch_size", "quantization"]
+    as_json = studies_to_dict(s)
+    assert [len(v) for v in as_json.values()] == [1, 1, 1]
+    assert json.loads(json.dumps(as_json)) == as_json
+    assert studies_from_dict(json.loads(json.dumps(as_json))) == s  # serialized once, read back the same
     assert [f.kind for f in preallocation_findings(s)] == ["max_new_tokens_preallocation"]
-    assert studies([]) == {"max_new_tokens": [], "batch_size": [], "quantization": []}
+    assert studies([]) == ()
+    assert studies_to_dict(()) == {"max_new_tokens": [], "batch_size": [], "quantization": []}
 
 
 def test_render_studies_prints_the_tables():
@@ -290,7 +295,7 @@ def test_render_studies_prints_the_tables():
 
 def test_render_studies_prints_nothing_without_series():
     console = Console(record=True, width=200)
-    render_studies({"max_new_tokens": [], "batch_size": [], "quantization": []}, console)
+    render_studies((), console)
     assert console.export_text() == ""
 
 

@@ -1,0 +1,172 @@
+"""What a sweep concluded, as objects of the one result model: findings, studies and recommendations.
+
+Analysis (loadprof.analysis) builds them; every renderer reads them; ``SweepResult.to_dict`` serializes them,
+once, in the shape docs/report-schema.md describes (unchanged from the dicts they replace).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Mapping
+
+#: the studies, in report order (loadprof.analysis.studies computes one kind per knob)
+STUDY_KINDS = ("max_new_tokens", "batch_size", "quantization")
+_STUDY_HEAD = ("vary", "description", "fixed", "trial_ids")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One diagnosis: what was seen (title, detail), what to do (fix), the figures behind it (evidence) and
+    the trials and strategies it was seen in; ``score`` ranks findings of one severity (often the stake)."""
+
+    kind: str
+    severity: str
+    title: str
+    detail: str
+    fix: str
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    trial_ids: tuple[str, ...] = ()
+    label: str = ""
+    score: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["trial_ids"] = list(self.trial_ids)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Finding":
+        return cls(**{**d, "trial_ids": tuple(d.get("trial_ids", ()))})
+
+
+
+@dataclass(frozen=True)
+class Study:
+    """One series of one study: ok trials that differ only in ``vary`` (medians over repeats), and what moving
+    that knob did. ``figures`` holds the kind's own table and fits: ``points``/``fits``/``sites`` for
+    max_new_tokens, ``rows``/best batch for batch_size, ``rows``/baseline for quantization."""
+
+    kind: str
+    vary: str
+    description: str
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    trial_ids: tuple[str, ...] = ()
+    figures: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"vary": self.vary, "description": self.description, "fixed": dict(self.fixed),
+                "trial_ids": list(self.trial_ids), **self.figures}
+
+    @classmethod
+    def from_dict(cls, kind: str, d: Mapping[str, Any]) -> "Study":
+        return cls(kind=kind, vary=d.get("vary", ""), description=d.get("description", ""),
+                   fixed=d.get("fixed") or {}, trial_ids=tuple(d.get("trial_ids") or ()),
+                   figures={k: v for k, v in d.items() if k not in _STUDY_HEAD})
+
+
+def studies_to_dict(studies: Iterable[Study]) -> dict[str, list[dict[str, Any]]]:
+    studies = list(studies)
+    return {k: [s.to_dict() for s in studies if s.kind == k] for k in
+            (*STUDY_KINDS, *sorted({s.kind for s in studies} - set(STUDY_KINDS)))}
+
+
+def studies_from_dict(d: Mapping[str, Any]) -> tuple[Study, ...]:
+    return tuple(Study.from_dict(kind, s) for kind, series in (d or {}).items() for s in series or ())
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A ranked figure: its metric name, value (None when nothing measured it) and unit."""
+
+    name: str
+    value: float | None = None
+    unit: str = ""
+
+
+@dataclass(frozen=True)
+class RunnerUp:
+    label: str
+    trial_ids: tuple[str, ...]
+    figure: Figure
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The best strategy for one objective, or ``reason`` why there is none; ``tradeoffs`` name what the pick
+    costs on the other objectives, each from a measured counterpart."""
+
+    objective: str
+    figure: Figure
+    label: str | None = None
+    trial_ids: tuple[str, ...] = ()
+    settings: Mapping[str, Any] | None = None
+    runner_up: RunnerUp | None = None
+    margin_pct: float | None = None
+    tradeoffs: tuple[str, ...] = ()
+    reason: str | None = None
+    excluded_over_budget: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("trial_ids", "tradeoffs", "excluded_over_budget"):
+            d[k] = list(d[k])
+        if self.runner_up is not None:
+            d["runner_up"]["trial_ids"] = list(self.runner_up.trial_ids)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], objective: str = "") -> "Recommendation":
+        ru = d.get("runner_up")
+        return cls(objective=d.get("objective", objective), figure=Figure(**d["figure"]), label=d.get("label"),
+                   trial_ids=tuple(d.get("trial_ids") or ()), settings=d.get("settings"),
+                   runner_up=RunnerUp(ru["label"], tuple(ru.get("trial_ids") or ()), Figure(**ru["figure"]))
+                   if ru else None, margin_pct=d.get("margin_pct"), tradeoffs=tuple(d.get("tradeoffs") or ()),
+                   reason=d.get("reason"), excluded_over_budget=tuple(d.get("excluded_over_budget") or ()))
+
+
+@dataclass(frozen=True)
+class CapWarning:
+    """A strategy whose longest answer used under 30% of max_new_tokens."""
+
+    label: str
+    trial_ids: tuple[str, ...]
+    generated: int
+    cap: int
+    share: float
+    advice: str
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "CapWarning":
+        share = d.get("share")
+        advice = d.get("advice") or (f"generated {d.get('generated')} of max_new_tokens={d.get('cap')}"
+                                     + (f" ({share:.0%})" if isinstance(share, (int, float)) else ""))
+        return cls(str(d.get("label", "")), tuple(d.get("trial_ids") or ()), d.get("generated"), d.get("cap"),
+                   share, advice)
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    """One ``Recommendation`` per objective, under one memory budget, plus the max_new_tokens warnings."""
+
+    objectives: Mapping[str, Recommendation] = field(default_factory=dict)
+    memory_budget_bytes: int | None = None
+    peak_metric: str | None = None
+    max_new_tokens_warnings: tuple[CapWarning, ...] = ()
+    excluded_over_budget: tuple[str, ...] = ()  # strategies whose worst repeat's peak exceeds the budget
+
+    def to_dict(self) -> dict[str, Any]:
+        if not self.objectives and self.peak_metric is None:
+            return {}
+        return {"memory_budget_bytes": self.memory_budget_bytes, "peak_metric": self.peak_metric,
+                "objectives": {k: r.to_dict() for k, r in self.objectives.items()},
+                "excluded_over_budget": list(self.excluded_over_budget),
+                "max_new_tokens_warnings": [{**asdict(w), "trial_ids": list(w.trial_ids)}
+                                            for w in self.max_new_tokens_warnings]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> "Recommendations":
+        d = d or {}
+        return cls(objectives={k: Recommendation.from_dict(r, k) for k, r in (d.get("objectives") or {}).items()},
+                   memory_budget_bytes=d.get("memory_budget_bytes"), peak_metric=d.get("peak_metric"),
+                   max_new_tokens_warnings=tuple(CapWarning.from_dict(w) for w in d.get("max_new_tokens_warnings") or ()),
+                   excluded_over_budget=tuple(d.get("excluded_over_budget") or ()))
