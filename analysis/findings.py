@@ -1,17 +1,19 @@
 """Ranked diagnoses with evidence, drawn from finished trials (pure: reads TrialResults only).
 
 Each rule looks at one kind of evidence and, when it fires, states the figures
-it saw and a fix. Ranking: severity first, then ``score`` (seconds at stake,
-where a rule can say; otherwise a share).
+it saw, a fix, and the seconds and bytes at stake with how they were found.
+Ranking: definite mistakes first, then severity, then stake (``Finding.rank_key``).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable, Iterable, Mapping
 
+from loadprof.analysis.precision import RULES as PRECISION_RULES
+from loadprof.phases import HARNESS_PHASES
 from loadprof.results import Finding, TrialResult  # Finding lives with the result model; re-exported
 
-SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
 FIXED_DEVICE_MAPS_NEEDING_NO_MAX_MEMORY = ("cpu", "cuda", "mps")
 VALIDATION_SHARE_MEDIUM, VALIDATION_SHARE_HIGH = 0.10, 0.50
 USER_FN_SHARE_MEDIUM, USER_FN_SHARE_HIGH = 0.20, 0.50
@@ -28,9 +30,10 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:.0f} MiB"
 
 
-def _f(t: TrialResult, kind: str, severity: str, title: str, detail: str, fix: str,
-       score: float = 0.0, **evidence: Any) -> Finding:
-    return Finding(kind, severity, title, detail, fix, evidence, (t.trial_id,), t.label, score)
+def _f(t: TrialResult, kind: str, severity: str, title: str, detail: str, fix: str, *, mistake: bool = False,
+       stake_s: float | None = None, stake_bytes: float | None = None, basis: str = "", **evidence: Any) -> Finding:
+    return Finding(kind, severity, title, detail, fix, evidence, (t.trial_id,), t.label, mistake, stake_s, stake_bytes,
+                   basis)
 
 
 def ignored_kwargs(t: TrialResult) -> Iterable[Finding]:
@@ -38,6 +41,7 @@ def ignored_kwargs(t: TrialResult) -> Iterable[Finding]:
         yield _f(t, "ignored_kwarg", "low", f"`{name}` is ignored by the installed transformers",
                  f"from_pretrained received {name}=..., which transformers {t.env.get('transformers', '?')} pops and "
                  f"discards ({where}); it changes nothing.", f"remove `{name}` from the loader's kwargs",
+                 mistake=True, basis="nothing at stake: the kwarg has no effect, whatever its author expected",
                  kwarg=name, source=where)
 
 
@@ -49,16 +53,20 @@ def needless_max_memory(t: TrialResult) -> Iterable[Finding]:
             yield _f(t, "needless_max_memory", "low", f"max_memory has no effect with device_map={dm!r}",
                      f"max_memory={kw['max_memory']} was passed with the fixed device_map {dm!r}; it only steers "
                      "placement for auto/balanced/sequential maps (and never caps the loading peak).",
-                     "drop max_memory, or use device_map='auto' if you want it to place layers",
-                     device_map=dm, max_memory=kw["max_memory"])
+                     "drop max_memory, or use device_map='auto' if you want it to place layers", mistake=True,
+                     basis="nothing at stake: max_memory has no effect here", device_map=dm, max_memory=kw["max_memory"])
 
 
 def repeated_loads(t: TrialResult) -> Iterable[Finding]:
     calls = t.views.load_phases.from_pretrained_calls
     if len(calls) > 1:
+        load = t.metrics.get("load_s")
+        extra = load * (len(calls) - 1) / len(calls) if load else None
         yield _f(t, "repeated_load", "medium", f"the model was loaded {len(calls)} times in one load",
-                 f"from_pretrained ran {len(calls)} times during the `load` phase.",
-                 "load once and reuse the model object", calls=len(calls))
+                 f"from_pretrained ran {len(calls)} times during the `load` phase"
+                 + (f": about {extra:.2f} s of the {load:.2f} s load went to the extra loads." if extra else "."),
+                 "load once and reuse the model object", mistake=True, stake_s=extra,
+                 basis="load_s x (calls - 1) / calls", calls=len(calls))
 
 
 def validation_share(t: TrialResult) -> Iterable[Finding]:
@@ -74,7 +82,8 @@ def validation_share(t: TrialResult) -> Iterable[Finding]:
              f"validation {m.get('validation_mode')} took {v:.2f} s over {m.get('validation_modules_checked')} modules "
              f"(median {m.get('validation_per_module_median_ms', 0):.3f} ms per module) after a {load:.2f} s load.",
              "validate a sample (validation: sample:10 checks the first and last 10 modules) or not at all: "
-             "from_pretrained already reports missing keys", score=v, share=share, validate_s=v, load_s=load)
+             "from_pretrained already reports missing keys", mistake=True, stake_s=v, basis="validate_s (measured)",
+             share=share, validate_s=v, load_s=load)
 
 
 def meta_left(t: TrialResult) -> Iterable[Finding]:
@@ -84,24 +93,109 @@ def meta_left(t: TrialResult) -> Iterable[Finding]:
                  f"after loading, {n} parameters/buffers have no data (e.g. "
                  f"{', '.join((t.metrics.get('meta_tensor_examples') or t.metrics.get('validation_meta_examples') or [])[:3])})"
                  ". Tensors offloaded to disk are expected on meta and not counted.",
-                 "check the checkpoint's keys against the model (missing keys) and the device_map", tensors=n)
+                 "check the checkpoint's keys against the model (missing keys) and the device_map", mistake=True,
+                 basis="the model cannot run: those weights have no data", tensors=n)
+
+
+def _wall(t: TrialResult, name: str) -> float:
+    """Summed wall seconds of the top-level phases named ``name``."""
+    return sum(p.duration_s for p in t.phases if p.name == name)
+
+
+def _sampling_basis(t: TrialResult, n: int) -> str:
+    sv = t.views.sampling
+    rate = f", {sv.effective_rate_hz:.0f} Hz effective" if sv.effective_rate_hz else ""
+    return f"{n} samples{rate}; seconds are wall time, each sample weighted by the gap since the previous reading"
 
 
 def dominant_user_function(t: TrialResult) -> Iterable[Finding]:
-    users = t.views.sampling.user_functions
-    if not users:
+    """The user's own function that holds the load: running (a validation walk, a checksum) or waiting (a lock
+    file, a sleep, a network call). Shares are of the load phase's wall time."""
+    users = t.views.sampling.user_functions_in("load")
+    wall = _wall(t, "load")
+    if not users or not wall:
         return
     top = users[0]
-    share = top.own_share_of_load  # own: outside transformers' named loading steps
+    share = top.own_s / wall
     if share < USER_FN_SHARE_MEDIUM or top.own_s < USER_FN_MIN_S:
         return
-    yield _f(t, "dominant_user_function", "high" if share >= USER_FN_SHARE_HIGH else "medium",
-             f"your function {top.name} is {_pct(share)} of the load",
-             f"{top.name} ({top.file}:{top.line}) took {top.own_s:.2f} s of the load phase outside transformers' own "
-             f"loading steps ({top.own_samples} py-spy samples)"
-             + (f"; hottest line {top.hottest_line}" if top.hottest_line else "") + ".",
-             "this is time in your loader, not in transformers: remove or sample that work",
-             score=top.own_s, function=top.name, file=top.file, line=top.line, share=share)
+    where = f"{top.file}:{top.line}" + (f", hottest line {top.hottest_line}" if top.hottest_line else "")
+    waiting = top.waiting_s * (top.own_s / top.seconds) if top.seconds else 0.0
+    severity = "high" if share >= USER_FN_SHARE_HIGH else "medium"
+    fix = ("this is time in your loader, not in transformers: remove or sample that work" if waiting < top.own_s / 2
+           else f"your loader waits ({top.main_wait}): remove the wait, or do it before timing-critical work "
+                "(it is time to load that no setting of from_pretrained can win back)")
+    split = (f"{top.running_s:.2f} s running, {top.waiting_s:.2f} s waiting"
+             + (f" ({', '.join(f'{k} {v:.2f} s' for k, v in top.waits.items())})" if top.waits else ""))
+    if waiting >= top.own_s / 2:
+        wshare = waiting / wall
+        yield _f(t, "user_wait", severity, f"your function {top.name} waits {waiting:.2f} s ({top.main_wait}): "
+                 f"{_pct(wshare)} of the load",
+                 f"{top.name} ({where}) spent {top.own_s:.2f} s of the {wall:.2f} s load phase outside "
+                 f"transformers' loading steps: {split}.", fix, mistake=True, stake_s=waiting,
+                 basis=_sampling_basis(t, top.samples), function=top.name, file=top.file, line=top.line,
+                 waiting_s=waiting, wait=top.main_wait, share=wshare, load_wall_s=wall)
+        return
+    yield _f(t, "dominant_user_function", severity, f"your function {top.name} is {_pct(share)} of the load "
+             f"({top.own_s:.2f} s)",
+             f"{top.name} ({where}) took {top.own_s:.2f} s of the {wall:.2f} s load phase outside transformers' own "
+             f"loading steps: {split}.", fix, mistake=True, stake_s=top.own_s,
+             basis=_sampling_basis(t, top.samples), function=top.name, file=top.file, line=top.line, share=share,
+             own_s=top.own_s, load_wall_s=wall)
+
+
+GEN_USER_SHARE_MEDIUM, GEN_USER_SHARE_HIGH, GEN_USER_MIN_S = 0.10, 0.50, 0.02
+
+
+def generate_user_code(t: TrialResult) -> Iterable[Finding]:
+    """The user's code running inside generate's decode steps: a logits processor, a stopping criterion, a
+    streamer, a wrapped forward. Its share is of the decode steps' wall time."""
+    for u in t.views.sampling.user_functions_in("generate"):
+        share = u.share_of_decode
+        if share is None or share < GEN_USER_SHARE_MEDIUM or u.decode_s < GEN_USER_MIN_S:
+            continue
+        yield _f(t, "generate_user_code", "high" if share >= GEN_USER_SHARE_HIGH else "medium",
+                 f"your code {u.name} takes {_pct(share)} of decode ({u.decode_s:.2f} s)",
+                 f"{u.name} ({u.file}:{u.line}" + (f", hottest line {u.hottest_line}" if u.hottest_line else "")
+                 + f") ran in every decode step: {u.decode_s:.2f} s of the measured generate calls' decode steps "
+                 f"({u.running_s:.2f} s running, {u.waiting_s:.2f} s waiting).",
+                 "make it vectorised (one tensor op per step, no Python loop over the vocabulary), move it out of "
+                 "the per-token path, or drop it", mistake=True, stake_s=u.decode_s,
+                 basis=_sampling_basis(t, u.samples), function=u.name, file=u.file, line=u.line, share=share,
+                 decode_s=u.decode_s)
+
+
+UNCOVERED_SHARE, UNCOVERED_MIN_S, UNCOVERED_ALWAYS_S = 0.10, 0.05, 0.5
+LOADPROF_PHASES = (*HARNESS_PHASES, "cleanup")  # loadprof's own steps after the workload
+
+
+def uncovered_time(t: TrialResult) -> Iterable[Finding]:
+    """Time inside a phase that none of its named steps covers (``other``), over 10% of it (and 50 ms) or over
+    0.5 s: say what the samples saw there, or that nothing was sampled."""
+    def walk(nodes: Iterable[Any], prefix: str) -> Iterable[tuple[str, Any]]:
+        for p in nodes:
+            yield prefix + p.name, p
+            yield from walk(p.children, prefix + p.name + "/")
+    sv = t.views.sampling
+    for path, node in walk(t.phases, ""):
+        other, dur = node.other_s, node.duration_s
+        if path.split("/")[0] in LOADPROF_PHASES or not node.children or not (other > UNCOVERED_ALWAYS_S or (other > UNCOVERED_SHARE * dur
+                                                                    and other > UNCOVERED_MIN_S)):
+            continue
+        seen = sv.phases.get(path)
+        if seen and seen.seconds > 0:
+            what = "; ".join(f"{x['function']} {x['state']} {x['seconds']:.2f} s" for x in seen.top)
+            saw = (f"the samples there ({seen.seconds:.2f} s: {seen.running_s:.2f} s running, {seen.waiting_s:.2f} s "
+                   f"waiting) saw: {what}")
+            fix = "look at those functions; the per-phase table in report.json (sampling.phases) has the rest"
+        else:
+            saw = ("nothing was sampled there" if sv.ok else "sampling was off, so nothing says what ran there")
+            fix = "turn on sampling (sampling_hz: 100 in the YAML) to see what runs there"
+        yield _f(t, "uncovered_time", "medium" if other >= UNCOVERED_ALWAYS_S else "low",
+                 f"{other:.2f} s of {path} ({_pct(other / dur)}) is in none of its named steps",
+                 f"{path} took {dur:.2f} s; its steps ({', '.join(dict.fromkeys(c.name for c in node.children))}) cover "
+                 f"{dur - other:.2f} s; {saw}.", fix, stake_s=other, basis="the phase's wall minus its children's",
+                 subject=path, other_s=other, phase_s=dur)
 
 
 def slow_cold_read(t: TrialResult) -> Iterable[Finding]:
@@ -113,7 +207,9 @@ def slow_cold_read(t: TrialResult) -> Iterable[Finding]:
              f"{_mib(m['storage_read_bytes'])} read at >= {m['achieved_read_gb_s']:.2f} GB/s in "
              f"{', '.join(m.get('reading_phases', []))}; the same files read sequentially at {m['disk_seq_read_gb_s']:.2f} GB/s.",
              "reads are scattered or serialized (small shards, page faults at first use): fewer, larger shards, or "
-             "read the files ahead (warm the page cache) before loading", fraction=frac)
+             "read the files ahead (warm the page cache) before loading",
+             stake_s=m["storage_read_bytes"] / 1e9 * (1 / m["achieved_read_gb_s"] - 1 / m["disk_seq_read_gb_s"]),
+             basis="bytes read / achieved rate - bytes read / sequential rate", fraction=frac)
 
 
 def lazy_load(t: TrialResult) -> Iterable[Finding]:
@@ -128,7 +224,8 @@ def lazy_load(t: TrialResult) -> Iterable[Finding]:
                  f"file-backed memory grew {_mib(at_load)} during load and {_mib(at_warmup)} during the first forward "
                  f"(weights {_mib(weights)}): load {t.metrics.get('load_s', 0):.2f} s looks fast, but the real cost "
                  f"is load + warmup = {t.metrics.get('load_s', 0) + t.metrics.get('warmup_s', 0):.2f} s.",
-                 "compare strategies on load + warmup, not load alone", file_rss_load_bytes=at_load,
+                 "compare strategies on load + warmup, not load alone", stake_bytes=at_warmup,
+                 basis="file-backed memory paged in during the first forward", file_rss_load_bytes=at_load,
                  file_rss_warmup_bytes=at_warmup)
 
 
@@ -142,7 +239,8 @@ def estimate_discrepancy(t: TrialResult) -> Iterable[Finding]:
                  f"{fig}: measured {_mib(row['measured'])}, estimated {_mib(row['estimate'])} "
                  f"(likely: {row.get('likely_cause')}).",
                  "check the load dtype (an upcast doubles the weights), tied embeddings, and copies kept during load",
-                 score=abs(row["measured"] - row["estimate"]) / 2**30, figure=fig, ratio=row["ratio"],
+                 stake_bytes=abs(row["measured"] - row["estimate"]), basis="|measured - estimated|", figure=fig,
+                 ratio=row["ratio"],
                  likely_cause=row.get("likely_cause"))
 
 
@@ -168,7 +266,10 @@ def offload(t: TrialResult) -> Iterable[Finding]:
     yield _f(t, "offload", "high", f"device_map put {' and '.join(parts)}",
              f"main device {main}; {', '.join(parts)}" + cost + ".",
              "give the main device more memory (max_memory), quantize, or pick a smaller dtype so the model fits",
-             score=moved / 2**30, layers={d: p.get("layers", 0) for d, p in off.items()},
+             mistake=True, stake_bytes=moved, stake_s=moved / seq / 1e9 if seq and "disk" in off else None,
+             basis="bytes placed off the main device" + ("; per forward: bytes / disk sequential rate"
+                                                        if seq and "disk" in off else ""),
+             layers={d: p.get("layers", 0) for d, p in off.items()},
              bytes={d: p.get("bytes", 0) for d, p in off.items()}, main_device=main,
              subject="+".join(sorted(off)))  # CPU offload and disk offload are two diagnoses, never merged
 
@@ -176,22 +277,57 @@ def offload(t: TrialResult) -> Iterable[Finding]:
 ROOFLINE_LOW = 0.25
 
 
+PY_OVERHEAD_AREAS = ("generation utils", "python stdlib", "transformers", "model code", "cache", "attention masks",
+                     "logits processing", "stopping criteria", "streamer", "accelerate hooks", "your code")
+
+
+def _decode_limits(t: TrialResult) -> tuple[list[str], list[str]]:
+    """What holds decode below its bound, from what was measured: the sampler's split of the decode steps
+    (Python per-step work vs torch kernels), the batch size, a half-precision matmul slower than float32 here."""
+    why: list[str] = []
+    fixes: list[str] = []
+    areas = t.views.sampling.areas.get("generate/decode") or {}
+    total = sum(areas.values())
+    if total > 0:
+        py = sum(v for k, v in areas.items() if k in PY_OVERHEAD_AREAS)
+        torch_s = areas.get("torch ops", 0.0)
+        why.append(f"the sampled decode steps ({total:.2f} s) were {_pct(py / total)} Python per-step work "
+                   f"(generation loop, model code, processors) and {_pct(torch_s / total)} torch ops")
+        if py / total >= 0.5:
+            fixes.append("cut per-step Python work (on GPU a static cache lets transformers compile decoding)")
+    else:
+        fixes.append("turn on sampling (sampling_hz: 100) to see whether Python per-step work or kernels dominate")
+    gen = t.strategy.generate
+    if gen is not None and gen.batch_size == 1:
+        why.append("batch 1: every step reads all the weights for one token")
+        fixes.append("batch requests (batch_size > 1) to amortise the weight reads")
+    rates = t.metrics.get("matmul_gflops") or {}
+    half = next((k for k in ("bfloat16", "float16") if k in rates), None)
+    if half and rates.get("float32") and rates[half] < rates["float32"]:
+        why.append(f"{half} matmul runs at {rates[half]:.1f} GFLOP/s vs {rates['float32']:.1f} for float32 on this "
+                   "CPU")
+        fixes.append("load float32 on this CPU")
+    return why, fixes
+
+
 def decode_below_roofline(t: TrialResult) -> Iterable[Finding]:
     frac = t.metrics.get("roofline_fraction")
     if frac is None or frac >= ROOFLINE_LOW:
         return
     m = t.metrics
+    why, fixes = _decode_limits(t)
     yield _f(t, "decode_below_roofline", "low", f"decode runs at {_pct(frac)} of its memory-bandwidth bound",
              f"{m['decode_tok_s']:.1f} tok/s against a bound of {m['roofline_tok_s']:.1f} tok/s "
              f"({_mib(m['decode_bytes_per_step'])} read per step at the measured {m['membw_gb_s']:.1f} GB/s copy "
-             "bandwidth): decode is limited by compute or per-step overhead, not by moving the weights.",
-             "larger batches amortise the weight reads; on GPU a static cache lets transformers compile decoding",
-             fraction=frac)
+             "bandwidth)" + (": " + "; ".join(why) if why else "") + ".", "; ".join(fixes),
+             stake_s=(m["new_tokens"] / m["decode_tok_s"]) * (1 - frac) if m.get("new_tokens") else None,
+             basis="decode time per call x (1 - fraction of the bound)", fraction=frac)
 
 
 RULES: tuple[Callable[[TrialResult], Iterable[Finding]], ...] = (
-    offload, dominant_user_function, validation_share, meta_left, repeated_loads, estimate_discrepancy,
-    slow_cold_read, lazy_load, decode_below_roofline, ignored_kwargs, needless_max_memory,
+    offload, dominant_user_function, generate_user_code, uncovered_time, validation_share, meta_left,
+    repeated_loads, estimate_discrepancy,
+    slow_cold_read, lazy_load, decode_below_roofline, ignored_kwargs, needless_max_memory, *PRECISION_RULES,
 )
 
 
@@ -202,7 +338,7 @@ def trial_findings(t: TrialResult) -> list[Finding]:
 
 
 def rank(findings: Iterable[Finding]) -> list[Finding]:
-    """Merge one diagnosis across repeats and strategies, then order by severity and score.
+    """Merge one diagnosis across repeats and strategies, then order: mistakes, severity, stake.
 
     The same kind about the same subject (kwarg, function, or a rule's own ``subject``, such as where weights
     were offloaded to) is one finding; it keeps the worst case's figures and lists every strategy it was seen in.
@@ -212,13 +348,13 @@ def rank(findings: Iterable[Finding]) -> list[Finding]:
         key = (f.kind, str(f.evidence.get("kwarg") or f.evidence.get("function") or f.evidence.get("subject") or ""))
         if key in merged:
             old = merged[key]
-            worst = f if f.score > old.score else old
+            worst = f if f.rank_key < old.rank_key else old
             labels = list(dict.fromkeys([*old.label.split(", "), f.label]))
-            merged[key] = Finding(worst.kind, worst.severity, worst.title, worst.detail, worst.fix, worst.evidence,
-                                  old.trial_ids + f.trial_ids, ", ".join(x for x in labels if x), worst.score)
+            merged[key] = replace(worst, trial_ids=old.trial_ids + f.trial_ids,
+                                  label=", ".join(x for x in labels if x))
         else:
             merged[key] = f
-    return sorted(merged.values(), key=lambda f: (SEVERITY_ORDER.get(f.severity, 9), -f.score, f.kind, f.label))
+    return sorted(merged.values(), key=lambda f: f.rank_key)
 
 
 def sweep_findings(trials: Iterable[TrialResult], extra: Iterable[Finding] = ()) -> list[Finding]:

@@ -369,5 +369,6 @@ def preallocation_findings(studies: Iterable[Study]) -> list[Finding]:
              "observed_new_tokens": observed, "covering_cap": cover, "largest_cap": c["largest_cap"],
              "saving_bytes": save_b, "saving_ms": save_ms,
              "sites": [{k: s[k] for k in ("site", "op", "bytes_per_cap_token", "share")} for s in sites]},
-            study.trial_ids, study.description, (save_ms or 0.0) / 1e3))
+            study.trial_ids, study.description, mistake=True, stake_s=save_ms / 1e3 if save_ms else None,
+            stake_bytes=save_b, stake_basis="the chosen fit's prediction at the largest cap minus at the covering cap"))
     return out

@@ -4,7 +4,9 @@ Decoding one token reads every weight (and the KV cache) once, so tokens/s can b
 better than bandwidth / bytes per step. The copy moves ``nbytes`` from one buffer to
 another ``repeats`` times; bandwidth counts read + write (the STREAM "copy" convention).
 On CUDA each timing is synchronised. ``BandwidthProbe`` runs both in its own phase ``membw`` after the
-measured generate calls, whenever the strategy generates (not selectable in ``probes:``).
+measured generate calls, whenever the strategy generates (not selectable in ``probes:``). For a float16 or
+bfloat16 model on CPU it also times a small square matmul in float32 and in the model's dtype (about 0.1 s):
+a CPU without fast half-precision kernels runs the half type slower than float32, whatever the bytes saved.
 """
 
 from __future__ import annotations
@@ -16,16 +18,20 @@ from loadprof.probes.base import Probe, ProbeContext
 DEFAULT_BYTES = 256 * 2**20
 
 
-def best_copy_ns(copy: Callable[[], Any], sync: Callable[[], Any], now_ns: Callable[[], int], repeats: int) -> int:
-    """The fastest of ``repeats`` timed copies, each waited for; one untimed copy first (page-in, allocation)."""
+def best_copy_ns(copy: Callable[[], Any], sync: Callable[[], Any], now_ns: Callable[[], int], repeats: int,
+                 budget_ns: int | None = None) -> int:
+    """The fastest of ``repeats`` timed copies, each waited for; one untimed copy first (page-in, allocation).
+    With ``budget_ns``, repeating stops once the timed copies have taken that long (at least one is timed)."""
     copy()
     sync()
-    times = []
+    times: list[int] = []
     for _ in range(repeats):
         t = now_ns()
         copy()
         sync()
         times.append(now_ns() - t)
+        if budget_ns is not None and sum(times) >= budget_ns:
+            break
     return min(times)
 
 
@@ -65,9 +71,41 @@ def measure_h2d_bandwidth(device: Any, now_ns: Callable[[], int], nbytes: int = 
     return out
 
 
+HALF_DTYPES = ("float16", "bfloat16")
+MATMUL_N = 384  # 2 x 384^3 = 0.11 GFLOP per call: tens of ms where a half type has no fast CPU kernel
+MATMUL_BUDGET_NS = 25_000_000  # timed calls per dtype stop after this long
+
+
+def floating_dtype(model: Any) -> str | None:
+    """The floating-point dtype holding most of the model's parameter bytes (None: no floating parameters)."""
+    by_dtype: dict[str, int] = {}
+    for p in getattr(model, "parameters", lambda: ())():
+        if p.is_floating_point():
+            name = str(p.dtype).removeprefix("torch.")
+            by_dtype[name] = by_dtype.get(name, 0) + p.numel() * p.element_size()
+    return max(by_dtype, key=by_dtype.__getitem__) if by_dtype else None
+
+
+def measure_matmul(dtype: str, now_ns: Callable[[], int], n: int = MATMUL_N, repeats: int = 3) -> dict[str, Any]:
+    """CPU square matmul rate in float32 and in ``dtype`` (best of up to ``repeats`` torch.mm after one untimed
+    call, within a time budget per dtype): whether this CPU has fast kernels for the model's half type."""
+    import torch
+
+    rates = {}
+    for name in ("float32", dtype):
+        a = torch.ones(n, n, dtype=getattr(torch, name))
+        b = torch.ones(n, n, dtype=a.dtype)
+        best = best_copy_ns(lambda: torch.mm(a, b), lambda: None, now_ns, repeats, MATMUL_BUDGET_NS)
+        rates[name] = 2 * n**3 / (max(best, 1) / 1e9) / 1e9
+    return {"matmul_gflops": rates, "matmul_method": f"torch.mm {n}x{n} on CPU, best of up to {repeats} calls "
+            f"within {MATMUL_BUDGET_NS / 1e6:.0f} ms after one untimed call, 2 x n^3 flops, "
+            f"{torch.get_num_threads()} threads"}
+
+
 class BandwidthProbe(Probe):
     """Device copy bandwidth (the decode roofline's denominator) and, on CUDA, the host -> device rate (the
-    yardstick for the load's own transfer), as trial metrics (``membw_*``, ``h2d_*``)."""
+    yardstick for the load's own transfer), as trial metrics (``membw_*``, ``h2d_*``); for a float16/bfloat16
+    model on CPU also the matmul rate in that dtype against float32 (``matmul_*``)."""
 
     NAME = "bandwidth"
     AFTER_WORKLOAD_PHASE = "membw"
@@ -76,7 +114,11 @@ class BandwidthProbe(Probe):
         device = getattr(model, "device", "cpu")
         device = "cpu" if str(device) == "meta" else device
         now = ctx.clock.now_ns
-        return {**measure_copy_bandwidth(device, now), **measure_h2d_bandwidth(device, now)}
+        out = {**measure_copy_bandwidth(device, now), **measure_h2d_bandwidth(device, now)}
+        dtype = floating_dtype(model) if str(device) == "cpu" else None
+        if dtype in HALF_DTYPES:  # a half type on CPU: does it run at float32's rate here? (measured, not assumed)
+            out.update(measure_matmul(dtype, now))
+        return out
 
     def stop(self) -> None:
         return None  # nothing under probes: the metrics were filed by the worker after the copy

@@ -6,18 +6,25 @@ once, in the shape docs/report-schema.md describes (unchanged from the dicts the
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterable, Mapping
 
 #: the studies, in report order (loadprof.analysis.studies computes one kind per knob)
 STUDY_KINDS = ("max_new_tokens", "batch_size", "quantization")
 _STUDY_HEAD = ("vary", "description", "fixed", "trial_ids")
+SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One diagnosis: what was seen (title, detail), what to do (fix), the figures behind it (evidence) and
-    the trials and strategies it was seen in; ``score`` ranks findings of one severity (often the stake)."""
+    """One diagnosis: what was seen (title, detail), what to do (fix), the figures behind it (evidence) and the
+    trials and strategies it was seen in.
+
+    ``mistake``: a definite configuration or code mistake (an ignored kwarg, an upcast, an offload, a double load,
+    a dominant user function, a wait, a pre-allocation) as opposed to an observation (a roofline gap, a lazy
+    read). ``stake_s`` / ``stake_bytes``: the seconds and bytes at stake, measured or derived; ``stake_basis``
+    says which figure or formula gave them. Mistakes rank above observations, then severity, then stake.
+    """
 
     kind: str
     severity: str
@@ -27,7 +34,10 @@ class Finding:
     evidence: Mapping[str, Any] = field(default_factory=dict)
     trial_ids: tuple[str, ...] = ()
     label: str = ""
-    score: float = 0.0
+    mistake: bool = False
+    stake_s: float | None = None
+    stake_bytes: float | None = None
+    stake_basis: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -36,8 +46,13 @@ class Finding:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Finding":
-        return cls(**{**d, "trial_ids": tuple(d.get("trial_ids", ()))})
+        known = {f.name for f in fields(cls)}  # an older file's ``score`` (superseded by the stakes) is dropped
+        return cls(**{**{k: v for k, v in d.items() if k in known}, "trial_ids": tuple(d.get("trial_ids", ()))})
 
+    @property
+    def rank_key(self) -> tuple:
+        return (not self.mistake, SEVERITY_ORDER.get(self.severity, 9), -(self.stake_s or 0.0),
+                -(self.stake_bytes or 0.0), self.kind, self.label)
 
 
 @dataclass(frozen=True)

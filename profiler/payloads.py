@@ -144,21 +144,44 @@ class LoadPhasesView:
 
 @dataclass(frozen=True)
 class UserFunction:
-    """One function of the user's code in the load, from py-spy samples of the main thread."""
+    """One function of the user's code in one top-level phase, from the samples whose deepest user frame it is
+    (its own time plus the library code it called), running or waiting; seconds are wall seconds."""
 
     name: str = "?"
     file: str = "?"
     line: int | None = None
-    own_samples: int = 0       # deepest user frame, outside transformers' named loading steps
-    own_s: float = 0.0
-    own_share_of_load: float = 0.0
-    self_user_samples: int = 0  # deepest user frame anywhere in the load
-    self_user_s: float = 0.0
-    share_of_load: float = 0.0
-    inclusive_samples: int = 0
+    phase: str = "load"          # top-level phase (files from before per-phase attribution: the load)
+    samples: int = 0
+    seconds: float = 0.0
+    running_s: float = 0.0
+    waiting_s: float = 0.0
+    waits: Mapping[str, float] = field(default_factory=dict)  # wait kind -> seconds
+    own_s: float = 0.0           # outside every named sub-phase (in the load: outside transformers' steps)
+    own_share_of_phase: float | None = None  # of the phase's wall time
+    share_of_phase: float | None = None
     inclusive_s: float = 0.0
-    inclusive_share_of_load: float = 0.0
+    decode_s: float = 0.0
+    share_of_decode: float | None = None   # of generate's decode wall time
     hottest_line: int | str | None = None
+
+    @property
+    def main_wait(self) -> str | None:
+        return max(self.waits, key=lambda k: self.waits[k]) if self.waits else None
+
+
+@dataclass(frozen=True)
+class PhaseSamples:
+    """What the main thread's samples saw in one phase path, outside its child phases."""
+
+    seconds: float = 0.0
+    samples: int = 0
+    inclusive_s: float = 0.0
+    running_s: float = 0.0
+    waiting_s: float = 0.0
+    waits: Mapping[str, float] = field(default_factory=dict)
+    wall_s: float | None = None
+    share_of_phase: float | None = None
+    top: tuple[Mapping[str, Any], ...] = ()  # [{function, state, seconds}], most seconds first
 
 
 @dataclass(frozen=True)
@@ -166,27 +189,38 @@ class SamplingView:
     present: bool = False
     ok: bool = False
     rate_hz: float | None = None
-    interval_s: float | None = None
+    effective_rate_hz: float | None = None
     samples_total: int = 0
     main_thread_samples: int = 0
-    load_samples: int = 0
-    phases: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    main_thread_s: float = 0.0
+    states_known: bool = False
+    phases: Mapping[str, PhaseSamples] = field(default_factory=dict)
+    areas: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # phase -> library area -> seconds
     user_functions: tuple[UserFunction, ...] = ()
+
+    def user_functions_in(self, phase: str) -> tuple[UserFunction, ...]:
+        return tuple(u for u in self.user_functions if u.phase == phase)
 
     @classmethod
     def of(cls, probes: Mapping[str, Any]) -> "SamplingView":
         present, m, _ = _metrics(probes, "sampling")
-        return cls(present=present, ok=bool(m.get("ok")), rate_hz=m.get("rate_hz"), interval_s=m.get("interval_s"),
-                   samples_total=m.get("samples_total") or 0, main_thread_samples=m.get("main_thread_samples") or 0,
-                   load_samples=m.get("load_samples") or 0, phases=m.get("phases") or {},
+        phases = {k: _pick(PhaseSamples, {**v, "top": tuple(v.get("top") or ())}) for k, v in (m.get("phases") or {}).items()
+                  if isinstance(v, Mapping)}
+        return cls(present=present, ok=bool(m.get("ok")), rate_hz=m.get("rate_hz"),
+                   effective_rate_hz=m.get("effective_rate_hz"), samples_total=m.get("samples_total") or 0,
+                   main_thread_samples=m.get("main_thread_samples") or 0, main_thread_s=m.get("main_thread_s") or 0.0,
+                   states_known=bool(m.get("states_known")), phases=phases, areas=m.get("areas") or {},
                    user_functions=tuple(_user_function(u) for u in m.get("user_functions") or ()))
 
 
 def _user_function(u: Any) -> UserFunction:
-    """Files from before "own" time was split out of a user function's time count all of it as its own."""
-    if isinstance(u, Mapping) and "own_s" not in u:
-        u = {**u, "own_s": u.get("self_user_s", 0.0), "own_samples": u.get("self_user_samples", 0),
-             "own_share_of_load": u.get("share_of_load", 0.0)}
+    """Older files (load only, counts x interval, shares of sampled time) read in today's fields."""
+    if isinstance(u, Mapping) and "phase" not in u:
+        own = u.get("own_s", u.get("self_user_s", 0.0))
+        u = {**u, "phase": "load", "seconds": u.get("self_user_s", own), "own_s": own,
+             "samples": u.get("own_samples", u.get("self_user_samples", 0)),
+             "own_share_of_phase": u.get("own_share_of_load", u.get("share_of_load")),
+             "running_s": u.get("self_user_s", own)}
     return _pick(UserFunction, u)
 
 

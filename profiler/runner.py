@@ -138,11 +138,25 @@ def run_trial(plan: TrialPlan, *, clock: Clock = DEFAULT_CLOCK,
         _kill_group(proc, signal.SIGKILL)  # stray grandchildren must not hold the events pipe open
         reader.join(timeout=5.0)
     if sampler is not None:  # after the worker is reaped: py-spy writes its profile when the target exits
-        sampled = sampler.finish().to_probe_result().to_dict() if not sampler_error else {
+        sampled = _sampled(sampler, received) if not sampler_error else {
             "name": "sampling", "metrics": {"ok": False}, "notes": [f"sampling not run: {sampler_error}"]}
         received.append(events.make("probe", name="sampling", result=sampled))
     return classify(plan, received, proc.returncode, timed_out, started_at,
                     parent_wall_ns=t_reaped - t_spawn, spawn_ns=t_spawn)
+
+
+def _sampled(sampler: Any, received: list[dict[str, Any]]) -> dict[str, Any]:
+    """The sampler's samples on the trial's clock (the worker's hello says where its t0 is), attributed to the
+    phase tree the events describe."""
+    from loadprof.probes.attribution import attribute
+
+    hello = next((ev for ev in received if ev.get("type") == "hello"), {})
+    result = sampler.finish(hello.get("t0_abs_ns"))
+    if result.ok:
+        last = max((ev.get("t_ns", 0) for ev in received if "t_ns" in ev), default=0)
+        phases = build_tree([ev for ev in received if ev.get("type") == "phase"], end_ns=last)
+        result = result.with_attribution(attribute(result.samples, phases, rate_hz=sampler.rate_hz))
+    return result.to_probe_result().to_dict()
 
 
 def workload_peaks(memory: dict[str, Any]) -> dict[str, int]:

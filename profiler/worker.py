@@ -80,6 +80,7 @@ def environment() -> dict[str, Any]:
     if torch.cuda.is_available():
         env["cuda_device"] = torch.cuda.get_device_name(0)
         env["cuda_version"] = torch.version.cuda
+        env["cuda_capability"] = "%d.%d" % torch.cuda.get_device_capability(0)
     return env
 
 
@@ -268,6 +269,12 @@ def run_steps(strategy: Strategy, model_path: str, trial_dir: Path, rec: PhaseRe
     facts = model_facts(model)
     for k, v in facts.items():
         metric(k, v)
+    try:  # stored vs loaded dtype per tensor: evidence for findings, never the trial's fate
+        from loadprof.probes.precision import compare_precision
+
+        metric("precision", compare_precision(model_path, model))
+    except Exception as e:
+        note(f"no precision comparison: {type(e).__name__}: {e}")
     mode, k = strategy.load.validation_mode
     if mode != "none":
         with rec.phase(phase_of(step_validate)):

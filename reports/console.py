@@ -14,7 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from loadprof.reports.base import Artifacts, TextRenderer
-from loadprof.reports.sections import figures_available, harness_line, model_label, status_counts, value_text
+from loadprof.reports.sections import (figures_available, harness_line, model_label, stake_text, status_counts,
+                                       value_text, verdict)
 from loadprof.reports.study_tables import render_studies
 from loadprof.results import SweepResult, TrialResult
 from loadprof.units import bytes_h, num
@@ -68,6 +69,8 @@ def render_findings(sweep: SweepResult, console: Console, limit: int = 12) -> No
                       highlight=False)
         console.print(f"      {f.detail}", markup=False)
         console.print(f"      fix: {f.fix}", markup=False, style="dim")
+        if stake_text(f):
+            console.print(f"      {stake_text(f)}", markup=False, style="dim")
     if len(sweep.findings) > limit:
         console.print(f"    ... {len(sweep.findings) - limit} more in report.json")
 
@@ -87,6 +90,9 @@ def render_recommendations(sweep: SweepResult, console: Console) -> None:
 def render(sweep: SweepResult, console: Console | None = None, out_dir: Any = None) -> None:
     """Print the report; ``out_dir`` (only printed, never opened) names where the files are."""
     console = console or Console()
+    line = verdict(sweep)
+    if line:
+        console.print(line, markup=False, highlight=False, style="bold")
     console.print(summary_table(sweep))
     if sweep.studies:
         render_studies(sweep.studies, console)

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 from loadprof.reports.base import Artifacts, TextRenderer
 from loadprof.reports.sections import (SEVERITIES, Table, artifact_links, finding_who, harness_line, phase_tables,
                                        recommendations, run_info, status_counts, study_tables, summary,
-                                       timeline_rows, trial_name)
+                                       stake_text, timeline_rows, trial_name, verdict)
 from loadprof.results import SweepResult, TrialResult
 
 try:
@@ -53,7 +53,7 @@ table.summary td:nth-child(-n+4){white-space:nowrap}table.summary td:last-child{
 ul.notes{margin:2px 0 10px;padding-left:20px;font-size:12.5px;color:#333}
 .finding{background:#fff;border:1px solid #e1e1e1;border-left:6px solid #999;border-radius:4px;
  padding:7px 12px;margin:8px 0}
-.finding p{margin:3px 0}.finding .fix{color:#333}.finding .fix b{color:#555}
+.finding p{margin:3px 0}.finding .fix{color:#333}.finding .fix b{color:#555}.finding .stake{color:#666}.verdict{font-weight:600;border-left:4px solid #b00;padding:4px 8px;background:#fff6f6}
 .finding .who{color:#555}
 .sev{display:inline-block;min-width:56px;text-align:center;border-radius:3px;color:#fff;font-size:11px;
  font-weight:700;padding:1px 6px;margin-right:8px;text-transform:uppercase}
@@ -111,7 +111,8 @@ def _findings(sweep: SweepResult) -> str:
         who_html = f' <span class="who">({_e(who)})</span>' if who else ""
         out.append(f'<div class="finding {cls}"><p><span class="sev">{_e(sev)}</span><b>{_e(f.title)}'
                    f'</b>{who_html}</p>'
-                   f'<p>{_e(f.detail)}</p><p class="fix"><b>fix:</b> {_e(f.fix)}</p></div>')
+                   f'<p>{_e(f.detail)}</p><p class="fix"><b>fix:</b> {_e(f.fix)}</p>'
+                   + (f'<p class="stake">{_e(stake_text(f))}</p>' if stake_text(f) else "") + "</div>")
     return "\n".join(out)
 
 
@@ -135,6 +136,9 @@ def render(sweep: SweepResult, artifacts: Artifacts | None = None) -> str:
     and a trial whose report.json has no memory timeline gets the one from its memory_timeline.json."""
     title = f"loadprof: {sweep.name}"
     body: list[str] = [f"<h1>{_e(title)}</h1>"]
+    line = verdict(sweep)
+    if line:
+        body.append(f'<p class="verdict" id="verdict">{_e(line)}</p>')
     sections = [("summary", "Summary"), ("findings", "Findings"), ("recommendations", "Recommendations"),
                 ("studies", "Studies"), ("phases", "Phases"), ("trials", "Trials"), ("harness", "Harness")]
     rec_table, rec_notes = recommendations(sweep)

@@ -11,7 +11,8 @@ from typing import Any
 
 from loadprof.reports.base import Artifacts, TextRenderer
 from loadprof.reports.sections import (Table, artifact_links, finding_who, harness_line, phase_tables, recommendations,
-                                       run_info, status_counts, study_tables, summary, trial_name)
+                                       run_info, stake_text, status_counts, study_tables, summary, trial_name,
+                                       verdict)
 from loadprof.results import SweepResult
 
 
@@ -48,12 +49,17 @@ def render(sweep: SweepResult, artifacts: Artifacts | None = None) -> str:
     s = summary(sweep)
     md += ["## Summary", "", *md_table(s), "", _text(status_counts(sweep)), ""]
     findings = list(sweep.findings)  # already ranked by loadprof.analysis.findings
+    line = verdict(sweep)
+    if line:
+        md[1:1] = ["", f"**{_text(line)}**"]
     if findings:
         md += [f"## Findings ({len(findings)}, most important first)", ""]
         for i, f in enumerate(findings, 1):
             who = finding_who(f)
             md += [f"{i}. **{_text(f.severity)}** {_text(f.title)}" + (f" ({_text(who)})" if who else ""),
                    f"   - {_text(f.detail)}", f"   - fix: {_text(f.fix)}"]
+            if stake_text(f):
+                md.append(f"   - {_text(stake_text(f))}")
         md.append("")
     rec_table, rec_notes = recommendations(sweep)
     if rec_table is not None or rec_notes:

@@ -229,6 +229,25 @@ def finding_who(f: Finding) -> str:
     return f.label or ", ".join(f.trial_ids)
 
 
+def stake_text(f: Finding) -> str:
+    """'4.02 s and 1.5 GiB at stake (basis)', or the basis alone where nothing is (an ignored kwarg)."""
+    parts = [x for x in (f.stake_s is not None and f"{f.stake_s:.3g} s",
+                         f.stake_bytes is not None and bytes_h(f.stake_bytes)) if x]
+    head = " and ".join(parts) + " at stake" if parts else ""
+    return f"{head} ({f.stake_basis})" if head and f.stake_basis else head or f.stake_basis
+
+
+def verdict(sweep: SweepResult) -> str | None:
+    """The top finding as one line: what every report says first."""
+    if not sweep.findings:
+        return None
+    f = sweep.findings[0]
+    kind = "mistake" if f.mistake else "observation"
+    stake = " and ".join(x for x in (f.stake_s is not None and f"{f.stake_s:.3g} s",
+                                     f.stake_bytes is not None and bytes_h(f.stake_bytes)) if x)
+    return f"verdict ({kind}): {f.title}" + (f"; {stake} at stake" if stake else "") + f". Fix: {f.fix}"
+
+
 def value_text(v: Any, unit: str) -> str:
     """A recommendation figure with its unit, formatted like ``loadprof recommend`` prints it."""
     if not isinstance(v, (int, float)):

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from loadprof.analysis.findings import rank, sweep_findings, trial_findings
-from loadprof.results import TrialResult
+import pytest
+
+from loadprof.analysis.findings import RULES, rank, sweep_findings, trial_findings
+from loadprof.results import Finding, PhaseTiming, TrialResult
+from loadprof.reports import console, html, markdown
+from loadprof.results import SweepResult
 from tests.helpers import strategy_of
 
+LOAD = (PhaseTiming("load", 0.0, 5.0, (PhaseTiming("weights", 0.2, 4.9),)),)  # other 0.3 s: covered
 
-def _trial(tid="t-r0", label="x", metrics=None, probes=None, status="ok", env=None):
+
+def _trial(tid="t-r0", label="x", metrics=None, probes=None, status="ok", env=None, phases=LOAD, strategy=None):
     return TrialResult(trial_id=tid, strategy_id=tid.split("-")[0], label=label, repeat_index=0, status=status,
-                       strategy=strategy_of(), metrics=metrics or {}, probes=probes or {}, env=env or {"transformers": "5.23.0"})
+                       strategy=strategy or strategy_of(), metrics=metrics or {}, probes=probes or {},
+                       env=env or {"transformers": "5.23.0"}, phases=phases)
 
 
 def kinds(t):
@@ -23,7 +30,7 @@ def test_validation_share_thresholds_and_evidence():
                            "validation_modules_checked": 400, "validation_per_module_median_ms": 7.5})
     (f,) = trial_findings(loud)
     assert f.kind == "validation_share" and f.severity == "high" and f.evidence["share"] == 0.75
-    assert "400 modules" in f.detail and "sample:10" in f.fix and f.score == 3.0
+    assert "400 modules" in f.detail and "sample:10" in f.fix and f.stake_s == 3.0 and f.stake_basis == "validate_s (measured)"
 
 
 def test_ignored_kwarg_and_needless_max_memory_from_captured_calls():
@@ -68,7 +75,7 @@ def test_failed_trials_give_no_findings_and_rank_merges_repeats():
     c = _trial("c-r0", "mild", {"load_s": 1.0, "validate_s": 0.2})
     ranked = sweep_findings([c, a, b])
     assert len(ranked) == 1  # one diagnosis, seen in two strategies
-    assert ranked[0].label == "mild, slow" and ranked[0].score == 9.0 and ranked[0].severity == "high"
+    assert ranked[0].label == "mild, slow" and ranked[0].stake_s == 9.0 and ranked[0].severity == "high"
     assert ranked[0].trial_ids == ("c-r0", "a-r0", "a-r1")
     assert rank([]) == []
 
@@ -118,3 +125,82 @@ def test_cpu_offload_and_disk_offload_stay_two_findings():
     by_label = {f.label: f for f in ranked}
     assert "18 of 28 layers" in by_label["disk-offload"].title and "on disk" in by_label["disk-offload"].title
     assert by_label["cpu-offload"].trial_ids == ("a-r0", "a-r1")
+
+
+def _user(**kw):
+    base = {"name": "wait_for_lock", "file": "/home/u/mm.py", "line": 5, "phase": "load", "samples": 200,
+            "seconds": 4.0, "running_s": 0.0, "waiting_s": 4.0, "waits": {"sleep": 4.0}, "own_s": 4.0}
+    return {**base, **kw}
+
+
+def test_a_waiting_user_function_is_named_with_its_wait_and_share_of_the_load_wall():
+    t = _trial(probes={"sampling": {"metrics": {"effective_rate_hz": 50.0, "user_functions": [_user()]}}})
+    (f,) = [f for f in trial_findings(t) if f.kind == "user_wait"]
+    assert f.title == "your function wait_for_lock waits 4.00 s (sleep): 80% of the load"
+    assert f.mistake and f.stake_s == 4.0 and "200 samples, 50 Hz effective" in f.stake_basis
+    assert f.evidence["waiting_s"] == 4.0 and f.evidence["share"] == 0.8 and f.evidence["line"] == 5
+
+
+def test_a_running_user_function_is_a_dominant_function_with_its_running_and_waiting_split():
+    u = _user(name="checksum", running_s=3.0, waiting_s=1.0, waits={"file_read": 1.0})
+    (f,) = [f for f in trial_findings(_trial(probes={"sampling": {"metrics": {"user_functions": [u]}}}))
+            if f.kind == "dominant_user_function"]
+    assert f.title == "your function checksum is 80% of the load (4.00 s)"
+    assert "3.00 s running, 1.00 s waiting (file_read 1.00 s)" in f.detail
+
+
+def test_user_code_in_the_decode_steps_is_named_with_its_share_of_decode():
+    u = _user(name="Proc.__call__", phase="generate", seconds=0.5, running_s=0.5, waiting_s=0.0, waits={},
+              own_s=0.0, decode_s=0.45, share_of_decode=0.36)
+    small = _user(name="tiny", phase="generate", decode_s=0.01, share_of_decode=0.5)
+    t = _trial(probes={"sampling": {"metrics": {"user_functions": [u, small]}}})
+    (f,) = [f for f in trial_findings(t) if f.kind == "generate_user_code"]
+    assert f.title == "your code Proc.__call__ takes 36% of decode (0.45 s)" and f.stake_s == 0.45
+    assert "/home/u/mm.py:5" in f.detail and f.mistake
+
+
+def test_uncovered_time_is_never_silent_and_says_what_was_sampled():
+    phases = (PhaseTiming("load", 0.0, 3.0, (PhaseTiming("weights", 0.0, 1.0),)),
+              PhaseTiming("trace", 3.0, 4.0, (PhaseTiming("preallocate", 3.0, 3.1),)))  # loadprof's own: skipped
+    seen = {"load": {"seconds": 1.9, "running_s": 0.4, "waiting_s": 1.5, "waits": {"socket": 1.5},
+                     "top": [{"function": "fetch (/home/u/mm.py:9)", "state": "socket", "seconds": 1.5}]}}
+    sampled = _trial(phases=phases, probes={"sampling": {"metrics": {"ok": True, "phases": seen}}})
+    (f,) = [f for f in trial_findings(sampled) if f.kind == "uncovered_time"]
+    assert f.title == "2.00 s of load (67%) is in none of its named steps" and f.stake_s == pytest.approx(2.0)
+    assert "fetch (/home/u/mm.py:9) socket 1.50 s" in f.detail and not f.mistake
+    blind = _trial(phases=phases)
+    (g,) = [f for f in trial_findings(blind) if f.kind == "uncovered_time"]
+    assert "sampling was off" in g.detail and "sampling_hz" in g.fix
+
+
+def test_definite_mistakes_outrank_observations_whatever_their_severity():
+    kwarg = _trial(probes={"phases": {"metrics": {"ignored_kwargs": {"offload_state_dict": "m.py:1"}}}},
+                   metrics={"roofline_fraction": 0.05, "decode_tok_s": 10.0, "roofline_tok_s": 200.0,
+                            "decode_bytes_per_step": 2**20, "membw_gb_s": 10.0, "new_tokens": 32},
+                   strategy=strategy_of({"generate": {"batch_size": 1}}))
+    ranked = rank(trial_findings(kwarg))
+    assert [f.kind for f in ranked] == ["ignored_kwarg", "decode_below_roofline"]
+    assert ranked[0].severity == "low" and ranked[0].mistake and not ranked[1].mistake
+    assert "batch 1" in ranked[1].detail and "sampling_hz" in ranked[1].fix  # says what limits it, not generic
+
+
+def test_every_renderer_opens_with_the_verdict():
+    t = _trial(probes={"sampling": {"metrics": {"user_functions": [_user()]}}})
+    sweep = SweepResult(run_id="r", name="n", source="s.yaml", created_at="now", trials=(t,),
+                        findings=tuple(rank(trial_findings(t))))
+    line = "verdict (mistake): your function wait_for_lock waits 4.00 s (sleep): 80% of the load; 4 s at stake"
+    assert line in markdown.render(sweep).split("## Summary")[0]
+    assert line in html.render(sweep).split('id="summary"')[0]
+    assert console.RENDERER.render(sweep).lstrip().startswith(line)
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: r.__name__)
+def test_every_rule_has_a_stake_or_says_why_not(rule):
+    """Each rule, fed every hand-built trial of this module, gives findings whose stake is stated or explained."""
+    trials = [_trial(probes={"sampling": {"metrics": {"user_functions": [_user()]}}}),
+              _trial(metrics={"load_s": 1.0, "validate_s": 0.9}),
+              _trial(probes={"phases": {"metrics": {"from_pretrained_calls": [{"kwargs": {}}] * 2}}},
+                     metrics={"load_s": 2.0})]
+    for t in trials:
+        for f in rule(t):
+            assert isinstance(f, Finding) and (f.stake_s is not None or f.stake_bytes is not None or f.stake_basis)

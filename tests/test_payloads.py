@@ -46,8 +46,8 @@ def test_views_read_each_probe_by_attribute_and_ignore_unknown_keys():
 
 def test_older_user_functions_count_all_their_time_as_their_own():
     old, new = ProbeViews.of(PROBES, {}).sampling.user_functions
-    assert (old.own_s, old.own_samples, old.own_share_of_load) == (2.5, 250, 0.5)
-    assert (new.own_s, new.self_user_s) == (1.0, 3.0)
+    assert (old.phase, old.own_s, old.samples, old.own_share_of_phase) == ("load", 2.5, 250, 0.5)
+    assert (new.phase, new.own_s, new.seconds, new.own_share_of_phase) == ("load", 1.0, 3.0, 0.2)
 
 
 def test_a_probe_that_did_not_run_gives_an_empty_view():

@@ -15,7 +15,7 @@ from loadprof.clock import FakeClock
 from loadprof.errors import SpecError
 from loadprof.phases import HARNESS_PHASES, PhaseRecorder
 from loadprof.probe_registry import REGISTRY, SELECTABLE, WORKER_STEP_PHASES, entry, worker_probes
-from loadprof.probes import sampling
+from loadprof.probes import attribution, sampling
 from loadprof.probes._hooks import HookSet
 from loadprof.probes.base import Probe, ProbeContext
 from loadprof.strategies.model import PROBES, ModelSpec, Strategy
@@ -117,7 +117,7 @@ def test_worker_step_phases_are_the_workers_functions_and_the_samplers_map():
     for name, phase in WORKER_STEP_PHASES:
         fn = getattr(worker, name)
         assert callable(fn) and worker.phase_of(fn) == phase
-    assert sampling.DEFAULT_PHASE_MAP[:len(WORKER_STEP_PHASES)] == WORKER_STEP_PHASES
+    assert attribution.DEFAULT_PHASE_MAP[:len(WORKER_STEP_PHASES)] == WORKER_STEP_PHASES
     with pytest.raises(KeyError):
         worker.phase_of(worker.step_estimate)  # not a sampled step
 

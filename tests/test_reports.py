@@ -104,10 +104,10 @@ RECS = {"memory_budget_bytes": 4 * GiB, "peak_metric": "peak_rss_bytes",
                                     {"label": "other", "generated": 3, "cap": 64, "share": 0.047}]}
 FINDINGS = (Finding(**{"kind": "dominant_user_function", "severity": "high", "title": "your function F is 98% of the load",
              "detail": "F took 7.56 s", "fix": "remove or sample that work", "evidence": {}, "trial_ids": ("aaaa-r0",),
-             "label": "static max_new_tokens=32", "score": 7.5}),
+             "label": "static max_new_tokens=32", "mistake": True, "stake_s": 7.5}),
             Finding(**{"kind": "ignored_kwarg", "severity": "low", "title": "`low_cpu_mem_usage` is <ignored>",
              "detail": "popped", "fix": "remove it", "evidence": {}, "trial_ids": ("bbbb-r1",), "label": "",
-             "score": 0.0}))
+             "mistake": True}))
 
 
 def make_sweep(recommendations: Any = RECS, **kw: Any) -> SweepResult:

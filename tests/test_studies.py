@@ -152,7 +152,7 @@ def test_linear_preallocation_growth_sites_covering_cap_and_saving():
     assert f.fix.startswith("set max_new_tokens to 16 (covers the observed lengths)") and "dynamic cache" in f.fix
     assert f.evidence["covering_cap"] == 16 and f.evidence["saving_ms"] == pytest.approx(224.0)
     assert set(f.trial_ids) == {t.trial_id for t in ts}
-    assert f.score == pytest.approx(0.224)
+    assert f.stake_s == pytest.approx(0.224) and f.mistake
 
 
 def test_small_saving_is_medium_severity():
