@@ -30,10 +30,7 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:.0f} MiB"
 
 
-def _f(t: TrialResult, kind: str, severity: str, title: str, detail: str, fix: str, *, mistake: bool = False,
-       stake_s: float | None = None, stake_bytes: float | None = None, basis: str = "", **evidence: Any) -> Finding:
-    return Finding(kind, severity, title, detail, fix, evidence, (t.trial_id,), t.label, mistake, stake_s, stake_bytes,
-                   basis)
+_f = TrialResult.finding  # rules read as _f(trial, kind, severity, title, detail, fix, ...)
 
 
 def ignored_kwargs(t: TrialResult) -> Iterable[Finding]:

@@ -38,10 +38,7 @@ def _secs(s: float) -> str:
     return f"{s:.2f} s" if s >= 0.1 else f"{s * 1e3:.1f} ms"
 
 
-def _f(t: TrialResult, kind: str, severity: str, title: str, detail: str, fix: str, *, mistake: bool = False,
-       stake_s: float | None = None, stake_bytes: float | None = None, basis: str = "", **evidence: Any) -> Finding:
-    return Finding(kind, severity, title, detail, fix, evidence, (t.trial_id,), t.label, mistake, stake_s, stake_bytes,
-                   basis)
+_f = TrialResult.finding  # rules read as _f(trial, kind, severity, title, detail, fix, ...)
 
 
 def _pairs(t: TrialResult) -> list[Mapping[str, Any]]:

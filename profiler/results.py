@@ -75,6 +75,13 @@ class TrialResult:
     def phase(self, path: str) -> PhaseTiming | None:
         return find_phase(self.phases, path)
 
+    def finding(self, kind: str, severity: str, title: str, detail: str, fix: str, *, mistake: bool = False,
+                stake_s: float | None = None, stake_bytes: float | None = None, basis: str = "",
+                **evidence: Any) -> Finding:
+        """A finding about this trial (the one constructor every rule uses)."""
+        return Finding(kind, severity, title, detail, fix, evidence, (self.trial_id,), self.label, mistake, stake_s,
+                       stake_bytes, basis)
+
     @cached_property
     def views(self) -> ProbeViews:
         """Typed views of the probes' payloads (``views.memory.per_phase["load"]``, ``views.sampling``...)."""
