@@ -166,7 +166,7 @@ def sample_path(s: Sample, phases: Sequence[PhaseTiming], match: Callable[[str],
 def is_user_file(file: str, internal_roots: Iterable[str] = DEFAULT_INTERNAL_ROOTS,
                  user_roots: Iterable[str] = DEFAULT_USER_ROOTS) -> bool:
     """User code: not the stdlib, not site-/dist-packages, not loadprof's own packages (examples excepted)."""
-    if not file.strip() or file.startswith("<") or "/transformers_modules/" in file:
+    if not file.strip() or file.startswith("<") or "\x00" in file or "/transformers_modules/" in file:
         return False  # transformers_modules: a model's own remote code, reported as model code
     under = lambda roots: any(file == r or file.startswith(r.rstrip("/") + "/") for r in roots)  # noqa: E731
     if under(user_roots):
@@ -206,7 +206,10 @@ def def_line(file: str, qualname: str, seen_line: int) -> int:
     if name.startswith("<"):
         return seen_line
     pat = re.compile(rf"^\s*(async\s+)?def\s+{re.escape(name)}\s*[(\[]")
-    lines = linecache.getlines(file)
+    try:
+        lines = linecache.getlines(file)
+    except (OSError, ValueError):  # a torn nonblocking read can leave a garbled file name
+        return seen_line
     return next((n for n in range(min(seen_line, len(lines)), 0, -1) if pat.match(lines[n - 1])), seen_line)
 
 

@@ -155,7 +155,11 @@ def _sampled(sampler: Any, received: list[dict[str, Any]]) -> dict[str, Any]:
     if result.ok:
         last = max((ev.get("t_ns", 0) for ev in received if "t_ns" in ev), default=0)
         phases = build_tree([ev for ev in received if ev.get("type") == "phase"], end_ns=last)
-        result = result.with_attribution(attribute(result.samples, phases, rate_hz=sampler.rate_hz))
+        try:
+            result = result.with_attribution(attribute(result.samples, phases, rate_hz=sampler.rate_hz))
+        except Exception as e:  # noqa: BLE001 - a probe never decides the trial's fate
+            return {"name": "sampling", "metrics": {"ok": False}, "artifacts": result.to_probe_result().artifacts,
+                    "notes": [f"sampling not attributed: {type(e).__name__}: {e}"]}
     return result.to_probe_result().to_dict()
 
 

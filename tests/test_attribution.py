@@ -246,3 +246,11 @@ def test_area_of_a_venv_inside_the_checkout():
     venv_torch = str(attribution.ROOT / ".venv" / "lib" / "python3.11" / "site-packages" / "torch" / "nn" / "linear.py")
     assert not attribution.is_user_file(venv_torch)
     assert attribution.area_of(venv_torch, False) == "torch ops"  # returns "loadprof"
+
+
+def test_a_garbled_frame_from_a_torn_read_never_breaks_attribution():
+    """py-spy's nonblocking reads can tear a stack: a file name with a NUL byte must not raise."""
+    bad = Frame("f", "/home/u/x\x00y.py", 3)
+    assert not attribution.is_user_file(bad.file) and attribution.def_line(bad.file, "f", 3) == 3
+    out = attribute([Sample("MainThread (1)", (bad,), 0.5, True, "running", 0.1)], ())
+    assert out["main_thread_s"] == 0.5
