@@ -192,7 +192,7 @@ def uncovered_time(t: TrialResult) -> Iterable[Finding]:
                  f"{other:.2f} s of {path} ({_pct(other / dur)}) is in none of its named steps",
                  f"{path} took {dur:.2f} s; its steps ({', '.join(dict.fromkeys(c.name for c in node.children))}) cover "
                  f"{dur - other:.2f} s; {saw}.", fix, stake_s=other, basis="the phase's wall minus its children's",
-                 subject=path, other_s=other, phase_s=dur)
+                 subject=path, other_s=other, phase_s=dur, share=other / dur)
 
 
 def slow_cold_read(t: TrialResult) -> Iterable[Finding]:
@@ -266,7 +266,7 @@ def offload(t: TrialResult) -> Iterable[Finding]:
              mistake=True, stake_bytes=moved, stake_s=moved / seq / 1e9 if seq and "disk" in off else None,
              basis="bytes placed off the main device" + ("; per forward: bytes / disk sequential rate"
                                                         if seq and "disk" in off else ""),
-             layers={d: p.get("layers", 0) for d, p in off.items()},
+             layers={d: p.get("layers", 0) for d, p in off.items()}, total_layers=total_layers,
              bytes={d: p.get("bytes", 0) for d, p in off.items()}, main_device=main,
              subject="+".join(sorted(off)))  # CPU offload and disk offload are two diagnoses, never merged
 
