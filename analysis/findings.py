@@ -164,6 +164,9 @@ def generate_user_code(t: TrialResult) -> Iterable[Finding]:
 
 UNCOVERED_SHARE, UNCOVERED_MIN_S, UNCOVERED_ALWAYS_S = 0.10, 0.05, 0.5
 LOADPROF_PHASES = (*HARNESS_PHASES, "cleanup")  # loadprof's own steps after the workload
+#: children that mark a moment inside their parent rather than split it into steps (prefill's preallocate: the
+#: cache allocated at generate start); a phase whose children are all markers has no steps to leave time over
+MARKER_PHASES = ("preallocate",)
 
 
 def uncovered_time(t: TrialResult) -> Iterable[Finding]:
@@ -176,7 +179,8 @@ def uncovered_time(t: TrialResult) -> Iterable[Finding]:
     sv = t.views.sampling
     for path, node in walk(t.phases, ""):
         other, dur = node.other_s, node.duration_s
-        if path.split("/")[0] in LOADPROF_PHASES or not node.children or not (other > UNCOVERED_ALWAYS_S or (other > UNCOVERED_SHARE * dur
+        if path.split("/")[0] in LOADPROF_PHASES or all(c.name in MARKER_PHASES for c in node.children) \
+                or not (other > UNCOVERED_ALWAYS_S or (other > UNCOVERED_SHARE * dur
                                                                     and other > UNCOVERED_MIN_S)):
             continue
         seen = sv.phases.get(path)

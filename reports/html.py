@@ -15,6 +15,7 @@ from loadprof.reports.base import Artifacts, TextRenderer
 from loadprof.reports.sections import (SEVERITIES, Table, artifact_links, finding_who, harness_line, phase_tables,
                                        recommendations, run_info, status_counts, study_tables, summary,
                                        stake_text, timeline_rows, trial_name, verdict)
+from loadprof.reports.sampled import sampled_table
 from loadprof.results import SweepResult, TrialResult
 
 try:
@@ -171,7 +172,7 @@ def render(sweep: SweepResult, artifacts: Artifacts | None = None) -> str:
         body.append('<h2 id="phases">Phases</h2>')
         if plots:
             body += [_figure(plots.phase_bars(sweep, p), f"phases-{p}") for p in ("load", "generate")]
-        for t in phase_tables(sweep):
+        for t in phase_tables(sweep) + [x for x in (sampled_table(sweep),) if x is not None]:
             body += [f'<h3>{_e(t.title)} <span class="desc">{_e(t.description)}</span></h3>', table_html(t),
                      _notes(t.notes)]
     if sweep.trials:

@@ -13,6 +13,7 @@ from loadprof.reports.base import Artifacts, TextRenderer
 from loadprof.reports.sections import (Table, artifact_links, finding_who, harness_line, phase_tables, recommendations,
                                        run_info, stake_text, status_counts, study_tables, summary, trial_name,
                                        verdict)
+from loadprof.reports.sampled import sampled_table
 from loadprof.results import SweepResult
 
 
@@ -73,7 +74,7 @@ def render(sweep: SweepResult, artifacts: Artifacts | None = None) -> str:
         for tables in studies.values():
             for t in tables:
                 md += _md_table_block(t)
-    phases = phase_tables(sweep)
+    phases = phase_tables(sweep) + [x for x in (sampled_table(sweep),) if x is not None]
     if phases:
         md += ["## Phases", ""]
         for t in phases:

@@ -204,3 +204,9 @@ def test_every_rule_has_a_stake_or_says_why_not(rule):
     for t in trials:
         for f in rule(t):
             assert isinstance(f, Finding) and (f.stake_s is not None or f.stake_bytes is not None or f.stake_basis)
+
+
+def test_a_phase_whose_only_children_mark_a_moment_has_no_uncovered_time():
+    prefill = (PhaseTiming("generate", 0.0, 1.0, (PhaseTiming("prefill", 0.0, 0.9, (PhaseTiming("preallocate", 0.0, 0.01),)),
+                                                 PhaseTiming("decode", 0.9, 1.0))),)
+    assert "uncovered_time" not in kinds(_trial(phases=prefill))
