@@ -98,7 +98,7 @@ def test_per_phase_start_end_peak_and_faults_are_exact(tmp_path, monkeypatch):
     assert res.name == "memory" and res.per_phase == probe.per_phase
     m = res.metrics
     assert (m["trial_peak_rss_bytes"], m["end_rss_bytes"], m["end_anon_bytes"], m["end_file_bytes"]) == (400, 170, 90, 80)
-    assert m["samples"] == 2 and m["period_ms"] == 5.0 and "trial_peak_cuda_allocated_bytes" not in m
+    assert m["samples"] == 2 and m["period_ms"] == 10.0 and "trial_peak_cuda_allocated_bytes" not in m
     assert m["timeline"] == {"columns": ["t_s", "rss_anon_bytes", "rss_file_bytes"], "rows": rows,
                              "every_nth_sample": 1}
     assert res.notes == (SOURCES_NOTE,) and res.artifacts == {"memory_timeline": "memory_timeline.json"}
