@@ -56,6 +56,13 @@ def io_summary(trial: TrialResult) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def decode_call_s(metrics: Any) -> float | None:
+    """Seconds one measured generate call spends decoding: new_tokens / decode_tok_s (None where either is
+    missing); the time a decode-side finding puts at stake is a share of it."""
+    n, rate = metrics.get("new_tokens"), metrics.get("decode_tok_s")
+    return n / rate if n and rate else None
+
+
 def roofline(trial: TrialResult) -> dict[str, Any]:
     """Decode against its memory-bandwidth bound.
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Callable, Iterable, Mapping
 
+from loadprof.analysis.derive import decode_call_s
 from loadprof.analysis.precision import RULES as PRECISION_RULES
 from loadprof.phases import HARNESS_PHASES
 from loadprof.results import Finding, TrialResult  # Finding lives with the result model; re-exported
+from loadprof.units import pct
 
 FIXED_DEVICE_MAPS_NEEDING_NO_MAX_MEMORY = ("cpu", "cuda", "mps")
 VALIDATION_SHARE_MEDIUM, VALIDATION_SHARE_HIGH = 0.10, 0.50
@@ -20,10 +22,6 @@ USER_FN_SHARE_MEDIUM, USER_FN_SHARE_HIGH = 0.20, 0.50
 USER_FN_MIN_S = 0.2  # below this a user function's share rests on a handful of samples
 READ_FRACTION_LOW = 0.5
 LAZY_READ_SHARE = 0.5
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.0f}%"
 
 
 def _mib(n: float) -> str:
@@ -75,7 +73,7 @@ def validation_share(t: TrialResult) -> Iterable[Finding]:
         return
     m = t.metrics
     yield _f(t, "validation_share", "high" if share >= VALIDATION_SHARE_HIGH else "medium",
-             f"post-load validation is {_pct(share)} of load + validate",
+             f"post-load validation is {pct(share)} of load + validate",
              f"validation {m.get('validation_mode')} took {v:.2f} s over {m.get('validation_modules_checked')} modules "
              f"(median {m.get('validation_per_module_median_ms', 0):.3f} ms per module) after a {load:.2f} s load.",
              "validate a sample (validation: sample:10 checks the first and last 10 modules) or not at all: "
@@ -127,13 +125,13 @@ def dominant_user_function(t: TrialResult) -> Iterable[Finding]:
     if waiting >= top.own_s / 2:
         wshare = waiting / wall
         yield _f(t, "user_wait", severity, f"your function {top.name} waits {waiting:.2f} s ({top.main_wait}): "
-                 f"{_pct(wshare)} of the load",
+                 f"{pct(wshare)} of the load",
                  f"{top.name} ({where}) spent {top.own_s:.2f} s of the {wall:.2f} s load phase outside "
                  f"transformers' loading steps: {split}.", fix, mistake=True, stake_s=waiting,
                  basis=_sampling_basis(t, top.samples), function=top.name, file=top.file, line=top.line,
                  waiting_s=waiting, wait=top.main_wait, share=wshare, load_wall_s=wall)
         return
-    yield _f(t, "dominant_user_function", severity, f"your function {top.name} is {_pct(share)} of the load "
+    yield _f(t, "dominant_user_function", severity, f"your function {top.name} is {pct(share)} of the load "
              f"({top.own_s:.2f} s)",
              f"{top.name} ({where}) took {top.own_s:.2f} s of the {wall:.2f} s load phase outside transformers' own "
              f"loading steps: {split}.", fix, mistake=True, stake_s=top.own_s,
@@ -152,7 +150,7 @@ def generate_user_code(t: TrialResult) -> Iterable[Finding]:
         if share is None or share < GEN_USER_SHARE_MEDIUM or u.decode_s < GEN_USER_MIN_S:
             continue
         yield _f(t, "generate_user_code", "high" if share >= GEN_USER_SHARE_HIGH else "medium",
-                 f"your code {u.name} takes {_pct(share)} of decode ({u.decode_s:.2f} s)",
+                 f"your code {u.name} takes {pct(share)} of decode ({u.decode_s:.2f} s)",
                  f"{u.name} ({u.file}:{u.line}" + (f", hottest line {u.hottest_line}" if u.hottest_line else "")
                  + f") ran in every decode step: {u.decode_s:.2f} s of the measured generate calls' decode steps "
                  f"({u.running_s:.2f} s running, {u.waiting_s:.2f} s waiting).",
@@ -193,7 +191,7 @@ def uncovered_time(t: TrialResult) -> Iterable[Finding]:
             saw = ("nothing was sampled there" if sv.ok else "sampling was off, so nothing says what ran there")
             fix = "turn on sampling (sampling_hz: 100 in the YAML) to see what runs there"
         yield _f(t, "uncovered_time", "medium" if other >= UNCOVERED_ALWAYS_S else "low",
-                 f"{other:.2f} s of {path} ({_pct(other / dur)}) is in none of its named steps",
+                 f"{other:.2f} s of {path} ({pct(other / dur)}) is in none of its named steps",
                  f"{path} took {dur:.2f} s; its steps ({', '.join(dict.fromkeys(c.name for c in node.children))}) cover "
                  f"{dur - other:.2f} s; {saw}.", fix, stake_s=other, basis="the phase's wall minus its children's",
                  subject=path, other_s=other, phase_s=dur, share=other / dur)
@@ -204,7 +202,7 @@ def slow_cold_read(t: TrialResult) -> Iterable[Finding]:
     if frac is None or frac >= READ_FRACTION_LOW:
         return
     m = t.metrics
-    yield _f(t, "slow_cold_read", "medium", f"the cold load read at {_pct(frac)} of the disk's sequential bandwidth",
+    yield _f(t, "slow_cold_read", "medium", f"the cold load read at {pct(frac)} of the disk's sequential bandwidth",
              f"{_mib(m['storage_read_bytes'])} read at >= {m['achieved_read_gb_s']:.2f} GB/s in "
              f"{', '.join(m.get('reading_phases', []))}; the same files read sequentially at {m['disk_seq_read_gb_s']:.2f} GB/s.",
              "reads are scattered or serialized (small shards, page faults at first use): fewer, larger shards, or "
@@ -292,8 +290,8 @@ def _decode_limits(t: TrialResult) -> tuple[list[str], list[str]]:
     if total > 0:
         py = sum(v for k, v in areas.items() if k in PY_OVERHEAD_AREAS)
         torch_s = areas.get("torch ops", 0.0)
-        why.append(f"the sampled decode steps ({total:.2f} s) were {_pct(py / total)} Python per-step work "
-                   f"(generation loop, model code, processors) and {_pct(torch_s / total)} torch ops")
+        why.append(f"the sampled decode steps ({total:.2f} s) were {pct(py / total)} Python per-step work "
+                   f"(generation loop, model code, processors) and {pct(torch_s / total)} torch ops")
         if py / total >= 0.5:
             fixes.append("cut per-step Python work (on GPU a static cache lets transformers compile decoding)")
     else:
@@ -317,11 +315,11 @@ def decode_below_roofline(t: TrialResult) -> Iterable[Finding]:
         return
     m = t.metrics
     why, fixes = _decode_limits(t)
-    yield _f(t, "decode_below_roofline", "low", f"decode runs at {_pct(frac)} of its memory-bandwidth bound",
+    yield _f(t, "decode_below_roofline", "low", f"decode runs at {pct(frac)} of its memory-bandwidth bound",
              f"{m['decode_tok_s']:.1f} tok/s against a bound of {m['roofline_tok_s']:.1f} tok/s "
              f"({_mib(m['decode_bytes_per_step'])} read per step at the measured {m['membw_gb_s']:.1f} GB/s copy "
              "bandwidth)" + (": " + "; ".join(why) if why else "") + ".", "; ".join(fixes),
-             stake_s=(m["new_tokens"] / m["decode_tok_s"]) * (1 - frac) if m.get("new_tokens") else None,
+             stake_s=decode * (1 - frac) if (decode := decode_call_s(m)) is not None else None,
              basis="decode time per call x (1 - fraction of the bound)", fraction=frac)
 
 

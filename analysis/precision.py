@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping
 
+from loadprof.analysis.derive import decode_call_s
 from loadprof.results import Finding, TrialResult
-from loadprof.units import bytes_h
+from loadprof.units import bytes_h, pct
 
 #: bytes per element of the floating dtypes (the ones an upcast or downcast moves between)
 FLOAT_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1, "float8_e5m2": 1}
@@ -28,10 +29,6 @@ TENSOR_CORES = {"float16": (7, 0), "bfloat16": (8, 0)}
 LINEAR_GROUPS = ("attention", "mlp")
 RISK = {"float16": "float16 tops out at 65504: activations that were fine in {s} can overflow to inf/NaN",
         "bfloat16": "bfloat16 keeps {s}'s range but only 8 bits of mantissa (about 3 significant digits)"}
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.0f}%"
 
 
 def _secs(s: float) -> str:
@@ -73,7 +70,7 @@ def _convert_seconds(t: TrialResult, pairs: list[Mapping[str, Any]], pair: Mappi
     share = pair.get("stored_numel", 0) / converted
     what = "moved or cast" if gpu else "cast to another dtype"
     return total * share, (f"load_convert_thread_s x the upcast tensors' share of all elements {what} "
-                           f"({_pct(share)})")
+                           f"({pct(share)})")
 
 
 def upcast(t: TrialResult) -> Iterable[Finding]:
@@ -90,7 +87,7 @@ def upcast(t: TrialResult) -> Iterable[Finding]:
                  f"{s} checkpoint loaded as {lo}: +{bytes_h(added)}",
                  f"{p['tensors']} tensors stored as {s} were loaded as {lo} ({_groups(p['groups'])}; e.g. "
                  f"{', '.join(p.get('examples') or ())}): {bytes_h(p['stored_bytes'])} on disk became "
-                 f"{bytes_h(p['loaded_bytes'])} in memory, +{bytes_h(added)} ({_pct(share)} of the loaded weights){cast}. "
+                 f"{bytes_h(p['loaded_bytes'])} in memory, +{bytes_h(added)} ({pct(share)} of the loaded weights){cast}. "
                  f"The extra precision adds nothing: the values were {s} to begin with.",
                  f'load with dtype="auto" (YAML load.dtype: auto) or dtype=torch.{s}, the dtype the checkpoint stores',
                  mistake=True, stake_s=secs, stake_bytes=added,
@@ -126,9 +123,9 @@ def half_matmul_on_cpu(t: TrialResult) -> Iterable[Finding]:
     ratio = rates[dtype] / f32
     if ratio >= HALF_MATMUL_SLOW:
         return
-    decode = m["new_tokens"] / m["decode_tok_s"] if m.get("new_tokens") and m.get("decode_tok_s") else None
+    decode = decode_call_s(m)
     stake = decode * (1 - ratio) if decode is not None else None
-    yield _f(t, "half_matmul_slow_on_cpu", "medium", f"{dtype} matmul runs at {_pct(ratio)} of float32 on this CPU",
+    yield _f(t, "half_matmul_slow_on_cpu", "medium", f"{dtype} matmul runs at {pct(ratio)} of float32 on this CPU",
              f"a square torch.mm ran at {rates[dtype]:.1f} GFLOP/s in {dtype} against {f32:.1f} GFLOP/s in float32 "
              f"({m.get('matmul_method', 'measured after the workload')}): this CPU has no fast {dtype} kernels, so "
              "the halved weight bytes are paid for in compute"
@@ -210,7 +207,7 @@ def quantization_left_float(t: TrialResult) -> Iterable[Finding]:
     linear = sum(left.get(g, 0) for g in LINEAR_GROUPS)
     mistake = bool(left) and linear > sum(left.values()) / 2  # layers the config meant to quantize stayed float
     names = ", ".join(f"{g} {bytes_h(b)}" for g, b in largest)
-    yield _f(t, "quantization_left_float", "medium", f"{q} left {_pct(1 - share)} of the weight bytes unquantized",
+    yield _f(t, "quantization_left_float", "medium", f"{q} left {pct(1 - share)} of the weight bytes unquantized",
              f"of {bytes_h(weights)} of weights (bnb quant state included) only {bytes_h(quant + qstate)} are quantized"
              + (f"; the largest float groups: {names}" if names else "") + ". "
              + ("Attention/MLP layers stayed in float: the quantization config skipped them." if mistake else

@@ -18,3 +18,8 @@ def bytes_h(n: Any) -> str:
 
 def num(v: Any, fmt: str = ".2f") -> str:
     return "-" if v is None else format(v, fmt)
+
+
+def pct(share: float) -> str:
+    """A 0-1 share as a whole percent ('0.8' -> '80%'): how every finding title prints a share."""
+    return f"{100 * share:.0f}%"

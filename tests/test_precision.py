@@ -10,7 +10,7 @@ import pytest
 from loadprof.analysis import precision as rules
 from loadprof.probes import precision
 from loadprof.results import TrialResult
-from loadprof.units import bytes_h
+from loadprof.units import bytes_h, pct
 from tests.helpers import strategy_of
 
 MiB = 2**20
@@ -198,7 +198,7 @@ def test_half_matmul_finding_only_from_a_measurement_below_float32():
          "matmul_method": "torch.mm 384x384"}
     (f,) = [f for rule in rules.RULES for f in rule(_trial(m))]
     assert f.kind == "half_matmul_slow_on_cpu" and f.mistake and f.severity == "medium"
-    assert f.evidence["ratio"] == 0.25 and f"runs at {rules._pct(f.evidence['ratio'])} of float32" in f.title
+    assert f.evidence["ratio"] == 0.25 and f"runs at {pct(f.evidence['ratio'])} of float32" in f.title
     assert f.title.startswith("bfloat16 matmul")
     assert f.stake_s == pytest.approx(2.0 * 0.75) and "new_tokens / decode_tok_s" in f.stake_basis
     assert "float32" in f.fix and "AVX512-BF16" in f.fix
@@ -234,7 +234,7 @@ def test_quantization_that_left_most_bytes_float_names_share_and_groups():
     assert f.kind == "quantization_left_float" and not f.mistake and f.stake_bytes is None
     assert f.evidence["quantized_bytes"] == 60 * MiB and f.evidence["weights_bytes"] == 360 * MiB
     assert f.evidence["unquantized_share"] == pytest.approx(300 / 360)
-    assert f"left {rules._pct(f.evidence['unquantized_share'])} of the weight bytes" in f.title
+    assert f"left {pct(f.evidence['unquantized_share'])} of the weight bytes" in f.title
     assert list(f.evidence["largest_float_groups"]) == ["embeddings", "lm_head", "norms"]
     assert "bnb-4bit-nf4" in f.title and "embeddings 250.0 MiB" in f.detail
     # attention / MLP layers left in float: the config skipped them, a mistake with those bytes at stake

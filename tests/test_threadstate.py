@@ -11,6 +11,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -222,10 +223,11 @@ while time.perf_counter() < end:
 """
 
 
-def test_real_child_sleeps_then_runs():
+def _polled(code: str) -> tuple[subprocess.Popen, Any]:
+    """Run ``code`` in a child python under a 100 Hz poller; the child, and what the poller read."""
     if not os.path.isdir("/proc/self/task"):
         pytest.skip("no /proc here")
-    child = subprocess.Popen([sys.executable, "-c", CHILD])
+    child = subprocess.Popen([sys.executable, "-c", code])
     poller = ThreadStatePoller(child.pid, rate_hz=100)
     try:
         assert poller.start() is None
@@ -235,6 +237,11 @@ def test_real_child_sleeps_then_runs():
             child.kill()
             child.wait()
         out = poller.stop()
+    return child, out
+
+
+def test_real_child_sleeps_then_runs():
+    child, out = _polled(CHILD)
     by_kind: Counter = Counter()
     for r in out.rows:
         if r.tid == child.pid:
@@ -261,18 +268,7 @@ for t in threads:
 def test_real_threads_contending_wait_for_the_gil():
     """Two spinning threads share one GIL: each waits for it about half the time, on a futex in the interpreter's
     own data (told from a lock by interpreter_ranges); the main thread waits in join(), on a lock."""
-    if not os.path.isdir("/proc/self/task"):
-        pytest.skip("no /proc here")
-    child = subprocess.Popen([sys.executable, "-c", GIL_CHILD])
-    poller = ThreadStatePoller(child.pid, rate_hz=100)
-    try:
-        assert poller.start() is None
-        assert child.wait(timeout=30) == 0
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        out = poller.stop()
+    child, out = _polled(GIL_CHILD)
     main, others = Counter(), Counter()
     for r in out.rows:
         (main if r.tid == child.pid else others)[r.kind] += r.dt_s
