@@ -7,6 +7,7 @@ of each derived number.
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from typing import Any, Iterable
 
 from loadprof.results import PhaseTiming, TrialResult
@@ -54,6 +55,32 @@ def io_summary(trial: TrialResult) -> dict[str, Any]:
         out["load_read_thread_s"] = busy.get("read", busy.get("materialize"))
         out["load_convert_thread_s"] = busy.get("convert")
     return {k: v for k, v in out.items() if v is not None}
+
+
+def first_forward_s(t: TrialResult) -> float | None:
+    """The ``warmup/forward`` phase; ``warmup_s`` only for trials without phases (it also holds warmup generates)."""
+    for p in t.phases:
+        if p.name == "warmup":
+            fwd = [c.duration_s for c in p.children if c.name == "forward"]
+            if fwd:
+                return sum(fwd)
+    return t.metrics.get("warmup_s")
+
+
+def load_cost_s(t: TrialResult) -> float | None:
+    """The real load cost: load_s + validate_s + first forward, the time until the model can really serve.
+
+    The one definition findings, recommendations and diff all use (``load_cost_s`` in report.json).
+
+    The first forward counts because with memory-mapped safetensors ``from_pretrained`` returns before the weights
+    are read: the page faults land in the first forward, so load_s alone flatters lazy loads (and penalises eager
+    ones). Only the forward counts, not the whole ``warmup`` phase: that also runs ``generate.warmup`` full generate
+    calls, whose cost grows with batch size and max_new_tokens and is no part of loading.
+    """
+    m = t.metrics
+    if m.get("load_s") is None:
+        return None
+    return m["load_s"] + (first_forward_s(t) or 0.0) + (m.get("validate_s") or 0.0)
 
 
 def decode_call_s(metrics: Any) -> float | None:
@@ -120,7 +147,25 @@ def cold_call(trial: TrialResult) -> dict[str, Any]:
     return out
 
 
+def prefill_tok_s(trial: TrialResult) -> float | None:
+    """Prompt processing rate (llama-bench's ``pp``): batch x prompt tokens / the median measured call's
+    ``generate/prefill`` phase (the forward over the prompt that ends at the first token)."""
+    gen = trial.strategy.generate
+    calls = [c.duration_s for p in trial.phases if p.name == "generate" for c in p.children if c.name == "prefill"]
+    if gen is None or not calls:
+        return None
+    mid = statistics.median(calls)
+    return gen.batch_size * gen.prompt_tokens / mid if mid > 0 else None
+
+
+def load_figures(trial: TrialResult) -> dict[str, Any]:
+    """The real load cost and its first forward, under the names report.json, diff and the reports share."""
+    out = {"first_forward_s": first_forward_s(trial), "load_cost_s": load_cost_s(trial),
+           "prefill_tok_s": prefill_tok_s(trial)}
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def enrich(trial: TrialResult) -> TrialResult:
     """The trial with its derived figures merged into ``metrics``."""
-    extra = {**io_summary(trial), **roofline(trial), **transfer(trial), **cold_call(trial)}
+    extra = {**io_summary(trial), **roofline(trial), **transfer(trial), **cold_call(trial), **load_figures(trial)}
     return dataclasses.replace(trial, metrics={**trial.metrics, **extra}) if extra else trial

@@ -10,6 +10,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
+from loadprof.analysis.derive import first_forward_s, load_cost_s  # noqa: F401  (re-exported)
 from loadprof.results import TrialResult
 from loadprof.strategies.model import Strategy
 
@@ -21,30 +22,6 @@ SHORT_ANSWER_SHARE = 0.30    # generated < 30% of max_new_tokens: the cap is pro
 TRADEOFF_PCT = 10.0          # the pick is called worse on another objective only beyond this
 SINGLE_REPEAT_MARGIN_PCT = 5.0
 
-
-
-def first_forward_s(t: TrialResult) -> float | None:
-    """The ``warmup/forward`` phase; ``warmup_s`` only for trials without phases (it also holds warmup generates)."""
-    for p in t.phases:
-        if p.name == "warmup":
-            fwd = [c.duration_s for c in p.children if c.name == "forward"]
-            if fwd:
-                return sum(fwd)
-    return t.metrics.get("warmup_s")
-
-
-def load_cost_s(t: TrialResult) -> float | None:
-    """load_s + first forward + validate_s of one trial: the time until the model can really serve.
-
-    The first forward counts because with memory-mapped safetensors ``from_pretrained`` returns before the weights
-    are read: the page faults land in the first forward, so load_s alone flatters lazy loads (and penalises eager
-    ones). Only the forward counts, not the whole ``warmup`` phase: that also runs ``generate.warmup`` full generate
-    calls, whose cost grows with batch size and max_new_tokens and is no part of loading.
-    """
-    m = t.metrics
-    if m.get("load_s") is None:
-        return None
-    return m["load_s"] + (first_forward_s(t) or 0.0) + (m.get("validate_s") or 0.0)
 
 
 def peak_key(trials: Iterable[TrialResult]) -> str:

@@ -16,6 +16,34 @@ SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
 
 
 @dataclass(frozen=True)
+class Estimate:
+    """A figure over its repeats: median, IQR (q1..q3), bootstrap CI of the median (lo..hi, None below 2), n."""
+
+    median: float
+    q1: float
+    q3: float
+    n: int
+    lo: float | None = None
+    hi: float | None = None
+
+    @property
+    def spread(self) -> float:
+        """Half the IQR: the ``±`` printed beside the median (0 for a single repeat)."""
+        return (self.q3 - self.q1) / 2
+
+    @property
+    def rel_spread(self) -> float | None:
+        return self.spread / abs(self.median) if self.median else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Estimate":
+        return cls(**{k: d.get(k) for k in ("median", "q1", "q3", "n", "lo", "hi")})
+
+
+@dataclass(frozen=True)
 class Finding:
     """One diagnosis: what was seen (title, detail), what to do (fix), the figures behind it (evidence) and the
     trials and strategies it was seen in.

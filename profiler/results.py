@@ -10,14 +10,14 @@ from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any, Mapping
 
-from loadprof.conclusions import (CapWarning, Figure, Finding, Recommendation, Recommendations, RunnerUp, Study,
+from loadprof.conclusions import (CapWarning, Estimate, Figure, Finding, Recommendation, Recommendations, RunnerUp, Study,
                                   studies_from_dict, studies_to_dict)
 from loadprof.errors import LoadprofError, SpecError
 from loadprof.payloads import ProbeViews
 from loadprof.phases import PhaseTiming, find_phase
 from loadprof.strategies.model import Strategy
 
-__all__ = ["PhaseTiming", "find_phase", "TrialResult", "Finding", "Study", "Figure", "RunnerUp", "Recommendation",
+__all__ = ["PhaseTiming", "find_phase", "TrialResult", "Finding", "Estimate", "Study", "Figure", "RunnerUp", "Recommendation",
            "Recommendations", "CapWarning", "SweepResult", "Strategy"]
 
 #: 2: the memory probe's whole-trial peaks are ``trial_peak_rss_bytes`` / ``trial_peak_cuda_allocated_bytes``,
