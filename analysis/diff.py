@@ -1,30 +1,112 @@
-"""Compare two sweeps phase by phase: what got slower, beyond run-to-run noise.
+"""Compare two sweeps strategy by strategy: what got worse, beyond run-to-run noise, for a CI gate.
 
-Pure analysis over two SweepResults (parent process: no torch). A change counts only when it exceeds the
-largest of three floors: the noise band of the repeats (so a jittery phase does not cry wolf), ``threshold_pct``
-of the old value (so tiny relative drifts pass), and an absolute minimum (so microsecond phases never flag).
+Pure analysis over two SweepResults (parent process: no torch, no files, no rendering). A change is a
+regression only when both hold: the repeats can tell the two sides apart (``stats.compare``: a bootstrap CI of
+the difference of medians that excludes 0, with ``stats.MIN_REPEATS`` per side), and it exceeds the floors,
+``threshold_pct`` of the old value and an absolute minimum (so tiny but real drifts, and microsecond phases,
+never fail a build). Fewer repeats never decide: such rows are ``undecided`` and the diff says so (exit 3).
+
+Every figure belongs to one group (``GROUPS``), the unit ``--fail-on`` selects; loadprof's own phases
+(trace, membw, estimate, cleanup) are in ``harness`` and never gate.
 """
 
 from __future__ import annotations
 
-import json
+import difflib
 import statistics
-from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from loadprof.analysis import stats
+from loadprof.analysis.derive import load_cost_s, prefill_tok_s
+from loadprof.analysis.findings import LOADPROF_PHASES
+from loadprof.errors import SpecError
 from loadprof.results import SweepResult, TrialResult
 
-#: phases whose children are compared one by one (plus their uncovered remainder as ``<phase>/other``)
-DETAILED = ("load", "generate")
-MIB = 2**20
-#: metric -> (unit, lower is better, absolute floor as a function of min_abs_s)
-METRICS: dict[str, tuple[str, bool, Any]] = {
-    "ttft_ms": ("ms", True, lambda s: s * 1e3),
-    "decode_tok_s": ("tok/s", False, lambda s: 0.0),
-    "peak_rss_bytes": ("bytes", True, lambda s: MIB),
-    "peak_cuda_allocated_bytes": ("bytes", True, lambda s: MIB),
-}
+# ---------------------------------------------------------------- exit codes (the one place they are named)
 
+EXIT_OK = 0                  #: no gated regression
+EXIT_REGRESSION = 1          #: at least one gated figure got worse beyond noise and the floors
+EXIT_BAD_INPUT = 2           #: a report is missing or unreadable, or an option is bad
+EXIT_UNDECIDED = 3           #: a gated figure had fewer than MIN_REPEATS ok repeats on a side (1 wins over 3)
+EXIT_NOTHING_COMPARABLE = 4  #: no strategy matched between the two sweeps (or none had a figure on both sides)
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "no gated regression",
+    EXIT_REGRESSION: "at least one gated regression beyond noise and the floors",
+    EXIT_BAD_INPUT: "a report is missing or unreadable, or a bad option",
+    EXIT_UNDECIDED: f"insufficient data: a gated figure had fewer than {stats.MIN_REPEATS} ok repeats on a side "
+                    "(a decided regression still exits 1)",
+    EXIT_NOTHING_COMPARABLE: "nothing comparable: no strategy matched between the two sweeps",
+}
+RERUN_HINT = f"not distinguishable without repeats: rerun both sweeps with `repeat: {stats.MIN_REPEATS}`"
+
+# ---------------------------------------------------------------- figures and their groups
+
+#: phases whose children are compared one by one (plus their uncovered remainder as ``<phase>/other``)
+DETAILED = ("load", "generate", "warmup")
+MIB = 2**20
+#: the groups ``--fail-on`` selects (all gate by default); ``harness`` is loadprof's own work and never gates
+GROUPS = ("load", "ttft", "prefill", "decode", "memory", "phases", "status")
+HARNESS = "harness"
+#: phases that are part of the real load cost (derive.load_cost_s): load, validation and the first forward
+LOAD_PHASES = ("load", "validate")
+FIRST_FORWARD = "warmup/forward"
+#: row verdicts
+REGRESSION, IMPROVEMENT, SAME, UNDECIDED = "regression", "improvement", "same", "undecided"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A per-trial number compared besides the phases: its unit, direction, group and absolute floor."""
+
+    name: str
+    unit: str
+    lower_is_better: bool
+    group: str
+    floor: Callable[[float], float]  # absolute floor from ``min_abs_s``
+    value: Callable[[TrialResult], float | None]
+
+
+def _metric(key: str) -> Callable[[TrialResult], float | None]:
+    return lambda t: t.metrics.get(key)
+
+
+FIGURES = (
+    Figure("load_cost_s", "s", True, "load", lambda s: s, load_cost_s),  # derived: old reports lack the metric
+    Figure("ttft_ms", "ms", True, "ttft", lambda s: s * 1e3, _metric("ttft_ms")),
+    Figure("prefill_tok_s", "tok/s", False, "prefill", lambda s: 0.0, prefill_tok_s),
+    Figure("decode_tok_s", "tok/s", False, "decode", lambda s: 0.0, _metric("decode_tok_s")),
+    Figure("peak_rss_bytes", "bytes", True, "memory", lambda s: MIB, _metric("peak_rss_bytes")),
+    Figure("peak_cuda_allocated_bytes", "bytes", True, "memory", lambda s: MIB,
+           _metric("peak_cuda_allocated_bytes")),
+)
+
+
+def phase_group(path: str) -> str:
+    """The ``--fail-on`` group of a phase path: the real load cost's phases are ``load``, loadprof's own are
+    ``harness`` (never gated), every other workload phase is ``phases``."""
+    top = path.split("/", 1)[0]
+    if top in LOADPROF_PHASES:
+        return HARNESS
+    if top in LOAD_PHASES or path == FIRST_FORWARD:
+        return "load"
+    return "phases"
+
+
+def parse_fail_on(text: str | None) -> tuple[str, ...]:
+    """``--fail-on`` as a tuple of groups (None or empty: all); an unknown name is bad input naming the nearest."""
+    if not text or not text.strip():
+        return GROUPS
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for n in names:
+        if n not in GROUPS:
+            near = difflib.get_close_matches(n, GROUPS, n=1, cutoff=0.0)
+            raise SpecError(f"unknown group {n!r}" + (f"; did you mean {near[0]!r}?" if near else "")
+                            + f" (valid: {', '.join(GROUPS)})", path="--fail-on")
+    return tuple(g for g in GROUPS if g in names)
+
+
+# ---------------------------------------------------------------- per-trial values
 
 def phase_values(t: TrialResult) -> dict[str, float]:
     """Durations by path; phases of the same name at one level (two generate calls, two resolves) are summed."""
@@ -39,26 +121,28 @@ def phase_values(t: TrialResult) -> dict[str, float]:
     return out
 
 
-def spread(xs: Sequence[float]) -> float:
-    """Run-to-run noise of one side: 3 x MAD from >= 3 repeats (robust to one outlier), max - min from 2, else 0."""
-    if len(xs) >= 3:
-        m = statistics.median(xs)
-        return 3.0 * statistics.median([abs(x - m) for x in xs])
-    return max(xs) - min(xs) if len(xs) == 2 else 0.0
+def judge(a: Sequence[float], b: Sequence[float], lower_is_better: bool, threshold_pct: float,
+          min_abs: float) -> dict[str, Any]:
+    """Medians, the difference with its CI, and the verdict for one figure measured on both sides."""
+    c = stats.compare(a, b)
+    if c is None:
+        raise ValueError("judge needs a number on both sides")
+    limit = max(threshold_pct / 100.0 * abs(c.a.median), min_abs)
+    worse = c.diff if lower_is_better else -c.diff
+    beyond = abs(c.diff) > limit
+    if c.distinguishable is None:
+        verdict = UNDECIDED
+    elif c.distinguishable and beyond:
+        verdict = REGRESSION if worse > 0 else IMPROVEMENT
+    else:
+        verdict = SAME
+    return {"a": c.a.median, "b": c.b.median, "change": c.diff,
+            "change_pct": 100.0 * c.rel_diff if c.rel_diff is not None else None, "lo": c.lo, "hi": c.hi,
+            "noise": c.noise, "limit": limit, "beyond_floor": beyond, "distinguishable": c.distinguishable,
+            "n_a": len(a), "n_b": len(b), "lower_is_better": lower_is_better, "verdict": verdict}
 
 
-def compare_values(a: Sequence[float], b: Sequence[float], lower_is_better: bool, threshold_pct: float,
-                   min_abs: float) -> dict[str, Any]:
-    """Medians, band and verdict for one quantity measured on both sides."""
-    ma, mb = statistics.median(a), statistics.median(b)
-    band = max(spread(a), spread(b))
-    limit = max(band, threshold_pct / 100.0 * abs(ma), min_abs)
-    change = mb - ma
-    worse = change if lower_is_better else -change
-    verdict = "regression" if worse > limit else "improvement" if -worse > limit else "same"
-    return {"a": ma, "b": mb, "change": change, "change_pct": 100.0 * change / ma if ma else None,
-            "band": band, "limit": limit, "n_a": len(a), "n_b": len(b), "verdict": verdict}
-
+# ---------------------------------------------------------------- matching strategies
 
 def _by_strategy(trials: Iterable[TrialResult]) -> dict[str, list[TrialResult]]:
     out: dict[str, list[TrialResult]] = {}
@@ -93,50 +177,93 @@ def match(a: SweepResult, b: SweepResult) -> tuple[list[tuple[str, str, str]], l
     return pairs, unmatched
 
 
-def _rows_for(ta: Sequence[TrialResult], tb: Sequence[TrialResult], threshold_pct: float,
-              min_abs_s: float) -> list[dict[str, Any]]:
-    oka, okb = [t for t in ta if t.ok], [t for t in tb if t.ok]
-    if not oka or not okb:
-        if oka == okb:  # both sides failed: nothing to compare, nothing changed
-            return []
-        status = ("ok" if oka else ta[0].status, "ok" if okb else tb[0].status)
-        return [{"kind": "status", "name": "status", "unit": "", "a": status[0], "b": status[1], "change": None,
-                 "change_pct": None, "band": None, "limit": None, "n_a": len(oka), "n_b": len(okb),
-                 "verdict": "regression" if oka else "improvement"}]
-    rows = []
+# ---------------------------------------------------------------- rows of one matched strategy
+
+def _status_row(ta: Sequence[TrialResult], tb: Sequence[TrialResult], ok_a: bool) -> dict[str, Any]:
+    """A strategy that was ok and now fails (or the reverse): decided without repeats."""
+    status = ("ok" if ok_a else ta[0].status, "ok" if not ok_a else tb[0].status)
+    return {"kind": "status", "name": "status", "group": "status", "unit": "", "a": status[0], "b": status[1],
+            "change": None, "change_pct": None, "lo": None, "hi": None, "noise": None, "limit": None,
+            "beyond_floor": True, "distinguishable": True, "n_a": sum(t.ok for t in ta),
+            "n_b": sum(t.ok for t in tb), "lower_is_better": True, "verdict": REGRESSION if ok_a else IMPROVEMENT}
+
+
+def _phase_rows(oka: Sequence[TrialResult], okb: Sequence[TrialResult], threshold_pct: float,
+                min_abs_s: float) -> list[dict[str, Any]]:
     pa, pb = [phase_values(t) for t in oka], [phase_values(t) for t in okb]
-    paths = list(dict.fromkeys([k for d in pa for k in d] + [k for d in pb for k in d]))
-    for path in paths:
+    rows = []
+    for path in dict.fromkeys([k for d in pa for k in d] + [k for d in pb for k in d]):
         xa, xb = [d[path] for d in pa if path in d], [d[path] for d in pb if path in d]
+        head = {"kind": "phase", "name": path, "group": phase_group(path), "unit": "s"}
         if xa and xb:
-            rows.append({"kind": "phase", "name": path, "unit": "s",
-                         **compare_values(xa, xb, True, threshold_pct, min_abs_s)})
-        else:
+            rows.append({**head, **judge(xa, xb, True, threshold_pct, min_abs_s)})
+        else:  # a phase on one side only (a step added or removed): shown, never a regression
             v = statistics.median(xa or xb)
-            rows.append({"kind": "phase", "name": path, "unit": "s", "a": v if xa else None, "b": v if xb else None,
-                         "change": None, "change_pct": None, "band": None, "limit": None, "n_a": len(xa),
-                         "n_b": len(xb), "verdict": "only in A" if xa else "only in B"})
-    for key, (unit, lower, floor) in METRICS.items():
-        xa = [v for t in oka if (v := t.metrics.get(key)) is not None]
-        xb = [v for t in okb if (v := t.metrics.get(key)) is not None]
-        if xa and xb:
-            rows.append({"kind": "metric", "name": key, "unit": unit,
-                         **compare_values(xa, xb, lower, threshold_pct, floor(min_abs_s))})
+            rows.append({**head, "a": v if xa else None, "b": v if xb else None, "change": None,
+                         "change_pct": None, "lo": None, "hi": None, "noise": None, "limit": None,
+                         "beyond_floor": False, "distinguishable": None, "n_a": len(xa), "n_b": len(xb),
+                         "lower_is_better": True, "verdict": "only in A" if xa else "only in B"})
     return rows
 
 
+def _figure_rows(oka: Sequence[TrialResult], okb: Sequence[TrialResult], threshold_pct: float,
+                 min_abs_s: float) -> list[dict[str, Any]]:
+    rows = []
+    for f in FIGURES:
+        xa = [v for t in oka if (v := f.value(t)) is not None]
+        xb = [v for t in okb if (v := f.value(t)) is not None]
+        if xa and xb:
+            rows.append({"kind": "metric", "name": f.name, "group": f.group, "unit": f.unit,
+                         **judge(xa, xb, f.lower_is_better, threshold_pct, f.floor(min_abs_s))})
+    return rows
+
+
+def rows_for(ta: Sequence[TrialResult], tb: Sequence[TrialResult], threshold_pct: float,
+             min_abs_s: float) -> list[dict[str, Any]]:
+    """Every compared figure of one matched strategy: a status change, or the real load cost, the metrics and
+    every phase over the ok repeats of each side."""
+    oka, okb = [t for t in ta if t.ok], [t for t in tb if t.ok]
+    if not oka or not okb:
+        return [] if not oka and not okb else [_status_row(ta, tb, bool(oka))]
+    return _figure_rows(oka, okb, threshold_pct, min_abs_s) + _phase_rows(oka, okb, threshold_pct, min_abs_s)
+
+
+# ---------------------------------------------------------------- the diff
+
 def _severity(row: Mapping[str, Any]) -> float:
-    """How far past its limit a change went (for ordering: worst first)."""
+    """How far past its floor a change went (for ordering: worst first; status changes first of all)."""
     if row.get("limit") and row.get("change") is not None:
         return abs(row["change"]) / row["limit"]
     return float("inf")
 
 
-def diff(a: SweepResult, b: SweepResult, threshold_pct: float = 10.0, min_abs_s: float = 0.005) -> dict[str, Any]:
-    """Phase and metric medians of every strategy in both runs, with a verdict per row.
+def _worst_first(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(rows, key=lambda r: (not r["gated"], -_severity(r)))
 
-    Returns ``{"a": {run_id, name}, "b": {...}, "threshold_pct", "min_abs_s", "matched": [...], "rows": [...],
-    "summary": {"regressions": [rows], "improvements": [rows], "unmatched": [...]}}``.
+
+def exit_code(rows: Sequence[Mapping[str, Any]], matched: Sequence[Any]) -> tuple[int, str]:
+    """The gate's verdict: a decided gated regression (1) wins over undecided gated figures (3)."""
+    if not matched:
+        return EXIT_NOTHING_COMPARABLE, EXIT_CODES[EXIT_NOTHING_COMPARABLE]
+    if not rows:
+        return EXIT_NOTHING_COMPARABLE, "nothing comparable: the matched strategies failed on both sides"
+    regs = [r for r in rows if r["gated"] and r["verdict"] == REGRESSION]
+    if regs:
+        names = ", ".join(dict.fromkeys(f"{r['strategy']}: {r['name']}" for r in _worst_first(regs)))
+        return EXIT_REGRESSION, f"{len(regs)} gated regression(s): {names}"
+    undecided = [r for r in rows if r["gated"] and r["verdict"] == UNDECIDED]
+    if undecided:
+        return EXIT_UNDECIDED, f"{len(undecided)} gated figure(s) undecided: {RERUN_HINT}"
+    return EXIT_OK, EXIT_CODES[EXIT_OK]
+
+
+def diff(a: SweepResult, b: SweepResult, threshold_pct: float = 10.0, min_abs_s: float = 0.005,
+         fail_on: Sequence[str] = GROUPS) -> dict[str, Any]:
+    """Every figure of every strategy in both runs, with its comparison, verdict and whether it gates.
+
+    Returns ``{"a": {run_id, name}, "b": {...}, "threshold_pct", "min_abs_s", "fail_on", "method", "matched",
+    "rows", "summary": {"regressions", "improvements", "same", "undecided", "unmatched"}, "sides",
+    "exit_code", "exit_reason"}``; ``sides`` lists the strategy labels each run holds (what to match on).
     """
     pairs, unmatched = match(a, b)
     ga, gb = _by_strategy(a.trials), _by_strategy(b.trials)
@@ -144,66 +271,17 @@ def diff(a: SweepResult, b: SweepResult, threshold_pct: float = 10.0, min_abs_s:
     for ida, idb, how in pairs:
         label = _label(gb[idb])
         matched.append({"label": label, "strategy_id_a": ida, "strategy_id_b": idb, "match": how})
-        for r in _rows_for(ga[ida], gb[idb], threshold_pct, min_abs_s):
-            rows.append({"strategy": label, "strategy_id_a": ida, "strategy_id_b": idb, "match": how, **r})
-    regressions = sorted((r for r in rows if r["verdict"] == "regression"), key=lambda r: -_severity(r))
-    improvements = sorted((r for r in rows if r["verdict"] == "improvement"), key=lambda r: -_severity(r))
+        for r in rows_for(ga[ida], gb[idb], threshold_pct, min_abs_s):
+            gated = r["group"] != HARNESS and r["group"] in fail_on
+            rows.append({"strategy": label, "strategy_id_a": ida, "strategy_id_b": idb, "match": how, **r,
+                         "gated": gated})
+    code, reason = exit_code(rows, matched)
+    pick = lambda v: _worst_first(r for r in rows if r["verdict"] == v)  # noqa: E731
     return {"a": {"run_id": a.run_id, "name": a.name}, "b": {"run_id": b.run_id, "name": b.name},
-            "threshold_pct": threshold_pct, "min_abs_s": min_abs_s, "matched": matched, "rows": rows,
-            "summary": {"regressions": regressions, "improvements": improvements, "unmatched": unmatched}}
-
-
-def _fmt(v: Any, unit: str) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, str):
-        return v
-    if unit == "bytes":
-        return f"{v / MIB:.1f} MiB"
-    if unit == "s":
-        return f"{v * 1e3:.1f} ms" if abs(v) < 1 else f"{v:.3f} s"
-    return f"{v:.2f} {unit}" if unit == "tok/s" else f"{v:.1f} {unit}"
-
-
-def _load(folder: Path) -> SweepResult | None:
-    path = Path(folder) / "report.json"
-    return SweepResult.from_dict(json.loads(path.read_text())) if path.exists() else None
-
-
-def cli_diff(a_dir: Path, b_dir: Path, threshold_pct: float, console: Any) -> int:
-    """``loadprof diff A B``: 1 when anything regressed beyond noise and threshold, 0 otherwise, 2 without reports."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    runs = {}
-    for name, folder in (("A", a_dir), ("B", b_dir)):
-        runs[name] = _load(folder)
-        if runs[name] is None:
-            console.print(f"[bold red]error:[/] {escape(str(Path(folder) / 'report.json'))} not found "
-                          "(run `loadprof compare ... --out DIR` first)")
-            return 2
-    d = diff(runs["A"], runs["B"], threshold_pct)
-    s = d["summary"]
-    console.print(f"[bold]diff[/] A={escape(str(a_dir))} ({escape(d['a']['name'])})  "
-                  f"B={escape(str(b_dir))} ({escape(d['b']['name'])}): {len(d['matched'])} strategies matched, "
-                  f"change must exceed max(noise band, {threshold_pct:g}%, {d['min_abs_s'] * 1e3:g} ms)")
-    shown = s["regressions"] + s["improvements"]
-    if shown:
-        table = Table()
-        for col in ("strategy", "phase/metric", "A", "B", "change", "band", "verdict"):
-            table.add_column(col, justify="right" if col in ("A", "B", "change", "band") else "left")
-        for r in shown:
-            u = r["unit"]
-            change = ("-" if r["change"] is None else f"{'+' if r['change'] >= 0 else '-'}{_fmt(abs(r['change']), u)}"
-                      + ("" if r["change_pct"] is None else f" ({1 + r['change_pct'] / 100:.1f}x)"
-                         if r["change_pct"] >= 100 else f" ({r['change_pct']:+.0f}%)"))
-            colour = "red" if r["verdict"] == "regression" else "green"
-            table.add_row(escape(r["strategy"]), r["name"], _fmt(r["a"], u), _fmt(r["b"], u), change,
-                          _fmt(r["band"], u), f"[{colour}]{r['verdict']}[/]")
-        console.print(table)
-    same = sum(1 for r in d["rows"] if r["verdict"] == "same")
-    console.print(f"{len(s['regressions'])} regression(s), {len(s['improvements'])} improvement(s), "
-                  f"{same} comparison(s) within noise/threshold")
-    for u in s["unmatched"]:
-        console.print(f"[yellow]unmatched[/]: only in {u['side'].upper()}: {escape(u['label'])} ({u['strategy_id']})")
-    return 1 if s["regressions"] else 0
+            "threshold_pct": threshold_pct, "min_abs_s": min_abs_s, "fail_on": list(fail_on),
+            "method": stats.COMPARE_METHOD, "matched": matched, "rows": rows,
+            "summary": {"regressions": pick(REGRESSION), "improvements": pick(IMPROVEMENT),
+                        "same": sum(r["verdict"] == SAME for r in rows), "undecided": pick(UNDECIDED),
+                        "unmatched": unmatched},
+            "sides": {"a": sorted({_label(ts) for ts in ga.values()}), "b": sorted({_label(ts) for ts in gb.values()})},
+            "exit_code": code, "exit_reason": reason}

@@ -53,6 +53,7 @@ class Estimate:
     kv_cache_static_bytes: int
     cache_implementation: str
     formulas: dict[str, str]
+    num_attention_heads: int = 0  # query heads: the size of a per-head (prompt + cap)^2 attention mask/bias
 
     @property
     def tensor_bytes(self) -> int:
@@ -250,7 +251,8 @@ def estimate_from_config(config: Any, *, dtype: str, quantization: str = "none",
                     quant_state_bytes=qstate, buffers_bytes=buffers, largest_layer=largest,
                     per_layer_bytes=_per_layer(m, layers, module_bytes), embedding_bytes=emb_bytes,
                     tied_embeddings=tied, kv_dtype=dt, kv_bytes_per_token=per_token, kv_cache_dynamic_bytes=kv_dyn,
-                    kv_cache_static_bytes=kv_static, cache_implementation=cache_implementation, formulas=formulas)
+                    kv_cache_static_bytes=kv_static, cache_implementation=cache_implementation, formulas=formulas,
+                    num_attention_heads=int(_text_config(config).num_attention_heads))
 
 
 def _formulas(*, quantization: str, dt: str, double_quant: bool, has_fp32: bool, layers: int, kv_heads: int,
@@ -305,13 +307,33 @@ def load_config(model: Any, model_path: str | None = None) -> Any:
             return config_from_dict(json.loads(f.read_text()))
         except (OSError, ValueError, KeyError) as e:
             raise LoadprofError(f"cannot read a model config from {f}: {e}") from None
+    return _cached_hub_config(model.hub_id, model.trust_remote_code)
+
+
+def _cached_hub_config(hub_id: str, trust_remote_code: bool) -> Any:
+    """The config of a hub id from the local cache only, whatever HF_HUB_OFFLINE says: the file is looked up in
+    the cache and read from its snapshot folder, so neither the hub library's request headers nor a lookup
+    ever reach the network (an estimate never waits on DNS)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(hub_id, "config.json")
+    except Exception as e:  # noqa: BLE001 - an id the hub library rejects (bad characters, too many slashes)
+        raise LoadprofError(f"invalid hub id {hub_id!r}: {str(e).strip().splitlines()[0][:160]}",
+                            exit_code=2) from None
+    if not isinstance(found, str):
+        raise LoadprofError(f"no config for {hub_id!r}: it is not in the local Hugging Face cache; loadprof never "
+                            "downloads",
+                            exit_code=2, hint=f"fetch it first where there is a network: hf download {hub_id}, "
+                                              "or give a local checkpoint folder") from None
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(model.hub_id, trust_remote_code=model.trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise LoadprofError(f"no config for {model.hub_id!r} in the local Hugging Face cache: {e}",
-                            hint="download it first or give a local path") from None
+        return AutoConfig.from_pretrained(str(Path(found).parent), trust_remote_code=trust_remote_code,
+                                          local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - a broken cached config: name it, no traceback
+        raise LoadprofError(f"cannot read the cached config of {hub_id!r} ({found}): {type(e).__name__}: "
+                            f"{str(e).strip()[:200]}", exit_code=2) from None
 
 
 def estimate_strategy(strategy: Any, model_path: str | None = None) -> Estimate:
@@ -359,22 +381,35 @@ def estimate_command(target: str, *, dtype: str = "auto", quantization: str = "n
     return [estimate_strategy(s)]
 
 
-def render_estimates(estimates: list[Estimate]) -> Any:
-    """A rich Table, one row per estimate (bytes in binary units)."""
-    from rich.table import Table
+ESTIMATE_COLUMNS = ("model", "dtype", "quant", "params", "weights", "largest layer", "per layer", "KV/token",
+                    "KV dynamic", "KV static", "total", "batch x prompt+new")
 
+
+def estimate_record(e: Estimate) -> dict[str, Any]:
+    """One estimate's raw figures (bytes as integers), for csv/json; ``total_bytes`` is the weights, buffers
+    and the KV cache the strategy's cache implementation holds at the cap (accelerate's table has no KV)."""
+    kv = e.kv_cache_static_bytes if e.cache_implementation == "static" else e.kv_cache_dynamic_bytes
+    return {"model": e.model, "dtype": e.dtype, "quantization": e.quantization, "param_count": e.param_count,
+            "weight_bytes": e.weight_bytes, "largest_layer": e.largest_layer[0],
+            "largest_layer_bytes": e.largest_layer[1], "per_layer_bytes": e.per_layer_bytes,
+            "kv_bytes_per_token": e.kv_bytes_per_token, "kv_cache_dynamic_bytes": e.kv_cache_dynamic_bytes,
+            "kv_cache_static_bytes": e.kv_cache_static_bytes, "total_bytes": e.weight_bytes + e.buffers_bytes + kv,
+            "batch_size": e.batch_size, "prompt_tokens": e.prompt_tokens, "max_new_tokens": e.max_new_tokens}
+
+
+def estimate_rows(estimates: list[Estimate]) -> list[tuple[str, ...]]:
+    """The estimates as formatted cells (binary byte units), in ESTIMATE_COLUMNS order."""
     from loadprof.units import bytes_h
 
-    t = Table(title="Estimated memory (from config, no weights read)")
-    for col in ("model", "dtype", "quant", "params", "weights", "largest layer", "per layer",
-                "KV/token", "KV dynamic", "KV static", "batch x prompt+new"):
-        t.add_column(col, justify="left" if col in ("model", "dtype", "quant", "largest layer") else "right")
+    rows = []
     for e in estimates:
-        t.add_row(e.model, e.dtype, e.quantization, f"{e.param_count / 1e6:,.1f} M", bytes_h(e.weight_bytes),
-                  f"{e.largest_layer[0]} {bytes_h(e.largest_layer[1])}", bytes_h(e.per_layer_bytes),
-                  bytes_h(e.kv_bytes_per_token), bytes_h(e.kv_cache_dynamic_bytes), bytes_h(e.kv_cache_static_bytes),
-                  f"{e.batch_size} x {e.prompt_tokens}+{e.max_new_tokens}")
-    return t
+        r = estimate_record(e)
+        rows.append((e.model, e.dtype, e.quantization, f"{e.param_count / 1e6:,.1f} M", bytes_h(e.weight_bytes),
+                     f"{e.largest_layer[0]} {bytes_h(e.largest_layer[1])}", bytes_h(e.per_layer_bytes),
+                     bytes_h(e.kv_bytes_per_token), bytes_h(e.kv_cache_dynamic_bytes),
+                     bytes_h(e.kv_cache_static_bytes), bytes_h(r["total_bytes"]),
+                     f"{e.batch_size} x {e.prompt_tokens}+{e.max_new_tokens}"))
+    return rows
 
 
 def _cause(e: Estimate, figure: str, est: int, measured: int) -> str:

@@ -167,6 +167,15 @@ LOADPROF_PHASES = (*HARNESS_PHASES, "cleanup")  # loadprof's own steps after the
 MARKER_PHASES = ("preallocate",)
 
 
+#: where loadprof's own code shows in a sampled frame (editable checkout or installed package)
+_OWN_FRAMES = ("(probes/", "(profiler/", "(loadprof/", "/loadprof/")
+
+
+def _own(function: str) -> str:
+    """A tag for loadprof's own frames among the workload's (a probe's hook running inside the phase)."""
+    return " [loadprof's probe]" if any(m in function for m in _OWN_FRAMES) else ""
+
+
 def uncovered_time(t: TrialResult) -> Iterable[Finding]:
     """Time inside a phase that none of its named steps covers (``other``), over 10% of it (and 50 ms) or over
     0.5 s: say what the samples saw there, or that nothing was sampled."""
@@ -183,7 +192,7 @@ def uncovered_time(t: TrialResult) -> Iterable[Finding]:
             continue
         seen = sv.phases.get(path)
         if seen and seen.seconds > 0:
-            what = "; ".join(f"{x['function']} {x['state']} {x['seconds']:.2f} s" for x in seen.top)
+            what = "; ".join(f"{x['function']}{_own(x['function'])} {x['state']} {x['seconds']:.2f} s" for x in seen.top)
             saw = (f"the samples there ({seen.seconds:.2f} s: {seen.running_s:.2f} s running, {seen.waiting_s:.2f} s "
                    f"waiting) saw: {what}")
             fix = "look at those functions; the per-phase table in report.json (sampling.phases) has the rest"
@@ -274,6 +283,8 @@ def offload(t: TrialResult) -> Iterable[Finding]:
 
 
 ROOFLINE_LOW = 0.25
+#: below this many weight bytes the bandwidth bound is meaningless: per-step overhead dwarfs reading the weights
+ROOFLINE_MIN_WEIGHTS_BYTES = 8 * 2**20
 
 
 PY_OVERHEAD_AREAS = ("generation utils", "python stdlib", "transformers", "model code", "cache", "attention masks",
@@ -314,8 +325,12 @@ def decode_below_roofline(t: TrialResult) -> Iterable[Finding]:
     if frac is None or frac >= ROOFLINE_LOW:
         return
     m = t.metrics
+    weights = m.get("weights_bytes") or m.get("decode_bytes_per_step") or 0
+    if weights < ROOFLINE_MIN_WEIGHTS_BYTES:
+        return
     why, fixes = _decode_limits(t)
-    yield _f(t, "decode_below_roofline", "low", f"decode runs at {pct(frac)} of its memory-bandwidth bound",
+    share = pct(frac) if frac >= 0.01 or frac == 0 else f"{100 * frac:.1f}%"
+    yield _f(t, "decode_below_roofline", "low", f"decode runs at {share} of its memory-bandwidth bound",
              f"{m['decode_tok_s']:.1f} tok/s against a bound of {m['roofline_tok_s']:.1f} tok/s "
              f"({_mib(m['decode_bytes_per_step'])} read per step at the measured {m['membw_gb_s']:.1f} GB/s copy "
              "bandwidth)" + (": " + "; ".join(why) if why else "") + ".", "; ".join(fixes),

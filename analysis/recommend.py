@@ -8,62 +8,158 @@ one names the strategy and the figures it rests on.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import statistics
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
-from loadprof.analysis.groups import (FIGURES, OBJECTIVES, SHORT_ANSWER_SHARE, SINGLE_REPEAT_MARGIN_PCT,  # noqa: F401
-                                      TRADEOFF_PCT, Group, over_budget, rank_groups, figure, first_forward_s,
-                                      groups, load_cost_s, peak_key, settings)
+from loadprof.analysis import stats
+from loadprof.analysis.groups import (FIGURES, OBJECTIVES, SHORT_ANSWER_SHARE, Group, by_model, configurations,
+                                      figure_fn, groups, load_cost_s, over_budget, peak_key, rank_groups, settings)
+from loadprof.analysis.knobs import differing, irrelevant_paths, reasons
 from loadprof.analysis.lengths import lengths_coverage, read_lengths
-from loadprof.analysis.tradeoffs import fmt_value, tradeoffs
+from loadprof.analysis.tradeoffs import fmt_estimate, fmt_value, tradeoffs
 from loadprof.errors import LoadprofError, SpecError
+from loadprof.strategies.model import LoadSpec
+from loadprof.conclusions import Candidate
 from loadprof.results import (CapWarning, Figure, Recommendation, Recommendations, RunnerUp, SweepResult,
                               TrialResult)
 
 # ---------------------------------------------------------------- recommendations
 
-def recommend(trials: Iterable[TrialResult], objective: str, memory_budget_bytes: int | None = None) -> Recommendation:
-    """The best ok strategy for ``objective`` among those whose peak memory fits the budget."""
-    if objective not in OBJECTIVES:
-        raise SpecError(f"unknown objective {objective!r}; allowed: {', '.join(OBJECTIVES)}", path="--objective")
-    trials = list(trials)
-    peak = peak_key(trials)
-    gs = groups(trials)
-    over = over_budget(gs, peak, memory_budget_bytes)
-    cands = [g for g in gs if g not in over]
-    ranked = rank_groups(cands, objective, peak)
+TIE_RULE = "among configurations the repeats cannot tell apart: the lowest peak memory, then the fewest non-default settings"
+TIE_RULE_MEMORY = "among configurations the repeats cannot tell apart: the lowest real load cost, then the fewest non-default settings"
+
+
+def _simplicity(g: Group) -> int:
+    """Load settings that differ from LoadSpec's defaults: fewer is simpler to run and to reason about."""
+    ld, plain = g.strategy.load, LoadSpec()
+    return sum(1 for f in dataclasses.fields(LoadSpec) if getattr(ld, f.name) != getattr(plain, f.name))
+
+
+#: figures that are exact counts, not timings: the CUDA allocator's bytes repeat to the byte for one program, so a
+#: single repeat decides; differences under EXACT_TIE_BYTES or EXACT_TIE_SHARE are ties (allocator rounding)
+EXACT_FIGURES = ("peak_cuda_allocated_bytes",)
+EXACT_TIE_BYTES = 2**20
+EXACT_TIE_SHARE = 0.01
+
+
+def distinct(a: Sequence[float], b: Sequence[float], figure_name: str) -> bool | None:
+    """Do two configurations differ on a figure: True, False, or None (too few repeats to say)."""
+    if figure_name in EXACT_FIGURES and a and b:
+        ma, mb = statistics.median(a), statistics.median(b)
+        return abs(mb - ma) > max(EXACT_TIE_BYTES, EXACT_TIE_SHARE * abs(ma))
+    c = stats.compare(a, b)
+    return None if c is None else c.distinguishable
+
+
+def _decide(ranked: Sequence[tuple[Group, float]], objective: str, peak: str,
+            fn: Callable[[TrialResult], Any]) -> tuple[str, Group | None, list[Group], str]:
+    """(verdict, pick, tied, rule) from configurations ranked by median: the leader wins only when the repeats
+    separate it from every other one (stats.compare); indistinguishable ones are a tie broken by TIE_RULE; with
+    too few repeats to compare nothing is picked."""
+    best = ranked[0][0]
+    if len(ranked) == 1:
+        return "only", best, [], "the only configuration measured for this objective"
+    name = peak if objective == "memory" else FIGURES[objective][0]
+    tied, undecided = [best], False
+    for g, _ in ranked[1:]:
+        d = distinct(best.values(fn), g.values(fn), name)
+        if d is None:
+            undecided = True
+        elif not d:
+            tied.append(g)
+    if undecided:
+        return "undecided", None, tied, (f"not distinguishable without repeats: add `repeat: {stats.MIN_REPEATS}` "
+                                         f"(or more) to the YAML and rerun")
+    if len(tied) == 1:
+        return "pick", best, [], ("allocator bytes are exact: ahead of every other configuration by more than "
+                                  "1 MiB and 1%" if name in EXACT_FIGURES else
+                                  "ahead of every other configuration beyond the noise")
+    other = (lambda t: load_cost_s(t)) if objective == "memory" else (lambda t: t.metrics.get(peak))
+    chosen = min(tied, key=lambda g: (g.median(other) if g.median(other) is not None else float("inf"),
+                                      _simplicity(g), g.label))
+    return "tie", chosen, [g for g in tied if g is not chosen], TIE_RULE_MEMORY if objective == "memory" else TIE_RULE
+
+
+def _pooling_notes(cands: Sequence[Group], objective: str, fn: Callable[[TrialResult], Any]) -> list[str]:
+    """Pooled strategies that differ beyond the noise although the table says their knobs cannot matter."""
+    notes = []
+    for g in cands:
+        first = g.members[0] if g.members else None
+        for m in g.members[1:]:
+            c = stats.compare(first.values(fn), m.values(fn)) if first else None
+            if c is not None and c.distinguishable:
+                notes.append(f"'{first.label}' and '{m.label}' differ beyond the noise on {objective} although "
+                             f"their knobs cannot affect it: drift or a busy machine; their repeats were pooled")
+    return notes
+
+
+def _candidates(ranked: Sequence[tuple[Group, float]], fn: Callable[[TrialResult], Any]) -> tuple[Candidate, ...]:
+    return tuple(Candidate(g.label, tuple(g.trial_ids), g.estimate(fn), max(1, len(g.members))) for g, _ in ranked)
+
+
+def _recommend_model(model: str, gs: list[Group], objective: str, peak: str,
+                     budget: int | None) -> Recommendation:
+    """The decision for one model's strategies (see ``recommend``)."""
     name, unit, lower = FIGURES[objective]
     name = peak if objective == "memory" else name
-    empty = Recommendation(objective, Figure(name, None, unit), excluded_over_budget=tuple(g.label for g in over))
+    fn = figure_fn(objective, peak)
+    over = over_budget(gs, peak, budget)
+    confs = configurations([g for g in gs if g not in over], objective)
+    ranked = rank_groups(confs, objective, peak)
+    pooled = tuple(dict.fromkeys(p for g in confs if g.members for p in differing(
+        [m.strategy for m in g.members], irrelevant_paths(objective, g.strategy))))
+    empty = Recommendation(objective, Figure(name, None, unit), excluded_over_budget=tuple(g.label for g in over),
+                           model=model, method=stats.COMPARE_METHOD, pooled=pooled,
+                           notes=tuple(reasons(objective, pooled)))
     if not ranked:
-        if not gs:
-            reason = "no ok trial to recommend from"
-        elif not cands:
-            reason = (f"every strategy's peak memory ({peak}) exceeds the budget of {memory_budget_bytes} "
-                      f"bytes ({fmt_value(memory_budget_bytes, 'bytes')})")
+        if not confs and over:
+            reason = (f"every strategy's peak memory ({peak}) exceeds the budget of {budget} bytes "
+                      f"({fmt_value(budget, 'bytes')})")
         else:
             reason = (f"no strategy{' within the budget' if over else ''} measured {name}"
                       + (" (generate: false?)" if objective in ("ttft", "throughput") else ""))
         return replace(empty, reason=reason)
-    pick, value = ranked[0]
-    tr = tradeoffs(pick, objective, gs, cands, peak)
+    verdict, pick, tied, rule = _decide(ranked, objective, peak, fn)
+    cands = _candidates(ranked, fn)
+    notes = (*empty.notes, *_pooling_notes(confs, objective, fn))
+    base = replace(empty, verdict=verdict, rule=rule, candidates=cands, notes=notes,
+                   tied=tuple(g.label for g in tied))
+    if pick is None:
+        return replace(base, reason=rule)
+    value = pick.median(fn)
+    others = [(g, v) for g, v in ranked if g is not pick]
     runner_up, margin = None, None
-    if len(ranked) > 1:
-        runner, rv = ranked[1]
+    if others:
+        runner, rv = others[0]
         runner_up = RunnerUp(runner.label, tuple(runner.trial_ids), Figure(name, rv, unit))
         margin = (100.0 * (rv - value) / rv if lower else 100.0 * (value - rv) / rv) if rv else None
-        fn: Callable[[TrialResult], Any] = (load_cost_s if objective == "load" else
-                                            (lambda t: t.metrics.get(name)))
-        pv, rvs = pick.values(fn), runner.values(fn)
-        if len(pv) >= 2 and len(rvs) >= 2 and min(pv) <= max(rvs) and min(rvs) <= max(pv):
-            tr.append(f"'{runner.label}' is within the spread of the repeats: treat the two as tied")
-        elif (len(pv) < 2 or len(rvs) < 2) and margin is not None and margin < SINGLE_REPEAT_MARGIN_PCT:
-            tr.append(f"margin over '{runner.label}' is {margin:.1f}% from a single repeat: "
-                      "run repeat >= 3 to tell them apart from noise")
-    return replace(empty, figure=Figure(name, value, unit), label=pick.label, trial_ids=tuple(pick.trial_ids),
-                   settings=settings(pick.strategy), runner_up=runner_up, margin_pct=margin, tradeoffs=tuple(tr))
+    tr = tradeoffs(pick, objective, gs, confs, peak)
+    return replace(base, figure=Figure(name, value, unit), label=pick.label, trial_ids=tuple(pick.trial_ids),
+                   settings=settings(pick.strategy, objective), runner_up=runner_up, margin_pct=margin,
+                   tradeoffs=tuple(tr), estimate=pick.estimate(fn))
+
+
+def recommend(trials: Iterable[TrialResult], objective: str,
+              memory_budget_bytes: int | None = None) -> list[Recommendation]:
+    """Per model, the configuration to use for ``objective`` among those whose peak memory fits the budget.
+
+    Strategies of a model differing only in knobs that cannot affect the objective are pooled (knobs.py); the
+    leader is picked only when its repeats separate it from every other configuration (stats.compare);
+    otherwise the verdict is a tie (broken by TIE_RULE) or undecided (too few repeats: nothing is picked)."""
+    if objective not in OBJECTIVES:
+        raise SpecError(f"unknown objective {objective!r}; allowed: {', '.join(OBJECTIVES)}", path="--objective")
+    trials = list(trials)
+    peak = peak_key(trials)
+    per_model = by_model(groups(trials))
+    if not per_model:
+        name, unit, _ = FIGURES[objective]
+        return [Recommendation(objective, Figure(peak if objective == "memory" else name, None, unit),
+                               reason="no ok trial to recommend from", method=stats.COMPARE_METHOD)]
+    return [_recommend_model(model, gs, objective, peak, memory_budget_bytes) for model, gs in per_model.items()]
 
 
 def max_new_tokens_warnings(trials: Iterable[TrialResult]) -> list[CapWarning]:
@@ -90,12 +186,35 @@ def max_new_tokens_warnings(trials: Iterable[TrialResult]) -> list[CapWarning]:
 def recommendations(trials: Iterable[TrialResult], memory_budget_bytes: int | None = None) -> Recommendations:
     """A pick per objective under one budget, and the caps the answers did not need."""
     trials = list(trials)
-    objs = {o: recommend(trials, o, memory_budget_bytes) for o in OBJECTIVES}
-    return Recommendations(objs, memory_budget_bytes, peak_key(trials), tuple(max_new_tokens_warnings(trials)),
-                           objs["load"].excluded_over_budget)
+    picks = [r for o in OBJECTIVES for r in recommend(trials, o, memory_budget_bytes)]
+    over = tuple(dict.fromkeys(x for r in picks if r.objective == "load" for x in r.excluded_over_budget))
+    return Recommendations(tuple(picks), memory_budget_bytes, peak_key(trials),
+                           tuple(max_new_tokens_warnings(trials)), over)
 
 
 # ---------------------------------------------------------------- command
+
+def recommendation_lines(r: Recommendation) -> list[str]:
+    """A recommendation as plain lines: the verdict first, then runner-up, ties, pooled knobs, trade-offs."""
+    f = r.figure
+    if r.verdict == "none" or (r.label is None and not r.candidates):
+        return [f"{r.objective}: nothing to recommend: {r.reason or 'no candidate'}"]
+    if r.label is None:
+        lead = "; ".join(f"{c.label} {fmt_estimate(c.estimate, f.unit)}" for c in r.candidates[:4])
+        lines = [f"{r.objective}: no pick: {r.rule}", f"ranking by median ({f.name}): {lead}"]
+    else:
+        lines = [f"{r.objective}: {r.label}  {f.name} = {fmt_estimate(r.estimate, f.unit)}  [{r.verdict}: {r.rule}]",
+                 "settings: " + ", ".join(f"{k}={v}" for k, v in (r.settings or {}).items() if v is not None)]
+        if r.tied:
+            lines.append("tied with (within the noise): " + ", ".join(r.tied))
+        elif r.runner_up:
+            margin = f", margin {r.margin_pct:.1f}%" if r.margin_pct is not None else ""
+            lines.append(f"runner-up: {r.runner_up.label} ({fmt_value(r.runner_up.figure.value, f.unit)}){margin}")
+    if r.pooled:
+        lines.append(f"pooled (cannot affect {r.objective}): " + "; ".join(r.notes[:len(r.pooled)]))
+    lines += [f"note: {n}" for n in r.notes[len(r.pooled):]]
+    return lines + [f"- {t}" for t in r.tradeoffs]
+
 
 def cli_recommend(out_dir: Path, objective: str | None, memory_budget: str | None, lengths: Path | None,
                   tokenizer: str | None, console: Any) -> int:
@@ -117,19 +236,15 @@ def cli_recommend(out_dir: Path, objective: str | None, memory_budget: str | Non
     con = console
     con.print(f"[bold]recommendations[/] for {escape(result.name)} ({escape(str(path))})"
               + (f", memory budget {fmt_value(budget, 'bytes')} on {recs.peak_metric}" if budget is not None else ""))
-    for obj in ([objective] if objective else OBJECTIVES):
-        r = recs.objectives[obj]
-        f = r.figure
-        if r.label is None:
-            con.print(f"\n[bold]{obj}[/]: nothing to recommend: {escape(r.reason or '')}")
-            continue
-        con.print(f"\n[bold]{obj}[/]: [green]{escape(r.label)}[/]  {f.name} = {fmt_value(f.value, f.unit)}")
-        lines = ["settings: " + ", ".join(f"{k}={v}" for k, v in (r.settings or {}).items() if v is not None)]
-        if r.runner_up:
-            margin = f", margin {r.margin_pct:.1f}%" if r.margin_pct is not None else ""
-            lines.append(f"runner-up: {r.runner_up.label} ({fmt_value(r.runner_up.figure.value, f.unit)}){margin}")
-        for line in lines + [f"- {t}" for t in r.tradeoffs]:
-            con.print(f"  {line}", markup=False)
+    for model in recs.models:
+        if len(recs.models) > 1:
+            con.print(f"\n[bold underline]model {escape(model)}[/] (models are never compared with each other)")
+        for obj in ([objective] if objective else OBJECTIVES):
+            r = recs.get(obj, model)
+            if r is not None:
+                for i, line in enumerate(recommendation_lines(r)):
+                    con.print(("  " if i else "\n") + line, markup=False, highlight=False)
+    con.print(f"\ndecision rule: {stats.COMPARE_METHOD}", markup=False, highlight=False)
     if recs.excluded_over_budget:
         con.print("\n[yellow]over budget[/]: " + escape(", ".join(recs.excluded_over_budget)))
     if recs.max_new_tokens_warnings:
@@ -148,9 +263,9 @@ def cli_recommend(out_dir: Path, objective: str | None, memory_budget: str | Non
             t.add_column(c)
         for row in cov["rows"]:
             half = f"{row['lower_cap']} ({row['lower_cap_coverage_pct']:.1f}%)" if row["lower_cap"] else "-"
-            t.add_row(row["scenario"], str(row["prompt_tokens"] or "-"), f"p{row['percentile']}",
+            t.add_row(escape(row["scenario"]), str(row["prompt_tokens"] or "-"), f"p{row['percentile']}",
                       str(row["percentile_tokens"]), str(row["cap"]), f"{row['coverage_pct']:.1f}%", half,
-                      row["use_case"])
+                      escape(row["use_case"]))
         con.print(t)
         con.print(f"recommended max_new_tokens: {cov['recommended_max_new_tokens']} (p90 rounded up to a power of two)")
     return 0

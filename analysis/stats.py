@@ -182,7 +182,7 @@ class Fit:
 def _aicc(rss: float, n: int, k: int, floor: float) -> float | None:
     if n - k - 1 <= 0:
         return None
-    return n * math.log(max(rss, floor) / n) + 2 * k + 2 * k * (k + 1) / (n - k - 1)
+    return n * math.log(max(rss, floor, 1e-300) / n) + 2 * k + 2 * k * (k + 1) / (n - k - 1)  # all-zero y: floor 0
 
 
 def _slope_ci(x: np.ndarray, y: np.ndarray, coef: np.ndarray) -> tuple[float | None, float | None]:
@@ -234,6 +234,8 @@ def trend(xs: Sequence[Any], ys: Sequence[Any]) -> Fit | None:
     lo, hi = _slope_ci(x, y, coefs["linear"]) if "linear" in coefs else (None, None)
     if exact.get("linear") and "linear" in coefs:
         lo = hi = slope
+    if exact["constant"]:  # every y equal: no slope, not a rounding-noise one (which an exact "linear" would claim)
+        slope = lo = hi = 0.0
     effect: bool | None
     if lo is None or hi is None or n < OBS_PER_PARAM * 2:
         effect = None

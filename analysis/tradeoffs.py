@@ -7,8 +7,10 @@ import json
 import math
 from typing import Callable, Sequence
 
+from loadprof.results import Estimate
 from loadprof.strategies.model import Strategy
-from loadprof.analysis.groups import (FIGURES, OBJECTIVES, TRADEOFF_PCT, Group, rank_groups, figure,
+from loadprof.analysis import stats
+from loadprof.analysis.groups import (FIGURES, OBJECTIVES, TRADEOFF_PCT, Group, rank_groups, figure, figure_fn,
                                       load_cost_s)
 
 def _key(strategy: Strategy, drop: Sequence[str]) -> str:
@@ -46,7 +48,19 @@ def fmt_value(v: float | None, unit: str) -> str:
         return "-"
     if unit == "bytes":
         return f"{v / 2**30:.2f} GiB" if abs(v) >= 2**30 else f"{v / 2**20:.0f} MiB"
-    return {"s": f"{v:.3g} s", "ms": f"{v:.1f} ms", "tok/s": f"{v:.2f} tok/s"}.get(unit, f"{v:g} {unit}")
+    if unit == "s":  # 3 significant digits, never an exponent (1460 s, not 1.46e+03 s)
+        return (f"{v:.0f} s" if abs(v) >= 1000 else f"{v:.3g} s" if abs(v) >= 0.001 or v == 0
+                else f"{v * 1e3:.3g} ms")
+    return {"ms": f"{v:.1f} ms", "tok/s": f"{v:.2f} tok/s"}.get(unit, f"{v:g} {unit}")
+
+
+def fmt_estimate(est: Estimate | None, unit: str) -> str:
+    """``1.23 s ± 0.04 (n=3)``: the median, half the IQR, the repeats (bare value and n=1 for one repeat)."""
+    if est is None:
+        return "-"
+    if est.n < 2:
+        return f"{fmt_value(est.median, unit)} (n=1)"
+    return f"{fmt_value(est.median, unit)} ± {fmt_value(est.spread, unit)} (n={est.n})"
 
 
 def _quality(q: str) -> str:
@@ -155,7 +169,8 @@ def _page_cache_note(pick: Group, gs: Sequence[Group]) -> str | None:
 
 
 def _other_objectives(pick: Group, objective: str, cands: Sequence[Group], peak: str) -> list[str]:
-    """How much worse the pick is, beyond TRADEOFF_PCT, on each other objective than that objective's best."""
+    """How much worse the pick is, beyond TRADEOFF_PCT, on each other objective than that objective's best;
+    never claimed when the repeats say the two are the same, flagged when there are too few to say."""
     out = []
     for other_obj in OBJECTIVES:
         if other_obj == objective:
@@ -166,12 +181,13 @@ def _other_objectives(pick: Group, objective: str, cands: Sequence[Group], peak:
             continue
         best, bf = ranked[0]
         worse = _pct(bf, mine) if other_obj == "throughput" else _pct(mine, bf)
-        if worse > TRADEOFF_PCT:
+        fn = figure_fn(other_obj, peak)
+        c = stats.compare(best.values(fn), pick.values(fn))
+        if worse > TRADEOFF_PCT and (c is None or c.distinguishable is not False):
             what, how = {"load": ("load+first forward", "longer"), "memory": ("peak memory", "higher"),
                          "ttft": ("first token", "later"), "throughput": ("decode", "slower")}[other_obj]
             unit = FIGURES[other_obj][1]
-            out.append(f"{what} {_more(worse)} {how} than the best-{other_obj} pick '{best.label}' "
-                       f"({fmt_value(mine, unit)} vs {fmt_value(bf, unit)})")
+            unsure = " (too few repeats to be sure)" if c is None or c.distinguishable is None else ""
+            out.append(f"{what} {_more(worse)} {how} than the best-{other_obj} configuration '{best.label}' "
+                       f"({fmt_value(mine, unit)} vs {fmt_value(bf, unit)}){unsure}")
     return out
-
-

@@ -148,6 +148,21 @@ class Sampler:
             self._reason, self._proc = f"py-spy exited at once with code {code}: {_log_error(self.log_path)}", None
         return self._reason
 
+    @property
+    def spy_pid(self) -> int | None:
+        """py-spy's pid while it runs (the runner must not reap it as one of the trial's strays)."""
+        return self._proc.pid if self._proc is not None else None
+
+    def abort(self) -> None:
+        """A trial that is being abandoned (Ctrl-C, SIGTERM): stop the poller and py-spy, keep no profile."""
+        if self._poller is not None:
+            self._poller.stop()
+            self._poller = None
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
     def finish(self, t0_abs_ns: int | None = None, timeout_s: float = 30) -> SamplingResult:
         """After the worker exited: wait for py-spy's file (SIGINT, then kill, on timeout) and join its stacks
         with the thread states. ``t0_abs_ns``: the worker's clock origin, to put samples on the trial's clock."""

@@ -1,7 +1,21 @@
 """loadprof engine: CLI, sweep session, isolated trial runner/worker, result model.
 
 Kept import-light on purpose: the parent process never imports torch, so
-``loadprof --help`` and YAML validation stay instant.
+``loadprof --help`` and YAML validation stay instant. The Python API (``loadprof.compare``,
+``loadprof.load_report``) lives in ``loadprof.api``.
 """
 
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["compare", "load_report", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    """``loadprof.compare`` / ``loadprof.load_report`` (loadprof.api), imported on first use: ``import loadprof``
+    stays as light as the CLI needs it."""
+    if name in ("compare", "load_report"):
+        from loadprof import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'loadprof' has no attribute {name!r}")

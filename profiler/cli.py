@@ -1,13 +1,16 @@
 """The ``loadprof`` command. Never imports torch at module level: --help and expand stay instant.
 
 Exit codes of compare: 0 every trial ok or skipped; 1 the sweep finished but a
-trial failed, crashed or timed out; 2 bad input (nothing ran); 130 interrupted
-(what finished is kept). diff: 1 when a regression exceeds the threshold.
+trial failed, crashed or timed out; 2 bad input or an unusable output folder (nothing ran); 74 the output
+folder stopped taking writes mid-run (finished trials kept); 130 interrupted by Ctrl-C (SIGINT), 143 by
+SIGTERM, 129 by SIGHUP (128 + the signal; the trial in flight is stopped, what finished is kept). diff: see its --help (codes named in loadprof.analysis.diff).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ import click
 
 from loadprof import __version__
 from loadprof.errors import LoadprofError
+from loadprof.reports.formats import FORMATS
 
 EXIT_TRIAL_FAILED, EXIT_INTERRUPTED = 1, 130  # bad input exits 2 through LoadprofError.exit_code
 
@@ -32,9 +36,9 @@ def _console(stderr: bool = False) -> Any:
 def _fail(e: LoadprofError) -> None:
     con = _console(stderr=True)
     con.print("[bold red]error:[/]", end=" ")
-    con.print(e.message, markup=False)
+    con.print(e.message, markup=False, soft_wrap=True)  # one line, however long: CI logs grep it
     if e.hint:
-        con.print(f"  hint: {e.hint}", markup=False)
+        con.print(f"  hint: {e.hint}", markup=False, soft_wrap=True)
     sys.exit(e.exit_code)
 
 
@@ -53,19 +57,34 @@ def main() -> None:
 
     Start with: loadprof compare strategies/examples/quickstart.yaml
     """
+    # the parent never reaches the network, whatever the environment says (hub lookups read the local cache;
+    # huggingface_hub reads these when first imported, which is after this: every import here is lazy)
+    os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
 
 
 @main.command()
 @click.argument("yaml_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder (default ./loadprof-runs/<name>-<timestamp>).")
-@click.option("--resume", is_flag=True, help="Continue a sweep in --out, skipping finished trial ids.")
+@click.option("--resume", is_flag=True, help="Continue the sweep in --out, skipping finished trial ids (the "
+              "folder must hold a loadprof sweep; without --resume it must be absent or empty).")
+@click.option("--force", is_flag=True, help="With --resume: continue even though YAML_FILE expands to another "
+              "sweep than the one that made --out (its trials are added to that folder).")
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
-def compare(yaml_file: Path, out: Path | None, resume: bool, progress: bool) -> None:
-    """Run every trial of YAML_FILE, each in a fresh process, and report."""
+def compare(yaml_file: Path, out: Path | None, resume: bool, force: bool, progress: bool) -> None:
+    """Run every trial of YAML_FILE, each in a fresh process, and report.
+
+    Exit codes: 0 every trial ok or skipped; 1 a trial failed, crashed or timed out; 2 bad input or an unusable
+    output folder (nothing ran); 74 the output folder stopped taking writes mid-run (disk full, file size limit,
+    read-only): finished trials kept, continue with --resume; 130 interrupted by Ctrl-C, 143 by SIGTERM, 129 by
+    SIGHUP (the trial in flight is stopped with everything it started; finished trials and the report are kept).
+    """
+    stops = _install_stop_signals()
     from loadprof.strategies.expand import load_sweep
+    from loadprof.strategies.preflight import preflight
 
     sweep = load_sweep(yaml_file)  # SpecError -> exit 2 before anything runs
+    preflight(sweep.strategies)  # what only the disk can tell, still before the output folder exists
     from loadprof.session import Session, default_out
     from loadprof.reports import console as console_report
 
@@ -73,27 +92,69 @@ def compare(yaml_file: Path, out: Path | None, resume: bool, progress: bool) -> 
         if resume:
             raise LoadprofError("--resume needs --out (the folder of the sweep to continue)", exit_code=2)
         out = default_out(sweep)
+    if force and not resume:
+        raise LoadprofError("--force goes with --resume (it lets a different sweep continue in --out)", exit_code=2)
+    from rich.markup import escape
+
+    from loadprof.resultsfile import OutputWriteError
+
     con = _console()
     trials = sweep.trials()
-    con.print(f"[bold]loadprof[/] {sweep.name}: {len(sweep.strategies)} strategies x {sweep.repeat} repeat(s) "
-              f"= {len(trials)} trials -> {out}")
+    con.print(f"[bold]loadprof[/] {escape(sweep.name)}: {len(sweep.strategies)} strategies x {sweep.repeat} "
+              f"repeat(s) = {len(trials)} trials -> {escape(str(out))}")
     for note in sweep.dropped:
-        con.print(f"[yellow]note:[/] {note}")
-    result = _run_with_progress(Session, sweep, out, resume, con, progress)
+        con.print(f"[yellow]note:[/] {escape(note)}")
+    try:
+        result = _run_with_progress(Session, sweep, out, resume, con, progress, force=force, stops=stops)
+    except OutputWriteError as e:  # what finished is on disk: show it, then the one line saying how to go on
+        if e.result is not None:
+            console_report.render(e.result, con)  # no out_dir: the report files may not have been written
+        raise
+    if result.interrupted or stops.signum is not None:
+        _stopped(result, con, out, stops.signum)
     console_report.render(result, con, out_dir=out)
-    if result.interrupted:
-        con.print(f"[yellow]interrupted[/]: finished trials kept; continue with --resume --out {out}")
-        sys.exit(EXIT_INTERRUPTED)
     if any(t.status in ("failed", "crashed", "timeout") for t in result.trials):
         sys.exit(EXIT_TRIAL_FAILED)
 
 
-def _run_with_progress(session_cls: Any, sweep: Any, out: Path, resume: bool, con: Any, show: bool) -> Any:
+def _install_stop_signals() -> Any:
+    """Ctrl-C, SIGTERM and SIGHUP handled alike for the whole command (loadprof.interrupts): the first stops
+    the sweep cleanly, later ones cannot cut the cleanup short or surface as click's ``Aborted!``."""
+    from loadprof.interrupts import StopSignals
+
+    stops = StopSignals()
+    stops.install()
+    click.get_current_context().call_on_close(stops.restore)
+    return stops
+
+
+def _stopped(result: Any, con: Any, out: Path, signum: int | None) -> None:
+    """The end of a stopped sweep: the summary if the terminal is still there, one line, exit 128 + signal."""
+    import signal
+
+    from rich.markup import escape
+
+    from loadprof.interrupts import exit_code
+    from loadprof.reports import console as console_report
+
+    name = signal.Signals(signum or signal.SIGINT).name
+    try:
+        console_report.render(result, con, out_dir=out)
+        con.print(f"[yellow]interrupted ({name})[/]: finished trials kept; continue with --resume --out "
+                  f"{escape(str(out))}")
+    except OSError:  # a hung-up terminal (SIGHUP): everything is in the output folder
+        pass
+    sys.exit(exit_code(signum) if signum else EXIT_INTERRUPTED)
+
+
+def _run_with_progress(session_cls: Any, sweep: Any, out: Path, resume: bool, con: Any, show: bool,
+                       force: bool = False, stops: Any = None) -> Any:
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from loadprof.reports.console import trial_line
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                         console=con, disable=not show, transient=True)
     with progress:
@@ -106,8 +167,8 @@ def _run_with_progress(session_cls: Any, sweep: Any, out: Path, resume: bool, co
             progress.update(task, completed=i)
             progress.console.print(trial_line(result))
 
-        session = session_cls(sweep, out, resume=resume, on_start=on_start, on_trial=on_trial,
-                              log=lambda s: progress.console.print(f"[dim]{s}[/]"))
+        session = session_cls(sweep, out, resume=resume, force=force, on_start=on_start, on_trial=on_trial,
+                              log=lambda s: progress.console.print(f"[dim]{escape(s)}[/]"), stops=stops)
         return session.run()
 
 
@@ -117,28 +178,46 @@ def _run_with_progress(session_cls: Any, sweep: Any, out: Path, resume: bool, co
 def expand(yaml_file: Path, as_json: bool) -> None:
     """Print the trial matrix of YAML_FILE without running anything (no torch import)."""
     from rich.table import Table
+    from rich.text import Text
 
     from loadprof.strategies.expand import load_sweep
+    from loadprof.strategies.preflight import preflight
 
     sweep = load_sweep(yaml_file)
+    preflight(sweep.strategies)
     if as_json:
         click.echo(json.dumps({"name": sweep.name, "repeat": sweep.repeat,
                                "strategies": [s.to_dict() | {"id": s.id} for s in sweep.strategies]}, indent=1))
         return
-    table = Table(title=f"{sweep.name}: {len(sweep.strategies)} strategies x {sweep.repeat} = {len(sweep.trials())} trials")
+    table = Table(title=Text(f"{sweep.name}: {len(sweep.strategies)} strategies x {sweep.repeat} = "  # user text:
+                             f"{len(sweep.trials())} trials"  # literal, never markup
+                             + ("; run order: r0 of every strategy, then r1, ..." if sweep.repeat > 1 else "")))
     for col in ("#", "id", "label", "model", "device_map", "dtype", "quant", "validation", "cache", "loader",
                 "prompt", "max_new", "batch", "kv", "timeout s"):
         table.add_column(col)
     for i, s in enumerate(sweep.strategies, 1):
         ld, g = s.load, s.generate
         dm = ld.device_map if isinstance(ld.device_map, str) else "custom"
-        table.add_row(str(i), s.id, s.display(), s.model.label, dm, ld.dtype, ld.quantization, ld.validation,
-                      ld.file_cache, ld.loader.target if ld.loader else "-",
-                      *(map(str, (g.prompt_tokens, g.max_new_tokens, g.batch_size, g.cache_implementation))
-                        if g else ("-",) * 4), f"{s.timeout_s:g}")
+        cells = (str(i), s.id, s.display(), s.model.label, dm, ld.dtype, ld.quantization, ld.validation,
+                 ld.file_cache, ld.loader.target if ld.loader else "-",
+                 *(map(str, (g.prompt_tokens, g.max_new_tokens, g.batch_size, g.cache_implementation))
+                   if g else ("-",) * 4), f"{s.timeout_s:g}")
+        table.add_row(*(Text(str(c)) for c in cells))
     _console().print(table)
     for note in sweep.dropped:
-        _console().print(f"note: {note}")
+        _console().print(f"note: {note}", markup=False)
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of the sweep YAML (for editor completion; no torch import).
+
+    Save it (loadprof schema > loadprof.schema.json) and start a sweep file with
+    # yaml-language-server: $schema=./loadprof.schema.json
+    """
+    from loadprof.strategies.schema import sweep_schema
+
+    click.echo(json.dumps(sweep_schema(), indent=1))
 
 
 @main.command("make-model")
@@ -160,36 +239,79 @@ def make_model(shape: str, arch: str | None, dtype: str, seed: int, max_shard_si
 
 @main.command()
 @click.argument("target")
-@click.option("--dtype", default="auto", show_default=True, help="auto, float32, float16, bfloat16")
-@click.option("--quantization", default="none", show_default=True, help="none, bnb-8bit, bnb-4bit-nf4, bnb-4bit-fp4")
+@click.option("--dtype", "dtypes", multiple=True, default=("auto",), show_default=True,
+              help="auto, float32, float16, bfloat16 (or fp32, fp16, bf16; int8/int4 mean fp16 with bnb 8/4-bit); "
+                   "repeat it for a table across dtypes")
+@click.option("--quantization", "quantizations", multiple=True, default=("none",), show_default=True,
+              help="none, bnb-8bit, bnb-4bit-nf4, bnb-4bit-fp4 (or int8, int4); repeatable")
 @click.option("--batch-size", default=1, show_default=True, type=int)
 @click.option("--prompt-tokens", default=32, show_default=True, type=int)
 @click.option("--max-new-tokens", default=32, show_default=True, type=int)
-@click.option("--json", "as_json", is_flag=True, help="Print the estimates as JSON.")
-def estimate(target: str, dtype: str, quantization: str, batch_size: int, prompt_tokens: int,
-             max_new_tokens: int, as_json: bool) -> None:
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+              help="table, md, csv, json (raw bytes) or jsonl")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+def estimate(target: str, dtypes: tuple[str, ...], quantizations: tuple[str, ...], batch_size: int,
+             prompt_tokens: int, max_new_tokens: int, fmt: str, as_json: bool) -> None:
     """What TARGET should need, from its config alone (no weights are read).
 
     TARGET is a synthetic shape (qwen2.5-7b, llama:qwen2.5-0.5b), a checkpoint folder, a sweep YAML (one row per
-    distinct model x dtype/quantization x generate settings) or a hub id already in the local cache.
+    distinct model x dtype/quantization x generate settings) or a hub id already in the local cache. Repeat
+    --dtype / --quantization for one row per combination, like `accelerate estimate-memory` (plus the KV cache).
     """
-    from loadprof.strategies.model import DTYPES, QUANTIZATIONS, GenerateSpec
-    from loadprof.errors import SpecError
+    from loadprof.strategies.model import GenerateSpec
 
-    if dtype not in DTYPES:
-        raise SpecError(f"invalid dtype {dtype!r}; allowed: {', '.join(DTYPES)}", path="--dtype")
-    if quantization not in QUANTIZATIONS:
-        raise SpecError(f"invalid quantization {quantization!r}; allowed: {', '.join(QUANTIZATIONS)}",
-                        path="--quantization")
     GenerateSpec(prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens, batch_size=batch_size)  # validates
-    from loadprof.analysis.estimate import estimate_command, render_estimates
+    from loadprof.analysis.estimate import ESTIMATE_COLUMNS, estimate_command, estimate_record, estimate_rows
 
-    rows = estimate_command(target, dtype=dtype, quantization=quantization, batch_size=batch_size,
-                            prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens)
-    if as_json:
-        click.echo(json.dumps([e.to_dict() for e in rows], indent=1))
+    rows = []
+    for dtype, quantization in _estimate_grid(dtypes, quantizations):
+        for e in estimate_command(target, dtype=dtype, quantization=quantization, batch_size=batch_size,
+                                  prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens):
+            if e not in rows:
+                rows.append(e)
+    fmt = "json" if as_json else fmt
+    if fmt == "table":
+        from loadprof.reports.formats import rich_table
+
+        _console().print(rich_table("Estimated memory (from config, no weights read)", ESTIMATE_COLUMNS,
+                                    estimate_rows(rows), right=("params", "weights", "per layer", "KV/token",
+                                                                "KV dynamic", "KV static", "total")))
+    elif fmt == "md":
+        from loadprof.reports.formats import markdown
+
+        click.echo(markdown(ESTIMATE_COLUMNS, estimate_rows(rows)), nl=False)
     else:
-        _console().print(render_estimates(rows))
+        from loadprof.reports.formats import machine
+
+        click.echo(machine([estimate_record(e) for e in rows] if fmt != "json" else [e.to_dict() for e in rows],
+                           fmt), nl=False)
+
+
+def _estimate_grid(dtypes: tuple[str, ...], quantizations: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Every --dtype x --quantization, aliases normalized; ``int8``/``int4`` given as a dtype mean float16
+    compute with bnb 8/4-bit (accelerate lists them as dtypes)."""
+    from loadprof.errors import SpecError
+    from loadprof.strategies.model import DTYPE_ALIASES, DTYPES, QUANTIZATION_ALIASES, QUANTIZATIONS
+
+    quants = []
+    for q in quantizations:
+        q = QUANTIZATION_ALIASES.get(q.strip().lower(), q.strip())
+        if q not in QUANTIZATIONS:
+            raise SpecError(f"invalid quantization {q!r}; allowed: {', '.join(QUANTIZATIONS)} (or int8, int4)",
+                            path="--quantization")
+        quants.append(q)
+    grid = []
+    for d in dtypes:
+        d = d.strip().lower()
+        if d in ("int8", "int4"):
+            grid.append(("float16", QUANTIZATION_ALIASES[d]))
+            continue
+        d = DTYPE_ALIASES.get(d, d)
+        if d not in DTYPES:
+            raise SpecError(f"invalid dtype {d!r}; allowed: {', '.join(DTYPES)} (or fp32, fp16, bf16, int8, int4)",
+                            path="--dtype")
+        grid += [(d, q) for q in quants]
+    return list(dict.fromkeys(grid))
 
 
 @main.command()
@@ -199,27 +321,47 @@ def report(out: Path) -> None:
 
     Writes report.md, report.html and report.csv in OUT (report.json is left as the sweep wrote it).
     """
-    from loadprof.results import SweepResult
-    from loadprof.session import REPORT, read_results
+    from loadprof.analysis.sweep import analyse_sweep
     from loadprof.reports import console as console_report
+    from loadprof.reports.files import write_all
+    from loadprof.resultsfile import OutputWriteError, is_output_error
+
+    result = analyse_sweep(_load_run(out))
+    try:
+        paths = write_all(result, out)
+    except OSError as e:  # report.json and results.jsonl are only read: nothing measured is lost
+        msg = f"cannot write the reports to {out}: {e.strerror or e}; report.json and results.jsonl are untouched"
+        hint = "make room or make the folder writable, then run loadprof report again"
+        if is_output_error(e):
+            raise OutputWriteError(msg, hint=hint) from None
+        raise LoadprofError(msg, hint=hint, exit_code=2) from None
+    console_report.render(result, _console(), out_dir=out)
+    _console().print("re-rendered: " + ", ".join(str(p) for p in paths.values()), highlight=False, markup=False)
+
+
+def _load_run(out: Path) -> Any:
+    """The SweepResult of ``out``: its report.json, else its readable results.jsonl lines (skipped ones counted
+    in one warning on stderr); exit 2 when neither reads."""
+    from loadprof.results import SweepResult
+    from loadprof.resultsfile import read_results_file
+    from loadprof.session import REPORT
 
     path = out / REPORT
     if path.exists():
-        result = SweepResult.from_dict(json.loads(path.read_text()))
-    else:
-        trials = read_results(out)
-        if not trials:
-            raise LoadprofError(f"{out} has neither {REPORT} nor finished trials", exit_code=2)
-        result = SweepResult(run_id=out.name, name=out.name, source="?", created_at="", trials=tuple(trials),
-                             interrupted=True)
-    from loadprof.analysis.sweep import analyse_sweep
-    from loadprof.reports.files import write_all
-
-    result = analyse_sweep(result)
-
-    paths = write_all(result, out)
-    console_report.render(result, _console(), out_dir=out)
-    _console().print("re-rendered: " + ", ".join(str(p) for p in paths.values()), highlight=False)
+        try:
+            return SweepResult.from_dict(json.loads(path.read_bytes().decode("utf-8")))
+        except LoadprofError:
+            raise
+        except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError) as e:
+            raise LoadprofError(f"{path} is unreadable ({type(e).__name__})", exit_code=2,
+                                hint="delete it to re-render from results.jsonl") from None
+    read = read_results_file(out)
+    if read.warning():
+        _console(stderr=True).print(f"warning: {read.warning()}", markup=False, soft_wrap=True)
+    if not read.trials:
+        raise LoadprofError(f"{out} has neither {REPORT} nor finished trials", exit_code=2)
+    return SweepResult(run_id=out.name, name=out.name, source="?", created_at="", trials=tuple(read.trials),
+                       interrupted=True)
 
 
 @main.command()
@@ -230,24 +372,55 @@ def report(out: Path) -> None:
 @click.option("--lengths", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Output token counts (JSONL/CSV/text, or texts with --tokenizer): a max_new_tokens coverage table.")
 @click.option("--tokenizer", default=None, help="A local tokenizer folder, to count tokens of texts in --lengths.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+              help="table, md, csv, json or jsonl (one pick per line)")
 def recommend(out: Path, objective: str | None, memory_budget: str | None, lengths: Path | None,
-              tokenizer: str | None) -> None:
+              tokenizer: str | None, fmt: str) -> None:
     """Which measured configuration to use for an objective, with the figures behind it and the trade-offs."""
     from loadprof.analysis.recommend import cli_recommend
 
-    sys.exit(cli_recommend(out, objective, memory_budget, lengths, tokenizer, _console()))
+    if fmt == "table":
+        sys.exit(cli_recommend(out, objective, memory_budget, lengths, tokenizer, _console()))
+    if lengths is not None:
+        raise LoadprofError("--lengths prints its coverage table with --format table only", exit_code=2)
+    from loadprof.analysis.recommend import recommendations
+    from loadprof.api import load_report
+    from loadprof.outputs import recommendations_output
+    from loadprof.strategies.model import parse_size
+
+    budget = parse_size(memory_budget, "--memory-budget") if memory_budget is not None else None
+    result = load_report(out)
+    recs = recommendations(result.trials, budget)
+    if objective:
+        recs = dataclasses.replace(recs, picks=tuple(r for r in recs.picks if r.objective == objective))
+    click.echo(recommendations_output(recs, fmt), nl=False)
 
 
-@main.command()
+@main.command(epilog="Exit codes: 0 no gated regression; 1 at least one gated regression beyond noise (the table "
+                     "names the strategy and figure); 2 a report is missing or unreadable, or a bad option; 3 "
+                     "insufficient data: a gated figure had fewer than 3 ok repeats on a side (a decided regression "
+                     "still exits 1); 4 nothing comparable: no strategy matched between the two sweeps.")
 @click.argument("a", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("b", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--threshold", "threshold_pct", default=10.0, show_default=True, type=float,
-              help="A change counts only beyond this percentage and beyond the repeats' noise band.")
-def diff(a: Path, b: Path, threshold_pct: float) -> None:
-    """Compare two runs per strategy and phase; exit 1 when something got slower beyond the threshold (for CI)."""
-    from loadprof.analysis.diff import cli_diff
+              help="A change counts only beyond this percentage of A's value (and 5 ms / 1 MiB), and only when the "
+                   "repeats tell A and B apart.")
+@click.option("--fail-on", "fail_on", default=None, metavar="GROUPS",
+              help="Comma-separated groups that gate: load (load_cost_s, load/*, validate, warmup/forward), ttft, "
+                   "prefill, decode, memory, phases (every other workload phase), status (ok before, failing now). "
+                   "Default: all. loadprof's own phases (trace, membw, estimate, cleanup) never gate.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+              help="table, md (the changed rows), csv/jsonl (every row), json (the whole diff)")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+def diff(a: Path, b: Path, threshold_pct: float, fail_on: str | None, fmt: str, as_json: bool) -> None:
+    """Compare run B against run A per strategy, figure and phase; a CI gate (exit codes below).
 
-    sys.exit(cli_diff(a, b, threshold_pct, _console()))
+    A regression needs the repeats to tell A and B apart (bootstrap CI of the difference of medians excludes 0,
+    >= 3 repeats per side) and a change beyond the threshold.
+    """
+    from loadprof.diff_cli import cli_diff
+
+    sys.exit(cli_diff(a, b, threshold_pct, _console(), fail_on=fail_on, fmt="json" if as_json else fmt))
 
 
 if __name__ == "__main__":

@@ -134,9 +134,38 @@ class RunnerUp:
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """One configuration ranked for an objective: its repeats' figure and how many strategies it pools."""
+
+    label: str
+    trial_ids: tuple[str, ...]
+    estimate: Estimate | None
+    strategies: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "trial_ids": list(self.trial_ids), "strategies": self.strategies,
+                "estimate": self.estimate.to_dict() if self.estimate else None}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Candidate":
+        est = d.get("estimate")
+        return cls(str(d.get("label", "")), tuple(d.get("trial_ids") or ()),
+                   Estimate.from_dict(est) if est else None, int(d.get("strategies") or 1))
+
+
+#: how a recommendation was decided: a clear pick, a tie broken by a stated rule, the only configuration,
+#: no pick because the repeats cannot separate the leaders, or nothing measurable
+VERDICTS = ("pick", "tie", "only", "undecided", "none")
+
+
+@dataclass(frozen=True)
 class Recommendation:
-    """The best strategy for one objective, or ``reason`` why there is none; ``tradeoffs`` name what the pick
-    costs on the other objectives, each from a measured counterpart."""
+    """The configuration to use for one objective and one model, or why there is none.
+
+    ``verdict`` says how it was decided (VERDICTS); ``label`` is None unless something was picked. ``estimate``
+    is the pick's figure over its repeats; ``tied`` the configurations the repeats cannot tell from the pick, and
+    ``rule`` how the tie was broken; ``candidates`` the whole ranking; ``pooled`` the knobs that cannot affect
+    the objective (strategies differing only there are one configuration); ``tradeoffs`` what the pick costs."""
 
     objective: str
     figure: Figure
@@ -148,23 +177,40 @@ class Recommendation:
     tradeoffs: tuple[str, ...] = ()
     reason: str | None = None
     excluded_over_budget: tuple[str, ...] = ()
+    model: str = ""
+    verdict: str = "none"
+    estimate: Estimate | None = None
+    tied: tuple[str, ...] = ()
+    rule: str = ""
+    pooled: tuple[str, ...] = ()
+    candidates: tuple[Candidate, ...] = ()
+    method: str = ""
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("trial_ids", "tradeoffs", "excluded_over_budget"):
+        for k in ("trial_ids", "tradeoffs", "excluded_over_budget", "tied", "pooled", "notes"):
             d[k] = list(d[k])
         if self.runner_up is not None:
             d["runner_up"]["trial_ids"] = list(self.runner_up.trial_ids)
+        d["estimate"] = self.estimate.to_dict() if self.estimate else None
+        d["candidates"] = [c.to_dict() for c in self.candidates]
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], objective: str = "") -> "Recommendation":
-        ru = d.get("runner_up")
+        ru, est = d.get("runner_up"), d.get("estimate")
+        verdict = d.get("verdict") or ("pick" if d.get("label") else "none")  # schema 2 had no verdict
         return cls(objective=d.get("objective", objective), figure=Figure(**d["figure"]), label=d.get("label"),
                    trial_ids=tuple(d.get("trial_ids") or ()), settings=d.get("settings"),
                    runner_up=RunnerUp(ru["label"], tuple(ru.get("trial_ids") or ()), Figure(**ru["figure"]))
                    if ru else None, margin_pct=d.get("margin_pct"), tradeoffs=tuple(d.get("tradeoffs") or ()),
-                   reason=d.get("reason"), excluded_over_budget=tuple(d.get("excluded_over_budget") or ()))
+                   reason=d.get("reason"), excluded_over_budget=tuple(d.get("excluded_over_budget") or ()),
+                   model=str(d.get("model") or ""), verdict=verdict,
+                   estimate=Estimate.from_dict(est) if est else None, tied=tuple(d.get("tied") or ()),
+                   rule=str(d.get("rule") or ""), pooled=tuple(d.get("pooled") or ()),
+                   candidates=tuple(Candidate.from_dict(c) for c in d.get("candidates") or ()),
+                   method=str(d.get("method") or ""), notes=tuple(d.get("notes") or ()))
 
 
 @dataclass(frozen=True)
@@ -189,19 +235,30 @@ class CapWarning:
 
 @dataclass(frozen=True)
 class Recommendations:
-    """One ``Recommendation`` per objective, under one memory budget, plus the max_new_tokens warnings."""
+    """One ``Recommendation`` per model and objective, under one memory budget, plus the max_new_tokens warnings.
 
-    objectives: Mapping[str, Recommendation] = field(default_factory=dict)
+    Models are never compared with each other: a sweep over two models gets two sets of picks."""
+
+    picks: tuple[Recommendation, ...] = ()
     memory_budget_bytes: int | None = None
     peak_metric: str | None = None
     max_new_tokens_warnings: tuple[CapWarning, ...] = ()
     excluded_over_budget: tuple[str, ...] = ()  # strategies whose worst repeat's peak exceeds the budget
 
+    @property
+    def models(self) -> list[str]:
+        return list(dict.fromkeys(r.model for r in self.picks))
+
+    def get(self, objective: str, model: str | None = None) -> Recommendation | None:
+        """The pick for ``objective`` (of ``model``; of the first model when None)."""
+        model = self.models[0] if model is None and self.picks else model
+        return next((r for r in self.picks if r.objective == objective and r.model == model), None)
+
     def to_dict(self) -> dict[str, Any]:
-        if not self.objectives and self.peak_metric is None:
+        if not self.picks and self.peak_metric is None:
             return {}
         return {"memory_budget_bytes": self.memory_budget_bytes, "peak_metric": self.peak_metric,
-                "objectives": {k: r.to_dict() for k, r in self.objectives.items()},
+                "picks": [r.to_dict() for r in self.picks],
                 "excluded_over_budget": list(self.excluded_over_budget),
                 "max_new_tokens_warnings": [{**asdict(w), "trial_ids": list(w.trial_ids)}
                                             for w in self.max_new_tokens_warnings]}
@@ -209,7 +266,56 @@ class Recommendations:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> "Recommendations":
         d = d or {}
-        return cls(objectives={k: Recommendation.from_dict(r, k) for k, r in (d.get("objectives") or {}).items()},
+        picks = [Recommendation.from_dict(r) for r in d.get("picks") or ()]
+        picks += [Recommendation.from_dict(r, k) for k, r in (d.get("objectives") or {}).items()]  # schema 2
+        return cls(picks=tuple(picks),
                    memory_budget_bytes=d.get("memory_budget_bytes"), peak_metric=d.get("peak_metric"),
                    max_new_tokens_warnings=tuple(CapWarning.from_dict(w) for w in d.get("max_new_tokens_warnings") or ()),
                    excluded_over_budget=tuple(d.get("excluded_over_budget") or ()))
+
+
+#: the figures a configuration summary aggregates over its ok repeats, in column order: key -> unit
+CONFIG_FIGURES: Mapping[str, str] = {
+    "load_cost_s": "s", "peak_rss_bytes": "bytes", "peak_cuda_allocated_bytes": "bytes", "ttft_ms": "ms",
+    "prefill_tok_s": "tok/s", "decode_tok_s": "tok/s", "generate_call_s": "s", "load_s": "s", "import_s": "s"}
+
+
+@dataclass(frozen=True)
+class ConfigSummary:
+    """One strategy over its repeats: each figure of ``CONFIG_FIGURES`` as an ``Estimate`` of its ok repeats.
+
+    Repeats are only useful aggregated: a reader compares configurations, not trials, and a figure without its
+    spread cannot say whether a difference is noise. ``n`` counts ok repeats, ``n_trials`` every trial of the
+    strategy. ``pareto`` is True on its model's Pareto front, False when dominated (``dominated_by`` names by
+    whom), None when not compared; ``pareto_on`` names the figures dominance was decided on (medians).
+    """
+
+    strategy_id: str
+    label: str
+    model: str
+    n: int
+    n_trials: int
+    trial_ids: tuple[str, ...] = ()
+    figures: Mapping[str, Estimate] = field(default_factory=dict)
+    pareto: bool | None = None
+    pareto_on: tuple[str, ...] = ()
+    dominated_by: tuple[str, ...] = ()
+
+    def median(self, key: str) -> float | None:
+        est = self.figures.get(key)
+        return est.median if est is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"strategy_id": self.strategy_id, "label": self.label, "model": self.model, "n": self.n,
+                "n_trials": self.n_trials, "trial_ids": list(self.trial_ids),
+                "figures": {k: e.to_dict() for k, e in self.figures.items()}, "pareto": self.pareto,
+                "pareto_on": list(self.pareto_on), "dominated_by": list(self.dominated_by)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ConfigSummary":
+        return cls(strategy_id=str(d.get("strategy_id", "")), label=str(d.get("label", "")),
+                   model=str(d.get("model", "")), n=int(d.get("n") or 0), n_trials=int(d.get("n_trials") or 0),
+                   trial_ids=tuple(d.get("trial_ids") or ()),
+                   figures={k: Estimate.from_dict(e) for k, e in (d.get("figures") or {}).items()},
+                   pareto=d.get("pareto"), pareto_on=tuple(d.get("pareto_on") or ()),
+                   dominated_by=tuple(d.get("dominated_by") or ()))

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 
+#: an error is one readable line: longer messages (a 5,000-character value quoted back) keep both ends
+MAX_MESSAGE = 400
+
+
+def shorten(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` on one line, its middle elided past ``limit`` characters (saying how much was cut)."""
+    text = " ".join(str(text).split("\n"))
+    if len(text) <= limit:
+        return text
+    keep = (limit - 30) // 2
+    return f"{text[:keep]}...[{len(text) - 2 * keep:,} characters]...{text[-keep:]}"
+
+
 class LoadprofError(Exception):
     """An error the CLI prints without a traceback and exits with ``exit_code``."""
 
     exit_code: int = 1
 
     def __init__(self, message: str, *, hint: str | None = None, exit_code: int | None = None) -> None:
+        message = shorten(message)
+        hint = shorten(hint) if hint is not None else None
         super().__init__(message)
         self.message = message
         self.hint = hint

@@ -283,6 +283,33 @@ class AllocationsView:
         return cls(**{**{f.name: getattr(base, f.name) for f in fields(cls)}, "generate_start_alloc_sites": sites})
 
 
+# ------------------------------------------------------------------------------------ machine (harness data)
+
+@dataclass(frozen=True)
+class MachineLoad:
+    """How busy the machine was around the trial (``harness.machine``, measured by the parent): CPU time other
+    processes used, hypervisor steal, 1-minute load average. Results from before it read as absent; a figure
+    the platform could not read (no ``/proc/stat``) is None."""
+
+    present: bool = False
+    loadavg_1m_start: float | None = None
+    loadavg_1m_end: float | None = None
+    cpu_count: int | None = None
+    wall_s: float | None = None
+    busy_cpu_s: float | None = None      # every process, system-wide
+    worker_cpu_s: float | None = None    # the worker tree (and py-spy), reaped within the interval
+    harness_cpu_s: float | None = None   # the parent: loadprof's own threads
+    others_cpu_s: float | None = None
+    others_cpu_cores: float | None = None
+    steal_s: float | None = None
+    steal_share: float | None = None     # of wall x cpu_count
+
+    @classmethod
+    def of(cls, harness: Mapping[str, Any]) -> "MachineLoad":
+        m = harness.get("machine") if isinstance(harness, Mapping) else None
+        return _pick(cls, {**m, "present": True}) if isinstance(m, Mapping) else cls()
+
+
 @dataclass(frozen=True)
 class ProbeViews:
     """Every probe's view of one trial: ``trial.views.memory.per_phase["load"].peak_rss_bytes``."""
@@ -293,8 +320,10 @@ class ProbeViews:
     sampling: SamplingView
     generation: GenerationView
     allocations: AllocationsView
+    machine: MachineLoad = MachineLoad()
 
     @classmethod
-    def of(cls, probes: Mapping[str, Any], metrics: Mapping[str, Any]) -> "ProbeViews":
+    def of(cls, probes: Mapping[str, Any], metrics: Mapping[str, Any],
+           harness: Mapping[str, Any] | None = None) -> "ProbeViews":
         return cls(MemoryView.of(probes), IOView.of(probes), LoadPhasesView.of(probes), SamplingView.of(probes),
-                   GenerationView.of(metrics), AllocationsView.of(metrics))
+                   GenerationView.of(metrics), AllocationsView.of(metrics), MachineLoad.of(harness or {}))

@@ -10,15 +10,15 @@ from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any, Mapping
 
-from loadprof.conclusions import (CapWarning, Estimate, Figure, Finding, Recommendation, Recommendations, RunnerUp, Study,
-                                  studies_from_dict, studies_to_dict)
+from loadprof.conclusions import (CapWarning, ConfigSummary, Estimate, Figure, Finding, Recommendation,
+                                  Recommendations, RunnerUp, Study, studies_from_dict, studies_to_dict)
 from loadprof.errors import LoadprofError, SpecError
 from loadprof.payloads import ProbeViews
 from loadprof.phases import PhaseTiming, find_phase
 from loadprof.strategies.model import Strategy
 
-__all__ = ["PhaseTiming", "find_phase", "TrialResult", "Finding", "Estimate", "Study", "Figure", "RunnerUp", "Recommendation",
-           "Recommendations", "CapWarning", "SweepResult", "Strategy"]
+__all__ = ["PhaseTiming", "find_phase", "TrialResult", "Finding", "Estimate", "ConfigSummary", "Study", "Figure",
+           "RunnerUp", "Recommendation", "Recommendations", "CapWarning", "SweepResult", "Strategy"]
 
 #: 2: the memory probe's whole-trial peaks are ``trial_peak_rss_bytes`` / ``trial_peak_cuda_allocated_bytes``,
 #: so ``peak_rss_bytes`` means one thing (the workload's peak, in ``metrics``); version 1 files are migrated
@@ -84,8 +84,9 @@ class TrialResult:
 
     @cached_property
     def views(self) -> ProbeViews:
-        """Typed views of the probes' payloads (``views.memory.per_phase["load"]``, ``views.sampling``...)."""
-        return ProbeViews.of(self.probes, self.metrics)
+        """Typed views of the probes' payloads (``views.memory.per_phase["load"]``, ``views.sampling``...) and of
+        the harness's machine record (``views.machine``)."""
+        return ProbeViews.of(self.probes, self.metrics, self.harness)
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -111,8 +112,8 @@ class TrialResult:
 
 @dataclass(frozen=True)
 class SweepResult:
-    """One sweep: its trials, and what analysis concluded from them (findings, studies, recommendations: filled
-    by ``loadprof.analysis.sweep.analyse_sweep``). What every renderer reads; serialized only by ``to_dict``."""
+    """One sweep: its trials, and what analysis concluded from them (findings, studies, recommendations, one
+    summary per configuration: filled by ``loadprof.analysis.sweep.analyse_sweep``). What every renderer reads; serialized only by ``to_dict``."""
 
     run_id: str
     name: str
@@ -124,7 +125,20 @@ class SweepResult:
     findings: tuple[Finding, ...] = ()
     studies: tuple[Study, ...] = ()
     recommendations: Recommendations = field(default_factory=Recommendations)
+    configurations: tuple[ConfigSummary, ...] = ()
     schema_version: int = SCHEMA_VERSION
+
+    def to_pandas(self) -> Any:
+        """One row per trial (knobs by YAML path, every scalar metric); needs pandas (``loadprof[pandas]``)."""
+        from loadprof.frames import trials_frame
+
+        return trials_frame(self)
+
+    def phases_frame(self) -> Any:
+        """One row per phase of every trial (path, depth, start/end, duration, uncovered time)."""
+        from loadprof.frames import phases_frame
+
+        return phases_frame(self)
 
     def studies_of(self, kind: str) -> list[Study]:
         return [s for s in self.studies if s.kind == kind]
@@ -136,6 +150,7 @@ class SweepResult:
             "env": dict(self.env), "trials": [t.to_dict() for t in self.trials],
             "findings": [f.to_dict() for f in self.findings], "studies": studies_to_dict(self.studies),
             "recommendations": self.recommendations.to_dict(),
+            "configurations": [c.to_dict() for c in self.configurations],
         }
 
     @classmethod
@@ -151,4 +166,5 @@ class SweepResult:
             interrupted=bool(d.get("interrupted", False)), findings=tuple(Finding.from_dict(f) for f in d.get("findings", ())),
             studies=studies_from_dict(d.get("studies") or {}),
             recommendations=Recommendations.from_dict(d.get("recommendations")),
+            configurations=tuple(ConfigSummary.from_dict(c) for c in d.get("configurations") or ()),
         )

@@ -2,8 +2,12 @@
 
 The worker runs in its own session (process group) so a timeout kills it and
 anything it started; its stdout/stderr go to the trial's logs; events arrive
-on a dedicated pipe and whatever arrived before a crash is kept. Never
-imports torch. Statuses:
+on a dedicated pipe and whatever arrived before a crash is kept. Nothing the
+trial started outlives it: this process is a child subreaper, the worker's
+descendants are recorded while it runs, and all of them (setsid'ed ones too)
+are killed and reaped when it ends, however it ends; the worker dies with this
+process and has its own deadline (loadprof.lifetime). Never imports torch.
+Statuses:
   ok       the worker reported ``done`` and exited 0
   skipped  the worker reported this machine cannot run the strategy
   failed   the worker caught an exception (reason = type and message)
@@ -21,11 +25,12 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from loadprof import events
+from loadprof import events, lifetime
 from loadprof.clock import DEFAULT_CLOCK, Clock
 from loadprof.phases import HARNESS_PHASES, build_tree
 from loadprof.results import TrialResult
@@ -38,6 +43,7 @@ WORKER_ENV = {
     "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1",
 }
 KILL_GRACE_S = 3.0
+RECORD_INTERVAL_S = 1.0  # how often the worker's descendants are recorded while it runs
 
 
 def module_cmd(python: str, module: str) -> list[str]:
@@ -70,19 +76,39 @@ def _kill_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def _wait_or_kill(proc: subprocess.Popen, timeout_s: float) -> bool:
-    """Wait for the worker; past ``timeout_s`` SIGTERM its group, then SIGKILL. True when it timed out."""
-    try:
-        proc.wait(timeout=timeout_s)
-        return False
-    except subprocess.TimeoutExpired:
-        _kill_group(proc, signal.SIGTERM)
+def _wait_or_kill(proc: subprocess.Popen, timeout_s: float, descendants: lifetime.Descendants | None = None) -> bool:
+    """Wait for the worker, recording its descendants as it goes; past ``timeout_s`` SIGTERM its group, then
+    SIGKILL. True when it timed out."""
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
         try:
-            proc.wait(timeout=KILL_GRACE_S)
+            proc.wait(timeout=min(left, RECORD_INTERVAL_S))
+            return False
         except subprocess.TimeoutExpired:
-            _kill_group(proc, signal.SIGKILL)
-            proc.wait()
-        return True
+            if descendants is not None:
+                descendants.record(proc.pid)
+    _kill_group(proc, signal.SIGTERM)
+    try:
+        proc.wait(timeout=KILL_GRACE_S)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc, signal.SIGKILL)
+        proc.wait()
+    return True
+
+
+def _start_reader(fd: int, received: list[dict[str, Any]],
+                  on_event: Callable[[dict[str, Any]], None] | None) -> threading.Thread:
+    """A thread collecting the worker's events from the pipe's read end ``fd`` (closed at EOF)."""
+    def read() -> None:
+        with os.fdopen(fd, "rb") as f:
+            for ev in events.decode_lines(f):
+                received.append(ev)
+                if on_event:
+                    on_event(ev)
+
+    reader = threading.Thread(target=read, name="loadprof-events", daemon=True)
+    reader.start()
+    return reader
 
 
 def run_trial(plan: TrialPlan, *, clock: Clock = DEFAULT_CLOCK,
@@ -96,11 +122,15 @@ def run_trial(plan: TrialPlan, *, clock: Clock = DEFAULT_CLOCK,
     received: list[dict[str, Any]] = []
     r, w = os.pipe()
     started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    lifetime.become_subreaper()  # what the trial orphans (double fork + setsid) comes back here to be reaped
+    cmd = [*module_cmd(plan.python, "loadprof.worker"), "--events-fd", str(w), "--parent-pid", str(os.getpid()),
+           "--deadline-s", f"{strategy.timeout_s + lifetime.DEADLINE_GRACE_S:g}"]
     with open(plan.trial_dir / "stdout.log", "wb") as out, open(plan.trial_dir / "stderr.log", "wb") as err:
+        descendants = lifetime.Descendants()
         t_spawn = clock.now_ns()
         try:
             proc = subprocess.Popen(
-                [*module_cmd(plan.python, "loadprof.worker"), "--events-fd", str(w)],
+                cmd,
                 stdin=subprocess.PIPE, stdout=out, stderr=err, pass_fds=(w,), env=env, cwd=plan.cwd,
                 start_new_session=True, preexec_fn=_limit_memory(limit) if limit else None,
             )
@@ -113,29 +143,26 @@ def run_trial(plan: TrialPlan, *, clock: Clock = DEFAULT_CLOCK,
 
                 sampler = Sampler(proc.pid, plan.trial_dir, strategy.effective_sampling_hz)
                 sampler_error = sampler.start()
-
-            def read() -> None:
-                with os.fdopen(r, "rb") as f:
-                    for ev in events.decode_lines(f):
-                        received.append(ev)
-                        if on_event:
-                            on_event(ev)
-
-            reader = threading.Thread(target=read, name="loadprof-events", daemon=True)
-            reader.start()
+                if sampler.spy_pid is not None:  # py-spy is ours, not the trial's: finish() waits for its file
+                    descendants.exclude.add(sampler.spy_pid)
+            reader = _start_reader(r, received, on_event)
             try:
                 assert proc.stdin is not None
                 proc.stdin.write(json.dumps(spec).encode())
                 proc.stdin.close()
             except BrokenPipeError:
                 pass
-            timed_out = _wait_or_kill(proc, strategy.timeout_s)
-        except BaseException:  # keep nothing half-written
+            timed_out = _wait_or_kill(proc, strategy.timeout_s, descendants)
+            t_reaped = clock.now_ns()
+        except BaseException:  # Ctrl-C, SIGTERM, an error of ours: keep nothing half-written, leave nothing running
             _kill_group(proc, signal.SIGKILL)
             proc.wait()
+            if sampler is not None:
+                sampler.abort()
             raise
-        t_reaped = clock.now_ns()
-        _kill_group(proc, signal.SIGKILL)  # stray grandchildren must not hold the events pipe open
+        finally:  # stray descendants (in the group or out of it) must not live on, nor hold the events pipe open
+            _kill_group(proc, signal.SIGKILL)
+            descendants.reap()
         reader.join(timeout=5.0)
     if sampler is not None:  # after the worker is reaped: py-spy writes its profile when the target exits
         sampled = _sampled(sampler, received) if not sampler_error else {
@@ -240,6 +267,9 @@ def _status(by_type: dict[str, list[dict[str, Any]]], returncode: int | None, ti
             reason = f"out of memory under memory_limit={strategy.memory_limit}: {reason}"
         notes.append(err.get("traceback", ""))
         return "failed", reason, None
+    if returncode == lifetime.SELF_STOP_EXIT and not by_type.get("done"):
+        return "crashed", (f"worker stopped itself: its own deadline (timeout_s + {lifetime.DEADLINE_GRACE_S:g} s) "
+                           "passed or its parent was gone (see stderr.log)"), None
     if returncode is not None and returncode < 0:
         sig = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else str(-returncode)
         hint = " (the kernel's OOM killer sends SIGKILL)" if sig == "SIGKILL" else ""

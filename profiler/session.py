@@ -3,7 +3,13 @@
 Each finished trial is appended to ``<out>/results.jsonl`` (flushed and
 fsynced) before the next starts, so an interrupted or killed sweep keeps all
 it finished and ``--resume`` picks up at the first unfinished trial id.
-``report.json`` is written at the end, and also on Ctrl-C with what finished.
+``report.json`` is written at the end, and also on Ctrl-C, SIGTERM or SIGHUP with
+what finished: the trial in flight is stopped and everything it started killed
+(loadprof.interrupts, loadprof.lifetime); nothing of the sweep's is left running
+when ``run`` returns or raises. The folder's rules (never overwrite, the same sweep on
+resume, writable before anything runs) and results.jsonl's reading and writing live in
+loadprof.resultsfile; a disk that fills mid-run ends the sweep with ``OutputWriteError``
+(exit 74), every complete line kept.
 """
 
 from __future__ import annotations
@@ -17,56 +23,32 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from loadprof import filecache
+from loadprof import filecache, lifetime
 from loadprof.analysis import derive
 from loadprof.errors import LoadprofError
+from loadprof.interrupts import StopSignals
 from loadprof.analysis.sweep import analyse_sweep
 from loadprof.results import SweepResult, TrialResult
+from loadprof.probes.machine import MachineProbe
+from loadprof.resultsfile import (RESULTS, append_result, check_same_sweep, default_out,  # noqa: F401 - re-exported
+                                  file_size_limit_raises, is_output_error, prepare_out, read_results,
+                                  read_results_file, write_failure, write_sweep_json)
 from loadprof.runner import WORKER_ENV, TrialPlan, module_cmd, run_trial
 from loadprof.strategies.expand import Sweep
 from loadprof.strategies.model import ModelSpec, Trial
 
-RESULTS = "results.jsonl"
 REPORT = "report.json"
-
-
-def default_out(sweep: Sweep, root: Path = Path("loadprof-runs")) -> Path:
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return root / f"{sweep.name}-{stamp}"
-
-
-def read_results(out: Path) -> list[TrialResult]:
-    """Finished trials in ``out``; a torn last line (killed mid-write) is ignored, not fatal."""
-    path = out / RESULTS
-    found: list[TrialResult] = []
-    if not path.exists():
-        return found
-    for line in path.read_text().splitlines():
-        try:
-            found.append(TrialResult.from_dict(json.loads(line)))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            continue
-    return found
-
-
-def append_result(out: Path, result: TrialResult) -> None:
-    """Append one trial as one line; a torn last line (a sweep killed mid-write) is terminated first."""
-    path = out / RESULTS
-    torn = False
-    if path.exists() and path.stat().st_size:
-        with open(path, "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            torn = f.read(1) != b"\n"
-    with open(path, "a") as f:
-        f.write(("\n" if torn else "") + json.dumps(result.to_dict(), default=str) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def write_report(out: Path, sweep_result: SweepResult) -> Path:
     tmp = out / (REPORT + ".tmp")
-    tmp.write_text(json.dumps(sweep_result.to_dict(), indent=1, default=str))
-    tmp.replace(out / REPORT)
+    text = json.dumps(sweep_result.to_dict(), indent=1, default=str)
+    try:
+        tmp.write_text(text)
+        tmp.replace(out / REPORT)
+    except OSError:  # a full disk leaves the previous report.json, not a half-written .tmp
+        tmp.unlink(missing_ok=True)
+        raise
     return out / REPORT
 
 
@@ -98,59 +80,111 @@ def prepare_model(model: ModelSpec, python: str = sys.executable,
         return snapshot_download(model.hub_id, local_files_only=True)
     except Exception as e:  # noqa: BLE001 - any failure means "not available offline"
         raise LoadprofError(f"{model.hub_id} is not in the local Hugging Face cache and loadprof never downloads "
-                            f"({type(e).__name__}); put it on disk or use model: {{path: ...}}") from None
+                            f"({type(e).__name__})", hint=f"fetch it first where there is a network: hf download "
+                            f"{model.hub_id}, or use model: {{path: ...}}") from None
 
 
 class Session:
-    def __init__(self, sweep: Sweep, out: Path, *, resume: bool = False, python: str = sys.executable,
-                 cwd: str | None = None, on_trial: Callable[[TrialResult, int, int], None] | None = None,
+    def __init__(self, sweep: Sweep, out: Path, *, resume: bool = False, force: bool = False,
+                 python: str = sys.executable, cwd: str | None = None,
+                 on_trial: Callable[[TrialResult, int, int], None] | None = None,
                  on_start: Callable[[Trial, int, int], None] | None = None,
-                 log: Callable[[str], None] = lambda s: None) -> None:
-        self.sweep, self.out, self.resume, self.python = sweep, out, resume, python
+                 log: Callable[[str], None] = lambda s: None, stops: StopSignals | None = None) -> None:
+        self.sweep, self.out, self.resume, self.force, self.python = sweep, out, resume, force, python
+        self.stops = stops or StopSignals()  # the CLI passes its own, to keep handling them while it prints
         self.cwd = cwd or os.getcwd()
         self.on_trial, self.on_start, self.log = on_trial, on_start, log
         self.disk_read: dict[str, dict[str, float]] = {}
 
     def pending(self, finished: set[str]) -> list[Trial]:
+        """The unfinished trials in run order (repeats interleaved, see ``Sweep.trials``)."""
         return [t for t in self.sweep.trials() if t.id not in finished]
 
     def run(self) -> SweepResult:
+        """Run what is pending; stop signals end it like Ctrl-C (``self.stops.signum`` says which came first),
+        and whatever process of ours is still alive at the end (however it ends) is killed and reaped."""
+        strays = lifetime.Descendants()
+        with self.stops.installed():
+            try:
+                return self._run()
+            finally:
+                strays.reap()
+
+    def _run(self) -> SweepResult:
         out = self.out
-        existing = read_results(out)
-        if existing and not self.resume:
-            raise LoadprofError(f"{out / RESULTS} already holds {len(existing)} trials",
-                                hint="pass --resume to continue that sweep, or --out for a new folder", exit_code=2)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "sweep.json").write_text(json.dumps(
-            {"name": self.sweep.name, "source": self.sweep.source, "repeat": self.sweep.repeat,
-             "strategies": [s.to_dict() | {"id": s.id} for s in self.sweep.strategies]}, indent=1, default=str))
-        done = {r.trial_id: r for r in existing}
+        done = {r.trial_id: r for r in self._open_folder()}
         todo = self.pending(set(done))
-        if done:
-            self.log(f"resuming: {len(done)} trials already finished, {len(todo)} to run")
+        if done:  # finished trials of this sweep (a --force'd folder also holds another sweep's)
+            self.log(f"resuming: {len(self.sweep.trials()) - len(todo)} trials already finished, {len(todo)} to run")
         models: dict[ModelSpec, str | LoadprofError] = {}
         interrupted = False
+        failed_write: tuple[OSError, Path] | None = None  # the disk stopped taking writes: stop, keep all lines
         try:
             for i, trial in enumerate(todo):
                 if self.on_start:
                     self.on_start(trial, i, len(todo))
-                result = self._run_one(trial, models)
-                append_result(out, result)
+                try:
+                    with self.stops.raising():  # a stop signal abandons this trial (killed, not recorded)
+                        result = self._run_one(trial, models)
+                    with file_size_limit_raises():
+                        append_result(out, result)
+                except OSError as e:
+                    if not is_output_error(e):
+                        raise
+                    failed_write = (e, out / RESULTS)
+                    break
                 done[trial.id] = result
                 if self.on_trial:
                     self.on_trial(result, i + 1, len(todo))
         except KeyboardInterrupt:
             interrupted = True
-        ordered = [done[t.id] for t in self.sweep.trials() if t.id in done]
+        ordered = [done[t.id] for t in self.sweep.trials_by_strategy() if t.id in done]
         result = analyse_sweep(SweepResult(
             run_id=out.name, name=self.sweep.name, source=self.sweep.source,
             created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), trials=tuple(ordered),
             interrupted=interrupted, env=next((r.env for r in reversed(ordered) if r.env), {})))
-        write_report(out, result)
+        report_failed = self._write_reports(result)  # written even when a results line failed: it may fit
+        failed_write = failed_write or report_failed
+        if failed_write is not None:
+            e = write_failure(*failed_write, len(done), out, self.sweep.source)
+            e.result = result
+            raise e
+        return result
+
+    def _open_folder(self) -> list[TrialResult]:
+        """Folder rules, write probe, same-sweep check and sweep.json, before anything runs (exit 2 otherwise);
+        then the trials already finished there (unreadable lines skipped, with one warning)."""
+        out = self.out
+        prepare_out(out, resume=self.resume)
+        mixes = check_same_sweep(out, self.sweep, force=self.force) if self.resume else []
+        if mixes and self.force:
+            self.log(f"--force: {out} now mixes {len(mixes) + 1} sweeps; the report shows this one's strategies")
+        try:
+            write_sweep_json(out, self.sweep, mixes)
+        except OSError as e:
+            raise LoadprofError(f"cannot write to {out}: {e.strerror or e}", exit_code=2) from None
+        read = read_results_file(out)
+        if read.warning():
+            self.log(read.warning() or "")
+        return read.trials
+
+    def _write_reports(self, result: SweepResult) -> tuple[OSError, Path] | None:
+        """report.json, then report.md/.html/.csv beside it; a disk that will not take them is returned, not
+        raised, so the run ends the way a failed results line ends it (results.jsonl is already whole)."""
         from loadprof.reports.files import write_all
 
-        write_all(result, out)  # report.md, report.html (plots), report.csv beside report.json
-        return result
+        try:
+            with file_size_limit_raises():
+                write_report(self.out, result)
+                if self.stops.hurry:  # asked twice to stop: results.jsonl and report.json are what matter
+                    self.log("stopping now: report.md/.html/.csv skipped (`loadprof report OUT` writes them)")
+                else:
+                    write_all(result, self.out)  # report.md, report.html (plots), report.csv beside report.json
+        except OSError as e:
+            if not is_output_error(e):
+                raise
+            return e, self.out / REPORT
+        return None
 
     def _run_one(self, trial: Trial, models: dict[ModelSpec, Any]) -> TrialResult:
         strategy = trial.strategy
@@ -172,8 +206,11 @@ class Session:
             cache = filecache.evict(path)
         elif strategy.load.file_cache == "warm":
             cache = filecache.warm(path)
+        machine = MachineProbe()  # around the whole run: spawn to the worker and py-spy reaped
+        machine.start()
         result = run_trial(TrialPlan(trial, path, trial_dir, cwd=self.cwd, python=self.python))
         harness = dict(result.harness)
+        harness["machine"] = machine.stop()
         harness["model_path"] = path
         if cache is not None:
             harness["file_cache"] = cache.to_dict()

@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence  # noqa: E402
 
 from loadprof.probes._hooks import HookSet  # noqa: E402
 from loadprof.probes.base import Probe, ProbeContext  # noqa: E402
-from loadprof import events  # noqa: E402
+from loadprof import events, lifetime  # noqa: E402
 from loadprof.phases import PhaseRecorder  # noqa: E402
 from loadprof.probe_registry import REGISTRY, WORKER_STEP_PHASES, worker_probes  # noqa: E402
 from loadprof.strategies.model import GenerateSpec, Strategy  # noqa: E402
@@ -363,12 +363,15 @@ def step_generate(model: Any, gen: GenerateSpec, rec: PhaseRecorder) -> list[Any
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m loadprof.worker")
     ap.add_argument("--events-fd", type=int, required=True)
+    ap.add_argument("--parent-pid", type=int, default=None, help="die with it (PDEATHSIG + a watchdog)")
+    ap.add_argument("--deadline-s", type=float, default=None, help="stop after this long, whatever the parent does")
     args = ap.parse_args(argv)
+    lifetime.guard_worker(args.parent_pid, args.events_fd, args.deadline_s)  # before anything slow
     faulthandler.enable()  # a segfault leaves a Python stack in the trial's stderr log
     if os.getcwd() not in sys.path:  # started with -P: the user's modules in the cwd stay importable, after loadprof
         sys.path.append(os.getcwd())
     writer = events.EventWriter(args.events_fd)
-    emit = writer.emit
+    emit = lifetime.exit_on_broken_pipe(writer.emit)
     emit(events.make("hello", pid=os.getpid(), t_ns=0, t0_abs_ns=T0_NS, protocol=events.PROTOCOL_VERSION))
     rec = PhaseRecorder(CLOCK, emit, T0_NS)
     rc = 0

@@ -52,12 +52,14 @@ RenderFn = Callable[[SweepResult, "Artifacts | None"], str]
 class TextRenderer:
     """A ``Renderer`` made of a render function, so a format module only writes that function.
 
-    ``write`` goes through a temporary name and a rename, so a reader never sees half a report.
+    ``write`` goes through a temporary name and a rename, so a reader never sees half a report. ``filename``
+    replaces ``report.<suffix>`` for a second file of one format (configurations.csv beside report.csv).
     """
 
     name: str
     suffix: str
     render_fn: RenderFn
+    filename: str = ""
 
     def render(self, sweep: SweepResult, artifacts: Artifacts | None = None) -> str:
         return self.render_fn(sweep, artifacts)
@@ -65,8 +67,13 @@ class TextRenderer:
     def write(self, sweep: SweepResult, out_dir: Path | str, artifacts: Artifacts | None = None) -> Path:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        path = out / f"report.{self.suffix}"
+        path = out / (self.filename or f"report.{self.suffix}")
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.render(sweep, artifacts), encoding="utf-8")
-        tmp.replace(path)
+        text = self.render(sweep, artifacts)
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(path)
+        except OSError:  # disk full, file size limit: no half-written .tmp left behind, the old file stays
+            tmp.unlink(missing_ok=True)
+            raise
         return path

@@ -14,9 +14,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from loadprof.reports.base import Artifacts, TextRenderer
-from loadprof.reports.sections import (figures_available, harness_line, model_label, stake_text, status_counts,
-                                       value_text, verdict)
+from loadprof.reports.configurations import print_tables, tables as configuration_tables
+from loadprof.reports.sections import (cap_warning_lines, estimate_text, figures_available, harness_line,
+                                       model_label, stake_text, status_counts, value_text, wall_cell)
 from loadprof.reports.study_tables import render_studies
+from loadprof.reports.verdict import verdict_block
 from loadprof.results import SweepResult, TrialResult
 from loadprof.units import bytes_h, num
 
@@ -38,18 +40,19 @@ def trial_line(t: TrialResult) -> str:
 
 
 def summary_table(sweep: SweepResult) -> Table:
-    table = Table(title=f"loadprof: {sweep.name} ({len(sweep.trials)} trials)", show_lines=False)
+    table = Table(title=f"loadprof: {escape(sweep.name)} ({len(sweep.trials)} trials)", show_lines=False)
     for col, just in (("#", "right"), ("model", "left"), ("strategy", "left"), ("status", "left"),
                       ("import s", "right"), ("load s", "right"), ("warmup s", "right"), ("peak RSS", "right"),
                       ("TTFT ms", "right"), ("decode tok/s", "right"), ("wall s", "right"), ("reason", "left")):
-        table.add_column(col, justify=just, overflow="fold", no_wrap=col not in ("strategy", "reason"))
+        table.add_column(col, justify=just, overflow="fold", no_wrap=col not in ("model", "strategy", "reason"),
+                         min_width=16 if col == "strategy" else None)
     for i, t in enumerate(sweep.trials, 1):
         m = t.metrics
         table.add_row(
             str(i), escape(model_label(t)), escape(f"{t.label} r{t.repeat_index}"),
             f"[{STATUS_STYLE.get(t.status, '')}]{t.status}[/]",
             num(m.get("import_s")), num(m.get("load_s")), num(m.get("warmup_s")), bytes_h(m.get("peak_rss_bytes")),
-            num(m.get("ttft_ms"), ".1f"), num(m.get("decode_tok_s"), ".1f"), num(t.wall_s),
+            num(m.get("ttft_ms"), ".1f"), num(m.get("decode_tok_s"), ".1f"), wall_cell(t),
             escape((t.reason or "")[:120]),
         )
     return table
@@ -76,36 +79,62 @@ def render_findings(sweep: SweepResult, console: Console, limit: int = 12) -> No
 
 
 def render_recommendations(sweep: SweepResult, console: Console) -> None:
-    picks = [(o, r) for o, r in sweep.recommendations.objectives.items() if r.label]
-    if not picks or len(sweep.trials) < 2:
+    """One line per model and objective: the pick with its spread and verdict, or why there is none."""
+    rec = sweep.recommendations
+    if not rec.picks or len(sweep.trials) < 2:
         return
     console.print("[bold]Recommendations[/] (details: loadprof recommend OUT)")
-    for obj, r in picks:
+    for r in rec.picks:
         f = r.figure
-        console.print(f"  {obj:<10} {escape(r.label or '')}  ({f.name} {value_text(f.value, f.unit)})", highlight=False)
-    for w in sweep.recommendations.max_new_tokens_warnings[:5]:
-        console.print(f"  [yellow]max_new_tokens[/] {escape(w.label)}: {escape(w.advice)}", highlight=False)
+        who = f"{r.model}: " if len(rec.models) > 1 else ""
+        if r.label:
+            tie = f"; tied with {', '.join(r.tied)}" if r.tied else ""
+            shown = estimate_text(r.estimate, f.unit) if r.estimate else value_text(f.value, f.unit)
+            text = f"  {who}{r.objective:<10} {r.label}  ({f.name} {shown}; {r.verdict}{tie})"
+        else:
+            text = f"  {who}{r.objective:<10} no pick: {r.rule or r.reason or 'nothing measured'}"
+        console.print(text, markup=False, highlight=False)
+    for w in cap_warning_lines(rec, sweep.trials)[:5]:
+        console.print(f"  {w}", markup=False, highlight=False, style="yellow")
+
+
+def render_verdict(sweep: SweepResult, console: Console) -> None:
+    """The answer first: the top finding, the busy-machine line, the pick per objective, what to do next."""
+    block = verdict_block(sweep)
+    if block.headline:
+        console.print(block.headline, markup=False, highlight=False, style="bold")
+    if block.busy:
+        console.print(block.busy, markup=False, highlight=False, style="bold yellow")
+    for objective, text in block.picks:
+        console.print(f"  use for {objective}: {text}", markup=False, highlight=False)
+    for i, step in enumerate(block.next_steps, 1):
+        console.print(f"  next {i}. {step}", markup=False, highlight=False, style="cyan")
+    if not block.empty:
+        console.print()
 
 
 def render(sweep: SweepResult, console: Console | None = None, out_dir: Any = None) -> None:
     """Print the report; ``out_dir`` (only printed, never opened) names where the files are."""
     console = console or Console()
-    line = verdict(sweep)
-    if line:
-        console.print(line, markup=False, highlight=False, style="bold")
+    render_verdict(sweep, console)
+    render_findings(sweep, console)
     console.print(summary_table(sweep))
+    print_tables(configuration_tables(sweep), console)
     if sweep.studies:
         render_studies(sweep.studies, console)
-    render_findings(sweep, console)
     render_recommendations(sweep, console)
     line = harness_line(sweep)
     if line:
-        console.print(f"[dim]{line}[/]")
+        console.print(line, markup=False, style="dim")
     console.print(status_counts(sweep))
+    if sweep.env:
+        env = ", ".join(f"{k} {v}" for k, v in sweep.env.items())
+        console.print(f"environment: {env}", markup=False, highlight=False, style="dim")
     if out_dir is not None:
         figures = "plots" if figures_available() else "tables only: pip install 'loadprof[plots]' for figures"
-        console.print(f"results: {out_dir}/report.html ({figures}), report.md, report.csv, report.json, results.jsonl; "
-                      f"per-trial logs and profiles in {out_dir}/trials/", highlight=False, markup=False)
+        console.print(f"results: {out_dir}/report.html ({figures}), report.md, report.csv, configurations.csv, "
+                      f"report.json, results.jsonl; per-trial logs and profiles in {out_dir}/trials/",
+                      highlight=False, markup=False)
 
 
 def render_text(sweep: SweepResult, artifacts: Artifacts | None = None, width: int = 160) -> str:

@@ -1,4 +1,5 @@
-"""Write the file reports of a sweep (report.md, report.html, report.csv) next to its report.json.
+"""Write the file reports of a sweep (report.md, report.html, report.csv, configurations.csv) next to its
+report.json.
 
 Called by the session at the end of a run and by ``loadprof report OUT``; report.json itself is the
 session's. This is the one module of loadprof.reports that touches the disk: it writes the files (each through
@@ -16,7 +17,7 @@ from typing import Any
 from loadprof.reports.base import Renderer
 from loadprof.results import SweepResult, TrialResult
 
-FILES = ("report.md", "report.html", "report.csv")
+FILES = ("report.md", "report.html", "report.csv", "configurations.csv")
 
 
 @dataclass(frozen=True)
@@ -51,12 +52,13 @@ def file_renderers() -> list[Renderer]:
     """
     from loadprof.reports import csv_report, html, markdown
 
-    return [markdown.RENDERER, html.RENDERER, csv_report.RENDERER]
+    return [markdown.RENDERER, html.RENDERER, csv_report.RENDERER, csv_report.CONFIGURATIONS]
 
 
 def write_all(sweep: SweepResult, out_dir: Path | str) -> dict[str, Path]:
-    """Render and write every file report into ``out_dir``; returns {suffix: path}, i.e. {"md"|"html"|"csv": path}."""
+    """Render and write every file report into ``out_dir``; returns {suffix: path} for the report.* files
+    ({"md"|"html"|"csv": path}) and {file name: path} for the others ({"configurations.csv": path})."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     artifacts = ArtifactReader(out)
-    return {r.suffix: r.write(sweep, out, artifacts) for r in file_renderers()}
+    return {getattr(r, "filename", "") or r.suffix: r.write(sweep, out, artifacts) for r in file_renderers()}

@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from loadprof.reports.base import Artifacts, TextRenderer
+from loadprof.reports.configurations import tables as configuration_tables
 from loadprof.reports.sections import (Table, artifact_links, finding_who, harness_line, phase_tables, recommendations,
-                                       run_info, stake_text, status_counts, study_tables, summary, trial_name,
-                                       verdict)
+                                       run_info, stake_text, status_counts, summary, trial_name)
 from loadprof.reports.sampled import sampled_table
+from loadprof.reports.study_tables import study_tables
+from loadprof.reports.verdict import VerdictBlock, verdict_block
 from loadprof.results import SweepResult
 
 
@@ -42,17 +44,25 @@ def _md_table_block(t: Table, level: str = "###") -> list[str]:
     return out + ([""] if t.notes else [])
 
 
+def verdict_lines(block: VerdictBlock) -> list[str]:
+    """The verdict block: the top finding (bold), the busy-machine line (quoted), the picks, what to do next."""
+    out: list[str] = []
+    if block.headline:
+        out += [f"**{_text(block.headline)}**", ""]
+    if block.busy:
+        out += [f"> **{_text(block.busy)}**", ""]
+    if block.picks:
+        out += ["Use, per objective:", ""] + [f"- **{_text(k)}**: {_text(v)}" for k, v in block.picks] + [""]
+    if block.next_steps:
+        out += ["Next:", ""] + [f"{i}. {_text(x)}" for i, x in enumerate(block.next_steps, 1)] + [""]
+    return out
+
+
 def render(sweep: SweepResult, artifacts: Artifacts | None = None) -> str:
     """report.md: every section as Markdown; links are relative to the run folder, and with ``artifacts`` only
     point at files that exist."""
-    md = [f"# loadprof: {_text(sweep.name)}", ""]
-    md += [f"- **{_text(k)}**: {_text(v)}" for k, v in run_info(sweep)] + [""]
-    s = summary(sweep)
-    md += ["## Summary", "", *md_table(s), "", _text(status_counts(sweep)), ""]
+    md = [f"# loadprof: {_text(sweep.name)}", "", *verdict_lines(verdict_block(sweep))]
     findings = list(sweep.findings)  # already ranked by loadprof.analysis.findings
-    line = verdict(sweep)
-    if line:
-        md[1:1] = ["", f"**{_text(line)}**"]
     if findings:
         md += [f"## Findings ({len(findings)}, most important first)", ""]
         for i, f in enumerate(findings, 1):
@@ -62,6 +72,11 @@ def render(sweep: SweepResult, artifacts: Artifacts | None = None) -> str:
             if stake_text(f):
                 md.append(f"   - {_text(stake_text(f))}")
         md.append("")
+    s = summary(sweep)
+    md += ["## Summary", "", *md_table(s), "", _text(status_counts(sweep)), ""]
+    for t in configuration_tables(sweep):
+        md += [f"## {_text(t.title)}", "", _text(t.description), "", *md_table(t), ""]
+        md += [f"- {_text(n)}" for n in t.notes] + [""]
     rec_table, rec_notes = recommendations(sweep)
     if rec_table is not None or rec_notes:
         md += ["## Recommendations", ""]
@@ -90,6 +105,7 @@ def render(sweep: SweepResult, artifacts: Artifacts | None = None) -> str:
     line = harness_line(sweep)
     if line:
         md += ["## Harness", "", _text(line), ""]
+    md += ["## Environment", ""] + [f"- **{_text(k)}**: {_text(v)}" for k, v in run_info(sweep)] + [""]
     return "\n".join(md).rstrip() + "\n"
 
 

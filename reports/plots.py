@@ -2,7 +2,8 @@
 
 Each function returns None when the sweep has nothing to draw, so the report only shows what was measured.
 The Agg backend is chosen before pyplot is imported: reports are written on headless machines.
-Figures draw the data they are given (loadprof.reports.sections builds it); they never open a file.
+Figures draw the data they are given (loadprof.reports.sections builds it); they never open a file. The per-trial
+figures (phase bars, memory timelines) are in loadprof.reports.charts, which uses this module's style and helpers.
 """
 
 from __future__ import annotations
@@ -18,18 +19,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from loadprof.reports.sections import children_s, timeline_rows, trial_name  # noqa: E402
-from loadprof.results import Study, SweepResult, TrialResult  # noqa: E402
+from loadprof.results import Study  # noqa: E402
 
 STYLE = {"svg.fonttype": "none", "font.size": 8, "font.family": ["DejaVu Sans", "sans-serif"],
          "axes.spines.top": False, "axes.spines.right": False, "axes.titlesize": 9, "legend.fontsize": 7,
          "legend.frameon": False, "text.parse_math": False}  # labels are user text, never mathtext
 WIDTH_IN = 8.0
-MAX_POINTS = 400
 #: a phase that starts up to this share of the timeline's span before its first sample still gets its line
 LEAD = 0.1
 OTHER_COLOR = "#bbbbbb"
 MiB = 2**20
+#: the caption of every study figure: what the points and the bars are
+ERROR_CAPTION = "points/bars: median of the repeats; error bars: IQR (q1..q3) of the repeats (none with one repeat)"
 
 
 def _svg(fig: Any, name: str) -> str:
@@ -75,83 +76,6 @@ def _colors(names: Sequence[str]) -> dict[str, str]:
     return {**out, "other": OTHER_COLOR} if "other" in names else out
 
 
-def phase_bars(sweep: SweepResult, parent: str) -> str | None:
-    """Stacked horizontal bars, one per trial: the children of ``parent`` (load or generate) plus other."""
-    rows = [(trial_name(t), children_s(t, parent)) for t in sweep.trials]
-    rows = [(n, p) for n, p in rows if p]
-    if not rows:
-        return None
-    names: list[str] = []
-    for _, parts in rows:
-        names += [n for n, _ in parts if n not in names and n != "other"]
-    names.append("other")
-    colors = _colors(names)
-    with plt.rc_context(STYLE):
-        labels = [_wrap2(n) for n, _ in rows]
-        per_row = 0.34 if any("\n" in lb for lb in labels) else 0.24
-        fig, ax = plt.subplots(figsize=(WIDTH_IN, 1.3 + per_row * len(rows)), layout="constrained")
-        ys = range(len(rows))
-        for name in names:
-            vals = [dict(parts).get(name, 0.0) for _, parts in rows]
-            lefts = [sum(dict(parts).get(n, 0.0) for n in names[: names.index(name)]) for _, parts in rows]
-            ax.barh(ys, vals, left=lefts, color=colors[name], label=name, height=0.7)
-        ax.set_yticks(list(ys), labels, fontsize=7)
-        ax.invert_yaxis()
-        ax.set_xlabel("seconds")
-        ax.set_title(f"{parent} phases per trial")
-        fig.legend(loc="outside lower center", ncol=min(6, len(names)))
-        return _svg(fig, f"phases-{parent}")
-
-
-def _downsample(rows: Sequence[Sequence[float]], n: int = MAX_POINTS) -> list[Sequence[float]]:
-    """At most ~n rows, keeping each bucket's row of highest RSS so peaks survive."""
-    if len(rows) <= n:
-        return list(rows)
-    step = len(rows) / n
-    return [max(rows[int(i * step): int((i + 1) * step)] or [rows[-1]], key=lambda r: r[1] + r[2]) for i in range(n)]
-
-
-def _phase_marks(t: TrialResult, lo: float, hi: float) -> list[tuple[float, str]]:
-    """Top-level phase starts inside the timeline (see LEAD); starts closer than 7% of the range share a label."""
-    marks: list[tuple[float, str]] = []
-    for p in sorted(t.phases, key=lambda p: p.start_s):
-        if not lo - LEAD * (hi - lo) <= p.start_s <= hi:
-            continue
-        if marks and p.start_s - marks[-1][0] < 0.07 * (hi - lo):
-            marks[-1] = (marks[-1][0], f"{marks[-1][1]}+{p.name}")
-        else:
-            marks.append((p.start_s, p.name))
-    return marks
-
-
-def memory_timeline(t: TrialResult, rows: Sequence[Sequence[float]] | None = None) -> str | None:
-    """Anonymous and file-backed RSS (stacked) over the trial's clock, with a line at each top-level phase start.
-
-    ``rows`` ([t_s, anon, file]) default to the timeline in report.json (``sections.timeline_rows``).
-    """
-    rows = _downsample(timeline_rows(t) if rows is None else rows)
-    if len(rows) < 2:
-        return None
-    ts = [r[0] for r in rows]
-    top = max(r[1] + r[2] for r in rows)
-    scale, unit = _byte_unit(top)
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(WIDTH_IN / 2, 2.2), layout="constrained")
-        ax.stackplot(ts, [r[1] / scale for r in rows], [r[2] / scale for r in rows], labels=("anon", "file-backed"),
-                     colors=("#4c72b0", "#dd8452"), alpha=0.85, linewidth=0)
-        for p in t.phases:
-            if ts[0] - LEAD * (ts[-1] - ts[0]) <= p.start_s <= ts[-1]:
-                ax.axvline(p.start_s, color="#333333", linewidth=0.6, linestyle=":")
-        for x, name in _phase_marks(t, ts[0], ts[-1]):
-            ax.text(x, 1.01, _short(name, 24), transform=ax.get_xaxis_transform(), fontsize=6, rotation=30,
-                    ha="left", va="bottom")
-        ax.set_ylim(0, top / scale * 1.3)
-        ax.set_xlabel("trial clock (s)")
-        ax.set_ylabel(f"RSS ({unit})")
-        ax.legend(loc="upper left", ncol=2)
-        return _svg(fig, f"mem-{t.trial_id}")
-
-
 def _series_labels(series: Sequence[Study]) -> list[str]:
     """Name each series by the fixed settings that differ between them (else its description)."""
     fixed = [s.fixed for s in series]
@@ -174,6 +98,30 @@ def _log2_axis(ax: Any, xs: Iterable[float]) -> None:
     ax.minorticks_off()
 
 
+def _iqr(rows: Sequence[Any], key: str, scale: float = 1.0) -> tuple[list[float], list[list[float]]]:
+    """Medians and their IQR as matplotlib's asymmetric yerr ([below], [above]); 0 where a point has no repeats."""
+    ys, below, above = [], [], []
+    for r in rows:
+        y = r[key] / scale
+        e = (r.get("estimates") or {}).get(key)
+        ys.append(y)
+        below.append(max(y - e["q1"] / scale, 0.0) if e else 0.0)
+        above.append(max(e["q3"] / scale - y, 0.0) if e else 0.0)
+    return ys, [below, above]
+
+
+def _errorbars(ax: Any, xs: Sequence[float], rows: Sequence[Any], key: str, label: str, scale: float = 1.0) -> None:
+    """The median line with its IQR as error bars, over the rows that have ``key``."""
+    pairs = [(x, r) for x, r in zip(xs, rows) if r.get(key) is not None]
+    if pairs:
+        ys, yerr = _iqr([r for _, r in pairs], key, scale)
+        ax.errorbar([x for x, _ in pairs], ys, yerr=yerr, marker="o", markersize=3, capsize=2, label=label)
+
+
+def _caption(fig: Any) -> None:
+    fig.suptitle(ERROR_CAPTION, fontsize=7, color="#555555")
+
+
 def max_new_tokens_plot(curves: Sequence[Study]) -> str | None:
     """Allocation at generate start and generate-call time vs the cap (log2 x), one line per series."""
     curves = [c for c in curves if c.figures.get("points")]
@@ -186,12 +134,8 @@ def max_new_tokens_plot(curves: Sequence[Study]) -> str | None:
             pts = c.figures["points"]
             xs = [p["cap"] for p in pts]
             caps += xs
-            alloc = [(x, p["generate_start_alloc_bytes"] / MiB) for x, p in zip(xs, pts)
-                     if p.get("generate_start_alloc_bytes") is not None]
-            gen = [(x, p["generate_call_s"]) for x, p in zip(xs, pts) if p.get("generate_call_s") is not None]
-            for ax, xy in ((a1, alloc), (a2, gen)):
-                if xy:
-                    ax.plot(*zip(*xy), marker="o", markersize=3, label=label)
+            _errorbars(a1, xs, pts, "generate_start_alloc_bytes", label, MiB)
+            _errorbars(a2, xs, pts, "generate_call_s", label)
         for ax, title, ylabel in ((a1, "alloc at generate start", "MiB"), (a2, "generate call", "seconds")):
             _log2_axis(ax, caps)
             ax.set_title(title)
@@ -199,6 +143,7 @@ def max_new_tokens_plot(curves: Sequence[Study]) -> str | None:
             ax.set_ylabel(ylabel)
             ax.set_ylim(bottom=0)
         _series_legend(fig, a1, len(curves))
+        _caption(fig)
         return _svg(fig, "study-max-new-tokens")
 
 
@@ -213,11 +158,10 @@ def batch_plot(scalings: Sequence[Study]) -> str | None:
         for b, label in zip(scalings, _series_labels(scalings)):
             rows = b.figures["rows"]
             sizes += [r["batch_size"] for r in rows]
-            tok = [(r["batch_size"], r["decode_tok_s"]) for r in rows if r.get("decode_tok_s") is not None]
+            _errorbars(a1, [r["batch_size"] for r in rows], rows, "decode_tok_s", label)
             eff = [(r["batch_size"], r["efficiency_pct"]) for r in rows if r.get("efficiency_pct") is not None]
-            for ax, xy in ((a1, tok), (a2, eff)):
-                if xy:
-                    ax.plot(*zip(*xy), marker="o", markersize=3, label=label)
+            if eff:
+                a2.plot(*zip(*eff), marker="o", markersize=3, label=label)
         for ax, title, ylabel in ((a1, "decode throughput", "tok/s (all sequences)"),
                                   (a2, "efficiency = speedup / (batch / smallest)", "%")):
             _log2_axis(ax, sizes)
@@ -227,6 +171,7 @@ def batch_plot(scalings: Sequence[Study]) -> str | None:
             ax.set_ylim(bottom=0)
         a2.axhline(100, color="#888888", linewidth=0.6, linestyle=":")
         _series_legend(fig, a1, len(scalings))
+        _caption(fig)
         return _svg(fig, "study-batch")
 
 
@@ -244,14 +189,16 @@ def quant_plot(comparisons: Sequence[Study]) -> str | None:
             by = {str(r["quantization"]): r for r in q.figures["rows"]}
             xs = [j + (i - (len(comparisons) - 1) / 2) * width for j in range(len(quants))]
             for ax, key, div in ((a1, "weights_bytes", scale), (a2, "decode_tok_s", 1.0)):
-                vals = [(by.get(n) or {}).get(key) for n in quants]
-                ax.bar(xs, [0 if v is None else v / div for v in vals], width=width * 0.95, label=label)
+                rows = [by.get(n) or {} for n in quants]
+                ys, yerr = _iqr([r if r.get(key) is not None else {key: 0.0} for r in rows], key, div)
+                ax.bar(xs, ys, yerr=yerr, capsize=2, width=width * 0.95, label=label)
         for ax, title, ylabel in ((a1, "weights (+ quant state)", unit), (a2, "decode throughput", "tok/s")):
             ax.set_xticks(range(len(quants)), quants)
             ax.set_title(title)
             ax.set_ylabel(ylabel)
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         _series_legend(fig, a1, len(comparisons))
+        _caption(fig)
         return _svg(fig, "study-quantization")
 
 
@@ -262,3 +209,78 @@ def study_plots(studies: Iterable[Study]) -> dict[str, str]:
            "batch_size": batch_plot([s for s in studies if s.kind == "batch_size"]),
            "quantization": quant_plot([s for s in studies if s.kind == "quantization"])}
     return {k: v for k, v in out.items() if v}
+
+
+# ------------------------------------------------------------------- per configuration (appended: Pareto)
+
+from html import escape as _xml_escape  # noqa: E402
+
+from loadprof.conclusions import ConfigSummary  # noqa: E402
+from loadprof.reports.configurations import estimate_cell  # noqa: E402
+
+#: (x figure, y figure, panel title); ``peak_memory`` is the peak each model was compared on
+PARETO_PANELS = (("load_cost_s", "peak_memory", "real load cost vs peak memory (both: lower is better)"),
+                 ("ttft_ms", "decode_tok_s", "TTFT (lower is better) vs decode tok/s (higher is better)"))
+PARETO_AXES = {"load_cost_s": "real load cost (s)", "ttft_ms": "TTFT (ms)", "decode_tok_s": "decode tok/s"}
+
+
+def _pareto_key(c: ConfigSummary, key: str) -> str:
+    if key != "peak_memory":
+        return key
+    return next((k for k in c.pareto_on if k.startswith("peak_")), "peak_rss_bytes")
+
+
+def _pareto_tooltip(c: ConfigSummary) -> str:
+    """What hovering a point says: the configuration, its model, its standing and the compared figures."""
+    units = {"load_cost_s": "s", "ttft_ms": "ms", "decode_tok_s": "tok/s"}
+    figs = [f"{k}: {estimate_cell(c.figures.get(k), units.get(k, 'bytes'))}" for k in c.pareto_on]
+    return f"{c.label} ({c.model}), {'Pareto front' if c.pareto else 'dominated'}; " + "; ".join(figs)
+
+
+def _pareto_point(ax: Any, c: ConfigSummary, xk: str, yk: str, scale: dict[str, float], color: str,
+                  gid: str) -> bool:
+    """One configuration at its medians with IQR error bars; filled when on the front. False when not drawn."""
+    ex, ey = c.figures.get(xk), c.figures.get(yk)
+    if ex is None or ey is None or xk not in c.pareto_on or yk not in c.pareto_on:
+        return False
+    sx, sy = scale.get(xk, 1.0), scale.get(yk, 1.0)
+    cont = ax.errorbar([ex.median / sx], [ey.median / sy],
+                       xerr=[[(ex.median - ex.q1) / sx], [(ex.q3 - ex.median) / sx]],
+                       yerr=[[(ey.median - ey.q1) / sy], [(ey.q3 - ey.median) / sy]], fmt="o", color=color,
+                       markerfacecolor=color if c.pareto else "white", markersize=6 if c.pareto else 5,
+                       elinewidth=0.8, capsize=2)
+    cont[0].set_gid(gid)
+    return True
+
+
+def pareto_plot(configs: Sequence[ConfigSummary]) -> str | None:
+    """Load cost vs peak memory and TTFT vs decode tok/s per compared configuration: medians with IQR error bars,
+    the Pareto front filled, dominated points hollow, one colour per model; hovering a point names it."""
+    pts = [c for c in configs if c.pareto is not None]
+    if not pts:
+        return None
+    models = list(dict.fromkeys(c.model for c in pts))
+    colors = _colors(models)
+    mem = [c.median(_pareto_key(c, "peak_memory")) or 0.0 for c in pts]
+    mem_scale, mem_unit = _byte_unit(max(mem))
+    scale = {"peak_rss_bytes": mem_scale, "peak_cuda_allocated_bytes": mem_scale}
+    tips: dict[str, str] = {}
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(WIDTH_IN, 3.0), layout="constrained")
+        for j, (ax, (xf, yf, title)) in enumerate(zip(axes, PARETO_PANELS)):
+            for i, c in enumerate(pts):
+                gid = f"pt{j}-{i}"
+                if _pareto_point(ax, c, _pareto_key(c, xf), _pareto_key(c, yf), scale, colors[c.model], gid):
+                    tips[gid] = _pareto_tooltip(c)
+            ax.set_title(title)
+            ax.set_xlabel(PARETO_AXES.get(xf, xf))
+            ax.set_ylabel(PARETO_AXES.get(yf, f"peak memory ({mem_unit})"))
+        handles = [plt.Line2D([], [], marker="o", linestyle="", color=colors[m], label=_short(m, 40)) for m in models]
+        handles += [plt.Line2D([], [], marker="o", linestyle="", color="#333333", label="Pareto front (medians)"),
+                    plt.Line2D([], [], marker="o", linestyle="", color="#333333", markerfacecolor="white",
+                               label="dominated; bars: IQR")]
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4))
+        svg = _svg(fig, "pareto")
+    for gid, tip in tips.items():
+        svg = svg.replace(f'<g id="pareto-{gid}">', f'<g id="pareto-{gid}"><title>{_xml_escape(tip)}</title>', 1)
+    return svg

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from loadprof.reports.base import Artifacts
-from loadprof.results import (Finding, PhaseTiming, Recommendation, Recommendations, Study, SweepResult,
+from loadprof.results import (Finding, PhaseTiming, Recommendation, Recommendations, SweepResult,
                               TrialResult)
 from loadprof.units import bytes_h, num
 
@@ -26,6 +26,8 @@ ARTIFACTS = (("speedscope", "py-spy profile", "open at speedscope.app"),
              ("stdout", "stdout", ""), ("stderr", "stderr", ""), ("py_spy_log", "py-spy log", ""))
 SEVERITIES = ("high", "medium", "low")
 INCOMPLETE_MARK = "\u2020"
+#: the phase tables' total column: "generate s" alone would read as one call (the studies' "generate call s")
+PARENT_TOTAL = {"generate": "generate total s"}
 INCOMPLETE_NOTE = f"{INCOMPLETE_MARK} incomplete: the trial ended inside this phase; its time is a lower bound"
 
 
@@ -59,9 +61,29 @@ def run_info(sweep: SweepResult) -> list[tuple[str, str]]:
 
 
 def model_label(trial: TrialResult) -> str:
-    """The model as the user named it (synthetic shape and dtype, or path / hub id)."""
+    """The model as the user named it (synthetic shape and stored dtype, or path / hub id), plus the dtype the
+    trial loaded it as when the strategy asked for one: ``tiny (bfloat16, loaded as float32)``."""
     m = trial.strategy.model
-    return f"{m.label} ({m.synthetic.dtype})" if m.synthetic is not None else m.label
+    stored = m.synthetic.dtype if m.synthetic is not None else None
+    loaded = trial.strategy.load.dtype
+    loaded = loaded if loaded and loaded != "auto" and loaded != stored else None
+    dtypes = ", ".join(x for x in (stored, loaded and f"loaded as {loaded}") if x)
+    return f"{m.label} ({dtypes})" if dtypes else m.label
+
+
+def wall_s(t: TrialResult) -> float | None:
+    """The trial's wall; for a trial killed at its timeout, the parent's wall until the kill (the worker's own
+    clock stops at its last event, which can be long before it was killed)."""
+    parent = t.harness.get("parent_wall_s")
+    if t.status == "timeout" and isinstance(parent, (int, float)):
+        return max(parent, t.wall_s or 0.0)
+    return t.wall_s
+
+
+def wall_cell(t: TrialResult, fmt: str = ".2f") -> str:
+    """``wall s`` cell: a timeout trial's wall says it was killed (``>= 600.00 (killed)``)."""
+    w = wall_s(t)
+    return f"{num(w, fmt)} (killed)" if t.status == "timeout" and w is not None else num(w, fmt)
 
 
 def trial_name(t: TrialResult) -> str:
@@ -75,7 +97,7 @@ def summary(sweep: SweepResult, reason_chars: int = 200) -> Table:
         m = t.metrics
         rows.append((str(i), model_label(t), trial_name(t), t.status, num(m.get("import_s")), num(m.get("load_s")),
                      num(m.get("warmup_s")), bytes_h(m.get("peak_rss_bytes")), num(m.get("ttft_ms"), ".1f"),
-                     num(m.get("decode_tok_s"), ".1f"), num(t.wall_s), (t.reason or "")[:reason_chars]))
+                     num(m.get("decode_tok_s"), ".1f"), wall_cell(t), (t.reason or "")[:reason_chars]))
     return Table(f"loadprof: {sweep.name} ({len(sweep.trials)} trials)", SUMMARY_COLUMNS, rows,
                  _numeric(SUMMARY_COLUMNS, ("model", "strategy", "status", "reason")))
 
@@ -173,7 +195,7 @@ def phase_tables(sweep: SweepResult) -> list[Table]:
     if top:
         cols = _union(d for _, d, _ in top)
         columns = ("strategy", *cols, "wall s")
-        rows = [(trial_name(t), *(_cell(d, c, o) for c in cols), num(t.wall_s, ".3f")) for t, d, o in top]
+        rows = [(trial_name(t), *(_cell(d, c, o) for c in cols), wall_cell(t, ".3f")) for t, d, o in top]
         notes = [INCOMPLETE_NOTE] if any(o for *_, o in top) else []
         desc = ("phases on the trial's clock; the gaps between them (wall s minus their sum) are the worker's "
                 "own bookkeeping")
@@ -197,7 +219,7 @@ def _children_table(sweep: SweepResult, parent: str, desc: str) -> Table | None:
     if not per:
         return None
     cols = [c for c in _union(d for _, d, _, _ in per) if c != "other"] + ["other"]
-    columns = ("strategy", *cols, f"{parent} s")
+    columns = ("strategy", *cols, PARENT_TOTAL.get(parent, f"{parent} s"))
     rows = [(trial_name(t), *(_cell(d, c, o) for c in cols),
              num(sum(p.duration_s for p in t.phases if p.name == parent), ".3f")
              + (INCOMPLETE_MARK if po else "")) for t, d, o, po in per]
@@ -231,7 +253,7 @@ def finding_who(f: Finding) -> str:
 
 def stake_text(f: Finding) -> str:
     """'4.02 s and 1.5 GiB at stake (basis)', or the basis alone where nothing is (an ignored kwarg)."""
-    parts = [x for x in (f.stake_s is not None and f"{f.stake_s:.3g} s",
+    parts = [x for x in (f.stake_s is not None and seconds_text(f.stake_s),
                          f.stake_bytes is not None and bytes_h(f.stake_bytes)) if x]
     head = " and ".join(parts) + " at stake" if parts else ""
     return f"{head} ({f.stake_basis})" if head and f.stake_basis else head or f.stake_basis
@@ -243,9 +265,18 @@ def verdict(sweep: SweepResult) -> str | None:
         return None
     f = sweep.findings[0]
     kind = "mistake" if f.mistake else "observation"
-    stake = " and ".join(x for x in (f.stake_s is not None and f"{f.stake_s:.3g} s",
+    stake = " and ".join(x for x in (f.stake_s is not None and seconds_text(f.stake_s),
                                      f.stake_bytes is not None and bytes_h(f.stake_bytes)) if x)
     return f"verdict ({kind}): {f.title}" + (f"; {stake} at stake" if stake else "") + f". Fix: {f.fix}"
+
+
+def seconds_text(v: float) -> str:
+    """Three significant digits, never an exponent: ``0.341 s``, ``12.2 s``, ``1460 s``, ``0.012 ms``."""
+    if abs(v) >= 100 or v == 0:
+        return f"{v:.0f} s"
+    if abs(v) < 0.001:
+        return f"{v * 1e3:.3f} ms"
+    return f"{float(f'{v:.3g}'):g} s"
 
 
 def value_text(v: Any, unit: str) -> str:
@@ -254,133 +285,86 @@ def value_text(v: Any, unit: str) -> str:
         return "-" if v is None else f"{v} {unit}".strip()
     if unit == "bytes":
         return bytes_h(v)
-    return {"s": f"{v:.3g} s", "ms": f"{v:.1f} ms", "tok/s": f"{v:.2f} tok/s"}.get(unit, f"{v:g} {unit}".strip())
+    return {"s": seconds_text(v), "ms": f"{v:.1f} ms", "tok/s": f"{v:.2f} tok/s"}.get(unit, f"{v:g} {unit}".strip())
 
 
 def recommendations(sweep: SweepResult) -> tuple[Table | None, list[str]]:
-    """Best configuration per objective under the memory budget, or (None, []) when the sweep has none."""
+    """What to use per model and objective, with its spread and how it was decided; (None, []) when none."""
     rec = sweep.recommendations
-    if not rec.objectives:
+    if not rec.picks:
         return None, []
-    columns = ("objective", "best", "figure", "settings", "runner-up", "tradeoffs")
-    rows = [_recommendation_row(obj, o) for obj, o in rec.objectives.items()]
-    return Table("recommendations", columns, rows, tuple(False for _ in columns)), _recommendation_notes(rec)
+    many = len(rec.models) > 1
+    columns = (*(("model",) if many else ()), "objective", "verdict", "configuration", "figure", "decided by",
+               "runner-up / tied", "settings", "tradeoffs")
+    rows = [(*((o.model,) if many else ()), *_recommendation_row(o)) for o in rec.picks]
+    return (Table("recommendations", columns, rows, tuple(False for _ in columns)),
+            _recommendation_notes(rec, sweep.trials))
 
 
-def _recommendation_row(obj: str, o: Recommendation) -> tuple[str, ...]:
+def estimate_text(est: Any, unit: str) -> str:
+    """``1.23 s ± 0.04 (n=3)``; a single repeat shows the bare value with n=1."""
+    if est is None:
+        return "-"
+    if est.n < 2:
+        return f"{value_text(est.median, unit)} (n=1)"
+    return f"{value_text(est.median, unit)} ± {value_text(est.spread, unit)} (n={est.n})"
+
+
+def _recommendation_row(o: Recommendation) -> tuple[str, ...]:
     fig = o.figure
-    if not o.label:
-        return (obj, f"nothing to recommend: {o.reason or 'no candidate'}", "-", "-", "-", "-")
+    if o.verdict == "none" or (o.label is None and not o.candidates):
+        return (o.objective, "none", "-", "-", o.reason or "no candidate", "-", "-", "-")
+    if o.label is None:
+        lead = "; ".join(f"{c.label} {estimate_text(c.estimate, fig.unit)}" for c in o.candidates[:3])
+        return (o.objective, "no pick", "-", f"{fig.name}: {lead}", o.rule, "-", "-", "-")
     ru = o.runner_up
     margin = f", margin {o.margin_pct:.1f}%" if o.margin_pct is not None else ""
-    runner = f"{ru.label} ({value_text(ru.figure.value, fig.unit)}){margin}" if ru else "-"
+    runner = ("tied: " + ", ".join(o.tied) if o.tied else
+              f"{ru.label} ({value_text(ru.figure.value, fig.unit)}){margin}" if ru else "-")
     settings = ", ".join(f"{k}={v}" for k, v in (o.settings or {}).items() if v is not None)
     tradeoffs = [*o.tradeoffs] + ([o.reason] if o.reason else [])
-    figure = f"{fig.name} = {value_text(fig.value, fig.unit)}"
-    return (obj, o.label, figure, settings or "-", runner, "; ".join(tradeoffs) or "-")
+    shown = estimate_text(o.estimate, fig.unit) if o.estimate else value_text(fig.value, fig.unit)
+    return (o.objective, o.verdict, o.label, f"{fig.name} = {shown}", o.rule or "-",
+            runner, settings or "-", "; ".join(tradeoffs) or "-")
 
 
-def _recommendation_notes(rec: Recommendations) -> list[str]:
-    notes = []
+def _recommendation_notes(rec: Recommendations, trials: Iterable[TrialResult] = ()) -> list[str]:
+    notes = [f"decision rule: {rec.picks[0].method}"] if rec.picks and rec.picks[0].method else []
+    pooled = dict.fromkeys(n for r in rec.picks for n in r.notes[:len(r.pooled)])
+    notes += [f"pooled for an objective they cannot affect: {n}" for n in pooled]
+    notes += list(dict.fromkeys(n for r in rec.picks for n in r.notes[len(r.pooled):]))
     if rec.memory_budget_bytes is not None:
         notes.append(f"memory budget {bytes_h(rec.memory_budget_bytes)}"
                      + (f" on {rec.peak_metric}" if rec.peak_metric else ""))
     if rec.excluded_over_budget:
         notes.append("over budget: " + ", ".join(rec.excluded_over_budget))
+    return notes + cap_warning_lines(rec, trials)
+
+
+def cap_warning_lines(rec: Recommendations, trials: Iterable[TrialResult] = ()) -> list[str]:
+    """One "max_new_tokens larger than the answers" line per series: warnings whose strategies differ only in
+    max_new_tokens (found through ``trials``; else warnings with the same model and answer length) share a line."""
+    by_id = {t.trial_id: t for t in trials}
+    groups: dict[str, list[Any]] = {}
     for w in rec.max_new_tokens_warnings:
-        notes.append(f"max_new_tokens larger than the answers: {w.label}: {w.advice}")
-    return notes
-
-
-# ------------------------------------------------------------------------------------------------ studies
-
-def signed_pct(v: Any) -> str:
-    return "-" if v is None else f"{v:+.1f}%"
-
-
-def _fit_line(name: str, f: Mapping[str, Any] | None, slope: str, extra: str = "") -> str | None:
-    if not f:
-        return None
-    r2 = ", ".join(f"{m} {v:.3f}" for m, v in f["r2_by_model"].items())
-    return f"  {name}: {f['model']} in the cap (R^2 {f['r2']:.3f}; {r2}), {slope} per token of cap{extra}"
-
-
-def curve_notes(study: Study) -> list[tuple[int, str]]:
-    """(indent level, text) lines under a max_new_tokens curve (fits, growing sites, covering cap).
-
-    Shared by every renderer so the console, Markdown and HTML say the same thing.
-    """
-    c = study.figures
-    fits = c.get("fits", {})
-    lines: list[tuple[int, str | None]] = [(0, x) for x in (
-        _fit_line("generate call", fits.get("generate_call_s"),
-                  f"{num(c.get('generate_call_ms_per_cap_token'), '.3f')} ms",
-                  "" if c.get("generate_call_trend", "none") != "none" else
-                  f"; trend: none claimed (R^2 below {c.get('trend_min_r2', 0.8)}: run-to-run noise)"),
-        _fit_line("TTFT", fits.get("ttft_ms"), f"{num(c.get('ttft_ms_per_cap_token'), '.3f')} ms"),
-        _fit_line("alloc at generate start", fits.get("generate_start_alloc_bytes"),
-                  bytes_h(c.get("alloc_bytes_per_cap_token")), f"; growth: {c.get('growth')}"),
-    )]
-    for s in c.get("sites", [])[:5]:
-        share = f", {100 * s['share']:.0f}% of the growth" if s.get("share") is not None else ""
-        lines.append((1, f"{s['site']} {s['op']}: {bytes_h(s['bytes_per_cap_token'])} per token of cap{share}"))
-    if c.get("observed_new_tokens"):
-        save = [x for x in (c.get("saving_bytes") and bytes_h(c["saving_bytes"]),
-                            c.get("saving_ms") and f"{c['saving_ms']:.1f} ms") if x]
-        lines.append((0, f"observed new tokens: {', '.join(map(str, c['observed_new_tokens']))}; covering cap "
-                         f"{c.get('covering_cap')}"
-                         + (f" saves {' and '.join(save)} vs cap {c.get('largest_cap')}" if save else "")))
-    return [(level, line.strip()) for level, line in lines if line]
-
-
-def curve_table(study: Study) -> Table:
-    c = study.figures
-    columns = ("cap", "generate s", "TTFT ms", "ms/token p50", "alloc at generate start", "new tokens")
-    rows = [(str(r["cap"]), num(r.get("generate_call_s"), ".3f"), num(r.get("ttft_ms"), ".1f"),
-             num(r.get("per_token_ms_p50"), ".2f"), bytes_h(r.get("generate_start_alloc_bytes")),
-             num(r.get("new_tokens"), ".0f")) for r in c.get("points", [])]
-    notes = [text for _, text in curve_notes(study)]
-    return Table("max_new_tokens curve", columns, rows, _numeric(columns), study.description, notes)
-
-
-def batch_table(study: Study) -> Table:
-    b = study.figures
-    columns = ("batch", "decode tok/s", "speedup", "efficiency", "KV per seq", "KV total", "TTFT ms")
-    rows = []
-    for r in b.get("rows", []):
-        marks = [m for m, k in (("best eff", "best_efficiency"), ("best tput", "best_throughput")) if r.get(k)]
-        rows.append((f"{r['batch_size']}" + (f" ({', '.join(marks)})" if marks else ""),
-                     num(r.get("decode_tok_s"), ".1f"),
-                     "-" if r.get("speedup") is None else f"{r['speedup']:.2f}x",
-                     "-" if r.get("efficiency_pct") is None else f"{r['efficiency_pct']:.1f}%",
-                     bytes_h(r.get("kv_bytes_per_seq")), bytes_h(r.get("kv_bytes_total")),
-                     num(r.get("ttft_ms"), ".1f")))
-    note = (f"efficiency = speedup / (batch / {b.get('baseline_batch_size')}); best efficiency: batch "
-            f"{b.get('best_efficiency_batch_size')}, best throughput: batch {b.get('best_throughput_batch_size')}")
-    return Table("batch scaling", columns, rows, _numeric(columns), study.description, [note])
-
-
-def quant_table(study: Study) -> Table:
-    q = study.figures
-    peak = "peak CUDA" if q.get("peak_source") == "cuda_allocated" else "peak RSS"
-    columns = ("quant", "weights", "saved %", peak, "decode tok/s", "speedup", "TTFT change", "load s")
-    rows = [(str(r["quantization"]), bytes_h(r.get("weights_bytes")), num(r.get("memory_saved_pct"), ".1f"),
-             bytes_h(r.get("peak_bytes")), num(r.get("decode_tok_s"), ".1f"),
-             "-" if r.get("decode_speedup") is None else f"{r['decode_speedup']:.2f}x",
-             signed_pct(r.get("ttft_change_pct")), num(r.get("load_s"), ".2f")) for r in q.get("rows", [])]
-    notes = ([] if q.get("baseline") is not None else
-             ["no unquantized point in this series: savings and speedups are not computed"])
-    return Table("quantization", columns, rows, _numeric(columns, ("quant",)), study.description, notes)
-
-
-STUDY_TABLES = {"max_new_tokens": curve_table, "batch_size": batch_table, "quantization": quant_table}
-
-
-def study_tables(studies: Iterable[Study]) -> dict[str, list[Table]]:
-    """Per study kind, one table per series, in report order (kinds without a series are left out)."""
-    out: dict[str, list[Table]] = {}
-    for kind, table in STUDY_TABLES.items():
-        tables = [table(s) for s in studies if s.kind == kind]
-        if tables:
-            out[kind] = tables
-    return out
+        t = next((by_id[i] for i in w.trial_ids if i in by_id), None)
+        if t is not None:
+            d = t.strategy.to_dict()
+            d["generate"] = {k: v for k, v in d["generate"].items() if k != "max_new_tokens"}
+            d.pop("label", None)
+            key = repr(d)
+        else:
+            key = f"generated {w.generated}"
+        groups.setdefault(key, []).append(w)
+    lines = []
+    for ws in groups.values():
+        if len(ws) == 1:
+            lines.append(f"max_new_tokens larger than the answers: {ws[0].label}: {ws[0].advice}")
+            continue
+        caps = sorted({w.cap for w in ws if w.cap is not None})
+        shares = [w.share for w in ws if isinstance(w.share, (int, float))]
+        used = f" (answers used {100 * min(shares):.0f}-{100 * max(shares):.0f}% of them)" if shares else ""
+        gen = max((w.generated for w in ws if w.generated is not None), default=None)
+        lines.append(f"max_new_tokens larger than the answers: {', '.join(w.label for w in ws)}: answers stopped at "
+                     f"{gen} tokens under caps {', '.join(map(str, caps))}{used}; set max_new_tokens near {gen}")
+    return lines

@@ -1,87 +1,165 @@
-"""Console tables for the studies (loadprof.analysis.studies): the max_new_tokens curve, batch scaling, quantization.
+"""The studies as tables (loadprof.analysis.studies): the max_new_tokens curve, batch scaling, quantization.
 
-Shaped like the user's own tables (parallel workers: speedup and efficiency; quantization summary: saved %,
-speedup, TTFT change) so the numbers can be read side by side. Renders the dict only; never measures.
-The notes under a curve come from loadprof.reports.sections, so the file reports say the same.
+Built once as plain ``Table`` data for every renderer (report.md, report.html, the console), shaped like the
+user's own tables (parallel workers: speedup and efficiency; quantization summary: saved %, speedup, TTFT
+change) and llama-bench's pp/tg columns. A figure from repeats is printed as median ± half its IQR with the
+repeat count in the ``n`` column; a trend only as its fit allows (loadprof.analysis.trend_claims). Never measures.
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Table as RichTable
 
-from loadprof.reports.sections import curve_notes, signed_pct
+from loadprof.analysis import trend_claims as tc
+from loadprof.analysis.cap_study import per_token_knee_text, time_claim
+from loadprof.analysis.studies import decode_step_knee_text
+from loadprof.reports.sections import Table
 from loadprof.results import Study
 from loadprof.units import bytes_h, num
 
-BEST = "[bold green]*[/]"
+SPREAD_NOTE = "a \u00b1 b: median \u00b1 half the IQR over the n repeats of that point"
+PP_TG_NOTE = ("pp = prompt processing (batch x prompt tokens / prefill), tg = token generation (decode tok/s over "
+              "all sequences), as llama-bench's columns")
 
 
-def _table(console: Console, kind: str, description: str, columns: tuple[str, ...]) -> Table:
-    """Heading on its own line (a table title would wrap to the table's width), then an empty table."""
-    console.print(f"[bold]{kind}[/]: {escape(description)}", highlight=False)
-    table = Table()
-    for i, col in enumerate(columns):
-        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=True)
-    return table
+def signed_pct(v: Any) -> str:
+    return "-" if v is None else f"{v:+.1f}%"
 
 
-def render_curve(study: Study, console: Console) -> None:
+def _numeric(columns: Sequence[str], left: Iterable[str] = ()) -> tuple[bool, ...]:
+    skip = set(left)
+    return tuple(c not in skip for c in columns)
+
+
+def pm(row: Mapping[str, Any], key: str, fmt: Callable[[float], str]) -> str:
+    """The row's figure, with ``± half IQR`` where it has repeats that differ."""
+    v = row.get(key)
+    if v is None:
+        return "-"
+    e = (row.get("estimates") or {}).get(key)
+    if e and (e.get("n") or 0) >= 2 and e["q3"] > e["q1"]:
+        return f"{fmt(v)} \u00b1 {fmt((e['q3'] - e['q1']) / 2)}"
+    return fmt(v)
+
+
+def _f(spec: str) -> Callable[[float], str]:
+    return lambda v: num(v, spec)
+
+
+def _n(row: Mapping[str, Any]) -> str:
+    return str(row.get("repeats") or len(row.get("trial_ids") or ()) or "-")
+
+
+# ---------------------------------------------------------------- max_new_tokens
+
+def curve_notes(study: Study) -> list[tuple[int, str]]:
+    """(indent level, text) lines under a max_new_tokens curve: each trend as its fit allows it to be said, the
+    knees, the formula behind the growth, the growing sites and the covering cap."""
     c = study.figures
-    table = _table(console, "max_new_tokens curve", study.description,
-                   ("cap", "generate s", "TTFT ms", "ms/token p50", "alloc at generate start", "new tokens"))
-    for r in c["points"]:
-        table.add_row(str(r["cap"]), num(r["generate_call_s"], ".3f"), num(r["ttft_ms"], ".1f"),
-                      num(r["per_token_ms_p50"], ".2f"), bytes_h(r["generate_start_alloc_bytes"]),
-                      num(r["new_tokens"], ".0f"))
-    console.print(table)
-    for level, line in curve_notes(study):
-        console.print("  " * (level + 1) + line, markup=False, highlight=False)
+    fits = c.get("fits", {})
+    fb = fits.get("generate_start_alloc_bytes")
+    lines: list[tuple[int, str | None]] = [
+        (0, f"generate call: {time_claim(c)}" if fits.get("generate_call_s") else None),
+        (0, f"TTFT: {tc.claim(fits.get('ttft_ms'), tc.ms)}" if fits.get("ttft_ms") else None),
+        (0, per_token_knee_text(c)),
+        (0, f"alloc at generate start: {tc.claim(fb, bytes_h)}; growth: {c.get('growth')}" if fb else None),
+        (1, (c.get("alloc_formula") or {}).get("text")),
+        (1, tc.knee_text(c.get("alloc_knee"), "alloc at generate start", "cap", "bytes_per_cap_token", bytes_h,
+                         "per token of cap")),
+    ]
+    for s in c.get("sites", [])[:5]:
+        share = f", {100 * s['share']:.0f}% of the growth" if s.get("share") is not None else ""
+        lines.append((1, f"{s['site']} {s['op']}: {bytes_h(s['bytes_per_cap_token'])} per token of cap{share}"))
+    if c.get("observed_new_tokens"):
+        save = [x for x in (c.get("saving_bytes") and bytes_h(c["saving_bytes"]),
+                            c.get("saving_ms") and f"{c['saving_ms']:.1f} ms") if x]
+        lines.append((0, f"observed new tokens: {', '.join(map(str, c['observed_new_tokens']))}; covering cap "
+                         f"{c.get('covering_cap')}"
+                         + (f" saves {' and '.join(save)} vs cap {c.get('largest_cap')}" if save else "")))
+    if c.get("trend_method"):
+        lines.append((0, f"trends: {c['trend_method']}; {SPREAD_NOTE}"))
+    return [(level, line.strip()) for level, line in lines if line]
 
 
-def render_batch(study: Study, console: Console) -> None:
+def curve_table(study: Study) -> Table:
+    c = study.figures
+    columns = ("cap", "n", "generate call s", "TTFT ms", "ms/token p50", "alloc at generate start", "new tokens")
+    rows = [(str(r["cap"]), _n(r), pm(r, "generate_call_s", _f(".3f")), pm(r, "ttft_ms", _f(".1f")),
+             pm(r, "per_token_ms_p50", _f(".2f")), pm(r, "generate_start_alloc_bytes", bytes_h),
+             num(r.get("new_tokens"), ".0f")) for r in c.get("points", [])]
+    notes = [text for _, text in curve_notes(study)]
+    return Table("max_new_tokens curve", columns, rows, _numeric(columns), study.description, notes)
+
+
+# ---------------------------------------------------------------- batch, quantization
+
+def batch_table(study: Study) -> Table:
     b = study.figures
-    table = _table(console, "batch scaling", study.description,
-                   ("batch", "decode tok/s", "speedup", "efficiency", "KV per seq", "KV total", "TTFT ms"))
-    for r in b["rows"]:
-        marks = ((f" {BEST}eff" if r["best_efficiency"] else "")
-                 + (f" {BEST}tput" if r["best_throughput"] else ""))
-        table.add_row(f"{r['batch_size']}{marks}", num(r["decode_tok_s"], ".1f"),
-                      "-" if r["speedup"] is None else f"{r['speedup']:.2f}x",
-                      "-" if r["efficiency_pct"] is None else f"{r['efficiency_pct']:.1f}%",
-                      bytes_h(r["kv_bytes_per_seq"]), bytes_h(r["kv_bytes_total"]), num(r["ttft_ms"], ".1f"))
-    console.print(table)
-    console.print(f"  efficiency = speedup / (batch / {b['baseline_batch_size']}); best efficiency: batch "
-                  f"{b['best_efficiency_batch_size']}, best throughput: batch {b['best_throughput_batch_size']}",
-                  markup=False, highlight=False)
+    columns = ("batch", "n", "pp tok/s", "tg (decode) tok/s", "speedup", "efficiency", "KV per seq", "KV total",
+               "TTFT ms")
+    rows = []
+    for r in b.get("rows", []):
+        marks = [m for m, k in (("best eff", "best_efficiency"), ("best tput", "best_throughput")) if r.get(k)]
+        rows.append((f"{r['batch_size']}" + (f" ({', '.join(marks)})" if marks else ""), _n(r),
+                     pm(r, "prefill_tok_s", _f(".1f")), pm(r, "decode_tok_s", _f(".1f")),
+                     "-" if r.get("speedup") is None else f"{r['speedup']:.2f}x",
+                     "-" if r.get("efficiency_pct") is None else f"{r['efficiency_pct']:.1f}%",
+                     bytes_h(r.get("kv_bytes_per_seq")), bytes_h(r.get("kv_bytes_total")), pm(r, "ttft_ms", _f(".1f"))))
+    notes = [f"efficiency = speedup / (batch / {b.get('baseline_batch_size')}) on the medians; best efficiency: "
+             f"batch {b.get('best_efficiency_batch_size')}, best throughput: batch {b.get('best_throughput_batch_size')}",
+             decode_step_knee_text(b), f"{PP_TG_NOTE}; {SPREAD_NOTE}"]
+    return Table("batch scaling", columns, rows, _numeric(columns), study.description, [n for n in notes if n])
 
 
-def render_quant(study: Study, console: Console) -> None:
+def quant_table(study: Study) -> Table:
     q = study.figures
     peak = "peak CUDA" if q.get("peak_source") == "cuda_allocated" else "peak RSS"
-    table = _table(console, "quantization", study.description,
-                   ("quant", "weights", "saved %", peak, "decode tok/s", "speedup", "TTFT change", "load s"))
-    for r in q["rows"]:
-        table.add_row(escape(str(r["quantization"])), bytes_h(r["weights_bytes"]), num(r["memory_saved_pct"], ".1f"),
-                      bytes_h(r["peak_bytes"]), num(r["decode_tok_s"], ".1f"),
-                      "-" if r["decode_speedup"] is None else f"{r['decode_speedup']:.2f}x",
-                      signed_pct(r["ttft_change_pct"]), num(r["load_s"], ".2f"))
+    columns = ("quant", "n", "weights", "saved %", peak, "decode tok/s", "speedup", "TTFT change", "load s")
+    rows = [(str(r["quantization"]), _n(r), pm(r, "weights_bytes", bytes_h), num(r.get("memory_saved_pct"), ".1f"),
+             pm(r, "peak_bytes", bytes_h), pm(r, "decode_tok_s", _f(".1f")),
+             "-" if r.get("decode_speedup") is None else f"{r['decode_speedup']:.2f}x",
+             signed_pct(r.get("ttft_change_pct")), pm(r, "load_s", _f(".2f"))) for r in q.get("rows", [])]
+    notes = ([] if q.get("baseline") is not None else
+             ["no unquantized point in this series: savings and speedups are not computed"])
+    notes.append(f"saved %, speedup and TTFT change compare medians; {SPREAD_NOTE}")
+    return Table("quantization", columns, rows, _numeric(columns, ("quant",)), study.description, notes)
+
+
+STUDY_TABLES = {"max_new_tokens": curve_table, "batch_size": batch_table, "quantization": quant_table}
+
+
+def study_tables(studies: Iterable[Study]) -> dict[str, list[Table]]:
+    """Per study kind, one table per series, in report order (kinds without a series are left out)."""
+    studies = list(studies)
+    out: dict[str, list[Table]] = {}
+    for kind, table in STUDY_TABLES.items():
+        tables = [table(s) for s in studies if s.kind == kind]
+        if tables:
+            out[kind] = tables
+    return out
+
+
+# ---------------------------------------------------------------- console
+
+def render_table(t: Table, console: Console) -> None:
+    """Heading on its own line (a table title would wrap to the table's width), the table, then its notes."""
+    console.print(f"[bold]{escape(t.title)}[/]: {escape(t.description)}", highlight=False)
+    table = RichTable()
+    for i, col in enumerate(t.columns):
+        table.add_column(escape(col), justify="left" if i == 0 else "right", no_wrap=True)
+    for row in t.rows:
+        table.add_row(*(escape(cell) for cell in row))
     console.print(table)
-    if q.get("baseline") is None:
-        console.print("  no unquantized point in this series: savings and speedups are not computed",
-                      markup=False, highlight=False)
-
-
-RENDERERS = {"max_new_tokens": render_curve, "batch_size": render_batch, "quantization": render_quant}
+    for note in t.notes:
+        console.print(f"  {note}", markup=False, highlight=False)
 
 
 def render_studies(studies: Iterable[Study], console: Console) -> None:
     """One table per series, in report order; kinds without a series print nothing."""
-    studies = list(studies)
-    for kind, render in RENDERERS.items():
-        for s in studies:
-            if s.kind == kind:
-                render(s, console)
+    for tables in study_tables(studies).values():
+        for t in tables:
+            render_table(t, console)

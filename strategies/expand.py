@@ -7,7 +7,8 @@ Sweep file reference
 
     name: quickstart          # optional; default: the file's stem
     description: free text    # optional
-    repeat: 2                 # trials per strategy (isolated runs), int >= 1, default 1
+    repeat: 2                 # trials per strategy (isolated runs), int >= 1, default 1; run interleaved:
+                              # r0 of every strategy, then r1 of every strategy, ...
     model: {...}              # shorthand for base.model (give one or the other)
     base:                     # a partial strategy, the starting point of every strategy
       model: {synthetic: {arch: qwen2, shape: tiny, dtype: bfloat16}}  # or {path: ./ckpt} or {hub_id: org/name}
@@ -37,7 +38,8 @@ Field names and allowed values are those of ``loadprof.strategies.model`` (``Loa
   ``"32..4096*2"`` (32, 64, ... 4096), ``"1..8+2"`` (1, 3, 5, 7), ``"1..8"`` (step 1).
   Mapping-valued knobs (a ``device_map`` dict, ``max_memory``) take a list of mappings.
   Order: model dimensions outermost, then load, generate, top-level knobs; within a
-  section, as written. Includes come after the matrix.
+  section, as written. Includes come after the matrix. Trials run in rounds (every strategy's r0,
+  then every strategy's r1, ...), each round in a seeded shuffle; reports list them strategy by strategy.
 * Without ``matrix``, ``base`` alone is the one point, unless ``include`` is given: then
   the include entries are the points.
 * Merging: sections deep-merge; other values replace. A model that names a source
@@ -63,18 +65,19 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import itertools
 import math
 import os
+import random
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import yaml
-
 from loadprof.errors import SpecError
-from loadprof.strategies.model import (GENERATE_KEYS, LOAD_KEYS, LOADER_KEYS, MODEL_KEYS, STRATEGY_KEYS, SYNTHETIC_KEYS,
+from loadprof.strategies.yamlload import load_yaml
+from loadprof.strategies.model import (ALIASES, GENERATE_KEYS, LOAD_KEYS, LOADER_KEYS, MODEL_KEYS, STRATEGY_KEYS, SYNTHETIC_KEYS,
                               GenerateSpec, LoaderSpec, LoadSpec, ModelSpec, Strategy, SyntheticSpec, Trial)
 
 TOP_KEYS = ("name", "description", "repeat", "model", "base", "matrix", "include", "exclude")
@@ -89,6 +92,8 @@ _PATH_FIELDS = ("model.path", "load.offload_folder", "load.loader.sys_path")
 _SIZE_FIELDS = ("memory_limit", "model.synthetic.max_shard_size")  # parse_size takes ints too
 _RANK = {"model": 0, "load": 1, "generate": 2}
 MAX_POINTS = 100_000
+#: strategies x repeat: the most trials one sweep may plan (also bounds memory before anything runs)
+MAX_TRIALS = 100_000
 MAX_RANGE = 10_000
 
 
@@ -131,7 +136,22 @@ class Sweep:
     dropped: tuple[str, ...] = ()
 
     def trials(self) -> tuple[Trial, ...]:
-        """Each strategy ``repeat`` times, strategy-major (the order trials run and resume in)."""
+        """The run order (``--resume`` runs what is left in it): rounds of every strategy once (r0 of every
+        strategy, then r1, ...), each round in its own seeded shuffle. Interleaving spreads slow drift (thermals,
+        page cache, a neighbour's load) evenly over the strategies; the shuffle keeps it from lining up with a
+        knob's values (caps written 32, 64, ... 2048 would otherwise run in that order, and drift would read as a
+        trend). The seed comes from the strategies, so the same sweep always runs in the same order; trial ids do
+        not depend on it."""
+        out: list[Trial] = []
+        for r in range(self.repeat):
+            order = list(self.strategies)
+            seed = hashlib.sha256(f"{r}:".encode() + "|".join(s.id for s in order).encode()).digest()
+            random.Random(seed).shuffle(order)
+            out += [Trial(s, r) for s in order]
+        return tuple(out)
+
+    def trials_by_strategy(self) -> tuple[Trial, ...]:
+        """The same trials strategy-major (a strategy's repeats side by side): the order reports list them in."""
         return tuple(Trial(s, r) for s in self.strategies for r in range(self.repeat))
 
 
@@ -178,6 +198,15 @@ def _check_type(value: Any, canon: str, ypath: str) -> Any:
     raise SpecError(f"expected {' or '.join(_KINDS[p][0] for p in parts)}, got {_short(value)}", path=ypath)
 
 
+def _model_shorthand(text: str, base_dir: Path) -> dict[str, str]:
+    """``model: ./ckpt`` (a path: starts with ., / or ~, or names a folder beside the YAML) or
+    ``model: org/name`` (a hub id, which must be in the local cache)."""
+    t = text.strip()
+    if t.startswith((".", "/", "~")) or (t and (base_dir / t).is_dir()):
+        return {"path": t}
+    return {"hub_id": t}
+
+
 def _resolve(value: Any, base_dir: Path) -> Any:
     if isinstance(value, (list, tuple)):
         return [_resolve(v, base_dir) for v in value]
@@ -191,6 +220,8 @@ def _norm(value: Any, canon: str, ypath: str, origins: dict[str, str], base_dir:
         return None
     if canon in ("load", "model.synthetic") and value is None:
         value = {}
+    if canon == "model" and isinstance(value, str):
+        value = _model_shorthand(value, base_dir)
     if canon == "generate" and value is True:
         value = {}
     if canon == "load.loader" and isinstance(value, str):
@@ -203,6 +234,8 @@ def _norm(value: Any, canon: str, ypath: str, origins: dict[str, str], base_dir:
         origins[canon] = ypath
         return {k: _norm(v, _join(canon, k), _join(ypath, k), origins, base_dir) for k, v in value.items()}
     value = _check_type(value, canon, ypath)
+    if canon in ALIASES and isinstance(value, str):
+        value = ALIASES[canon].get(value.strip().lower(), value)
     if canon in _PATH_FIELDS and value is not None:
         value = _resolve(value, base_dir)
     origins[canon] = ypath
@@ -386,6 +419,9 @@ def expand(doc: Any, source: str = "<memory>", base_dir: Path | None = None) -> 
         points += _matrix_points(base, base_origins, dims, excludes)
     points += _include_points(base, includes)
     kept, dropped = _dedupe(points, source)
+    if len(kept) * repeat > MAX_TRIALS:
+        raise SpecError(f"{len(kept)} strategies x repeat {repeat} = {len(kept) * repeat:,} trials; at most "
+                        f"{MAX_TRIALS:,} per sweep", path="repeat", hint="split the sweep or lower repeat")
     return Sweep(name=name, source=source, description=description, repeat=repeat,
                  strategies=tuple(kept), dropped=tuple(dropped))
 
@@ -403,8 +439,8 @@ def _header(doc: Any, source: str) -> tuple[str, str, int]:
     repeat = doc.get("repeat", 1)
     for key, ok, want in (("name", isinstance(name, str) and name, "a non-empty string"),
                           ("description", isinstance(description, str), "a string"),
-                          ("repeat", isinstance(repeat, int) and not isinstance(repeat, bool) and repeat >= 1,
-                           "an integer >= 1")):
+                          ("repeat", isinstance(repeat, int) and not isinstance(repeat, bool)
+                           and 1 <= repeat <= MAX_TRIALS, f"an integer in 1..{MAX_TRIALS}")):
         if not ok:
             raise SpecError(f"expected {want}, got {_short(doc.get(key))}", path=key)
     return name, description, repeat
@@ -443,7 +479,7 @@ def _matrix_points(base: dict[str, Any], base_origins: dict[str, str], dims: lis
                    excludes: list[_Part]) -> list[_Point]:
     """The cartesian product over ``base``, less the excluded points, each labelled by what varies."""
     if math.prod(len(d[1]) for d in dims) > MAX_POINTS:
-        raise SpecError(f"the matrix has more than {MAX_POINTS} points", path="matrix")
+        raise SpecError(f"the matrix has more than {MAX_POINTS:,} points", path="matrix")
     varying = [d for d in dims if len(d[1]) > 1]
     leaf_names = [d[0].rsplit(".", 1)[-1] for d in varying]
     names = {d[0]: (leaf if leaf_names.count(leaf) == 1 else ".".join(d[0].split(".")[-2:]))
@@ -506,7 +542,8 @@ def _dedupe(points: list[_Point], source: str) -> tuple[list[Strategy], list[str
 
 
 def load_sweep(path: str | Path) -> Sweep:
-    """Read a sweep YAML (``yaml.safe_load`` only: a sweep file can never run code) and expand it."""
+    """Read a sweep YAML (safe_load types only, so a sweep file can never run code; bounded: yamlload) and
+    expand it."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -514,11 +551,5 @@ def load_sweep(path: str | Path) -> Sweep:
         raise SpecError(f"no such sweep file: {p}", hint="check the path (see strategies/examples/)") from None
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(f"cannot read sweep file {p}: {e}") from None
-    try:
-        doc = yaml.safe_load(text)
-    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as e:  # bad dates, !!int x ...
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise SpecError(f"invalid YAML in {p}{at}: {problem}", hint="check indentation and quoting there") from None
+    doc = load_yaml(text, str(p))
     return expand(doc, source=str(p), base_dir=p.resolve().parent)

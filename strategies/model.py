@@ -24,6 +24,12 @@ QUANTIZATIONS = ("none", "bnb-8bit", "bnb-4bit-nf4", "bnb-4bit-fp4")
 OFFLOADS = ("none", "cpu", "disk")
 FILE_CACHES = ("cold", "warm", "as-is")
 CACHE_IMPLEMENTATIONS = ("dynamic", "static")
+#: familiar spellings, normalized where the YAML is read (so fp16 and float16 are one strategy, one id)
+DTYPE_ALIASES = {"fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp32": "float32", "float": "float32"}
+QUANTIZATION_ALIASES = {"int8": "bnb-8bit", "8bit": "bnb-8bit", "int4": "bnb-4bit-nf4", "4bit": "bnb-4bit-nf4",
+                        "nf4": "bnb-4bit-nf4", "fp4": "bnb-4bit-fp4", "no": "none"}
+ALIASES = {"load.dtype": DTYPE_ALIASES, "model.synthetic.dtype": DTYPE_ALIASES,
+           "load.quantization": QUANTIZATION_ALIASES}
 VALIDATION_RE = re.compile(r"^(none|full|deep|sample(:[1-9][0-9]*)?)$")
 #: what ``probes:`` may name: the registry's selectable probes (loadprof.probe_registry, the one list)
 PROBES = SELECTABLE
@@ -64,6 +70,24 @@ def thaw(value: Any) -> Any:
     if isinstance(value, tuple):
         return [thaw(x) for x in value]
     return value
+
+
+#: a device in a device_map dict or a max_memory key: accelerate's names (a GPU index, cuda:N, cpu, disk, ...)
+DEVICE_RE = re.compile(r"^(cpu|disk|mps|meta|(cuda|xpu|npu|mlu|musa|hpu)(:[0-9]+)?|[0-9]+)$")
+DEVICE_HINT = "a GPU index (0, 1, ...), cuda:N, cpu or disk"
+#: the least memory_limit a worker can run under: importing torch, transformers and the worker takes about
+#: 210 MiB of data segment on CPU (measured with RLIMIT_DATA, the limit memory_limit sets); below it every trial
+#: dies during import (SIGABRT/SIGSEGV) before measuring anything
+MIN_MEMORY_LIMIT = 256 * 2**20
+
+
+def check_device(value: Any, what: str) -> None:
+    """A device string (or GPU index) as accelerate takes it, or SpecError naming ``what`` and the nearest one."""
+    if isinstance(value, bool) or not DEVICE_RE.match(str(value).strip()):
+        near = {"gpu": "0 or cuda:0", "cuda0": "cuda:0", "gpu0": "0 or cuda:0", "ram": "cpu", "host": "cpu"}
+        guess = near.get(str(value).strip().lower().replace(" ", ""))
+        raise SpecError(f"unknown device {value!r}; expected {DEVICE_HINT}" + (f" (did you mean {guess}?)" if guess
+                                                                                  else ""), path=what)
 
 
 def _choice(value: Any, allowed: tuple[str, ...], what: str) -> None:
@@ -201,8 +225,12 @@ class LoadSpec:
                 f"invalid validation {self.validation!r}; allowed: none, sample, sample:K (K >= 1), full, deep",
                 path="load.validation",
             )
+        if isinstance(self.device_map, FrozenMap):
+            for module, dev in self.device_map:
+                check_device(dev, f"load.device_map.{module!r}" if module == "" else f"load.device_map.{module}")
         if self.max_memory is not None:
             for dev, size in self.max_memory:
+                check_device(dev, f"load.max_memory.{dev}")
                 parse_size(size, f"load.max_memory.{dev}")
         if self.offload == "cpu" and self.max_memory is None:
             raise SpecError("offload: cpu needs max_memory that caps the main device", path="load.offload",
@@ -273,8 +301,9 @@ class Strategy:
             raise SpecError(f"unknown probe {unknown[0]!r}; allowed: {', '.join(PROBES)}", path="probes")
         object.__setattr__(self, "probes", tuple(self.probes))
         object.__setattr__(self, "timeout_s", float(self.timeout_s))
-        if self.memory_limit is not None:
-            parse_size(self.memory_limit, "memory_limit")
+        if self.memory_limit is not None and parse_size(self.memory_limit, "memory_limit") < MIN_MEMORY_LIMIT:
+            raise SpecError(f"{self.memory_limit!r} is below 256MiB, the least a worker needs to import torch and "
+                            "transformers", path="memory_limit", hint="leave memory_limit out for no limit")
         if self.sampling_hz is not None and (isinstance(self.sampling_hz, bool) or not (
                 isinstance(self.sampling_hz, int) and 0 <= self.sampling_hz <= 1000)):
             raise SpecError(f"must be an integer Hz in 0..1000, got {self.sampling_hz!r}", path="sampling_hz")

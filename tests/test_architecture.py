@@ -2,14 +2,15 @@
 
 Every import in every module counts, function-level ones included: a lazy import is still a dependency.
 Layers (docs/architecture.md):
-  core        loadprof.{errors, clock, units, events, phases, payloads, conclusions, probe_registry}
+  core        loadprof.{errors, clock, units, events, phases, payloads, conclusions, probe_registry, lifetime,
+              frames}
   strategies  loadprof.strategies.*   may import core
   results     loadprof.results        may import core, strategies (a TrialResult holds its Strategy)
   probes      loadprof.probes.*       may import core, strategies
   analysis    loadprof.analysis.*     may import core, strategies (shapes, specs), results
   reports     loadprof.reports.*      may import core, results, analysis
   worker      loadprof.worker         may import core, strategies, probes, analysis
-  top         loadprof.{cli, session, runner, filecache, __init__}: anything
+  top         loadprof.{cli, api, session, runner, filecache, __init__, ...}: anything
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ FOLDERS = {"profiler": "loadprof", "strategies": "loadprof.strategies", "probes"
            "analysis": "loadprof.analysis", "reports": "loadprof.reports"}
 CORE = {"loadprof.errors", "loadprof.clock", "loadprof.units", "loadprof.events",
         "loadprof.phases", "loadprof.payloads", "loadprof.conclusions",
-        "loadprof.probe_registry"}
+        "loadprof.probe_registry", "loadprof.lifetime", "loadprof.frames"}
 ALLOWED = {
     "core": {"core"},
     "strategies": {"core", "strategies"},

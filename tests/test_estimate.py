@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import json
+
 import pytest
 
 from loadprof.analysis.estimate import (Estimate, compare, estimate_command, estimate_from_config, estimate_strategy,
-                               render_estimates)
+                               ESTIMATE_COLUMNS, estimate_rows)
 from loadprof.worker import model_facts, quant_state_bytes
 from loadprof.strategies.model import GenerateSpec, LoadSpec, ModelSpec, Strategy, SyntheticSpec
 from loadprof.strategies.synthetic import config_dict, make_model, param_count
@@ -270,7 +272,9 @@ def test_estimate_command_targets_and_table(tiny_model: Path, tmp_path: Path) ->
     es = estimate_command(str(sweep))
     assert len(es) == 4 and {(e.dtype, e.max_new_tokens) for e in es} == {
         (d, n) for d in ("float32", "bfloat16") for n in (8, 16)}
-    table = render_estimates(es)
+    from loadprof.reports.formats import rich_table
+
+    table = rich_table("t", ESTIMATE_COLUMNS, estimate_rows(es))
     assert table.row_count == 4
     with Console(width=200, record=True) as c:
         c.print(table)
@@ -278,3 +282,25 @@ def test_estimate_command_targets_and_table(tiny_model: Path, tmp_path: Path) ->
     with pytest.raises(Exception, match="no config"):
         estimate_command("no-such-org/no-such-model")
 
+
+
+def test_estimate_cli_table_across_dtypes_and_formats():
+    from click.testing import CliRunner
+
+    from loadprof.cli import main
+
+    r = CliRunner().invoke(main, ["estimate", "gpt2", "--dtype", "fp32", "--dtype", "bf16", "--dtype", "int8",
+                                  "--dtype", "int4", "--format", "jsonl"])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in r.output.splitlines()]
+    assert [(x["dtype"], x["quantization"]) for x in rows] == [
+        ("float32", "none"), ("bfloat16", "none"), ("float16", "bnb-8bit"), ("float16", "bnb-4bit-nf4")]
+    assert rows[0]["weight_bytes"] == 2 * rows[1]["weight_bytes"] > rows[2]["weight_bytes"] > rows[3]["weight_bytes"]
+    assert all(x["total_bytes"] >= x["weight_bytes"] + x["kv_cache_dynamic_bytes"] for x in rows)
+    md = CliRunner().invoke(main, ["estimate", "gpt2", "--dtype", "fp16", "--quantization", "none",
+                                   "--quantization", "int8", "--format", "md"])
+    assert md.exit_code == 0 and md.output.startswith("| model | dtype | quant |") and md.output.count("\n") == 4
+    csv_out = CliRunner().invoke(main, ["estimate", "gpt2", "--format", "csv"]).output.splitlines()
+    assert csv_out[0].startswith("model,dtype,quantization,param_count,weight_bytes") and len(csv_out) == 2
+    bad = CliRunner().invoke(main, ["estimate", "gpt2", "--dtype", "fp17"])
+    assert bad.exit_code == 2 and "--dtype: invalid dtype 'fp17'" in bad.output

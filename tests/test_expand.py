@@ -157,7 +157,7 @@ def expand_err(doc) -> SpecError:
     (MODEL + "base: {generate: {max_new_tokens: 0}}", "base.generate.max_new_tokens", "must be an integer >= 1, got 0"),
     (MODEL + "base: {load: [1, 2]}", "base.load", "expected a mapping, got [1, 2]"),
     ("base: []", "base", "expected a mapping, got []"),
-    ("model: tiny", "model", "expected a mapping, got 'tiny'"),
+    ("model: 3", "model", "expected a mapping, got 3"),
     (MODEL + "base: {load: {offload: cpu}}", "base.load.offload", "offload: cpu needs max_memory"),
     (MODEL + "matrix: {load: {max_memory: [{0: 1GiB}, {0: -3}]}}", "matrix.load.max_memory[1].0",
      "size must be >= 0, got -3"),
@@ -176,13 +176,14 @@ def expand_err(doc) -> SpecError:
     (MODEL + "base: {load: {loader: {kwargs: {a: 1}}}}", "base.load.loader", "a loader needs a target"),
     (MODEL + "base: {load: {loader: {target: 'a:b', kwargs: [1]}}}", "base.load.loader.kwargs", "expected a mapping"),
     (MODEL + "base: {load: {validation: 'sample:0'}}", "base.load.validation", "sample:K (K >= 1)"),
-    (MODEL + "base: {load: {quantization: 8bit}}", "base.load.quantization", ", ".join(QUANTIZATIONS)),
+    (MODEL + "base: {load: {quantization: 3bit}}", "base.load.quantization", ", ".join(QUANTIZATIONS)),
     (MODEL + "matrix: {generate: [false, {max_new_tokens: abc}]}", "matrix.generate[1].max_new_tokens", "'abc'"),
     (MODEL + "base: {generate: 3}", "base.generate", "expected a mapping, got 3"),
     ("base: {label: x}", "base.model", "no model given"),
     ("include: [{label: x}]", "include[0].model", "no model given"),
-    (MODEL + "repeat: 0", "repeat", "expected an integer >= 1, got 0"),
-    (MODEL + "repeat: true", "repeat", "expected an integer >= 1"),
+    (MODEL + "repeat: 0", "repeat", "expected an integer in 1..100000, got 0"),
+    (MODEL + "repeat: true", "repeat", "expected an integer in 1..100000"),
+    (MODEL + "repeat: 1000000000000", "repeat", "expected an integer in 1..100000, got 1000000000000"),
     (MODEL + "name: [a]", "name", "expected a non-empty string"),
     (MODEL + "description: 3", "description", "expected a string"),
     (MODEL + "include: {label: x}", "include", "expected a list of partial strategies"),
@@ -450,16 +451,33 @@ def test_sweep_trials_repeat_in_order_and_ids_stable():
     assert a == b and hash(a.strategies) == hash(b.strategies)
     assert (a.name, a.repeat, len(a.strategies)) == ("quick", 2, 5)
     trials = a.trials()
-    assert len(trials) == 10
-    assert [(t.strategy.label, t.repeat_index) for t in trials[:3]] == [
-        ("dtype=float32 max_new_tokens=32", 0), ("dtype=float32 max_new_tokens=32", 1),
-        ("dtype=float32 max_new_tokens=64", 0)]
-    assert trials[-1].id == f"{a.strategies[-1].id}-r1"
+    assert len(trials) == 10 and [t.id for t in trials] == [t.id for t in b.trials()]  # the same order every time
+    assert [s.label for s in a.strategies[:3]] == [
+        "dtype=float32 max_new_tokens=32", "dtype=float32 max_new_tokens=64", "dtype=bfloat16 max_new_tokens=32"]
     assert len({t.id for t in trials}) == 10
     with pytest.raises(dataclasses.FrozenInstanceError):
         a.repeat = 3  # type: ignore[misc]
     assert run(MODEL, source="dir/my-sweep.yaml").name == "my-sweep"
     assert run(MODEL).name == "sweep" and run(MODEL).description == "" and run(MODEL).dropped == ()
+
+
+def test_repeats_run_interleaved_and_keep_their_ids():
+    """r0 of every strategy, then r1 of every strategy (ABAB, not AABB), each round shuffled with a seed from the
+    strategies: drift spreads over all strategies and never lines up with the written order of a knob's values."""
+    sw = run(QUICK)
+    ids = [s.id for s in sw.strategies]
+    trials = sw.trials()
+    assert [t.repeat_index for t in trials] == [0] * 5 + [1] * 5
+    assert sorted(t.id for t in trials[:5]) == sorted(f"{i}-r0" for i in ids)
+    assert sorted(t.id for t in trials[5:]) == sorted(f"{i}-r1" for i in ids)
+    assert [t.strategy.id for t in trials[:5]] != ids or [t.strategy.id for t in trials[5:]] != ids
+    caps = run(MODEL + "matrix: {generate: {max_new_tokens: '32..2048*2'}}").trials()
+    assert [t.strategy.generate.max_new_tokens for t in caps] != sorted(t.strategy.generate.max_new_tokens for t in caps)
+    # the same trials, strategy by strategy, for the reports; ids are the order-independent f"{strategy.id}-r{n}"
+    assert [t.id for t in sw.trials_by_strategy()] == [f"{i}-r{r}" for i in ids for r in range(2)]
+    assert {t.id for t in sw.trials()} == {t.id for t in sw.trials_by_strategy()}
+    assert [t.id for t in run(MODEL + "repeat: 3").trials()] == [
+        f"{run(MODEL).strategies[0].id}-r{r}" for r in range(3)]
 
 
 def test_strategies_round_trip_through_dict():
@@ -665,3 +683,23 @@ def test_every_single_edit_of_every_long_key_names_the_original():
             for typo in edits - set(keys):
                 msg = ex._unknown_key(typo, keys, typo).message
                 assert repr(key) in msg.split("did you mean", 1)[1], msg
+
+
+def test_familiar_aliases_normalize_to_one_strategy(tmp_path):
+    a = expand(yaml.safe_load(MODEL + "base: {load: {dtype: fp16, quantization: int8}}"), "s.yaml", tmp_path)
+    b = expand(yaml.safe_load(MODEL + "base: {load: {dtype: float16, quantization: bnb-8bit}}"), "s.yaml", tmp_path)
+    assert a.strategies[0].load.dtype == "float16" and a.strategies[0].load.quantization == "bnb-8bit"
+    assert a.strategies[0].id == b.strategies[0].id
+    c = expand(yaml.safe_load("model: {synthetic: {shape: tiny, dtype: bf16}}\nbase: {load: {quantization: int4}}"),
+               "s.yaml", tmp_path)
+    assert c.strategies[0].model.synthetic.dtype == "bfloat16" and c.strategies[0].load.quantization == "bnb-4bit-nf4"
+
+
+def test_a_string_model_is_a_path_or_a_hub_id(tmp_path):
+    (tmp_path / "ckpt").mkdir()
+    for text, want in (("./ckpt", ("path", str(tmp_path / "ckpt"))), ("ckpt", ("path", str(tmp_path / "ckpt"))),
+                       ("org/name", ("hub_id", "org/name")), ("gpt2", ("hub_id", "gpt2"))):
+        m = expand({"model": text}, "s.yaml", tmp_path).strategies[0].model
+        assert (m.path, m.hub_id) == ((want[1], None) if want[0] == "path" else (None, want[1])), text
+    two = expand(yaml.safe_load("model: a/b\nmatrix: {model: [a/b, ./ckpt]}"), "s.yaml", tmp_path)
+    assert [s.model.label for s in two.strategies] == ["a/b", str(tmp_path / "ckpt")]

@@ -176,7 +176,7 @@ def test_uncovered_time_is_never_silent_and_says_what_was_sampled():
 def test_definite_mistakes_outrank_observations_whatever_their_severity():
     kwarg = _trial(probes={"phases": {"metrics": {"ignored_kwargs": {"offload_state_dict": "m.py:1"}}}},
                    metrics={"roofline_fraction": 0.05, "decode_tok_s": 10.0, "roofline_tok_s": 200.0,
-                            "decode_bytes_per_step": 2**20, "membw_gb_s": 10.0, "new_tokens": 32},
+                            "weights_bytes": 64 * 2**20, "decode_bytes_per_step": 2**20, "membw_gb_s": 10.0, "new_tokens": 32},
                    strategy=strategy_of({"generate": {"batch_size": 1}}))
     ranked = rank(trial_findings(kwarg))
     assert [f.kind for f in ranked] == ["ignored_kwarg", "decode_below_roofline"]
@@ -210,3 +210,21 @@ def test_a_phase_whose_only_children_mark_a_moment_has_no_uncovered_time():
     prefill = (PhaseTiming("generate", 0.0, 1.0, (PhaseTiming("prefill", 0.0, 0.9, (PhaseTiming("preallocate", 0.0, 0.01),)),
                                                  PhaseTiming("decode", 0.9, 1.0))),)
     assert "uncovered_time" not in kinds(_trial(phases=prefill))
+
+
+def test_loadprof_frames_in_an_uncovered_phase_are_tagged_as_its_own():
+    from loadprof.analysis.findings import _own
+
+    assert _own("reset_hwm (probes/memory.py:75)") == " [loadprof's probe]"
+    assert _own("reset_hwm (site-packages/loadprof/probes/memory.py:75)") == " [loadprof's probe]"
+    assert _own("LayerNorm.__init__ (torch/nn/modules/normalization.py:200)") == ""
+
+
+def test_no_roofline_finding_for_tiny_weights_and_no_zero_percent():
+    base = {"decode_tok_s": 10.0, "roofline_tok_s": 2000.0, "decode_bytes_per_step": 2**20, "membw_gb_s": 10.0,
+            "new_tokens": 32}
+    tiny = _trial(metrics={**base, "roofline_fraction": 0.005, "weights_bytes": 3 * 2**20})
+    assert "decode_below_roofline" not in kinds(tiny)
+    big = _trial(metrics={**base, "roofline_fraction": 0.004, "weights_bytes": 64 * 2**20})
+    (f,) = [f for f in trial_findings(big) if f.kind == "decode_below_roofline"]
+    assert f.title == "decode runs at 0.4% of its memory-bandwidth bound"

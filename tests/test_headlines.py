@@ -76,7 +76,7 @@ TRIALS = [
     _trial({"placement": {"cpu": {"bytes": 300 * MiB, "layers": 20}, "disk": {"bytes": 120 * MiB, "layers": 8}}}),
     _trial({"estimate_vs_measured": [{"figure": "weights_bytes", "measured": 2000 * MiB, "estimate": 1000 * MiB,
                                       "ratio": 2.0, "discrepancy": True, "likely_cause": "upcast"}]}),
-    _trial({"roofline_fraction": 0.05, "decode_tok_s": 10.0, "roofline_tok_s": 200.0, "decode_bytes_per_step": MiB,
+    _trial({"roofline_fraction": 0.05, "decode_tok_s": 10.0, "roofline_tok_s": 200.0, "decode_bytes_per_step": 64 * MiB,
             "membw_gb_s": 10.0, "new_tokens": 32}),
     _trial({"precision": {"pairs": [_pair("bfloat16", "float32", 100 * MiB, 200 * MiB, numel=50 * MiB)]},
             "weights_bytes": 200 * MiB, "load_convert_thread_s": 2.0, "bytes_by_device": {"cpu": 200 * MiB}}),

@@ -12,6 +12,7 @@ import pytest
 from rich.console import Console
 
 from loadprof.analysis import lengths as lengths_mod
+from loadprof.analysis import derive
 from loadprof.analysis import recommend as rec
 from loadprof.errors import LoadprofError, SpecError
 from loadprof.analysis.lengths import lengths_coverage, read_lengths
@@ -46,49 +47,66 @@ def _repeats(sid, label, strategy=None, **series):
     return [_trial(sid, label, i, strategy=strategy, **{k: v[i] for k, v in series.items()}) for i in range(n)]
 
 
-def test_load_figure_is_the_median_over_repeats_of_load_plus_warmup_plus_validate():
-    a = _repeats("a", "lazy", load_s=[0.1, 0.3, 0.2], warmup_s=[2.0, 1.0, 1.5], validate_s=[None, None, None])
-    b = _repeats("b", "eager", load_s=[1.0, 1.2], warmup_s=[0.1, 0.1], validate_s=[0.2, 0.2])
-    r = recommend(a + b, "load")
-    expect_b = statistics.median([1.0 + 0.1 + 0.2, 1.2 + 0.1 + 0.2])
-    expect_a = statistics.median([0.1 + 2.0, 0.3 + 1.0, 0.2 + 1.5])
-    assert r.label == "eager" and r.trial_ids == ("b-r0", "b-r1")
+def _one(trials, objective, **kw):
+    (r,) = recommend(trials, objective, **kw)
+    return r
+
+
+def test_load_figure_is_the_median_over_repeats_of_load_plus_first_forward_plus_validate():
+    a = _repeats("a", "lazy", strategy=_strategy(dtype="float32"), load_s=[0.5, 0.7, 0.6], warmup_s=[2.0, 1.5, 1.8],
+                 validate_s=[None, None, None])
+    b = _repeats("b", "eager", load_s=[1.0, 1.2, 1.1], warmup_s=[0.1, 0.1, 0.1], validate_s=[0.2, 0.2, 0.2])
+    r = _one(a + b, "load")
+    expect_b = statistics.median([1.0 + 0.1 + 0.2, 1.2 + 0.1 + 0.2, 1.1 + 0.1 + 0.2])
+    expect_a = statistics.median([0.5 + 2.0, 0.7 + 1.5, 0.6 + 1.8])
+    assert r.verdict == "pick" and r.label == "eager" and r.trial_ids == ("b-r0", "b-r1", "b-r2")
     assert r.figure == Figure("load_first_forward_validate_s", expect_b, "s")
+    assert r.estimate.median == expect_b and r.estimate.n == 3
     assert r.runner_up.label == "lazy" and r.runner_up.figure.value == expect_a
     assert r.margin_pct == 100.0 * (expect_a - expect_b) / expect_a
     assert r.reason is None and r.settings["dtype"] == "float16" and r.settings["loader"] is None
+    assert "max_new_tokens" not in r.settings  # a generate knob cannot move the load: never shown as its reason
 
 
 def test_load_counts_only_the_first_forward_of_the_warmup_phase():
     warm = PhaseTiming("warmup", 1.0, 11.0, (PhaseTiming("forward", 1.0, 2.5), PhaseTiming("decode", 2.5, 11.0)))
     t = TrialResult(trial_id="a-r0", strategy_id="a", label="a", repeat_index=0, status="ok", strategy=_strategy(),
                     phases=(warm,), metrics={"load_s": 1.0, "warmup_s": 10.0, "validate_s": 0.25})
-    assert rec.first_forward_s(t) == 1.5 and rec.load_cost_s(t) == 1.0 + 1.5 + 0.25
-    assert recommend([t], "load").figure.value == 2.75
+    assert derive.first_forward_s(t) == 1.5 and derive.load_cost_s(t) == 1.0 + 1.5 + 0.25
+    only = _one([t], "load")
+    assert only.figure.value == 2.75 and only.verdict == "only" and only.label == "a"
 
 
 def test_throughput_higher_is_better_and_failed_trials_are_ignored():
-    trials = (_repeats("a", "slow", decode_tok_s=[10.0, 12.0, 11.0]) + _repeats("b", "fast", decode_tok_s=[20.0])
-              + [_trial("c", "broken", status="failed", decode_tok_s=99.0)])
-    r = recommend(trials, "throughput")
-    assert r.label == "fast" and r.figure.value == 20.0 and r.figure.unit == "tok/s"
+    trials = (_repeats("a", "slow", decode_tok_s=[10.0, 12.0, 11.0])
+              + _repeats("b", "fast", strategy=_strategy(dtype="bfloat16"), decode_tok_s=[20.0, 21.0, 19.0])
+              + [_trial("c", "broken", strategy=_strategy(dtype="float32"), status="failed", decode_tok_s=99.0)])
+    r = _one(trials, "throughput")
+    assert r.verdict == "pick" and r.label == "fast" and r.figure.value == 20.0 and r.figure.unit == "tok/s"
     assert r.runner_up.figure.value == 11.0 and r.margin_pct == 100.0 * (20.0 - 11.0) / 11.0
+    assert [c.label for c in r.candidates] == ["fast", "slow"]
 
 
-def test_memory_uses_the_cuda_peak_when_any_trial_has_one():
+def test_memory_uses_the_exact_cuda_peak_from_one_repeat_but_not_a_single_rss_reading():
     trials = [_trial("a", "a", peak_rss_bytes=1 * GiB, peak_cuda_allocated_bytes=5 * GiB),
-              _trial("b", "b", peak_rss_bytes=9 * GiB, peak_cuda_allocated_bytes=3 * GiB)]
-    r = recommend(trials, "memory")
-    assert r.label == "b" and r.figure == Figure("peak_cuda_allocated_bytes", 3 * GiB, "bytes")
-    only_rss = recommend([_trial("a", "a", peak_rss_bytes=2 * GiB), _trial("b", "b", peak_rss_bytes=1 * GiB)], "memory")
-    assert only_rss.figure.name == "peak_rss_bytes" and only_rss.label == "b"
+              _trial("b", "b", strategy=_strategy(dtype="bfloat16"), peak_rss_bytes=9 * GiB,
+                     peak_cuda_allocated_bytes=3 * GiB)]
+    r = _one(trials, "memory")
+    assert r.verdict == "pick" and r.label == "b" and r.figure == Figure("peak_cuda_allocated_bytes", 3 * GiB, "bytes")
+    same = _one([_trial("a", "a", peak_cuda_allocated_bytes=GiB),
+                 _trial("b", "b", strategy=_strategy(dtype="bfloat16"), peak_cuda_allocated_bytes=GiB + 4096)], "memory")
+    assert same.verdict == "tie" and same.tied  # 4 KiB of allocator rounding is no difference
+    only_rss = _one([_trial("a", "a", peak_rss_bytes=2 * GiB),
+                     _trial("b", "b", strategy=_strategy(dtype="bfloat16"), peak_rss_bytes=1 * GiB)], "memory")
+    assert only_rss.figure.name == "peak_rss_bytes" and only_rss.verdict == "undecided" and only_rss.label is None
+    assert "repeat: 3" in only_rss.rule and [c.label for c in only_rss.candidates] == ["b", "a"]
 
 
 def _quant_sweep():
-    none = _repeats("n", "fp16", strategy=_strategy("none"), peak_rss_bytes=[10 * GiB, 10 * GiB],
-                    decode_tok_s=[30.0, 30.0], ttft_ms=[50.0, 52.0], load_s=[1.0, 1.0])
-    q4 = _repeats("q", "nf4", strategy=_strategy("bnb-4bit-nf4"), peak_rss_bytes=[4 * GiB, 4 * GiB],
-                  decode_tok_s=[20.0, 20.0], ttft_ms=[80.0, 80.0], load_s=[3.0, 3.0])
+    none = _repeats("n", "fp16", strategy=_strategy("none"), peak_rss_bytes=[10 * GiB, 10.1 * GiB, 9.9 * GiB],
+                    decode_tok_s=[30.0, 30.5, 29.5], ttft_ms=[50.0, 52.0, 51.0], load_s=[1.0, 1.1, 0.9])
+    q4 = _repeats("q", "nf4", strategy=_strategy("bnb-4bit-nf4"), peak_rss_bytes=[4 * GiB, 4.1 * GiB, 3.9 * GiB],
+                  decode_tok_s=[20.0, 20.5, 19.5], ttft_ms=[80.0, 81.0, 79.0], load_s=[3.0, 3.1, 2.9])
     return none + q4
 
 
@@ -96,61 +114,129 @@ def test_budget_excludes_and_4bit_tradeoff_names_the_saving_and_the_quality_risk
     res = recommendations(_quant_sweep(), memory_budget_bytes=6 * GiB)
     assert res.excluded_over_budget == ("fp16",) and res.memory_budget_bytes == 6 * GiB
     for obj in rec.OBJECTIVES:
-        assert res.objectives[obj].label == "nf4", obj
-        assert res.objectives[obj].runner_up is None
-    text = res.objectives["memory"].tradeoffs[0]
+        assert res.get(obj).label == "nf4" and res.get(obj).verdict == "only", obj
+        assert res.get(obj).runner_up is None
+    text = res.get("memory").tradeoffs[0]
     assert text.startswith("bnb-4bit-nf4 saves 60% peak memory vs none ('fp16': 10.00 GiB -> 4.00 GiB)")
     assert "quality risk: 4-bit weights change the model's outputs, check accuracy on your data" in text
     assert "decode 33% slower (20.00 tok/s vs 30.00 tok/s)" in text
     free = recommendations(_quant_sweep())
-    assert free.excluded_over_budget == () and free.objectives["throughput"].label == "fp16"
-    assert free.objectives["memory"].margin_pct == 100.0 * (10 - 4) / 10
+    assert free.excluded_over_budget == () and free.get("throughput").label == "fp16"
+    assert free.get("throughput").verdict == "pick"
+    assert free.get("memory").margin_pct == 100.0 * (10 - 4) / 10
 
 
 def test_budget_checks_the_worst_repeat_and_says_why_when_nothing_fits():
     trials = _repeats("a", "spiky", peak_rss_bytes=[1 * GiB, 1 * GiB, 7 * GiB], ttft_ms=[10.0, 10.0, 10.0])
-    r = recommend(trials, "ttft", memory_budget_bytes=2 * GiB)
-    assert r.label is None and r.excluded_over_budget == ("spiky",)
+    r = _one(trials, "ttft", memory_budget_bytes=2 * GiB)
+    assert r.label is None and r.excluded_over_budget == ("spiky",) and r.verdict == "none"
     assert "exceeds the budget" in r.reason and r.figure.value is None
-    no_gen = recommend([_trial("a", "a", strategy=_strategy(generate=False), load_s=1.0)], "ttft")
+    no_gen = _one([_trial("a", "a", strategy=_strategy(generate=False), load_s=1.0)], "ttft")
     assert no_gen.label is None and "ttft_ms" in no_gen.reason and "generate: false" in no_gen.reason
-    assert recommend([], "load").reason == "no ok trial to recommend from"
+    assert _one([], "load").reason == "no ok trial to recommend from"
     with pytest.raises(SpecError, match="allowed: load, memory, ttft, throughput"):
         recommend(trials, "speed")
 
 
+def _three(sid, label, strategy, **center):
+    """Three repeats around each given centre, +-1%: small, real-looking noise."""
+    return _repeats(sid, label, strategy=strategy, **{k: [v * 0.99, v, v * 1.01] for k, v in center.items()})
+
+
 def test_tradeoffs_custom_loader_offload_cold_start_and_other_objectives():
-    builtin = _trial("b", "builtin", load_s=0.5, warmup_s=0.5, decode_tok_s=20.0, peak_rss_bytes=GiB, ttft_ms=40.0)
-    custom = _trial("c", "manager", strategy=_strategy(loader="mm:ModelManager.load"), load_s=6.0, warmup_s=0.1,
+    builtin = _three("b", "builtin", _strategy(), load_s=0.5, warmup_s=0.5, decode_tok_s=20.0, peak_rss_bytes=GiB,
+                     ttft_ms=40.0)
+    custom = _three("c", "manager", _strategy(loader="mm:ModelManager.load"), load_s=6.0, warmup_s=0.1,
                     decode_tok_s=21.0, peak_rss_bytes=2 * GiB, ttft_ms=40.0)
-    cold = _trial("k", "builtin cold", strategy=_strategy(file_cache="cold"), load_s=3.0, warmup_s=0.5,
-                  decode_tok_s=19.0, peak_rss_bytes=GiB, ttft_ms=40.0)
-    disk = _trial("d", "disk", strategy=_strategy(offload="disk"), load_s=0.4, warmup_s=0.5, decode_tok_s=5.0,
-                  peak_rss_bytes=GiB // 2, ttft_ms=400.0, bytes_by_device={"cpu": 100 * 2**20, "meta": 300 * 2**20})
-    res = recommendations([builtin, custom, cold, disk])
-    tp = res.objectives["throughput"]
-    assert tp.label == "manager" and tp.settings["loader"] == "mm:ModelManager.load"
-    assert ("custom loader mm:ModelManager.load takes 6.1 s to load (first forward included) vs 1 s with the built-in loader "
-            "('builtin'), 6.1x slower") in tp.tradeoffs
-    assert "load+first forward 6.8x longer than the best-load pick 'disk' (6.1 s vs 0.9 s)" in tp.tradeoffs
-    assert "peak memory 4.0x higher than the best-memory pick 'disk' (2.00 GiB vs 512 MiB)" in tp.tradeoffs
-    mem = res.objectives["memory"]
-    assert mem.label == "disk"
+    cold = _three("k", "builtin cold", _strategy(file_cache="cold"), load_s=3.0, warmup_s=0.5, decode_tok_s=20.0,
+                  peak_rss_bytes=GiB, ttft_ms=40.0)
+    disk = [_trial("d", "disk", i, strategy=_strategy(offload="disk"), load_s=0.4, warmup_s=0.5, decode_tok_s=5.0,
+                   peak_rss_bytes=GiB // 2, ttft_ms=400.0, bytes_by_device={"cpu": 100 * 2**20, "meta": 300 * 2**20})
+            for i in range(3)]
+    res = recommendations(builtin + custom + cold + disk)
+    tp = res.get("throughput")
+    assert tp.verdict == "pick" and tp.label == "manager" and tp.settings["loader"] == "mm:ModelManager.load"
+    assert ("custom loader mm:ModelManager.load takes 6.1 s to load (first forward included) vs 1 s with the built-in "
+            "loader ('builtin'), 6.1x slower") in tp.tradeoffs
+    assert any(t.startswith("load+first forward 6.8x longer than the best-load configuration 'disk'") for t in tp.tradeoffs)
+    mem = res.get("memory")
+    assert mem.label == "disk" and mem.pooled == ("load.file_cache",)
     assert mem.tradeoffs[0] == (
         "offload=disk: offloaded weights are read back at every forward (weights by device: cpu 100 MiB, "
         "meta (offloaded) 300 MiB); against 'builtin' without offload: peak 512 MiB vs 1.00 GiB, "
         "first token 400.0 ms vs 40.0 ms, decode 5.00 tok/s vs 20.00 tok/s")
-    assert "decode 4.2x slower than the best-throughput pick 'manager' (5.00 tok/s vs 21.00 tok/s)" in mem.tradeoffs
-    load = recommend([builtin, cold], "load")
-    assert "a cold start ('builtin cold') took 3.5 s" in load.tradeoffs[0]
+    load = _one(builtin + cold, "load")
+    assert load.label == "builtin" and "a cold start ('builtin cold') took 3.5 s" in load.tradeoffs[0]
 
 
-def test_single_repeat_close_margin_and_overlapping_repeats_are_flagged():
-    close = recommend([_trial("a", "a", ttft_ms=100.0), _trial("b", "b", ttft_ms=102.0)], "ttft")
-    assert close.label == "a" and any("from a single repeat" in t for t in close.tradeoffs)
-    tied = recommend(_repeats("a", "a", ttft_ms=[90.0, 100.0, 110.0]) + _repeats("b", "b", ttft_ms=[95.0, 105.0, 120.0]),
-                     "ttft")
-    assert tied.label == "a" and "'b' is within the spread of the repeats: treat the two as tied" in tied.tradeoffs
+def test_single_repeats_are_undecided_and_indistinguishable_repeats_a_stated_tie():
+    close = _one([_trial("a", "a", ttft_ms=100.0), _trial("b", "b", strategy=_strategy(dtype="bfloat16"),
+                                                              ttft_ms=150.0)], "ttft")
+    assert close.verdict == "undecided" and close.label is None and "not distinguishable without repeats" in close.rule
+    tied = _one(_repeats("a", "a", ttft_ms=[90.0, 100.0, 110.0], peak_rss_bytes=[2 * GiB] * 3)
+                + _repeats("b", "b", strategy=_strategy(dtype="bfloat16"), ttft_ms=[95.0, 105.0, 120.0],
+                           peak_rss_bytes=[GiB] * 3), "ttft")
+    # a leads on the median, but the repeats cannot separate them: the tie goes to the lower peak memory
+    assert tied.verdict == "tie" and tied.label == "b" and tied.tied == ("a",) and "lowest peak memory" in tied.rule
+
+
+def test_a_knob_that_cannot_affect_the_objective_is_pooled_never_picked():
+    """The quickstart's shape: file_cache x validation. Decode cannot depend on either: one configuration."""
+    trials = []
+    for i, (fc, val) in enumerate([("warm", "none"), ("cold", "none"), ("warm", "full"), ("cold", "full")]):
+        s = strategy_of({**_strategy(file_cache=fc).to_dict(), "load": {**_strategy(file_cache=fc).to_dict()["load"],
+                                                                        "validation": val}})
+        trials += _three(f"s{i}", f"file_cache={fc} validation={val}", s, decode_tok_s=20.0 + i, ttft_ms=50.0,
+                         load_s=1.0 + (2.0 if fc == "cold" else 0.0) + (0.5 if val == "full" else 0.0),
+                         peak_rss_bytes=GiB)
+    res = recommendations(trials)
+    tp = res.get("throughput")
+    assert tp.verdict == "only" and tp.estimate.n == 12 and set(tp.pooled) == {"load.file_cache", "load.validation"}
+    assert "file_cache" not in tp.settings and "validation" not in tp.settings
+    assert "+3 differing only in file_cache, validation" in tp.label
+    load = res.get("load")
+    assert load.verdict == "pick" and load.label == "file_cache=warm validation=none" and not load.pooled
+    mem = res.get("memory")
+    assert mem.pooled == ("load.file_cache",) and mem.verdict in ("tie", "only", "pick")
+    assert "file_cache" not in (mem.settings or {})
+
+
+def test_models_are_never_compared_with_each_other():
+    small = _three("s", "gpt2", _strategy(), decode_tok_s=100.0)
+    big = _three("b", "gpt2-medium", strategy_of({**_strategy().to_dict(), "model": {
+        "synthetic": {"shape": "gpt2-medium"}, "path": None, "hub_id": None}}), decode_tok_s=40.0)
+    res = recommendations(small + big)
+    assert len(res.models) == 2
+    assert {r.model: r.verdict for r in res.picks if r.objective == "throughput"} == dict.fromkeys(res.models, "only")
+
+
+def test_pooled_strategies_that_differ_beyond_noise_are_reported_as_drift():
+    warm = _three("w", "warm", _strategy(), decode_tok_s=20.0)
+    cold = _three("c", "cold", _strategy(file_cache="cold"), decode_tok_s=30.0)
+    r = _one(warm + cold, "throughput")
+    assert r.verdict == "only" and any("drift or a busy machine" in n for n in r.notes)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_decision_rule_finds_a_known_effect_and_not_a_known_null(seed):
+    """Synthetic repeats, 5 per side, 3% noise: a 15% effect is picked, the null is a tie (checked over 200 draws
+    each: the method's false positive rate is ~5% at n=5, its power ~95%)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    picked_effect = picked_null = 0
+    for k in range(200):
+        base = rng.normal(1.0, 0.03, 5)
+        for effect, count in ((0.15, "effect"), (0.0, "null")):
+            other = rng.normal(1.0 + effect, 0.03, 5)
+            r = _one(_repeats("a", "a", load_s=list(base)) + _repeats(
+                "b", "b", strategy=_strategy(dtype="bfloat16"), load_s=list(other)), "load")
+            if r.verdict == "pick":
+                if count == "effect":
+                    picked_effect += 1
+                else:
+                    picked_null += 1
+    assert picked_effect >= 190 and picked_null <= 20
 
 
 def test_max_new_tokens_warnings_at_30_percent():

@@ -19,7 +19,7 @@ import pytest
 
 from loadprof.results import Finding, PhaseTiming, Recommendations, SweepResult, TrialResult
 from loadprof.conclusions import studies_from_dict
-from loadprof.reports import console, csv_report, html, markdown, plots
+from loadprof.reports import charts, console, csv_report, html, markdown, plots
 from loadprof.reports.base import Artifacts, Renderer
 from loadprof.reports.files import ArtifactReader, file_renderers, write_all
 from tests.helpers import strategy_of
@@ -159,20 +159,20 @@ def test_markdown_sections_tables_and_rows() -> None:
     # phases: load children + other, generate children + other, incomplete marked
     assert "| strategy | config | resolve | weights | other | load s |" in lines
     assert "| static max_new_tokens=32 r0 | 0.250 | 0.250 | 1.000 | 0.500 | 2.000 |" in lines
-    assert "| strategy | prepare | prefill | decode | finish | other | generate s |" in lines
+    assert "| strategy | prepare | prefill | decode | finish | other | generate total s |" in lines
     assert "| static max_new_tokens=32 r0 | 0.250 | 0.250 | 1.000 | 0.250 | 0.250 | 2.000 |" in lines
     assert "| segfault r0 | 1.000 | 0.000\u2020 | - | - | 3.000 |" in lines
     # studies
-    assert "| cap | generate s | TTFT ms | ms/token p50 | alloc at generate start | new tokens |" in lines
-    assert "| 128 | 1.128 | 400.0 | 80.00 | 3.0 MiB | 9 |" in lines
+    assert "| cap | n | generate call s | TTFT ms | ms/token p50 | alloc at generate start | new tokens |" in lines
+    assert "| 128 | 1 | 1.128 | 400.0 | 80.00 | 3.0 MiB | 9 |" in lines
     assert "- observed new tokens: 9; covering cap 16 saves 2.5 MiB and 112.0 ms vs cap 128" in lines
-    assert "| 2 (best eff) | 19.0 | 1.90x | 95.0% | 1.0 MiB | 2.0 MiB | 100.0 |" in lines
-    assert "| bnb-4bit-nf4 | 1.0 GiB | 75.0 | 2.0 GiB | 10.0 | 0.50x | +50.0% | 3.00 |" in lines
+    assert "| 2 (best eff) | - | - | 19.0 | 1.90x | 95.0% | 1.0 MiB | 2.0 MiB | 100.0 |" in lines
+    assert "| bnb-4bit-nf4 | - | 1.0 GiB | 75.0 | 2.0 GiB | 10.0 | 0.50x | +50.0% | 3.00 |" in lines
     # recommendations
-    assert ("| ttft | static max_new_tokens=32 | ttft_ms = 400.0 ms | cache_implementation=static "
-            "| dynamic (450.0 ms), margin 11.1% | uses 2.0 GiB more |") in lines
-    assert "| memory | bnb-4bit-nf4 | peak_rss_bytes = 2.0 GiB | - | - | - |" in lines
-    assert "| load | nothing to recommend: no ok trial to recommend from | - | - | - | - |" in lines
+    assert ("| ttft | pick | static max_new_tokens=32 | ttft_ms = 400.0 ms | - | dynamic (450.0 ms), margin 11.1% "
+            "| cache_implementation=static | uses 2.0 GiB more |") in lines
+    assert "| memory | pick | bnb-4bit-nf4 | peak_rss_bytes = 2.0 GiB | - | - | - | - |" in lines
+    assert "| load | none | - | - | no ok trial to recommend from | - | - | - |" in lines
     assert "- memory budget 4.0 GiB on peak_rss_bytes" in lines and "- over budget: none" in lines
     assert ("- max_new_tokens larger than the answers: static max_new_tokens=32: answers used 28% of "
             "max_new_tokens=32") in lines
@@ -182,8 +182,8 @@ def test_markdown_sections_tables_and_rows() -> None:
             "(open at speedscope.app)") in md
     assert "[CUDA memory snapshot](trials/aaaa-r0/cuda_snapshot.pickle) (open at pytorch.org/memory_viz)" in md
     assert "harness overhead per trial (parent wall - trial wall, median of 2): 80 ms" in md
-    order = [md.index(h) for h in ("## Summary", "## Findings", "## Recommendations", "## Studies", "## Phases",
-                                   "## Trial files", "## Harness")]
+    order = [md.index(h) for h in ("## Findings", "## Summary", "## Recommendations", "## Studies", "## Phases",
+                                   "## Trial files", "## Harness", "## Environment")]
     assert order == sorted(order)
 
 
@@ -329,17 +329,17 @@ def test_renderers_get_trial_files_only_through_the_artifacts_they_are_given() -
 def test_plots_only_what_the_sweep_has() -> None:
     sweep = make_sweep(studies={"max_new_tokens": [], "batch_size": [BATCH]})
     assert list(plots.study_plots(sweep.studies)) == ["batch_size"]
-    assert plots.memory_timeline(sweep.trials[2]) is None
-    svg = plots.phase_bars(sweep, "generate")
+    assert charts.memory_timeline(sweep.trials[2]) is None
+    svg = charts.phase_bars(sweep, "generate")
     assert svg is not None and svg.startswith("<svg") and "<text" in svg  # text kept as text (svg.fonttype none)
     no_gen = SweepResult(run_id="x", name="x", source="-", created_at="", trials=(sweep.trials[2],))
-    assert plots.phase_bars(no_gen, "generate") is None
+    assert charts.phase_bars(no_gen, "generate") is None
 
 
 def test_write_all_writes_three_files(tmp_path: Path) -> None:
     paths = write_all(make_sweep(), tmp_path / "out")
-    assert list(paths) == ["md", "html", "csv"]
-    assert {p.name for p in paths.values()} == {"report.md", "report.html", "report.csv"}
+    assert list(paths) == ["md", "html", "csv", "configurations.csv"]
+    assert {p.name for p in paths.values()} == {"report.md", "report.html", "report.csv", "configurations.csv"}
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
     assert not list((tmp_path / "out").glob("*.tmp"))
     assert len(list(csv.DictReader(paths["csv"].open()))) == 3
@@ -375,7 +375,7 @@ REPORTS = Path(__file__).resolve().parents[1] / "reports"
 #: the format modules: each exposes RENDERER, and none may import another (shared code lives in sections)
 RENDERER_MODULES = ("console", "markdown", "html", "csv_report")
 #: modules that render but are not renderers (figures, study tables, shared sections): they import no renderer
-HELPERS = ("plots", "study_tables", "sections", "base")
+HELPERS = ("plots", "charts", "breakdown", "verdict", "study_tables", "sections", "base")
 #: what opening or probing a file looks like; only files.py may do it
 FILE_ACCESS = {"open", "read_text", "read_bytes", "write_text", "write_bytes", "is_file", "exists", "load", "stat",
                "iterdir", "glob"}
@@ -414,7 +414,7 @@ def test_import_check_catches_a_renderer_importing_another(tmp_path: Path) -> No
 
 
 def test_renderers_open_no_files() -> None:
-    for mod in (*RENDERER_MODULES, "plots", "study_tables", "sections"):
+    for mod in (*RENDERER_MODULES, "plots", "charts", "breakdown", "verdict", "study_tables", "sections"):
         tree = ast.parse((REPORTS / f"{mod}.py").read_text())
         calls = {n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", "")
                  for n in ast.walk(tree) if isinstance(n, ast.Call)}
@@ -438,7 +438,9 @@ def test_every_renderer_follows_the_protocol(tmp_path: Path) -> None:
         path = r.write(sweep, tmp_path / r.name)
         assert path == tmp_path / r.name / f"report.{r.suffix}" and path.read_text(encoding="utf-8") == text
     assert "loadprof: demo (3 trials)" in console.RENDERER.render(sweep)
-    assert [r.suffix for r in file_renderers()] == ["md", "html", "csv"]
+    assert [r.suffix for r in file_renderers()] == ["md", "html", "csv", "csv"]
+    assert isinstance(csv_report.CONFIGURATIONS, Renderer)
+    assert csv_report.CONFIGURATIONS.write(sweep, tmp_path).name == "configurations.csv"
 
 
 # --------------------------------------------------------------------------------------- headless browser

@@ -52,8 +52,9 @@ def test_interrupted_sweep_keeps_finished_trials_and_resumes(tiny_model, tmp_pat
         if i == 1:
             raise KeyboardInterrupt
 
+    order = [t.id for t in sweep.trials()]  # the run order (seeded shuffle), the same on every call
     first = Session(sweep, out, on_trial=interrupt_after_first).run()
-    assert first.interrupted and len(first.trials) == 1
+    assert first.interrupted and [t.trial_id for t in first.trials] == order[:1]
     assert json.loads((out / "report.json").read_text())["interrupted"] is True
     with (out / RESULTS).open("a") as f:
         f.write('{"trial_id": "torn')  # a sweep killed mid-write leaves a torn line
@@ -62,7 +63,7 @@ def test_interrupted_sweep_keeps_finished_trials_and_resumes(tiny_model, tmp_pat
     assert e.value.exit_code == 2 and "--resume" in e.value.hint
     ran = []
     second = Session(sweep, out, resume=True, on_start=lambda t, i, n: ran.append(t.id)).run()
-    assert ran == [strategies[1].id + "-r0", strategies[2].id + "-r0"]
+    assert ran == order[1:]
     assert [t.label for t in second.trials] == ["n3", "n4", "n5"] and not second.interrupted
     assert len(read_results(out)) == 3
 
@@ -127,3 +128,56 @@ include:
     (off,) = [f for f in sweep_findings(result.trials) if f.kind == "offload"]
     assert off.label == "disk" and off.evidence["layers"]["disk"] >= 1 and off.evidence["bytes"]["disk"] > 0
     assert f"{off.evidence['layers']['disk']} of 12 layers" in off.title
+
+
+def _fake_sweep():
+    from loadprof.strategies.expand import expand
+
+    return expand({"model": {"synthetic": {"shape": "tiny"}}, "repeat": 2,
+                   "matrix": {"load": {"dtype": ["float32", "bfloat16"]}}})
+
+
+def _fake_result(trial):
+    from loadprof.results import TrialResult
+
+    return TrialResult(trial_id=trial.id, strategy_id=trial.strategy.id, label=trial.strategy.display(),
+                       repeat_index=trial.repeat_index, status="skipped", strategy=trial.strategy, reason="fake")
+
+
+def test_resume_runs_what_is_left_interleaved_and_reports_by_strategy(tmp_path, monkeypatch):
+    """No worker: ``_run_one`` is faked, so this checks only the session's order of trials and its resume."""
+    monkeypatch.setattr(Session, "_run_one", lambda self, trial, models: _fake_result(trial))
+    sweep = _fake_sweep()
+    a, b = (s.id for s in sweep.strategies)
+    out, ran = tmp_path / "out", []
+
+    def interrupt_after_second(result, i, n):
+        if i == 2:
+            raise KeyboardInterrupt
+
+    first = Session(sweep, out, on_start=lambda t, i, n: ran.append(t.id), on_trial=interrupt_after_second).run()
+    assert ran == [f"{a}-r0", f"{b}-r0"] and first.interrupted  # ABAB: both r0 before any r1
+    ran.clear()
+    second = Session(sweep, out, resume=True, on_start=lambda t, i, n: ran.append(t.id)).run()
+    assert ran == [f"{a}-r1", f"{b}-r1"]
+    assert [t.trial_id for t in second.trials] == [f"{a}-r0", f"{a}-r1", f"{b}-r0", f"{b}-r1"]
+    assert [json.loads(x)["trial_id"] for x in (out / RESULTS).read_text().splitlines()] == [
+        f"{a}-r0", f"{b}-r0", f"{a}-r1", f"{b}-r1"]
+
+
+def test_each_trial_records_how_busy_the_machine_was(tmp_path, monkeypatch):
+    """The parent wraps the trial's run in the machine probe (real /proc; invariants only)."""
+    import loadprof.session as session
+
+    from loadprof.strategies.model import ModelSpec, Strategy, Trial
+
+    monkeypatch.setattr(session, "run_trial", lambda plan: _fake_result(plan.trial))
+    (tmp_path / "ckpt").mkdir()
+    strategy = Strategy(model=ModelSpec(path=str(tmp_path / "ckpt")), generate=None)
+    t = Session(_fake_sweep(), tmp_path / "out")._run_one(Trial(strategy), {})
+    m = t.harness["machine"]
+    keys = ("loadavg_1m_start", "loadavg_1m_end", "others_cpu_s", "others_cpu_cores", "steal_s", "steal_share",
+            "cpu_count")
+    assert all(k in m for k in keys) and m["cpu_count"] >= 1 and m["wall_s"] >= 0
+    assert all(m[k] is None or m[k] >= 0 for k in keys)
+    assert t.views.machine.present

@@ -9,9 +9,12 @@ import sys
 import pytest
 from rich.console import Console
 
+import numpy as np
+
 from loadprof.results import TrialResult
-from loadprof.analysis.studies import (batch_scaling, covering_cap, fit, max_new_tokens_curve, preallocation_findings,
-                              quantization_comparison, series, studies)
+from loadprof.analysis.studies import (batch_scaling, covering_cap, max_new_tokens_curve, preallocation_findings,
+                                       quantization_comparison, series, studies)
+from loadprof.reports.study_tables import study_tables
 from loadprof.reports.study_tables import render_studies
 from loadprof.results import Study
 from loadprof.conclusions import studies_from_dict, studies_to_dict
@@ -83,18 +86,6 @@ def test_medians_of_nested_metrics_and_sites():
 
 
 # ------------------------------------------------------------ fits
-
-def test_fit_picks_the_simplest_model_and_handles_zero_variance():
-    xs = [16, 32, 64, 128]
-    lin = fit(xs, [1000 + 24 * x for x in xs])
-    assert lin["model"] == "linear" and lin["r2"] == 1.0 and lin["slope"] == pytest.approx(24.0, rel=1e-12)
-    assert lin["r2_by_model"]["constant"] == 0.0
-    flat = fit(xs, [5.0] * 4)
-    assert flat["model"] == "constant" and flat["slope"] == 0.0 and flat["r2"] == 1.0
-    assert fit([16], [1.0]) is None and fit(xs, [None] * 4) is None
-    two = fit([16, 32], [1.0, 2.0])
-    assert two["model"] == "linear" and set(two["r2_by_model"]) == {"constant", "linear"}
-
 
 def test_covering_cap():
     assert [covering_cap(o) for o in ([9], [13], [100], [103], [3, 1], [])] == [16, 32, 128, 256, 16, None]
@@ -284,7 +275,7 @@ def test_render_studies_prints_the_tables():
     console = Console(record=True, width=200)
     render_studies(studies(_all_trials()), console)
     text = console.export_text()
-    for header in ("max_new_tokens curve", "cap", "generate s", "TTFT ms", "ms/token p50", "alloc at generate start",
+    for header in ("max_new_tokens curve", "cap", "generate call s", "TTFT ms", "ms/token p50", "alloc at generate start",
                    "new tokens", "batch scaling", "decode tok/s", "speedup", "efficiency", "KV per seq", "KV total",
                    "quantization", "weights", "saved %", "peak RSS", "TTFT change", "load s"):
         assert header in text, header
@@ -304,3 +295,230 @@ def test_importing_studies_does_not_import_torch():
             "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ------------------------------------------------------------ trends over every repeat (issue #12)
+
+QWEN_KV = 2 * 24 * 2 * 64 * 4   # qwen2.5-0.5b fp32: 2 x layers x kv_heads x head_dim x 4 B = 24 KiB
+QWEN_EST = {"kv_bytes_per_token": QWEN_KV, "num_attention_heads": 14,
+            "formulas": {"kv_bytes_per_token": f"2 x layers x kv_heads x head_dim x dtype B = 2 x 24 x 2 x 64 x 4 "
+                                               f"= {QWEN_KV}"}}
+
+
+def _repeated(caps, repeats, metrics, cache="static", seed=0):
+    """``repeats`` trials per cap; ``metrics(cap, rng)`` gives each trial's own (noisy) metrics."""
+    rng = np.random.default_rng(seed)
+    return [trial(strat(cap=c, cache=cache, repeats=repeats), {"new_tokens": 9, **metrics(c, rng)}, repeat=r)
+            for c in caps for r in range(repeats)]
+
+
+def _curve(ts):
+    (g,) = series(ts, "generate.max_new_tokens")
+    return max_new_tokens_curve(g)
+
+
+CAPS5 = (32, 64, 128, 256, 512)
+
+
+def test_a_linear_time_effect_in_noise_is_claimed_with_its_interval():
+    # seed 2: a draw whose 95% interval covers the truth (as 95% of draws do; seed 0's does not)
+    c = _curve(_repeated(CAPS5, 3, lambda cap, rng: {"generate_call_s": 0.1 + 0.002 * cap + rng.normal(0, 0.005)},
+                         seed=2))
+    fg = c["fits"]["generate_call_s"]
+    assert fg["n_obs"] == 15 and fg["n_x"] == 5     # every repeat, not the 5 medians
+    assert c["generate_call_effect"] is True and c["generate_call_trend"] != "none"
+    lo, hi = c["generate_call_ms_per_cap_token_lo"], c["generate_call_ms_per_cap_token_hi"]
+    assert 0 < lo < 2.0 < hi
+    assert c["generate_call_ms_per_cap_token"] == pytest.approx(2.0, abs=0.1)
+    assert c["saving_ms"] is not None                # a claimed time trend predicts a saving
+    notes = " | ".join(study_tables([Study.from_dict("max_new_tokens", c)])["max_new_tokens"][0].notes)
+    assert f"generate call: grows {c['generate_call_ms_per_cap_token']:.3f} ms per token of cap (95% CI" in notes
+    assert [r["estimates"]["generate_call_s"]["n"] for r in c["points"]] == [3] * 5
+
+
+def test_a_null_time_effect_in_noise_is_not_claimed():
+    # seed 1: one of the 95% of draws whose interval contains 0 (seed 0's is a false positive)
+    c = _curve(_repeated(CAPS5, 3, lambda cap, rng: {"generate_call_s": 0.5 + rng.normal(0, 0.02),
+                                                     "generate_start_alloc_bytes": MIB + QWEN_KV * cap,
+                                                     "estimate": QWEN_EST}, seed=1))
+    fg = c["fits"]["generate_call_s"]
+    assert c["generate_call_effect"] is False and c["generate_call_trend"] == "none" and c["saving_ms"] is None
+    assert fg["slope_lo"] < 0 < fg["slope_hi"]
+    half = (fg["slope_hi"] - fg["slope_lo"]) / 2 * 1e3
+    (f,) = preallocation_findings([Study.from_dict("max_new_tokens", c)])
+    assert f"generate call: no effect measurable at this noise (\u00b1{half:.3f} ms per token of cap)" in f.detail
+    assert "grows -" not in f.detail and f.stake_s is None
+
+
+def test_too_few_points_to_claim_a_trend():
+    c = _curve(_repeated((32, 64, 128), 1, lambda cap, rng: {"generate_call_s": 0.1 + 0.001 * cap + rng.normal(0, 1e-3)}))
+    assert c["generate_call_effect"] is None and c["generate_call_trend"] == "none"
+    notes = study_tables([Study.from_dict("max_new_tokens", c)])["max_new_tokens"][0].notes
+    assert "generate call: too few points to claim a trend: 3 observations for 2 parameters" in notes
+
+
+def test_exact_linear_bytes_are_claimed_exactly_and_explained_by_the_kv_formula():
+    c = _curve(_repeated(CAPS5, 2, lambda cap, rng: {"generate_start_alloc_bytes": MIB + QWEN_KV * cap,
+                                                     "generate_call_s": 0.3 + rng.normal(0, 0.01),
+                                                     "estimate": QWEN_EST}))
+    fb = c["fits"]["generate_start_alloc_bytes"]
+    assert fb["model"] == "linear" and fb["exact"] and c["alloc_effect"] is True and c["growth"] == "linear"
+    assert c["alloc_bytes_per_cap_token"] == pytest.approx(24 * KIB, rel=1e-9)
+    assert c["alloc_bytes_per_cap_token_lo"] == c["alloc_bytes_per_cap_token_hi"] == c["alloc_bytes_per_cap_token"]
+    form = c["alloc_formula"]
+    assert form["explained"] and form["formula_bytes_per_cap_token"] == QWEN_KV
+    assert "24.0 KiB per token of cap is exactly the static KV cache" in form["text"]
+    (f,) = preallocation_findings([Study.from_dict("max_new_tokens", c)])
+    assert "24.0 KiB per token of max_new_tokens" in f.title and "static KV cache" in f.detail
+
+
+def test_exact_quadratic_bytes_with_a_spare_point_are_a_per_head_fp32_bias():
+    from tests.test_headlines import unexplained
+
+    caps = (16, 64, 256, 1024)   # 4 distinct caps: one to spare for the 3-parameter quadratic
+    c = _curve(_repeated(caps, 1, lambda cap, rng: {
+        "generate_start_alloc_bytes": 14 * 4 * (64 + cap) ** 2 + QWEN_KV * cap + MIB, "estimate": QWEN_EST}))
+    fb = c["fits"]["generate_start_alloc_bytes"]
+    assert fb["model"] == "quadratic" and fb["exact"] and c["growth"] == "quadratic"
+    form = c["alloc_formula"]
+    assert form["bytes_per_cap2"] == pytest.approx(56.0, rel=1e-6)
+    assert form["explained"] and form["per_head"] and form["element_bytes"] == 4 and form["num_attention_heads"] == 14
+    assert "= 14 heads x 4 B: an fp32 (prompt + cap)\u00b2 bias per head" in form["text"]
+    (f,) = preallocation_findings([Study.from_dict("max_new_tokens", c)])
+    assert "56 B per cap\u00b2" in f.title and unexplained(f) == []
+
+
+def test_a_shared_bool_mask_is_batch_x_1_byte():
+    c = _curve(_repeated((16, 64, 256, 1024), 1, lambda cap, rng: {
+        "generate_start_alloc_bytes": (64 + cap) ** 2 + MIB, "estimate": QWEN_EST}))
+    form = c["alloc_formula"]
+    assert form["explained"] and not form["per_head"] and form["element_bytes"] == 1
+    assert "shared by the heads" in form["text"]
+
+
+def _knee_ms(cap):
+    return 5.0 + 0.001 * cap if cap <= 256 else 5.0 + 0.001 * 256 + 0.02 * (cap - 256)
+
+
+CAPS6 = (32, 64, 128, 256, 512, 1024)
+
+
+def test_a_knee_in_time_per_token_is_found_at_its_cap():
+    c = _curve(_repeated(CAPS6, 2, lambda cap, rng: {"per_token_ms_p50": _knee_ms(cap) + rng.normal(0, 0.01)}))
+    k = c["per_token_knee"]
+    assert k["at_cap"] == 256
+    assert k["ms_per_cap_token_before"] == pytest.approx(0.001, abs=0.001)
+    assert k["ms_per_cap_token_after"] == pytest.approx(0.02, rel=0.05)
+    notes = study_tables([Study.from_dict("max_new_tokens", c)])["max_new_tokens"][0].notes
+    assert any(n.startswith("time per token starts rising faster at cap 256 (") for n in notes)
+
+
+def test_a_straight_line_has_no_knee():
+    c = _curve(_repeated(CAPS6, 2, lambda cap, rng: {"per_token_ms_p50": 5.0 + 0.004 * cap + rng.normal(0, 0.01)}))
+    assert c["per_token_knee"] is None
+    assert c["fits"]["per_token_ms_p50"]["effect"] is True
+
+
+EFFECT = {
+    "generate call": (lambda cap, rng: {"generate_call_s": 0.2 + 0.001 * cap + rng.normal(0, 0.004)},
+                      lambda cap, rng: {"generate_call_s": 0.2 + rng.normal(0, 0.004)},
+                      lambda c: c["generate_call_effect"] is True and c["saving_ms"] is not None,
+                      lambda c: c["generate_call_effect"] is False and c["saving_ms"] is None),
+    "ttft": (lambda cap, rng: {"ttft_ms": 20 + 0.05 * cap + rng.normal(0, 0.5)},
+             lambda cap, rng: {"ttft_ms": 20 + rng.normal(0, 0.5)},
+             lambda c: c["ttft_effect"] is True, lambda c: c["ttft_effect"] is False),
+    "allocation": (lambda cap, rng: {"generate_start_alloc_bytes": MIB + QWEN_KV * cap + int(rng.integers(0, 4096))},
+                   lambda cap, rng: {"generate_start_alloc_bytes": MIB + int(rng.integers(0, 4096))},
+                   lambda c: c["growth"] == "linear" and c["alloc_effect"] is True,
+                   lambda c: c["growth"] == "none"),
+    "knee": (lambda cap, rng: {"per_token_ms_p50": _knee_ms(cap) + rng.normal(0, 0.01)},
+             lambda cap, rng: {"per_token_ms_p50": 5.0 + 0.001 * cap + rng.normal(0, 0.01)},
+             lambda c: c["per_token_knee"] is not None, lambda c: c["per_token_knee"] is None),
+}
+
+
+@pytest.mark.parametrize("rule", list(EFFECT))
+def test_each_rule_on_repeats_with_and_without_the_effect(rule):
+    with_effect, without, claimed, not_claimed = EFFECT[rule]
+    assert claimed(_curve(_repeated(CAPS6, 3, with_effect, seed=1)))
+    assert not_claimed(_curve(_repeated(CAPS6, 3, without, seed=1)))
+    findings = [preallocation_findings([Study.from_dict("max_new_tokens", _curve(_repeated(CAPS6, 3, m, seed=1)))])
+                for m in (with_effect, without)]
+    assert [len(f) for f in findings] == ([1, 0] if rule == "allocation" else [0, 0])
+
+
+def _batch(with_knee: bool, repeats=3, seed=2):
+    rng = np.random.default_rng(seed)
+    ts = []
+    for b in (1, 2, 4, 8, 16):
+        step_ms = 50.0 + (0.5 * b if b <= 4 else 2.0 + 20.0 * (b - 4)) if with_knee else 50.0 + 3.0 * b
+        for r in range(repeats):
+            ms = step_ms + rng.normal(0, 0.3)
+            ts.append(trial(strat(batch=b, cache="dynamic", repeats=repeats),
+                            {"decode_tok_s": 1e3 * b / ms, "prefill_tok_s": 500.0 * b + rng.normal(0, 5),
+                             "ttft_ms": 10.0 * b, "new_tokens": 32}, repeat=r))
+    return batch_scaling(series(ts, "generate.batch_size")[0])
+
+
+def test_batch_scaling_decode_step_knee_and_pp_tg_with_spread():
+    b = _batch(True)
+    assert b["decode_step_knee"]["at_batch_size"] == 4
+    assert _batch(False)["decode_step_knee"] is None
+    row = b["rows"][0]
+    assert row["repeats"] == 3 and row["estimates"]["decode_tok_s"]["n"] == 3
+    assert row["estimates"]["prefill_tok_s"]["median"] == pytest.approx(row["prefill_tok_s"])
+    t = study_tables([Study.from_dict("batch_size", b)])["batch_size"][0]
+    assert t.columns[:4] == ("batch", "n", "pp tok/s", "tg (decode) tok/s")
+    assert "\u00b1" in t.rows[0][2] and "\u00b1" in t.rows[0][3] and t.rows[0][1] == "3"
+    assert any("decode step time starts rising faster at batch size 4" in n for n in t.notes)
+
+
+def test_prefill_rate_is_derived_for_older_reports():
+    from loadprof.results import PhaseTiming
+
+    gen = PhaseTiming("generate", 0.0, 1.0, (PhaseTiming("prefill", 0.0, 0.5),))
+    ts = [TrialResult(trial_id=f"o{b}", strategy_id=f"o{b}", label="x", repeat_index=0, status="ok",
+                      strategy=strat(batch=b, cache="dynamic"), metrics={"decode_tok_s": 10.0 * b}, phases=(gen,))
+          for b in (1, 2)]
+    b = batch_scaling(series(ts, "generate.batch_size")[0])
+    assert [r["prefill_tok_s"] for r in b["rows"]] == [64.0, 128.0]   # batch x 32 prompt tokens / 0.5 s
+
+
+def test_quantization_rows_carry_their_spread():
+    ts = [trial(strat(quant=qn, repeats=3), {"weights_bytes": w, "peak_rss_bytes": 2 * w + r * 100,
+                                             "decode_tok_s": d + r, "ttft_ms": 8.0, "load_s": 2.0 + r / 10},
+                repeat=r) for qn, w, d in (("none", 1000, 100.0), ("bnb-8bit", 500, 120.0)) for r in range(3)]
+    q = quantization_comparison(series(ts, "load.quantization")[0])
+    none = q["rows"][0]
+    assert none["repeats"] == 3 and none["estimates"]["decode_tok_s"] == {
+        "median": 101.0, "q1": 100.5, "q3": 101.5, "n": 3, "lo": pytest.approx(100.0), "hi": pytest.approx(102.0)}
+    t = study_tables([Study.from_dict("quantization", q)])["quantization"][0]
+    assert t.rows[0][5] == "101.0 \u00b1 0.5" and t.rows[0][1] == "3"
+
+
+def test_study_plots_draw_iqr_error_bars_and_say_so():
+    pytest.importorskip("matplotlib")
+    from loadprof.reports import plots
+
+    c = _curve(_repeated(CAPS5, 3, lambda cap, rng: {"generate_call_s": 0.1 + 0.002 * cap + rng.normal(0, 0.005),
+                                                     "generate_start_alloc_bytes": MIB + QWEN_KV * cap}))
+    figs = plots.study_plots([Study.from_dict("max_new_tokens", c), Study.from_dict("batch_size", _batch(True))])
+    assert set(figs) == {"max_new_tokens", "batch_size"}
+    for svg in figs.values():
+        assert "error bars: IQR (q1..q3) of the repeats" in svg
+
+
+def test_no_time_trend_is_claimed_from_trials_on_a_busy_machine():
+    """A neighbour's load drifts with the run order, which the caps follow: the same clear effect is withheld."""
+    import dataclasses
+
+    ts = _repeated(CAPS5, 3, lambda cap, rng: {"generate_call_s": 0.1 + 0.002 * cap + rng.normal(0, 0.005),
+                                               "generate_start_alloc_bytes": 24576 * cap}, seed=2)
+    assert _curve(ts)["generate_call_effect"] is True
+    busy = {"machine": {"others_cpu_cores": 1.2, "steal_share": 0.0, "cpu_count": 2}}
+    ts[4] = dataclasses.replace(ts[4], harness=busy)
+    c = _curve(ts)
+    assert c["busy_trials"] == 1 and c["generate_call_trend"] == "none" and c["saving_ms"] is None
+    assert c["growth"] == "linear"  # byte counts do not drift: the allocation trend stands
+    notes = " | ".join(study_tables([Study.from_dict("max_new_tokens", c)])["max_new_tokens"][0].notes)
+    assert "not claimed: 1 of 15 trials ran on a busy machine" in notes

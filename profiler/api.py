@@ -1,0 +1,64 @@
+"""The Python API, for notebooks and scripts: the same sweep ``loadprof compare`` runs, returned as objects.
+
+    import loadprof
+    sweep = loadprof.compare("strategies/examples/quickstart.yaml")   # or a dict of the same YAML
+    sweep.to_pandas()            # one row per trial (pandas: pip install 'loadprof[pandas]')
+    sweep.recommendations.get("load")
+    again = loadprof.load_report(sweep_folder)
+
+Everything the CLI checks is checked here too (bad input raises ``SpecError`` before anything runs), every
+trial still runs in its own process, and the output folder is the CLI's: report files included.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from loadprof.errors import LoadprofError, SpecError
+from loadprof.results import SweepResult, TrialResult
+
+
+def _sweep(source: str | Path | Mapping[str, Any], base_dir: str | Path | None) -> Any:
+    from loadprof.strategies.expand import expand, load_sweep
+
+    if isinstance(source, Mapping):
+        return expand(dict(source), source="<dict>", base_dir=Path(base_dir) if base_dir else None)
+    if isinstance(source, (str, Path)):
+        return load_sweep(source)
+    raise SpecError(f"expected a YAML path or a dict, got {type(source).__name__}")
+
+
+def compare(sweep: str | Path | Mapping[str, Any], out: str | Path | None = None, *, resume: bool = False,
+            base_dir: str | Path | None = None,
+            on_trial: Callable[[TrialResult, int, int], None] | None = None) -> SweepResult:
+    """Run every trial of ``sweep`` (a YAML path, or a dict with the YAML's keys; relative paths in a dict
+    resolve against ``base_dir``, default the current folder) and return the analysed ``SweepResult``.
+
+    ``out`` defaults to ``./loadprof-runs/<name>-<timestamp>``; report.json/md/html/csv are written there as by
+    the CLI. ``resume=True`` continues an interrupted sweep in ``out``. ``on_trial(result, i, n)`` is called as
+    each trial finishes."""
+    from loadprof.session import Session, default_out
+    from loadprof.strategies.preflight import preflight
+
+    sw = _sweep(sweep, base_dir)
+    preflight(sw.strategies)
+    if out is None:
+        if resume:
+            raise LoadprofError("resume needs out= (the folder of the sweep to continue)", exit_code=2)
+        out = default_out(sw)
+    return Session(sw, Path(out), resume=resume, on_trial=on_trial).run()  # writes the report files too
+
+
+def load_report(path: str | Path) -> SweepResult:
+    """A finished (or interrupted) sweep read back from its folder's report.json (or the file itself)."""
+    p = Path(path)
+    p = p / "report.json" if p.is_dir() else p
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LoadprofError(f"{p} not found", hint="pass a sweep folder or its report.json", exit_code=2) from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise LoadprofError(f"cannot read {p}: {str(e)[:200]}", exit_code=2) from None
+    return SweepResult.from_dict(data)

@@ -1,0 +1,129 @@
+"""The per-configuration tables (median ± half IQR over repeats, and each model's Pareto front), built once.
+
+Every format shows the same cells, like llama-bench's ``± stddev``: a figure from repeats is printed with its
+spread so a reader never compares two medians that the noise cannot tell apart. Reads ``sweep.configurations``
+(loadprof.analysis.aggregate) only; ``print_tables`` lays the same ``Table`` objects out on a rich console.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table as RichTable
+
+from loadprof.conclusions import CONFIG_FIGURES, ConfigSummary, Estimate
+from loadprof.reports.sections import Table
+from loadprof.results import SweepResult
+from loadprof.units import bytes_h
+
+TITLE = "Per configuration (median ± half IQR, n repeats)"
+PARETO_TITLE = "Pareto front per model"
+NEEDS_REPEAT = "± needs repeat >= 2"
+HEADINGS = {"load_cost_s": "load cost", "peak_rss_bytes": "peak RSS", "peak_cuda_allocated_bytes": "peak CUDA",
+            "ttft_ms": "TTFT", "prefill_tok_s": "prefill (pp)", "decode_tok_s": "decode (tg)",
+            "generate_call_s": "generate call", "load_s": "load", "import_s": "import"}
+#: Pareto objective -> heading (the memory figure is whichever peak the model was compared on)
+PARETO_HEADINGS = (("load_cost_s", "load cost"), ("peak_memory", "peak memory"), ("ttft_ms", "TTFT"),
+                   ("decode_tok_s", "decode (tg)"))
+PARETO_DESCRIPTION = ("per model (never across models), the configurations no other configuration of that model "
+                      "beats on every one of real load cost, peak memory and TTFT (lower is better) and decode "
+                      "tok/s (higher is better). Dominance is decided on medians only: a difference within the "
+                      "noise (the ± of the cells) is not decided by it")
+SPREAD_NOTE = ("± is half the interquartile range (q1..q3) of the ok repeats; report.json and configurations.csv "
+               "also hold q1, q3 and the bootstrap 95% CI of the median")
+
+
+def value_text(v: float, unit: str) -> str:
+    """A median or a spread in the precision the trial summary uses (seconds .2f, ms and tok/s .1f)."""
+    if unit == "bytes":
+        return bytes_h(v)
+    return f"{v:.2f}" if unit == "s" else f"{v:.1f}"
+
+
+def estimate_cell(est: Estimate | None, unit: str) -> str:
+    """``1.23 s ± 0.04``; a single repeat shows the bare median (its spread would be a fake 0)."""
+    if est is None:
+        return "-"
+    head = f"{value_text(est.median, unit)}" + ("" if unit == "bytes" else f" {unit}")
+    return head if est.n < 2 else f"{head} ± {value_text(est.spread, unit)}"
+
+
+def n_cell(c: ConfigSummary) -> str:
+    return str(c.n) if c.n == c.n_trials else f"{c.n} of {c.n_trials}"
+
+
+def configurations_table(sweep: SweepResult) -> Table | None:
+    """One row per strategy: model, label, ok repeats, then each figure any configuration has, as median ± spread."""
+    configs = sweep.configurations
+    if not configs:
+        return None
+    keys = [k for k in CONFIG_FIGURES if any(k in c.figures for c in configs)]
+    columns = ("model", "configuration", "n", *(HEADINGS[k] for k in keys))
+    rows = [(c.model, c.label, n_cell(c), *(estimate_cell(c.figures.get(k), CONFIG_FIGURES[k]) for k in keys))
+            for c in configs]
+    notes = [SPREAD_NOTE]
+    if any(c.n == 1 for c in configs):
+        notes.append(f"{NEEDS_REPEAT}: a configuration with n = 1 shows its one value")
+    if any(c.n < c.n_trials for c in configs):
+        notes.append("n = ok repeats of all trials; failed, crashed, timed-out and skipped trials count in no figure")
+    right = tuple(i >= 2 for i in range(len(columns)))
+    return Table(TITLE, columns, rows, right, "one row per strategy over its repeats", notes)
+
+
+def _memory(c: ConfigSummary) -> str:
+    return next((k for k in c.pareto_on if k.startswith("peak_")), "peak_rss_bytes")
+
+
+def pareto_table(sweep: SweepResult) -> Table | None:
+    """The compared configurations of each model, front first; None when no model has two to compare."""
+    configs = [c for c in sweep.configurations if c.pareto is not None]
+    if not configs:
+        return None
+    labels = {c.strategy_id: c.label for c in sweep.configurations}
+    models = list(dict.fromkeys(c.model for c in configs))
+    configs.sort(key=lambda c: (models.index(c.model), not c.pareto))
+    columns = ("model", "configuration", "Pareto", *(h for _, h in PARETO_HEADINGS), "dominated by")
+    rows = []
+    for c in configs:
+        keys = [_memory(c) if k == "peak_memory" else k for k, _ in PARETO_HEADINGS]
+        cells = [estimate_cell(c.figures.get(k), CONFIG_FIGURES[k]) if k in c.pareto_on else "-" for k in keys]
+        by = ", ".join(labels.get(s, s) for s in c.dominated_by) or "-"
+        rows.append((c.model, c.label, "front" if c.pareto else "dominated", *cells, by))
+    right = tuple(3 <= i < 3 + len(PARETO_HEADINGS) for i in range(len(columns)))
+    return Table(PARETO_TITLE, columns, rows, right, PARETO_DESCRIPTION, _pareto_notes(configs))
+
+
+def _pareto_notes(configs: Sequence[ConfigSummary]) -> list[str]:
+    notes = []
+    for model in dict.fromkeys(c.model for c in configs):
+        on = next(c.pareto_on for c in configs if c.model == model)
+        mem = next((k for k in on if k.startswith("peak_")), None)
+        if len(on) < len(PARETO_HEADINGS):
+            notes.append(f"{model}: compared on {', '.join(on)} only (the other figures were not measured by every "
+                         "configuration of this model)")
+        elif mem == "peak_cuda_allocated_bytes":
+            notes.append(f"{model}: peak memory is the CUDA allocator peak")
+    return notes
+
+
+def tables(sweep: SweepResult) -> list[Table]:
+    """The per-configuration table and, when any model has two configurations to compare, its Pareto table."""
+    return [t for t in (configurations_table(sweep), pareto_table(sweep)) if t is not None]
+
+
+def print_tables(ts: Iterable[Table], console: Console) -> None:
+    """The tables on a rich console: heading on its own line (a table title wraps to the table's width)."""
+    for t in ts:
+        console.print(f"[bold]{escape(t.title)}[/]" + (f": {escape(t.description)}" if t.description else ""),
+                      highlight=False)
+        rt = RichTable()
+        right = t.right or tuple(False for _ in t.columns)
+        for col, r in zip(t.columns, right):
+            rt.add_column(escape(col), justify="right" if r else "left", no_wrap=r, overflow="fold")
+        for row in t.rows:
+            rt.add_row(*(escape(cell) for cell in row))
+        console.print(rt)
+        for note in t.notes:
+            console.print(f"  {note}", markup=False, highlight=False)

@@ -1,0 +1,189 @@
+"""Checks that need the file system but not the model: run before the output folder exists (exit 2, YAML path).
+
+Spec validation (model.py, expand.py) catches what a value alone can tell. What only the disk can tell used to
+surface inside a trial, after the folder was made: a model path that is not a checkpoint, a hub id that was
+never downloaded, a loader module that does not exist or does not compile, a ``sys_path`` that is missing, and
+token counts past the model's positions. Nothing here imports torch or transformers, reaches the network, or
+executes the user's code: loader modules are located with the import system's finders and only compiled.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.machinery
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from loadprof.errors import SpecError
+from loadprof.strategies.model import ModelSpec, Strategy
+
+#: config keys that bound the sequence length, in the order transformers' configs name them
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+def preflight(strategies: Iterable[Strategy]) -> None:
+    """Raise SpecError (exit 2) for the first problem found in any strategy; strategies sharing a model or a
+    loader are checked once."""
+    seen_models: dict[ModelSpec, int | None] = {}
+    seen_loaders: set[tuple[str, tuple[str, ...]]] = set()
+    strategies = list(strategies)
+    for s in strategies:
+        try:
+            if s.model not in seen_models:
+                seen_models[s.model] = _check_model(s.model)
+            _check_tokens(s, seen_models[s.model])
+            ld = s.load.loader
+            if ld is not None and (ld.target, ld.sys_path) not in seen_loaders:
+                seen_loaders.add((ld.target, ld.sys_path))
+                _check_loader(ld.target, ld.sys_path)
+        except SpecError as e:
+            if len(strategies) > 1:  # say which strategy: the path alone may fit several
+                raise SpecError(f"{e.message} (strategy {s.display()!r})", hint=e.hint) from None
+            raise
+
+
+# ---------------------------------------------------------------- the model
+
+def _positions(config: Mapping[str, Any]) -> int | None:
+    for c in (config, config.get("text_config") or {}):
+        for k in POSITION_KEYS:
+            if isinstance(c.get(k), int) and c[k] > 0:
+                return int(c[k])
+    return None
+
+
+def _read_config(path: Path, where: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise SpecError(f"cannot read {path}: {str(e)[:200]}", path=where) from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path} is not a JSON object", path=where)
+    return data
+
+
+def _hub_config(hub_id: str) -> Path:
+    """The cached config.json of ``hub_id``, looked up offline; SpecError with the fetch command when absent."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - a transformers dependency
+        return Path()
+    try:
+        found = try_to_load_from_cache(hub_id, "config.json")
+    except Exception as e:  # an id the hub library rejects (bad characters, too many slashes)
+        raise SpecError(f"invalid hub id {hub_id!r}: {str(e).splitlines()[0][:160]}", path="model.hub_id") from None
+    if not isinstance(found, str):
+        cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+        from loadprof.strategies.shapes import SHAPES
+
+        synthetic = (f"; or measure loadprof's synthetic {hub_id} (same shapes, random weights): "
+                     f"model: {{synthetic: {{shape: {hub_id}}}}}" if hub_id in SHAPES else "")
+        raise SpecError(f"{hub_id!r} is not in the local Hugging Face cache ({cache}); loadprof never downloads",
+                        path="model.hub_id",
+                        hint=f"fetch it first where there is a network: hf download {hub_id}{synthetic}")
+    return Path(found)
+
+
+def _check_model(model: ModelSpec) -> int | None:
+    """The model's position limit (None when the config does not say), after checking that it is there."""
+    if model.synthetic is not None:
+        from loadprof.strategies.shapes import dims, shape_of
+
+        return dims(shape_of(model.synthetic)).get("positions")
+    if model.path is not None:
+        p = Path(model.path)
+        if not p.exists():
+            raise SpecError(f"{model.path!r} does not exist", path="model.path",
+                            hint="a folder with config.json and the weights (relative paths start at the YAML)")
+        if not p.is_dir():
+            raise SpecError(f"{model.path!r} is a file; expected a checkpoint folder", path="model.path",
+                            hint="point at the folder that holds config.json")
+        if not (p / "config.json").is_file():
+            raise SpecError(f"{model.path!r} has no config.json", path="model.path",
+                            hint="point at the folder that holds config.json and the weights")
+        return _positions(_read_config(p / "config.json", "model.path"))
+    if model.hub_id is not None:
+        cfg = _hub_config(model.hub_id)
+        return _positions(_read_config(cfg, "model.hub_id")) if cfg.name else None
+    return None
+
+
+def _check_tokens(s: Strategy, positions: int | None) -> None:
+    gen = s.generate
+    if gen is None or not positions:
+        return
+    need = gen.prompt_tokens + gen.max_new_tokens
+    if gen.prompt_tokens > positions:
+        raise SpecError(f"{gen.prompt_tokens:,} prompt tokens exceed the model's {positions:,} positions",
+                        path="generate.prompt_tokens", hint=f"at most {positions:,}, counting the new tokens too")
+    if need > positions:
+        raise SpecError(f"prompt_tokens + max_new_tokens = {need:,} exceeds the model's {positions:,} positions "
+                        f"(config {model_positions_key(s.model)})", path="generate.max_new_tokens",
+                        hint=f"max_new_tokens <= {positions - gen.prompt_tokens:,} with this prompt")
+
+
+def model_positions_key(model: ModelSpec) -> str:
+    return "n_positions" if model.synthetic is not None and "gpt2" in model.synthetic.shape else "max_position_embeddings"
+
+
+# ---------------------------------------------------------------- the user's loader
+
+def _find(module: str, search: list[str]) -> importlib.machinery.ModuleSpec | None:
+    """Locate ``module`` without importing it or its parents (PathFinder per component, never ``__init__``)."""
+    spec = None
+    path: list[str] | None = search
+    parts = module.split(".")
+    for i in range(len(parts)):
+        name = ".".join(parts[:i + 1])
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None:
+            return None
+        path = list(spec.submodule_search_locations or [])
+    return spec
+
+
+def _top_level_names(tree: ast.Module) -> tuple[set[str], bool]:
+    names: set[str] = set()
+    star = False
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                names.update(n.id for n in ast.walk(t) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            star = star or any(a.name == "*" for a in node.names)
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.If, ast.Try, ast.With, ast.For, ast.While)):
+            star = True  # names bound conditionally: do not guess
+    return names, star
+
+
+def _check_loader(target: str, sys_path: tuple[str, ...]) -> None:
+    for folder in sys_path:
+        if not Path(folder).is_dir():
+            raise SpecError(f"{folder!r} is not a folder", path="load.loader.sys_path")
+    module, _, attr = target.partition(":")
+    spec = _find(module, [*sys_path, os.getcwd(), *sys.path])
+    if spec is None:
+        raise SpecError(f"cannot find module {module!r} (searched load.loader.sys_path, the current folder and "
+                        "the environment)", path="load.loader.target",
+                        hint="add its folder to load.loader.sys_path (relative to the YAML)")
+    origin = spec.origin or ""
+    if not origin.endswith(".py"):
+        return  # an extension or namespace module: nothing to compile
+    try:
+        tree = ast.parse(Path(origin).read_bytes(), filename=origin)
+        compile(tree, origin, "exec")
+    except SyntaxError as e:
+        raise SpecError(f"{origin} does not compile: {e.msg} at line {e.lineno}", path="load.loader.target") from None
+    except (OSError, ValueError) as e:
+        raise SpecError(f"cannot read {origin}: {e}", path="load.loader.target") from None
+    names, unsure = _top_level_names(tree)
+    head = attr.split(".")[0]
+    if not unsure and head not in names:
+        raise SpecError(f"{module} ({origin}) defines no {head!r} at its top level", path="load.loader.target",
+                        hint="the target is 'module:function' or 'module:Class.method'")
