@@ -1,13 +1,18 @@
 """Compare two sweeps strategy by strategy: what got worse, beyond run-to-run noise, for a CI gate.
 
 Pure analysis over two SweepResults (parent process: no torch, no files, no rendering). A change is a
-regression only when both hold: the repeats can tell the two sides apart (``stats.compare``: a bootstrap CI of
-the difference of medians that excludes 0, with ``stats.MIN_REPEATS`` per side), and it exceeds the floors,
+regression only when both hold: the repeats tell the two sides apart, and the change exceeds the floors,
 ``threshold_pct`` of the old value and an absolute minimum (so tiny but real drifts, and microsecond phases,
-never fail a build). Fewer repeats never decide: such rows are ``undecided`` and the diff says so (exit 3).
+never fail a build). A gate fails when *any* of its comparisons fails, so the test controls the error over all
+of them at once: Student's t-test on log values per figure, Holm's correction across every gated comparison
+(``stats.GATE_METHOD``); without it, 20 comparisons at 5% each would fail a build on pure noise most of the
+time. The ± shown is the bootstrap CI of the difference of medians. Fewer than ``stats.MIN_REPEATS`` repeats
+never decide: such rows are ``undecided`` and the diff says so (exit 3).
 
-Every figure belongs to one group (``GROUPS``), the unit ``--fail-on`` selects; loadprof's own phases
-(trace, membw, estimate, cleanup) are in ``harness`` and never gate.
+Every figure belongs to one group (``GROUPS``), the unit ``--fail-on`` selects. By default the headline figures
+gate (real load cost, TTFT, prefill and decode rates, peak memory, status); the phases are shown, judged with
+their own Holm family, and gate only with ``--fail-on phases``. loadprof's own phases (trace, membw, estimate,
+cleanup) are in ``harness`` and never gate.
 """
 
 from __future__ import annotations
@@ -45,8 +50,11 @@ RERUN_HINT = f"not distinguishable without repeats: rerun both sweeps with `repe
 #: phases whose children are compared one by one (plus their uncovered remainder as ``<phase>/other``)
 DETAILED = ("load", "generate", "warmup")
 MIB = 2**20
-#: the groups ``--fail-on`` selects (all gate by default); ``harness`` is loadprof's own work and never gates
+#: the groups ``--fail-on`` selects; ``harness`` is loadprof's own work and never gates
 GROUPS = ("load", "ttft", "prefill", "decode", "memory", "phases", "status")
+#: what gates without --fail-on: the headline figures (phases explain a change; gating each would multiply
+#: the comparisons a noisy machine can fail on)
+DEFAULT_FAIL_ON = ("load", "ttft", "prefill", "decode", "memory", "status")
 HARNESS = "harness"
 #: phases that are part of the real load cost (derive.load_cost_s): load, validation and the first forward
 LOAD_PHASES = ("load", "validate")
@@ -83,19 +91,17 @@ FIGURES = (
 
 
 def phase_group(path: str) -> str:
-    """The ``--fail-on`` group of a phase path: the real load cost's phases are ``load``, loadprof's own are
-    ``harness`` (never gated), every other workload phase is ``phases``."""
-    top = path.split("/", 1)[0]
-    if top in LOADPROF_PHASES:
-        return HARNESS
-    if top in LOAD_PHASES or path == FIRST_FORWARD:
-        return "load"
-    return "phases"
+    """The ``--fail-on`` group of a phase path: loadprof's own are ``harness`` (never gated), every workload
+    phase is ``phases`` (the real load cost's phases gate through ``load_cost_s``, group ``load``)."""
+    return HARNESS if path.split("/", 1)[0] in LOADPROF_PHASES else "phases"
 
 
 def parse_fail_on(text: str | None) -> tuple[str, ...]:
-    """``--fail-on`` as a tuple of groups (None or empty: all); an unknown name is bad input naming the nearest."""
+    """``--fail-on`` as a tuple of groups (None or empty: DEFAULT_FAIL_ON; ``all``: every group); an unknown name
+    is bad input naming the nearest."""
     if not text or not text.strip():
+        return DEFAULT_FAIL_ON
+    if text.strip() == "all":
         return GROUPS
     names = [n.strip() for n in text.split(",") if n.strip()]
     for n in names:
@@ -128,15 +134,10 @@ def judge(a: Sequence[float], b: Sequence[float], lower_is_better: bool, thresho
     if c is None:
         raise ValueError("judge needs a number on both sides")
     limit = max(threshold_pct / 100.0 * abs(c.a.median), min_abs)
-    worse = c.diff if lower_is_better else -c.diff
     beyond = abs(c.diff) > limit
-    if c.distinguishable is None:
-        verdict = UNDECIDED
-    elif c.distinguishable and beyond:
-        verdict = REGRESSION if worse > 0 else IMPROVEMENT
-    else:
-        verdict = SAME
-    return {"a": c.a.median, "b": c.b.median, "change": c.diff,
+    p = stats.t_test_p(a, b)
+    verdict = UNDECIDED if p is None else SAME  # decided in ``decide``, over the whole family of comparisons
+    return {"a": c.a.median, "b": c.b.median, "change": c.diff, "p": p,
             "change_pct": 100.0 * c.rel_diff if c.rel_diff is not None else None, "lo": c.lo, "hi": c.hi,
             "noise": c.noise, "limit": limit, "beyond_floor": beyond, "distinguishable": c.distinguishable,
             "n_a": len(a), "n_b": len(b), "lower_is_better": lower_is_better, "verdict": verdict}
@@ -241,6 +242,23 @@ def _worst_first(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (not r["gated"], -_severity(r)))
 
 
+def decide(rows: Sequence[dict[str, Any]]) -> None:
+    """Set each decidable row's verdict: Holm over the gated rows as one family and over the rest as another
+    (shown, never gating); a rejected comparison beyond its floor is a regression or an improvement."""
+    for family in ([r for r in rows if r["gated"] and r.get("p") is not None],
+                   [r for r in rows if not r["gated"] and r.get("p") is not None]):
+        for r, reject in zip(family, stats.holm([r["p"] for r in family])):
+            worse = r["change"] if r["lower_is_better"] else -r["change"]
+            r["verdict"] = (REGRESSION if worse > 0 else IMPROVEMENT) if reject and r["beyond_floor"] else SAME
+
+
+def _explained(reg: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
+    """A gated regression with the phases of the same strategy that moved with it (what to look at)."""
+    moved = [r["name"] for r in rows if r["kind"] == "phase" and r["strategy"] == reg["strategy"]
+             and r["verdict"] == REGRESSION and "/" not in r["name"]]
+    return f"{reg['strategy']}: {reg['name']}" + (f" (phases: {', '.join(moved)})" if moved else "")
+
+
 def exit_code(rows: Sequence[Mapping[str, Any]], matched: Sequence[Any]) -> tuple[int, str]:
     """The gate's verdict: a decided gated regression (1) wins over undecided gated figures (3)."""
     if not matched:
@@ -249,7 +267,7 @@ def exit_code(rows: Sequence[Mapping[str, Any]], matched: Sequence[Any]) -> tupl
         return EXIT_NOTHING_COMPARABLE, "nothing comparable: the matched strategies failed on both sides"
     regs = [r for r in rows if r["gated"] and r["verdict"] == REGRESSION]
     if regs:
-        names = ", ".join(dict.fromkeys(f"{r['strategy']}: {r['name']}" for r in _worst_first(regs)))
+        names = ", ".join(dict.fromkeys(_explained(r, rows) for r in _worst_first(regs)))
         return EXIT_REGRESSION, f"{len(regs)} gated regression(s): {names}"
     undecided = [r for r in rows if r["gated"] and r["verdict"] == UNDECIDED]
     if undecided:
@@ -257,13 +275,25 @@ def exit_code(rows: Sequence[Mapping[str, Any]], matched: Sequence[Any]) -> tupl
     return EXIT_OK, EXIT_CODES[EXIT_OK]
 
 
+def concurrency_note(a: SweepResult, b: SweepResult) -> str | None:
+    """The line a diff shows when the two sides ran different numbers of trials at once (``--jobs``, Ray):
+    timings taken beside other trials differ from ones taken alone for that reason alone. Never gates."""
+    na, nb = (max((t.concurrency for t in s.trials), default=1) for s in (a, b))
+    if na == nb:
+        return None
+    at = lambda n: "one at a time" if n == 1 else f"{n} at a time"  # noqa: E731
+    return (f"A ran its trials {at(na)}, B {at(nb)}: timings taken beside other trials are not comparable with "
+            "ones taken alone; a difference may come from that alone")
+
+
 def diff(a: SweepResult, b: SweepResult, threshold_pct: float = 10.0, min_abs_s: float = 0.005,
-         fail_on: Sequence[str] = GROUPS) -> dict[str, Any]:
+         fail_on: Sequence[str] = DEFAULT_FAIL_ON) -> dict[str, Any]:
     """Every figure of every strategy in both runs, with its comparison, verdict and whether it gates.
 
     Returns ``{"a": {run_id, name}, "b": {...}, "threshold_pct", "min_abs_s", "fail_on", "method", "matched",
     "rows", "summary": {"regressions", "improvements", "same", "undecided", "unmatched"}, "sides",
-    "exit_code", "exit_reason"}``; ``sides`` lists the strategy labels each run holds (what to match on).
+    "exit_code", "exit_reason", "notes"}``; ``sides`` lists the strategy labels each run holds (what to match on);
+    ``notes``: what makes the comparison less fair without gating it (``concurrency_note``).
     """
     pairs, unmatched = match(a, b)
     ga, gb = _by_strategy(a.trials), _by_strategy(b.trials)
@@ -275,13 +305,15 @@ def diff(a: SweepResult, b: SweepResult, threshold_pct: float = 10.0, min_abs_s:
             gated = r["group"] != HARNESS and r["group"] in fail_on
             rows.append({"strategy": label, "strategy_id_a": ida, "strategy_id_b": idb, "match": how, **r,
                          "gated": gated})
+    decide(rows)
     code, reason = exit_code(rows, matched)
     pick = lambda v: _worst_first(r for r in rows if r["verdict"] == v)  # noqa: E731
     return {"a": {"run_id": a.run_id, "name": a.name}, "b": {"run_id": b.run_id, "name": b.name},
             "threshold_pct": threshold_pct, "min_abs_s": min_abs_s, "fail_on": list(fail_on),
-            "method": stats.COMPARE_METHOD, "matched": matched, "rows": rows,
+            "method": f"{stats.GATE_METHOD}; ± is the bootstrap 95% CI of the difference of medians",
+            "matched": matched, "rows": rows,
             "summary": {"regressions": pick(REGRESSION), "improvements": pick(IMPROVEMENT),
                         "same": sum(r["verdict"] == SAME for r in rows), "undecided": pick(UNDECIDED),
                         "unmatched": unmatched},
             "sides": {"a": sorted({_label(ts) for ts in ga.values()}), "b": sorted({_label(ts) for ts in gb.values()})},
-            "exit_code": code, "exit_reason": reason}
+            "exit_code": code, "exit_reason": reason, "notes": [n for n in (concurrency_note(a, b),) if n]}

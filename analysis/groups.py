@@ -100,7 +100,8 @@ def configurations(gs: Sequence[Group], objective: str) -> list[Group]:
         if len(members) == 1:
             out.append(members[0])
             continue
-        paths = differing([m.strategy for m in members], (*irrelevant_paths(objective, members[0].strategy), *HARNESS))
+        paths = differing([m.strategy for m in members],
+                          (*irrelevant_paths(objective, members[0].strategy), *(h for h in HARNESS if h != "label")))
         knobs = ", ".join(p.split(".")[-1] for p in paths)
         label = f"{members[0].label} (+{len(members) - 1} differing only in {knobs})"
         out.append(Group("+".join(m.strategy_id for m in members), label, members[0].strategy,

@@ -15,7 +15,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from loadprof.strategies.model import Strategy
 
 #: settings of the measurement, not of the configuration: never a reason for a pick
-HARNESS = ("label", "timeout_s", "memory_limit", "probes", "sampling_hz", "generate.warmup", "generate.repeats")
+HARNESS = ("label", "timeout_s", "memory_limit", "probes", "sampling_hz", "isolation", "generate.warmup",
+           "generate.repeats")
 
 
 @dataclass(frozen=True)

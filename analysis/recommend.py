@@ -29,8 +29,8 @@ from loadprof.results import (CapWarning, Figure, Recommendation, Recommendation
 
 # ---------------------------------------------------------------- recommendations
 
-TIE_RULE = "among configurations the repeats cannot tell apart: the lowest peak memory, then the fewest non-default settings"
-TIE_RULE_MEMORY = "among configurations the repeats cannot tell apart: the lowest real load cost, then the fewest non-default settings"
+TIE_RULE = "the simplest of the tied (fewest non-default load settings), then the lowest peak memory"
+TIE_RULE_MEMORY = "the simplest of the tied (fewest non-default load settings), then the lowest real load cost"
 
 
 def _simplicity(g: Group) -> int:
@@ -79,8 +79,8 @@ def _decide(ranked: Sequence[tuple[Group, float]], objective: str, peak: str,
                                   "1 MiB and 1%" if name in EXACT_FIGURES else
                                   "ahead of every other configuration beyond the noise")
     other = (lambda t: load_cost_s(t)) if objective == "memory" else (lambda t: t.metrics.get(peak))
-    chosen = min(tied, key=lambda g: (g.median(other) if g.median(other) is not None else float("inf"),
-                                      _simplicity(g), g.label))
+    chosen = min(tied, key=lambda g: (_simplicity(g), g.median(other) if g.median(other) is not None
+                                      else float("inf"), g.label))
     return "tie", chosen, [g for g in tied if g is not chosen], TIE_RULE_MEMORY if objective == "memory" else TIE_RULE
 
 

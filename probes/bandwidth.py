@@ -7,11 +7,19 @@ On CUDA each timing is synchronised. ``BandwidthProbe`` runs both in its own pha
 measured generate calls, whenever the strategy generates (not selectable in ``probes:``). For a float16 or
 bfloat16 model on CPU it also times a small square matmul in float32 and in the model's dtype (about 0.1 s):
 a CPU without fast half-precision kernels runs the half type slower than float32, whatever the bytes saved.
+
+The copy rates belong to the device, not to the trial: the first trial of a sweep on a device measures them
+(and files ``membw_scope``: the device on this host, behind its CUDA_VISIBLE_DEVICES), later trials receive
+them through ``ProbeContext.constants`` (loadprof.runner.SweepConstants) and skip the copies (about 1 s on
+CPU), filing the same figures with ``membw_source`` / ``h2d_source`` = "trial <id>" that measured them. The
+``membw`` phase is still opened (near zero then), so a trial's phases are the same either way.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import os
+import platform
+from typing import Any, Callable, Mapping
 
 from loadprof.probes.base import Probe, ProbeContext
 
@@ -102,10 +110,30 @@ def measure_matmul(dtype: str, now_ns: Callable[[], int], n: int = MATMUL_N, rep
             f"{torch.get_num_threads()} threads"}
 
 
+def device_scope(device: Any) -> str:
+    """The device a copy rate belongs to: never reused for another machine, or another GPU behind the same index."""
+    dev = str(device)
+    scope = f"{dev}@{platform.node()}"
+    if dev.startswith("cuda"):
+        scope += f" CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}"
+    return scope
+
+
+def reused(known: Mapping[str, Any]) -> dict[str, Any]:
+    """An earlier trial's copy rates ({"trial": id, "figures": {...}}) as this trial's metrics, saying whence."""
+    figures = dict(known["figures"])
+    source = f"trial {known['trial']}"
+    figures["membw_source"] = source
+    if any(k.startswith("h2d_") for k in figures):
+        figures["h2d_source"] = source
+    return figures
+
+
 class BandwidthProbe(Probe):
     """Device copy bandwidth (the decode roofline's denominator) and, on CUDA, the host -> device rate (the
-    yardstick for the load's own transfer), as trial metrics (``membw_*``, ``h2d_*``); for a float16/bfloat16
-    model on CPU also the matmul rate in that dtype against float32 (``matmul_*``)."""
+    yardstick for the load's own transfer), as trial metrics (``membw_*``, ``h2d_*``), or an earlier trial's on the
+    same device; for a float16/bfloat16 model on CPU also the matmul rate in that dtype against float32
+    (``matmul_*``, per trial: it depends on the model's dtype)."""
 
     NAME = "bandwidth"
     AFTER_WORKLOAD_PHASE = "membw"
@@ -114,7 +142,12 @@ class BandwidthProbe(Probe):
         device = getattr(model, "device", "cpu")
         device = "cpu" if str(device) == "meta" else device
         now = ctx.clock.now_ns
-        out = {**measure_copy_bandwidth(device, now), **measure_h2d_bandwidth(device, now)}
+        scope = device_scope(device)
+        known = (ctx.constants.get("bandwidth") or {}).get(scope)
+        if known:  # measured by an earlier trial of this sweep on this device
+            out = reused(known)
+        else:
+            out = {**measure_copy_bandwidth(device, now), **measure_h2d_bandwidth(device, now), "membw_scope": scope}
         dtype = floating_dtype(model) if str(device) == "cpu" else None
         if dtype in HALF_DTYPES:  # a half type on CPU: does it run at float32's rate here? (measured, not assumed)
             out.update(measure_matmul(dtype, now))

@@ -30,7 +30,8 @@ class ProbeResult:
 
 @dataclass
 class ProbeContext:
-    """What a probe may use: the trial clock, the hook registry, a phase opener and the trial folder."""
+    """What a probe may use: the trial clock, the hook registry, a phase opener, the trial folder and the sweep's
+    constants."""
 
     clock: Clock
     hooks: HookSet
@@ -40,6 +41,8 @@ class ProbeContext:
     t0_ns: int
     pid: int
     emit: Callable[[dict[str, Any]], None] = lambda ev: None
+    #: figures of the machine, not the trial, that an earlier trial of the sweep measured (see BandwidthProbe)
+    constants: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Probe:

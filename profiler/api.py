@@ -32,23 +32,28 @@ def _sweep(source: str | Path | Mapping[str, Any], base_dir: str | Path | None) 
 
 def compare(sweep: str | Path | Mapping[str, Any], out: str | Path | None = None, *, resume: bool = False,
             base_dir: str | Path | None = None,
-            on_trial: Callable[[TrialResult, int, int], None] | None = None) -> SweepResult:
+            on_trial: Callable[[TrialResult, int, int], None] | None = None, executor: str = "local",
+            ray_address: str | None = None, jobs: int | None = None,
+            gpus_per_trial: int | None = None) -> SweepResult:
     """Run every trial of ``sweep`` (a YAML path, or a dict with the YAML's keys; relative paths in a dict
     resolve against ``base_dir``, default the current folder) and return the analysed ``SweepResult``.
 
     ``out`` defaults to ``./loadprof-runs/<name>-<timestamp>``; report.json/md/html/csv are written there as by
     the CLI. ``resume=True`` continues an interrupted sweep in ``out``. ``on_trial(result, i, n)`` is called as
-    each trial finishes."""
+    each trial finishes. ``executor`` ("local" or "ray"), ``ray_address``, ``jobs`` and ``gpus_per_trial`` are
+    the CLI's options of the same names (trials that ran several at once say so in every report)."""
+    from loadprof.run_options import make_executor
     from loadprof.session import Session, default_out
     from loadprof.strategies.preflight import preflight
 
+    runner, _ = make_executor(executor, ray_address=ray_address, jobs=jobs, gpus_per_trial=gpus_per_trial)
     sw = _sweep(sweep, base_dir)
     preflight(sw.strategies)
     if out is None:
         if resume:
             raise LoadprofError("resume needs out= (the folder of the sweep to continue)", exit_code=2)
         out = default_out(sw)
-    return Session(sw, Path(out), resume=resume, on_trial=on_trial).run()  # writes the report files too
+    return Session(sw, Path(out), resume=resume, on_trial=on_trial, executor=runner).run()  # and the reports
 
 
 def load_report(path: str | Path) -> SweepResult:

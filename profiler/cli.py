@@ -20,6 +20,7 @@ import click
 from loadprof import __version__
 from loadprof.errors import LoadprofError
 from loadprof.reports.formats import FORMATS
+from loadprof.run_options import executor_options
 
 EXIT_TRIAL_FAILED, EXIT_INTERRUPTED = 1, 130  # bad input exits 2 through LoadprofError.exit_code
 
@@ -71,7 +72,9 @@ def main() -> None:
 @click.option("--force", is_flag=True, help="With --resume: continue even though YAML_FILE expands to another "
               "sweep than the one that made --out (its trials are added to that folder).")
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
-def compare(yaml_file: Path, out: Path | None, resume: bool, force: bool, progress: bool) -> None:
+@executor_options
+def compare(yaml_file: Path, out: Path | None, resume: bool, force: bool, progress: bool, executor: str,
+            ray_address: str | None, jobs: int | None, gpus_per_trial: int | None) -> None:
     """Run every trial of YAML_FILE, each in a fresh process, and report.
 
     Exit codes: 0 every trial ok or skipped; 1 a trial failed, crashed or timed out; 2 bad input or an unusable
@@ -79,7 +82,9 @@ def compare(yaml_file: Path, out: Path | None, resume: bool, force: bool, progre
     read-only): finished trials kept, continue with --resume; 130 interrupted by Ctrl-C, 143 by SIGTERM, 129 by
     SIGHUP (the trial in flight is stopped with everything it started; finished trials and the report are kept).
     """
-    stops = _install_stop_signals()
+    from loadprof.interrupts import install_for_command
+
+    stops = install_for_command()  # Ctrl-C, SIGTERM, SIGHUP: a clean stop, exit 128 + signal, for the whole command
     from loadprof.strategies.expand import load_sweep
     from loadprof.strategies.preflight import preflight
 
@@ -97,79 +102,45 @@ def compare(yaml_file: Path, out: Path | None, resume: bool, force: bool, progre
     from rich.markup import escape
 
     from loadprof.resultsfile import OutputWriteError
+    from loadprof.run_options import make_executor, run_with_progress
 
+    runner, notes = make_executor(executor, ray_address=ray_address, jobs=jobs, gpus_per_trial=gpus_per_trial)
     con = _console()
     trials = sweep.trials()
     con.print(f"[bold]loadprof[/] {escape(sweep.name)}: {len(sweep.strategies)} strategies x {sweep.repeat} "
               f"repeat(s) = {len(trials)} trials -> {escape(str(out))}")
-    for note in sweep.dropped:
+    for note in [*sweep.dropped, *notes]:
         con.print(f"[yellow]note:[/] {escape(note)}")
     try:
-        result = _run_with_progress(Session, sweep, out, resume, con, progress, force=force, stops=stops)
+        result = run_with_progress(Session, sweep, out, resume, con, progress, force=force, stops=stops,
+                                   executor=runner)
     except OutputWriteError as e:  # what finished is on disk: show it, then the one line saying how to go on
         if e.result is not None:
             console_report.render(e.result, con)  # no out_dir: the report files may not have been written
         raise
     if result.interrupted or stops.signum is not None:
-        _stopped(result, con, out, stops.signum)
+        _stopped(result, con, out, stops)
     console_report.render(result, con, out_dir=out)
     if any(t.status in ("failed", "crashed", "timeout") for t in result.trials):
         sys.exit(EXIT_TRIAL_FAILED)
 
 
-def _install_stop_signals() -> Any:
-    """Ctrl-C, SIGTERM and SIGHUP handled alike for the whole command (loadprof.interrupts): the first stops
-    the sweep cleanly, later ones cannot cut the cleanup short or surface as click's ``Aborted!``."""
-    from loadprof.interrupts import StopSignals
-
-    stops = StopSignals()
-    stops.install()
-    click.get_current_context().call_on_close(stops.restore)
-    return stops
-
-
-def _stopped(result: Any, con: Any, out: Path, signum: int | None) -> None:
-    """The end of a stopped sweep: the summary if the terminal is still there, one line, exit 128 + signal."""
-    import signal
-
+def _stopped(result: Any, con: Any, out: Path, stops: Any) -> None:
+    """A stopped sweep's end: the summary (not when asked twice, nor to a hung-up terminal), one line, exit
+    128 + the first signal."""
     from rich.markup import escape
 
-    from loadprof.interrupts import exit_code
+    from loadprof.interrupts import exit_code, signal_name
     from loadprof.reports import console as console_report
 
-    name = signal.Signals(signum or signal.SIGINT).name
     try:
-        console_report.render(result, con, out_dir=out)
-        con.print(f"[yellow]interrupted ({name})[/]: finished trials kept; continue with --resume --out "
-                  f"{escape(str(out))}")
+        if not stops.hurry:
+            console_report.render(result, con, out_dir=out)
+        con.print(f"[yellow]interrupted ({signal_name(stops.signum)})[/]: finished trials kept; continue with "
+                  f"--resume --out {escape(str(out))}")
     except OSError:  # a hung-up terminal (SIGHUP): everything is in the output folder
         pass
-    sys.exit(exit_code(signum) if signum else EXIT_INTERRUPTED)
-
-
-def _run_with_progress(session_cls: Any, sweep: Any, out: Path, resume: bool, con: Any, show: bool,
-                       force: bool = False, stops: Any = None) -> Any:
-    from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from loadprof.reports.console import trial_line
-
-    progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                        console=con, disable=not show, transient=True)
-    with progress:
-        task = progress.add_task("starting", total=None)
-
-        def on_start(trial: Any, i: int, n: int) -> None:
-            progress.update(task, total=n, description=f"trial {i + 1}/{n}: {trial.strategy.display()}")
-
-        def on_trial(result: Any, i: int, n: int) -> None:
-            progress.update(task, completed=i)
-            progress.console.print(trial_line(result))
-
-        session = session_cls(sweep, out, resume=resume, force=force, on_start=on_start, on_trial=on_trial,
-                              log=lambda s: progress.console.print(f"[dim]{escape(s)}[/]"), stops=stops)
-        return session.run()
+    sys.exit(exit_code(stops.signum))
 
 
 @main.command()
@@ -406,17 +377,17 @@ def recommend(out: Path, objective: str | None, memory_budget: str | None, lengt
               help="A change counts only beyond this percentage of A's value (and 5 ms / 1 MiB), and only when the "
                    "repeats tell A and B apart.")
 @click.option("--fail-on", "fail_on", default=None, metavar="GROUPS",
-              help="Comma-separated groups that gate: load (load_cost_s, load/*, validate, warmup/forward), ttft, "
-                   "prefill, decode, memory, phases (every other workload phase), status (ok before, failing now). "
-                   "Default: all. loadprof's own phases (trace, membw, estimate, cleanup) never gate.")
+              help="Comma-separated groups that gate: load (load_cost_s), ttft, prefill, decode, memory, status (ok "
+                   "before, failing now), phases (every workload phase; off by default); 'all' for every group. "
+                   "Default: load,ttft,prefill,decode,memory,status. loadprof's own phases never gate.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
               help="table, md (the changed rows), csv/jsonl (every row), json (the whole diff)")
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 def diff(a: Path, b: Path, threshold_pct: float, fail_on: str | None, fmt: str, as_json: bool) -> None:
     """Compare run B against run A per strategy, figure and phase; a CI gate (exit codes below).
 
-    A regression needs the repeats to tell A and B apart (bootstrap CI of the difference of medians excludes 0,
-    >= 3 repeats per side) and a change beyond the threshold.
+    A regression needs the repeats to tell A and B apart (Student's t on log values, Holm's correction across
+    the gated comparisons, >= 3 repeats per side) and a change beyond the threshold.
     """
     from loadprof.diff_cli import cli_diff
 

@@ -126,6 +126,8 @@ def _header(d: Mapping[str, Any], a_dir: str, b_dir: str, console: Any) -> None:
     console.print(f"a change counts when the repeats tell A and B apart and it exceeds max({d['threshold_pct']:g}% "
                   f"of A, {d['min_abs_s'] * 1e3:g} ms / 1 MiB)")
     console.print(f"[dim]method: {escape(d['method'])}[/]")
+    for note in d.get("notes", ()):
+        console.print(f"[bold yellow]note:[/] {escape(note)}")
 
 
 def _nothing_comparable(d: Mapping[str, Any], console: Any) -> None:

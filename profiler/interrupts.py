@@ -21,9 +21,25 @@ from typing import Any, Iterator
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def exit_code(signum: int) -> int:
-    """The exit status of a sweep stopped by ``signum`` (the shell convention 128 + n)."""
-    return 128 + int(signum)
+def exit_code(signum: int | None) -> int:
+    """The exit status of a sweep stopped by ``signum`` (the shell convention 128 + n; None: a bare
+    KeyboardInterrupt, i.e. SIGINT)."""
+    return 128 + int(signum if signum is not None else signal.SIGINT)
+
+
+def signal_name(signum: int | None) -> str:
+    return signal.Signals(signum if signum is not None else signal.SIGINT).name
+
+
+def install_for_command() -> "StopSignals":
+    """A ``StopSignals`` installed until the running click command ends (its context closes): the first signal
+    stops the sweep cleanly, later ones cannot cut the cleanup short or surface as click's ``Aborted!``."""
+    import click
+
+    stops = StopSignals()
+    stops.install()
+    click.get_current_context().call_on_close(stops.restore)
+    return stops
 
 
 class Interrupted(KeyboardInterrupt):

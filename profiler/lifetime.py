@@ -27,7 +27,8 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -73,11 +74,12 @@ def become_subreaper() -> bool:
 
 def pipe_reader_gone(fd: int) -> bool:
     """True when the read end of the pipe ``fd`` writes to is closed everywhere (Linux reports POLLERR on the
-    write end), without writing to it."""
+    write end), without writing to it. A closed ``fd`` (POLLNVAL: the worker closing its events at the end) is
+    not a dead parent."""
     try:
         poller = select.poll()
         poller.register(fd, select.POLLOUT)
-        return any(ev & (select.POLLERR | select.POLLNVAL) for _, ev in poller.poll(0))
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -190,6 +192,7 @@ class Descendants:
     def __init__(self, exclude: Iterable[int] = ()) -> None:
         self.exclude = set(exclude)
         self._seen: dict[int, Any] = {}
+        self._roots: set[int] = set()  # the pids passed to record(): under concurrent_trials(), what is ours
         try:
             import psutil
 
@@ -204,6 +207,7 @@ class Descendants:
             return
         import psutil
 
+        self._roots.add(pid)
         try:
             for p in psutil.Process(pid).children(recursive=True):
                 self._seen.setdefault(p.pid, p)
@@ -216,7 +220,7 @@ class Descendants:
         found = {pid: p for pid, p in self._seen.items() if pid not in self.exclude}
         try:
             for p in self._me.children(recursive=True):
-                if p.pid not in self._before and p.pid not in self.exclude:
+                if p.pid not in self._before and p.pid not in self.exclude and self._may_claim(p):
                     found.setdefault(p.pid, p)
         except psutil.Error:
             pass
@@ -228,6 +232,17 @@ class Descendants:
             except psutil.Error:
                 pass
         return alive
+
+    def _may_claim(self, p: Any) -> bool:
+        """Whether a newer descendant of this process is this object's to kill: any, unless trials run side by
+        side in this process (``concurrent_trials``); then only the members of the sessions it recorded (a
+        sibling trial's worker is newer too). What no trial claims, the sweep's own ``Descendants`` reaps."""
+        if not _concurrent:
+            return True
+        try:
+            return os.getsid(p.pid) in self._roots or p.pid in self._roots
+        except OSError:
+            return False
 
     def reap(self, timeout_s: float = 5.0) -> int:
         """Kill and wait for every process of ours this object stands for; how many were killed."""
@@ -244,3 +259,23 @@ class Descendants:
             psutil.wait_procs(procs, timeout=timeout_s)  # reaps our own children (no zombies left)
             self._seen = {pid: p for pid, p in self._seen.items() if p not in procs}
         return killed
+
+
+# ---------------------------------------------------------------- trials side by side (loadprof.executor --jobs N)
+
+_concurrent = 0
+_concurrent_lock = threading.Lock()
+
+
+@contextmanager
+def concurrent_trials() -> Iterator[None]:
+    """Inside, several trials run at once in this process: a trial's ``Descendants.reap`` spares the processes
+    of the others (see ``Descendants._may_claim``); the executor reaps everything of the sweep's at the end."""
+    global _concurrent
+    with _concurrent_lock:
+        _concurrent += 1
+    try:
+        yield
+    finally:
+        with _concurrent_lock:
+            _concurrent -= 1

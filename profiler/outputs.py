@@ -51,7 +51,8 @@ def diff_output(d: Mapping[str, Any], fmt: str) -> str:
     rows = [{k: r.get(k) for k in DIFF_COLUMNS} for r in d["rows"]]
     if fmt in ("csv", "jsonl"):
         return machine(rows, fmt)
-    head = (f"diff: {d['a']['name']} -> {d['b']['name']}: exit {d['exit_code']} ({d['exit_reason']})\n\n")
+    head = (f"diff: {d['a']['name']} -> {d['b']['name']}: exit {d['exit_code']} ({d['exit_reason']})\n\n"
+            + "".join(f"note: {n}\n\n" for n in d.get("notes", ())))
     shown = [r for r in d["rows"] if r["verdict"] != "same"]
     return head + markdown(DIFF_COLUMNS, ([r.get(k) for k in DIFF_COLUMNS] for r in shown)) + (
         f"\n{len(d['rows']) - len(shown)} comparison(s) within noise or under the floors; method: {d['method']}\n")

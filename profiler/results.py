@@ -72,6 +72,13 @@ class TrialResult:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def concurrency(self) -> int:
+        """How many trials ran at once beside this one, itself included (``harness.concurrency``; 1 when
+        absent): timings taken side by side share the machine's cores, memory bandwidth and disk."""
+        value = self.harness.get("concurrency")
+        return value if isinstance(value, int) and value > 1 else 1
+
     def phase(self, path: str) -> PhaseTiming | None:
         return find_phase(self.phases, path)
 

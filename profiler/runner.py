@@ -1,4 +1,5 @@
-"""Parent side of one trial: spawn a fresh worker, collect its events, enforce the timeout, classify the end.
+"""Parent side of one trial: spawn a fresh worker (or, for ``isolation: forkserver``, fork one from a pre-imported
+zygote: loadprof.forkserver), collect its events, enforce the timeout, classify the end.
 
 The worker runs in its own session (process group) so a timeout kills it and
 anything it started; its stdout/stderr go to the trial's logs; events arrive
@@ -17,6 +18,7 @@ Statuses:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -26,12 +28,13 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-from loadprof import events, lifetime
+from loadprof import events, forkserver, lifetime
 from loadprof.clock import DEFAULT_CLOCK, Clock
+from loadprof.constants import SweepConstants
 from loadprof.phases import HARNESS_PHASES, build_tree
 from loadprof.results import TrialResult
 from loadprof.strategies.model import Trial, parse_size
@@ -60,6 +63,18 @@ class TrialPlan:
     trial_dir: Path
     cwd: str | None = None
     python: str = sys.executable
+    #: added to the worker's environment (loadprof.executor: CUDA_VISIBLE_DEVICES pins a trial to its GPUs)
+    env: Mapping[str, str] = field(default_factory=dict)
+    #: device figures earlier trials measured (``SweepConstants.for_worker()``); None: those of the
+    #: ``SweepConstants.applied()`` around this call, if any
+    constants: Mapping[str, Any] | None = None
+
+
+def _constants(plan: TrialPlan) -> dict[str, Any]:
+    if plan.constants is not None:
+        return dict(plan.constants)
+    current = SweepConstants.current()
+    return current.for_worker() if current is not None else {}
 
 
 def _limit_memory(limit_bytes: int) -> Callable[[], None]:
@@ -111,29 +126,36 @@ def _start_reader(fd: int, received: list[dict[str, Any]],
     return reader
 
 
+#: how an allocation failure reads when it is not a Python MemoryError: torch's CPU allocator, CUDA, bitsandbytes
+_OOM_MARKERS = ("can't allocate memory", "cannot allocate memory", "out of memory", "not enough memory",
+                "std::bad_alloc", "outofmemoryerror")
+
+
+def is_out_of_memory(kind: str, message: str) -> bool:
+    """A worker error that is an allocation failure, whatever raised it (MemoryError, torch's RuntimeError,
+    torch.OutOfMemoryError), so every one gets the same "out of memory" tag."""
+    text = f"{kind} {message}".lower()
+    return kind == "MemoryError" or any(m in text for m in _OOM_MARKERS)
+
+
 def run_trial(plan: TrialPlan, *, clock: Clock = DEFAULT_CLOCK,
               on_event: Callable[[dict[str, Any]], None] | None = None) -> TrialResult:
     strategy = plan.trial.strategy
     plan.trial_dir.mkdir(parents=True, exist_ok=True)
     spec = {"trial_id": plan.trial.id, "repeat_index": plan.trial.repeat_index, "strategy": strategy.to_dict(),
-            "model_path": plan.model_path, "trial_dir": str(plan.trial_dir)}
-    env = {**os.environ, **WORKER_ENV}
+            "model_path": plan.model_path, "trial_dir": str(plan.trial_dir), "constants": _constants(plan)}
+    env = {**os.environ, **WORKER_ENV, **plan.env}
     limit = parse_size(strategy.memory_limit) if strategy.memory_limit else None
     received: list[dict[str, Any]] = []
     r, w = os.pipe()
     started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     lifetime.become_subreaper()  # what the trial orphans (double fork + setsid) comes back here to be reaped
-    cmd = [*module_cmd(plan.python, "loadprof.worker"), "--events-fd", str(w), "--parent-pid", str(os.getpid()),
-           "--deadline-s", f"{strategy.timeout_s + lifetime.DEADLINE_GRACE_S:g}"]
+    zygote, isolation = _zygote(plan, env)  # started (once) before the trial's clock and its reaping
     with open(plan.trial_dir / "stdout.log", "wb") as out, open(plan.trial_dir / "stderr.log", "wb") as err:
-        descendants = lifetime.Descendants()
+        descendants = lifetime.Descendants(exclude=forkserver.pids())
         t_spawn = clock.now_ns()
         try:
-            proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.PIPE, stdout=out, stderr=err, pass_fds=(w,), env=env, cwd=plan.cwd,
-                start_new_session=True, preexec_fn=_limit_memory(limit) if limit else None,
-            )
+            proc = _launch(plan, zygote, spec, env, limit, w, out, err, isolation)
         finally:
             os.close(w)
         sampler = sampler_error = None
@@ -146,10 +168,10 @@ def run_trial(plan: TrialPlan, *, clock: Clock = DEFAULT_CLOCK,
                 if sampler.spy_pid is not None:  # py-spy is ours, not the trial's: finish() waits for its file
                     descendants.exclude.add(sampler.spy_pid)
             reader = _start_reader(r, received, on_event)
-            try:
-                assert proc.stdin is not None
-                proc.stdin.write(json.dumps(spec).encode())
-                proc.stdin.close()
+            try:  # a fresh worker reads its spec on stdin; a forked one got it with the fork
+                if proc.stdin is not None:
+                    proc.stdin.write(json.dumps(spec).encode())
+                    proc.stdin.close()
             except BrokenPipeError:
                 pass
             timed_out = _wait_or_kill(proc, strategy.timeout_s, descendants)
@@ -168,8 +190,48 @@ def run_trial(plan: TrialPlan, *, clock: Clock = DEFAULT_CLOCK,
         sampled = _sampled(sampler, received) if not sampler_error else {
             "name": "sampling", "metrics": {"ok": False}, "notes": [f"sampling not run: {sampler_error}"]}
         received.append(events.make("probe", name="sampling", result=sampled))
-    return classify(plan, received, proc.returncode, timed_out, started_at,
-                    parent_wall_ns=t_reaped - t_spawn, spawn_ns=t_spawn)
+    result = classify(plan, received, proc.returncode, timed_out, started_at,
+                      parent_wall_ns=t_reaped - t_spawn, spawn_ns=t_spawn)
+    return dataclasses.replace(result, harness={**result.harness, **isolation}) if isolation else result
+
+
+def _zygote(plan: TrialPlan, env: Mapping[str, str]) -> tuple[forkserver.Zygote | None, dict[str, Any]]:
+    """The pre-imported zygote this trial forks from (None: it starts fresh) and what its harness records of
+    that; empty for ``isolation: fresh``, so a default trial's record is what it always was."""
+    if plan.trial.strategy.isolation != "forkserver":
+        return None, {}
+    if plan.trial.strategy.load.file_cache == "cold":
+        return None, {"isolation": "fresh", "isolation_note": "cold page cache: a fresh interpreter, whose "
+                                                              "import from a cold cache is measured too"}
+    try:
+        z, start_s = forkserver.zygote_for(module_cmd(plan.python, "loadprof.forkserver"), plan.model_path, env,
+                                           plan.cwd, plan.trial_dir / "forkserver.log")
+    except forkserver.ForkserverError as e:
+        return None, {"isolation": "fresh", "isolation_note": f"forkserver unavailable: {e}"}
+    record: dict[str, Any] = {"isolation": "forkserver", "import": "pre-imported", "forkserver_pid": z.pid,
+                              "forkserver_import_s": z.import_s}
+    if start_s is not None:  # this trial started it: what that cost, once
+        record.update(forkserver_start_s=start_s, forkserver_log="forkserver.log")
+    return z, record
+
+
+def _launch(plan: TrialPlan, zygote: forkserver.Zygote | None, spec: dict[str, Any], env: Mapping[str, str],
+            limit: int | None, w: int, out: Any, err: Any, isolation: dict[str, Any]) -> Any:
+    """The trial's process: forked from ``zygote`` when there is one (a fork it refuses starts the trial fresh,
+    noted in ``isolation``), else a fresh ``python -m loadprof.worker`` reading ``spec`` on stdin."""
+    deadline_s = plan.trial.strategy.timeout_s + lifetime.DEADLINE_GRACE_S
+    if zygote is not None:
+        try:
+            return zygote.fork({"spec": spec, "deadline_s": deadline_s, "memory_limit": limit, "cwd": plan.cwd},
+                               w, out.fileno(), err.fileno())
+        except forkserver.ForkserverError as e:
+            isolation.clear()
+            isolation.update(isolation="fresh", isolation_note=f"forkserver could not fork: {e}")
+    cmd = [*module_cmd(plan.python, "loadprof.worker"), "--events-fd", str(w), "--parent-pid", str(os.getpid()),
+           "--deadline-s", f"{deadline_s:g}"]
+    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=err, pass_fds=(w,), env=dict(env),
+                            cwd=plan.cwd, start_new_session=True,
+                            preexec_fn=_limit_memory(limit) if limit else None)
 
 
 def _sampled(sampler: Any, received: list[dict[str, Any]]) -> dict[str, Any]:
@@ -263,8 +325,9 @@ def _status(by_type: dict[str, list[dict[str, Any]]], returncode: int | None, ti
     if by_type.get("error"):
         err = by_type["error"][-1]
         reason = f"{err['kind']}: {err['message']}"
-        if err["kind"] == "MemoryError" and strategy.memory_limit:
-            reason = f"out of memory under memory_limit={strategy.memory_limit}: {reason}"
+        if is_out_of_memory(err["kind"], err["message"]):
+            where = f" under memory_limit={strategy.memory_limit}" if strategy.memory_limit else ""
+            reason = f"out of memory{where}: {reason}"
         notes.append(err.get("traceback", ""))
         return "failed", reason, None
     if returncode == lifetime.SELF_STOP_EXIT and not by_type.get("done"):

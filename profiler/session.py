@@ -1,8 +1,10 @@
 """A sweep: prepare models, run every pending trial in isolation, keep everything as it finishes.
 
 Each finished trial is appended to ``<out>/results.jsonl`` (flushed and
-fsynced) before the next starts, so an interrupted or killed sweep keeps all
-it finished and ``--resume`` picks up at the first unfinished trial id.
+fsynced) as it finishes, so an interrupted or killed sweep keeps all it
+finished and ``--resume`` runs only the unfinished trial ids. Who runs the
+trials, and how many at once, is the executor's (loadprof.executor: one at a
+time by default; --jobs N; loadprof.ray_executor); this thread alone writes.
 ``report.json`` is written at the end, and also on Ctrl-C, SIGTERM or SIGHUP with
 what finished: the trial in flight is stopped and everything it started killed
 (loadprof.interrupts, loadprof.lifetime); nothing of the sweep's is left running
@@ -14,26 +16,28 @@ loadprof.resultsfile; a disk that fills mid-run ends the sweep with ``OutputWrit
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
+import itertools
 import json
 import os
 import subprocess
 import sys
+import threading
+from contextlib import closing
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable, Mapping
 
-from loadprof import filecache, lifetime
-from loadprof.analysis import derive
+from loadprof import forkserver, lifetime
+from loadprof.constants import SweepConstants
 from loadprof.errors import LoadprofError
+from loadprof.executor import Executor, PreparedTrial, SerialExecutor, failed_result, run_prepared
 from loadprof.interrupts import StopSignals
 from loadprof.analysis.sweep import analyse_sweep
 from loadprof.results import SweepResult, TrialResult
-from loadprof.probes.machine import MachineProbe
 from loadprof.resultsfile import (RESULTS, append_result, check_same_sweep, default_out,  # noqa: F401 - re-exported
                                   file_size_limit_raises, is_output_error, prepare_out, read_results,
                                   read_results_file, write_failure, write_sweep_json)
-from loadprof.runner import WORKER_ENV, TrialPlan, module_cmd, run_trial
+from loadprof.runner import WORKER_ENV, module_cmd
 from loadprof.strategies.expand import Sweep
 from loadprof.strategies.model import ModelSpec, Trial
 
@@ -89,12 +93,17 @@ class Session:
                  python: str = sys.executable, cwd: str | None = None,
                  on_trial: Callable[[TrialResult, int, int], None] | None = None,
                  on_start: Callable[[Trial, int, int], None] | None = None,
-                 log: Callable[[str], None] = lambda s: None, stops: StopSignals | None = None) -> None:
+                 log: Callable[[str], None] = lambda s: None, stops: StopSignals | None = None,
+                 executor: Executor | None = None) -> None:
         self.sweep, self.out, self.resume, self.force, self.python = sweep, out, resume, force, python
+        self.executor: Executor = executor or SerialExecutor()  # loadprof.executor, loadprof.ray_executor
         self.stops = stops or StopSignals()  # the CLI passes its own, to keep handling them while it prints
         self.cwd = cwd or os.getcwd()
         self.on_trial, self.on_start, self.log = on_trial, on_start, log
         self.disk_read: dict[str, dict[str, float]] = {}
+        self.models: dict[ModelSpec, str | LoadprofError] = {}
+        self._lock = threading.Lock()  # executors may run trials in threads: one model build, one disk read
+        self.constants = SweepConstants()  # device copy rates, measured by the first trial on each device
 
     def pending(self, finished: set[str]) -> list[Trial]:
         """The unfinished trials in run order (repeats interleaved, see ``Sweep.trials``)."""
@@ -108,6 +117,8 @@ class Session:
             try:
                 return self._run()
             finally:
+                forkserver.shutdown_all()  # the pre-imported zygotes (isolation: forkserver) end with the sweep
+                strays.exclude |= getattr(self.executor, "spare", set)()  # a caller's own Ray instance lives on
                 strays.reap()
 
     def _run(self) -> SweepResult:
@@ -116,28 +127,28 @@ class Session:
         todo = self.pending(set(done))
         if done:  # finished trials of this sweep (a --force'd folder also holds another sweep's)
             self.log(f"resuming: {len(self.sweep.trials()) - len(todo)} trials already finished, {len(todo)} to run")
-        models: dict[ModelSpec, str | LoadprofError] = {}
         interrupted = False
         failed_write: tuple[OSError, Path] | None = None  # the disk stopped taking writes: stop, keep all lines
-        try:
-            for i, trial in enumerate(todo):
-                if self.on_start:
-                    self.on_start(trial, i, len(todo))
-                try:
-                    with self.stops.raising():  # a stop signal abandons this trial (killed, not recorded)
-                        result = self._run_one(trial, models)
+        started = itertools.count()
+
+        def on_start(trial: Trial) -> None:
+            if self.on_start:
+                self.on_start(trial, next(started), len(todo))
+
+        try:  # the executor yields trials as they finish; only this thread writes results.jsonl
+            with closing(self.executor.run(todo, self, self.stops, on_start)) as finished:
+                for i, result in enumerate(finished, 1):
                     with file_size_limit_raises():
                         append_result(out, result)
-                except OSError as e:
-                    if not is_output_error(e):
-                        raise
-                    failed_write = (e, out / RESULTS)
-                    break
-                done[trial.id] = result
-                if self.on_trial:
-                    self.on_trial(result, i + 1, len(todo))
-        except KeyboardInterrupt:
+                    done[result.trial_id] = result
+                    if self.on_trial:
+                        self.on_trial(result, i, len(todo))
+        except KeyboardInterrupt:  # a stop signal: the executor stopped every running trial (not recorded)
             interrupted = True
+        except OSError as e:
+            if not is_output_error(e):
+                raise
+            failed_write = (e, out / RESULTS)
         ordered = [done[t.id] for t in self.sweep.trials_by_strategy() if t.id in done]
         result = analyse_sweep(SweepResult(
             run_id=out.name, name=self.sweep.name, source=self.sweep.source,
@@ -186,34 +197,31 @@ class Session:
             return e, self.out / REPORT
         return None
 
-    def _run_one(self, trial: Trial, models: dict[ModelSpec, Any]) -> TrialResult:
-        strategy = trial.strategy
-        trial_dir = self.out / "trials" / trial.id
-        if strategy.model not in models:
-            try:
-                models[strategy.model] = prepare_model(strategy.model, self.python, self.log)
-            except LoadprofError as e:
-                models[strategy.model] = e
-        path = models[strategy.model]
+    def model_path(self, model: ModelSpec) -> str | LoadprofError:
+        """The model's local folder (built once per sweep for a synthetic one), or why there is none."""
+        with self._lock:
+            if model not in self.models:
+                try:
+                    self.models[model] = prepare_model(model, self.python, self.log)
+                except LoadprofError as e:
+                    self.models[model] = e
+            return self.models[model]
+
+    def prepare(self, trial: Trial, env: Mapping[str, str] | None = None) -> PreparedTrial | TrialResult:
+        """The trial ready to run (``loadprof.executor.TrialWork``), or its failed result when its model has no
+        local folder."""
+        path = self.model_path(trial.strategy.model)
         if isinstance(path, LoadprofError):
-            return TrialResult(trial_id=trial.id, strategy_id=strategy.id, label=strategy.display(),
-                               repeat_index=trial.repeat_index, status="failed", strategy=strategy,
-                               reason=str(path))
-        cache = None
-        if strategy.load.file_cache == "cold":
-            if path not in self.disk_read:  # once per checkpoint per sweep: the physical limit of a cold load
-                self.disk_read[path] = filecache.sequential_read_bandwidth(path)
-            cache = filecache.evict(path)
-        elif strategy.load.file_cache == "warm":
-            cache = filecache.warm(path)
-        machine = MachineProbe()  # around the whole run: spawn to the worker and py-spy reaped
-        machine.start()
-        result = run_trial(TrialPlan(trial, path, trial_dir, cwd=self.cwd, python=self.python))
-        harness = dict(result.harness)
-        harness["machine"] = machine.stop()
-        harness["model_path"] = path
-        if cache is not None:
-            harness["file_cache"] = cache.to_dict()
-        if path in self.disk_read:
-            harness["disk_read"] = self.disk_read[path]
-        return derive.enrich(dataclasses.replace(result, harness=harness))
+            return failed_result(trial, str(path))
+        return PreparedTrial(trial, path, self.out / "trials" / trial.id, cwd=self.cwd, python=self.python,
+                             env=dict(env or {}))
+
+    def run_one(self, trial: Trial, env: Mapping[str, str] | None = None) -> TrialResult:
+        """Prepare and run one trial here, through its isolated worker (``loadprof.executor.TrialWork``)."""
+        prepared = self.prepare(trial, env)
+        if isinstance(prepared, TrialResult):
+            return prepared
+        with self.constants.applied():  # later trials on a device reuse its copy rates (loadprof.constants)
+            result = run_prepared(prepared, self.disk_read, self._lock)
+        self.constants.learn(result)
+        return result

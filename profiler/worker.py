@@ -223,8 +223,8 @@ def run_trial(spec: dict[str, Any], rec: PhaseRecorder, emit: Callable[[dict[str
         info = import_stack(model_path)
         # probes import what they hook (transformers internals) now, so load is not billed for it
         for p in build_probes(strategy.probes):
-            ctx = ProbeContext(clock=CLOCK, hooks=HookSet(), phase=rec.phase, trial_dir=trial_dir,
-                               strategy=strategy, t0_ns=T0_NS, pid=os.getpid(), emit=emit)
+            ctx = ProbeContext(clock=CLOCK, hooks=HookSet(), phase=rec.phase, trial_dir=trial_dir, strategy=strategy,
+                               t0_ns=T0_NS, pid=os.getpid(), emit=emit, constants=spec.get("constants") or {})
             reason = p.unavailable(ctx)
             if reason:
                 note(f"probe {p.NAME} not run: {reason}")
@@ -367,17 +367,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--deadline-s", type=float, default=None, help="stop after this long, whatever the parent does")
     args = ap.parse_args(argv)
     lifetime.guard_worker(args.parent_pid, args.events_fd, args.deadline_s)  # before anything slow
+    return serve(args.events_fd, lambda: json.loads(sys.stdin.read()))
+
+
+def serve(events_fd: int, read_spec: Callable[[], dict[str, Any]], t0_ns: int | None = None) -> int:
+    """Run one trial, reporting on ``events_fd``: a fresh worker's life once guarded, and a forkserver child's
+    (loadprof.forkserver), whose trial clock starts at its fork (``t0_ns``), not at the zygote's imports."""
+    global T0_NS
+    T0_NS = T0_NS if t0_ns is None else t0_ns
     faulthandler.enable()  # a segfault leaves a Python stack in the trial's stderr log
     if os.getcwd() not in sys.path:  # started with -P: the user's modules in the cwd stay importable, after loadprof
         sys.path.append(os.getcwd())
-    writer = events.EventWriter(args.events_fd)
+    writer = events.EventWriter(events_fd)
     emit = lifetime.exit_on_broken_pipe(writer.emit)
     emit(events.make("hello", pid=os.getpid(), t_ns=0, t0_abs_ns=T0_NS, protocol=events.PROTOCOL_VERSION))
     rec = PhaseRecorder(CLOCK, emit, T0_NS)
     rc = 0
     try:
-        spec = json.loads(sys.stdin.read())
-        run_trial(spec, rec, emit)
+        run_trial(read_spec(), rec, emit)
     except BaseException as e:  # noqa: BLE001 - everything is reported, nothing escapes silently
         from loadprof.strategies.loaders import SkipTrial
 

@@ -105,6 +105,8 @@ def render_verdict(sweep: SweepResult, console: Console) -> None:
         console.print(block.headline, markup=False, highlight=False, style="bold")
     if block.busy:
         console.print(block.busy, markup=False, highlight=False, style="bold yellow")
+    if block.concurrency:
+        console.print(block.concurrency, markup=False, highlight=False, style="bold yellow")
     for objective, text in block.picks:
         console.print(f"  use for {objective}: {text}", markup=False, highlight=False)
     for i, step in enumerate(block.next_steps, 1):

@@ -136,6 +136,8 @@ def _verdict(block: VerdictBlock) -> str:
         out.append(f'<p class="verdict">{_e(block.headline)}</p>')
     if block.busy:
         out.append(f'<p class="note" id="busy-machine">{_e(block.busy)}</p>')
+    if block.concurrency:
+        out.append(f'<p class="note" id="concurrency">{_e(block.concurrency)}</p>')
     if block.picks:
         out.append('<dl class="picks">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in block.picks)
                    + "</dl>")

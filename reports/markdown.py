@@ -51,6 +51,8 @@ def verdict_lines(block: VerdictBlock) -> list[str]:
         out += [f"**{_text(block.headline)}**", ""]
     if block.busy:
         out += [f"> **{_text(block.busy)}**", ""]
+    if block.concurrency:
+        out += [f"> **{_text(block.concurrency)}**", ""]
     if block.picks:
         out += ["Use, per objective:", ""] + [f"- **{_text(k)}**: {_text(v)}" for k, v in block.picks] + [""]
     if block.next_steps:

@@ -111,10 +111,13 @@ def status_counts(sweep: SweepResult) -> str:
 
 
 def harness_line(sweep: SweepResult) -> str | None:
-    """What the harness itself costs per trial (medians), or None when no trial recorded it."""
+    """What the harness itself costs per trial (medians), or None when no trial recorded it. Trials forked from a
+    pre-imported zygote (``isolation: forkserver``) are told apart: their import was paid once per zygote."""
     over = [t.harness["overhead_s"] for t in sweep.trials if "overhead_s" in t.harness]
-    start = [t.harness["startup_s"] for t in sweep.trials if "startup_s" in t.harness]
-    imp = [t.metrics["import_s"] for t in sweep.trials if "import_s" in t.metrics]
+    forked = [t for t in sweep.trials if t.harness.get("isolation") == "forkserver"]
+    fresh = [t for t in sweep.trials if t.harness.get("isolation") != "forkserver"]
+    start = [t.harness["startup_s"] for t in fresh if "startup_s" in t.harness]
+    imp = [t.metrics["import_s"] for t in fresh if "import_s" in t.metrics]
     if not over:
         return None
     parts = [f"harness overhead per trial (parent wall - trial wall, median of {len(over)}): "
@@ -124,6 +127,14 @@ def harness_line(sweep: SweepResult) -> str | None:
     if imp:
         parts.append(f"measured import phase (torch, transformers, model module) {statistics.median(imp):.2f} s, "
                      "inside the trial wall")
+    if forked:
+        zygotes = {t.harness.get("forkserver_pid"): t.harness.get("forkserver_import_s") or 0.0 for t in forked}
+        fork = [t.harness["startup_s"] for t in forked if "startup_s" in t.harness]
+        parts.append(f"{len(forked)} trials forked from {len(zygotes)} pre-imported zygote(s) (isolation: "
+                     f"forkserver; their import phase is pre-imported, near zero"
+                     + (f", fork to trial start {statistics.median(fork) * 1e3:.0f} ms" if fork else "")
+                     + f"), the zygotes' own import {' + '.join(f'{s:.2f} s' for s in zygotes.values())}, paid once "
+                     "each")
     return "; ".join(parts)
 
 

@@ -8,10 +8,11 @@ report.html say the same words; each renderer only lays them out. Reads the resu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from loadprof.analysis.machine import busy_machine_line
 from loadprof.reports.sections import estimate_text, value_text, verdict
-from loadprof.results import Recommendation, SweepResult
+from loadprof.results import Recommendation, SweepResult, TrialResult
 
 #: what each objective is called in the block
 OBJECTIVES = {"load": "fastest load", "memory": "least memory", "ttft": "fastest first token",
@@ -23,16 +24,29 @@ IDLE_ADVICE = "rerun on an idle machine: other processes ran during some trials 
 @dataclass(frozen=True)
 class VerdictBlock:
     """``headline``: the top finding in one line (``sections.verdict``); ``picks``: (objective, answer) pairs;
-    ``next_steps``: what to do next, most useful first; ``busy``: the busy-machine line, when it fires."""
+    ``next_steps``: what to do next, most useful first; ``busy``: the busy-machine line, when it fires;
+    ``concurrency``: the line saying trials ran several at a time, when they did."""
 
     headline: str | None = None
     picks: list[tuple[str, str]] = field(default_factory=list)
     next_steps: list[str] = field(default_factory=list)
     busy: str | None = None
+    concurrency: str | None = None
 
     @property
     def empty(self) -> bool:
-        return not (self.headline or self.picks or self.next_steps or self.busy)
+        return not (self.headline or self.picks or self.next_steps or self.busy or self.concurrency)
+
+
+def concurrency_line(trials: Sequence[TrialResult]) -> str | None:
+    """"trials ran 4 at a time: their timings were taken beside each other" (``--jobs``, Ray), or None when
+    every trial ran alone."""
+    side_by_side = [t for t in trials if t.concurrency > 1]
+    if not side_by_side:
+        return None
+    n = max(t.concurrency for t in side_by_side)
+    who = "trials" if len(side_by_side) == len(trials) else f"{len(side_by_side)} of {len(trials)} trials"
+    return f"{who} ran {n} at a time: their timings were taken beside each other"
 
 
 def pick_text(r: Recommendation, many_models: bool = False) -> str:
@@ -76,4 +90,5 @@ def verdict_block(sweep: SweepResult) -> VerdictBlock:
                      + ", ".join(sorted({t.status for t in bad}))
                      + f"): read {'their reasons' if many_bad else 'its reason'} in the summary")
     headline = verdict(sweep)
-    return VerdictBlock(headline.split(". Fix: ")[0] if headline else None, picks, steps, busy)
+    return VerdictBlock(headline.split(". Fix: ")[0] if headline else None, picks, steps, busy,
+                        concurrency_line(sweep.trials))

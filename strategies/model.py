@@ -24,6 +24,9 @@ QUANTIZATIONS = ("none", "bnb-8bit", "bnb-4bit-nf4", "bnb-4bit-fp4")
 OFFLOADS = ("none", "cpu", "disk")
 FILE_CACHES = ("cold", "warm", "as-is")
 CACHE_IMPLEMENTATIONS = ("dynamic", "static")
+#: how a trial's process starts: a fresh interpreter (the default), or forked from a pre-imported zygote
+#: (loadprof.forkserver; cold-cache trials still start fresh: they measure the cold import too)
+ISOLATIONS = ("fresh", "forkserver")
 #: familiar spellings, normalized where the YAML is read (so fp16 and float16 are one strategy, one id)
 DTYPE_ALIASES = {"fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp32": "float32", "float": "float32"}
 QUANTIZATION_ALIASES = {"int8": "bnb-8bit", "8bit": "bnb-8bit", "int4": "bnb-4bit-nf4", "4bit": "bnb-4bit-nf4",
@@ -290,6 +293,7 @@ class Strategy:
     memory_limit: str | None = None
     probes: tuple[str, ...] = ("phases", "memory", "io", "allocations")
     sampling_hz: int | None = None  # None: DEFAULT_SAMPLING_HZ for a custom loader (to name its functions), else off
+    isolation: str = "fresh"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.timeout_s, (int, float)) and not isinstance(self.timeout_s, bool) and self.timeout_s > 0):
@@ -307,6 +311,7 @@ class Strategy:
         if self.sampling_hz is not None and (isinstance(self.sampling_hz, bool) or not (
                 isinstance(self.sampling_hz, int) and 0 <= self.sampling_hz <= 1000)):
             raise SpecError(f"must be an integer Hz in 0..1000, got {self.sampling_hz!r}", path="sampling_hz")
+        _choice(self.isolation, ISOLATIONS, "isolation")
 
     def to_dict(self) -> dict[str, Any]:
         return _to_jsonable(asdict(self))
@@ -329,6 +334,8 @@ class Strategy:
     def id(self) -> str:
         d = self.to_dict()
         d.pop("label", None)
+        if d.get("isolation") == "fresh":  # the default hashes as before the key existed: ids (and resumes) hold
+            d.pop("isolation")
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

@@ -26,6 +26,7 @@ _VALUES: dict[str, dict[str, Any]] = {
                                {"type": "string", "pattern": SIZE_PATTERN}, {"type": "null"}]},
     "probes": {"type": "array", "items": {"enum": list(m.PROBES)}},
     "sampling_hz": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 1000}, {"type": "null"}]},
+    "isolation": {"enum": list(m.ISOLATIONS)},
     "model.path": {"type": ["string", "null"]}, "model.hub_id": {"type": ["string", "null"]},
     "model.trust_remote_code": {"type": "boolean"},
     "model.synthetic.arch": {"anyOf": [{"enum": sorted(ARCHS)}, {"type": "null"}]},

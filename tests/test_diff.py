@@ -87,17 +87,17 @@ def test_phase_values_paths_other_and_same_named_children_summed():
     assert v["load/resolve"] == 0.5 and v["load/other"] == 0.5 and v["warmup/forward"] == 0.25
 
 
-def test_groups_of_phases_load_cost_phases_harness_and_the_rest():
-    for path in ("load", "load/weights", "load/other", "validate", "warmup/forward"):
-        assert phase_group(path) == "load", path
-    for path in ("import", "warmup", "warmup/other", "generate", "generate/prefill", "generate/decode"):
+def test_groups_of_phases_workload_phases_and_harness():
+    for path in ("load", "load/weights", "load/other", "validate", "warmup/forward", "import", "warmup",
+                 "warmup/other", "generate", "generate/prefill", "generate/decode"):
         assert phase_group(path) == "phases", path
     for path in ("trace", "membw", "estimate", "cleanup", "estimate/anything"):
         assert phase_group(path) == D.HARNESS, path
 
 
 def test_fail_on_parsing_and_the_nearest_valid_name():
-    assert parse_fail_on(None) == D.GROUPS and parse_fail_on("") == D.GROUPS
+    assert parse_fail_on(None) == D.DEFAULT_FAIL_ON == parse_fail_on("") and "phases" not in D.DEFAULT_FAIL_ON
+    assert parse_fail_on("all") == D.GROUPS
     assert parse_fail_on(" ttft,load ") == ("load", "ttft")
     with pytest.raises(SpecError) as e:
         parse_fail_on("load,laod")
@@ -118,17 +118,21 @@ def test_a_known_effect_on_three_repeats_is_a_gated_load_regression(tmp_path):
     d = diff(a, b)
     regs = {r["name"]: r for r in d["summary"]["regressions"]}
     assert set(regs) == {"load", "load/weights", "load_cost_s"}
-    load = regs["load"]
-    assert load["change"] == pytest.approx(1.5) and load["distinguishable"] is True and load["gated"]
-    assert load["group"] == "load" and load["lo"] > 0 and load["noise"] < 0.1 and load["strategy"] == "base"
-    assert regs["load_cost_s"]["a"] == pytest.approx(1.15)  # derived from load_s: no load_cost_s metric needed
-    assert (d["exit_code"], d["method"]) == (D.EXIT_REGRESSION, D.stats.COMPARE_METHOD)
+    cost, load = regs["load_cost_s"], regs["load"]
+    assert cost["gated"] and cost["group"] == "load" and cost["p"] < 0.01 and not load["gated"]  # phases explain
+    assert load["change"] == pytest.approx(1.5) and load["distinguishable"] is True and load["group"] == "phases"
+    assert load["lo"] > 0 and load["noise"] < 0.1 and load["strategy"] == "base"
+    assert cost["a"] == pytest.approx(1.15)  # derived from load_s: no load_cost_s metric needed
+    assert d["exit_code"] == D.EXIT_REGRESSION and d["method"].startswith(D.stats.GATE_METHOD)
+    assert "base: load_cost_s (phases: load)" in d["exit_reason"]
+    gated_phases = diff(a, b, fail_on=D.GROUPS)
+    assert _row(gated_phases, "load")["gated"] and _row(gated_phases, "load")["verdict"] == D.REGRESSION
     back = diff(b, a)
     assert back["exit_code"] == D.EXIT_OK and {"load", "load_cost_s"} <= set(_names(back["summary"]["improvements"]))
     r = _cli(tmp_path, a, b)
     assert r.exit_code == 1, r.output
     assert "load/weights" in r.output and "base" in r.output and "+1.50 s (±" in r.output
-    assert r.output.count("method: bootstrap") == 1 and "exit 1" in r.output
+    assert r.output.count("method: Student's t-test") == 1 and "exit 1" in r.output
 
 
 def test_a_known_null_on_three_repeats_passes(tmp_path):
@@ -250,8 +254,8 @@ def test_json_output_carries_rows_cis_verdicts_and_the_exit_code(tmp_path):
     r = _cli(tmp_path, _run(*_reps()), _run(*_reps(weights=2.5)), "--json")
     assert r.exit_code == 1
     d = json.loads(r.output)
-    assert d["exit_code"] == 1 and d["fail_on"] == list(D.GROUPS) and d["method"] == D.stats.COMPARE_METHOD
-    load = next(x for x in d["summary"]["regressions"] if x["name"] == "load")
+    assert d["exit_code"] == 1 and d["fail_on"] == list(D.DEFAULT_FAIL_ON) and "Holm" in d["method"]
+    load = next(x for x in d["summary"]["regressions"] if x["name"] == "load_cost_s")
     assert load["lo"] > 0 and load["hi"] >= load["lo"] and load["verdict"] == "regression" and load["gated"]
     bad = CliRunner().invoke(main, ["diff", str(tmp_path / "a"), str(tmp_path / "nothing"), "--json"])
     assert bad.exit_code == 2 and json.loads(bad.output)["exit_code"] == 2

@@ -297,3 +297,12 @@ def test_a_stop_signal_outside_a_trial_is_recorded_not_raised():
     with stops.installed():
         _deliver(signal.SIGHUP)  # e.g. while a results line is being written
         assert stops.signum == signal.SIGHUP and not stops.hurry
+
+
+def test_a_worker_that_stopped_itself_is_classified_with_the_reason(tmp_path):
+    from loadprof.runner import TrialPlan, classify
+    from loadprof.strategies.model import ModelSpec, Strategy, Trial
+
+    plan = TrialPlan(Trial(Strategy(model=ModelSpec(path=str(tmp_path)), generate=None)), str(tmp_path), tmp_path)
+    r = classify(plan, [], lifetime.SELF_STOP_EXIT, False, "", parent_wall_ns=0, spawn_ns=0)
+    assert r.status == "crashed" and "stopped itself" in r.reason and "deadline" in r.reason

@@ -37,11 +37,11 @@ def fake_trials(monkeypatch):
     """No worker: each trial is a small 'skipped' result; returns the ids of the trials that ran."""
     ran: list[str] = []
 
-    def run_one(self, trial, models):
+    def run_one(self, trial, env=None):
         ran.append(trial.id)
         return _fake_result(trial)
 
-    monkeypatch.setattr(Session, "_run_one", run_one)
+    monkeypatch.setattr(Session, "run_one", run_one)
     return ran
 
 

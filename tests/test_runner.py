@@ -55,6 +55,13 @@ def test_error_skip_timeout_and_bare_exit(tmp_path):
     assert r.status == "crashed" and "code 3" in r.reason
     r = _classify(tmp_path, [_ev("error", kind="MemoryError", message="", traceback="")], 1, memory_limit="1GiB")
     assert r.status == "failed" and "memory_limit=1GiB" in r.reason
+    torch_oom = _ev("error", kind="RuntimeError", traceback="",
+                    message="[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried "
+                            "to allocate 4294967296 bytes. Error code 12 (Cannot allocate memory)")
+    r = _classify(tmp_path, [torch_oom], 1, memory_limit="1GiB")
+    assert r.reason.startswith("out of memory under memory_limit=1GiB: RuntimeError: [enforce fail")
+    r = _classify(tmp_path, [_ev("error", kind="OutOfMemoryError", message="CUDA out of memory.", traceback="")], 1)
+    assert r.reason.startswith("out of memory: OutOfMemoryError")
 
 
 @pytest.mark.slow

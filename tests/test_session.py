@@ -36,7 +36,7 @@ def test_fault_sweep_completes_and_records_each_death(tiny_model, tmp_path):
     assert capped.status in ("failed", "crashed") and ("memory" in capped.reason.lower() or capped.signal == "SIGKILL")
     # every trial was appended as it finished, in order, and report.json holds them all
     lines = (tmp_path / "out" / RESULTS).read_text().splitlines()
-    assert [json.loads(x)["trial_id"] for x in lines] == seen == [s.id + "-r0" for s in strategies]
+    assert [json.loads(x)["trial_id"] for x in lines] == seen == [t.id for t in sweep.trials()]  # the run order
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert len(report["trials"]) == 5 and report["interrupted"] is False
 
@@ -145,8 +145,8 @@ def _fake_result(trial):
 
 
 def test_resume_runs_what_is_left_interleaved_and_reports_by_strategy(tmp_path, monkeypatch):
-    """No worker: ``_run_one`` is faked, so this checks only the session's order of trials and its resume."""
-    monkeypatch.setattr(Session, "_run_one", lambda self, trial, models: _fake_result(trial))
+    """No worker: ``run_one`` is faked, so this checks only the session's order of trials and its resume."""
+    monkeypatch.setattr(Session, "run_one", lambda self, trial, env=None: _fake_result(trial))
     sweep = _fake_sweep()
     a, b = (s.id for s in sweep.strategies)
     out, ran = tmp_path / "out", []
@@ -167,14 +167,14 @@ def test_resume_runs_what_is_left_interleaved_and_reports_by_strategy(tmp_path, 
 
 def test_each_trial_records_how_busy_the_machine_was(tmp_path, monkeypatch):
     """The parent wraps the trial's run in the machine probe (real /proc; invariants only)."""
-    import loadprof.session as session
+    import loadprof.runner as runner
 
     from loadprof.strategies.model import ModelSpec, Strategy, Trial
 
-    monkeypatch.setattr(session, "run_trial", lambda plan: _fake_result(plan.trial))
+    monkeypatch.setattr(runner, "run_trial", lambda plan: _fake_result(plan.trial))
     (tmp_path / "ckpt").mkdir()
     strategy = Strategy(model=ModelSpec(path=str(tmp_path / "ckpt")), generate=None)
-    t = Session(_fake_sweep(), tmp_path / "out")._run_one(Trial(strategy), {})
+    t = Session(_fake_sweep(), tmp_path / "out").run_one(Trial(strategy))
     m = t.harness["machine"]
     keys = ("loadavg_1m_start", "loadavg_1m_end", "others_cpu_s", "others_cpu_cores", "steal_s", "steal_share",
             "cpu_count")
