@@ -307,17 +307,17 @@ def load_config(model: Any, model_path: str | None = None) -> Any:
             return config_from_dict(json.loads(f.read_text()))
         except (OSError, ValueError, KeyError) as e:
             raise LoadprofError(f"cannot read a model config from {f}: {e}") from None
-    return _cached_hub_config(model.hub_id, model.trust_remote_code)
+    return _cached_hub_config(model.hub_id, model.trust_remote_code, model.revision)
 
 
-def _cached_hub_config(hub_id: str, trust_remote_code: bool) -> Any:
+def _cached_hub_config(hub_id: str, trust_remote_code: bool, revision: str | None = None) -> Any:
     """The config of a hub id from the local cache only, whatever HF_HUB_OFFLINE says: the file is looked up in
     the cache and read from its snapshot folder, so neither the hub library's request headers nor a lookup
     ever reach the network (an estimate never waits on DNS)."""
     from huggingface_hub import try_to_load_from_cache
 
     try:
-        found = try_to_load_from_cache(hub_id, "config.json")
+        found = try_to_load_from_cache(hub_id, "config.json", revision=revision)
     except Exception as e:  # noqa: BLE001 - an id the hub library rejects (bad characters, too many slashes)
         raise LoadprofError(f"invalid hub id {hub_id!r}: {str(e).strip().splitlines()[0][:160]}",
                             exit_code=2) from None

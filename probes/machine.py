@@ -59,10 +59,21 @@ def read_stat(proc: str = "/proc") -> CpuTicks | None:
         return None
 
 
+_reaped_elsewhere_s = 0.0  # CPU of trial processes another process reaped for us (add_reaped_elsewhere)
+
+
+def add_reaped_elsewhere(cpu_s: float) -> None:
+    """Count a trial process's CPU seconds that ``RUSAGE_CHILDREN`` cannot see: a forkserver zygote reaped it
+    (loadprof.forkclient) and said how much it used. Without this, a forked trial's own CPU reads as others'."""
+    global _reaped_elsewhere_s
+    _reaped_elsewhere_s += cpu_s
+
+
 def own_cpu_s() -> tuple[float, float]:
-    """(this process's CPU seconds, all threads; its reaped children's CPU seconds), user + system."""
+    """(this process's CPU seconds, all threads; its reaped children's CPU seconds, forked trials reaped by a
+    zygote included), user + system."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime + _reaped_elsewhere_s
 
 
 def _loadavg_1m() -> float | None:

@@ -72,8 +72,11 @@ def main() -> None:
 @click.option("--force", is_flag=True, help="With --resume: continue even though YAML_FILE expands to another "
               "sweep than the one that made --out (its trials are added to that folder).")
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+              help="table (the console report), or the answer on stdout with progress on stderr: md (report.md), "
+                   "json (report.json), csv (one row per trial), jsonl (one trial per line)")
 @executor_options
-def compare(yaml_file: Path, out: Path | None, resume: bool, force: bool, progress: bool, executor: str,
+def compare(yaml_file: Path, out: Path | None, resume: bool, force: bool, progress: bool, fmt: str, executor: str,
             ray_address: str | None, jobs: int | None, gpus_per_trial: int | None) -> None:
     """Run every trial of YAML_FILE, each in a fresh process, and report.
 
@@ -105,7 +108,7 @@ def compare(yaml_file: Path, out: Path | None, resume: bool, force: bool, progre
     from loadprof.run_options import make_executor, run_with_progress
 
     runner, notes = make_executor(executor, ray_address=ray_address, jobs=jobs, gpus_per_trial=gpus_per_trial)
-    con = _console()
+    con = _console(stderr=fmt != "table")  # a machine format owns stdout
     trials = sweep.trials()
     con.print(f"[bold]loadprof[/] {escape(sweep.name)}: {len(sweep.strategies)} strategies x {sweep.repeat} "
               f"repeat(s) = {len(trials)} trials -> {escape(str(out))}")
@@ -120,7 +123,12 @@ def compare(yaml_file: Path, out: Path | None, resume: bool, force: bool, progre
         raise
     if result.interrupted or stops.signum is not None:
         _stopped(result, con, out, stops)
-    console_report.render(result, con, out_dir=out)
+    if fmt == "table":
+        console_report.render(result, con, out_dir=out)
+    else:
+        from loadprof.outputs import compare_output
+
+        click.echo(compare_output(result, fmt), nl=False)
     if any(t.status in ("failed", "crashed", "timeout") for t in result.trials):
         sys.exit(EXIT_TRIAL_FAILED)
 

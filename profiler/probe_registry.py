@@ -41,8 +41,9 @@ REGISTRY: tuple[ProbeEntry, ...] = (
                "opt-in CUDA memory history of the whole trial, written to cuda_snapshot.pickle "
                "(pytorch.org/memory_viz)"),
     ProbeEntry("bandwidth", "loadprof.probes.bandwidth:BandwidthProbe", "worker", False,
-               "device copy bandwidth and, on CUDA, host-to-device rates (phase membw); not selectable: runs "
-               "whenever the strategy generates"),
+               "device copy bandwidth and, on CUDA, host-to-device rates (phase membw; measured by a sweep's first "
+               "trial on a device, reused by its later ones with membw_source); not selectable: runs whenever "
+               "the strategy generates"),
     ProbeEntry("sampling", "loadprof.probes.sampling:Sampler", "parent", False,
                "py-spy sampling of the worker from outside: time by phase, top functions, your own functions; "
                "not selectable: turned on by sampling_hz (on by default for a custom loader)"),

@@ -133,20 +133,38 @@ def _pack(folder: Path) -> dict[str, bytes]:
     return files
 
 
-def node_task(p: PreparedTrial) -> dict[str, Any]:
+def node_task(p: PreparedTrial, omp_num_threads: str | None = None) -> dict[str, Any]:
     """The Ray task: one trial on this node through ``run_prepared``; its result as a dict (and its files when
-    the driver cannot see this node's folder)."""
+    the driver cannot see this node's folder). Ray sets OMP_NUM_THREADS to the task's 1 CPU where it was unset:
+    the worker gets the driver's value instead (none: torch picks its threads as in a local run)."""
     import shutil
 
     here, local = _on_this_node(p)
     if isinstance(here, TrialResult):
         return {"result": here.to_dict()}
+    ray_omp = os.environ.pop("OMP_NUM_THREADS", None)
+    if omp_num_threads is not None:
+        os.environ["OMP_NUM_THREADS"] = omp_num_threads
     try:
         result = with_harness(run_prepared(here, _DISK_READ), node=socket.gethostname())
         return {"result": result.to_dict(), "files": _pack(local) if local else None}
     finally:
+        os.environ.pop("OMP_NUM_THREADS", None)
+        if ray_omp is not None:
+            os.environ["OMP_NUM_THREADS"] = ray_omp
+        _end_zygotes()  # Ray reuses this process for other tasks: no pre-imported zygote outlives the trial
         if local is not None:
             shutil.rmtree(local.parent, ignore_errors=True)
+
+
+def _end_zygotes() -> None:
+    """End the forkserver zygotes this process started for ``isolation: forkserver`` trials, as a session does."""
+    try:
+        from loadprof import forkclient
+
+        forkclient.shutdown_all()
+    except (ImportError, AttributeError):  # no forkserver support in this loadprof: nothing was started
+        pass
 
 
 # ---------------------------------------------------------------- the driver
@@ -167,7 +185,7 @@ class RayExecutor:
         """Join ``address`` or start a local instance, keeping this process's stop-signal handlers."""
         from loadprof import lifetime
 
-        if ray.is_initialized():  # the caller's own Ray (a notebook): used as it is, left running
+        if ray.is_initialized():  # ours already, or the caller's own Ray (a notebook): used as it is
             return
         saved = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
         quiet = dict(log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
@@ -179,14 +197,23 @@ class RayExecutor:
                 ray.init(num_cpus=self.local_cpus, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES,
                          _node_ip_address="127.0.0.1", **quiet)
         except Exception as e:  # noqa: BLE001 - any failure to start or join is the user's to fix
-            raise LoadprofError(f"could not {'join the Ray cluster at ' + self.address if self.address else 'start Ray'}"
-                                f": {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}",
-                                exit_code=2) from None
+            what = f"join the Ray cluster at {self.address}" if self.address else "start a local Ray instance"
+            raise LoadprofError(f"could not {what}: {type(e).__name__}: {_first_line(e)}", exit_code=2) from None
         finally:
             for sig, handler in saved.items():  # Ray's own SIGTERM handler would end the sweep uncleanly
                 if signal.getsignal(sig) is not handler and handler is not None:
                     signal.signal(sig, handler)
         self._owned = True
+
+    def start(self) -> None:
+        """Join or start Ray (the session calls it before it creates the output folder: a cluster that cannot
+        be reached is exit 2 with nothing written)."""
+        self._connect(import_ray())
+
+    def close(self) -> None:
+        """Shut down the local instance this sweep started, or leave the cluster it joined (idempotent)."""
+        if self._owned and "ray" in sys.modules:
+            self._stop(sys.modules["ray"], {})
 
     def run(self, trials: Sequence[Trial], work: TrialWork, stops: StopSignals,
             on_start: Callable[[Trial], None]) -> Iterator[TrialResult]:
@@ -210,13 +237,15 @@ class RayExecutor:
                     continue
                 on_start(trial)
                 at_once = min(len(trials), sum(fits(res, n) for n in nodes))
-                refs[task.options(**res, max_retries=1).remote(prepared)] = (trial, prepared, at_once)
+                ref = task.options(**res, max_retries=1).remote(prepared, os.environ.get("OMP_NUM_THREADS"))
+                refs[ref] = (trial, prepared, at_once)
             while refs:
                 with stops.raising():
                     ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
                 for ref in ready:
                     trial, prepared, at_once = refs.pop(ref)
-                    yield self._collect(ray, ref, trial, prepared, at_once)
+                    extra = {"executor": "ray", **({"concurrency": at_once} if at_once > 1 else {})}
+                    yield with_harness(self._collect(ray, ref, trial, prepared), **extra)
         finally:
             self._stop(ray, refs)
 
@@ -230,7 +259,7 @@ class RayExecutor:
         if self._owned and ray.is_initialized():
             ray.shutdown()
 
-    def _collect(self, ray: Any, ref: Any, trial: Trial, prepared: PreparedTrial, at_once: int) -> TrialResult:
+    def _collect(self, ray: Any, ref: Any, trial: Trial, prepared: PreparedTrial) -> TrialResult:
         """A finished task's TrialResult (its files written into the trial's folder when it sent them), or the
         failed result saying what Ray reported."""
         lost = tuple(getattr(ray.exceptions, n) for n in NODE_LOST if hasattr(ray.exceptions, n))
@@ -240,6 +269,9 @@ class RayExecutor:
             return failed_result(trial, f"node lost: {type(e).__name__} (retried once): {_first_line(e)}")
         except ray.exceptions.OutOfMemoryError as e:
             return failed_result(trial, f"killed by Ray's memory monitor: {_first_line(e)}", status="crashed")
+        except ray.exceptions.RayTaskError as e:  # our task raised (a loadprof bug, or a node without loadprof)
+            cause = getattr(e, "cause", None) or e
+            return failed_result(trial, f"the Ray task raised {type(cause).__name__}: {_last_line(cause)}")
         except ray.exceptions.RayError as e:
             return failed_result(trial, f"the Ray task failed: {type(e).__name__}: {_first_line(e)}")
         result = TrialResult.from_dict(got["result"])
@@ -247,10 +279,7 @@ class RayExecutor:
             dest = prepared.trial_dir / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(data)
-        extra: dict[str, Any] = {"executor": "ray"}
-        if at_once > 1:
-            extra["concurrency"] = at_once
-        return with_harness(result, **extra)
+        return result
 
     def spare(self) -> set[int]:
         """Processes of the caller's own Ray instance (not started by this sweep), which the session's final
@@ -282,3 +311,8 @@ def _cmdline(p: Any) -> list[str]:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0][:300] if text else type(e).__name__
+
+
+def _last_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[-1][:300] if text else type(e).__name__

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
 from loadprof.errors import LoadprofError
-from loadprof.executor import Executor, SerialExecutor, ThreadExecutor, gpu_sets, visible_gpus
+
+if TYPE_CHECKING:  # imported when used: `loadprof --help` stays light
+    from loadprof.executor import Executor
 
 EXECUTORS = ("local", "ray")
 CONCURRENCY_NOTE = "trials run {n} at a time: their timings are taken beside each other"
@@ -26,9 +28,12 @@ def _bad(message: str, hint: str | None = None) -> LoadprofError:
 
 def make_executor(executor: str = "local", *, ray_address: str | None = None, jobs: int | None = None,
                   gpus_per_trial: int | None = None,
-                  gpus: Callable[[], list[str]] = visible_gpus) -> tuple[Executor, list[str]]:
+                  gpus: Callable[[], list[str]] | None = None) -> tuple["Executor", list[str]]:
     """The executor the options ask for, and notes to show before the sweep starts. ``jobs`` None: one trial
     at a time, or one per GPU set with ``gpus_per_trial``; ``gpus`` lists the visible GPUs (tests fake it)."""
+    from loadprof.executor import ThreadExecutor, gpu_sets, visible_gpus
+
+    gpus = gpus or visible_gpus
     if executor not in EXECUTORS:
         raise _bad(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     if jobs is not None and jobs < 1:
@@ -61,7 +66,9 @@ def make_executor(executor: str = "local", *, ray_address: str | None = None, jo
     return _local(jobs), notes
 
 
-def _local(jobs: int | None) -> Executor:
+def _local(jobs: int | None) -> "Executor":
+    from loadprof.executor import SerialExecutor, ThreadExecutor
+
     return ThreadExecutor(jobs) if jobs and jobs > 1 else SerialExecutor()
 
 
@@ -79,25 +86,46 @@ def executor_options(f: Callable[..., Any]) -> Callable[..., Any]:
                         help="local: trials run here; ray: each trial a Ray task (pip install 'loadprof[ray]').")(f)
 
 
+def eta_text(done_walls: list[float], remaining: int, running_s: float = 0.0, jobs: int = 1) -> str:
+    """ETA from the mean finished trial (rich's own estimate needs a steady rate over 30 s and shows -:--:-- for
+    a sweep of a few long trials): mean x what is left, less the time the running trials already spent."""
+    if not done_walls or remaining <= 0:
+        return "ETA after the first trial" if remaining > 0 else ""
+    mean = sum(done_walls) / len(done_walls)
+    left = max(0.0, mean * remaining / max(1, jobs) - running_s)
+    m, sec = divmod(int(round(left)), 60)
+    h, m = divmod(m, 60)
+    return f"ETA {h}:{m:02d}:{sec:02d} (mean trial {mean:.1f} s)"
+
+
 def run_with_progress(session_cls: Any, sweep: Any, out: Path, resume: bool, con: Any, show: bool,
-                      force: bool = False, stops: Any = None, executor: Executor | None = None) -> Any:
+                      force: bool = False, stops: Any = None, executor: "Executor | None" = None) -> Any:
     """Run the session under a progress bar, one line per finished trial above it."""
     from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from loadprof.reports.console import trial_line
 
     progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                        TimeElapsedColumn(), TextColumn("{task.fields[eta]}", markup=False),
                         console=con, disable=not show, transient=True)
+    walls: list[float] = []
+    started = {"t": time.monotonic()}
     with progress:
-        task = progress.add_task("starting", total=None)
+        task = progress.add_task("starting", total=None, eta="")
 
         def on_start(trial: Any, i: int, n: int) -> None:
-            progress.update(task, total=n, description=f"trial {i + 1}/{n}: {trial.strategy.display()}")
+            started["t"] = time.monotonic()
+            progress.update(task, total=n, description=f"trial {i + 1}/{n}: {trial.strategy.display()}",
+                            eta=eta_text(walls, n - i))
 
         def on_trial(result: Any, i: int, n: int) -> None:
-            progress.update(task, completed=i)
+            wall = result.harness.get("parent_wall_s") or result.wall_s
+            if wall:
+                walls.append(float(wall))
+            progress.update(task, completed=i, eta=eta_text(walls, n - i))
             progress.console.print(trial_line(result))
 
         session = session_cls(sweep, out, resume=resume, force=force, on_start=on_start, on_trial=on_trial,

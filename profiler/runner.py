@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from loadprof import events, forkserver, lifetime
+from loadprof import events, forkclient, lifetime
 from loadprof.clock import DEFAULT_CLOCK, Clock
 from loadprof.constants import SweepConstants
 from loadprof.phases import HARNESS_PHASES, build_tree
@@ -152,7 +152,7 @@ def run_trial(plan: TrialPlan, *, clock: Clock = DEFAULT_CLOCK,
     lifetime.become_subreaper()  # what the trial orphans (double fork + setsid) comes back here to be reaped
     zygote, isolation = _zygote(plan, env)  # started (once) before the trial's clock and its reaping
     with open(plan.trial_dir / "stdout.log", "wb") as out, open(plan.trial_dir / "stderr.log", "wb") as err:
-        descendants = lifetime.Descendants(exclude=forkserver.pids())
+        descendants = lifetime.Descendants(exclude=forkclient.pids())
         t_spawn = clock.now_ns()
         try:
             proc = _launch(plan, zygote, spec, env, limit, w, out, err, isolation)
@@ -195,7 +195,7 @@ def run_trial(plan: TrialPlan, *, clock: Clock = DEFAULT_CLOCK,
     return dataclasses.replace(result, harness={**result.harness, **isolation}) if isolation else result
 
 
-def _zygote(plan: TrialPlan, env: Mapping[str, str]) -> tuple[forkserver.Zygote | None, dict[str, Any]]:
+def _zygote(plan: TrialPlan, env: Mapping[str, str]) -> tuple[forkclient.Zygote | None, dict[str, Any]]:
     """The pre-imported zygote this trial forks from (None: it starts fresh) and what its harness records of
     that; empty for ``isolation: fresh``, so a default trial's record is what it always was."""
     if plan.trial.strategy.isolation != "forkserver":
@@ -204,9 +204,9 @@ def _zygote(plan: TrialPlan, env: Mapping[str, str]) -> tuple[forkserver.Zygote 
         return None, {"isolation": "fresh", "isolation_note": "cold page cache: a fresh interpreter, whose "
                                                               "import from a cold cache is measured too"}
     try:
-        z, start_s = forkserver.zygote_for(module_cmd(plan.python, "loadprof.forkserver"), plan.model_path, env,
+        z, start_s = forkclient.zygote_for(module_cmd(plan.python, "loadprof.forkserver"), plan.model_path, env,
                                            plan.cwd, plan.trial_dir / "forkserver.log")
-    except forkserver.ForkserverError as e:
+    except forkclient.ForkserverError as e:
         return None, {"isolation": "fresh", "isolation_note": f"forkserver unavailable: {e}"}
     record: dict[str, Any] = {"isolation": "forkserver", "import": "pre-imported", "forkserver_pid": z.pid,
                               "forkserver_import_s": z.import_s}
@@ -215,7 +215,7 @@ def _zygote(plan: TrialPlan, env: Mapping[str, str]) -> tuple[forkserver.Zygote 
     return z, record
 
 
-def _launch(plan: TrialPlan, zygote: forkserver.Zygote | None, spec: dict[str, Any], env: Mapping[str, str],
+def _launch(plan: TrialPlan, zygote: forkclient.Zygote | None, spec: dict[str, Any], env: Mapping[str, str],
             limit: int | None, w: int, out: Any, err: Any, isolation: dict[str, Any]) -> Any:
     """The trial's process: forked from ``zygote`` when there is one (a fork it refuses starts the trial fresh,
     noted in ``isolation``), else a fresh ``python -m loadprof.worker`` reading ``spec`` on stdin."""
@@ -224,7 +224,7 @@ def _launch(plan: TrialPlan, zygote: forkserver.Zygote | None, spec: dict[str, A
         try:
             return zygote.fork({"spec": spec, "deadline_s": deadline_s, "memory_limit": limit, "cwd": plan.cwd},
                                w, out.fileno(), err.fileno())
-        except forkserver.ForkserverError as e:
+        except forkclient.ForkserverError as e:
             isolation.clear()
             isolation.update(isolation="fresh", isolation_note=f"forkserver could not fork: {e}")
     cmd = [*module_cmd(plan.python, "loadprof.worker"), "--events-fd", str(w), "--parent-pid", str(os.getpid()),

@@ -27,7 +27,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Callable, Mapping
 
-from loadprof import forkserver, lifetime
+from loadprof import forkclient, lifetime
 from loadprof.constants import SweepConstants
 from loadprof.errors import LoadprofError
 from loadprof.executor import Executor, PreparedTrial, SerialExecutor, failed_result, run_prepared
@@ -81,7 +81,7 @@ def prepare_model(model: ModelSpec, python: str = sys.executable,
     try:  # hub id: only what is already in the local cache (no network, ever)
         from huggingface_hub import snapshot_download
 
-        return snapshot_download(model.hub_id, local_files_only=True)
+        return snapshot_download(model.hub_id, revision=model.revision, local_files_only=True)
     except Exception as e:  # noqa: BLE001 - any failure means "not available offline"
         raise LoadprofError(f"{model.hub_id} is not in the local Hugging Face cache and loadprof never downloads "
                             f"({type(e).__name__})", hint=f"fetch it first where there is a network: hf download "
@@ -115,9 +115,11 @@ class Session:
         strays = lifetime.Descendants()
         with self.stops.installed():
             try:
+                getattr(self.executor, "start", lambda: None)()  # Ray: join or start it before the folder exists
                 return self._run()
             finally:
-                forkserver.shutdown_all()  # the pre-imported zygotes (isolation: forkserver) end with the sweep
+                getattr(self.executor, "close", lambda: None)()  # Ray: a local instance started for the sweep ends
+                forkclient.shutdown_all()  # the pre-imported zygotes (isolation: forkserver) end with the sweep
                 strays.exclude |= getattr(self.executor, "spare", set)()  # a caller's own Ray instance lives on
                 strays.reap()
 

@@ -308,6 +308,8 @@ def _merge(dst: Mapping[str, Any] | None, src: Mapping[str, Any], canon: str = "
         for s in _MODEL_SOURCES:
             if s not in src:
                 out.pop(s, None)
+        if "revision" not in src:  # a revision belongs to the hub id it was given with
+            out.pop("revision", None)
     for k, v in src.items():
         c = _join(canon, k)
         if c in _SECTIONS and isinstance(v, dict) and isinstance(out.get(k), dict):

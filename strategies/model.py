@@ -149,16 +149,23 @@ class ModelSpec:
     path: str | None = None
     hub_id: str | None = None
     trust_remote_code: bool = False
+    revision: str | None = None  # a hub branch, tag or commit (with hub_id): which cached snapshot to load
 
     def __post_init__(self) -> None:
         given = [n for n in ("synthetic", "path", "hub_id") if getattr(self, n) is not None]
         if len(given) != 1:
             raise SpecError("give exactly one of synthetic, path, hub_id", path="model")
+        if self.revision is not None and (self.hub_id is None or not isinstance(self.revision, str)
+                                          or not self.revision.strip()):
+            raise SpecError(f"a revision is a branch, tag or commit of a hub_id model, got {self.revision!r}"
+                            + ("" if self.hub_id else " without a hub_id"), path="model.revision")
 
     @property
     def label(self) -> str:
         if self.synthetic is not None:
             return f"{self.synthetic.arch or ''}:{self.synthetic.shape}".lstrip(":")
+        if self.hub_id and self.revision:
+            return f"{self.hub_id}@{self.revision}"
         return self.path or self.hub_id or "?"
 
 
@@ -336,6 +343,8 @@ class Strategy:
         d.pop("label", None)
         if d.get("isolation") == "fresh":  # the default hashes as before the key existed: ids (and resumes) hold
             d.pop("isolation")
+        if d.get("model", {}).get("revision", 0) is None:  # likewise a model without a revision
+            d["model"].pop("revision")
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

@@ -65,14 +65,14 @@ def _read_config(path: Path, where: str) -> dict[str, Any]:
     return data
 
 
-def _hub_config(hub_id: str) -> Path:
+def _hub_config(hub_id: str, revision: str | None = None) -> Path:
     """The cached config.json of ``hub_id``, looked up offline; SpecError with the fetch command when absent."""
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - a transformers dependency
         return Path()
     try:
-        found = try_to_load_from_cache(hub_id, "config.json")
+        found = try_to_load_from_cache(hub_id, "config.json", revision=revision)
     except Exception as e:  # an id the hub library rejects (bad characters, too many slashes)
         raise SpecError(f"invalid hub id {hub_id!r}: {str(e).splitlines()[0][:160]}", path="model.hub_id") from None
     if not isinstance(found, str):
@@ -81,9 +81,11 @@ def _hub_config(hub_id: str) -> Path:
 
         synthetic = (f"; or measure loadprof's synthetic {hub_id} (same shapes, random weights): "
                      f"model: {{synthetic: {{shape: {hub_id}}}}}" if hub_id in SHAPES else "")
-        raise SpecError(f"{hub_id!r} is not in the local Hugging Face cache ({cache}); loadprof never downloads",
-                        path="model.hub_id",
-                        hint=f"fetch it first where there is a network: hf download {hub_id}{synthetic}")
+        at = f" at revision {revision!r}" if revision else ""
+        fetch = f"hf download {hub_id}" + (f" --revision {revision}" if revision else "")
+        raise SpecError(f"{hub_id!r}{at} is not in the local Hugging Face cache ({cache}); loadprof never downloads",
+                        path="model.revision" if revision else "model.hub_id",
+                        hint=f"fetch it first where there is a network: {fetch}{synthetic}")
     return Path(found)
 
 
@@ -106,7 +108,7 @@ def _check_model(model: ModelSpec) -> int | None:
                             hint="point at the folder that holds config.json and the weights")
         return _positions(_read_config(p / "config.json", "model.path"))
     if model.hub_id is not None:
-        cfg = _hub_config(model.hub_id)
+        cfg = _hub_config(model.hub_id, model.revision)
         return _positions(_read_config(cfg, "model.hub_id")) if cfg.name else None
     return None
 

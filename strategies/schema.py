@@ -29,6 +29,7 @@ _VALUES: dict[str, dict[str, Any]] = {
     "isolation": {"enum": list(m.ISOLATIONS)},
     "model.path": {"type": ["string", "null"]}, "model.hub_id": {"type": ["string", "null"]},
     "model.trust_remote_code": {"type": "boolean"},
+    "model.revision": {"type": ["string", "null"]},
     "model.synthetic.arch": {"anyOf": [{"enum": sorted(ARCHS)}, {"type": "null"}]},
     "model.synthetic.shape": {"enum": sorted(SHAPES)},
     "model.synthetic.dtype": {"enum": [*m.DTYPES[1:], *m.DTYPE_ALIASES]},

@@ -146,13 +146,13 @@ def test_ctrl_c_keeps_finished_trials_exits_130_and_resumes(tmp_path):
 
     from loadprof.strategies.expand import load_sweep
 
-    for i in range(50):  # trials run in a seeded shuffle: pick a label that puts the quick trial first
+    for i in range(50):  # trials run in a seeded shuffle: pick a timeout (part of the id) that runs quick first
         y = _write(tmp_path, f"""
             name: interrupt
             model: {{synthetic: {{shape: tiny}}}}
             base: {{generate: false}}
             include:
-              - {{label: quick{i}}}
+              - {{label: quick{i}, timeout_s: {100 + i}}}
               - {{label: hang, timeout_s: 300, load: {{loader: {{target: "faulty_loaders:hang", sys_path: ["{EXAMPLES}"]}}}}}}
         """)
         if load_sweep(y).trials()[0].strategy.label == f"quick{i}":

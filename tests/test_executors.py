@@ -66,7 +66,7 @@ def _ids(sweep):
 def test_threads_yield_in_completion_order_and_record_concurrency():
     sweep = _fake_sweep()
     ids = _ids(sweep)
-    work = FakeWork({ids[0]: 0.8, ids[1]: 0.1, ids[2]: 0.1, ids[3]: 0.1})
+    work = FakeWork({ids[0]: 1.5, ids[1]: 0.1, ids[2]: 0.1, ids[3]: 0.1})
     started = []
     out = list(ThreadExecutor(2).run(sweep.trials(), work, StopSignals(), started.append))
     assert [r.trial_id for r in out] == [ids[1], ids[2], ids[3], ids[0]]  # the long one finishes last
@@ -191,6 +191,27 @@ def test_the_worker_env_override_reaches_the_plan(tmp_path, monkeypatch):
     strategy = Strategy(model=ModelSpec(path=str(tmp_path / "ckpt")), generate=None)
     Session(_fake_sweep(), tmp_path / "out").run_one(Trial(strategy), {"CUDA_VISIBLE_DEVICES": "1"})
     assert plans[0].env == {"CUDA_VISIBLE_DEVICES": "1"}
+
+
+def test_ray_task_resources_follow_the_device_map_and_memory_limit():
+    from loadprof.ray_executor import fits, task_resources, unfit_reason
+    from loadprof.strategies.model import LoadSpec, ModelSpec, Strategy
+
+    def s(device_map="cpu", **kw):
+        return Strategy(model=ModelSpec(path="/m"), load=LoadSpec(device_map=device_map), generate=None, **kw)
+
+    assert task_resources(s(), 8, 2) == {"num_cpus": 1, "num_gpus": 0}
+    assert task_resources(s("cuda"), 8, None)["num_gpus"] == 1 and task_resources(s("auto"), 8, 2)["num_gpus"] == 2
+    assert task_resources(s("cuda"), 0, 2)["num_gpus"] == 0  # no GPU in the cluster: its worker skips it
+    assert task_resources(s({"": "cpu"}), 8, 2)["num_gpus"] == 0
+    assert task_resources(s({"": 0}), 8, 2)["num_gpus"] == 2
+    res = task_resources(s(memory_limit="4GiB"), 0, None)
+    assert res["memory"] == 4 * 2**30
+    node = {"CPU": 16.0, "GPU": 8.0, "memory": 100 * 2**30}
+    assert fits({"num_cpus": 1, "num_gpus": 2}, node) == 4 and fits(res, node) == 16
+    assert unfit_reason(res, [node]) is None
+    why = unfit_reason({"num_cpus": 1, "num_gpus": 0, "memory": 200 * 2**30}, [node])
+    assert why.startswith("no node of the Ray cluster can run it") and "200.0 GiB" in why
 
 
 # ------------------------------------------------------------------------------------------------ real workers
@@ -321,8 +342,17 @@ def test_a_lost_ray_worker_is_retried_once_then_failed_while_the_sweep_goes_on(t
 
 
 @pytest.mark.slow
-def test_ray_stop_cancels_the_rest_and_resume_runs_only_what_is_left(tiny_model, tmp_path, ray_cluster):
-    sweep = _sweep(*(fault_strategy(tiny_model, f"n{i}", "exit_code", loader={"kwargs": {"code": i}})
+def test_ray_stop_cancels_the_rest_and_resume_runs_only_what_is_left(tiny_model, tmp_path, ray_cluster,
+                                                                      monkeypatch):
+    from loadprof.strategies.model import GenerateSpec, LoaderSpec, LoadSpec, ModelSpec, Strategy
+
+    (tmp_path / "omp_probe.py").write_text("import os\n\ndef load(model_path, code=3):\n"
+                                           "    print('OMP', os.environ.get('OMP_NUM_THREADS'), flush=True)\n"
+                                           "    os._exit(code)\n")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    sweep = _sweep(*(Strategy(model=ModelSpec(path=str(tiny_model)), label=f"n{i}", generate=GenerateSpec(),
+                              load=LoadSpec(loader=LoaderSpec(target="omp_probe:load", sys_path=(str(tmp_path),),
+                                                              kwargs={"code": i})))
                      for i in (3, 4)))
     out = tmp_path / "out"
 
@@ -336,3 +366,5 @@ def test_ray_stop_cancels_the_rest_and_resume_runs_only_what_is_left(tiny_model,
     assert ran == [t.id for t in sweep.trials() if t.id != first.trials[0].trial_id]
     assert sorted(t.label for t in second.trials) == ["n3", "n4"] and not second.interrupted
     assert all(t.status == "crashed" for t in second.trials) and len(read_results(out)) == 2
+    for t in second.trials:  # Ray's OMP_NUM_THREADS=1 for a 1-CPU task must not reach the worker
+        assert (out / "trials" / t.trial_id / "stdout.log").read_text().strip() == "OMP None"

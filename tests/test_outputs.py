@@ -46,3 +46,28 @@ def test_diff_formats(tmp_path):
     assert len(c) == len(d["rows"]) and "noise" in c[0]
     md = _run("diff", str(a), str(b), "--format", "md").output
     assert md.startswith("diff: quant -> quant: exit 0") and "within noise" in md
+
+
+def test_eta_comes_from_the_mean_finished_trial():
+    from loadprof.run_options import eta_text
+
+    assert eta_text([], 4) == "ETA after the first trial" and eta_text([5.0], 0) == ""
+    assert eta_text([9.0, 11.0], 3) == "ETA 0:00:30 (mean trial 10.0 s)"
+    assert eta_text([3600.0], 2, running_s=100.0) == "ETA 1:58:20 (mean trial 3600.0 s)"
+    assert eta_text([10.0], 4, jobs=2) == "ETA 0:00:20 (mean trial 10.0 s)"
+
+
+def test_compare_format_jsonl_owns_stdout(tmp_path, tiny_model):
+    """A machine format: one JSON trial per stdout line, progress and the summary on stderr."""
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    y = tmp_path / "s.yaml"
+    y.write_text(f"name: fmt\nmodel: {{path: {tiny_model}}}\nbase: {{generate: {{prompt_tokens: 4, max_new_tokens: 2}}}}\n")
+    r = subprocess.run([sys.executable, "-m", "loadprof.cli", "compare", str(y), "--out", str(tmp_path / "o"),
+                        "--format", "jsonl"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr
+    (trial,) = [json.loads(x) for x in r.stdout.splitlines()]
+    assert trial["status"] == "ok" and "loadprof fmt" in r.stderr

@@ -10,7 +10,7 @@ import pytest
 
 from loadprof.errors import SpecError
 from loadprof.strategies.preflight import preflight
-from tests.helpers import strategy_of
+from tests.helpers import BASE, strategy_of
 
 from .conftest import REPO
 
@@ -79,3 +79,20 @@ def test_compare_stops_before_making_the_output_folder(tmp_path):
                        capture_output=True, text=True, cwd=REPO, timeout=60)
     assert r.returncode == 2 and "model.path" in r.stdout + r.stderr and "Traceback" not in r.stdout + r.stderr
     assert not out.exists()
+
+
+def test_a_hub_revision_is_checked_in_the_cache_and_kept_with_its_hub_id(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    e = _fails({"model": {"synthetic": None, "hub_id": "org/m", "revision": "v2"}}, "'org/m' at revision 'v2'")
+    assert e.path == "model.revision" and e.hint.endswith("hf download org/m --revision v2")
+    with pytest.raises(SpecError, match="without a hub_id"):
+        strategy_of({"model": {"synthetic": {"shape": "tiny"}, "revision": "v2"}})
+    from loadprof.strategies.expand import expand
+
+    sw = expand({"model": {"hub_id": "org/m", "revision": "v2"}, "matrix": {"model": [{"synthetic": {"shape": "tiny"}},
+                                                                                       {"hub_id": "org/n"}]}},
+                "s.yaml", tmp_path)
+    assert [(s.model.label, s.model.revision) for s in sw.strategies] == [("tiny", None), ("org/n", None)]
+    pinned = expand({"model": {"hub_id": "org/m", "revision": "v2"}}, "s.yaml", tmp_path).strategies[0]
+    assert pinned.model.label == "org/m@v2"
+    assert strategy_of({}).id == strategy_of({"model": {**BASE["model"], "revision": None}}).id  # old ids hold

@@ -108,7 +108,8 @@ def test_bandwidth_probe_measures_the_models_device_or_cpu_for_meta(monkeypatch,
     ctx = ProbeContext(clock=FakeClock(), hooks=HookSet(), phase=lambda n: nullcontext(n), trial_dir=tmp_path,
                        strategy=None, t0_ns=0, pid=1)
     probe = bandwidth.BandwidthProbe()
-    assert probe.after_workload(type("M", (), {"device": "meta"})(), ctx) == {"membw_gb_s": 1, "h2d_pinned_gb_s": 3}
+    assert probe.after_workload(type("M", (), {"device": "meta"})(), ctx) == {
+        "membw_gb_s": 1, "h2d_pinned_gb_s": 3, "membw_scope": bandwidth.device_scope("cpu")}  # whose figure it is
     probe.after_workload(object(), ctx)
     assert seen == ["cpu", "cpu"]
 

@@ -1,0 +1,147 @@
+"""What a pre-imported forkserver saves: harness cost per trial and a whole study's wall, fresh vs forkserver.
+
+Run on demand (not part of the tests):
+
+    python benchmarks/forkserver.py [--study strategies/examples/max_new_tokens.yaml] [--rounds 3]
+                                    [--caps "32..2048*2"] [--json OUT.json]
+
+Each round runs the study twice, once per isolation (``fresh``: a new ``python -m loadprof.worker`` per trial;
+``forkserver``: trials forked from a zygote that imported torch, transformers and the model's module once), in
+alternating order (fresh first in even rounds, forkserver first in odd ones), each as a whole ``Session`` into
+its own folder: model preparation, every trial, analysis and the reports. Clock: time.monotonic for the study
+wall; the trials' own figures are on the parent's and the worker's perf_counter_ns (both CLOCK_MONOTONIC).
+
+Per trial, harness cost = ``harness.parent_wall_s`` - (``wall_s`` - ``import_s``): everything the parent waited
+for that is not the trial's own work after its imports, i.e. interpreter start or fork (``startup_s``), the
+import phase, and exit to reaping. The zygote's own start (once per sweep: ``harness.forkserver_start_s``) is
+outside every trial's parent wall and inside the study wall. Both modes reuse the device copy bandwidth after a
+sweep's first trial (loadprof.constants); the ``membw`` phase of the measuring and of the reusing trials is
+printed too. Printed: median, min and max over rounds (study wall) or over all trials (per trial), the median of
+the per-round ratios forkserver / fresh, and how busy the machine was (median ``others_cpu_cores`` of the trials,
+loadavg before and after). Target: forkserver harness cost <= 50 ms per trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from loadprof.session import Session  # noqa: E402
+from loadprof.strategies.expand import Sweep, expand  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+MODES = ("fresh", "forkserver")
+
+
+def study(path: Path, caps: str | None, isolation: str) -> Sweep:
+    """The study YAML (its caps replaced by ``caps`` when given) with every strategy in ``isolation``."""
+    doc = yaml.safe_load(path.read_text())
+    if caps:
+        doc["matrix"]["generate"]["max_new_tokens"] = caps
+    sweep = expand(doc, str(path), path.parent)
+    return dataclasses.replace(sweep, strategies=tuple(dataclasses.replace(s, isolation=isolation)
+                                                        for s in sweep.strategies))
+
+
+def per_trial(result: Any) -> list[dict[str, float]]:
+    """The harness figures of each ok trial."""
+    rows = []
+    for t in result.trials:
+        h, m = t.harness, t.metrics
+        if t.status != "ok" or "parent_wall_s" not in h or t.wall_s is None:
+            continue
+        rows.append({"harness_s": h["parent_wall_s"] - (t.wall_s - m.get("import_s", 0.0)),
+                     "startup_s": h.get("startup_s", float("nan")), "import_s": m.get("import_s", 0.0),
+                     "exit_s": h.get("overhead_s", 0.0) - h.get("startup_s", 0.0),
+                     "membw_s": m.get("membw_s", 0.0), "membw_reused": "membw_source" in m,
+                     "zygote_start_s": h.get("forkserver_start_s"),
+                     "others_cpu_cores": (h.get("machine") or {}).get("others_cpu_cores")})
+    return rows
+
+
+def run_once(path: Path, caps: str | None, mode: str, out: Path) -> tuple[float, list[dict[str, float]]]:
+    sweep = study(path, caps, mode)
+    t = time.monotonic()
+    result = Session(sweep, out).run()
+    wall = time.monotonic() - t
+    bad = [f"{x.label}: {x.status} {x.reason}" for x in result.trials if x.status != "ok"]
+    if bad or result.interrupted:
+        raise SystemExit(f"{mode}: interrupted or trials not ok: {bad}")
+    return wall, per_trial(result)
+
+
+def spread(xs: list[float], scale: float = 1.0, fmt: str = ".3f") -> str:
+    xs = [x * scale for x in xs if x is not None and x == x]
+    if not xs:
+        return "-"
+    return f"{statistics.median(xs):{fmt}} ({min(xs):{fmt}}..{max(xs):{fmt}}, n={len(xs)})"
+
+
+def report(walls: dict[str, list[float]], rows: dict[str, list[dict]], load: tuple[float, float]) -> None:
+    print("\nstudy wall, s (median (min..max, n) over rounds; time.monotonic around Session.run)")
+    for mode in MODES:
+        print(f"  {mode:<11} {spread(walls[mode], fmt='.1f')}")
+    ratios = [b / a for a, b in zip(walls["fresh"], walls["forkserver"])]
+    print(f"  forkserver / fresh, median of per-round ratios: {statistics.median(ratios):.3f}x "
+          f"({min(ratios):.3f}..{max(ratios):.3f})")
+    print("\nper trial, ms (median (min..max, n) over every ok trial of every round)")
+    for key, what in (("harness_s", "harness cost = parent wall - (trial wall - import)"),
+                      ("startup_s", "spawn or fork -> trial clock starts"), ("import_s", "import phase"),
+                      ("exit_s", "trial done -> reaped")):
+        print(f"  {what}")
+        for mode in MODES:
+            print(f"    {mode:<11} {spread([r[key] for r in rows[mode]], 1e3, '.1f')}")
+    print("  membw phase: measuring trials / reusing trials (per-sweep constants, both modes)")
+    for mode in MODES:
+        own = [r["membw_s"] for r in rows[mode] if not r["membw_reused"]]
+        reused = [r["membw_s"] for r in rows[mode] if r["membw_reused"]]
+        print(f"    {mode:<11} {spread(own, 1e3, '.1f')} / {spread(reused, 1e3, '.2f')}")
+    starts = [r["zygote_start_s"] for r in rows["forkserver"] if r["zygote_start_s"] is not None]
+    print(f"  zygote start (once per sweep, outside the trials' parent wall), s: {spread(starts, fmt='.2f')}")
+    busy = [r["others_cpu_cores"] for m in MODES for r in rows[m] if r["others_cpu_cores"] is not None]
+    print(f"\nmachine: {os.cpu_count()} CPUs; others' CPU use during the trials (cores, median (min..max)): "
+          f"{spread(busy, fmt='.2f')}; loadavg 1 min before {load[0]:.2f}, after {load[1]:.2f}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--study", type=Path, default=REPO / "strategies" / "examples" / "max_new_tokens.yaml")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds; each runs the study once per isolation")
+    ap.add_argument("--caps", default=None, help='replace the study\'s max_new_tokens (e.g. "32..256*2")')
+    ap.add_argument("--json", type=Path, default=None, help="also write the raw figures here")
+    args = ap.parse_args()
+    walls: dict[str, list[float]] = {m: [] for m in MODES}
+    rows: dict[str, list[dict]] = {m: [] for m in MODES}
+    load0 = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            for mode in (MODES if r % 2 == 0 else MODES[::-1]):
+                wall, trials = run_once(args.study, args.caps, mode, Path(tmp) / f"{r}-{mode}")
+                walls[mode].append(wall)
+                rows[mode] += trials
+                print(f"round {r + 1}/{args.rounds} {mode:<11} study wall {wall:.1f} s, {len(trials)} trials, "
+                      f"median harness {statistics.median(x['harness_s'] for x in trials) * 1e3:.0f} ms",
+                      file=sys.stderr)
+    load = (load0, os.getloadavg()[0])
+    print(f"\nforkserver benchmark: {args.study.name}" + (f" with max_new_tokens {args.caps}" if args.caps else "")
+          + f", {args.rounds} rounds, modes alternating")
+    report(walls, rows, load)
+    if args.json:
+        args.json.write_text(json.dumps({"walls": walls, "trials": rows, "loadavg": load}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
