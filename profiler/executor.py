@@ -69,6 +69,28 @@ class Executor(Protocol):
         """Run ``trials``; yield each result as it finishes. A stop signal raises ``Interrupted`` (a
         KeyboardInterrupt) out of the iteration with every running trial stopped; so does closing the iterator."""
 
+    def start(self) -> None:
+        """Before the output folder exists (Ray joins or starts its cluster here, so a bad address is bad input)."""
+
+    def close(self) -> None:
+        """When the sweep ends, however it ends (Ray shuts down an instance it started)."""
+
+    def spare(self) -> set[int]:
+        """Pids of ours that must outlive the sweep (a caller's own Ray instance); the reaper leaves them."""
+
+
+class LocalLifecycle:
+    """Nothing to start or stop: the local executors run trials in this process's threads."""
+
+    def start(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def spare(self) -> set[int]:
+        return set()
+
 
 def failed_result(trial: Trial, reason: str, status: str = "failed") -> TrialResult:
     """The result of a trial that never reached its worker (no model, a lost node)."""
@@ -113,7 +135,7 @@ def run_prepared(p: PreparedTrial, disk_read: MutableMapping[str, dict[str, floa
     return derive.enrich(dataclasses.replace(result, harness=harness))
 
 
-class SerialExecutor:
+class SerialExecutor(LocalLifecycle):
     """One trial at a time, in this process: today's behaviour and the default."""
 
     name = "local"
@@ -155,7 +177,7 @@ def gpu_sets(gpus: Sequence[str], per_trial: int) -> list[str]:
 # ---------------------------------------------------------------- N at a time, in threads
 
 
-class ThreadExecutor:
+class ThreadExecutor(LocalLifecycle):
     """``--jobs N``: N trials at once, each in a thread of this process running the same ``run_one`` (so each
     trial is still its own worker process). With ``gpu_sets`` every trial takes one set for its whole run
     (``CUDA_VISIBLE_DEVICES`` in its worker's environment), so no two trials share a GPU."""

@@ -115,12 +115,12 @@ class Session:
         strays = lifetime.Descendants()
         with self.stops.installed():
             try:
-                getattr(self.executor, "start", lambda: None)()  # Ray: join or start it before the folder exists
+                self.executor.start()  # Ray: join or start it before the folder exists
                 return self._run()
             finally:
-                getattr(self.executor, "close", lambda: None)()  # Ray: a local instance started for the sweep ends
+                self.executor.close()  # Ray: a local instance started for the sweep ends
                 forkclient.shutdown_all()  # the pre-imported zygotes (isolation: forkserver) end with the sweep
-                strays.exclude |= getattr(self.executor, "spare", set)()  # a caller's own Ray instance lives on
+                strays.exclude |= self.executor.spare()  # a caller's own Ray instance lives on
                 strays.reap()
 
     def _run(self) -> SweepResult:
