@@ -58,7 +58,9 @@ def irrelevant_paths(objective: str, strategy: Strategy) -> tuple[str, ...]:
     return tuple(i.path for i in CANNOT_AFFECT.get(objective, ()) if i.applies(strategy))
 
 
-def _without(d: Mapping[str, Any], paths: Iterable[str]) -> dict[str, Any]:
+def without(d: Mapping[str, Any], paths: Iterable[str]) -> dict[str, Any]:
+    """A JSON copy of ``d`` with the dotted ``paths`` removed (what studies, trade-offs and configurations key
+    strategies by: everything but the knobs in question)."""
     out = json.loads(json.dumps(d, default=str))
     for path in paths:
         *head, last = path.split(".")
@@ -72,7 +74,7 @@ def _without(d: Mapping[str, Any], paths: Iterable[str]) -> dict[str, Any]:
 
 def configuration_key(strategy: Strategy, objective: str) -> str:
     """What identifies a configuration for ``objective``: the strategy less harness and irrelevant knobs."""
-    return json.dumps(_without(strategy.to_dict(), (*HARNESS, *irrelevant_paths(objective, strategy))),
+    return json.dumps(without(strategy.to_dict(), (*HARNESS, *irrelevant_paths(objective, strategy))),
                       sort_keys=True)
 
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from loadprof.analysis import trend_claims as tc
 from loadprof.analysis.cap_study import covering_cap, head, max_new_tokens_curve, preallocation_findings
 from loadprof.analysis.derive import prefill_tok_s
+from loadprof.analysis.knobs import without
 from loadprof.analysis.machine import is_busy
 from loadprof.results import Study, TrialResult
 from loadprof.strategies.model import Strategy
@@ -36,18 +37,6 @@ IGNORED_PATHS = ("label", "generate.repeats")
 
 
 # ---------------------------------------------------------------- grouping
-
-def _without(d: Mapping[str, Any], paths: Iterable[str]) -> dict[str, Any]:
-    out = json.loads(json.dumps(d, default=str))
-    for path in paths:
-        *head, last = path.split(".")
-        node = out
-        for part in head:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(last, None)
-    return out
-
 
 def model_name(strategy: Strategy) -> str:
     return strategy.model.label
@@ -109,7 +98,7 @@ def series(trials: Iterable[TrialResult], vary: str) -> list[dict[str, Any]]:
         value = t.strategy.at(vary)
         if not t.ok or value is None:
             continue
-        key = json.dumps(_without(t.strategy.to_dict(), (*IGNORED_PATHS, vary)), sort_keys=True)
+        key = json.dumps(without(t.strategy.to_dict(), (*IGNORED_PATHS, vary)), sort_keys=True)
         groups.setdefault(key, {}).setdefault(json.dumps(value, sort_keys=True, default=str), []).append(t)
         reps.setdefault(key, t.strategy)
     out = []

@@ -10,19 +10,12 @@ from typing import Callable, Sequence
 from loadprof.results import Estimate
 from loadprof.strategies.model import Strategy
 from loadprof.analysis import stats
+from loadprof.analysis.knobs import without
 from loadprof.analysis.groups import (FIGURES, OBJECTIVES, TRADEOFF_PCT, Group, rank_groups, figure, figure_fn,
                                       load_cost_s)
 
 def _key(strategy: Strategy, drop: Sequence[str]) -> str:
-    d = json.loads(json.dumps(strategy.to_dict(), default=str))
-    for path in ("label", "generate.repeats", *drop):
-        *head, last = path.split(".")
-        node = d
-        for part in head:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(last, None)
-    return json.dumps(d, sort_keys=True)
+    return json.dumps(without(strategy.to_dict(), ("label", "generate.repeats", *drop)), sort_keys=True)
 
 
 def counterpart(pick: Group, gs: Sequence[Group], paths: Sequence[str], want: Callable[[Group], bool]) -> Group | None:

@@ -19,17 +19,16 @@ import os
 import queue
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, MutableMapping, Protocol, Sequence
 
 from loadprof import filecache, lifetime
 from loadprof.interrupts import StopSignals
 from loadprof.results import TrialResult
+from loadprof import runner
+from loadprof.runner import TrialPlan
 from loadprof.strategies.model import Trial
 
 #: how often a waiting executor looks up (stop signals are handled between looks)
@@ -38,23 +37,10 @@ POLL_S = 0.5
 ABANDON_JOIN_S = 10.0
 
 
-@dataclass(frozen=True)
-class PreparedTrial:
-    """One trial ready to run wherever the executor puts it: its model already a local folder (``model_path``),
-    its folder, and what the worker's environment adds (``env``: a GPU pinning)."""
-
-    trial: Trial
-    model_path: str
-    trial_dir: Path
-    cwd: str | None = None
-    python: str = sys.executable
-    env: Mapping[str, str] = field(default_factory=dict)
-
-
 class TrialWork(Protocol):
     """What the session gives an executor."""
 
-    def prepare(self, trial: Trial, env: Mapping[str, str] | None = None) -> PreparedTrial | TrialResult:
+    def prepare(self, trial: Trial, env: Mapping[str, str] | None = None) -> TrialPlan | TrialResult:
         """The trial ready to run, or its result already (a model that cannot be prepared fails it)."""
 
     def run_one(self, trial: Trial, env: Mapping[str, str] | None = None) -> TrialResult:
@@ -104,14 +90,13 @@ def with_harness(result: TrialResult, **extra: Any) -> TrialResult:
     return dataclasses.replace(result, harness={**result.harness, **extra})
 
 
-def run_prepared(p: PreparedTrial, disk_read: MutableMapping[str, dict[str, float]],
+def run_prepared(p: TrialPlan, disk_read: MutableMapping[str, dict[str, float]],
                  lock: threading.Lock | None = None) -> TrialResult:
     """One trial on this machine: page cache set as the strategy asks, the machine's load read around it, the
     isolated worker run (``runner.run_trial``), derived figures added. ``disk_read`` caches the checkpoint's
     sequential read bandwidth (measured once per checkpoint per sweep, before the first cold trial)."""
     from loadprof.analysis import derive
     from loadprof.probes.machine import MachineProbe
-    from loadprof.runner import TrialPlan, run_trial
 
     path, how = p.model_path, p.trial.strategy.load.file_cache
     cache = None
@@ -124,7 +109,7 @@ def run_prepared(p: PreparedTrial, disk_read: MutableMapping[str, dict[str, floa
         cache = filecache.warm(path)
     machine = MachineProbe()  # around the whole run: spawn to the worker and py-spy reaped
     machine.start()
-    result = run_trial(TrialPlan(p.trial, path, p.trial_dir, cwd=p.cwd, python=p.python, env=dict(p.env)))
+    result = runner.run_trial(dataclasses.replace(p, model_path=path, env=dict(p.env)))
     harness = dict(result.harness)
     harness["machine"] = machine.stop()
     harness["model_path"] = path

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from loadprof.errors import LoadprofError
-from loadprof.executor import POLL_S, PreparedTrial, TrialWork, failed_result, run_prepared, with_harness
+from loadprof.executor import POLL_S, TrialWork, failed_result, run_prepared, with_harness
+from loadprof.runner import TrialPlan
 from loadprof.interrupts import STOP_SIGNALS, StopSignals
 from loadprof.results import TrialResult
 from loadprof.strategies.model import Strategy, Trial, parse_size
@@ -97,7 +98,7 @@ def unfit_reason(res: Mapping[str, Any], nodes: Sequence[Mapping[str, float]]) -
 # ---------------------------------------------------------------- on the node
 
 
-def _on_this_node(p: PreparedTrial) -> tuple[PreparedTrial | TrialResult, Path | None]:
+def _on_this_node(p: TrialPlan) -> tuple[TrialPlan | TrialResult, Path | None]:
     """``p`` as this node can run it: its own python, a model folder it sees (a synthetic one built here when
     the driver's is not visible), and a local trial folder when --out is not shared (returned, to send back)."""
     import dataclasses
@@ -133,7 +134,7 @@ def _pack(folder: Path) -> dict[str, bytes]:
     return files
 
 
-def node_task(p: PreparedTrial, omp_num_threads: str | None = None) -> dict[str, Any]:
+def node_task(p: TrialPlan, omp_num_threads: str | None = None) -> dict[str, Any]:
     """The Ray task: one trial on this node through ``run_prepared``; its result as a dict (and its files when
     the driver cannot see this node's folder). Ray sets OMP_NUM_THREADS to the task's 1 CPU where it was unset:
     the worker gets the driver's value instead (none: torch picks its threads as in a local run)."""
@@ -219,7 +220,7 @@ class RayExecutor:
             on_start: Callable[[Trial], None]) -> Iterator[TrialResult]:
         ray = import_ray()
         self._connect(ray)
-        refs: dict[Any, tuple[Trial, PreparedTrial, int]] = {}
+        refs: dict[Any, tuple[Trial, TrialPlan, int]] = {}
         try:
             nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
             gpus = sum(n.get("GPU", 0) for n in nodes)
@@ -259,7 +260,7 @@ class RayExecutor:
         if self._owned and ray.is_initialized():
             ray.shutdown()
 
-    def _collect(self, ray: Any, ref: Any, trial: Trial, prepared: PreparedTrial) -> TrialResult:
+    def _collect(self, ray: Any, ref: Any, trial: Trial, prepared: TrialPlan) -> TrialResult:
         """A finished task's TrialResult (its files written into the trial's folder when it sent them), or the
         failed result saying what Ray reported."""
         lost = tuple(getattr(ray.exceptions, n) for n in NODE_LOST if hasattr(ray.exceptions, n))

@@ -30,14 +30,14 @@ from typing import Callable, Mapping
 from loadprof import forkclient, lifetime
 from loadprof.constants import SweepConstants
 from loadprof.errors import LoadprofError
-from loadprof.executor import Executor, PreparedTrial, SerialExecutor, failed_result, run_prepared
+from loadprof.executor import Executor, SerialExecutor, failed_result, run_prepared
 from loadprof.interrupts import StopSignals
 from loadprof.analysis.sweep import analyse_sweep
 from loadprof.results import SweepResult, TrialResult
 from loadprof.resultsfile import (RESULTS, append_result, check_same_sweep, default_out,  # noqa: F401 - re-exported
                                   file_size_limit_raises, is_output_error, prepare_out, read_results,
                                   read_results_file, write_failure, write_sweep_json)
-from loadprof.runner import WORKER_ENV, module_cmd
+from loadprof.runner import WORKER_ENV, TrialPlan, module_cmd
 from loadprof.strategies.expand import Sweep
 from loadprof.strategies.model import ModelSpec, Trial
 
@@ -209,13 +209,13 @@ class Session:
                     self.models[model] = e
             return self.models[model]
 
-    def prepare(self, trial: Trial, env: Mapping[str, str] | None = None) -> PreparedTrial | TrialResult:
+    def prepare(self, trial: Trial, env: Mapping[str, str] | None = None) -> TrialPlan | TrialResult:
         """The trial ready to run (``loadprof.executor.TrialWork``), or its failed result when its model has no
         local folder."""
         path = self.model_path(trial.strategy.model)
         if isinstance(path, LoadprofError):
             return failed_result(trial, str(path))
-        return PreparedTrial(trial, path, self.out / "trials" / trial.id, cwd=self.cwd, python=self.python,
+        return TrialPlan(trial, path, self.out / "trials" / trial.id, cwd=self.cwd, python=self.python,
                              env=dict(env or {}))
 
     def run_one(self, trial: Trial, env: Mapping[str, str] | None = None) -> TrialResult:
