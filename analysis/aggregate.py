@@ -11,8 +11,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 from loadprof.analysis import pareto, stats
 from loadprof.analysis.derive import load_cost_s, prefill_tok_s
-from loadprof.conclusions import CONFIG_FIGURES, ConfigSummary, Estimate
-from loadprof.results import TrialResult
+from loadprof.core.conclusions import CONFIG_FIGURES, ConfigSummary, Estimate
+from loadprof.results.model import TrialResult
 
 #: figures older report.json files lack in ``metrics``: derived from the trial instead
 _DERIVED: Mapping[str, Callable[[TrialResult], Any]] = {"load_cost_s": load_cost_s, "prefill_tok_s": prefill_tok_s}

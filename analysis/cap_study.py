@@ -15,8 +15,8 @@ import numpy as np
 
 from loadprof.analysis import trend_claims as tc
 from loadprof.analysis.stats import TREND_METHOD
-from loadprof.results import Finding, Study
-from loadprof.units import bytes_h
+from loadprof.results.model import Finding, Study
+from loadprof.core.units import bytes_h
 
 GROWTH_SHARE = 0.01          # bytes growing less than 1% of their mean over the cap range: no growth
 GROWTH_MIN_BYTES = 64 * 2**10

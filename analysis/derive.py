@@ -10,7 +10,7 @@ import dataclasses
 import statistics
 from typing import Any, Iterable
 
-from loadprof.results import PhaseTiming, TrialResult
+from loadprof.results.model import PhaseTiming, TrialResult
 
 #: a leaf phase that read at least this share of the trial's storage bytes counts as a reading phase
 READING_SHARE = 0.05

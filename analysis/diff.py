@@ -25,8 +25,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from loadprof.analysis import stats
 from loadprof.analysis.derive import load_cost_s, prefill_tok_s
 from loadprof.analysis.findings import LOADPROF_PHASES
-from loadprof.errors import SpecError
-from loadprof.results import SweepResult, TrialResult
+from loadprof.core.errors import SpecError
+from loadprof.results.model import SweepResult, TrialResult
 
 # ---------------------------------------------------------------- exit codes (the one place they are named)
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from loadprof.errors import LoadprofError
+from loadprof.core.errors import LoadprofError
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "uint8": 1}
 HALF = ("float16", "bfloat16")
@@ -57,7 +57,7 @@ class Estimate:
 
     @property
     def tensor_bytes(self) -> int:
-        """Parameter + buffer tensors: what ``loadprof.worker.model_facts`` reports as ``weights_bytes``."""
+        """Parameter + buffer tensors: what ``loadprof.worker.trial.model_facts`` reports as ``weights_bytes``."""
         return self.weight_bytes - self.quant_state_bytes + self.buffers_bytes
 
     @property
@@ -399,7 +399,7 @@ def estimate_record(e: Estimate) -> dict[str, Any]:
 
 def estimate_rows(estimates: list[Estimate]) -> list[tuple[str, ...]]:
     """The estimates as formatted cells (binary byte units), in ESTIMATE_COLUMNS order."""
-    from loadprof.units import bytes_h
+    from loadprof.core.units import bytes_h
 
     rows = []
     for e in estimates:

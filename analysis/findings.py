@@ -12,9 +12,9 @@ from typing import Any, Callable, Iterable, Mapping
 
 from loadprof.analysis.derive import decode_call_s, load_cost_s
 from loadprof.analysis.precision import RULES as PRECISION_RULES
-from loadprof.phases import HARNESS_PHASES
-from loadprof.results import Finding, TrialResult  # Finding lives with the result model; re-exported
-from loadprof.units import pct
+from loadprof.core.phases import HARNESS_PHASES
+from loadprof.results.model import Finding, TrialResult  # Finding lives with the result model; re-exported
+from loadprof.core.units import pct
 
 FIXED_DEVICE_MAPS_NEEDING_NO_MAX_MEMORY = ("cpu", "cuda", "mps")
 VALIDATION_SHARE_MEDIUM, VALIDATION_SHARE_HIGH = 0.10, 0.50

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Sequence
 from loadprof.analysis import stats
 from loadprof.analysis.derive import first_forward_s, load_cost_s  # noqa: F401  (re-exported)
 from loadprof.analysis.knobs import HARNESS, configuration_key, differing, irrelevant_paths
-from loadprof.results import Estimate, TrialResult
+from loadprof.results.model import Estimate, TrialResult
 from loadprof.strategies.model import Strategy
 
 OBJECTIVES = ("load", "memory", "ttft", "throughput")

@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from loadprof.errors import SpecError
+from loadprof.core.errors import SpecError
 
 LENGTH_KEYS = ("tokens", "length", "n_tokens", "output_tokens")
 SCENARIOS = (("conservative", 75, "quick benchmarks"), ("recommended", 90, "standard evaluation"),

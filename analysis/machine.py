@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from loadprof.payloads import MachineLoad
-from loadprof.results import TrialResult
+from loadprof.core.payloads import MachineLoad
+from loadprof.results.model import TrialResult
 
 #: other processes' CPU use, in cores on average over the trial, from which it counts as busy: half a core taken
 #: away costs a single-threaded phase ~50% of its CPU when they share a core, and a multi-threaded load or decode

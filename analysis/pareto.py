@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Iterable, Sequence
 
-from loadprof.conclusions import ConfigSummary
+from loadprof.core.conclusions import ConfigSummary
 
 #: objective figure -> lower is better; the memory objective is resolved per model by ``memory_key``
 OBJECTIVES: tuple[tuple[str, bool], ...] = (("load_cost_s", True), ("peak_memory", True), ("ttft_ms", True),

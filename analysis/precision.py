@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable, Mapping
 
 from loadprof.analysis.derive import decode_call_s
-from loadprof.results import Finding, TrialResult
-from loadprof.units import bytes_h, pct
+from loadprof.results.model import Finding, TrialResult
+from loadprof.core.units import bytes_h, pct
 
 #: bytes per element of the floating dtypes (the ones an upcast or downcast moves between)
 FLOAT_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1, "float8_e5m2": 1}

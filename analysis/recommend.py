@@ -21,10 +21,10 @@ from loadprof.analysis.groups import (FIGURES, OBJECTIVES, SHORT_ANSWER_SHARE, G
 from loadprof.analysis.knobs import differing, irrelevant_paths, reasons
 from loadprof.analysis.lengths import lengths_coverage, read_lengths
 from loadprof.analysis.tradeoffs import fmt_estimate, fmt_value, tradeoffs
-from loadprof.errors import LoadprofError, SpecError
+from loadprof.core.errors import LoadprofError, SpecError
 from loadprof.strategies.model import LoadSpec
-from loadprof.conclusions import Candidate
-from loadprof.results import (CapWarning, Figure, Recommendation, Recommendations, RunnerUp, SweepResult,
+from loadprof.core.conclusions import Candidate
+from loadprof.results.model import (CapWarning, Figure, Recommendation, Recommendations, RunnerUp, SweepResult,
                               TrialResult)
 
 # ---------------------------------------------------------------- recommendations

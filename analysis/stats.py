@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from loadprof.conclusions import Estimate
+from loadprof.core.conclusions import Estimate
 
 CONFIDENCE = 0.95
 RESAMPLES = 2000

@@ -19,7 +19,7 @@ from loadprof.analysis.cap_study import covering_cap, head, max_new_tokens_curve
 from loadprof.analysis.derive import prefill_tok_s
 from loadprof.analysis.knobs import without
 from loadprof.analysis.machine import is_busy
-from loadprof.results import Study, TrialResult
+from loadprof.results.model import Study, TrialResult
 from loadprof.strategies.model import Strategy
 
 __all__ = ["batch_scaling", "covering_cap", "max_new_tokens_curve", "preallocation_findings",

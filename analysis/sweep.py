@@ -14,7 +14,7 @@ from loadprof.analysis.derive import enrich
 from loadprof.analysis.findings import sweep_findings
 from loadprof.analysis.recommend import recommendations
 from loadprof.analysis.studies import preallocation_findings, studies
-from loadprof.results import SweepResult
+from loadprof.results.model import SweepResult
 
 
 def analyse_sweep(result: SweepResult) -> SweepResult:

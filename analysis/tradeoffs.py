@@ -7,7 +7,7 @@ import json
 import math
 from typing import Callable, Sequence
 
-from loadprof.results import Estimate
+from loadprof.results.model import Estimate
 from loadprof.strategies.model import Strategy
 from loadprof.analysis import stats
 from loadprof.analysis.knobs import without

@@ -12,7 +12,7 @@ import math
 from typing import Any, Callable, Mapping, Sequence
 
 from loadprof.analysis import stats
-from loadprof.units import bytes_h
+from loadprof.core.units import bytes_h
 
 #: parameters of the line whose slope is claimed
 LINE_PARAMS = 2

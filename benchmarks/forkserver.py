@@ -5,7 +5,7 @@ Run on demand (not part of the tests):
     python benchmarks/forkserver.py [--study strategies/examples/max_new_tokens.yaml] [--rounds 3]
                                     [--caps "32..2048*2"] [--json OUT.json]
 
-Each round runs the study twice, once per isolation (``fresh``: a new ``python -m loadprof.worker`` per trial;
+Each round runs the study twice, once per isolation (``fresh``: a new ``python -m loadprof.worker.trial`` per trial;
 ``forkserver``: trials forked from a zygote that imported torch, transformers and the model's module once), in
 alternating order (fresh first in even rounds, forkserver first in odd ones), each as a whole ``Session`` into
 its own folder: model preparation, every trial, analysis and the reports. Clock: time.monotonic for the study
@@ -15,7 +15,7 @@ Per trial, harness cost = ``harness.parent_wall_s`` - (``wall_s`` - ``import_s``
 for that is not the trial's own work after its imports, i.e. interpreter start or fork (``startup_s``), the
 import phase, and exit to reaping. The zygote's own start (once per sweep: ``harness.forkserver_start_s``) is
 outside every trial's parent wall and inside the study wall. Both modes reuse the device copy bandwidth after a
-sweep's first trial (loadprof.constants); the ``membw`` phase of the measuring and of the reusing trials is
+sweep's first trial (loadprof.run.constants); the ``membw`` phase of the measuring and of the reusing trials is
 printed too. Printed: median, min and max over rounds (study wall) or over all trials (per trial), the median of
 the per-round ratios forkserver / fresh, and how busy the machine was (median ``others_cpu_cores`` of the trials,
 loadavg before and after). Target: forkserver harness cost <= 50 ms per trial.
@@ -38,7 +38,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loadprof.session import Session  # noqa: E402
+from loadprof.run.session import Session  # noqa: E402
 from loadprof.strategies.expand import Sweep, expand  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

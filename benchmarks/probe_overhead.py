@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loadprof import filecache  # noqa: E402
-from loadprof.runner import TrialPlan, run_trial  # noqa: E402
+from loadprof.run import filecache  # noqa: E402
+from loadprof.run.runner import TrialPlan, run_trial  # noqa: E402
 from loadprof.strategies import synthetic  # noqa: E402
 from loadprof.strategies.model import (DEFAULT_SAMPLING_HZ, GenerateSpec, LoadSpec, ModelSpec, Strategy,  # noqa: E402
                                        SyntheticSpec, Trial)

@@ -21,8 +21,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from loadprof.phases import PhaseTiming
-from loadprof.probe_registry import WORKER_STEP_PHASES
+from loadprof.core.phases import PhaseTiming
+from loadprof.core.probe_registry import WORKER_STEP_PHASES
 from loadprof.probes.load_phases import LOAD_TARGETS
 from loadprof.probes.stacks import Frame, Sample
 

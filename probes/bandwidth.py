@@ -10,7 +10,7 @@ a CPU without fast half-precision kernels runs the half type slower than float32
 
 The copy rates belong to the device, not to the trial: the first trial of a sweep on a device measures them
 (and files ``membw_scope``: the device on this host, behind its CUDA_VISIBLE_DEVICES), later trials receive
-them through ``ProbeContext.constants`` (loadprof.runner.SweepConstants) and skip the copies (about 1 s on
+them through ``ProbeContext.constants`` (loadprof.run.runner.SweepConstants) and skip the copies (about 1 s on
 CPU), filing the same figures with ``membw_source`` / ``h2d_source`` = "trial <id>" that measured them. The
 ``membw`` phase is still opened (near zero then), so a trial's phases are the same either way.
 """

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, ContextManager, Mapping
 
 from loadprof.probes._hooks import HookSet
-from loadprof.clock import Clock
+from loadprof.core.clock import Clock
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class ProbeContext:
 
 
 class Probe:
-    """Listed in loadprof.probe_registry, which is what makes the worker build it.
+    """Listed in loadprof.core.probe_registry, which is what makes the worker build it.
 
     A probe may also measure something of its own once the workload is done (the allocation trace, the
     bandwidth copy): it names that step's top-level phase in ``AFTER_WORKLOAD_PHASE`` and the worker calls

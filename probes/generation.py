@@ -16,7 +16,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadprof.phases import PhaseRecorder
+from loadprof.core.phases import PhaseRecorder
 from loadprof.strategies.model import GenerateSpec
 
 

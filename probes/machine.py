@@ -64,7 +64,7 @@ _reaped_elsewhere_s = 0.0  # CPU of trial processes another process reaped for u
 
 def add_reaped_elsewhere(cpu_s: float) -> None:
     """Count a trial process's CPU seconds that ``RUSAGE_CHILDREN`` cannot see: a forkserver zygote reaped it
-    (loadprof.forkclient) and said how much it used. Without this, a forked trial's own CPU reads as others'."""
+    (loadprof.run.forkclient) and said how much it used. Without this, a forked trial's own CPU reads as others'."""
     global _reaped_elsewhere_s
     _reaped_elsewhere_s += cpu_s
 

@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from loadprof.errors import LoadprofError, SpecError
-from loadprof.results import SweepResult, TrialResult
+from loadprof.core.errors import LoadprofError, SpecError
+from loadprof.results.model import SweepResult, TrialResult
 
 
 def _sweep(source: str | Path | Mapping[str, Any], base_dir: str | Path | None) -> Any:
@@ -42,8 +42,8 @@ def compare(sweep: str | Path | Mapping[str, Any], out: str | Path | None = None
     the CLI. ``resume=True`` continues an interrupted sweep in ``out``. ``on_trial(result, i, n)`` is called as
     each trial finishes. ``executor`` ("local" or "ray"), ``ray_address``, ``jobs`` and ``gpus_per_trial`` are
     the CLI's options of the same names (trials that ran several at once say so in every report)."""
-    from loadprof.run_options import make_executor
-    from loadprof.session import Session, default_out
+    from loadprof.run.options import make_executor
+    from loadprof.run.session import Session, default_out
     from loadprof.strategies.preflight import preflight
 
     runner, _ = make_executor(executor, ray_address=ray_address, jobs=jobs, gpus_per_trial=gpus_per_trial)

@@ -1,1 +1,1 @@
-"""How to show it: renderers over the one result model (loadprof.results)."""
+"""How to show it: renderers over the one result model (loadprof.results.model)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, runtime_checkable
 
-from loadprof.results import SweepResult, TrialResult
+from loadprof.results.model import SweepResult, TrialResult
 
 
 @runtime_checkable

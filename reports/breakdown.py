@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from loadprof.phases import HARNESS_PHASES
+from loadprof.core.phases import HARNESS_PHASES
 from loadprof.reports.sections import children_s
-from loadprof.results import TrialResult
-from loadprof.units import bytes_h
+from loadprof.results.model import TrialResult
+from loadprof.core.units import bytes_h
 
 #: loadprof's own steps after the workload: shaded in memory timelines, never part of the workload's peak
 LOADPROF_PHASES = (*HARNESS_PHASES, "cleanup")

@@ -16,8 +16,8 @@ from loadprof.reports.breakdown import (FORWARD, UNEXPLAINED, Segment, dwarfed, 
 from loadprof.reports.plots import (LEAD, MiB, OTHER_COLOR, STYLE, WIDTH_IN, _byte_unit, _colors, _short, _svg,
                                     _wrap2, plt)
 from loadprof.reports.sections import timeline_rows, trial_name
-from loadprof.results import SweepResult, TrialResult
-from loadprof.units import bytes_h
+from loadprof.results.model import SweepResult, TrialResult
+from loadprof.core.units import bytes_h
 
 MAX_POINTS = 400
 SPECIAL = {UNEXPLAINED: OTHER_COLOR, FORWARD: "#3d3d3d"}

@@ -13,10 +13,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from loadprof.conclusions import CONFIG_FIGURES, ConfigSummary, Estimate
+from loadprof.core.conclusions import CONFIG_FIGURES, ConfigSummary, Estimate
 from loadprof.reports.sections import Table
-from loadprof.results import SweepResult
-from loadprof.units import bytes_h
+from loadprof.results.model import SweepResult
+from loadprof.core.units import bytes_h
 
 TITLE = "Per configuration (median ± half IQR, n repeats)"
 PARETO_TITLE = "Pareto front per model"

@@ -19,8 +19,8 @@ from loadprof.reports.sections import (cap_warning_lines, estimate_text, figures
                                        model_label, stake_text, status_counts, value_text, wall_cell)
 from loadprof.reports.study_tables import render_studies
 from loadprof.reports.verdict import verdict_block
-from loadprof.results import SweepResult, TrialResult
-from loadprof.units import bytes_h, num
+from loadprof.results.model import SweepResult, TrialResult
+from loadprof.core.units import bytes_h, num
 
 STATUS_STYLE = {"ok": "green", "skipped": "yellow", "failed": "red", "crashed": "bold red", "timeout": "magenta"}
 

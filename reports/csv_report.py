@@ -12,10 +12,10 @@ import csv
 import io
 from typing import Any, Mapping
 
-from loadprof.conclusions import CONFIG_FIGURES
+from loadprof.core.conclusions import CONFIG_FIGURES
 from loadprof.reports.base import Artifacts, TextRenderer
 from loadprof.reports.sections import children_s, model_label, top_level_s
-from loadprof.results import SweepResult, TrialResult
+from loadprof.results.model import SweepResult, TrialResult
 
 ID_COLUMNS = ("trial_id", "strategy_id", "label", "model", "repeat", "status", "reason", "wall_s")
 #: metrics first in this order when present; any other scalar metric follows, alphabetically

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from loadprof.reports.base import Renderer
-from loadprof.results import SweepResult, TrialResult
+from loadprof.results.model import SweepResult, TrialResult
 
 FILES = ("report.md", "report.html", "report.csv", "configurations.csv")
 

@@ -20,7 +20,7 @@ from loadprof.reports.sections import (SEVERITIES, Table, artifact_links, findin
 from loadprof.reports.sampled import sampled_table
 from loadprof.reports.study_tables import study_tables
 from loadprof.reports.verdict import VerdictBlock, verdict_block
-from loadprof.results import SweepResult, TrialResult
+from loadprof.results.model import SweepResult, TrialResult
 
 try:
     from loadprof.reports import charts, plots

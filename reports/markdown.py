@@ -16,7 +16,7 @@ from loadprof.reports.sections import (Table, artifact_links, finding_who, harne
 from loadprof.reports.sampled import sampled_table
 from loadprof.reports.study_tables import study_tables
 from loadprof.reports.verdict import VerdictBlock, verdict_block
-from loadprof.results import SweepResult
+from loadprof.results.model import SweepResult
 
 
 def _cell(s: Any) -> str:

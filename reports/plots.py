@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from loadprof.results import Study  # noqa: E402
+from loadprof.results.model import Study  # noqa: E402
 
 STYLE = {"svg.fonttype": "none", "font.size": 8, "font.family": ["DejaVu Sans", "sans-serif"],
          "axes.spines.top": False, "axes.spines.right": False, "axes.titlesize": 9, "legend.fontsize": 7,
@@ -215,7 +215,7 @@ def study_plots(studies: Iterable[Study]) -> dict[str, str]:
 
 from html import escape as _xml_escape  # noqa: E402
 
-from loadprof.conclusions import ConfigSummary  # noqa: E402
+from loadprof.core.conclusions import ConfigSummary  # noqa: E402
 from loadprof.reports.configurations import estimate_cell  # noqa: E402
 
 #: (x figure, y figure, panel title); ``peak_memory`` is the peak each model was compared on

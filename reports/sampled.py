@@ -4,7 +4,7 @@ running vs waiting (by kind), and the library areas the running time was in (loa
 from __future__ import annotations
 
 from loadprof.reports.sections import Table, trial_name
-from loadprof.results import SweepResult
+from loadprof.results.model import SweepResult
 
 AREAS_SHOWN = 3
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from loadprof.reports.base import Artifacts
-from loadprof.results import (Finding, PhaseTiming, Recommendation, Recommendations, SweepResult,
+from loadprof.results.model import (Finding, PhaseTiming, Recommendation, Recommendations, SweepResult,
                               TrialResult)
-from loadprof.units import bytes_h, num
+from loadprof.core.units import bytes_h, num
 
 SUMMARY_COLUMNS = ("#", "model", "strategy", "status", "import s", "load s", "warmup s", "peak RSS", "TTFT ms",
                    "decode tok/s", "wall s", "reason")

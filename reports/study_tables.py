@@ -18,8 +18,8 @@ from loadprof.analysis import trend_claims as tc
 from loadprof.analysis.cap_study import per_token_knee_text, time_claim
 from loadprof.analysis.studies import decode_step_knee_text
 from loadprof.reports.sections import Table
-from loadprof.results import Study
-from loadprof.units import bytes_h, num
+from loadprof.results.model import Study
+from loadprof.core.units import bytes_h, num
 
 SPREAD_NOTE = "a \u00b1 b: median \u00b1 half the IQR over the n repeats of that point"
 PP_TG_NOTE = ("pp = prompt processing (batch x prompt tokens / prefill), tg = token generation (decode tok/s over "

@@ -12,7 +12,7 @@ from typing import Sequence
 
 from loadprof.analysis.machine import busy_machine_line
 from loadprof.reports.sections import estimate_text, value_text, verdict
-from loadprof.results import Recommendation, SweepResult, TrialResult
+from loadprof.results.model import Recommendation, SweepResult, TrialResult
 
 #: what each objective is called in the block
 OBJECTIVES = {"load": "fastest load", "memory": "least memory", "ttft": "fastest first token",

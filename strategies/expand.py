@@ -76,7 +76,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from loadprof.errors import SpecError
+from loadprof.core.errors import SpecError
 from loadprof.strategies.yamlload import load_yaml
 from loadprof.strategies.model import (ALIASES, GENERATE_KEYS, LOAD_KEYS, LOADER_KEYS, MODEL_KEYS, STRATEGY_KEYS, SYNTHETIC_KEYS,
                               GenerateSpec, LoaderSpec, LoadSpec, ModelSpec, Strategy, SyntheticSpec, Trial)

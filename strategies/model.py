@@ -14,8 +14,8 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
-from loadprof.errors import SpecError
-from loadprof.probe_registry import SELECTABLE
+from loadprof.core.errors import SpecError
+from loadprof.core.probe_registry import SELECTABLE
 
 # ---- allowed values (the YAML reference in the README lists the same) ----
 DEVICE_MAPS = ("cpu", "cuda", "auto", "balanced", "balanced_low_0", "sequential")
@@ -25,7 +25,7 @@ OFFLOADS = ("none", "cpu", "disk")
 FILE_CACHES = ("cold", "warm", "as-is")
 CACHE_IMPLEMENTATIONS = ("dynamic", "static")
 #: how a trial's process starts: a fresh interpreter (the default), or forked from a pre-imported zygote
-#: (loadprof.forkserver; cold-cache trials still start fresh: they measure the cold import too)
+#: (loadprof.worker.forkserver; cold-cache trials still start fresh: they measure the cold import too)
 ISOLATIONS = ("fresh", "forkserver")
 #: familiar spellings, normalized where the YAML is read (so fp16 and float16 are one strategy, one id)
 DTYPE_ALIASES = {"fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp32": "float32", "float": "float32"}
@@ -34,7 +34,7 @@ QUANTIZATION_ALIASES = {"int8": "bnb-8bit", "8bit": "bnb-8bit", "int4": "bnb-4bi
 ALIASES = {"load.dtype": DTYPE_ALIASES, "model.synthetic.dtype": DTYPE_ALIASES,
            "load.quantization": QUANTIZATION_ALIASES}
 VALIDATION_RE = re.compile(r"^(none|full|deep|sample(:[1-9][0-9]*)?)$")
-#: what ``probes:`` may name: the registry's selectable probes (loadprof.probe_registry, the one list)
+#: what ``probes:`` may name: the registry's selectable probes (loadprof.core.probe_registry, the one list)
 PROBES = SELECTABLE
 #: py-spy rate when sampling is on by default (custom loaders). Measured on 2 cores (benchmarks/probe_overhead.py):
 #: nonblocking 50 Hz cost 1.04x on a load, 100 Hz 1.065x; blocking 200 Hz had slowed a load by 35%.

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from loadprof.errors import SpecError
+from loadprof.core.errors import SpecError
 from loadprof.strategies.model import ModelSpec, Strategy
 
 #: config keys that bound the sequence length, in the order transformers' configs name them

@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, NamedTuple
 
-from loadprof.errors import SpecError
+from loadprof.core.errors import SpecError
 
 
 class Shape(NamedTuple):

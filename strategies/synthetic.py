@@ -37,7 +37,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
-from loadprof.errors import LoadprofError
+from loadprof.core.errors import LoadprofError
 from loadprof.strategies.model import DTYPES, SyntheticSpec, parse_size
 from loadprof.strategies.shapes import ARCHS, SHAPES, Shape, dims, resolve_arch
 from loadprof.strategies.shapes import shape_of as _shape

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from loadprof.errors import SpecError
+from loadprof.core.errors import SpecError
 
 #: a sweep file is a few KiB; this bounds parse time (PyYAML's parser) well under 2 s
 MAX_BYTES = 256 * 2**10

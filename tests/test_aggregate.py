@@ -13,11 +13,11 @@ import pytest
 from loadprof.analysis import pareto
 from loadprof.analysis.aggregate import configurations
 from loadprof.analysis.sweep import analyse_sweep
-from loadprof.conclusions import ConfigSummary, Estimate
+from loadprof.core.conclusions import ConfigSummary, Estimate
 from loadprof.reports import console, csv_report, html, markdown
 from loadprof.reports.configurations import NEEDS_REPEAT, PARETO_TITLE, TITLE, estimate_cell
 from loadprof.reports.files import write_all
-from loadprof.results import SweepResult, TrialResult
+from loadprof.results.model import SweepResult, TrialResult
 from tests.helpers import strategy_of
 
 GiB = 2**30

@@ -8,9 +8,9 @@ import sys
 import pytest
 
 import loadprof
-from loadprof.errors import LoadprofError, SpecError
-from loadprof.phases import PhaseTiming
-from loadprof.results import SweepResult, TrialResult
+from loadprof.core.errors import LoadprofError, SpecError
+from loadprof.core.phases import PhaseTiming
+from loadprof.results.model import SweepResult, TrialResult
 from tests.helpers import strategy_of
 
 from .conftest import REPO

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadprof.phases import PhaseTiming
+from loadprof.core.phases import PhaseTiming
 from loadprof.probes import attribution
 from loadprof.probes.attribution import (DEFAULT_PHASE_MAP, attribute, frame_path, matcher, phase_walls,
                                          sample_path, time_path)

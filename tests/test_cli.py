@@ -14,7 +14,7 @@ from .conftest import EXAMPLES, REPO
 
 
 def loadprof(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "loadprof.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "loadprof.cli.main", *args], capture_output=True, text=True,
                           cwd=cwd or REPO, timeout=timeout)
 
 
@@ -30,7 +30,7 @@ def _write(tmp_path: Path, text: str, name: str = "sweep.yaml") -> Path:
 
 NO_TORCH = """
 import sys
-from loadprof.cli import main
+from loadprof.cli.main import main
 try:
     main({args!r})
 except SystemExit as e:
@@ -158,7 +158,7 @@ def test_ctrl_c_keeps_finished_trials_exits_130_and_resumes(tmp_path):
         if load_sweep(y).trials()[0].strategy.label == f"quick{i}":
             break
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "loadprof.cli", "compare", str(y), "--out", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "loadprof.cli.main", "compare", str(y), "--out", str(out),
                              "--no-progress"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             # a shell's background job inherits SIGINT ignored (pytest run with '&'): undo that,
                             # as a terminal's loadprof would have it

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 
-from loadprof.conclusions import (Candidate, CapWarning, Estimate, Figure, Recommendation, Recommendations, RunnerUp, Study,
+from loadprof.core.conclusions import (Candidate, CapWarning, Estimate, Figure, Recommendation, Recommendations, RunnerUp, Study,
                                   studies_from_dict, studies_to_dict)
 
 

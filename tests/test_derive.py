@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from loadprof.analysis.derive import enrich, io_summary
-from loadprof.results import PhaseTiming, TrialResult
+from loadprof.results.model import PhaseTiming, TrialResult
 from tests.helpers import strategy_of
 
 

@@ -22,7 +22,7 @@ def run_case(name: str, case: dict[str, Any], tmp: Path) -> dict[str, Any]:
         y["matrix"] = case["matrix"]
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(y))
-    p = subprocess.run([sys.executable, "-m", "loadprof.cli", "compare", str(path), "--out", str(tmp / name),
+    p = subprocess.run([sys.executable, "-m", "loadprof.cli.main", "compare", str(path), "--out", str(tmp / name),
                         "--no-progress"], cwd=HERE, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     return json.loads((tmp / name / "report.json").read_text())

@@ -15,10 +15,10 @@ from rich.console import Console
 
 from loadprof.analysis import diff as D
 from loadprof.analysis.diff import diff, parse_fail_on, phase_group, phase_values
-from loadprof.cli import main
-from loadprof.diff_cli import cli_diff
-from loadprof.errors import SpecError
-from loadprof.results import PhaseTiming, SweepResult, TrialResult
+from loadprof.cli.main import main
+from loadprof.cli.diff import cli_diff
+from loadprof.core.errors import SpecError
+from loadprof.results.model import PhaseTiming, SweepResult, TrialResult
 from tests.helpers import strategy_of
 
 from .conftest import EXAMPLES, REPO
@@ -301,7 +301,7 @@ def test_real_sweeps_with_a_slowed_loader_regress_in_load(tmp_path):
         y = tmp_path / f"{tag}.yaml"
         y.write_text(textwrap.dedent(SLOW_YAML.format(tag=tag, examples=EXAMPLES, delay=delay)))
         out = tmp_path / tag
-        r = subprocess.run([sys.executable, "-m", "loadprof.cli", "compare", str(y), "--out", str(out),
+        r = subprocess.run([sys.executable, "-m", "loadprof.cli.main", "compare", str(y), "--out", str(out),
                             "--no-progress"], capture_output=True, text=True, cwd=REPO, timeout=600)
         assert r.returncode == 0, r.stdout + r.stderr
         outs.append(out)

@@ -17,7 +17,7 @@ import pytest
 
 from loadprof.analysis.estimate import (Estimate, compare, estimate_command, estimate_from_config, estimate_strategy,
                                ESTIMATE_COLUMNS, estimate_rows)
-from loadprof.worker import model_facts, quant_state_bytes
+from loadprof.worker.trial import model_facts, quant_state_bytes
 from loadprof.strategies.model import GenerateSpec, LoadSpec, ModelSpec, Strategy, SyntheticSpec
 from loadprof.strategies.synthetic import config_dict, make_model, param_count
 
@@ -287,7 +287,7 @@ def test_estimate_command_targets_and_table(tiny_model: Path, tmp_path: Path) ->
 def test_estimate_cli_table_across_dtypes_and_formats():
     from click.testing import CliRunner
 
-    from loadprof.cli import main
+    from loadprof.cli.main import main
 
     r = CliRunner().invoke(main, ["estimate", "gpt2", "--dtype", "fp32", "--dtype", "bf16", "--dtype", "int8",
                                   "--dtype", "int4", "--format", "jsonl"])

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from loadprof import events
+from loadprof.core import events
 
 
 def test_round_trip_through_a_pipe_and_torn_lines_are_skipped():

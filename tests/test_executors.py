@@ -17,12 +17,12 @@ import time
 
 import pytest
 
-from loadprof.errors import LoadprofError
-from loadprof.executor import SerialExecutor, ThreadExecutor, gpu_sets, visible_gpus
-from loadprof.interrupts import StopSignals
-from loadprof.results import SweepResult
-from loadprof.run_options import make_executor
-from loadprof.session import RESULTS, Session, read_results
+from loadprof.core.errors import LoadprofError
+from loadprof.run.executor import SerialExecutor, ThreadExecutor, gpu_sets, visible_gpus
+from loadprof.run.interrupts import StopSignals
+from loadprof.results.model import SweepResult
+from loadprof.run.options import make_executor
+from loadprof.run.session import RESULTS, Session, read_results
 from loadprof.strategies.expand import Sweep
 
 from .test_runner import fault_strategy
@@ -174,14 +174,14 @@ def test_run_options_check_the_combinations(monkeypatch):
 def test_cli_rejects_jobs_zero_in_one_line(tmp_path):
     from .conftest import EXAMPLES
 
-    r = subprocess.run([sys.executable, "-m", "loadprof.cli", "compare", str(EXAMPLES / "quickstart.yaml"),
+    r = subprocess.run([sys.executable, "-m", "loadprof.cli.main", "compare", str(EXAMPLES / "quickstart.yaml"),
                         "--jobs", "0", "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--jobs must be 1 or more" in r.stderr and not (tmp_path / "o").exists()
     assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_the_worker_env_override_reaches_the_plan(tmp_path, monkeypatch):
-    import loadprof.runner as runner
+    import loadprof.run.runner as runner
 
     from loadprof.strategies.model import ModelSpec, Strategy, Trial
 
@@ -194,7 +194,7 @@ def test_the_worker_env_override_reaches_the_plan(tmp_path, monkeypatch):
 
 
 def test_ray_task_resources_follow_the_device_map_and_memory_limit():
-    from loadprof.ray_executor import fits, task_resources, unfit_reason
+    from loadprof.run.ray_executor import fits, task_resources, unfit_reason
     from loadprof.strategies.model import LoadSpec, ModelSpec, Strategy
 
     def s(device_map="cpu", **kw):
@@ -255,7 +255,7 @@ def test_cli_ray_sweep_starts_and_stops_its_own_ray(tmp_path):
     y.write_text("model: {synthetic: {shape: tiny, dtype: bfloat16, max_shard_size: 200KB}}\n"
                  "base: {generate: {prompt_tokens: 4, max_new_tokens: 2, warmup: 0}}\n"
                  "matrix: {load: {dtype: [auto]}}\n")
-    proc = subprocess.Popen([sys.executable, "-m", "loadprof.cli", "compare", str(y), "--executor", "ray",
+    proc = subprocess.Popen([sys.executable, "-m", "loadprof.cli.main", "compare", str(y), "--executor", "ray",
                              "--no-progress", "--out", str(tmp_path / "out")], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     text, _ = proc.communicate(timeout=240)
@@ -269,7 +269,7 @@ def test_cli_ray_sweep_starts_and_stops_its_own_ray(tmp_path):
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray")
-    from loadprof.ray_executor import OBJECT_STORE_BYTES, import_ray
+    from loadprof.run.ray_executor import OBJECT_STORE_BYTES, import_ray
 
     import_ray()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=OBJECT_STORE_BYTES,
@@ -279,7 +279,7 @@ def ray_cluster():
 
 
 def _ray():
-    from loadprof.ray_executor import RayExecutor
+    from loadprof.run.ray_executor import RayExecutor
 
     return RayExecutor()
 
@@ -309,7 +309,7 @@ def _kill_ray_worker_of(trial_dir, times: int, killed: list[int], stop: threadin
     while len(killed) < times and not stop.is_set():
         for p in psutil.process_iter(["cmdline"]):
             try:
-                if "loadprof.worker" in " ".join(p.info["cmdline"] or ()) and os.readlink(f"/proc/{p.pid}/fd/1") == log:
+                if "loadprof.worker.trial" in " ".join(p.info["cmdline"] or ()) and os.readlink(f"/proc/{p.pid}/fd/1") == log:
                     parent = p.parent()  # the Ray worker ("ray::node_task"); never an adoptive parent
                     if (parent is not None and parent.pid not in killed and parent.pid != os.getpid()
                             and " ".join(parent.cmdline()).startswith("ray::")):

@@ -14,7 +14,7 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from loadprof.errors import SpecError
+from loadprof.core.errors import SpecError
 from loadprof.strategies import expand as ex
 from loadprof.strategies.expand import Sweep, expand, load_sweep, parse_range
 from loadprof.strategies.model import (ATTN_IMPLEMENTATIONS, DEVICE_MAPS, DTYPES, FILE_CACHES, GENERATE_KEYS, LOAD_KEYS,

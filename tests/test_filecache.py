@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from loadprof import filecache
+from loadprof.run import filecache
 
 
 def test_evict_then_warm_then_bandwidth(tmp_path):

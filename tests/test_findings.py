@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from loadprof.analysis.findings import RULES, rank, sweep_findings, trial_findings
-from loadprof.results import Finding, PhaseTiming, TrialResult
+from loadprof.results.model import Finding, PhaseTiming, TrialResult
 from loadprof.reports import console, html, markdown
-from loadprof.results import SweepResult
+from loadprof.results.model import SweepResult
 from tests.helpers import strategy_of
 
 LOAD = (PhaseTiming("load", 0.0, 5.0, (PhaseTiming("weights", 0.2, 4.9),)),)  # other 0.3 s: covered

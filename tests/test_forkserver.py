@@ -14,17 +14,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loadprof import forkclient
+from loadprof.run import forkclient
 from loadprof.analysis.knobs import HARNESS
-from loadprof.clock import DEFAULT_CLOCK
-from loadprof.constants import SweepConstants
-from loadprof.errors import SpecError
+from loadprof.core.clock import DEFAULT_CLOCK
+from loadprof.run.constants import SweepConstants
+from loadprof.core.errors import SpecError
 from loadprof.probes import bandwidth as bw
 from loadprof.probes._hooks import HookSet
 from loadprof.probes.base import ProbeContext
 from loadprof.reports.sections import harness_line
-from loadprof.results import TrialResult
-from loadprof.session import Session
+from loadprof.results.model import TrialResult
+from loadprof.run.session import Session
 from loadprof.strategies.expand import Sweep, expand
 from loadprof.strategies.model import GenerateSpec, LoaderSpec, LoadSpec, ModelSpec, Strategy
 from loadprof.strategies.schema import sweep_schema
@@ -147,7 +147,7 @@ def test_fresh_trials_keep_their_phases_and_reuse_the_first_trials_bandwidth(tin
 KILLED_PARENT = """
 import sys, threading
 from pathlib import Path
-from loadprof.runner import TrialPlan, run_trial
+from loadprof.run.runner import TrialPlan, run_trial
 from loadprof.strategies.model import LoaderSpec, LoadSpec, ModelSpec, Strategy, Trial
 model, examples, out, where = sys.argv[1:]
 s = Strategy(model=ModelSpec(path=model), generate=None, timeout_s=120, sampling_hz=0, isolation="forkserver",
@@ -174,7 +174,7 @@ def test_killing_the_parent_leaves_no_zygote_or_child(tiny_model, tmp_path, wher
         while time.monotonic() < deadline and len(procs) < 2:  # the zygote, and the trial it forked
             time.sleep(0.2)
             procs = [p for p in psutil.Process(parent.pid).children(recursive=True)]
-        assert len(procs) >= 2 and any("loadprof.forkserver" in " ".join(p.cmdline()) for p in procs), procs
+        assert len(procs) >= 2 and any("loadprof.worker.forkserver" in " ".join(p.cmdline()) for p in procs), procs
     finally:
         parent.send_signal(signal.SIGKILL)
         parent.wait()

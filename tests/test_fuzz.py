@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from loadprof.errors import SpecError
+from loadprof.core.errors import SpecError
 from loadprof.strategies.expand import load_sweep
 from loadprof.strategies.preflight import preflight
 
@@ -131,7 +131,7 @@ def test_structural_attacks_are_all_refused(tmp_path):
 def test_what_the_user_sees_from_expand(tmp_path, name, data):
     """Through the real command: exit 0 or 2, one error line (and a hint), no traceback, user text never read
     as markup."""
-    from loadprof.cli import main
+    from loadprof.cli.main import main
 
     y = tmp_path / "s.yaml"
     y.write_bytes(data)

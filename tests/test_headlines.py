@@ -11,7 +11,7 @@ import pytest
 
 from loadprof.analysis.findings import RULES, trial_findings
 from loadprof.analysis.studies import preallocation_findings
-from loadprof.results import Finding, PhaseTiming, Study, TrialResult
+from loadprof.results.model import Finding, PhaseTiming, Study, TrialResult
 from tests.helpers import strategy_of
 from tests.test_precision import _pair
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from contextlib import nullcontext
 from pathlib import Path
 
-from loadprof.clock import FakeClock
-from loadprof.phases import PhaseRecorder
+from loadprof.core.clock import FakeClock
+from loadprof.core.phases import PhaseRecorder
 from loadprof.probes._hooks import HookSet
 from loadprof.probes.base import ProbeContext
 from loadprof.probes.io import IOProbe

@@ -18,8 +18,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from loadprof import lifetime
-from loadprof.interrupts import Interrupted, StopSignals, exit_code
+from loadprof.core import lifetime
+from loadprof.run.interrupts import Interrupted, StopSignals, exit_code
 
 GONE_WITHIN_S = 20.0
 
@@ -89,7 +89,7 @@ def _worker_of(proc: subprocess.Popen) -> psutil.Process | None:
         kids = psutil.Process(proc.pid).children()
     except psutil.Error:
         return None
-    return next((k for k in kids if "loadprof.worker" in " ".join(k.cmdline())), None)
+    return next((k for k in kids if "loadprof.worker.trial" in " ".join(k.cmdline())), None)
 
 
 def _compare(tmp_path: Path, tiny_model: Path, *, quick_first: bool) -> tuple[subprocess.Popen, Path]:
@@ -107,7 +107,7 @@ def _compare(tmp_path: Path, tiny_model: Path, *, quick_first: bool) -> tuple[su
     y = tmp_path / "sweep.yaml"
     y.write_text(f"name: lifetime\nmodel: {{path: {tiny_model}}}\nbase: {{generate: false}}\ninclude:\n{rows}")
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "loadprof.cli", "compare", str(y), "--out", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "loadprof.cli.main", "compare", str(y), "--out", str(out),
                              "--no-progress"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True,
                             # a background job inherits SIGINT ignored: undo that, as a terminal would have it
@@ -164,7 +164,7 @@ def test_stop_signal_keeps_results_writes_report_and_leaves_nothing(tiny_model, 
 # ---- a setsid grandchild does not survive its trial's timeout ----------------------------------------------------
 @pytest.mark.slow
 def test_setsid_grandchild_is_killed_after_the_trials_timeout(tiny_model, tmp_path):
-    from loadprof.runner import TrialPlan, run_trial
+    from loadprof.run.runner import TrialPlan, run_trial
     from loadprof.strategies.model import LoaderSpec, LoadSpec, ModelSpec, Strategy, Trial
 
     (tmp_path / "lifetime_loaders.py").write_text(LOADERS)
@@ -211,7 +211,7 @@ def _py(code: str, **kw) -> subprocess.Popen:
 def test_a_worker_past_its_own_deadline_stops_itself_and_its_children():
     proc = _py("""
         import os, sys, time
-        from loadprof import lifetime
+        from loadprof.core import lifetime
         child = os.fork()
         if child == 0:
             time.sleep(3600)
@@ -300,7 +300,7 @@ def test_a_stop_signal_outside_a_trial_is_recorded_not_raised():
 
 
 def test_a_worker_that_stopped_itself_is_classified_with_the_reason(tmp_path):
-    from loadprof.runner import TrialPlan, classify
+    from loadprof.run.runner import TrialPlan, classify
     from loadprof.strategies.model import ModelSpec, Strategy, Trial
 
     plan = TrialPlan(Trial(Strategy(model=ModelSpec(path=str(tmp_path)), generate=None)), str(tmp_path), tmp_path)

@@ -10,9 +10,9 @@ import pytest
 
 from loadprof.analysis.machine import (BUSY_LOAD_PER_CORE, BUSY_OTHERS_CORES, BUSY_STEAL_SHARE, busy_machine_line,
                                        is_busy)
-from loadprof.payloads import MachineLoad
+from loadprof.core.payloads import MachineLoad
 from loadprof.probes.machine import MachineProbe, parse_stat, read_stat
-from loadprof.results import SweepResult, TrialResult
+from loadprof.results.model import SweepResult, TrialResult
 from tests.helpers import strategy_of
 
 KEYS = ("loadavg_1m_start", "loadavg_1m_end", "others_cpu_s", "others_cpu_cores", "steal_s", "steal_share",

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from loadprof.clock import FakeClock
-from loadprof.phases import PhaseRecorder
+from loadprof.core.clock import FakeClock
+from loadprof.core.phases import PhaseRecorder
 from loadprof.probes._hooks import HookSet
 from loadprof.probes.base import ProbeContext
 from loadprof.probes.memory import SOURCES_NOTE, MemoryProbe

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from loadprof.errors import SpecError
+from loadprof.core.errors import SpecError
 from loadprof.strategies.model import (FrozenMap, GenerateSpec, LoaderSpec, LoadSpec, ModelSpec, Strategy, SyntheticSpec,
                               Trial, parse_size, thaw)
 

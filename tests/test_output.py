@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-import loadprof.session as session
-from loadprof.errors import LoadprofError
-from loadprof.resultsfile import (EXIT_OUTPUT, RESULTS, OutputWriteError, default_out, fingerprint,
+import loadprof.run.session as session
+from loadprof.core.errors import LoadprofError
+from loadprof.results.jsonl import (EXIT_OUTPUT, RESULTS, OutputWriteError, default_out, fingerprint,
                                   read_results_file, safe_name)
-from loadprof.session import Session
+from loadprof.run.session import Session
 from loadprof.strategies.expand import expand
 
 from .conftest import REPO
@@ -320,7 +320,7 @@ def test_file_size_limit_mid_run_exits_74_with_finished_trials_kept(tiny_model, 
     two.write_text(SWEEP_AT.format(model=tiny_model, include="  - {label: a}\n  - {label: b, load: {dtype: float32}}"))
     out = tmp_path / "out"
     limit_kib = (line + line // 2) // 1024 + 1  # one line fits, two do not
-    cmd = f"ulimit -f {limit_kib}; exec {sys.executable} -m loadprof.cli compare {two} --out {out} --no-progress"
+    cmd = f"ulimit -f {limit_kib}; exec {sys.executable} -m loadprof.cli.main compare {two} --out {out} --no-progress"
     r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, cwd=REPO, timeout=600)
     assert r.returncode == 74, r.stdout + r.stderr
     assert "Traceback" not in r.stderr
@@ -342,13 +342,13 @@ def refuse(*args, **kwargs):
 socket.getaddrinfo = refuse
 socket.socket.connect = refuse
 from loadprof.analysis.estimate import estimate_command
-from loadprof.errors import LoadprofError
+from loadprof.core.errors import LoadprofError
 try:
     estimate_command({target!r})
     print("ESTIMATED")
 except LoadprofError as e:
     print("ERROR", e.exit_code, e.message, "|", e.hint)
-from loadprof.cli import main
+from loadprof.cli.main import main
 try:
     main(["estimate", {target!r}])
 except SystemExit as e:

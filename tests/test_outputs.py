@@ -8,7 +8,7 @@ import json
 
 from click.testing import CliRunner
 
-from loadprof.cli import main
+from loadprof.cli.main import main
 from tests.test_recommend import _quant_sweep, _write_report
 
 
@@ -49,7 +49,7 @@ def test_diff_formats(tmp_path):
 
 
 def test_eta_comes_from_the_mean_finished_trial():
-    from loadprof.run_options import eta_text
+    from loadprof.cli.progress import eta_text
 
     assert eta_text([], 4) == "ETA after the first trial" and eta_text([5.0], 0) == ""
     assert eta_text([9.0, 11.0], 3) == "ETA 0:00:30 (mean trial 10.0 s)"
@@ -66,7 +66,7 @@ def test_compare_format_jsonl_owns_stdout(tmp_path, tiny_model):
 
     y = tmp_path / "s.yaml"
     y.write_text(f"name: fmt\nmodel: {{path: {tiny_model}}}\nbase: {{generate: {{prompt_tokens: 4, max_new_tokens: 2}}}}\n")
-    r = subprocess.run([sys.executable, "-m", "loadprof.cli", "compare", str(y), "--out", str(tmp_path / "o"),
+    r = subprocess.run([sys.executable, "-m", "loadprof.cli.main", "compare", str(y), "--out", str(tmp_path / "o"),
                         "--format", "jsonl"], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert r.returncode == 0, r.stderr
     (trial,) = [json.loads(x) for x in r.stdout.splitlines()]

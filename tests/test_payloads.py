@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from loadprof.payloads import ProbeViews
-from loadprof.results import TrialResult
+from loadprof.core.payloads import ProbeViews
+from loadprof.results.model import TrialResult
 from tests.helpers import strategy_of
 
 PROBES = {

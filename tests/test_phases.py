@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from loadprof.clock import FakeClock
-from loadprof.phases import PhaseRecorder, build_tree
+from loadprof.core.clock import FakeClock
+from loadprof.core.phases import PhaseRecorder, build_tree
 
 
 def _recorder():

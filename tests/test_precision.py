@@ -9,8 +9,8 @@ import pytest
 
 from loadprof.analysis import precision as rules
 from loadprof.probes import precision
-from loadprof.results import TrialResult
-from loadprof.units import bytes_h, pct
+from loadprof.results.model import TrialResult
+from loadprof.core.units import bytes_h, pct
 from tests.helpers import strategy_of
 
 MiB = 2**20
@@ -133,7 +133,7 @@ def test_matmul_is_measured_only_for_a_half_precision_model_on_cpu(monkeypatch, 
     torch = pytest.importorskip("torch")
     from contextlib import nullcontext
 
-    from loadprof.clock import DEFAULT_CLOCK
+    from loadprof.core.clock import DEFAULT_CLOCK
     from loadprof.probes import bandwidth
     from loadprof.probes._hooks import HookSet
     from loadprof.probes.base import ProbeContext
@@ -271,9 +271,9 @@ def test_bf16_checkpoint_loaded_as_float32_end_to_end(tiny_model: Path, tmp_path
     the upcast, and the finding's bytes added equal the checkpoint's size (every tensor doubled). About 3 s with
     the session's tiny checkpoint already built, so not marked slow."""
     pytest.importorskip("transformers")
-    from loadprof import worker
-    from loadprof.clock import DEFAULT_CLOCK
-    from loadprof.phases import PhaseRecorder
+    from loadprof.worker import trial as worker
+    from loadprof.core.clock import DEFAULT_CLOCK
+    from loadprof.core.phases import PhaseRecorder
     from loadprof.strategies.synthetic import checkpoint_bytes
 
     strategy = strategy_of({"model": {"synthetic": {"shape": "tiny", "dtype": "bfloat16", "max_shard_size": "200KB"}},

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from loadprof.errors import SpecError
+from loadprof.core.errors import SpecError
 from loadprof.strategies.preflight import preflight
 from tests.helpers import BASE, strategy_of
 
@@ -75,7 +75,7 @@ def test_compare_stops_before_making_the_output_folder(tmp_path):
     y = tmp_path / "s.yaml"
     y.write_text("name: x\nmodel: {path: ./missing}\n")
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "loadprof.cli", "compare", str(y), "--out", str(out)],
+    r = subprocess.run([sys.executable, "-m", "loadprof.cli.main", "compare", str(y), "--out", str(out)],
                        capture_output=True, text=True, cwd=REPO, timeout=60)
     assert r.returncode == 2 and "model.path" in r.stdout + r.stderr and "Traceback" not in r.stdout + r.stderr
     assert not out.exists()

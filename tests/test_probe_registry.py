@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from loadprof import worker
-from loadprof.clock import FakeClock
-from loadprof.errors import SpecError
-from loadprof.phases import HARNESS_PHASES, PhaseRecorder
-from loadprof.probe_registry import REGISTRY, SELECTABLE, WORKER_STEP_PHASES, entry, worker_probes
+from loadprof.worker import trial as worker
+from loadprof.core.clock import FakeClock
+from loadprof.core.errors import SpecError
+from loadprof.core.phases import HARNESS_PHASES, PhaseRecorder
+from loadprof.core.probe_registry import REGISTRY, SELECTABLE, WORKER_STEP_PHASES, entry, worker_probes
 from loadprof.probes import attribution, sampling
 from loadprof.probes._hooks import HookSet
 from loadprof.probes.base import Probe, ProbeContext

@@ -14,10 +14,10 @@ from rich.console import Console
 from loadprof.analysis import lengths as lengths_mod
 from loadprof.analysis import derive
 from loadprof.analysis import recommend as rec
-from loadprof.errors import LoadprofError, SpecError
+from loadprof.core.errors import LoadprofError, SpecError
 from loadprof.analysis.lengths import lengths_coverage, read_lengths
 from loadprof.analysis.recommend import cli_recommend, recommend, recommendations
-from loadprof.results import Figure, PhaseTiming, SweepResult, TrialResult
+from loadprof.results.model import Figure, PhaseTiming, SweepResult, TrialResult
 from tests.helpers import strategy_of
 
 from .conftest import REPO

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from loadprof.conclusions import Recommendations
+from loadprof.core.conclusions import Recommendations
 from loadprof.reports import charts, console, html, markdown
 from loadprof.reports.breakdown import FORWARD, fold_small, load_segments
 from loadprof.reports.files import write_all
 from loadprof.reports.sections import phase_tables, recommendations, summary
 from loadprof.reports.verdict import REPEAT_ADVICE, verdict_block
-from loadprof.results import Finding, PhaseTiming, SweepResult, TrialResult
+from loadprof.results.model import Finding, PhaseTiming, SweepResult, TrialResult
 from tests.helpers import strategy_of
 
 MiB = 2**20

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from loadprof.results import Finding, PhaseTiming, Recommendations, SweepResult, TrialResult
-from loadprof.conclusions import studies_from_dict
+from loadprof.results.model import Finding, PhaseTiming, Recommendations, SweepResult, TrialResult
+from loadprof.core.conclusions import studies_from_dict
 from loadprof.reports import charts, console, csv_report, html, markdown, plots
 from loadprof.reports.base import Artifacts, Renderer
 from loadprof.reports.files import ArtifactReader, file_renderers, write_all

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from loadprof.errors import LoadprofError
-from loadprof.results import SCHEMA_VERSION, PhaseTiming, SweepResult, TrialResult
+from loadprof.core.errors import LoadprofError
+from loadprof.results.model import SCHEMA_VERSION, PhaseTiming, SweepResult, TrialResult
 from tests.helpers import strategy_of
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from loadprof.runner import TrialPlan, classify, run_trial
+from loadprof.run.runner import TrialPlan, classify, run_trial
 from loadprof.strategies.model import GenerateSpec, LoaderSpec, LoadSpec, ModelSpec, Strategy, Trial
 
 from .conftest import EXAMPLES
@@ -148,7 +148,7 @@ def test_cuda_snapshot_probe_is_skipped_with_reason_without_cuda(tiny_model, tmp
 
 
 def test_workload_peak_excludes_loadprofs_own_phases():
-    from loadprof.runner import workload_peaks
+    from loadprof.run.runner import workload_peaks
 
     memory = {"metrics": {"peak_rss_bytes": 900}, "per_phase": {
         "load": {"peak_rss_bytes": 500}, "load/weights": {"peak_rss_bytes": 500},

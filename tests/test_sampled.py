@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from loadprof.reports import markdown
 from loadprof.reports.sampled import sampled_table
-from loadprof.results import SweepResult, TrialResult
+from loadprof.results.model import SweepResult, TrialResult
 from tests.helpers import strategy_of
 
 

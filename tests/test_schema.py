@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from loadprof.errors import SpecError
+from loadprof.core.errors import SpecError
 from loadprof.strategies.expand import expand
 from loadprof.strategies.schema import sweep_schema
 
@@ -68,7 +68,7 @@ def test_schema_and_validator_both_accept(text, tmp_path):
 
 
 def test_the_schema_command_prints_a_valid_schema_without_torch():
-    code = ("import sys; from click.testing import CliRunner; from loadprof.cli import main; "
+    code = ("import sys; from click.testing import CliRunner; from loadprof.cli.main import main; "
             "r = CliRunner().invoke(main, ['schema']); print(r.output); "
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from loadprof.errors import LoadprofError
-from loadprof.session import RESULTS, Session, read_results
+from loadprof.core.errors import LoadprofError
+from loadprof.run.session import RESULTS, Session, read_results
 from loadprof.strategies.expand import Sweep
 
 from .test_runner import fault_strategy
@@ -138,7 +138,7 @@ def _fake_sweep():
 
 
 def _fake_result(trial):
-    from loadprof.results import TrialResult
+    from loadprof.results.model import TrialResult
 
     return TrialResult(trial_id=trial.id, strategy_id=trial.strategy.id, label=trial.strategy.display(),
                        repeat_index=trial.repeat_index, status="skipped", strategy=trial.strategy, reason="fake")
@@ -167,7 +167,7 @@ def test_resume_runs_what_is_left_interleaved_and_reports_by_strategy(tmp_path, 
 
 def test_each_trial_records_how_busy_the_machine_was(tmp_path, monkeypatch):
     """The parent wraps the trial's run in the machine probe (real /proc; invariants only)."""
-    import loadprof.runner as runner
+    import loadprof.run.runner as runner
 
     from loadprof.strategies.model import ModelSpec, Strategy, Trial
 

@@ -11,13 +11,13 @@ from rich.console import Console
 
 import numpy as np
 
-from loadprof.results import TrialResult
+from loadprof.results.model import TrialResult
 from loadprof.analysis.studies import (batch_scaling, covering_cap, max_new_tokens_curve, preallocation_findings,
                                        quantization_comparison, series, studies)
 from loadprof.reports.study_tables import study_tables
 from loadprof.reports.study_tables import render_studies
-from loadprof.results import Study
-from loadprof.conclusions import studies_from_dict, studies_to_dict
+from loadprof.results.model import Study
+from loadprof.core.conclusions import studies_from_dict, studies_to_dict
 from loadprof.strategies.model import GenerateSpec, LoadSpec, ModelSpec, Strategy
 from tests.conftest import REPO
 
@@ -474,7 +474,7 @@ def test_batch_scaling_decode_step_knee_and_pp_tg_with_spread():
 
 
 def test_prefill_rate_is_derived_for_older_reports():
-    from loadprof.results import PhaseTiming
+    from loadprof.results.model import PhaseTiming
 
     gen = PhaseTiming("generate", 0.0, 1.0, (PhaseTiming("prefill", 0.0, 0.5),))
     ts = [TrialResult(trial_id=f"o{b}", strategy_id=f"o{b}", label="x", repeat_index=0, status="ok",

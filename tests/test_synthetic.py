@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from loadprof.errors import SpecError
+from loadprof.core.errors import SpecError
 from loadprof.strategies import synthetic as syn
 from loadprof.strategies.model import SyntheticSpec
 from loadprof.strategies.shapes import SHAPES, dims

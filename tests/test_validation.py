@@ -4,7 +4,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from loadprof.clock import FakeClock  # noqa: E402
+from loadprof.core.clock import FakeClock  # noqa: E402
 from loadprof.strategies.validation import select_modules, validate  # noqa: E402
 
 

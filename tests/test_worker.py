@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from loadprof.worker import model_facts  # noqa: E402
+from loadprof.worker.trial import model_facts  # noqa: E402
 from loadprof.strategies.validation import mapped_device, offloaded, validate  # noqa: E402
 
 

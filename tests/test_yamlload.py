@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from loadprof.errors import SpecError
+from loadprof.core.errors import SpecError
 from loadprof.strategies.yamlload import MAX_BYTES, load_yaml
 
 

@@ -156,7 +156,7 @@ def dry_run() -> int:
 
 def loadprof_cmd() -> list[str]:
     """The CLI through this interpreter: found whether or not its scripts folder is on PATH."""
-    return [sys.executable, "-m", "loadprof.cli"]
+    return [sys.executable, "-m", "loadprof.cli.main"]
 
 
 def synth_models(kit: Kit, only: set[str]) -> None:

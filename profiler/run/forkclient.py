@@ -1,11 +1,11 @@
-"""Parent side of ``isolation: forkserver``: start a sweep's zygotes (loadprof.forkserver, whose docstring says
+"""Parent side of ``isolation: forkserver``: start a sweep's zygotes (loadprof.worker.forkserver, whose docstring says
 why and how), ask them for one child per trial, and end them with the sweep.
 
 One zygote per python executable, model architecture (config.json's model_type: the modeling module it
 pre-imports) and environment (a trial pinned to other GPUs, or with other variables, gets its own), started by
 the first trial that needs it, before that trial's clock, and reused until ``shutdown_all`` (the session calls it
 however the sweep ends; also atexit). A zygote that cannot start or fork is no failure: the trial starts fresh
-and its harness says why (loadprof.runner). ``ForkedChild`` gives the runner a Popen-shaped handle, so the
+and its harness says why (loadprof.run.runner). ``ForkedChild`` gives the runner a Popen-shaped handle, so the
 timeout, the group kill and the reaping of a forked trial are the fresh worker's own code.
 """
 
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from loadprof.forkserver import recv, send
+from loadprof.worker.forkserver import recv, send
 from loadprof.probes.machine import add_reaped_elsewhere
 
 STARTUP_TIMEOUT_S = 300.0  # a cold GPU image imports for 10-16 s; a zygote silent this long is broken

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from loadprof.errors import LoadprofError
-from loadprof.results import STATUSES, SweepResult, TrialResult
+from loadprof.core.errors import LoadprofError
+from loadprof.results.model import STATUSES, SweepResult, TrialResult
 
 RESULTS, SWEEP_FILE = "results.jsonl", "sweep.json"
 #: compare's exit code when the output folder stopped taking writes mid-run (BSD sysexits EX_IOERR)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from loadprof.reports.formats import machine, markdown
-from loadprof.results import Recommendations, SweepResult
+from loadprof.results.model import Recommendations, SweepResult
 
 DIFF_COLUMNS = ("strategy", "kind", "name", "group", "unit", "a", "b", "change", "noise", "change_pct", "n_a", "n_b",
                 "verdict", "gated")

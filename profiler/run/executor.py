@@ -9,7 +9,7 @@ with its timeout, fault classification and sampling, so every executor writes th
 Here, the local ones: ``SerialExecutor`` (one trial at a time: the default, and the only honest way to time on
 one machine) and ``ThreadExecutor`` (``--jobs N``: N trials at once, each thread running a trial, optionally
 pinned to its own GPUs through ``CUDA_VISIBLE_DEVICES``). Trials that ran beside others record
-``harness["concurrency"]`` and every report says so. Ray is ``loadprof.ray_executor``.
+``harness["concurrency"]`` and every report says so. Ray is ``loadprof.run.ray_executor``.
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ import time
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Iterator, Mapping, MutableMapping, Protocol, Sequence
 
-from loadprof import filecache, lifetime
-from loadprof.interrupts import StopSignals
-from loadprof.results import TrialResult
-from loadprof import runner
-from loadprof.runner import TrialPlan
+from loadprof.run import filecache
+from loadprof.core import lifetime
+from loadprof.run.interrupts import StopSignals
+from loadprof.results.model import TrialResult
+from loadprof.run import runner
+from loadprof.run.runner import TrialPlan
 from loadprof.strategies.model import Trial
 
 #: how often a waiting executor looks up (stop signals are handled between looks)

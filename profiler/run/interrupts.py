@@ -31,16 +31,6 @@ def signal_name(signum: int | None) -> str:
     return signal.Signals(signum if signum is not None else signal.SIGINT).name
 
 
-def install_for_command() -> "StopSignals":
-    """A ``StopSignals`` installed until the running click command ends (its context closes): the first signal
-    stops the sweep cleanly, later ones cannot cut the cleanup short or surface as click's ``Aborted!``."""
-    import click
-
-    stops = StopSignals()
-    stops.install()
-    click.get_current_context().call_on_close(stops.restore)
-    return stops
-
 
 class Interrupted(KeyboardInterrupt):
     """A stop signal, raised where a trial can be abandoned; ``signum`` says which."""

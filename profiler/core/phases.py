@@ -14,8 +14,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from loadprof import events
-from loadprof.clock import Clock
+from loadprof.core import events
+from loadprof.core.clock import Clock
 
 @dataclass(frozen=True)
 class PhaseTiming:

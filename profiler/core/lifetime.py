@@ -1,6 +1,6 @@
 """No process a trial starts outlives it, or the sweep: the guarantees, from both sides of the worker's pipe.
 
-Worker side (``loadprof.worker`` calls these first thing):
+Worker side (``loadprof.worker.trial`` calls these first thing):
   * ``die_with_parent``: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``, so a SIGKILLed ``loadprof`` takes its worker
     along. The kernel sends it when the *thread* that forked the worker exits, not the process: the runner
     forks from the thread that runs the sweep (the main thread), which lives until the sweep ends, so the two
@@ -9,7 +9,7 @@ Worker side (``loadprof.worker`` calls these first thing):
     gone (``getppid()`` changed, or nobody reads the events pipe any more) or the worker's own deadline
     (the trial's ``timeout_s`` plus ``DEADLINE_GRACE_S``) passes, so even a worker whose parent cannot kill it
     stops.
-Parent side (``loadprof.runner``, ``loadprof.session``):
+Parent side (``loadprof.run.runner``, ``loadprof.run.session``):
   * ``become_subreaper``: ``prctl(PR_SET_CHILD_SUBREAPER)``, so a loader's process that double-forks and calls
     ``setsid()`` (out of reach of the worker's process group) is re-parented to ``loadprof`` instead of init.
   * ``Descendants``: what a trial (or the sweep) started, remembered while it runs and killed and reaped after.
@@ -261,7 +261,7 @@ class Descendants:
         return killed
 
 
-# ---------------------------------------------------------------- trials side by side (loadprof.executor --jobs N)
+# ---------------------------------------------------------------- trials side by side (loadprof.run.executor --jobs N)
 
 _concurrent = 0
 _concurrent_lock = threading.Lock()

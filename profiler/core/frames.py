@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator
 
-from loadprof.errors import LoadprofError
+from loadprof.core.errors import LoadprofError
 
 #: the knobs a row names, as the YAML spells them
 KNOB_PATHS = ("load.device_map", "load.dtype", "load.quantization", "load.offload", "load.validation",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from loadprof.clock import DEFAULT_CLOCK
+from loadprof.core.clock import DEFAULT_CLOCK
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any, Mapping
 
-from loadprof.conclusions import (CapWarning, ConfigSummary, Estimate, Figure, Finding, Recommendation,
+from loadprof.core.conclusions import (CapWarning, ConfigSummary, Estimate, Figure, Finding, Recommendation,
                                   Recommendations, RunnerUp, Study, studies_from_dict, studies_to_dict)
-from loadprof.errors import LoadprofError, SpecError
-from loadprof.payloads import ProbeViews
-from loadprof.phases import PhaseTiming, find_phase
+from loadprof.core.errors import LoadprofError, SpecError
+from loadprof.core.payloads import ProbeViews
+from loadprof.core.phases import PhaseTiming, find_phase
 from loadprof.strategies.model import Strategy
 
 __all__ = ["PhaseTiming", "find_phase", "TrialResult", "Finding", "Estimate", "ConfigSummary", "Study", "Figure",
@@ -137,13 +137,13 @@ class SweepResult:
 
     def to_pandas(self) -> Any:
         """One row per trial (knobs by YAML path, every scalar metric); needs pandas (``loadprof[pandas]``)."""
-        from loadprof.frames import trials_frame
+        from loadprof.core.frames import trials_frame
 
         return trials_frame(self)
 
     def phases_frame(self) -> Any:
         """One row per phase of every trial (path, depth, start/end, duration, uncovered time)."""
-        from loadprof.frames import phases_frame
+        from loadprof.core.frames import phases_frame
 
         return phases_frame(self)
 

@@ -31,11 +31,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from loadprof.errors import LoadprofError
-from loadprof.executor import POLL_S, TrialWork, failed_result, run_prepared, with_harness
-from loadprof.runner import TrialPlan
-from loadprof.interrupts import STOP_SIGNALS, StopSignals
-from loadprof.results import TrialResult
+from loadprof.core.errors import LoadprofError
+from loadprof.run.executor import POLL_S, TrialWork, failed_result, run_prepared, with_harness
+from loadprof.run.runner import TrialPlan
+from loadprof.run.interrupts import STOP_SIGNALS, StopSignals
+from loadprof.results.model import TrialResult
 from loadprof.strategies.model import Strategy, Trial, parse_size
 
 INSTALL_HINT = "pip install 'loadprof[ray]'"
@@ -103,7 +103,7 @@ def _on_this_node(p: TrialPlan) -> tuple[TrialPlan | TrialResult, Path | None]:
     the driver's is not visible), and a local trial folder when --out is not shared (returned, to send back)."""
     import dataclasses
 
-    from loadprof.session import prepare_model
+    from loadprof.run.session import prepare_model
 
     python = p.python if Path(p.python).exists() else sys.executable
     path = p.model_path
@@ -161,7 +161,7 @@ def node_task(p: TrialPlan, omp_num_threads: str | None = None) -> dict[str, Any
 def _end_zygotes() -> None:
     """End the forkserver zygotes this process started for ``isolation: forkserver`` trials, as a session does."""
     try:
-        from loadprof import forkclient
+        from loadprof.run import forkclient
 
         forkclient.shutdown_all()
     except (ImportError, AttributeError):  # no forkserver support in this loadprof: nothing was started
@@ -184,7 +184,7 @@ class RayExecutor:
 
     def _connect(self, ray: Any) -> None:
         """Join ``address`` or start a local instance, keeping this process's stop-signal handlers."""
-        from loadprof import lifetime
+        from loadprof.core import lifetime
 
         if ray.is_initialized():  # ours already, or the caller's own Ray (a notebook): used as it is
             return
@@ -298,7 +298,7 @@ class RayExecutor:
 def _is_ray(cmd: Sequence[str]) -> bool:
     """A process of Ray's own (raylet, GCS, a Ray worker, its monitors), not a trial's."""
     text = " ".join(cmd)
-    return bool(cmd) and "loadprof.worker" not in text and (text.startswith("ray::") or "/ray/" in text
+    return bool(cmd) and "loadprof.worker.trial" not in text and (text.startswith("ray::") or "/ray/" in text
                                                             or os.path.basename(cmd[0]).startswith(("raylet", "gcs")))
 
 

@@ -1,6 +1,6 @@
 """Child side of one trial: import, load, validate, warm up, generate, with probes attached.
 
-Run as ``python -m loadprof.worker --events-fd N``; the trial spec arrives as
+Run as ``python -m loadprof.worker.trial --events-fd N``; the trial spec arrives as
 JSON on stdin, events leave on fd N (stdout/stderr belong to transformers and
 the user's loader; the runner captures them into the trial's logs). t0 is
 read before anything heavy is imported, so ``import`` (torch, transformers
@@ -10,7 +10,7 @@ lazily and bill as loading) is a measured phase of its own.
 
 from __future__ import annotations
 
-from loadprof.clock import DEFAULT_CLOCK as CLOCK
+from loadprof.core.clock import DEFAULT_CLOCK as CLOCK
 
 T0_NS = CLOCK.now_ns()
 
@@ -27,9 +27,10 @@ from typing import Any, Callable, Sequence  # noqa: E402
 
 from loadprof.probes._hooks import HookSet  # noqa: E402
 from loadprof.probes.base import Probe, ProbeContext  # noqa: E402
-from loadprof import events, lifetime  # noqa: E402
-from loadprof.phases import PhaseRecorder  # noqa: E402
-from loadprof.probe_registry import REGISTRY, WORKER_STEP_PHASES, worker_probes  # noqa: E402
+from loadprof.core import events  # noqa: E402
+from loadprof.core import lifetime  # noqa: E402
+from loadprof.core.phases import PhaseRecorder  # noqa: E402
+from loadprof.core.probe_registry import REGISTRY, WORKER_STEP_PHASES, worker_probes  # noqa: E402
 from loadprof.strategies.model import GenerateSpec, Strategy  # noqa: E402
 
 #: the first forward's input: small and fixed, so it measures touching the weights, not a batch's compute
@@ -171,7 +172,7 @@ _STEP_PHASES = dict(WORKER_STEP_PHASES)
 
 def phase_of(step: Callable[..., Any]) -> str:
     """The top-level phase a step function runs in, from the table the parent's sampler attributes frames by
-    (loadprof.probe_registry.WORKER_STEP_PHASES): renaming a step without the table fails here, loudly."""
+    (loadprof.core.probe_registry.WORKER_STEP_PHASES): renaming a step without the table fails here, loudly."""
     return _STEP_PHASES[step.__name__]
 
 
@@ -361,7 +362,7 @@ def step_generate(model: Any, gen: GenerateSpec, rec: PhaseRecorder) -> list[Any
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m loadprof.worker")
+    ap = argparse.ArgumentParser(prog="python -m loadprof.worker.trial")
     ap.add_argument("--events-fd", type=int, required=True)
     ap.add_argument("--parent-pid", type=int, default=None, help="die with it (PDEATHSIG + a watchdog)")
     ap.add_argument("--deadline-s", type=float, default=None, help="stop after this long, whatever the parent does")
@@ -372,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def serve(events_fd: int, read_spec: Callable[[], dict[str, Any]], t0_ns: int | None = None) -> int:
     """Run one trial, reporting on ``events_fd``: a fresh worker's life once guarded, and a forkserver child's
-    (loadprof.forkserver), whose trial clock starts at its fork (``t0_ns``), not at the zygote's imports."""
+    (loadprof.worker.forkserver), whose trial clock starts at its fork (``t0_ns``), not at the zygote's imports."""
     global T0_NS
     T0_NS = T0_NS if t0_ns is None else t0_ns
     faulthandler.enable()  # a segfault leaves a Python stack in the trial's stderr log

@@ -1,5 +1,5 @@
 """Parent side of one trial: spawn a fresh worker (or, for ``isolation: forkserver``, fork one from a pre-imported
-zygote: loadprof.forkserver), collect its events, enforce the timeout, classify the end.
+zygote: loadprof.worker.forkserver), collect its events, enforce the timeout, classify the end.
 
 The worker runs in its own session (process group) so a timeout kills it and
 anything it started; its stdout/stderr go to the trial's logs; events arrive
@@ -7,7 +7,7 @@ on a dedicated pipe and whatever arrived before a crash is kept. Nothing the
 trial started outlives it: this process is a child subreaper, the worker's
 descendants are recorded while it runs, and all of them (setsid'ed ones too)
 are killed and reaped when it ends, however it ends; the worker dies with this
-process and has its own deadline (loadprof.lifetime). Never imports torch.
+process and has its own deadline (loadprof.core.lifetime). Never imports torch.
 Statuses:
   ok       the worker reported ``done`` and exited 0
   skipped  the worker reported this machine cannot run the strategy
@@ -32,11 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from loadprof import events, forkclient, lifetime
-from loadprof.clock import DEFAULT_CLOCK, Clock
-from loadprof.constants import SweepConstants
-from loadprof.phases import HARNESS_PHASES, build_tree
-from loadprof.results import TrialResult
+from loadprof.core import events
+from loadprof.run import forkclient
+from loadprof.core import lifetime
+from loadprof.core.clock import DEFAULT_CLOCK, Clock
+from loadprof.run.constants import SweepConstants
+from loadprof.core.phases import HARNESS_PHASES, build_tree
+from loadprof.results.model import TrialResult
 from loadprof.strategies.model import Trial, parse_size
 
 #: environment every worker gets: no network, no telemetry, faulthandler on
@@ -63,7 +65,7 @@ class TrialPlan:
     trial_dir: Path
     cwd: str | None = None
     python: str = sys.executable
-    #: added to the worker's environment (loadprof.executor: CUDA_VISIBLE_DEVICES pins a trial to its GPUs)
+    #: added to the worker's environment (loadprof.run.executor: CUDA_VISIBLE_DEVICES pins a trial to its GPUs)
     env: Mapping[str, str] = field(default_factory=dict)
     #: device figures earlier trials measured (``SweepConstants.for_worker()``); None: those of the
     #: ``SweepConstants.applied()`` around this call, if any
@@ -204,7 +206,7 @@ def _zygote(plan: TrialPlan, env: Mapping[str, str]) -> tuple[forkclient.Zygote 
         return None, {"isolation": "fresh", "isolation_note": "cold page cache: a fresh interpreter, whose "
                                                               "import from a cold cache is measured too"}
     try:
-        z, start_s = forkclient.zygote_for(module_cmd(plan.python, "loadprof.forkserver"), plan.model_path, env,
+        z, start_s = forkclient.zygote_for(module_cmd(plan.python, "loadprof.worker.forkserver"), plan.model_path, env,
                                            plan.cwd, plan.trial_dir / "forkserver.log")
     except forkclient.ForkserverError as e:
         return None, {"isolation": "fresh", "isolation_note": f"forkserver unavailable: {e}"}
@@ -218,7 +220,7 @@ def _zygote(plan: TrialPlan, env: Mapping[str, str]) -> tuple[forkclient.Zygote 
 def _launch(plan: TrialPlan, zygote: forkclient.Zygote | None, spec: dict[str, Any], env: Mapping[str, str],
             limit: int | None, w: int, out: Any, err: Any, isolation: dict[str, Any]) -> Any:
     """The trial's process: forked from ``zygote`` when there is one (a fork it refuses starts the trial fresh,
-    noted in ``isolation``), else a fresh ``python -m loadprof.worker`` reading ``spec`` on stdin."""
+    noted in ``isolation``), else a fresh ``python -m loadprof.worker.trial`` reading ``spec`` on stdin."""
     deadline_s = plan.trial.strategy.timeout_s + lifetime.DEADLINE_GRACE_S
     if zygote is not None:
         try:
@@ -227,7 +229,7 @@ def _launch(plan: TrialPlan, zygote: forkclient.Zygote | None, spec: dict[str, A
         except forkclient.ForkserverError as e:
             isolation.clear()
             isolation.update(isolation="fresh", isolation_note=f"forkserver could not fork: {e}")
-    cmd = [*module_cmd(plan.python, "loadprof.worker"), "--events-fd", str(w), "--parent-pid", str(os.getpid()),
+    cmd = [*module_cmd(plan.python, "loadprof.worker.trial"), "--events-fd", str(w), "--parent-pid", str(os.getpid()),
            "--deadline-s", f"{deadline_s:g}"]
     return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=err, pass_fds=(w,), env=dict(env),
                             cwd=plan.cwd, start_new_session=True,

@@ -2,7 +2,7 @@
 module once and forks one child per trial, which starts in milliseconds instead of importing for 3-4 s (10-16 s
 on a GPU image). Each child is still a process of its own: its own probes, events pipe and logs, its own session
 (``setsid``: the runner kills its group on timeout), its own crash (a segfault kills only it), PDEATHSIG and the
-watchdog towards the zygote (loadprof.lifetime).
+watchdog towards the zygote (loadprof.core.lifetime).
 
 Why not multiprocessing's forkserver start method: it keeps one server per process for one executable and one
 preload list, where a sweep needs one zygote per python, architecture and environment; its children inherit the
@@ -21,7 +21,7 @@ call does not initialise the driver), runs no torch op (no thread pool to inheri
 ``gc.freeze()`` after the imports spares the children copying the shared heap on their first collection. It
 ends on EOF from its parent, a changed ``getppid()``, or PDEATHSIG when the parent's main thread started it
 (PDEATHSIG follows the forking thread), killing its children's groups first; the session shuts every zygote
-down when the sweep ends, however it ends. The parent's side (start, fork, shut down) is loadprof.forkclient.
+down when the sweep ends, however it ends. The parent's side (start, fork, shut down) is loadprof.run.forkclient.
 """
 
 from __future__ import annotations
@@ -38,19 +38,19 @@ import sys
 import traceback
 from typing import Any, Mapping, NoReturn, Sequence
 
-from loadprof import lifetime
-from loadprof.clock import DEFAULT_CLOCK as CLOCK
+from loadprof.core import lifetime
+from loadprof.core.clock import DEFAULT_CLOCK as CLOCK
 
 CHILD_READY_S = 5.0  # how long the zygote waits for a child's setsid() before answering with its pid
 WATCH_S = 0.5  # how often the zygote looks at getppid() while idle
 MAX_MESSAGE = 1 << 20
 #: loadprof modules a trial imports lazily, imported by the zygote too (the probes come from the registry)
-PREIMPORT = ("loadprof.worker", "loadprof.strategies.loaders", "loadprof.strategies.validation",
+PREIMPORT = ("loadprof.worker.trial", "loadprof.strategies.loaders", "loadprof.strategies.validation",
              "loadprof.probes.generation", "loadprof.probes.precision", "loadprof.analysis.estimate")
 
 
 def send(sock: socket.socket, msg: Mapping[str, Any], fds: Sequence[int] = ()) -> None:
-    """One message, with descriptors when given (both ends: loadprof.forkclient is the parent's)."""
+    """One message, with descriptors when given (both ends: loadprof.run.forkclient is the parent's)."""
     data = json.dumps(msg, default=str).encode()
     if fds:
         socket.send_fds(sock, [data], list(fds))
@@ -72,12 +72,12 @@ def preimport(model_path: str) -> dict[str, Any]:
     import gc
     import importlib
 
-    from loadprof.probe_registry import REGISTRY
+    from loadprof.core.probe_registry import REGISTRY
 
     saved = os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK")
     os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"  # is_available() by NVML: no driver initialised here
     try:
-        from loadprof.worker import import_stack
+        from loadprof.worker.trial import import_stack
 
         info = import_stack(model_path)
         for name in [*PREIMPORT, *(e.target.partition(":")[0] for e in REGISTRY if e.runs_in == "worker")]:
@@ -213,8 +213,8 @@ def _child(msg: Mapping[str, Any], fds: Sequence[int], ready_w: int, inherited: 
             resource.setrlimit(resource.RLIMIT_DATA, (msg["memory_limit"], msg["memory_limit"]))
         if msg.get("cwd"):
             os.chdir(msg["cwd"])
-        sys.argv = ["loadprof.worker (forked)"]
-        from loadprof import worker
+        sys.argv = ["loadprof.worker.trial (forked)"]
+        from loadprof.worker import trial as worker
 
         lifetime.guard_worker(zygote_pid, events, msg.get("deadline_s"))
         code = worker.serve(events, lambda: dict(msg["spec"]), t0_ns=t0_ns)
@@ -229,7 +229,7 @@ def _child(msg: Mapping[str, Any], fds: Sequence[int], ready_w: int, inherited: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m loadprof.forkserver")
+    ap = argparse.ArgumentParser(prog="python -m loadprof.worker.forkserver")
     ap.add_argument("--control-fd", type=int, required=True)
     ap.add_argument("--parent-pid", type=int, required=True)
     ap.add_argument("--model-path", required=True)

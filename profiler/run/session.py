@@ -3,14 +3,14 @@
 Each finished trial is appended to ``<out>/results.jsonl`` (flushed and
 fsynced) as it finishes, so an interrupted or killed sweep keeps all it
 finished and ``--resume`` runs only the unfinished trial ids. Who runs the
-trials, and how many at once, is the executor's (loadprof.executor: one at a
-time by default; --jobs N; loadprof.ray_executor); this thread alone writes.
+trials, and how many at once, is the executor's (loadprof.run.executor: one at a
+time by default; --jobs N; loadprof.run.ray_executor); this thread alone writes.
 ``report.json`` is written at the end, and also on Ctrl-C, SIGTERM or SIGHUP with
 what finished: the trial in flight is stopped and everything it started killed
-(loadprof.interrupts, loadprof.lifetime); nothing of the sweep's is left running
+(loadprof.run.interrupts, loadprof.core.lifetime); nothing of the sweep's is left running
 when ``run`` returns or raises. The folder's rules (never overwrite, the same sweep on
 resume, writable before anything runs) and results.jsonl's reading and writing live in
-loadprof.resultsfile; a disk that fills mid-run ends the sweep with ``OutputWriteError``
+loadprof.results.jsonl; a disk that fills mid-run ends the sweep with ``OutputWriteError``
 (exit 74), every complete line kept.
 """
 
@@ -27,17 +27,18 @@ from contextlib import closing
 from pathlib import Path
 from typing import Callable, Mapping
 
-from loadprof import forkclient, lifetime
-from loadprof.constants import SweepConstants
-from loadprof.errors import LoadprofError
-from loadprof.executor import Executor, SerialExecutor, failed_result, run_prepared
-from loadprof.interrupts import StopSignals
+from loadprof.run import forkclient
+from loadprof.core import lifetime
+from loadprof.run.constants import SweepConstants
+from loadprof.core.errors import LoadprofError
+from loadprof.run.executor import Executor, SerialExecutor, failed_result, run_prepared
+from loadprof.run.interrupts import StopSignals
 from loadprof.analysis.sweep import analyse_sweep
-from loadprof.results import SweepResult, TrialResult
-from loadprof.resultsfile import (RESULTS, append_result, check_same_sweep, default_out,  # noqa: F401 - re-exported
+from loadprof.results.model import SweepResult, TrialResult
+from loadprof.results.jsonl import (RESULTS, append_result, check_same_sweep, default_out,  # noqa: F401 - re-exported
                                   file_size_limit_raises, is_output_error, prepare_out, read_results,
                                   read_results_file, write_failure, write_sweep_json)
-from loadprof.runner import WORKER_ENV, TrialPlan, module_cmd
+from loadprof.run.runner import WORKER_ENV, TrialPlan, module_cmd
 from loadprof.strategies.expand import Sweep
 from loadprof.strategies.model import ModelSpec, Trial
 
@@ -96,7 +97,7 @@ class Session:
                  log: Callable[[str], None] = lambda s: None, stops: StopSignals | None = None,
                  executor: Executor | None = None) -> None:
         self.sweep, self.out, self.resume, self.force, self.python = sweep, out, resume, force, python
-        self.executor: Executor = executor or SerialExecutor()  # loadprof.executor, loadprof.ray_executor
+        self.executor: Executor = executor or SerialExecutor()  # loadprof.run.executor, loadprof.run.ray_executor
         self.stops = stops or StopSignals()  # the CLI passes its own, to keep handling them while it prints
         self.cwd = cwd or os.getcwd()
         self.on_trial, self.on_start, self.log = on_trial, on_start, log
@@ -210,7 +211,7 @@ class Session:
             return self.models[model]
 
     def prepare(self, trial: Trial, env: Mapping[str, str] | None = None) -> TrialPlan | TrialResult:
-        """The trial ready to run (``loadprof.executor.TrialWork``), or its failed result when its model has no
+        """The trial ready to run (``loadprof.run.executor.TrialWork``), or its failed result when its model has no
         local folder."""
         path = self.model_path(trial.strategy.model)
         if isinstance(path, LoadprofError):
@@ -219,11 +220,11 @@ class Session:
                              env=dict(env or {}))
 
     def run_one(self, trial: Trial, env: Mapping[str, str] | None = None) -> TrialResult:
-        """Prepare and run one trial here, through its isolated worker (``loadprof.executor.TrialWork``)."""
+        """Prepare and run one trial here, through its isolated worker (``loadprof.run.executor.TrialWork``)."""
         prepared = self.prepare(trial, env)
         if isinstance(prepared, TrialResult):
             return prepared
-        with self.constants.applied():  # later trials on a device reuse its copy rates (loadprof.constants)
+        with self.constants.applied():  # later trials on a device reuse its copy rates (loadprof.run.constants)
             result = run_prepared(prepared, self.disk_read, self._lock)
         self.constants.learn(result)
         return result

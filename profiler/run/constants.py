@@ -16,7 +16,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from loadprof.results import TrialResult
+from loadprof.results.model import TrialResult
 
 
 class SweepConstants:

@@ -18,9 +18,9 @@ from typing import Any
 import click
 
 from loadprof import __version__
-from loadprof.errors import LoadprofError
+from loadprof.core.errors import LoadprofError
 from loadprof.reports.formats import FORMATS
-from loadprof.run_options import executor_options
+from loadprof.cli.progress import executor_options
 
 EXIT_TRIAL_FAILED, EXIT_INTERRUPTED = 1, 130  # bad input exits 2 through LoadprofError.exit_code
 
@@ -85,7 +85,7 @@ def compare(yaml_file: Path, out: Path | None, resume: bool, force: bool, progre
     read-only): finished trials kept, continue with --resume; 130 interrupted by Ctrl-C, 143 by SIGTERM, 129 by
     SIGHUP (the trial in flight is stopped with everything it started; finished trials and the report are kept).
     """
-    from loadprof.interrupts import install_for_command
+    from loadprof.cli.progress import install_for_command
 
     stops = install_for_command()  # Ctrl-C, SIGTERM, SIGHUP: a clean stop, exit 128 + signal, for the whole command
     from loadprof.strategies.expand import load_sweep
@@ -93,7 +93,7 @@ def compare(yaml_file: Path, out: Path | None, resume: bool, force: bool, progre
 
     sweep = load_sweep(yaml_file)  # SpecError -> exit 2 before anything runs
     preflight(sweep.strategies)  # what only the disk can tell, still before the output folder exists
-    from loadprof.session import Session, default_out
+    from loadprof.run.session import Session, default_out
     from loadprof.reports import console as console_report
 
     if out is None:
@@ -104,8 +104,9 @@ def compare(yaml_file: Path, out: Path | None, resume: bool, force: bool, progre
         raise LoadprofError("--force goes with --resume (it lets a different sweep continue in --out)", exit_code=2)
     from rich.markup import escape
 
-    from loadprof.resultsfile import OutputWriteError
-    from loadprof.run_options import make_executor, run_with_progress
+    from loadprof.results.jsonl import OutputWriteError
+    from loadprof.cli.progress import run_with_progress
+    from loadprof.run.options import make_executor
 
     runner, notes = make_executor(executor, ray_address=ray_address, jobs=jobs, gpus_per_trial=gpus_per_trial)
     con = _console(stderr=fmt != "table")  # a machine format owns stdout
@@ -126,7 +127,7 @@ def compare(yaml_file: Path, out: Path | None, resume: bool, force: bool, progre
     if fmt == "table":
         console_report.render(result, con, out_dir=out)
     else:
-        from loadprof.outputs import compare_output
+        from loadprof.cli.outputs import compare_output
 
         click.echo(compare_output(result, fmt), nl=False)
     if any(t.status in ("failed", "crashed", "timeout") for t in result.trials):
@@ -138,7 +139,7 @@ def _stopped(result: Any, con: Any, out: Path, stops: Any) -> None:
     128 + the first signal."""
     from rich.markup import escape
 
-    from loadprof.interrupts import exit_code, signal_name
+    from loadprof.run.interrupts import exit_code, signal_name
     from loadprof.reports import console as console_report
 
     try:
@@ -269,7 +270,7 @@ def estimate(target: str, dtypes: tuple[str, ...], quantizations: tuple[str, ...
 def _estimate_grid(dtypes: tuple[str, ...], quantizations: tuple[str, ...]) -> list[tuple[str, str]]:
     """Every --dtype x --quantization, aliases normalized; ``int8``/``int4`` given as a dtype mean float16
     compute with bnb 8/4-bit (accelerate lists them as dtypes)."""
-    from loadprof.errors import SpecError
+    from loadprof.core.errors import SpecError
     from loadprof.strategies.model import DTYPE_ALIASES, DTYPES, QUANTIZATION_ALIASES, QUANTIZATIONS
 
     quants = []
@@ -303,7 +304,7 @@ def report(out: Path) -> None:
     from loadprof.analysis.sweep import analyse_sweep
     from loadprof.reports import console as console_report
     from loadprof.reports.files import write_all
-    from loadprof.resultsfile import OutputWriteError, is_output_error
+    from loadprof.results.jsonl import OutputWriteError, is_output_error
 
     result = analyse_sweep(_load_run(out))
     try:
@@ -321,9 +322,9 @@ def report(out: Path) -> None:
 def _load_run(out: Path) -> Any:
     """The SweepResult of ``out``: its report.json, else its readable results.jsonl lines (skipped ones counted
     in one warning on stderr); exit 2 when neither reads."""
-    from loadprof.results import SweepResult
-    from loadprof.resultsfile import read_results_file
-    from loadprof.session import REPORT
+    from loadprof.results.model import SweepResult
+    from loadprof.results.jsonl import read_results_file
+    from loadprof.run.session import REPORT
 
     path = out / REPORT
     if path.exists():
@@ -364,7 +365,7 @@ def recommend(out: Path, objective: str | None, memory_budget: str | None, lengt
         raise LoadprofError("--lengths prints its coverage table with --format table only", exit_code=2)
     from loadprof.analysis.recommend import recommendations
     from loadprof.api import load_report
-    from loadprof.outputs import recommendations_output
+    from loadprof.cli.outputs import recommendations_output
     from loadprof.strategies.model import parse_size
 
     budget = parse_size(memory_budget, "--memory-budget") if memory_budget is not None else None
@@ -397,7 +398,7 @@ def diff(a: Path, b: Path, threshold_pct: float, fail_on: str | None, fmt: str, 
     A regression needs the repeats to tell A and B apart (Student's t on log values, Holm's correction across
     the gated comparisons, >= 3 repeats per side) and a change beyond the threshold.
     """
-    from loadprof.diff_cli import cli_diff
+    from loadprof.cli.diff import cli_diff
 
     sys.exit(cli_diff(a, b, threshold_pct, _console(), fail_on=fail_on, fmt="json" if as_json else fmt))
 

@@ -13,8 +13,8 @@ from typing import Any, Mapping, Sequence
 
 from loadprof.analysis import diff as D
 from loadprof.analysis.stats import MIN_REPEATS
-from loadprof.errors import LoadprofError
-from loadprof.results import SweepResult
+from loadprof.core.errors import LoadprofError
+from loadprof.results.model import SweepResult
 
 REPORT = "report.json"
 
@@ -53,7 +53,7 @@ def cli_diff(a_dir: Path, b_dir: Path, threshold_pct: float, console: Any, fail_
     if fmt == "table":
         render(d, str(a_dir), str(b_dir), console)
     else:
-        from loadprof.outputs import diff_output
+        from loadprof.cli.outputs import diff_output
 
         console.out(diff_output(d, fmt).rstrip("\n"), highlight=False)
     return int(d["exit_code"])

@@ -1,0 +1,1 @@
+"""The command line: commands, and how each prints its typed answer."""

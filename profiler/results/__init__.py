@@ -1,0 +1,1 @@
+"""The result model (TrialResult, SweepResult) and the files it is kept in."""

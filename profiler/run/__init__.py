@@ -1,0 +1,1 @@
+"""Orchestration on the parent side: session, executors, the runner of one isolated trial, lifetime of a sweep."""
