@@ -230,7 +230,7 @@ def test_a_worker_past_its_own_deadline_stops_itself_and_its_children():
 def test_a_worker_dies_with_its_parent_and_checks_the_race():
     parent = _py("""
         import subprocess, sys, time
-        child = subprocess.Popen([sys.executable, "-c", "import os, time; from loadprof import lifetime; "
+        child = subprocess.Popen([sys.executable, "-c", "import os, time; from loadprof.core import lifetime; "
                                   "lifetime.guard_worker(os.getppid(), None, None); time.sleep(3600)"])
         print(child.pid, flush=True)
         time.sleep(3600)
@@ -242,7 +242,7 @@ def test_a_worker_dies_with_its_parent_and_checks_the_race():
     gone, alive = psutil.wait_procs([child], timeout=GONE_WITHIN_S)
     assert not alive
     # a parent gone before the prctl (we were re-parented): the check right after it ends the process
-    late = _py("from loadprof import lifetime\nlifetime.die_with_parent(1)\nprint('still here')")
+    late = _py("from loadprof.core import lifetime\nlifetime.die_with_parent(1)\nprint('still here')")
     out, err = late.communicate(timeout=60)
     assert late.returncode == lifetime.SELF_STOP_EXIT and "still here" not in out and "parent 1" in err
 
