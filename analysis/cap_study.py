@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from loadprof.core import figures
 from loadprof.analysis import trend_claims as tc
 from loadprof.analysis.stats import TREND_METHOD
 from loadprof.results.model import Finding, Study
@@ -22,8 +23,8 @@ GROWTH_SHARE = 0.01          # bytes growing less than 1% of their mean over the
 GROWTH_MIN_BYTES = 64 * 2**10
 HIGH_SAVING_SHARE = 0.10     # of the largest cap's generate call
 HIGH_SAVING_BYTES = 256 * 2**20
-POINT_KEYS = ("generate_call_s", "ttft_ms", "per_token_ms_p50", "generate_start_alloc_bytes", "new_tokens")
-FIT_KEYS = ("generate_call_s", "ttft_ms", "per_token_ms_p50", "generate_start_alloc_bytes")
+FIT_KEYS = (figures.GENERATE_CALL_S.key, figures.TTFT_MS.key, "per_token_ms_p50", "generate_start_alloc_bytes")
+POINT_KEYS = (*FIT_KEYS, "new_tokens")
 
 
 def covering_cap(observed: Iterable[int]) -> int | None:
@@ -102,15 +103,15 @@ def max_new_tokens_curve(group: Mapping[str, Any]) -> dict[str, Any]:
     caps = [r["cap"] for r in rows]
     obs = {k: tc.over_repeats(pts, k) for k in FIT_KEYS}
     fits = {k: tc.trend_of(*obs[k]) for k in FIT_KEYS}
-    fb, fg, ft = fits["generate_start_alloc_bytes"], fits["generate_call_s"], fits["ttft_ms"]
+    fb, fg, ft = fits["generate_start_alloc_bytes"], fits[figures.GENERATE_CALL_S.key], fits[figures.TTFT_MS.key]
     growth = _growth(fb, max(caps) - min(caps))
     grows = growth in ("linear", "quadratic")
     busy = sum(p.get("busy", 0) for p in pts)
     if busy and fg:  # a neighbour's load drifts with the run order, which a knob's values follow: no time claim
-        fg = fits["generate_call_s"] = {**fg, "effect": None, "withheld": f"{busy} of {len(group['trial_ids'])} "
-                                        "trials ran on a busy machine"}
+        fg = fits[figures.GENERATE_CALL_S.key] = {
+            **fg, "effect": None, "withheld": f"{busy} of {len(group['trial_ids'])} trials ran on a busy machine"}
         if ft:
-            ft = fits["ttft_ms"] = {**ft, "effect": None, "withheld": fg["withheld"]}
+            ft = fits[figures.TTFT_MS.key] = {**ft, "effect": None, "withheld": fg["withheld"]}
     time_trend = (fg["model"] if fg["model"] != "constant" else "linear") if tc.claimed(fg) else "none"
     observed = sorted({n for p in pts for n in p.get("new_tokens_seen", [])})
     cover, largest = covering_cap(observed), max(caps)
@@ -136,7 +137,7 @@ def max_new_tokens_curve(group: Mapping[str, Any]) -> dict[str, Any]:
         "alloc_knee": alloc_knee,
         "sites": _sites(pts, fb["slope"] if fb else None) if grows else [],
         "observed_new_tokens": observed, "covering_cap": cover, "largest_cap": largest,
-        "largest_cap_generate_call_s": rows[-1]["generate_call_s"],
+        "largest_cap_generate_call_s": rows[-1][figures.GENERATE_CALL_S.key],
         "saving_bytes": _saving(fb, largest, cover) if grows and cover else None,
         "saving_ms": saving_ms,
     }
@@ -144,7 +145,7 @@ def max_new_tokens_curve(group: Mapping[str, Any]) -> dict[str, Any]:
 
 def time_claim(c: Mapping[str, Any]) -> str:
     """What the generate call does with the cap, as the fit over every repeat allows it to be said."""
-    f = (c.get("fits") or {}).get("generate_call_s")
+    f = (c.get("fits") or {}).get(figures.GENERATE_CALL_S.key)
     return tc.claim(f, lambda v: tc.ms(v * 1e3))
 
 

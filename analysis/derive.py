@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
+from loadprof.core import figures
 from loadprof.results.model import PhaseTiming, TrialResult
 
 #: a leaf phase that read at least this share of the trial's storage bytes counts as a reading phase
@@ -68,25 +69,26 @@ def first_forward_s(t: TrialResult) -> float | None:
 
 
 def load_cost_s(t: TrialResult) -> float | None:
-    """The real load cost: load_s + validate_s + first forward, the time until the model can really serve.
+    """The real load cost (``figures.LOAD_COST_S``): load + validate + first forward, the time until the model
+    can really serve.
 
-    The one definition findings, recommendations and diff all use (``load_cost_s`` in report.json).
+    The one definition findings, recommendations, diff and report.json's metrics all use.
 
     The first forward counts because with memory-mapped safetensors ``from_pretrained`` returns before the weights
-    are read: the page faults land in the first forward, so load_s alone flatters lazy loads (and penalises eager
-    ones). Only the forward counts, not the whole ``warmup`` phase: that also runs ``generate.warmup`` full generate
-    calls, whose cost grows with batch size and max_new_tokens and is no part of loading.
+    are read: the page faults land in the first forward, so the load phase alone flatters lazy loads (and penalises
+    eager ones). Only the forward counts, not the whole ``warmup`` phase: that also runs ``generate.warmup`` full
+    generate calls, whose cost grows with batch size and max_new_tokens and is no part of loading.
     """
-    m = t.metrics
-    if m.get("load_s") is None:
+    load = figures.LOAD_S.read(t.metrics)
+    if load is None:
         return None
-    return m["load_s"] + (first_forward_s(t) or 0.0) + (m.get("validate_s") or 0.0)
+    return load + (first_forward_s(t) or 0.0) + (t.metrics.get("validate_s") or 0.0)
 
 
 def decode_call_s(metrics: Any) -> float | None:
-    """Seconds one measured generate call spends decoding: new_tokens / decode_tok_s (None where either is
+    """Seconds one measured generate call spends decoding: new tokens / decode rate (None where either is
     missing); the time a decode-side finding puts at stake is a share of it."""
-    n, rate = metrics.get("new_tokens"), metrics.get("decode_tok_s")
+    n, rate = metrics.get("new_tokens"), figures.DECODE_TOK_S.read(metrics)
     return n / rate if n and rate else None
 
 
@@ -100,7 +102,7 @@ def roofline(trial: TrialResult) -> dict[str, Any]:
     m = trial.metrics
     gen = trial.strategy.generate
     kv_tok = (m.get("estimate") or {}).get("kv_bytes_per_token")
-    bw, tok = m.get("membw_gb_s"), m.get("decode_tok_s")
+    bw, tok = m.get("membw_gb_s"), figures.DECODE_TOK_S.read(m)
     if not (gen is not None and kv_tok is not None and bw and tok and m.get("weights_bytes")):
         return {}
     batch = gen.batch_size
@@ -136,7 +138,7 @@ def cold_call(trial: TrialResult) -> dict[str, Any]:
     time lands (and a larger cap in the same process would compile again); on CPU it is first-use overhead.
     """
     m = trial.metrics
-    cold, warm = m.get("cold_generate_s"), m.get("generate_call_s")
+    cold, warm = m.get("cold_generate_s"), figures.GENERATE_CALL_S.read(m)
     if cold is None or warm is None or not m.get("generate_calls_warmup"):
         return {}  # without a warmup call the cold call is the measured one: nothing to compare
     gen = trial.strategy.generate
@@ -158,10 +160,23 @@ def prefill_tok_s(trial: TrialResult) -> float | None:
     return gen.batch_size * gen.prompt_tokens / mid if mid > 0 else None
 
 
+#: the catalogue's derived figures (``figures.Figure.derived``), each computed here from a trial's phases
+DERIVATIONS: Mapping[str, Callable[[TrialResult], float | None]] = {
+    figures.LOAD_COST_S.key: load_cost_s, figures.PREFILL_TOK_S.key: prefill_tok_s}
+
+
+def value(t: TrialResult, f: figures.Figure) -> Any:
+    """One trial's figure ``f``: a derived figure as today's derivation computes it (a report.json written before
+    the figure existed lacks it in ``metrics``), else, or where the phases cannot give it, as ``metrics`` holds it.
+    The one way analysis reads a catalogue figure off a trial."""
+    derivation = DERIVATIONS.get(f.key)
+    v = derivation(t) if derivation is not None else None
+    return f.read(t.metrics) if v is None else v
+
+
 def load_figures(trial: TrialResult) -> dict[str, Any]:
-    """The real load cost and its first forward, under the names report.json, diff and the reports share."""
-    out = {"first_forward_s": first_forward_s(trial), "load_cost_s": load_cost_s(trial),
-           "prefill_tok_s": prefill_tok_s(trial)}
+    """The first forward and the derived figures, under the keys report.json, diff and the reports share."""
+    out = {"first_forward_s": first_forward_s(trial), **{k: fn(trial) for k, fn in DERIVATIONS.items()}}
     return {k: v for k, v in out.items() if v is not None}
 
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import difflib
 import statistics
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from loadprof.analysis import stats
-from loadprof.analysis.derive import load_cost_s, prefill_tok_s
+from loadprof.analysis.derive import value
 from loadprof.analysis.findings import LOADPROF_PHASES
+from loadprof.core import figures
 from loadprof.core.errors import SpecError
 from loadprof.results.model import SweepResult, TrialResult
 
@@ -56,43 +56,24 @@ GROUPS = ("load", "ttft", "prefill", "decode", "memory", "phases", "status")
 #: the comparisons a noisy machine can fail on)
 DEFAULT_FAIL_ON = ("load", "ttft", "prefill", "decode", "memory", "status")
 HARNESS = "harness"
-#: phases that are part of the real load cost (derive.load_cost_s): load, validation and the first forward
+#: phases that are part of the real load cost (figures.LOAD_COST_S): load, validation and the first forward
 LOAD_PHASES = ("load", "validate")
 FIRST_FORWARD = "warmup/forward"
 #: row verdicts
 REGRESSION, IMPROVEMENT, SAME, UNDECIDED = "regression", "improvement", "same", "undecided"
 
 
-@dataclass(frozen=True)
-class Figure:
-    """A per-trial number compared besides the phases: its unit, direction, group and absolute floor."""
-
-    name: str
-    unit: str
-    lower_is_better: bool
-    group: str
-    floor: Callable[[float], float]  # absolute floor from ``min_abs_s``
-    value: Callable[[TrialResult], float | None]
-
-
-def _metric(key: str) -> Callable[[TrialResult], float | None]:
-    return lambda t: t.metrics.get(key)
-
-
-FIGURES = (
-    Figure("load_cost_s", "s", True, "load", lambda s: s, load_cost_s),  # derived: old reports lack the metric
-    Figure("ttft_ms", "ms", True, "ttft", lambda s: s * 1e3, _metric("ttft_ms")),
-    Figure("prefill_tok_s", "tok/s", False, "prefill", lambda s: 0.0, prefill_tok_s),
-    Figure("decode_tok_s", "tok/s", False, "decode", lambda s: 0.0, _metric("decode_tok_s")),
-    Figure("peak_rss_bytes", "bytes", True, "memory", lambda s: MIB, _metric("peak_rss_bytes")),
-    Figure("peak_cuda_allocated_bytes", "bytes", True, "memory", lambda s: MIB,
-           _metric("peak_cuda_allocated_bytes")),
-)
+#: the catalogue's figures compared besides the phases (``Figure.gate``: the group each gates in), in group order
+COMPARED: tuple[figures.Figure, ...] = tuple(sorted((f for f in figures.CATALOGUE if f.gate),
+                                            key=lambda f: GROUPS.index(f.gate or "")))
+#: a figure's absolute floor by its unit, from ``min_abs_s``: a rate has none, bytes 1 MiB
+FLOORS: Mapping[str, Callable[[float], float]] = {"s": lambda s: s, "ms": lambda s: s * 1e3,
+                                                  "tok/s": lambda s: 0.0, "bytes": lambda s: MIB}
 
 
 def phase_group(path: str) -> str:
     """The ``--fail-on`` group of a phase path: loadprof's own are ``harness`` (never gated), every workload
-    phase is ``phases`` (the real load cost's phases gate through ``load_cost_s``, group ``load``)."""
+    phase is ``phases`` (the real load cost's phases gate through ``figures.LOAD_COST_S``, group ``load``)."""
     return HARNESS if path.split("/", 1)[0] in LOADPROF_PHASES else "phases"
 
 
@@ -210,12 +191,12 @@ def _phase_rows(oka: Sequence[TrialResult], okb: Sequence[TrialResult], threshol
 def _figure_rows(oka: Sequence[TrialResult], okb: Sequence[TrialResult], threshold_pct: float,
                  min_abs_s: float) -> list[dict[str, Any]]:
     rows = []
-    for f in FIGURES:
-        xa = [v for t in oka if (v := f.value(t)) is not None]
-        xb = [v for t in okb if (v := f.value(t)) is not None]
+    for f in COMPARED:
+        xa = [v for t in oka if (v := value(t, f)) is not None]
+        xb = [v for t in okb if (v := value(t, f)) is not None]
         if xa and xb:
-            rows.append({"kind": "metric", "name": f.name, "group": f.group, "unit": f.unit,
-                         **judge(xa, xb, f.lower_is_better, threshold_pct, f.floor(min_abs_s))})
+            rows.append({"kind": "metric", "name": f.key, "group": f.gate, "unit": f.unit,
+                         **judge(xa, xb, f.lower_is_better, threshold_pct, FLOORS[f.unit](min_abs_s))})
     return rows
 
 

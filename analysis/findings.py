@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Callable, Iterable, Mapping
 
+from loadprof.core import figures
 from loadprof.analysis.derive import decode_call_s, load_cost_s
 from loadprof.analysis.precision import RULES as PRECISION_RULES
 from loadprof.core.phases import HARNESS_PHASES
@@ -55,17 +56,17 @@ def needless_max_memory(t: TrialResult) -> Iterable[Finding]:
 def repeated_loads(t: TrialResult) -> Iterable[Finding]:
     calls = t.views.load_phases.from_pretrained_calls
     if len(calls) > 1:
-        load = t.metrics.get("load_s")
+        load = figures.LOAD_S.read(t.metrics)
         extra = load * (len(calls) - 1) / len(calls) if load else None
         yield _f(t, "repeated_load", "medium", f"the model was loaded {len(calls)} times in one load",
                  f"from_pretrained ran {len(calls)} times during the `load` phase"
                  + (f": about {extra:.2f} s of the {load:.2f} s load went to the extra loads." if extra else "."),
                  "load once and reuse the model object", mistake=True, stake_s=extra,
-                 basis="load_s x (calls - 1) / calls", calls=len(calls))
+                 basis=f"{figures.LOAD_S.key} x (calls - 1) / calls", calls=len(calls))
 
 
 def validation_share(t: TrialResult) -> Iterable[Finding]:
-    v, load = t.metrics.get("validate_s"), t.metrics.get("load_s")
+    v, load = t.metrics.get("validate_s"), figures.LOAD_S.read(t.metrics)
     if not v or not load:
         return
     share = v / (v + load)
@@ -230,7 +231,8 @@ def lazy_load(t: TrialResult) -> Iterable[Finding]:
     if at_warmup >= LAZY_READ_SHARE * weights and at_warmup > at_load:
         yield _f(t, "lazy_load", "low", "the load only mapped the weights: they were read at the first forward",
                  f"file-backed memory grew {_mib(at_load)} during load and {_mib(at_warmup)} during the first forward "
-                 f"(weights {_mib(weights)}): load {t.metrics.get('load_s', 0):.2f} s looks fast, but the real load cost "
+                 f"(weights {_mib(weights)}): load {figures.LOAD_S.read(t.metrics) or 0:.2f} s looks fast, but the "
+                 "real load cost "
                  f"(load + validation + first forward) is {load_cost_s(t) or 0:.2f} s.",
                  "compare strategies on the real load cost (load + validation + first forward), not load alone", stake_bytes=at_warmup,
                  basis="file-backed memory paged in during the first forward", file_rss_load_bytes=at_load,
@@ -331,7 +333,7 @@ def decode_below_roofline(t: TrialResult) -> Iterable[Finding]:
     why, fixes = _decode_limits(t)
     share = pct(frac) if frac >= 0.01 or frac == 0 else f"{100 * frac:.1f}%"
     yield _f(t, "decode_below_roofline", "low", f"decode runs at {share} of its memory-bandwidth bound",
-             f"{m['decode_tok_s']:.1f} tok/s against a bound of {m['roofline_tok_s']:.1f} tok/s "
+             f"{m[figures.DECODE_TOK_S.key]:.1f} tok/s against a bound of {m['roofline_tok_s']:.1f} tok/s "
              f"({_mib(m['decode_bytes_per_step'])} read per step at the measured {m['membw_gb_s']:.1f} GB/s copy "
              "bandwidth)" + (": " + "; ".join(why) if why else "") + ".", "; ".join(fixes),
              stake_s=decode * (1 - frac) if (decode := decode_call_s(m)) is not None else None,

@@ -11,25 +11,25 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from loadprof.analysis import stats
-from loadprof.analysis.derive import first_forward_s, load_cost_s  # noqa: F401  (re-exported)
+from loadprof.analysis.derive import value
 from loadprof.analysis.knobs import HARNESS, configuration_key, differing, irrelevant_paths
+from loadprof.core import figures
 from loadprof.results.model import Estimate, TrialResult
 from loadprof.strategies.model import Strategy
 
-OBJECTIVES = ("load", "memory", "ttft", "throughput")
-#: objective -> (figure name, unit, lower is better); the memory figure's name is the peak metric actually used
-FIGURES = {"load": ("load_first_forward_validate_s", "s", True), "memory": ("peak_bytes", "bytes", True),
-           "ttft": ("ttft_ms", "ms", True), "throughput": ("decode_tok_s", "tok/s", False)}
 SHORT_ANSWER_SHARE = 0.30    # generated < 30% of max_new_tokens: the cap is probably too large
 TRADEOFF_PCT = 10.0          # the pick is called worse on another objective only beyond this
 
 
+def memory_figure(trials: Iterable[TrialResult]) -> figures.Figure:
+    """The peak the memory objective and the budget use for these trials (``figures.memory_figure`` over the ok
+    ones: the CUDA allocator's when every one measured it, else RSS)."""
+    return figures.memory_figure(t.metrics for t in trials if t.ok)
 
-def peak_key(trials: Iterable[TrialResult]) -> str:
-    """GPU allocator peak when any ok trial measured one (the scarce memory), else the process RSS peak."""
-    return ("peak_cuda_allocated_bytes"
-            if any(t.ok and t.metrics.get("peak_cuda_allocated_bytes") is not None for t in trials)
-            else "peak_rss_bytes")
+
+def reader(f: figures.Figure) -> Callable[[TrialResult], Any]:
+    """What one trial contributes to figure ``f`` (``derive.value``: the real load cost derived, the rest read)."""
+    return lambda t: value(t, f)
 
 
 @dataclass(eq=False)
@@ -53,8 +53,8 @@ class Group:
     def estimate(self, fn: Callable[[TrialResult], Any]) -> Estimate | None:
         return stats.estimate(self.values(fn))
 
-    def metric(self, key: str) -> float | None:
-        return self.median(lambda t: t.metrics.get(key))
+    def metric(self, f: figures.Figure) -> float | None:
+        return self.median(reader(f))
 
     @property
     def trial_ids(self) -> list[str]:
@@ -70,16 +70,8 @@ def groups(trials: Iterable[TrialResult]) -> list[Group]:
     return list(out.values())
 
 
-def figure_fn(objective: str, peak: str) -> Callable[[TrialResult], Any]:
-    """What one trial contributes to ``objective``: its real load cost, peak memory, TTFT or decode rate."""
-    if objective == "load":
-        return load_cost_s
-    key = {"memory": peak, "ttft": "ttft_ms", "throughput": "decode_tok_s"}[objective]
-    return lambda t: t.metrics.get(key)
-
-
-def figure(g: Group, objective: str, peak: str) -> float | None:
-    return g.median(figure_fn(objective, peak))
+def figure(g: Group, f: figures.Figure) -> float | None:
+    return g.median(reader(f))
 
 
 def by_model(gs: Sequence[Group]) -> dict[str, list[Group]]:
@@ -109,17 +101,17 @@ def configurations(gs: Sequence[Group], objective: str) -> list[Group]:
     return out
 
 
-def rank_groups(cands: Sequence[Group], objective: str, peak: str) -> list[tuple[Group, float]]:
-    lower = FIGURES[objective][2]
-    scored = [(g, f) for g in cands if (f := figure(g, objective, peak)) is not None]
-    return sorted(scored, key=lambda gf: (gf[1] if lower else -gf[1], gf[0].label, gf[0].strategy_id))
+def rank_groups(cands: Sequence[Group], f: figures.Figure) -> list[tuple[Group, float]]:
+    """The groups that measured ``f``, best median first (ties by label, then id)."""
+    scored = [(g, v) for g in cands if (v := figure(g, f)) is not None]
+    return sorted(scored, key=lambda gv: (gv[1] if f.lower_is_better else -gv[1], gv[0].label, gv[0].strategy_id))
 
 
-def over_budget(gs: Sequence[Group], peak: str, budget: int | None) -> list[Group]:
+def over_budget(gs: Sequence[Group], peak: figures.Figure, budget: int | None) -> list[Group]:
     """The worst repeat must fit: a budget is a ceiling, so the max over repeats is checked, not the median."""
     if budget is None:
         return []
-    return [g for g in gs if (vs := g.values(lambda t: t.metrics.get(peak))) and max(vs) > budget]
+    return [g for g in gs if (vs := g.values(reader(peak))) and max(vs) > budget]
 
 
 def settings(strategy: Strategy, objective: str | None = None) -> dict[str, Any]:

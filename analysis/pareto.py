@@ -12,24 +12,22 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Iterable, Sequence
 
+from loadprof.core import figures
 from loadprof.core.conclusions import ConfigSummary
 
-#: objective figure -> lower is better; the memory objective is resolved per model by ``memory_key``
-OBJECTIVES: tuple[tuple[str, bool], ...] = (("load_cost_s", True), ("peak_memory", True), ("ttft_ms", True),
-                                            ("decode_tok_s", False))
 
-
-def memory_key(configs: Sequence[ConfigSummary]) -> str:
-    """The GPU allocator peak when every configuration measured one (the scarce memory), else the RSS peak."""
-    cuda = "peak_cuda_allocated_bytes"
-    return cuda if configs and all(c.median(cuda) is not None for c in configs) else "peak_rss_bytes"
+def memory_figure(configs: Sequence[ConfigSummary]) -> figures.Figure:
+    """The peak one model's configurations are compared on (``figures.memory_figure`` over their figures: the
+    CUDA allocator's when every configuration measured it, else RSS)."""
+    return figures.memory_figure(c.figures for c in configs)
 
 
 def objectives(configs: Sequence[ConfigSummary]) -> tuple[tuple[str, bool], ...]:
-    """The objectives every configuration measured: a figure some lack (no generate step) cannot rank them."""
-    mem = memory_key(configs)
-    keys = tuple((mem if k == "peak_memory" else k, lower) for k, lower in OBJECTIVES)
-    return tuple((k, lower) for k, lower in keys if all(c.median(k) is not None for c in configs))
+    """(figure key, lower is better) of each objective's figure (``figures.OBJECTIVES``, the memory one by
+    ``memory_figure``) every configuration measured: a figure some lack (no generate step) cannot rank them."""
+    mem = memory_figure(configs)
+    on = (figures.objective_figure(o, mem) for o in figures.OBJECTIVE_NAMES)
+    return tuple((f.key, f.lower_is_better) for f in on if all(f.read(c.figures) is not None for c in configs))
 
 
 def dominates(a: ConfigSummary, b: ConfigSummary, on: Iterable[tuple[str, bool]]) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping
 
+from loadprof.core import figures
 from loadprof.analysis.derive import decode_call_s
 from loadprof.results.model import Finding, TrialResult
 from loadprof.core.units import bytes_h, pct
@@ -129,11 +130,12 @@ def half_matmul_on_cpu(t: TrialResult) -> Iterable[Finding]:
              f"a square torch.mm ran at {rates[dtype]:.1f} GFLOP/s in {dtype} against {f32:.1f} GFLOP/s in float32 "
              f"({m.get('matmul_method', 'measured after the workload')}): this CPU has no fast {dtype} kernels, so "
              "the halved weight bytes are paid for in compute"
-             + (f"; at {m['decode_tok_s']:.1f} tok/s decode that is about {_secs(stake)} per call." if stake else "."),
+             + (f"; at {m[figures.DECODE_TOK_S.key]:.1f} tok/s decode that is about {_secs(stake)} per call."
+                if stake else "."),
              "load in float32 on this CPU (dtype=torch.float32, twice the memory), or run on a CPU with "
              + ("AMX or AVX512-BF16" if dtype == "bfloat16" else "AMX-FP16 or AVX512-FP16"),
              mistake=True, stake_s=stake,
-             basis="decode time per call (new_tokens / decode_tok_s) x (1 - half rate / float32 rate)",
+             basis=f"decode time per call (new_tokens / {figures.DECODE_TOK_S.key}) x (1 - half rate / float32 rate)",
              dtype=dtype, ratio=ratio, half_gflops=rates[dtype], float32_gflops=f32, decode_s=decode)
 
 

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from loadprof.analysis import stats
-from loadprof.analysis.groups import (FIGURES, OBJECTIVES, SHORT_ANSWER_SHARE, Group, by_model, configurations,
-                                      figure_fn, groups, load_cost_s, over_budget, peak_key, rank_groups, settings)
+from loadprof.analysis.groups import (SHORT_ANSWER_SHARE, Group, by_model, configurations, groups, memory_figure,
+                                      over_budget, rank_groups, reader, settings)
 from loadprof.analysis.knobs import differing, irrelevant_paths, reasons
 from loadprof.analysis.lengths import lengths_coverage, read_lengths
 from loadprof.analysis.tradeoffs import fmt_estimate, fmt_value, tradeoffs
+from loadprof.core import figures
 from loadprof.core.errors import LoadprofError, SpecError
 from loadprof.strategies.model import LoadSpec
 from loadprof.core.conclusions import Candidate
@@ -39,34 +40,34 @@ def _simplicity(g: Group) -> int:
     return sum(1 for f in dataclasses.fields(LoadSpec) if getattr(ld, f.name) != getattr(plain, f.name))
 
 
-#: figures that are exact counts, not timings: the CUDA allocator's bytes repeat to the byte for one program, so a
-#: single repeat decides; differences under EXACT_TIE_BYTES or EXACT_TIE_SHARE are ties (allocator rounding)
-EXACT_FIGURES = ("peak_cuda_allocated_bytes",)
+#: for figures that are exact counts, not timings (``figures.Figure.exact``: the CUDA allocator's bytes repeat to
+#: the byte for one program, so a single repeat decides), differences under EXACT_TIE_BYTES or EXACT_TIE_SHARE are
+#: ties (allocator rounding)
 EXACT_TIE_BYTES = 2**20
 EXACT_TIE_SHARE = 0.01
 
 
-def distinct(a: Sequence[float], b: Sequence[float], figure_name: str) -> bool | None:
-    """Do two configurations differ on a figure: True, False, or None (too few repeats to say)."""
-    if figure_name in EXACT_FIGURES and a and b:
+def distinct(a: Sequence[float], b: Sequence[float], f: figures.Figure) -> bool | None:
+    """Do two configurations differ on figure ``f``: True, False, or None (too few repeats to say)."""
+    if f.exact and a and b:
         ma, mb = statistics.median(a), statistics.median(b)
         return abs(mb - ma) > max(EXACT_TIE_BYTES, EXACT_TIE_SHARE * abs(ma))
     c = stats.compare(a, b)
     return None if c is None else c.distinguishable
 
 
-def _decide(ranked: Sequence[tuple[Group, float]], objective: str, peak: str,
-            fn: Callable[[TrialResult], Any]) -> tuple[str, Group | None, list[Group], str]:
+def _decide(ranked: Sequence[tuple[Group, float]], objective: str, f: figures.Figure,
+            peak: figures.Figure) -> tuple[str, Group | None, list[Group], str]:
     """(verdict, pick, tied, rule) from configurations ranked by median: the leader wins only when the repeats
     separate it from every other one (stats.compare); indistinguishable ones are a tie broken by TIE_RULE; with
     too few repeats to compare nothing is picked."""
     best = ranked[0][0]
     if len(ranked) == 1:
         return "only", best, [], "the only configuration measured for this objective"
-    name = peak if objective == "memory" else FIGURES[objective][0]
+    fn = reader(f)
     tied, undecided = [best], False
     for g, _ in ranked[1:]:
-        d = distinct(best.values(fn), g.values(fn), name)
+        d = distinct(best.values(fn), g.values(fn), f)
         if d is None:
             undecided = True
         elif not d:
@@ -76,12 +77,13 @@ def _decide(ranked: Sequence[tuple[Group, float]], objective: str, peak: str,
                                          f"(or more) to the YAML and rerun")
     if len(tied) == 1:
         return "pick", best, [], ("allocator bytes are exact: ahead of every other configuration by more than "
-                                  "1 MiB and 1%" if name in EXACT_FIGURES else
+                                  "1 MiB and 1%" if f.exact else
                                   "ahead of every other configuration beyond the noise")
-    other = (lambda t: load_cost_s(t)) if objective == "memory" else (lambda t: t.metrics.get(peak))
+    other = reader(figures.LOAD_COST_S if objective == figures.MEMORY.name else peak)
     chosen = min(tied, key=lambda g: (_simplicity(g), g.median(other) if g.median(other) is not None
                                       else float("inf"), g.label))
-    return "tie", chosen, [g for g in tied if g is not chosen], TIE_RULE_MEMORY if objective == "memory" else TIE_RULE
+    return ("tie", chosen, [g for g in tied if g is not chosen],
+            TIE_RULE_MEMORY if objective == figures.MEMORY.name else TIE_RULE)
 
 
 def _pooling_notes(cands: Sequence[Group], objective: str, fn: Callable[[TrialResult], Any]) -> list[str]:
@@ -101,15 +103,14 @@ def _candidates(ranked: Sequence[tuple[Group, float]], fn: Callable[[TrialResult
     return tuple(Candidate(g.label, tuple(g.trial_ids), g.estimate(fn), max(1, len(g.members))) for g, _ in ranked)
 
 
-def _recommend_model(model: str, gs: list[Group], objective: str, peak: str,
+def _recommend_model(model: str, gs: list[Group], objective: str, peak: figures.Figure,
                      budget: int | None) -> Recommendation:
     """The decision for one model's strategies (see ``recommend``)."""
-    name, unit, lower = FIGURES[objective]
-    name = peak if objective == "memory" else name
-    fn = figure_fn(objective, peak)
+    f = figures.objective_figure(objective, peak)
+    name, unit, fn = f.key, f.unit, reader(f)
     over = over_budget(gs, peak, budget)
     confs = configurations([g for g in gs if g not in over], objective)
-    ranked = rank_groups(confs, objective, peak)
+    ranked = rank_groups(confs, f)
     pooled = tuple(dict.fromkeys(p for g in confs if g.members for p in differing(
         [m.strategy for m in g.members], irrelevant_paths(objective, g.strategy))))
     empty = Recommendation(objective, Figure(name, None, unit), excluded_over_budget=tuple(g.label for g in over),
@@ -117,13 +118,13 @@ def _recommend_model(model: str, gs: list[Group], objective: str, peak: str,
                            notes=tuple(reasons(objective, pooled)))
     if not ranked:
         if not confs and over:
-            reason = (f"every strategy's peak memory ({peak}) exceeds the budget of {budget} bytes "
+            reason = (f"every strategy's peak memory ({peak.key}) exceeds the budget of {budget} bytes "
                       f"({fmt_value(budget, 'bytes')})")
         else:
             reason = (f"no strategy{' within the budget' if over else ''} measured {name}"
                       + (" (generate: false?)" if objective in ("ttft", "throughput") else ""))
         return replace(empty, reason=reason)
-    verdict, pick, tied, rule = _decide(ranked, objective, peak, fn)
+    verdict, pick, tied, rule = _decide(ranked, objective, f, peak)
     cands = _candidates(ranked, fn)
     notes = (*empty.notes, *_pooling_notes(confs, objective, fn))
     base = replace(empty, verdict=verdict, rule=rule, candidates=cands, notes=notes,
@@ -136,7 +137,7 @@ def _recommend_model(model: str, gs: list[Group], objective: str, peak: str,
     if others:
         runner, rv = others[0]
         runner_up = RunnerUp(runner.label, tuple(runner.trial_ids), Figure(name, rv, unit))
-        margin = (100.0 * (rv - value) / rv if lower else 100.0 * (value - rv) / rv) if rv else None
+        margin = (100.0 * (rv - value) / rv if f.lower_is_better else 100.0 * (value - rv) / rv) if rv else None
     tr = tradeoffs(pick, objective, gs, confs, peak)
     return replace(base, figure=Figure(name, value, unit), label=pick.label, trial_ids=tuple(pick.trial_ids),
                    settings=settings(pick.strategy, objective), runner_up=runner_up, margin_pct=margin,
@@ -150,14 +151,15 @@ def recommend(trials: Iterable[TrialResult], objective: str,
     Strategies of a model differing only in knobs that cannot affect the objective are pooled (knobs.py); the
     leader is picked only when its repeats separate it from every other configuration (stats.compare);
     otherwise the verdict is a tie (broken by TIE_RULE) or undecided (too few repeats: nothing is picked)."""
-    if objective not in OBJECTIVES:
-        raise SpecError(f"unknown objective {objective!r}; allowed: {', '.join(OBJECTIVES)}", path="--objective")
+    if objective not in figures.OBJECTIVE_NAMES:
+        raise SpecError(f"unknown objective {objective!r}; allowed: {', '.join(figures.OBJECTIVE_NAMES)}",
+                        path="--objective")
     trials = list(trials)
-    peak = peak_key(trials)
+    peak = memory_figure(trials)
     per_model = by_model(groups(trials))
     if not per_model:
-        name, unit, _ = FIGURES[objective]
-        return [Recommendation(objective, Figure(peak if objective == "memory" else name, None, unit),
+        f = figures.objective_figure(objective, peak)
+        return [Recommendation(objective, Figure(f.key, None, f.unit),
                                reason="no ok trial to recommend from", method=stats.COMPARE_METHOD)]
     return [_recommend_model(model, gs, objective, peak, memory_budget_bytes) for model, gs in per_model.items()]
 
@@ -186,9 +188,9 @@ def max_new_tokens_warnings(trials: Iterable[TrialResult]) -> list[CapWarning]:
 def recommendations(trials: Iterable[TrialResult], memory_budget_bytes: int | None = None) -> Recommendations:
     """A pick per objective under one budget, and the caps the answers did not need."""
     trials = list(trials)
-    picks = [r for o in OBJECTIVES for r in recommend(trials, o, memory_budget_bytes)]
+    picks = [r for o in figures.OBJECTIVE_NAMES for r in recommend(trials, o, memory_budget_bytes)]
     over = tuple(dict.fromkeys(x for r in picks if r.objective == "load" for x in r.excluded_over_budget))
-    return Recommendations(tuple(picks), memory_budget_bytes, peak_key(trials),
+    return Recommendations(tuple(picks), memory_budget_bytes, memory_figure(trials).key,
                            tuple(max_new_tokens_warnings(trials)), over)
 
 
@@ -227,8 +229,9 @@ def cli_recommend(out_dir: Path, objective: str | None, memory_budget: str | Non
     path = Path(out_dir) / "report.json"
     if not path.exists():
         raise LoadprofError(f"{path} not found", hint="run `loadprof compare ... --out DIR` first", exit_code=2)
-    if objective is not None and objective not in OBJECTIVES:
-        raise SpecError(f"unknown objective {objective!r}; allowed: {', '.join(OBJECTIVES)}", path="--objective")
+    if objective is not None and objective not in figures.OBJECTIVE_NAMES:
+        raise SpecError(f"unknown objective {objective!r}; allowed: {', '.join(figures.OBJECTIVE_NAMES)}",
+                        path="--objective")
     budget = parse_size(memory_budget, "--memory-budget") if memory_budget is not None else None
     found = read_lengths(lengths, tokenizer) if lengths is not None else None
     result = SweepResult.from_dict(json.loads(path.read_text()))
@@ -239,7 +242,7 @@ def cli_recommend(out_dir: Path, objective: str | None, memory_budget: str | Non
     for model in recs.models:
         if len(recs.models) > 1:
             con.print(f"\n[bold underline]model {escape(model)}[/] (models are never compared with each other)")
-        for obj in ([objective] if objective else OBJECTIVES):
+        for obj in ([objective] if objective else figures.OBJECTIVE_NAMES):
             r = recs.get(obj, model)
             if r is not None:
                 for i, line in enumerate(recommendation_lines(r)):

@@ -14,6 +14,7 @@ import json
 import statistics
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from loadprof.core import figures
 from loadprof.analysis import trend_claims as tc
 from loadprof.analysis.cap_study import covering_cap, head, max_new_tokens_curve, preallocation_findings
 from loadprof.analysis.derive import prefill_tok_s
@@ -25,8 +26,9 @@ from loadprof.strategies.model import Strategy
 __all__ = ["batch_scaling", "covering_cap", "max_new_tokens_curve", "preallocation_findings",
            "quantization_comparison", "series", "studies"]
 
-BATCH_KEYS = ("decode_tok_s", "prefill_tok_s", "decode_tok_s_per_seq", "ttft_ms")
-QUANT_KEYS = ("decode_tok_s", "ttft_ms", "load_s")
+BATCH_FIGURES = (figures.DECODE_TOK_S, figures.PREFILL_TOK_S, figures.DECODE_TOK_S_PER_SEQ, figures.TTFT_MS)
+BATCH_KEYS = tuple(f.key for f in BATCH_FIGURES)
+QUANT_KEYS = (figures.DECODE_TOK_S.key, figures.TTFT_MS.key, figures.LOAD_S.key)
 QUANT_ORDER = ("none", "bnb-8bit", "bnb-4bit-nf4", "bnb-4bit-fp4")
 #: knobs named in a series' description (the varied one left out)
 FIXED_KNOBS = ("load.dtype", "load.quantization", "load.device_map", "generate.prompt_tokens",
@@ -80,8 +82,8 @@ def _describe(strategy: Strategy, vary: str) -> tuple[dict[str, Any], str]:
 def _sample(t: TrialResult) -> dict[str, Any]:
     """One trial's metrics, with the prompt rate derived where a report.json predates it."""
     m = dict(t.metrics)
-    if m.get("prefill_tok_s") is None and (pp := prefill_tok_s(t)) is not None:
-        m["prefill_tok_s"] = pp
+    if figures.PREFILL_TOK_S.read(m) is None and (pp := prefill_tok_s(t)) is not None:
+        m[figures.PREFILL_TOK_S.key] = pp
     return m
 
 
@@ -140,21 +142,20 @@ def _kv_tokens(settings: Mapping[str, Any], new_tokens: Any) -> int | None:
 def _step_ms(batch: float) -> Callable[[Mapping[str, Any]], float | None]:
     """Milliseconds per decode step (one token for every sequence) from one trial's total decode rate."""
     def of(m: Mapping[str, Any]) -> float | None:
-        tok = m.get("decode_tok_s")
+        tok = figures.DECODE_TOK_S.read(m)
         return 1e3 * batch / tok if isinstance(tok, (int, float)) and tok > 0 else None
     return of
 
 
 def _batch_row(group: Mapping[str, Any], p: Mapping[str, Any], base_b: Any, base_tok: Any) -> dict[str, Any]:
     m, b = p["metrics"], p["value"]
-    tok = m.get("decode_tok_s")
+    tok = figures.DECODE_TOK_S.read(m)
     speedup = tok / base_tok if tok is not None and base_tok else None
     per_tok = (m.get("estimate") or {}).get("kv_bytes_per_token")
     kv_tokens = _kv_tokens({**group["fixed"], group["vary"]: b}, m.get("new_tokens"))
     per_seq = per_tok * kv_tokens if per_tok is not None and kv_tokens is not None else None
     return {"batch_size": b, "trial_ids": p["trial_ids"], "repeats": p.get("repeats", len(p["trial_ids"])),
-            "decode_tok_s": tok, "prefill_tok_s": m.get("prefill_tok_s"),
-            "decode_tok_s_per_seq": m.get("decode_tok_s_per_seq"), "ttft_ms": m.get("ttft_ms"),
+            **{f.key: f.read(m) for f in BATCH_FIGURES},
             "estimates": tc.point_estimates(p, BATCH_KEYS), "speedup": speedup,
             "efficiency_pct": 100.0 * speedup / (b / base_b) if speedup is not None else None,
             "kv_bytes_per_seq": per_seq, "kv_bytes_total": per_seq * b if per_seq is not None else None,
@@ -162,17 +163,19 @@ def _batch_row(group: Mapping[str, Any], p: Mapping[str, Any], base_b: Any, base
 
 
 def batch_scaling(group: Mapping[str, Any]) -> dict[str, Any]:
-    """Throughput vs batch like a parallel-workers table and llama-bench: prompt processing (pp, prefill_tok_s)
-    and token generation (tg, decode_tok_s) tok/s with their spread, speedup over the smallest batch, efficiency,
-    KV size, and where the decode step time starts rising faster (throughput stops scaling).
+    """Throughput vs batch like a parallel-workers table and llama-bench: prompt processing (pp,
+    ``figures.PREFILL_TOK_S``) and token generation (tg, ``figures.DECODE_TOK_S``) tok/s with their spread, speedup
+    over the smallest batch, efficiency, KV size, and where the decode step time starts rising faster (throughput
+    stops scaling).
 
     Efficiency = speedup / (batch / smallest batch). The best-efficiency row is chosen among the batches above
     the smallest (the baseline is 100% by construction).
     """
     pts = group["points"]
-    base_b, base_tok = pts[0]["value"], pts[0]["metrics"].get("decode_tok_s")
+    base_b, base_tok = pts[0]["value"], figures.DECODE_TOK_S.read(pts[0]["metrics"])
     rows = [_batch_row(group, p, base_b, base_tok) for p in pts]
-    best_tp = max((r for r in rows if r["decode_tok_s"] is not None), key=lambda r: r["decode_tok_s"], default=None)
+    tput = figures.DECODE_TOK_S.read
+    best_tp = max((r for r in rows if tput(r) is not None), key=tput, default=None)
     best_eff = max((r for r in rows[1:] if r["efficiency_pct"] is not None), key=lambda r: r["efficiency_pct"],
                    default=None)
     for r, flag in ((best_tp, "best_throughput"), (best_eff, "best_efficiency")):
@@ -208,8 +211,8 @@ def quantization_comparison(group: Mapping[str, Any]) -> dict[str, Any]:
     """Each quantization against the unquantized point of the same model and dtype, like the user's summary."""
     pts = group["points"]
     base = next((p["metrics"] for p in pts if p["value"] == "none"), None)
-    cuda = all(p["metrics"].get("peak_cuda_allocated_bytes") is not None for p in pts)
-    peak_key = "peak_cuda_allocated_bytes" if cuda else "peak_rss_bytes"
+    peak_key = figures.memory_figure(p["metrics"] for p in pts).key
+    cuda = peak_key == figures.PEAK_CUDA_ALLOCATED_BYTES.key
 
     def weights(m: Mapping[str, Any]) -> float | None:
         w = m.get("weights_bytes")
@@ -219,20 +222,22 @@ def quantization_comparison(group: Mapping[str, Any]) -> dict[str, Any]:
     for p in pts:
         m = p["metrics"]
         b = base or {}
-        figures = [{"weights_bytes": weights(x), "peak_bytes": x.get(peak_key), **{k: x.get(k) for k in QUANT_KEYS}}
+        samples = [{"weights_bytes": weights(x), "peak_bytes": x.get(peak_key), **{k: x.get(k) for k in QUANT_KEYS}}
                    for x in p.get("samples", [m])]
         w, bw, peak, bpeak = weights(m), weights(b), m.get(peak_key), b.get(peak_key)
-        tok, btok, load, bload = m.get("decode_tok_s"), b.get("decode_tok_s"), m.get("load_s"), b.get("load_s")
+        tok, btok = figures.DECODE_TOK_S.read(m), figures.DECODE_TOK_S.read(b)
+        load, bload = figures.LOAD_S.read(m), figures.LOAD_S.read(b)
+        ttft, bttft = figures.TTFT_MS.read(m), figures.TTFT_MS.read(b)
         rows.append({
-            "quantization": p["value"], "trial_ids": p["trial_ids"], "repeats": p.get("repeats", len(figures)),
-            "estimates": tc.point_estimates({"samples": figures}, ("weights_bytes", "peak_bytes", *QUANT_KEYS)),
+            "quantization": p["value"], "trial_ids": p["trial_ids"], "repeats": p.get("repeats", len(samples)),
+            "estimates": tc.point_estimates({"samples": samples}, ("weights_bytes", "peak_bytes", *QUANT_KEYS)),
             "weights_bytes": w,
             "memory_saved_pct": _pct_saved(w, bw),
             "peak_bytes": peak, "peak_saved_bytes": bpeak - peak if peak is not None and bpeak is not None else None,
             "peak_saved_pct": _pct_saved(peak, bpeak),
-            "decode_tok_s": tok, "decode_speedup": tok / btok if tok is not None and btok else None,
-            "ttft_ms": m.get("ttft_ms"), "ttft_change_pct": _pct_change(m.get("ttft_ms"), b.get("ttft_ms")),
-            "load_s": load, "load_time_ratio": load / bload if load is not None and bload else None,
+            figures.DECODE_TOK_S.key: tok, "decode_speedup": tok / btok if tok is not None and btok else None,
+            figures.TTFT_MS.key: ttft, "ttft_change_pct": _pct_change(ttft, bttft),
+            figures.LOAD_S.key: load, "load_time_ratio": load / bload if load is not None and bload else None,
         })
     return {**head(group), "baseline": "none" if base is not None else None,
             "peak_source": "cuda_allocated" if cuda else "rss", "rows": rows}

@@ -11,8 +11,8 @@ from loadprof.results.model import Estimate
 from loadprof.strategies.model import Strategy
 from loadprof.analysis import stats
 from loadprof.analysis.knobs import without
-from loadprof.analysis.groups import (FIGURES, OBJECTIVES, TRADEOFF_PCT, Group, rank_groups, figure, figure_fn,
-                                      load_cost_s)
+from loadprof.analysis.groups import TRADEOFF_PCT, Group, figure, rank_groups, reader
+from loadprof.core import figures
 
 def _key(strategy: Strategy, drop: Sequence[str]) -> str:
     return json.dumps(without(strategy.to_dict(), ("label", "generate.repeats", *drop)), sort_keys=True)
@@ -61,29 +61,30 @@ def _quality(q: str) -> str:
     return f"quality risk: {bits} weights change the model's outputs, check accuracy on your data"
 
 
-def tradeoffs(pick: Group, objective: str, gs: Sequence[Group], cands: Sequence[Group], peak: str) -> list[str]:
+def tradeoffs(pick: Group, objective: str, gs: Sequence[Group], cands: Sequence[Group],
+              peak: figures.Figure) -> list[str]:
     """Concrete costs of the pick, each drawn from measured strategies (named) and their medians."""
     out: list[str] = []
     for rule in (_quantization_cost, _dtype_cost, _loader_cost, _offload_cost, _static_cache_cost):
         text = rule(pick, gs, peak)
         if text:
             out.append(text)
-    if objective == "load":
+    if objective == figures.LOAD.name:
         text = _page_cache_note(pick, gs)
         if text:
             out.append(text)
     return out + _other_objectives(pick, objective, cands, peak)
 
 
-def _quantization_cost(pick: Group, gs: Sequence[Group], peak: str) -> str | None:
+def _quantization_cost(pick: Group, gs: Sequence[Group], peak: figures.Figure) -> str | None:
     q = pick.strategy.load.quantization
     if q == "none":
         return None
-    pk, tok = pick.metric(peak), pick.metric("decode_tok_s")
+    pk, tok = pick.metric(peak), pick.metric(figures.DECODE_TOK_S)
     base = counterpart(pick, gs, ["load.quantization"], lambda g: g.strategy.load.quantization == "none")
     if base is None or pk is None or base.metric(peak) is None:
         return f"{q}: no unquantized run to compare memory with; {_quality(q)}"
-    bp, bt = base.metric(peak), base.metric("decode_tok_s")
+    bp, bt = base.metric(peak), base.metric(figures.DECODE_TOK_S)
     change = (f"saves {-_pct(pk, bp):.0f}% peak memory" if pk <= bp else
               f"uses {_pct(pk, bp):.0f}% more peak memory")
     text = (f"{q} {change} vs none ('{base.label}': {fmt_value(bp, 'bytes')} -> {fmt_value(pk, 'bytes')}); "
@@ -93,7 +94,7 @@ def _quantization_cost(pick: Group, gs: Sequence[Group], peak: str) -> str | Non
     return text
 
 
-def _dtype_cost(pick: Group, gs: Sequence[Group], peak: str) -> str | None:
+def _dtype_cost(pick: Group, gs: Sequence[Group], peak: figures.Figure) -> str | None:
     dt = pick.strategy.load.dtype
     if dt not in ("float16", "bfloat16", "float32"):
         return None
@@ -110,23 +111,24 @@ def _dtype_cost(pick: Group, gs: Sequence[Group], peak: str) -> str | None:
                else "; float32 only helps if the checkpoint itself is float32"))
 
 
-def _loader_cost(pick: Group, gs: Sequence[Group], peak: str) -> str | None:
+def _loader_cost(pick: Group, gs: Sequence[Group], peak: figures.Figure) -> str | None:
     loader = pick.strategy.load.loader.target if pick.strategy.load.loader else None
     if not loader:
         return None
     builtin = counterpart(pick, gs, ["load.loader", "sampling_hz"], lambda g: g.strategy.load.loader is None)
-    a, b = pick.median(load_cost_s), builtin.median(load_cost_s) if builtin else None
+    load = reader(figures.LOAD_COST_S)
+    a, b = pick.median(load), builtin.median(load) if builtin else None
     if a is None or not b or a <= b:
         return None
     return (f"custom loader {loader} takes {fmt_value(a, 's')} to load (first forward included) vs {fmt_value(b, 's')} "
             f"with the built-in loader ('{builtin.label}'), {_more(_pct(a, b))} slower")
 
 
-def _offload_cost(pick: Group, gs: Sequence[Group], peak: str) -> str | None:
+def _offload_cost(pick: Group, gs: Sequence[Group], peak: figures.Figure) -> str | None:
     off = pick.strategy.load.offload
     if off == "none":
         return None
-    pk, tok, ttft = pick.metric(peak), pick.metric("decode_tok_s"), pick.metric("ttft_ms")
+    pk, tok, ttft = pick.metric(peak), pick.metric(figures.DECODE_TOK_S), pick.metric(figures.TTFT_MS)
     base = counterpart(pick, gs, ["load.offload", "load.max_memory", "load.offload_folder"],
                        lambda g: g.strategy.load.offload == "none")
     by_dev = (pick.trials[0].metrics.get("bytes_by_device") or {}) if pick.trials else {}
@@ -134,7 +136,7 @@ def _offload_cost(pick: Group, gs: Sequence[Group], peak: str) -> str | None:
     text = f"offload={off}: offloaded weights are read back at every forward" + (f" (weights by device: {where})"
                                                                                   if where else "")
     if base is not None:
-        bt, btt, bp = base.metric("decode_tok_s"), base.metric("ttft_ms"), base.metric(peak)
+        bt, btt, bp = base.metric(figures.DECODE_TOK_S), base.metric(figures.TTFT_MS), base.metric(peak)
         parts = [f"peak {fmt_value(pk, 'bytes')} vs {fmt_value(bp, 'bytes')}" if pk is not None and bp else "",
                  f"first token {fmt_value(ttft, 'ms')} vs {fmt_value(btt, 'ms')}" if ttft is not None and btt else "",
                  f"decode {fmt_value(tok, 'tok/s')} vs {fmt_value(bt, 'tok/s')}" if tok is not None and bt else ""]
@@ -143,7 +145,7 @@ def _offload_cost(pick: Group, gs: Sequence[Group], peak: str) -> str | None:
     return text
 
 
-def _static_cache_cost(pick: Group, gs: Sequence[Group], peak: str) -> str | None:
+def _static_cache_cost(pick: Group, gs: Sequence[Group], peak: figures.Figure) -> str | None:
     if pick.strategy.generate is None or pick.strategy.generate.cache_implementation != "static":
         return None
     kv = (pick.trials[0].metrics.get("estimate") or {}).get("kv_cache_static_bytes") if pick.trials else None
@@ -155,31 +157,32 @@ def _page_cache_note(pick: Group, gs: Sequence[Group]) -> str | None:
     if pick.strategy.load.file_cache != "warm":
         return None
     cold = counterpart(pick, gs, ["load.file_cache"], lambda g: g.strategy.load.file_cache == "cold")
-    c = cold.median(load_cost_s) if cold else None
+    c = cold.median(reader(figures.LOAD_COST_S)) if cold else None
     if c is None:
         return None
     return f"measured with the checkpoint in the page cache; a cold start ('{cold.label}') took {fmt_value(c, 's')}"
 
 
-def _other_objectives(pick: Group, objective: str, cands: Sequence[Group], peak: str) -> list[str]:
+def _other_objectives(pick: Group, objective: str, cands: Sequence[Group], peak: figures.Figure) -> list[str]:
     """How much worse the pick is, beyond TRADEOFF_PCT, on each other objective than that objective's best;
     never claimed when the repeats say the two are the same, flagged when there are too few to say."""
     out = []
-    for other_obj in OBJECTIVES:
+    for other_obj in figures.OBJECTIVE_NAMES:
         if other_obj == objective:
             continue
-        ranked = rank_groups(cands, other_obj, peak)
-        mine = figure(pick, other_obj, peak)
+        f = figures.objective_figure(other_obj, peak)
+        ranked = rank_groups(cands, f)
+        mine = figure(pick, f)
         if not ranked or mine is None or ranked[0][0] is pick:
             continue
         best, bf = ranked[0]
-        worse = _pct(bf, mine) if other_obj == "throughput" else _pct(mine, bf)
-        fn = figure_fn(other_obj, peak)
+        worse = _pct(mine, bf) if f.lower_is_better else _pct(bf, mine)
+        fn = reader(f)
         c = stats.compare(best.values(fn), pick.values(fn))
         if worse > TRADEOFF_PCT and (c is None or c.distinguishable is not False):
             what, how = {"load": ("load+first forward", "longer"), "memory": ("peak memory", "higher"),
                          "ttft": ("first token", "later"), "throughput": ("decode", "slower")}[other_obj]
-            unit = FIGURES[other_obj][1]
+            unit = f.unit
             unsure = " (too few repeats to be sure)" if c is None or c.distinguishable is None else ""
             out.append(f"{what} {_more(worse)} {how} than the best-{other_obj} configuration '{best.label}' "
                        f"({fmt_value(mine, unit)} vs {fmt_value(bf, unit)}){unsure}")

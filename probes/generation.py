@@ -16,6 +16,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from loadprof.core import figures
 from loadprof.core.phases import PhaseRecorder
 from loadprof.strategies.model import GenerateSpec
 
@@ -135,12 +136,12 @@ def summarize(calls: list[CallTiming], warm_from: int, batch_size: int) -> dict[
     m["generate_calls_measured"] = len(measured)
     m["generate_calls_warmup"] = warm_from
     m["new_tokens"] = measured[-1].new_tokens if measured else 0
-    m["generate_call_s"] = statistics.median(c.generate_s for c in measured) if measured else None
+    m[figures.GENERATE_CALL_S.key] = statistics.median(c.generate_s for c in measured) if measured else None
     if ttfts:
-        m["ttft_ms"] = statistics.median(ttfts)
+        m[figures.TTFT_MS.key] = statistics.median(ttfts)
     if rates:
-        m["decode_tok_s_per_seq"] = statistics.median(rates)
-        m["decode_tok_s"] = m["decode_tok_s_per_seq"] * batch_size
+        m[figures.DECODE_TOK_S_PER_SEQ.key] = statistics.median(rates)
+        m[figures.DECODE_TOK_S.key] = m[figures.DECODE_TOK_S_PER_SEQ.key] * batch_size
     for q in (0.5, 0.9, 0.99):
         v = percentile(per_tok, q)
         if v is not None:

@@ -25,6 +25,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from loadprof.core import figures
 from loadprof.probes.base import Probe, ProbeContext, ProbeResult
 
 SOURCES_NOTE = ("memory sources: RSS from /proc (anon = real allocations, file = mapped checkpoint pages); "
@@ -181,21 +182,22 @@ class MemoryProbe(Probe):
             cuda = self._cuda_mod()
             cuda_peak = cuda.max_memory_allocated() if cuda else 0
             for rec in self.open.values():
-                rec["peak_rss_bytes"] = max(rec["peak_rss_bytes"], hwm)
+                rec[figures.PEAK_RSS_BYTES.key] = max(rec[figures.PEAK_RSS_BYTES.key], hwm)
                 if cuda:
-                    rec["peak_cuda_allocated_bytes"] = max(rec.get("peak_cuda_allocated_bytes", 0), cuda_peak)
+                    cuda_key = figures.PEAK_CUDA_ALLOCATED_BYTES.key
+                    rec[cuda_key] = max(rec.get(cuda_key, 0), cuda_peak)
             self.peak_rss = max(self.peak_rss, hwm)
             self.peak_cuda = max(self.peak_cuda, cuda_peak)
             if edge == "start":
                 self.open[phase] = {
                     "start_rss_bytes": st.get("rss", 0), "start_anon_bytes": st.get("anon", 0),
-                    "start_file_bytes": st.get("file", 0), "peak_rss_bytes": st.get("rss", 0),
+                    "start_file_bytes": st.get("file", 0), figures.PEAK_RSS_BYTES.key: st.get("rss", 0),
                     "peak_sampled_rss_bytes": st.get("rss", 0), "peak_anon_bytes": st.get("anon", 0),
                     "_minflt": ru.ru_minflt, "_majflt": ru.ru_majflt,
                 }
                 if cuda:
                     self.open[phase]["start_cuda_allocated_bytes"] = cuda.memory_allocated()
-                    self.open[phase]["peak_cuda_allocated_bytes"] = cuda.memory_allocated()
+                    self.open[phase][figures.PEAK_CUDA_ALLOCATED_BYTES.key] = cuda.memory_allocated()
                     used = self._nvml_used()
                     if used is not None:
                         self.open[phase]["start_nvml_used_bytes"] = used

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from loadprof.core import figures
 from loadprof.core.phases import HARNESS_PHASES
 from loadprof.reports.sections import children_s
 from loadprof.results.model import TrialResult
@@ -126,7 +127,7 @@ def harness_spans(t: TrialResult) -> list[tuple[float, float, str]]:
 
 def workload_peak_bytes(t: TrialResult, rows: Sequence[Sequence[float]]) -> float | None:
     """The workload's peak RSS (exact VmHWM figure when recorded; else the timeline outside loadprof's phases)."""
-    exact = t.metrics.get("peak_rss_bytes")
+    exact = figures.PEAK_RSS_BYTES.read(t.metrics)
     if isinstance(exact, (int, float)) and exact > 0:
         return float(exact)
     spans = harness_spans(t)

@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from loadprof.core.conclusions import CONFIG_FIGURES, ConfigSummary, Estimate
+from loadprof.core import figures
+from loadprof.core.conclusions import ConfigSummary, Estimate
 from loadprof.reports.sections import Table
 from loadprof.results.model import SweepResult
 from loadprof.core.units import bytes_h
@@ -21,12 +22,6 @@ from loadprof.core.units import bytes_h
 TITLE = "Per configuration (median ± half IQR, n repeats)"
 PARETO_TITLE = "Pareto front per model"
 NEEDS_REPEAT = "± needs repeat >= 2"
-HEADINGS = {"load_cost_s": "load cost", "peak_rss_bytes": "peak RSS", "peak_cuda_allocated_bytes": "peak CUDA",
-            "ttft_ms": "TTFT", "prefill_tok_s": "prefill (pp)", "decode_tok_s": "decode (tg)",
-            "generate_call_s": "generate call", "load_s": "load", "import_s": "import"}
-#: Pareto objective -> heading (the memory figure is whichever peak the model was compared on)
-PARETO_HEADINGS = (("load_cost_s", "load cost"), ("peak_memory", "peak memory"), ("ttft_ms", "TTFT"),
-                   ("decode_tok_s", "decode (tg)"))
 PARETO_DESCRIPTION = ("per model (never across models), the configurations no other configuration of that model "
                       "beats on every one of real load cost, peak memory and TTFT (lower is better) and decode "
                       "tok/s (higher is better). Dominance is decided on medians only: a difference within the "
@@ -59,9 +54,9 @@ def configurations_table(sweep: SweepResult) -> Table | None:
     configs = sweep.configurations
     if not configs:
         return None
-    keys = [k for k in CONFIG_FIGURES if any(k in c.figures for c in configs)]
-    columns = ("model", "configuration", "n", *(HEADINGS[k] for k in keys))
-    rows = [(c.model, c.label, n_cell(c), *(estimate_cell(c.figures.get(k), CONFIG_FIGURES[k]) for k in keys))
+    shown = [f for f in figures.PER_CONFIGURATION if any(f.key in c.figures for c in configs)]
+    columns = ("model", "configuration", "n", *(f.label for f in shown))
+    rows = [(c.model, c.label, n_cell(c), *(estimate_cell(f.read(c.figures), f.unit) for f in shown))
             for c in configs]
     notes = [SPREAD_NOTE]
     if any(c.n == 1 for c in configs):
@@ -72,8 +67,10 @@ def configurations_table(sweep: SweepResult) -> Table | None:
     return Table(TITLE, columns, rows, right, "one row per strategy over its repeats", notes)
 
 
-def _memory(c: ConfigSummary) -> str:
-    return next((k for k in c.pareto_on if k.startswith("peak_")), "peak_rss_bytes")
+def compared(c: ConfigSummary, objective: figures.Objective) -> figures.Figure:
+    """The figure ``c`` was compared on for ``objective`` (the memory one: whichever peak is in ``pareto_on``)."""
+    on = [figures.by_key(k) for k in c.pareto_on if k in figures.BY_KEY]
+    return next((f for f in on if f.objective is objective), figures.objective_figure(objective.name))
 
 
 def pareto_table(sweep: SweepResult) -> Table | None:
@@ -84,26 +81,26 @@ def pareto_table(sweep: SweepResult) -> Table | None:
     labels = {c.strategy_id: c.label for c in sweep.configurations}
     models = list(dict.fromkeys(c.model for c in configs))
     configs.sort(key=lambda c: (models.index(c.model), not c.pareto))
-    columns = ("model", "configuration", "Pareto", *(h for _, h in PARETO_HEADINGS), "dominated by")
+    columns = ("model", "configuration", "Pareto", *(o.label for o in figures.OBJECTIVES), "dominated by")
     rows = []
     for c in configs:
-        keys = [_memory(c) if k == "peak_memory" else k for k, _ in PARETO_HEADINGS]
-        cells = [estimate_cell(c.figures.get(k), CONFIG_FIGURES[k]) if k in c.pareto_on else "-" for k in keys]
+        on = [compared(c, o) for o in figures.OBJECTIVES]
+        cells = [estimate_cell(f.read(c.figures), f.unit) if f.key in c.pareto_on else "-" for f in on]
         by = ", ".join(labels.get(s, s) for s in c.dominated_by) or "-"
         rows.append((c.model, c.label, "front" if c.pareto else "dominated", *cells, by))
-    right = tuple(3 <= i < 3 + len(PARETO_HEADINGS) for i in range(len(columns)))
+    right = tuple(3 <= i < 3 + len(figures.OBJECTIVES) for i in range(len(columns)))
     return Table(PARETO_TITLE, columns, rows, right, PARETO_DESCRIPTION, _pareto_notes(configs))
 
 
 def _pareto_notes(configs: Sequence[ConfigSummary]) -> list[str]:
     notes = []
     for model in dict.fromkeys(c.model for c in configs):
-        on = next(c.pareto_on for c in configs if c.model == model)
-        mem = next((k for k in on if k.startswith("peak_")), None)
-        if len(on) < len(PARETO_HEADINGS):
+        first = next(c for c in configs if c.model == model)
+        on = first.pareto_on
+        if len(on) < len(figures.OBJECTIVES):
             notes.append(f"{model}: compared on {', '.join(on)} only (the other figures were not measured by every "
                          "configuration of this model)")
-        elif mem == "peak_cuda_allocated_bytes":
+        elif compared(first, figures.MEMORY) is figures.PEAK_CUDA_ALLOCATED_BYTES:
             notes.append(f"{model}: peak memory is the CUDA allocator peak")
     return notes
 

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from loadprof.core import figures
 from loadprof.reports.base import Artifacts, TextRenderer
 from loadprof.reports.configurations import print_tables, tables as configuration_tables
 from loadprof.reports.sections import (cap_warning_lines, estimate_text, figures_available, harness_line,
@@ -31,9 +32,10 @@ def trial_line(t: TrialResult) -> str:
     style = STATUS_STYLE.get(t.status, "")
     parts = [f"[{style}]{t.status:<7}[/]", escape(t.label), f"r{t.repeat_index}"]
     if t.ok:
-        parts += [f"load {num(m.get('load_s'))} s", f"peak {bytes_h(m.get('peak_rss_bytes'))}"]
-        if m.get("ttft_ms") is not None:
-            parts += [f"TTFT {num(m.get('ttft_ms'), '.1f')} ms", f"decode {num(m.get('decode_tok_s'), '.1f')} tok/s"]
+        parts += [f"load {num(figures.LOAD_S.read(m))} s", f"peak {bytes_h(figures.PEAK_RSS_BYTES.read(m))}"]
+        if figures.TTFT_MS.read(m) is not None:
+            parts += [f"TTFT {num(figures.TTFT_MS.read(m), '.1f')} ms",
+                      f"decode {num(figures.DECODE_TOK_S.read(m), '.1f')} tok/s"]
     else:
         parts.append(f"[dim]{escape((t.reason or '')[:160])}[/]")
     return "  ".join(parts)
@@ -51,8 +53,9 @@ def summary_table(sweep: SweepResult) -> Table:
         table.add_row(
             str(i), escape(model_label(t)), escape(f"{t.label} r{t.repeat_index}"),
             f"[{STATUS_STYLE.get(t.status, '')}]{t.status}[/]",
-            num(m.get("import_s")), num(m.get("load_s")), num(m.get("warmup_s")), bytes_h(m.get("peak_rss_bytes")),
-            num(m.get("ttft_ms"), ".1f"), num(m.get("decode_tok_s"), ".1f"), wall_cell(t),
+            num(figures.IMPORT_S.read(m)), num(figures.LOAD_S.read(m)), num(m.get("warmup_s")),
+            bytes_h(figures.PEAK_RSS_BYTES.read(m)), num(figures.TTFT_MS.read(m), ".1f"),
+            num(figures.DECODE_TOK_S.read(m), ".1f"), wall_cell(t),
             escape((t.reason or "")[:120]),
         )
     return table
@@ -133,8 +136,8 @@ def render(sweep: SweepResult, console: Console | None = None, out_dir: Any = No
         env = ", ".join(f"{k} {v}" for k, v in sweep.env.items())
         console.print(f"environment: {env}", markup=False, highlight=False, style="dim")
     if out_dir is not None:
-        figures = "plots" if figures_available() else "tables only: pip install 'loadprof[plots]' for figures"
-        console.print(f"results: {out_dir}/report.html ({figures}), report.md, report.csv, configurations.csv, "
+        plots = "plots" if figures_available() else "tables only: pip install 'loadprof[plots]' for figures"
+        console.print(f"results: {out_dir}/report.html ({plots}), report.md, report.csv, configurations.csv, "
                       f"report.json, results.jsonl; per-trial logs and profiles in {out_dir}/trials/",
                       highlight=False, markup=False)
 

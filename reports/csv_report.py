@@ -12,17 +12,18 @@ import csv
 import io
 from typing import Any, Mapping
 
-from loadprof.core.conclusions import CONFIG_FIGURES
+from loadprof.core import figures
 from loadprof.reports.base import Artifacts, TextRenderer
 from loadprof.reports.sections import children_s, model_label, top_level_s
 from loadprof.results.model import SweepResult, TrialResult
 
 ID_COLUMNS = ("trial_id", "strategy_id", "label", "model", "repeat", "status", "reason", "wall_s")
 #: metrics first in this order when present; any other scalar metric follows, alphabetically
-MAIN_METRICS = ("peak_rss_bytes", "ttft_ms", "cold_ttft_ms", "decode_tok_s", "decode_tok_s_per_seq",
-                "per_token_ms_p50", "per_token_ms_p90", "per_token_ms_p99", "generate_call_s", "new_tokens",
-                "weights_bytes", "param_count", "storage_read_bytes", "achieved_read_gb_s",
-                "read_bandwidth_fraction", "peak_cuda_allocated_bytes", "generate_start_alloc_bytes")
+MAIN_METRICS = (figures.PEAK_RSS_BYTES.key, figures.TTFT_MS.key, "cold_ttft_ms", figures.DECODE_TOK_S.key,
+                figures.DECODE_TOK_S_PER_SEQ.key, "per_token_ms_p50", "per_token_ms_p90", "per_token_ms_p99",
+                figures.GENERATE_CALL_S.key, "new_tokens", "weights_bytes", "param_count", "storage_read_bytes",
+                "achieved_read_gb_s", "read_bandwidth_fraction", figures.PEAK_CUDA_ALLOCATED_BYTES.key,
+                "generate_start_alloc_bytes")
 HARNESS = ("startup_s", "overhead_s")
 #: from ``harness.machine``: how busy the machine was around the trial (loadprof.analysis.machine)
 MACHINE = ("others_cpu_cores", "steal_share")
@@ -44,7 +45,8 @@ def _phase_order(cols: list[str]) -> list[str]:
 
 
 def _row(t: TrialResult) -> tuple[dict[str, Any], list[str]]:
-    """The row, and its phase columns in order (a metric such as ``load_s`` yields to the phase of that name)."""
+    """The row, and its phase columns in order (a metric such as the load phase's total yields to the phase
+    column of that name)."""
     phases = _phase_columns(t)
     row: dict[str, Any] = {"trial_id": t.trial_id, "strategy_id": t.strategy_id, "label": t.label,
                            "model": model_label(t), "repeat": t.repeat_index, "status": t.status,
@@ -94,7 +96,7 @@ def render_configurations(sweep: SweepResult, artifacts: Artifacts | None = None
     """configurations.csv: one row per configuration (``sweep.configurations``); columns ``<figure>.median``,
     ``.q1``, ``.q3``, ``.ci_lo``, ``.ci_hi``, ``.n`` for each figure any configuration has, unrounded."""
     configs = sweep.configurations
-    keys = [k for k in CONFIG_FIGURES if any(k in c.figures for c in configs)]
+    keys = [f.key for f in figures.PER_CONFIGURATION if any(f.key in c.figures for c in configs)]
     columns = [*CONFIG_ID_COLUMNS, *(f"{k}.{col}" for k in keys for col, _ in ESTIMATE_COLUMNS)]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, restval="", lineterminator="\n")

@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
+from loadprof.core import figures  # noqa: E402
 from loadprof.results.model import Study  # noqa: E402
 
 STYLE = {"svg.fonttype": "none", "font.size": 8, "font.family": ["DejaVu Sans", "sans-serif"],
@@ -135,7 +136,7 @@ def max_new_tokens_plot(curves: Sequence[Study]) -> str | None:
             xs = [p["cap"] for p in pts]
             caps += xs
             _errorbars(a1, xs, pts, "generate_start_alloc_bytes", label, MiB)
-            _errorbars(a2, xs, pts, "generate_call_s", label)
+            _errorbars(a2, xs, pts, figures.GENERATE_CALL_S.key, label)
         for ax, title, ylabel in ((a1, "alloc at generate start", "MiB"), (a2, "generate call", "seconds")):
             _log2_axis(ax, caps)
             ax.set_title(title)
@@ -158,7 +159,7 @@ def batch_plot(scalings: Sequence[Study]) -> str | None:
         for b, label in zip(scalings, _series_labels(scalings)):
             rows = b.figures["rows"]
             sizes += [r["batch_size"] for r in rows]
-            _errorbars(a1, [r["batch_size"] for r in rows], rows, "decode_tok_s", label)
+            _errorbars(a1, [r["batch_size"] for r in rows], rows, figures.DECODE_TOK_S.key, label)
             eff = [(r["batch_size"], r["efficiency_pct"]) for r in rows if r.get("efficiency_pct") is not None]
             if eff:
                 a2.plot(*zip(*eff), marker="o", markersize=3, label=label)
@@ -188,7 +189,7 @@ def quant_plot(comparisons: Sequence[Study]) -> str | None:
         for i, (q, label) in enumerate(zip(comparisons, _series_labels(comparisons))):
             by = {str(r["quantization"]): r for r in q.figures["rows"]}
             xs = [j + (i - (len(comparisons) - 1) / 2) * width for j in range(len(quants))]
-            for ax, key, div in ((a1, "weights_bytes", scale), (a2, "decode_tok_s", 1.0)):
+            for ax, key, div in ((a1, "weights_bytes", scale), (a2, figures.DECODE_TOK_S.key, 1.0)):
                 rows = [by.get(n) or {} for n in quants]
                 ys, yerr = _iqr([r if r.get(key) is not None else {key: 0.0} for r in rows], key, div)
                 ax.bar(xs, ys, yerr=yerr, capsize=2, width=width * 0.95, label=label)
@@ -216,24 +217,23 @@ def study_plots(studies: Iterable[Study]) -> dict[str, str]:
 from html import escape as _xml_escape  # noqa: E402
 
 from loadprof.core.conclusions import ConfigSummary  # noqa: E402
-from loadprof.reports.configurations import estimate_cell  # noqa: E402
+from loadprof.reports.configurations import compared, estimate_cell  # noqa: E402
 
-#: (x figure, y figure, panel title); ``peak_memory`` is the peak each model was compared on
-PARETO_PANELS = (("load_cost_s", "peak_memory", "real load cost vs peak memory (both: lower is better)"),
-                 ("ttft_ms", "decode_tok_s", "TTFT (lower is better) vs decode tok/s (higher is better)"))
-PARETO_AXES = {"load_cost_s": "real load cost (s)", "ttft_ms": "TTFT (ms)", "decode_tok_s": "decode tok/s"}
+#: (x objective, y objective, panel title); the memory figure is the peak each model was compared on
+PARETO_PANELS = ((figures.LOAD, figures.MEMORY, "real load cost vs peak memory (both: lower is better)"),
+                 (figures.TTFT, figures.THROUGHPUT, "TTFT (lower is better) vs decode tok/s (higher is better)"))
+PARETO_AXES = {figures.LOAD.name: "real load cost (s)", figures.TTFT.name: "TTFT (ms)",
+               figures.THROUGHPUT.name: "decode tok/s"}
 
 
-def _pareto_key(c: ConfigSummary, key: str) -> str:
-    if key != "peak_memory":
-        return key
-    return next((k for k in c.pareto_on if k.startswith("peak_")), "peak_rss_bytes")
+def _pareto_key(c: ConfigSummary, objective: figures.Objective) -> str:
+    return compared(c, objective).key
 
 
 def _pareto_tooltip(c: ConfigSummary) -> str:
     """What hovering a point says: the configuration, its model, its standing and the compared figures."""
-    units = {"load_cost_s": "s", "ttft_ms": "ms", "decode_tok_s": "tok/s"}
-    figs = [f"{k}: {estimate_cell(c.figures.get(k), units.get(k, 'bytes'))}" for k in c.pareto_on]
+    unit = lambda k: figures.BY_KEY[k].unit if k in figures.BY_KEY else "bytes"  # noqa: E731
+    figs = [f"{k}: {estimate_cell(c.figures.get(k), unit(k))}" for k in c.pareto_on]
     return f"{c.label} ({c.model}), {'Pareto front' if c.pareto else 'dominated'}; " + "; ".join(figs)
 
 
@@ -261,9 +261,9 @@ def pareto_plot(configs: Sequence[ConfigSummary]) -> str | None:
         return None
     models = list(dict.fromkeys(c.model for c in pts))
     colors = _colors(models)
-    mem = [c.median(_pareto_key(c, "peak_memory")) or 0.0 for c in pts]
+    mem = [c.median(_pareto_key(c, figures.MEMORY)) or 0.0 for c in pts]
     mem_scale, mem_unit = _byte_unit(max(mem))
-    scale = {"peak_rss_bytes": mem_scale, "peak_cuda_allocated_bytes": mem_scale}
+    scale = {f.key: mem_scale for f in figures.CATALOGUE if f.objective is figures.MEMORY}
     tips: dict[str, str] = {}
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 2, figsize=(WIDTH_IN, 3.0), layout="constrained")
@@ -273,8 +273,8 @@ def pareto_plot(configs: Sequence[ConfigSummary]) -> str | None:
                 if _pareto_point(ax, c, _pareto_key(c, xf), _pareto_key(c, yf), scale, colors[c.model], gid):
                     tips[gid] = _pareto_tooltip(c)
             ax.set_title(title)
-            ax.set_xlabel(PARETO_AXES.get(xf, xf))
-            ax.set_ylabel(PARETO_AXES.get(yf, f"peak memory ({mem_unit})"))
+            ax.set_xlabel(PARETO_AXES.get(xf.name, xf.name))
+            ax.set_ylabel(PARETO_AXES.get(yf.name, f"peak memory ({mem_unit})"))
         handles = [plt.Line2D([], [], marker="o", linestyle="", color=colors[m], label=_short(m, 40)) for m in models]
         handles += [plt.Line2D([], [], marker="o", linestyle="", color="#333333", label="Pareto front (medians)"),
                     plt.Line2D([], [], marker="o", linestyle="", color="#333333", markerfacecolor="white",

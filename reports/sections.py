@@ -11,6 +11,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+from loadprof.core import figures
 from loadprof.reports.base import Artifacts
 from loadprof.results.model import (Finding, PhaseTiming, Recommendation, Recommendations, SweepResult,
                               TrialResult)
@@ -95,9 +96,10 @@ def summary(sweep: SweepResult, reason_chars: int = 200) -> Table:
     rows = []
     for i, t in enumerate(sweep.trials, 1):
         m = t.metrics
-        rows.append((str(i), model_label(t), trial_name(t), t.status, num(m.get("import_s")), num(m.get("load_s")),
-                     num(m.get("warmup_s")), bytes_h(m.get("peak_rss_bytes")), num(m.get("ttft_ms"), ".1f"),
-                     num(m.get("decode_tok_s"), ".1f"), wall_cell(t), (t.reason or "")[:reason_chars]))
+        rows.append((str(i), model_label(t), trial_name(t), t.status, num(figures.IMPORT_S.read(m)),
+                     num(figures.LOAD_S.read(m)), num(m.get("warmup_s")), bytes_h(figures.PEAK_RSS_BYTES.read(m)),
+                     num(figures.TTFT_MS.read(m), ".1f"), num(figures.DECODE_TOK_S.read(m), ".1f"), wall_cell(t),
+                     (t.reason or "")[:reason_chars]))
     return Table(f"loadprof: {sweep.name} ({len(sweep.trials)} trials)", SUMMARY_COLUMNS, rows,
                  _numeric(SUMMARY_COLUMNS, ("model", "strategy", "status", "reason")))
 
@@ -117,7 +119,7 @@ def harness_line(sweep: SweepResult) -> str | None:
     forked = [t for t in sweep.trials if t.harness.get("isolation") == "forkserver"]
     fresh = [t for t in sweep.trials if t.harness.get("isolation") != "forkserver"]
     start = [t.harness["startup_s"] for t in fresh if "startup_s" in t.harness]
-    imp = [t.metrics["import_s"] for t in fresh if "import_s" in t.metrics]
+    imp = [t.metrics[figures.IMPORT_S.key] for t in fresh if figures.IMPORT_S.key in t.metrics]
     if not over:
         return None
     parts = [f"harness overhead per trial (parent wall - trial wall, median of {len(over)}): "

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table as RichTable
 
+from loadprof.core import figures
 from loadprof.analysis import trend_claims as tc
 from loadprof.analysis.cap_study import per_token_knee_text, time_claim
 from loadprof.analysis.studies import decode_step_knee_text
@@ -63,8 +64,8 @@ def curve_notes(study: Study) -> list[tuple[int, str]]:
     fits = c.get("fits", {})
     fb = fits.get("generate_start_alloc_bytes")
     lines: list[tuple[int, str | None]] = [
-        (0, f"generate call: {time_claim(c)}" if fits.get("generate_call_s") else None),
-        (0, f"TTFT: {tc.claim(fits.get('ttft_ms'), tc.ms)}" if fits.get("ttft_ms") else None),
+        (0, f"generate call: {time_claim(c)}" if figures.GENERATE_CALL_S.read(fits) else None),
+        (0, f"TTFT: {tc.claim(figures.TTFT_MS.read(fits), tc.ms)}" if figures.TTFT_MS.read(fits) else None),
         (0, per_token_knee_text(c)),
         (0, f"alloc at generate start: {tc.claim(fb, bytes_h)}; growth: {c.get('growth')}" if fb else None),
         (1, (c.get("alloc_formula") or {}).get("text")),
@@ -88,7 +89,8 @@ def curve_notes(study: Study) -> list[tuple[int, str]]:
 def curve_table(study: Study) -> Table:
     c = study.figures
     columns = ("cap", "n", "generate call s", "TTFT ms", "ms/token p50", "alloc at generate start", "new tokens")
-    rows = [(str(r["cap"]), _n(r), pm(r, "generate_call_s", _f(".3f")), pm(r, "ttft_ms", _f(".1f")),
+    rows = [(str(r["cap"]), _n(r), pm(r, figures.GENERATE_CALL_S.key, _f(".3f")),
+             pm(r, figures.TTFT_MS.key, _f(".1f")),
              pm(r, "per_token_ms_p50", _f(".2f")), pm(r, "generate_start_alloc_bytes", bytes_h),
              num(r.get("new_tokens"), ".0f")) for r in c.get("points", [])]
     notes = [text for _, text in curve_notes(study)]
@@ -105,10 +107,11 @@ def batch_table(study: Study) -> Table:
     for r in b.get("rows", []):
         marks = [m for m, k in (("best eff", "best_efficiency"), ("best tput", "best_throughput")) if r.get(k)]
         rows.append((f"{r['batch_size']}" + (f" ({', '.join(marks)})" if marks else ""), _n(r),
-                     pm(r, "prefill_tok_s", _f(".1f")), pm(r, "decode_tok_s", _f(".1f")),
+                     pm(r, figures.PREFILL_TOK_S.key, _f(".1f")), pm(r, figures.DECODE_TOK_S.key, _f(".1f")),
                      "-" if r.get("speedup") is None else f"{r['speedup']:.2f}x",
                      "-" if r.get("efficiency_pct") is None else f"{r['efficiency_pct']:.1f}%",
-                     bytes_h(r.get("kv_bytes_per_seq")), bytes_h(r.get("kv_bytes_total")), pm(r, "ttft_ms", _f(".1f"))))
+                     bytes_h(r.get("kv_bytes_per_seq")), bytes_h(r.get("kv_bytes_total")),
+                     pm(r, figures.TTFT_MS.key, _f(".1f"))))
     notes = [f"efficiency = speedup / (batch / {b.get('baseline_batch_size')}) on the medians; best efficiency: "
              f"batch {b.get('best_efficiency_batch_size')}, best throughput: batch {b.get('best_throughput_batch_size')}",
              decode_step_knee_text(b), f"{PP_TG_NOTE}; {SPREAD_NOTE}"]
@@ -120,9 +123,9 @@ def quant_table(study: Study) -> Table:
     peak = "peak CUDA" if q.get("peak_source") == "cuda_allocated" else "peak RSS"
     columns = ("quant", "n", "weights", "saved %", peak, "decode tok/s", "speedup", "TTFT change", "load s")
     rows = [(str(r["quantization"]), _n(r), pm(r, "weights_bytes", bytes_h), num(r.get("memory_saved_pct"), ".1f"),
-             pm(r, "peak_bytes", bytes_h), pm(r, "decode_tok_s", _f(".1f")),
+             pm(r, "peak_bytes", bytes_h), pm(r, figures.DECODE_TOK_S.key, _f(".1f")),
              "-" if r.get("decode_speedup") is None else f"{r['decode_speedup']:.2f}x",
-             signed_pct(r.get("ttft_change_pct")), pm(r, "load_s", _f(".2f"))) for r in q.get("rows", [])]
+             signed_pct(r.get("ttft_change_pct")), pm(r, figures.LOAD_S.key, _f(".2f"))) for r in q.get("rows", [])]
     notes = ([] if q.get("baseline") is not None else
              ["no unquantized point in this series: savings and speedups are not computed"])
     notes.append(f"saved %, speedup and TTFT change compare medians; {SPREAD_NOTE}")

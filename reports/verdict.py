@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from loadprof.analysis.machine import busy_machine_line
+from loadprof.core import figures
 from loadprof.reports.sections import estimate_text, value_text, verdict
 from loadprof.results.model import Recommendation, SweepResult, TrialResult
 
-#: what each objective is called in the block
-OBJECTIVES = {"load": "fastest load", "memory": "least memory", "ttft": "fastest first token",
-              "throughput": "fastest decode"}
+#: what each objective is called in the block ("fastest load"): ``Objective.best``
+BEST = {o.name: o.best for o in figures.OBJECTIVES}
 REPEAT_ADVICE = "add `repeat: 3` to the YAML so configurations can be told apart beyond the noise"
 IDLE_ADVICE = "rerun on an idle machine: other processes ran during some trials (see the busy-machine line)"
 
@@ -71,7 +71,7 @@ def verdict_block(sweep: SweepResult) -> VerdictBlock:
     """The block at the top of every report (empty for an empty sweep)."""
     rec = sweep.recommendations
     many = len(rec.models) > 1
-    picks = [(OBJECTIVES.get(r.objective, r.objective), pick_text(r, many)) for r in rec.picks]
+    picks = [(BEST.get(r.objective, r.objective), pick_text(r, many)) for r in rec.picks]
     if picks and all(r.verdict == "none" for r in rec.picks):
         picks = []
     steps: list[str] = []

@@ -16,7 +16,7 @@ def test_recommendations_serialize_once_and_read_back_equal():
                               tied=("static",), rule="lowest peak", pooled=("load.file_cache",),
                               candidates=(Candidate("dyn", ("a-r0",), est, 2), Candidate("static", ("b-r0",), None)),
                               method="bootstrap", notes=("file_cache: why",)),
-               Recommendation("load", Figure("load_first_forward_validate_s", None, "s"), model="gpt2",
+               Recommendation("load", Figure("load_cost_s", None, "s"), model="gpt2",
                               reason="no ok trial to recommend from")),
         memory_budget_bytes=None, peak_metric="peak_rss_bytes",
         max_new_tokens_warnings=(CapWarning("static", ("b-r0",), 9, 32, 0.28, "answers used 28%"),),

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from loadprof.analysis import lengths as lengths_mod
 from loadprof.analysis import derive
-from loadprof.analysis import recommend as rec
+from loadprof.core import figures
 from loadprof.core.errors import LoadprofError, SpecError
 from loadprof.analysis.lengths import lengths_coverage, read_lengths
 from loadprof.analysis.recommend import cli_recommend, recommend, recommendations
@@ -60,7 +60,7 @@ def test_load_figure_is_the_median_over_repeats_of_load_plus_first_forward_plus_
     expect_b = statistics.median([1.0 + 0.1 + 0.2, 1.2 + 0.1 + 0.2, 1.1 + 0.1 + 0.2])
     expect_a = statistics.median([0.5 + 2.0, 0.7 + 1.5, 0.6 + 1.8])
     assert r.verdict == "pick" and r.label == "eager" and r.trial_ids == ("b-r0", "b-r1", "b-r2")
-    assert r.figure == Figure("load_first_forward_validate_s", expect_b, "s")
+    assert r.figure == Figure(figures.LOAD_COST_S.key, expect_b, "s")
     assert r.estimate.median == expect_b and r.estimate.n == 3
     assert r.runner_up.label == "lazy" and r.runner_up.figure.value == expect_a
     assert r.margin_pct == 100.0 * (expect_a - expect_b) / expect_a
@@ -113,7 +113,7 @@ def _quant_sweep():
 def test_budget_excludes_and_4bit_tradeoff_names_the_saving_and_the_quality_risk():
     res = recommendations(_quant_sweep(), memory_budget_bytes=6 * GiB)
     assert res.excluded_over_budget == ("fp16",) and res.memory_budget_bytes == 6 * GiB
-    for obj in rec.OBJECTIVES:
+    for obj in figures.OBJECTIVE_NAMES:
         assert res.get(obj).label == "nf4" and res.get(obj).verdict == "only", obj
         assert res.get(obj).runner_up is None
     text = res.get("memory").tradeoffs[0]

@@ -19,6 +19,7 @@ import click
 
 from loadprof import __version__
 from loadprof.core.errors import LoadprofError
+from loadprof.core import figures
 from loadprof.reports.formats import FORMATS
 from loadprof.cli.progress import executor_options
 
@@ -346,7 +347,7 @@ def _load_run(out: Path) -> Any:
 
 @main.command()
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--objective", type=click.Choice(["load", "memory", "ttft", "throughput"]), default=None,
+@click.option("--objective", type=click.Choice(figures.OBJECTIVE_NAMES), default=None,
               help="One objective (default: all four).")
 @click.option("--memory-budget", default=None, help="Exclude strategies whose peak memory exceeds this (e.g. 16GiB).")
 @click.option("--lengths", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
@@ -386,8 +387,9 @@ def recommend(out: Path, objective: str | None, memory_budget: str | None, lengt
               help="A change counts only beyond this percentage of A's value (and 5 ms / 1 MiB), and only when the "
                    "repeats tell A and B apart.")
 @click.option("--fail-on", "fail_on", default=None, metavar="GROUPS",
-              help="Comma-separated groups that gate: load (load_cost_s), ttft, prefill, decode, memory, status (ok "
-                   "before, failing now), phases (every workload phase; off by default); 'all' for every group. "
+              help=f"Comma-separated groups that gate: load ({figures.LOAD_COST_S.key}), ttft, prefill, decode, "
+                   "memory, status (ok before, failing now), phases (every workload phase; off by default); 'all' "
+                   "for every group. "
                    "Default: load,ttft,prefill,decode,memory,status. loadprof's own phases never gate.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
               help="table, md (the changed rows), csv/jsonl (every row), json (the whole diff)")

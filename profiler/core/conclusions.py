@@ -274,15 +274,10 @@ class Recommendations:
                    excluded_over_budget=tuple(d.get("excluded_over_budget") or ()))
 
 
-#: the figures a configuration summary aggregates over its ok repeats, in column order: key -> unit
-CONFIG_FIGURES: Mapping[str, str] = {
-    "load_cost_s": "s", "peak_rss_bytes": "bytes", "peak_cuda_allocated_bytes": "bytes", "ttft_ms": "ms",
-    "prefill_tok_s": "tok/s", "decode_tok_s": "tok/s", "generate_call_s": "s", "load_s": "s", "import_s": "s"}
-
-
 @dataclass(frozen=True)
 class ConfigSummary:
-    """One strategy over its repeats: each figure of ``CONFIG_FIGURES`` as an ``Estimate`` of its ok repeats.
+    """One strategy over its repeats: each figure of ``figures.PER_CONFIGURATION`` (by key) as an ``Estimate`` of
+    its ok repeats.
 
     Repeats are only useful aggregated: a reader compares configurations, not trials, and a figure without its
     spread cannot say whether a difference is noise. ``n`` counts ok repeats, ``n_trials`` every trial of the

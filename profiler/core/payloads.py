@@ -312,7 +312,7 @@ class MachineLoad:
 
 @dataclass(frozen=True)
 class ProbeViews:
-    """Every probe's view of one trial: ``trial.views.memory.per_phase["load"].peak_rss_bytes``."""
+    """Every probe's view of one trial: ``trial.views.memory.per_phase["load"]``, ``trial.views.io``, ..."""
 
     memory: MemoryView
     io: IOView

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any, Mapping
 
+from loadprof.core import figures
 from loadprof.core.conclusions import (CapWarning, ConfigSummary, Estimate, Figure, Finding, Recommendation,
                                   Recommendations, RunnerUp, Study, studies_from_dict, studies_to_dict)
 from loadprof.core.errors import LoadprofError, SpecError
@@ -24,7 +25,7 @@ __all__ = ["PhaseTiming", "find_phase", "TrialResult", "Finding", "Estimate", "C
 #: so ``peak_rss_bytes`` means one thing (the workload's peak, in ``metrics``); version 1 files are migrated
 SCHEMA_VERSION = 2
 READABLE_SCHEMA_VERSIONS = (1, 2)
-_V1_RENAMES = {"peak_rss_bytes": "trial_peak_rss_bytes", "peak_cuda_allocated_bytes": "trial_peak_cuda_allocated_bytes"}
+_V1_RENAMES = {f.key: f"trial_{f.key}" for f in (figures.PEAK_RSS_BYTES, figures.PEAK_CUDA_ALLOCATED_BYTES)}
 
 
 def _migrate_trial(d: dict[str, Any]) -> dict[str, Any]:

@@ -76,7 +76,7 @@ class Zygote:
     def __init__(self, proc: subprocess.Popen, sock: socket.socket, ready: Mapping[str, Any], start_s: float) -> None:
         self.proc, self.sock, self.start_s = proc, sock, start_s
         self.pid: int = proc.pid
-        self.import_s: float = ready["import_s"]
+        self.import_s: float = ready["preimport_s"]
         self.info: dict[str, Any] = dict(ready.get("info") or {})
         self.forks = 0
         self._lock = threading.Lock()  # one request at a time on the socket (trials may run side by side)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from loadprof.core import figures
 from loadprof.core import events
 from loadprof.run import forkclient
 from loadprof.core import lifetime
@@ -261,7 +262,7 @@ def workload_peaks(memory: dict[str, Any]) -> dict[str, int]:
     per = {p: r for p, r in memory.get("per_phase", {}).items() if "/" not in p and p not in HARNESS_PHASES}
     whole = memory.get("metrics", {})
     out: dict[str, int] = {}
-    for key in ("peak_rss_bytes", "peak_cuda_allocated_bytes"):
+    for key in (figures.PEAK_RSS_BYTES.key, figures.PEAK_CUDA_ALLOCATED_BYTES.key):
         vals = [r[key] for r in per.values() if key in r]
         if vals:
             out[key] = max(vals)

@@ -9,7 +9,7 @@ preload list, where a sweep needs one zygote per python, architecture and enviro
 server's stdio, and its Process API has no place for a trial's descriptors nor says how a child died. What is
 left is small: ``os.fork`` in a loop reading requests from a Unix socket that carries descriptors (send_fds).
 Protocol, one JSON object per SOCK_SEQPACKET message:
-  zygote -> parent, once   {"op": "ready", "pid", "import_s", "info"} or {"op": "error", "message"}
+  zygote -> parent, once   {"op": "ready", "pid", "preimport_s", "info"} or {"op": "error", "message"}
   parent -> zygote         {"op": "fork", "spec", "deadline_s", "memory_limit", "cwd"}
                            + fds [events pipe, stdout log, stderr log, status pipe]
   zygote -> parent         {"op": "forked", "pid"} or {"op": "error", "message"}
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         send(sock, {"op": "error", "message": f"pre-import failed: {type(e).__name__}: {e}"})
         return 1
-    send(sock, {"op": "ready", "pid": os.getpid(), "import_s": (CLOCK.now_ns() - t) / 1e9, "info": info})
+    send(sock, {"op": "ready", "pid": os.getpid(), "preimport_s": (CLOCK.now_ns() - t) / 1e9, "info": info})
     _Server(sock, args.parent_pid).serve()
     return 0
 
