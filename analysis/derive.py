@@ -11,6 +11,7 @@ import statistics
 from typing import Any, Callable, Iterable, Mapping
 
 from loadprof.core import figures
+from loadprof.core.phases import LAZY_IMPORT_PHASE
 from loadprof.results.model import PhaseTiming, TrialResult
 
 #: a leaf phase that read at least this share of the trial's storage bytes counts as a reading phase
@@ -83,6 +84,34 @@ def load_cost_s(t: TrialResult) -> float | None:
     if load is None:
         return None
     return load + (first_forward_s(t) or 0.0) + (t.metrics.get("validate_s") or 0.0)
+
+
+#: the top-level phases, and the warmup child, that make up the real load cost (load_cost_s)
+_LOAD_COST_PHASES = ("load", "validate", "warmup/forward")
+
+
+def _import_s(node: PhaseTiming) -> float:
+    """Seconds of the ``import`` phases below ``node`` (outermost imports only, so never counted twice)."""
+    return sum(c.duration_s if c.name == LAZY_IMPORT_PHASE else _import_s(c) for c in node.children)
+
+
+def load_import_s(t: TrialResult) -> float | None:
+    """Seconds of the real load cost spent importing what the load imported lazily (the model's modeling module
+    inside the first from_pretrained, a tokenizer's, the loader's own): the ``import`` phases inside ``load``,
+    ``validate`` and the first forward. None where no import was timed (a file from before the imports probe);
+    0.0 where the probe ran and the load imported nothing new. A fresh process pays this once, a warm one not."""
+    nodes = [n for path in _LOAD_COST_PHASES for n in _all(t.phases, path)]
+    if not nodes:
+        return None
+    total = sum(_import_s(n) for n in nodes)
+    return total if total or t.views.imports.present else None
+
+
+def _all(phases: Iterable[PhaseTiming], path: str) -> list[PhaseTiming]:
+    """Every node at ``path`` (a name can repeat at one level)."""
+    head, _, rest = path.partition("/")
+    hits = [p for p in phases if p.name == head]
+    return hits if not rest else [n for h in hits for n in _all(h.children, rest)]
 
 
 def decode_call_s(metrics: Any) -> float | None:
@@ -176,7 +205,8 @@ def value(t: TrialResult, f: figures.Figure) -> Any:
 
 def load_figures(trial: TrialResult) -> dict[str, Any]:
     """The first forward and the derived figures, under the keys report.json, diff and the reports share."""
-    out = {"first_forward_s": first_forward_s(trial), **{k: fn(trial) for k, fn in DERIVATIONS.items()}}
+    out = {"first_forward_s": first_forward_s(trial), "load_import_s": load_import_s(trial),
+           **{k: fn(trial) for k, fn in DERIVATIONS.items()}}
     return {k: v for k, v in out.items() if v is not None}
 
 

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from loadprof.core import figures
 from loadprof.analysis.derive import decode_call_s, load_cost_s
+from loadprof.analysis.lazy_import import RULES as LAZY_IMPORT_RULES
 from loadprof.analysis.precision import RULES as PRECISION_RULES
 from loadprof.core.phases import HARNESS_PHASES
 from loadprof.results.model import Finding, TrialResult  # Finding lives with the result model; re-exported
@@ -344,6 +345,7 @@ RULES: tuple[Callable[[TrialResult], Iterable[Finding]], ...] = (
     offload, dominant_user_function, generate_user_code, uncovered_time, validation_share, meta_left,
     repeated_loads, estimate_discrepancy,
     slow_cold_read, lazy_load, decode_below_roofline, ignored_kwargs, needless_max_memory, *PRECISION_RULES,
+    *LAZY_IMPORT_RULES,
 )
 
 

@@ -6,7 +6,7 @@ Run on demand (not part of the tests):
                                     [--caps "32..2048*2"] [--json OUT.json]
 
 Each round runs the study twice, once per isolation (``fresh``: a new ``python -m loadprof.worker.trial`` per trial;
-``forkserver``: trials forked from a zygote that imported torch, transformers and the model's module once), in
+``forkserver``: trials forked from a zygote that imported torch, transformers and loadprof once), in
 alternating order (fresh first in even rounds, forkserver first in odd ones), each as a whole ``Session`` into
 its own folder: model preparation, every trial, analysis and the reports. Clock: time.monotonic for the study
 wall; the trials' own figures are on the parent's and the worker's perf_counter_ns (both CLOCK_MONOTONIC).

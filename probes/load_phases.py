@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import inspect
 import re
 import threading
+from pathlib import Path
 from typing import Any, Callable
 
 from loadprof.probes.base import Probe, ProbeContext, ProbeResult
@@ -194,7 +196,7 @@ class LoadPhasesProbe(Probe):
 
     def stop(self) -> ProbeResult:
         missing = tuple(self.ctx.hooks.missing)
-        notes = tuple(f"load phase hook not installed (absent in this version): {m}" for m in missing)
+        notes = tuple(f"load phase hook not installed: {m}" for m in missing)
         metrics: dict[str, Any] = {"hooks_installed": len(self.ctx.hooks.installed), "hook_calls": dict(self.calls)}
         if self.main_ns:
             metrics["materialize_main_thread_s"] = {k: v / 1e9 for k, v in self.main_ns.items()}
@@ -255,14 +257,16 @@ def discarded_kwargs() -> dict[str, str]:
 
 
 def _copy_source_matches() -> bool:
+    """Does the installed ``_materialize_copy`` read as the two statements ``_timed_copy`` repeats? Read from its
+    source file, without importing the module: the load imports it (and the user's first load pays for that)."""
+    module, _, name = MATERIALIZE_COPY.partition(":")
     try:
-        from loadprof.probes._hooks import resolve
-
-        _, _, fn = resolve(MATERIALIZE_COPY)
-        src = inspect.getsource(fn)
-    except (LookupError, OSError, TypeError):
+        spec = importlib.util.find_spec(module)  # imports only the parent package, transformers, already imported
+        src = Path(spec.origin).read_text() if spec is not None and spec.origin else ""
+    except (ImportError, OSError, ValueError):
         return False
-    body = [line.strip() for line in src.splitlines()]
+    fn = re.search(rf"^def {name}\(.*?\n(?=\S)", src, re.S | re.M)  # up to the next top-level statement
+    body = [line.strip() for line in fn.group(0).splitlines()] if fn else []
     return _COPY_READ_LINE in body and _COPY_CAST_LINE in body
 
 

@@ -127,8 +127,8 @@ def harness_line(sweep: SweepResult) -> str | None:
     if start:
         parts.append(f"of which interpreter start {statistics.median(start) * 1e3:.0f} ms")
     if imp:
-        parts.append(f"measured import phase (torch, transformers, model module) {statistics.median(imp):.2f} s, "
-                     "inside the trial wall")
+        parts.append(f"loadprof's own import phase (torch, transformers' top level, its probes; what the load "
+                     f"imports lazily is the load's) {statistics.median(imp):.2f} s, inside the trial wall")
     if forked:
         zygotes = {t.harness.get("forkserver_pid"): t.harness.get("forkserver_import_s") or 0.0 for t in forked}
         fork = [t.harness["startup_s"] for t in forked if "startup_s" in t.harness]

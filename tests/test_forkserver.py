@@ -112,6 +112,9 @@ def test_forked_trials_are_pre_imported_isolated_and_end_with_the_sweep(tiny_mod
         assert t.status == "ok", (t.reason, t.stderr_tail)
         assert [p.name for p in t.phases] == PHASES
         assert t.metrics["import_s"] < 0.5 < t.harness["forkserver_import_s"]  # pre-imported, paid once
+        # ... but not what the load imports: each forked trial's first from_pretrained pays for its modeling module
+        assert [i.phase.split("/")[0] for i in t.views.imports.imports if i.module.endswith(".modeling_qwen2")] \
+            == ["load"] and t.phase("load/lazy_import") is not None
         assert t.harness["import"] == "pre-imported" and t.harness["overhead_s"] >= 0
         assert t.harness["machine"]["worker_cpu_s"] > 0.1  # the zygote reaped it: its CPU is still the trial's
     seg = by["segfault"]

@@ -52,11 +52,11 @@ def test_yaml_probes_are_the_selectable_entries_with_todays_message_and_ids():
 
 def test_worker_builds_the_selected_probes_then_the_always_on_ones():
     names = lambda es: [e.name for e in es]  # noqa: E731
-    assert names(worker_probes(["io", "memory", "io", "allocations"])) == ["io", "memory", "allocations", "bandwidth"]
-    assert names(worker_probes([])) == ["bandwidth"]
-    assert names(worker_probes(["sampling", "bandwidth", "unknown"])) == ["bandwidth"]  # never by name
-    assert [p.NAME for p in worker.build_probes(("memory", "cuda_snapshot"))] == ["memory", "cuda_snapshot",
-                                                                                   "bandwidth"]
+    always = ["bandwidth", "imports"]
+    assert names(worker_probes(["io", "memory", "io", "allocations"])) == ["io", "memory", "allocations", *always]
+    assert names(worker_probes([])) == always
+    assert names(worker_probes(["sampling", "bandwidth", "unknown"])) == always  # never by name
+    assert [p.NAME for p in worker.build_probes(("memory", "cuda_snapshot"))] == ["memory", "cuda_snapshot", *always]
 
 
 def test_after_workload_probes_run_in_loadprofs_own_phases():

@@ -224,6 +224,39 @@ def _user_function(u: Any) -> UserFunction:
     return _pick(UserFunction, u)
 
 
+# -------------------------------------------------------------------------------------------------- imports
+
+@dataclass(frozen=True)
+class TimedImport:
+    """One outermost import the workload triggered: the module, the phase path it ran under, its seconds."""
+
+    module: str = "?"
+    phase: str = ""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ImportsView:
+    """The ``imports`` probe: the outermost imports timed during the workload's phases (the first ones listed),
+    how many there were and their total seconds; each is also an ``import`` phase in the tree."""
+
+    present: bool = False
+    imports: tuple[TimedImport, ...] = ()
+    count: int = 0
+    seconds: float = 0.0
+
+    def slowest_under(self, *phases: str) -> tuple[TimedImport, ...]:
+        """The listed imports that ran under any of these phase paths, slowest first."""
+        hits = [i for i in self.imports if any(i.phase.startswith(p + "/") for p in phases)]
+        return tuple(sorted(hits, key=lambda i: -i.seconds))
+
+    @classmethod
+    def of(cls, probes: Mapping[str, Any]) -> "ImportsView":
+        present, m, _ = _metrics(probes, "imports")
+        return cls(present=present, imports=tuple(_pick(TimedImport, i) for i in m.get("imports") or ()),
+                   count=m.get("count") or 0, seconds=m.get("seconds") or 0.0)
+
+
 # --------------------------------------------------------------------------- generation, allocations (metrics)
 
 @dataclass(frozen=True)
@@ -321,9 +354,11 @@ class ProbeViews:
     generation: GenerationView
     allocations: AllocationsView
     machine: MachineLoad = MachineLoad()
+    imports: ImportsView = ImportsView()
 
     @classmethod
     def of(cls, probes: Mapping[str, Any], metrics: Mapping[str, Any],
            harness: Mapping[str, Any] | None = None) -> "ProbeViews":
         return cls(MemoryView.of(probes), IOView.of(probes), LoadPhasesView.of(probes), SamplingView.of(probes),
-                   GenerationView.of(metrics), AllocationsView.of(metrics), MachineLoad.of(harness or {}))
+                   GenerationView.of(metrics), AllocationsView.of(metrics), MachineLoad.of(harness or {}),
+                   ImportsView.of(probes))

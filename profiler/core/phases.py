@@ -82,6 +82,10 @@ PhaseListener = Callable[[str, str, int], None]
 #: top-level phases that are loadprof's own work after the workload (the traced generate call, the bandwidth
 #: copy, the estimate): shown on the trial's clock, but never part of the workload's peak memory
 HARNESS_PHASES = ("trace", "membw", "estimate")
+#: the child phase each outermost import the workload itself triggers becomes (``load/lazy_import``: the
+#: modeling module a first from_pretrained imports, a tokenizer's, the loader's own), apart from loadprof's
+#: own top-level ``import`` phase
+LAZY_IMPORT_PHASE = "lazy_import"
 
 
 def cuda_sync() -> None:

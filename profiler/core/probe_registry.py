@@ -44,6 +44,10 @@ REGISTRY: tuple[ProbeEntry, ...] = (
                "device copy bandwidth and, on CUDA, host-to-device rates (phase membw; measured by a sweep's first "
                "trial on a device, reused by its later ones with membw_source); not selectable: runs whenever "
                "the strategy generates"),
+    ProbeEntry("imports", "loadprof.probes.imports:ImportsProbe", "worker", False,
+               "each import the workload triggers (the model's modeling module inside the first from_pretrained, a "
+               "tokenizer's, your loader's), outermost ones only, as a child phase `import` of the phase it ran in; "
+               "not selectable: always on"),
     ProbeEntry("sampling", "loadprof.probes.sampling:Sampler", "parent", False,
                "py-spy sampling of the worker from outside: time by phase, top functions, your own functions; "
                "not selectable: turned on by sampling_hz (on by default for a custom loader)"),

@@ -1,8 +1,8 @@
 """Parent side of ``isolation: forkserver``: start a sweep's zygotes (loadprof.worker.forkserver, whose docstring says
 why and how), ask them for one child per trial, and end them with the sweep.
 
-One zygote per python executable, model architecture (config.json's model_type: the modeling module it
-pre-imports) and environment (a trial pinned to other GPUs, or with other variables, gets its own), started by
+One zygote per python executable, model architecture (config.json's model_type; the zygote no longer pre-imports
+its modeling module: each trial's load imports it, as a user's first load does) and environment (a trial pinned to other GPUs, or with other variables, gets its own), started by
 the first trial that needs it, before that trial's clock, and reused until ``shutdown_all`` (the session calls it
 however the sweep ends; also atexit). A zygote that cannot start or fork is no failure: the trial starts fresh
 and its harness says why (loadprof.run.runner). ``ForkedChild`` gives the runner a Popen-shaped handle, so the

@@ -1,6 +1,8 @@
-"""Pre-imported trials (``isolation: forkserver``): a zygote imports torch, transformers and the model's modeling
-module once and forks one child per trial, which starts in milliseconds instead of importing for 3-4 s (10-16 s
-on a GPU image). Each child is still a process of its own: its own probes, events pipe and logs, its own session
+"""Pre-imported trials (``isolation: forkserver``): a zygote imports what the worker's own ``import`` phase imports
+(torch, transformers' top level, loadprof's probes and steps) once and forks one child per trial, which starts
+in milliseconds instead of importing for 3-4 s (10-16 s on a GPU image). Nothing a load imports lazily (the
+model's modeling module, ``transformers.modeling_utils``) is pre-imported: a user's first load pays it, so each
+forked trial's ``load`` does too (its ``load/import`` phases), as a fresh trial's does. Each child is still a process of its own: its own probes, events pipe and logs, its own session
 (``setsid``: the runner kills its group on timeout), its own crash (a segfault kills only it), PDEATHSIG and the
 watchdog towards the zygote (loadprof.core.lifetime).
 
@@ -44,9 +46,6 @@ from loadprof.core.clock import DEFAULT_CLOCK as CLOCK
 CHILD_READY_S = 5.0  # how long the zygote waits for a child's setsid() before answering with its pid
 WATCH_S = 0.5  # how often the zygote looks at getppid() while idle
 MAX_MESSAGE = 1 << 20
-#: loadprof modules a trial imports lazily, imported by the zygote too (the probes come from the registry)
-PREIMPORT = ("loadprof.worker.trial", "loadprof.strategies.loaders", "loadprof.strategies.validation",
-             "loadprof.probes.generation", "loadprof.probes.precision", "loadprof.analysis.estimate")
 
 
 def send(sock: socket.socket, msg: Mapping[str, Any], fds: Sequence[int] = ()) -> None:
@@ -67,8 +66,9 @@ def recv(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
 # ------------------------------------------------------------------------------------------------ zygote side
 
 def preimport(model_path: str) -> dict[str, Any]:
-    """Import what every trial of this architecture imports (the worker's own ``import_stack``, the probes, the
-    loaders), without initialising CUDA; then freeze the heap so children share it."""
+    """Import what every trial imports in its own ``import`` phase (the worker's ``import_stack``, the probes'
+    modules), nothing its load would import, without initialising CUDA; then freeze the heap so children share
+    it."""
     import gc
     import importlib
 
@@ -80,7 +80,7 @@ def preimport(model_path: str) -> dict[str, Any]:
         from loadprof.worker.trial import import_stack
 
         info = import_stack(model_path)
-        for name in [*PREIMPORT, *(e.target.partition(":")[0] for e in REGISTRY if e.runs_in == "worker")]:
+        for name in (e.target.partition(":")[0] for e in REGISTRY if e.runs_in == "worker"):
             importlib.import_module(name)
     finally:
         if saved is None:

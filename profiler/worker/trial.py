@@ -3,9 +3,12 @@
 Run as ``python -m loadprof.worker.trial --events-fd N``; the trial spec arrives as
 JSON on stdin, events leave on fd N (stdout/stderr belong to transformers and
 the user's loader; the runner captures them into the trial's logs). t0 is
-read before anything heavy is imported, so ``import`` (torch, transformers
-and the model's own module, which from_pretrained would otherwise import
-lazily and bill as loading) is a measured phase of its own.
+read before anything heavy is imported, so ``import`` (loadprof's own: torch,
+transformers' top level, its probes) is a measured phase of its own. What
+the load imports lazily (the model's modeling module, transformers'
+modeling_utils, a tokenizer's or the user's loader's modules) a user's first
+load pays, so it stays in ``load``, each outermost import named there as a
+child phase ``import`` (loadprof.probes.imports).
 """
 
 from __future__ import annotations
@@ -33,34 +36,32 @@ from loadprof.core.phases import PhaseRecorder  # noqa: E402
 from loadprof.core.probe_registry import REGISTRY, WORKER_STEP_PHASES, worker_probes  # noqa: E402
 from loadprof.strategies.model import GenerateSpec, Strategy  # noqa: E402
 
+#: loadprof's own modules the steps import lazily: imported in loadprof's ``import`` phase (and by the forkserver's
+#: zygote), never inside a workload phase
+HARNESS_MODULES = ("loadprof.strategies.loaders", "loadprof.strategies.validation", "loadprof.probes.generation",
+                   "loadprof.probes.precision", "loadprof.analysis.estimate")
 #: the first forward's input: small and fixed, so it measures touching the weights, not a batch's compute
 DEFAULT_WARMUP = GenerateSpec(prompt_tokens=16, max_new_tokens=1)
 
 
 def import_stack(model_path: str) -> dict[str, Any]:
-    """Import what a load will need, including the model's own modeling module."""
+    """Import what loadprof itself needs before the load, and what a user's script imports before it loads:
+    torch and transformers' top level (``AutoModelForCausalLM``). Nothing a ``from_pretrained`` would import
+    lazily (the model's modeling module, ``transformers.modeling_utils``, accelerate, tokenizers): the
+    user's first load pays those, so the trial's ``load`` does too."""
     import torch  # noqa: F401
     import transformers
     from transformers import AutoModelForCausalLM  # noqa: F401
 
-    info: dict[str, Any] = {}
-    try:
-        import accelerate  # noqa: F401
-    except ImportError:
-        pass
+    for name in HARNESS_MODULES:
+        importlib.import_module(name)
+    info: dict[str, Any] = {"transformers": transformers.__version__}
     cfg_file = Path(model_path) / "config.json"
     if cfg_file.is_file():
-        model_type = json.loads(cfg_file.read_text()).get("model_type")
-        info["model_type"] = model_type
-        if model_type:
-            try:
-                from transformers.models.auto.configuration_auto import model_type_to_module_name
-
-                name = model_type_to_module_name(model_type)
-                importlib.import_module(f"transformers.models.{name}.modeling_{name}")
-            except (ImportError, KeyError, ValueError) as e:
-                info["model_module_error"] = f"{type(e).__name__}: {e}"
-    info["transformers"] = transformers.__version__
+        try:
+            info["model_type"] = json.loads(cfg_file.read_text()).get("model_type")
+        except (ValueError, AttributeError):
+            pass
     return info
 
 
@@ -221,8 +222,8 @@ def run_trial(spec: dict[str, Any], rec: PhaseRecorder, emit: Callable[[dict[str
 
     probes: list[tuple[Probe, ProbeContext]] = []
     with rec.phase(phase_of(import_stack)):
-        info = import_stack(model_path)
-        # probes import what they hook (transformers internals) now, so load is not billed for it
+        import_stack(model_path)
+        # probes hook what is imported already now, and what the load imports as it imports it (never ahead)
         for p in build_probes(strategy.probes):
             ctx = ProbeContext(clock=CLOCK, hooks=HookSet(), phase=rec.phase, trial_dir=trial_dir, strategy=strategy,
                                t0_ns=T0_NS, pid=os.getpid(), emit=emit, constants=spec.get("constants") or {})
@@ -234,8 +235,6 @@ def run_trial(spec: dict[str, Any], rec: PhaseRecorder, emit: Callable[[dict[str
             if type(p).on_phase is not Probe.on_phase:  # an after-workload-only probe hears no edges
                 rec.add_listener(p.on_phase)
             probes.append((p, ctx))
-    if "model_module_error" in info:
-        note(f"could not pre-import the model module: {info['model_module_error']}")
     emit(events.make("env", info=environment()))
     try:
         reason = loaders.skip_reason(strategy.load)
