@@ -281,7 +281,7 @@ def test_a_real_trial_pays_the_modeling_import_in_its_load_not_in_loadprofs_impo
     assert len(modeling) == 1 and modeling[0].phase.startswith("load/") and modeling[0].seconds > 0
     assert all(i.phase.split("/")[0] in ("load", "validate", "warmup", "generate") for i in imports)
     load = r.phase("load")
-    assert "import" in [c.name for c in load.children]  # load/lazy_import: the first from_pretrained's own import
+    assert "lazy_import" in [c.name for c in load.children]  # load/lazy_import: the first from_pretrained's own import
     for node in _walk(load):  # one clock: per level, children sum to at most their parent
         assert sum(c.duration_s for c in node.children) <= node.duration_s + 1e-9
     assert r.phase("import").children == ()
