@@ -84,6 +84,45 @@ class _Then:
         self._then(module)
 
 
+class ImportsInLoads(importlib.abc.MetaPathFinder):
+    """Imports made inside a load step (transformers imports a model's modeling module lazily, inside
+    from_pretrained) become that step's ``import`` step, so they are named time, not ``other``."""
+
+    def __init__(self, phases: Any) -> None:
+        self.phases = phases
+        self._local = threading.local()
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if getattr(self._local, "busy", False) or not self.phases.loading_here():
+            return None
+        self._local.busy = True
+        try:
+            spec = next((s for f in sys.meta_path if f is not self and hasattr(f, "find_spec")
+                         for s in [f.find_spec(name, path, target)] if s is not None), None)
+            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                spec.loader = _Timed(spec.loader, self)
+            return spec
+        finally:
+            self._local.busy = False
+
+
+class _Timed(_Then):
+    def __init__(self, loader: Any, finder: ImportsInLoads) -> None:
+        super().__init__(loader, lambda m: None)
+        self._finder = finder
+
+    def exec_module(self, module: ModuleType) -> None:
+        local = self._finder._local
+        if getattr(local, "importing", False):  # a nested import: part of the outer one's step
+            return self._loader.exec_module(module)
+        local.importing = True
+        try:
+            with self._finder.phases.step("import", load=True):
+                self._loader.exec_module(module)
+        finally:
+            local.importing = False
+
+
 def source_name(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     """What a load loads, as given: ``pretrained_model_name_or_path`` / ``model`` / the first str or path."""
     for key in ("pretrained_model_name_or_path", "model", "filename"):
@@ -114,6 +153,7 @@ class Hooks:
         self.phases = worker.phases
         self.loads: list[dict[str, Any]] = []
         self._names: dict[str, int] = {}
+        self.calls: list[Any] = []  # probes.generation.CallTiming of each generate call
         self._local = threading.local()  # the kinds of the loads open in this thread; the generate in progress
 
     def callbacks(self) -> dict[str, Callable[[ModuleType], None]]:
@@ -185,12 +225,16 @@ class Hooks:
                 gen["forwards"] = 1
                 with self.phases.step("prefill", load=False):
                     out = original(*a, **k)
+                gen["steps"].append(self.w.rec.clock.now_ns())
                 if state.pop("first", False):
                     self.phases.model_used()
                 gen["decode"] = self._open_decode()
                 return out
             if gen is not None:
                 gen["forwards"] += 1
+                out = original(*a, **k)
+                gen["steps"].append(self.w.rec.clock.now_ns())
+                return out
             if state.pop("first", False) and gen is None:
                 with self.phases.step(f"forward:{label}", load=True):
                     out = original(*a, **k)
@@ -209,7 +253,8 @@ class Hooks:
         def wrapped(*a: Any, **k: Any) -> Any:
             if getattr(self._local, "generate", None) is not None or self._kinds() or not self.phases.may_open():
                 return fn(*a, **k)
-            gen: dict[str, Any] = {"forwards": 0, "decode": None}
+            now = self.w.rec.clock.now_ns
+            gen: dict[str, Any] = {"forwards": 0, "decode": None, "steps": [], "t0": now()}
             with self.phases.step("generate", load=False):
                 self._local.generate = gen
                 try:
@@ -218,8 +263,25 @@ class Hooks:
                     self._local.generate = None
                     if gen["decode"] is not None:
                         gen["decode"].__exit__(None, None, None)
+                    self._generated(gen, now(), _batch(a, k))
 
         return wrapped
+
+    def _generated(self, gen: dict[str, Any], t_end: int, batch: int) -> None:
+        """The generate calls' figures so far, as a trial's (probes.generation.summarize: the first call is
+        the cold one, the rest are measured)."""
+        from loadprof.probes.generation import CallTiming, summarize
+
+        self.calls.append(CallTiming(gen["t0"], t_end, list(gen["steps"]), max(0, len(gen["steps"]))))
+        for key, v in summarize(self.calls, 1 if len(self.calls) > 1 else 0, batch).items():
+            self.w.metric(key, v)
+
+
+def _batch(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """The batch size of a generate call (its input_ids' first dimension; 1 when it cannot be told)."""
+    ids = kwargs.get("input_ids", args[1] if len(args) > 1 else None)
+    shape = getattr(ids, "shape", None)
+    return int(shape[0]) if shape is not None and len(shape) == 2 else 1
 
 
 def install(worker: Any) -> Hooks:
@@ -229,4 +291,5 @@ def install(worker: Any) -> Hooks:
     for name in [n for n in pending if n in sys.modules]:
         pending.pop(name)(sys.modules[name])
     sys.meta_path.insert(0, PostImport(pending))
+    sys.meta_path.insert(0, ImportsInLoads(worker.phases))
     return hooks
