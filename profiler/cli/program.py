@@ -68,7 +68,8 @@ def run(out: Path | None, until: str, settle: float, sampling_hz: int, memory_li
     generate and each model's first forward is a phase; the rest is sampled (py-spy) with memory. The program's
     output goes to the terminal; the report goes to --out (report.json, report.md, report.html).
     """
-    from loadprof.cli.main import _console
+    from rich.console import Console
+
     from loadprof.reports import console as console_report
     from loadprof.run.interrupts import StopSignals
     from loadprof.run.program import program_sweep, run_and_report
@@ -77,7 +78,7 @@ def run(out: Path | None, until: str, settle: float, sampling_hz: int, memory_li
     strategy = build_strategy(program_command(cmd, module), until=until, settle=settle, sampling_hz=sampling_hz,
                               memory_limit=memory_limit, timeout=timeout)
     out = out or default_out(program_sweep(strategy))
-    con = _console(stderr=True)  # the program owns stdout
+    con = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)  # stdout: the program's
     con.print(f"[bold]loadprof run[/]: {strategy.program.label} -> {out}", markup=True, highlight=False)
     stops = StopSignals()
     result, ran = run_and_report(strategy, out, stops=stops, log=lambda s: con.print(f"loadprof: {s}", markup=False))

@@ -22,7 +22,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Mapping, MutableMapping
+from typing import Any, Mapping, MutableMapping
 
 from loadprof.core import events, lifetime
 from loadprof.core.clock import DEFAULT_CLOCK as CLOCK
@@ -30,6 +30,7 @@ from loadprof.core.phases import PhaseRecorder
 from loadprof.probes._hooks import HookSet
 from loadprof.probes.base import Probe, ProbeContext
 from loadprof.strategies.model import Strategy
+from loadprof.worker import program_hooks
 from loadprof.worker.program_phases import ProgramPhases
 
 #: the variables the parent sets (loadprof.run.program) and the bootstrap reads and removes
@@ -127,7 +128,6 @@ class ProgramWorker:
         self.probes.append((probe, ctx))
 
     def start(self) -> None:
-        from loadprof.worker import program_hooks
         from loadprof.worker.trial import load_target
 
         self.emit(events.make("hello", pid=self.pid, t_ns=0, t0_abs_ns=self.t0_ns, protocol=events.PROTOCOL_VERSION,
@@ -177,10 +177,3 @@ class ProgramWorker:
         except Exception as e:  # noqa: BLE001
             self.note(f"environment not read: {type(e).__name__}: {e}")
 
-
-def call_guarded(note: Callable[[str], None], what: str, fn: Callable[[], Any]) -> None:
-    """Run ``fn``; a failure is a note, never the program's failure (hooks run inside the user's imports)."""
-    try:
-        fn()
-    except Exception as e:  # noqa: BLE001
-        note(f"{what} failed: {type(e).__name__}: {e}")

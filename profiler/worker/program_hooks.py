@@ -163,8 +163,6 @@ class Hooks:
         return {m: (lambda mod, m=m, ts=tuple(ts): self._install(m, ts)) for m, ts in out.items()}
 
     def _install(self, module: str, targets: tuple[tuple[str, str], ...]) -> None:
-        from loadprof.worker.program import call_guarded
-
         if module == MU:  # the steps inside from_pretrained, as a trial shows them (installed before ours: inner)
             call_guarded(self.w.note, "load phase hooks", lambda: self.w.add_probe(LoadPhasesProbe()))
         for target, kind in targets:
@@ -275,6 +273,14 @@ class Hooks:
         self.calls.append(CallTiming(gen["t0"], t_end, list(gen["steps"]), max(0, len(gen["steps"]))))
         for key, v in summarize(self.calls, 1 if len(self.calls) > 1 else 0, batch).items():
             self.w.metric(key, v)
+
+
+def call_guarded(note: Callable[[str], None], what: str, fn: Callable[[], Any]) -> None:
+    """Run ``fn``; a failure is a note, never the program's failure (hooks run inside the user's imports)."""
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001
+        note(f"{what} failed: {type(e).__name__}: {e}")
 
 
 def _batch(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
