@@ -78,8 +78,9 @@ from typing import Any, Callable, Mapping
 
 from loadprof.core.errors import SpecError
 from loadprof.strategies.yamlload import load_yaml
-from loadprof.strategies.model import (ALIASES, GENERATE_KEYS, LOAD_KEYS, LOADER_KEYS, MODEL_KEYS, STRATEGY_KEYS, SYNTHETIC_KEYS,
-                              GenerateSpec, LoaderSpec, LoadSpec, ModelSpec, Strategy, SyntheticSpec, Trial)
+from loadprof.strategies.model import (ALIASES, GENERATE_KEYS, LOAD_KEYS, LOADER_KEYS, MODEL_KEYS, PROGRAM_KEYS,
+                                       STRATEGY_KEYS, SYNTHETIC_KEYS, GenerateSpec, LoaderSpec, LoadSpec, ModelSpec,
+                                       ProgramSpec, Strategy, SyntheticSpec, Trial, program_model)
 
 TOP_KEYS = ("name", "description", "repeat", "model", "base", "matrix", "include", "exclude")
 MATRIX_KEYS = tuple(k for k in STRATEGY_KEYS if k != "label")
@@ -87,7 +88,8 @@ MATRIX_KEYS = tuple(k for k in STRATEGY_KEYS if k != "label")
 _SECTIONS: dict[str, tuple[type, tuple[str, ...]]] = {
     "": (Strategy, STRATEGY_KEYS), "model": (ModelSpec, MODEL_KEYS),
     "model.synthetic": (SyntheticSpec, SYNTHETIC_KEYS), "load": (LoadSpec, LOAD_KEYS),
-    "load.loader": (LoaderSpec, LOADER_KEYS), "generate": (GenerateSpec, GENERATE_KEYS)}
+    "load.loader": (LoaderSpec, LOADER_KEYS), "generate": (GenerateSpec, GENERATE_KEYS),
+    "program": (ProgramSpec, PROGRAM_KEYS)}
 _MODEL_SOURCES = ("synthetic", "path", "hub_id")
 _PATH_FIELDS = ("model.path", "load.offload_folder", "load.loader.sys_path")
 _SIZE_FIELDS = ("memory_limit", "model.synthetic.max_shard_size")  # parse_size takes ints too
@@ -354,6 +356,9 @@ def _build(raw: Mapping[str, Any], origins: Mapping[str, str], label: str) -> St
         return _join(origins.get("", ""), canon)
 
     try:
+        program = ProgramSpec(**raw["program"]) if raw.get("program") else None
+        if program is not None and not raw.get("model"):  # a program names itself where a model would
+            raw = {**raw, "model": {"path": program_model(program).path}}
         if not raw.get("model"):
             raise SpecError("no model given", path="model",
                             hint="add model: {synthetic: {shape: tiny}} (or path:/hub_id:) at the top level")
@@ -366,9 +371,9 @@ def _build(raw: Mapping[str, Any], origins: Mapping[str, str], label: str) -> St
             raise SpecError("a loader needs a target 'pkg.module:callable'", path="load.loader")
         load = LoadSpec(loader=None if loader is None else LoaderSpec(**loader), **ld)
         gen = raw.get("generate", {})
-        rest = {k: v for k, v in raw.items() if k not in ("model", "load", "generate", "label")}
+        rest = {k: v for k, v in raw.items() if k not in ("model", "load", "generate", "label", "program")}
         strategy = Strategy(model=model, load=load, generate=None if gen is None else GenerateSpec(**gen),
-                            label=label, **rest)
+                            label=label, program=program, **rest)
         hash(strategy), strategy.id  # noqa: B018 - every strategy must be hashable and have an id
     except SpecError as e:
         msg = e.message[len(e.path) + 2:] if e.path and e.message.startswith(f"{e.path}: ") else e.message

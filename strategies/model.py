@@ -288,6 +288,53 @@ class GenerateSpec:
         return min(self.max_new_tokens, self.stop_after or self.max_new_tokens)
 
 
+UNTIL_RE = re.compile(r"^(exit|loaded|first-token|[0-9]+(\.[0-9]+)?s?)$")
+
+
+@dataclass(frozen=True)
+class ProgramSpec:
+    """A whole program as a trial's target (``loadprof run -- CMD``, or ``program:`` in a YAML) instead of a model
+    and a loader: started unchanged, with loadprof's hooks installed at interpreter start.
+
+    ``until``: exit (wait for it), loaded, first-token, or a number of seconds (loadprof.run.until)."""
+
+    cmd: tuple[str, ...]
+    cwd: str | None = None
+    env: FrozenMap = FrozenMap()
+    until: str = "exit"
+    settle_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.cmd, str) or not self.cmd or not all(isinstance(c, str) for c in self.cmd):
+            raise SpecError(f"expected a non-empty list of strings, got {self.cmd!r}", path="program.cmd")
+        object.__setattr__(self, "cmd", tuple(self.cmd))
+        env = self.env
+        if isinstance(env, Mapping):
+            env = freeze_mapping({str(k): str(v) for k, v in env.items()})
+        elif isinstance(env, (list, tuple)) and not env:
+            env = FrozenMap()
+        if not isinstance(env, FrozenMap):
+            raise SpecError(f"expected a mapping of name -> value, got {self.env!r}", path="program.env")
+        object.__setattr__(self, "env", env)
+        if not isinstance(self.until, str) or not UNTIL_RE.match(self.until):
+            raise SpecError(f"expected exit, loaded, first-token or seconds, got {self.until!r}", path="program.until")
+        if isinstance(self.settle_s, bool) or not isinstance(self.settle_s, (int, float)) or self.settle_s < 0:
+            raise SpecError(f"must be a number of seconds >= 0, got {self.settle_s!r}", path="program.settle_s")
+
+    @property
+    def label(self) -> str:
+        """The command as a shell would show it (what stands in for a model's name in reports)."""
+        import shlex
+
+        return shlex.join(self.cmd)
+
+
+def program_model(program: ProgramSpec) -> ModelSpec:
+    """What stands in for a program strategy's model: its command, so reports that group and name trials by
+    model name the program (the models it loads are named by their own load phases)."""
+    return ModelSpec(path=program.label)
+
+
 @dataclass(frozen=True)
 class Strategy:
     """One point of the sweep. ``id`` hashes everything that changes the measurement, not the label."""
@@ -301,6 +348,7 @@ class Strategy:
     probes: tuple[str, ...] = ("phases", "memory", "io", "allocations")
     sampling_hz: int | None = None  # None: DEFAULT_SAMPLING_HZ for a custom loader (to name its functions), else off
     isolation: str = "fresh"
+    program: ProgramSpec | None = None  # a whole program instead of model + loader (model then names it)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.timeout_s, (int, float)) and not isinstance(self.timeout_s, bool) and self.timeout_s > 0):
@@ -321,7 +369,10 @@ class Strategy:
         _choice(self.isolation, ISOLATIONS, "isolation")
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_jsonable(asdict(self))
+        d = _to_jsonable(asdict(self))
+        if d.get("program", 0) is None:  # a model + loader strategy's dict is what it always was
+            d.pop("program")
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Strategy":
@@ -334,8 +385,10 @@ class Strategy:
             loader = LoaderSpec(**loader)
         load = LoadSpec(loader=loader, **ld)
         gen = d.get("generate")
-        rest = {k: v for k, v in d.items() if k not in ("model", "load", "generate")}
-        return cls(model=model, load=load, generate=GenerateSpec(**gen) if gen else None, **rest)
+        prog = d.get("program")
+        rest = {k: v for k, v in d.items() if k not in ("model", "load", "generate", "program")}
+        return cls(model=model, load=load, generate=GenerateSpec(**gen) if gen else None,
+                   program=ProgramSpec(**prog) if prog else None, **rest)
 
     @property
     def id(self) -> str:
@@ -352,7 +405,7 @@ class Strategy:
     def effective_sampling_hz(self) -> int:
         if self.sampling_hz is not None:
             return self.sampling_hz
-        return DEFAULT_SAMPLING_HZ if self.load.loader is not None else 0
+        return DEFAULT_SAMPLING_HZ if self.load.loader is not None or self.program is not None else 0
 
     def display(self) -> str:
         return self.label or self.id
@@ -381,6 +434,7 @@ SYNTHETIC_KEYS = tuple(f.name for f in fields(SyntheticSpec))
 LOAD_KEYS = tuple(f.name for f in fields(LoadSpec))
 LOADER_KEYS = tuple(f.name for f in fields(LoaderSpec))
 GENERATE_KEYS = tuple(f.name for f in fields(GenerateSpec))
+PROGRAM_KEYS = tuple(f.name for f in fields(ProgramSpec))
 
 
 @dataclass(frozen=True)

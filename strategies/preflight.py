@@ -31,6 +31,8 @@ def preflight(strategies: Iterable[Strategy]) -> None:
     seen_loaders: set[tuple[str, tuple[str, ...]]] = set()
     strategies = list(strategies)
     for s in strategies:
+        if s.program is not None:  # a whole program: its command stands in for the model (nothing to read)
+            continue
         try:
             if s.model not in seen_models:
                 seen_models[s.model] = _check_model(s.model)

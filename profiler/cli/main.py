@@ -405,5 +405,9 @@ def diff(a: Path, b: Path, threshold_pct: float, fail_on: str | None, fmt: str, 
     sys.exit(cli_diff(a, b, threshold_pct, _console(), fail_on=fail_on, fmt="json" if as_json else fmt))
 
 
+from loadprof.cli.program import run as _run_program  # noqa: E402 - `loadprof run -- CMD` (its own module)
+
+main.add_command(_run_program)
+
 if __name__ == "__main__":
     main()

@@ -221,6 +221,10 @@ class Session:
 
     def run_one(self, trial: Trial, env: Mapping[str, str] | None = None) -> TrialResult:
         """Prepare and run one trial here, through its isolated worker (``loadprof.run.executor.TrialWork``)."""
+        if trial.strategy.program is not None:  # a whole program (``program:`` in the YAML): its own runner
+            from loadprof.run.program import run_program
+
+            return run_program(trial.strategy, self.out / "trials" / trial.id, stops=self.stops).result
         prepared = self.prepare(trial, env)
         if isinstance(prepared, TrialResult):
             return prepared
