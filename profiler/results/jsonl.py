@@ -324,3 +324,19 @@ def append_result(out: Path, result: TrialResult) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+REPORT = "report.json"
+
+
+def write_report(out: Path, sweep_result: SweepResult) -> Path:
+    """report.json, replaced whole (written beside and renamed), so a reader never sees half of one."""
+    tmp = out / (REPORT + ".tmp")
+    text = json.dumps(sweep_result.to_dict(), indent=1, default=str)
+    try:
+        tmp.write_text(text)
+        tmp.replace(out / REPORT)
+    except OSError:  # a full disk leaves the previous report.json, not a half-written .tmp
+        tmp.unlink(missing_ok=True)
+        raise
+    return out / REPORT

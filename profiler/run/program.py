@@ -227,9 +227,8 @@ def run_and_report(strategy: Strategy, out: Path, *, stops: StopSignals,
                    log: Callable[[str], None] = lambda s: None) -> tuple[Any, ProgramRun]:
     """Run the program as a one-trial sweep in ``out`` (the folder rules of compare) and write its reports."""
     from loadprof.analysis.sweep import analyse_sweep
-    from loadprof.results.jsonl import append_result, prepare_out, write_sweep_json
+    from loadprof.results.jsonl import append_result, prepare_out, write_report, write_sweep_json
     from loadprof.results.model import SweepResult
-    from loadprof.run.session import write_report
 
     sweep = program_sweep(strategy)
     prepare_out(out, resume=False)

@@ -35,27 +35,12 @@ from loadprof.run.executor import Executor, SerialExecutor, failed_result, run_p
 from loadprof.run.interrupts import StopSignals
 from loadprof.analysis.sweep import analyse_sweep
 from loadprof.results.model import SweepResult, TrialResult
-from loadprof.results.jsonl import (RESULTS, append_result, check_same_sweep, default_out,  # noqa: F401 - re-exported
+from loadprof.results.jsonl import (REPORT, RESULTS, append_result, check_same_sweep, default_out,  # noqa: F401
                                   file_size_limit_raises, is_output_error, prepare_out, read_results,
-                                  read_results_file, write_failure, write_sweep_json)
+                                  read_results_file, write_failure, write_report, write_sweep_json)
 from loadprof.run.runner import WORKER_ENV, TrialPlan, module_cmd
 from loadprof.strategies.expand import Sweep
 from loadprof.strategies.model import ModelSpec, Trial
-
-REPORT = "report.json"
-
-
-def write_report(out: Path, sweep_result: SweepResult) -> Path:
-    tmp = out / (REPORT + ".tmp")
-    text = json.dumps(sweep_result.to_dict(), indent=1, default=str)
-    try:
-        tmp.write_text(text)
-        tmp.replace(out / REPORT)
-    except OSError:  # a full disk leaves the previous report.json, not a half-written .tmp
-        tmp.unlink(missing_ok=True)
-        raise
-    return out / REPORT
-
 
 def prepare_model(model: ModelSpec, python: str = sys.executable,
                   log: Callable[[str], None] = lambda s: None) -> str:
