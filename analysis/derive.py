@@ -1,7 +1,7 @@
-"""Trial-level figures derived from phases and probe results (pure: no measuring, no rendering).
+"""Trial-level figures derived from phases and probe payloads (pure: no measuring, no rendering).
 
-Kept apart from the runner so renderers, findings and tests share one definition
-of each derived number.
+The one place a trial's figures are computed (the runner only classifies how a trial ended), so renderers,
+findings and tests share one definition of each derived number.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 from loadprof.core import figures
 from loadprof.core.phases import LAZY_IMPORT_PHASE
+from loadprof.core.payloads import ImportsPayload, IOPayload, LoadPhasesPayload, MemoryPayload
+from loadprof.core.phases import HARNESS_PHASES
 from loadprof.results.model import PhaseTiming, TrialResult
 
 #: a leaf phase that read at least this share of the trial's storage bytes counts as a reading phase
@@ -35,8 +37,8 @@ def io_summary(trial: TrialResult) -> dict[str, Any]:
     achieved_read_gb_s = storage bytes / wall time of the leaf phases that read >= 5% of them. Those phases
     also compute, so it is a lower bound on the rate the reads ran at.
     """
-    io = trial.views.io
-    if not io.present:
+    io = trial.payload(IOPayload)
+    if io is None:
         return {}
     total, per = io.storage_read_bytes, io.per_phase
     out: dict[str, Any] = {"storage_read_bytes": total,
@@ -52,11 +54,40 @@ def io_summary(trial: TrialResult) -> dict[str, Any]:
     if seq and out.get("achieved_read_gb_s"):
         out["disk_seq_read_gb_s"] = seq
         out["read_bandwidth_fraction"] = out["achieved_read_gb_s"] / seq
-    busy = trial.views.load_phases.materialize_worker_threads_busy_s
+    phases_probe = trial.payload(LoadPhasesPayload)
+    busy = phases_probe.materialize_worker_threads_busy_s if phases_probe is not None else None
     if busy:
         out["load_read_thread_s"] = busy.get("read", busy.get("materialize"))
         out["load_convert_thread_s"] = busy.get("convert")
     return {k: v for k, v in out.items() if v is not None}
+
+
+def phase_totals(trial: TrialResult) -> dict[str, float]:
+    """Top-level phase totals, ``<phase>_s`` for each top-level phase (a name may repeat: summed)."""
+    totals: dict[str, float] = {}
+    for p in trial.phases:
+        totals[f"{p.name}_s"] = totals.get(f"{p.name}_s", 0.0) + p.duration_s
+    return totals
+
+
+def workload_peaks(trial: TrialResult) -> dict[str, int]:
+    """Peak RSS / CUDA memory of the workload's phases only: loadprof's own later phases (a 512 MiB bandwidth
+    copy, the traced call) must not inflate the figure users compare. Falls back to the whole-trial peak when
+    no per-phase figures arrived (a crash before the first phase ended)."""
+    memory = trial.payload(MemoryPayload)
+    if memory is None:
+        return {}
+    per = [r for p, r in memory.per_phase.items() if "/" not in p and p not in HARNESS_PHASES]
+    out: dict[str, int] = {}
+    rss = [r.peak_rss_bytes for r in per]
+    cuda = [r.peak_cuda_allocated_bytes for r in per if r.peak_cuda_allocated_bytes is not None]
+    for key, vals, whole in ((figures.PEAK_RSS_BYTES.key, rss, memory.trial_peak_rss_bytes),
+                             (figures.PEAK_CUDA_ALLOCATED_BYTES.key, cuda, memory.trial_peak_cuda_allocated_bytes)):
+        if vals:
+            out[key] = max(vals)
+        elif whole is not None:
+            out[key] = whole
+    return out
 
 
 def first_forward_s(t: TrialResult) -> float | None:
@@ -104,7 +135,7 @@ def load_import_s(t: TrialResult) -> float | None:
     if not nodes:
         return None
     total = sum(_import_s(n) for n in nodes)
-    return total if total or t.views.imports.present else None
+    return total if total or t.payload(ImportsPayload) is not None else None
 
 
 def _all(phases: Iterable[PhaseTiming], path: str) -> list[PhaseTiming]:
@@ -211,6 +242,9 @@ def load_figures(trial: TrialResult) -> dict[str, Any]:
 
 
 def enrich(trial: TrialResult) -> TrialResult:
-    """The trial with its derived figures merged into ``metrics``."""
+    """The trial with its derived figures merged into ``metrics``: first what phases and payloads say directly
+    (phase totals, workload peaks), then what is derived from those."""
+    base = {**phase_totals(trial), **workload_peaks(trial)}
+    trial = dataclasses.replace(trial, metrics={**trial.metrics, **base}) if base else trial
     extra = {**io_summary(trial), **roofline(trial), **transfer(trial), **cold_call(trial), **load_figures(trial)}
     return dataclasses.replace(trial, metrics={**trial.metrics, **extra}) if extra else trial

@@ -14,6 +14,7 @@ from loadprof.core import figures
 from loadprof.analysis.derive import decode_call_s, load_cost_s
 from loadprof.analysis.lazy_import import RULES as LAZY_IMPORT_RULES
 from loadprof.analysis.precision import RULES as PRECISION_RULES
+from loadprof.core.payloads import LoadPhasesPayload, MemoryPayload, SamplingPayload
 from loadprof.core.phases import HARNESS_PHASES
 from loadprof.results.model import Finding, TrialResult  # Finding lives with the result model; re-exported
 from loadprof.core.units import pct
@@ -31,10 +32,21 @@ def _mib(n: float) -> str:
 
 
 _f = TrialResult.finding  # rules read as _f(trial, kind, severity, title, detail, fix, ...)
+NOT_SAMPLED = SamplingPayload(ok=False)  # what a trial without the sampling probe's payload reads as
+
+
+def _sampling(t: TrialResult) -> SamplingPayload:
+    return t.payload(SamplingPayload) or NOT_SAMPLED
+
+
+def _from_pretrained_calls(t: TrialResult) -> tuple[Any, ...]:
+    lp = t.payload(LoadPhasesPayload)
+    return lp.from_pretrained_calls if lp is not None else ()
 
 
 def ignored_kwargs(t: TrialResult) -> Iterable[Finding]:
-    for name, where in t.views.load_phases.ignored_kwargs.items():
+    lp = t.payload(LoadPhasesPayload)
+    for name, where in ((lp.ignored_kwargs if lp is not None else None) or {}).items():
         yield _f(t, "ignored_kwarg", "low", f"`{name}` is ignored by the installed transformers",
                  f"from_pretrained received {name}=..., which transformers {t.env.get('transformers', '?')} pops and "
                  f"discards ({where}); it changes nothing.", f"remove `{name}` from the loader's kwargs",
@@ -43,7 +55,7 @@ def ignored_kwargs(t: TrialResult) -> Iterable[Finding]:
 
 
 def needless_max_memory(t: TrialResult) -> Iterable[Finding]:
-    for call in t.views.load_phases.from_pretrained_calls:
+    for call in _from_pretrained_calls(t):
         kw = call.kwargs
         dm = kw.get("device_map")
         if "max_memory" in kw and isinstance(dm, str) and dm.split(":")[0] in FIXED_DEVICE_MAPS_NEEDING_NO_MAX_MEMORY:
@@ -55,7 +67,7 @@ def needless_max_memory(t: TrialResult) -> Iterable[Finding]:
 
 
 def repeated_loads(t: TrialResult) -> Iterable[Finding]:
-    calls = t.views.load_phases.from_pretrained_calls
+    calls = _from_pretrained_calls(t)
     if len(calls) > 1:
         load = figures.LOAD_S.read(t.metrics)
         extra = load * (len(calls) - 1) / len(calls) if load else None
@@ -100,7 +112,7 @@ def _wall(t: TrialResult, name: str) -> float:
 
 
 def _sampling_basis(t: TrialResult, n: int) -> str:
-    sv = t.views.sampling
+    sv = _sampling(t)
     rate = f", {sv.effective_rate_hz:.0f} Hz effective" if sv.effective_rate_hz else ""
     return f"{n} samples{rate}; seconds are wall time, each sample weighted by the gap since the previous reading"
 
@@ -108,7 +120,7 @@ def _sampling_basis(t: TrialResult, n: int) -> str:
 def dominant_user_function(t: TrialResult) -> Iterable[Finding]:
     """The user's own function that holds the load: running (a validation walk, a checksum) or waiting (a lock
     file, a sleep, a network call). Shares are of the load phase's wall time."""
-    users = t.views.sampling.user_functions_in("load")
+    users = _sampling(t).user_functions_in("load")
     wall = _wall(t, "load")
     if not users or not wall:
         return
@@ -117,12 +129,13 @@ def dominant_user_function(t: TrialResult) -> Iterable[Finding]:
     if share < USER_FN_SHARE_MEDIUM or top.own_s < USER_FN_MIN_S:
         return
     where = f"{top.file}:{top.line}" + (f", hottest line {top.hottest_line}" if top.hottest_line else "")
-    waiting = top.waiting_s * (top.own_s / top.seconds) if top.seconds else 0.0
+    waited = top.waiting_s or 0.0  # None: thread states not read (older files), so no wait is claimed
+    waiting = waited * (top.own_s / top.seconds) if top.seconds else 0.0
     severity = "high" if share >= USER_FN_SHARE_HIGH else "medium"
     fix = ("this is time in your loader, not in transformers: remove or sample that work" if waiting < top.own_s / 2
            else f"your loader waits ({top.main_wait}): remove the wait, or do it before timing-critical work "
                 "(it is time to load that no setting of from_pretrained can win back)")
-    split = (f"{top.running_s:.2f} s running, {top.waiting_s:.2f} s waiting"
+    split = (f"{top.running_s:.2f} s running, {waited:.2f} s waiting"
              + (f" ({', '.join(f'{k} {v:.2f} s' for k, v in top.waits.items())})" if top.waits else ""))
     if waiting >= top.own_s / 2:
         wshare = waiting / wall
@@ -147,15 +160,15 @@ GEN_USER_SHARE_MEDIUM, GEN_USER_SHARE_HIGH, GEN_USER_MIN_S = 0.10, 0.50, 0.02
 def generate_user_code(t: TrialResult) -> Iterable[Finding]:
     """The user's code running inside generate's decode steps: a logits processor, a stopping criterion, a
     streamer, a wrapped forward. Its share is of the decode steps' wall time."""
-    for u in t.views.sampling.user_functions_in("generate"):
+    for u in _sampling(t).user_functions_in("generate"):
         share = u.share_of_decode
-        if share is None or share < GEN_USER_SHARE_MEDIUM or u.decode_s < GEN_USER_MIN_S:
+        if share is None or u.decode_s is None or share < GEN_USER_SHARE_MEDIUM or u.decode_s < GEN_USER_MIN_S:
             continue
         yield _f(t, "generate_user_code", "high" if share >= GEN_USER_SHARE_HIGH else "medium",
                  f"your code {u.name} takes {pct(share)} of decode ({u.decode_s:.2f} s)",
                  f"{u.name} ({u.file}:{u.line}" + (f", hottest line {u.hottest_line}" if u.hottest_line else "")
                  + f") ran in every decode step: {u.decode_s:.2f} s of the measured generate calls' decode steps "
-                 f"({u.running_s:.2f} s running, {u.waiting_s:.2f} s waiting).",
+                 f"({u.running_s:.2f} s running, {u.waiting_s or 0.0:.2f} s waiting).",
                  "make it vectorised (one tensor op per step, no Python loop over the vocabulary), move it out of "
                  "the per-token path, or drop it", mistake=True, stake_s=u.decode_s,
                  basis=_sampling_basis(t, u.samples), function=u.name, file=u.file, line=u.line, share=share,
@@ -185,14 +198,14 @@ def uncovered_time(t: TrialResult) -> Iterable[Finding]:
         for p in nodes:
             yield prefix + p.name, p
             yield from walk(p.children, prefix + p.name + "/")
-    sv = t.views.sampling
+    sv = _sampling(t)
     for path, node in walk(t.phases, ""):
         other, dur = node.other_s, node.duration_s
         if path.split("/")[0] in LOADPROF_PHASES or all(c.name in MARKER_PHASES for c in node.children) \
                 or not (other > UNCOVERED_ALWAYS_S or (other > UNCOVERED_SHARE * dur
                                                                     and other > UNCOVERED_MIN_S)):
             continue
-        seen = sv.phases.get(path)
+        seen = (sv.phases or {}).get(path)
         if seen and seen.seconds > 0:
             what = "; ".join(f"{x['function']}{_own(x['function'])} {x['state']} {x['seconds']:.2f} s" for x in seen.top)
             saw = (f"the samples there ({seen.seconds:.2f} s: {seen.running_s:.2f} s running, {seen.waiting_s:.2f} s "
@@ -223,7 +236,8 @@ def slow_cold_read(t: TrialResult) -> Iterable[Finding]:
 
 
 def lazy_load(t: TrialResult) -> Iterable[Finding]:
-    mem = t.views.memory.per_phase
+    payload = t.payload(MemoryPayload)
+    mem = payload.per_phase if payload is not None else {}
     load, warm = mem.get("load"), mem.get("warmup/forward") or mem.get("warmup")
     weights = t.metrics.get("weights_bytes") or 0
     if not (load and warm and weights):
@@ -299,7 +313,7 @@ def _decode_limits(t: TrialResult) -> tuple[list[str], list[str]]:
     (Python per-step work vs torch kernels), the batch size, a half-precision matmul slower than float32 here."""
     why: list[str] = []
     fixes: list[str] = []
-    areas = t.views.sampling.areas.get("generate/decode") or {}
+    areas = (_sampling(t).areas or {}).get("generate/decode") or {}
     total = sum(areas.values())
     if total > 0:
         py = sum(v for k, v in areas.items() if k in PY_OVERHEAD_AREAS)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 from loadprof.analysis.derive import load_cost_s, load_import_s
+from loadprof.core.payloads import ImportsPayload
 from loadprof.core.units import pct
 from loadprof.results.model import Finding, TrialResult
 
@@ -32,7 +33,8 @@ def lazy_import(t: TrialResult) -> Iterable[Finding]:
     if not imp or not cost or imp < LAZY_IMPORT_MIN_S or imp <= LAZY_IMPORT_SHARE * cost:
         return
     share = imp / cost
-    top = t.views.imports.slowest_under("load", "validate", "warmup")[:SHOWN]
+    imports = t.payload(ImportsPayload)
+    top = imports.slowest_under("load", "validate", "warmup")[:SHOWN] if imports else ()
     named = ", ".join(f"{i.module} ({i.seconds:.2f} s)" for i in top) or "modules"
     first = f"`import {top[0].module}`" if top else "the modeling module's import"
     yield _f(t, "lazy_import", "high" if share >= LAZY_IMPORT_SHARE_HIGH else "medium",
@@ -42,8 +44,8 @@ def lazy_import(t: TrialResult) -> Iterable[Finding]:
              "same process does not, so for a small model a cold start is mostly this import.",
              f"import the modeling module at service start-up, before the first request ({first}), or keep the "
              "process warm (load once at start-up, reuse the process); compare load settings on the real load "
-             "cost without it (load_cost_s - load_import_s): no from_pretrained setting changes the import",
-             stake_s=imp, basis="the `import` phases inside load, validation and the first forward (each outermost "
+             "cost less the import time (load_import_s): no from_pretrained setting changes the import",
+             stake_s=imp, basis="the `lazy_import` phases inside load, validation and the first forward (each outermost "
                                 "import the load triggered, measured on the trial's clock)",
              share=share, load_import_s=imp, load_cost_s=cost, modules=[i.module for i in top])
 

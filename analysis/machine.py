@@ -1,8 +1,8 @@
 """Was the machine busy while the sweep ran? One line every report puts at the top when it was.
 
 A neighbour's CPU load inflates wall times without any trace in the trial's own phases, so a report from a busy
-machine must say so before anyone reads its numbers. The rule reads ``harness.machine`` (loadprof.probes.machine)
-through ``trial.views.machine``; trials without the record (older results) are not counted.
+machine must say so before anyone reads its numbers. The rule reads the machine probe's payload
+(loadprof.probes.machine, ``trial.payload(MachinePayload)``); trials without it (older results) are not counted.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from loadprof.core.payloads import MachineLoad
+from loadprof.core.payloads import MachinePayload
 from loadprof.results.model import TrialResult
 
 #: other processes' CPU use, in cores on average over the trial, from which it counts as busy: half a core taken
@@ -36,11 +36,11 @@ class BusyTrial:
     cpu_count: int | None
 
 
-def is_busy(m: MachineLoad) -> bool:
+def is_busy(m: MachinePayload | None) -> bool:
     """The rule: others used >= ``BUSY_OTHERS_CORES``, or steal >= ``BUSY_STEAL_SHARE``; only where /proc/stat
     could not be read (no others figure), a start load average above the core count (x ``BUSY_LOAD_PER_CORE``),
     since the average still carries loadprof's own previous worker for about a minute."""
-    if not m.present:
+    if m is None:
         return False
     load = (m.others_cpu_cores is None and m.loadavg_1m_start is not None and bool(m.cpu_count)
             and m.loadavg_1m_start > BUSY_LOAD_PER_CORE * (m.cpu_count or 0))
@@ -50,10 +50,10 @@ def is_busy(m: MachineLoad) -> bool:
 
 def busy_trials(trials: Iterable[TrialResult]) -> tuple[int, tuple[BusyTrial, ...]]:
     """(how many trials have a machine record, the busy ones among them)."""
-    measured = [t for t in trials if t.views.machine.present]
+    measured = [(t, m) for t in trials if (m := t.payload(MachinePayload)) is not None]
     busy = tuple(BusyTrial(f"{t.label} r{t.repeat_index}", m.others_cpu_cores or 0.0, m.steal_share or 0.0,
                            m.loadavg_1m_start, m.cpu_count)
-                 for t in measured for m in (t.views.machine,) if is_busy(m))
+                 for t, m in measured if is_busy(m))
     return len(measured), busy
 
 

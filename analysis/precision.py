@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from loadprof.core import figures
 from loadprof.analysis.derive import decode_call_s
+from loadprof.core.payloads import LoadPhasesPayload
 from loadprof.results.model import Finding, TrialResult
 from loadprof.core.units import bytes_h, pct
 
@@ -61,7 +62,8 @@ def _convert_seconds(t: TrialResult, pairs: list[Mapping[str, Any]], pair: Mappi
     """The upcast's share of the loader threads' convert time, and how it was found."""
     total = t.metrics.get("load_convert_thread_s")
     if total is None:
-        total = t.views.load_phases.materialize_worker_threads_busy_s.get("convert")
+        lp = t.payload(LoadPhasesPayload)
+        total = ((lp.materialize_worker_threads_busy_s if lp is not None else None) or {}).get("convert")
     if not total:
         return None, "cast seconds not measured (the phases probe times them under transformers 5)"
     gpu = _on_gpu(t)  # on a GPU every tensor goes through .to(device): all of them count as converted
@@ -151,7 +153,8 @@ def _quantization(t: TrialResult) -> str | None:
     """The quantization asked for (the strategy's, else a from_pretrained call's quantization_config), or None."""
     if t.strategy.load.quantization != "none":
         return t.strategy.load.quantization
-    calls = t.views.load_phases.from_pretrained_calls
+    lp = t.payload(LoadPhasesPayload)
+    calls = lp.from_pretrained_calls if lp is not None else ()
     return "quantization_config" if any("quantization_config" in c.kwargs for c in calls) else None
 
 

@@ -20,6 +20,7 @@ from loadprof.analysis.cap_study import covering_cap, head, max_new_tokens_curve
 from loadprof.analysis.derive import prefill_tok_s
 from loadprof.analysis.knobs import without
 from loadprof.analysis.machine import is_busy
+from loadprof.core.payloads import MachinePayload
 from loadprof.results.model import Study, TrialResult
 from loadprof.strategies.model import Strategy
 
@@ -113,7 +114,7 @@ def series(trials: Iterable[TrialResult], vary: str) -> list[dict[str, Any]]:
             metric_keys = list(dict.fromkeys(k for m in samples for k in m))
             points.append({
                 "value": ts[0].strategy.at(vary), "trial_ids": [t.trial_id for t in ts], "repeats": len(ts),
-                "busy": sum(1 for t in ts if is_busy(t.views.machine)),
+                "busy": sum(1 for t in ts if is_busy(t.payload(MachinePayload))),
                 "metrics": {k: _median([m.get(k) for m in samples]) for k in metric_keys}, "samples": samples,
                 "new_tokens_seen": sorted({n for t in ts if (n := t.metrics.get("new_tokens")) is not None}),
             })

@@ -38,6 +38,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from loadprof.core.payloads import MachinePayload  # noqa: E402
 from loadprof.run.session import Session  # noqa: E402
 from loadprof.strategies.expand import Sweep, expand  # noqa: E402
 
@@ -67,7 +68,7 @@ def per_trial(result: Any) -> list[dict[str, float]]:
                      "exit_s": h.get("overhead_s", 0.0) - h.get("startup_s", 0.0),
                      "membw_s": m.get("membw_s", 0.0), "membw_reused": "membw_source" in m,
                      "zygote_start_s": h.get("forkserver_start_s"),
-                     "others_cpu_cores": (h.get("machine") or {}).get("others_cpu_cores")})
+                     "others_cpu_cores": getattr(t.payload(MachinePayload), "others_cpu_cores", None)})
     return rows
 
 

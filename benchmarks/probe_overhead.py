@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from loadprof.analysis.derive import enrich  # noqa: E402
 from loadprof.run import filecache  # noqa: E402
 from loadprof.run.runner import TrialPlan, run_trial  # noqa: E402
 from loadprof.strategies import synthetic  # noqa: E402
@@ -59,7 +60,7 @@ def main() -> int:
                 s = Strategy(model=ModelSpec(path=path), load=LoadSpec(dtype=args.dtype), generate=gen,
                              label=name, **CONFIGS[name])
                 filecache.warm(path)
-                res = run_trial(TrialPlan(Trial(s, r), path, Path(tmp) / f"{r}-{names.index(name)}"))
+                res = enrich(run_trial(TrialPlan(Trial(s, r), path, Path(tmp) / f"{r}-{names.index(name)}")))
                 if res.status != "ok":
                     print(f"{name}: trial {res.status}: {res.reason}", file=sys.stderr)
                     return 1

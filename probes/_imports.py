@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import sys
 import threading
-from dataclasses import dataclass
 from importlib.machinery import ModuleSpec
 from types import FrameType, ModuleType
 from typing import Any, Callable, ContextManager, Sequence
 
+from loadprof.core.payloads.imports import TimedImport
 from loadprof.core.phases import LAZY_IMPORT_PHASE
 
 #: at most this many outermost imports are listed per timer (their phases are all kept)
@@ -44,17 +44,6 @@ def _under(name: str, prefixes: Sequence[str]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
-@dataclass(frozen=True)
-class ImportRecord:
-    """One outermost import: the module, the phase path it ran under, and its wall seconds."""
-
-    module: str
-    phase: str
-    seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"module": self.module, "phase": self.phase, "seconds": self.seconds}
-
 
 class ImportTimer:
     """Times the outermost imports of one thread as phases named ``phase_name`` (while ``active``), except those
@@ -70,7 +59,7 @@ class ImportTimer:
         self.thread_id = threading.get_ident() if thread_id is None else thread_id
         self.active = False
         self.depth = 0
-        self.records: list[ImportRecord] = []
+        self.records: list[TimedImport] = []
         self.count = 0
         self.total_ns = 0
         self._open_cm: ContextManager[str] | None = None
@@ -109,7 +98,7 @@ class ImportTimer:
                 self.count += 1
                 self.total_ns += t1 - self._t0
                 if len(self.records) < MAX_RECORDS:
-                    self.records.append(ImportRecord(module, self._path, (t1 - self._t0) / 1e9))
+                    self.records.append(TimedImport(module, self._path, (t1 - self._t0) / 1e9))
 
 
 class _LoaderProxy:

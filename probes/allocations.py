@@ -23,6 +23,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
+from loadprof.core.payloads import AllocationSite, AllocationsPayload
 from loadprof.probes.base import Probe, ProbeContext
 
 MIN_BYTES = 4096  # small enough for a tiny model's cache layers; only one traced prefill pays for it
@@ -108,23 +109,23 @@ def make_tracer(min_bytes: int = MIN_BYTES) -> Any:
     return AllocationTracer()
 
 
-def summarize(allocs: list[Allocation], top: int = 12) -> dict[str, Any]:
+def summarize(allocs: list[Allocation], top: int = 12) -> AllocationsPayload:
     """Sites aggregated by call site and op, largest alive bytes first."""
     sites: dict[tuple[str, str], dict[str, Any]] = {}
     for a in allocs:
         s = sites.setdefault((a.site, a.op), {"site": a.site, "op": a.op, "bytes": 0, "alive_bytes": 0, "count": 0,
-                                              "shape": list(a.shape), "dtype": a.dtype, "stack": a.stack})
+                                              "shape": tuple(a.shape), "dtype": a.dtype, "stack": tuple(a.stack)})
         s["bytes"] += a.nbytes
         s["count"] += 1
         s["alive_bytes"] += a.nbytes if a.alive else 0
     ranked = sorted(sites.values(), key=lambda s: (-s["alive_bytes"], -s["bytes"]))
-    return {"generate_start_alloc_bytes": sum(a.nbytes for a in allocs if a.alive),
-            "generate_start_alloc_total_bytes": sum(a.nbytes for a in allocs),
-            "generate_start_alloc_count": len(allocs), "generate_start_alloc_min_bytes": MIN_BYTES,
-            "generate_start_alloc_sites": ranked[:top]}
+    return AllocationsPayload(generate_start_alloc_bytes=sum(a.nbytes for a in allocs if a.alive),
+                              generate_start_alloc_total_bytes=sum(a.nbytes for a in allocs),
+                              generate_start_alloc_count=len(allocs), generate_start_alloc_min_bytes=MIN_BYTES,
+                              generate_start_alloc_sites=tuple(AllocationSite(**s) for s in ranked[:top]))
 
 
-def trace_generate_start(model: Any, spec: Any, seed: int = 0) -> dict[str, Any]:
+def trace_generate_start(model: Any, spec: Any, seed: int = 0) -> AllocationsPayload:
     """One generate() call with the strategy's settings, traced and stopped at its first token."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
@@ -151,10 +152,8 @@ class AllocationsProbe(Probe):
     """The traced first-token call as a probe: its figures are trial metrics (``generate_start_alloc_*``)."""
 
     NAME = "allocations"
+    PAYLOAD = AllocationsPayload  # filed as trial metrics by the worker after the trace
     AFTER_WORKLOAD_PHASE = "trace"
 
-    def after_workload(self, model: Any, ctx: ProbeContext) -> dict[str, Any]:
+    def after_workload(self, model: Any, ctx: ProbeContext) -> AllocationsPayload:
         return trace_generate_start(model, ctx.strategy.generate)
-
-    def stop(self) -> None:
-        return None  # nothing under probes: the metrics were filed by the worker after the trace

@@ -21,6 +21,7 @@ import os
 import platform
 from typing import Any, Callable, Mapping
 
+from loadprof.core.payloads import BandwidthPayload
 from loadprof.probes.base import Probe, ProbeContext
 
 DEFAULT_BYTES = 256 * 2**20
@@ -136,9 +137,10 @@ class BandwidthProbe(Probe):
     (``matmul_*``, per trial: it depends on the model's dtype)."""
 
     NAME = "bandwidth"
+    PAYLOAD = BandwidthPayload  # filed as trial metrics by the worker after the copy
     AFTER_WORKLOAD_PHASE = "membw"
 
-    def after_workload(self, model: Any, ctx: ProbeContext) -> dict[str, Any]:
+    def after_workload(self, model: Any, ctx: ProbeContext) -> BandwidthPayload:
         device = getattr(model, "device", "cpu")
         device = "cpu" if str(device) == "meta" else device
         now = ctx.clock.now_ns
@@ -151,7 +153,4 @@ class BandwidthProbe(Probe):
         dtype = floating_dtype(model) if str(device) == "cpu" else None
         if dtype in HALF_DTYPES:  # a half type on CPU: does it run at float32's rate here? (measured, not assumed)
             out.update(measure_matmul(dtype, now))
-        return out
-
-    def stop(self) -> None:
-        return None  # nothing under probes: the metrics were filed by the worker after the copy
+        return BandwidthPayload.from_dict(out, self.NAME)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from loadprof.core.payloads import CudaSnapshotPayload
 from loadprof.probes.base import Probe, ProbeContext, ProbeResult
 
 MAX_ENTRIES = 200_000
@@ -18,6 +19,7 @@ FILE = "cuda_snapshot.pickle"
 
 class CudaSnapshotProbe(Probe):
     NAME = "cuda_snapshot"
+    PAYLOAD = CudaSnapshotPayload
 
     def unavailable(self, ctx: ProbeContext) -> str | None:
         import torch
@@ -47,4 +49,4 @@ class CudaSnapshotProbe(Probe):
             notes = (f"could not write the CUDA snapshot: {type(e).__name__}: {e}",)
         finally:
             torch.cuda.memory._record_memory_history(enabled=None)
-        return ProbeResult(self.NAME, metrics={"max_entries": MAX_ENTRIES}, notes=notes, artifacts=artifacts)
+        return ProbeResult(CudaSnapshotPayload(max_entries=MAX_ENTRIES), notes=notes, artifacts=artifacts)

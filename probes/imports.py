@@ -15,6 +15,7 @@ total; the analysis sums the phases (loadprof.analysis.derive.load_import_s).
 
 from __future__ import annotations
 
+from loadprof.core.payloads import ImportsPayload
 from loadprof.core.phases import LAZY_IMPORT_PHASE
 from loadprof.core.probe_registry import WORKER_STEP_PHASES
 from loadprof.probes import _imports
@@ -30,6 +31,7 @@ IGNORE_CALLERS = ("loadprof.probes", "loadprof.worker", "loadprof.core")
 
 class ImportsProbe(Probe):
     NAME = "imports"
+    PAYLOAD = ImportsPayload
 
     def start(self, ctx: ProbeContext) -> None:
         self.ctx = ctx
@@ -44,7 +46,7 @@ class ImportsProbe(Probe):
     def stop(self) -> ProbeResult:
         self.timer.active = False
         t = self.timer
-        metrics = {"imports": [r.to_dict() for r in t.records], "count": t.count, "seconds": t.total_ns / 1e9}
+        payload = ImportsPayload(imports=tuple(t.records), count=t.count, seconds=t.total_ns / 1e9)
         notes = ((f"{t.count - len(t.records)} more outermost imports timed (phases kept), not listed",)
                  if t.count > len(t.records) else ())
-        return ProbeResult(self.NAME, metrics=metrics, notes=notes)
+        return ProbeResult(payload, notes=notes)

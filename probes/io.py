@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
+from loadprof.core.payloads import IOPayload, PhaseIO
 from loadprof.probes.base import Probe, ProbeContext, ProbeResult
 
 
@@ -44,6 +45,7 @@ class IOProbe(Probe):
     """The reader is an argument (``read_io`` by default) so a test can script what /proc/self/io says."""
 
     NAME = "io"
+    PAYLOAD = IOPayload
 
     def __init__(self, read_io: Callable[[], dict[str, int]] = read_io) -> None:
         self._read_io = read_io
@@ -55,7 +57,7 @@ class IOProbe(Probe):
         self.ctx = ctx
         self._lock = threading.Lock()
         self.open: dict[str, dict[str, Any]] = {}
-        self.per_phase: dict[str, dict[str, Any]] = {}
+        self.per_phase: dict[str, PhaseIO] = {}
         self.start_io = self._read_io()
 
     def on_phase(self, phase: str, edge: str, t_ns: int) -> None:
@@ -65,18 +67,13 @@ class IOProbe(Probe):
                 self.open[phase] = {"_rb": io.get("read_bytes", 0), "_rc": io.get("rchar", 0)}
             elif phase in self.open:
                 rec = self.open.pop(phase)
-                self.per_phase[phase] = {
-                    "storage_read_bytes": io.get("read_bytes", 0) - rec["_rb"],
-                    "read_chars": io.get("rchar", 0) - rec["_rc"],
-                }
+                self.per_phase[phase] = PhaseIO(storage_read_bytes=io.get("read_bytes", 0) - rec["_rb"],
+                                                read_chars=io.get("rchar", 0) - rec["_rc"])
 
     def stop(self) -> ProbeResult:
         end = self._read_io()
         total = end.get("read_bytes", 0) - self.start_io.get("read_bytes", 0)
-        metrics: dict[str, Any] = {"storage_read_bytes": total,
-                                   "read_chars": end.get("rchar", 0) - self.start_io.get("rchar", 0)}
         top = {p: r for p, r in self.per_phase.items() if "/" not in p}
-        if total and top:
-            where = max(top, key=lambda p: top[p]["storage_read_bytes"])
-            metrics["most_bytes_read_in"] = where
-        return ProbeResult(self.NAME, metrics=metrics, per_phase=self.per_phase)
+        where = max(top, key=lambda p: top[p].storage_read_bytes) if total and top else None
+        return ProbeResult(IOPayload(storage_read_bytes=total, read_chars=end.get("rchar", 0) - self.start_io.get("rchar", 0),
+                                     per_phase=dict(self.per_phase), most_bytes_read_in=where))

@@ -34,6 +34,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from loadprof.core.payloads import FromPretrainedCall, LoadPhasesPayload
 from loadprof.probes.base import Probe, ProbeContext, ProbeResult
 
 MU = "transformers.modeling_utils"
@@ -90,6 +91,7 @@ def phase_wrapper(open_phase: Callable[[str], Any], name: str) -> Callable[[Call
 
 class LoadPhasesProbe(Probe):
     NAME = "phases"
+    PAYLOAD = LoadPhasesPayload
 
     def start(self, ctx: ProbeContext) -> None:
         self.ctx = ctx
@@ -97,7 +99,7 @@ class LoadPhasesProbe(Probe):
         for name, target in LOAD_TARGETS:
             ctx.hooks.wrap(target, self._counting(name, phase_wrapper(ctx.phase, name)))
         ctx.hooks.wrap(INIT_CONTEXT_TARGET, self._init_context)
-        self.loads: list[dict[str, Any]] = []
+        self.loads: list[FromPretrainedCall] = []
         ctx.hooks.wrap(FROM_PRETRAINED, self._recording_call)
         self._acc_lock = threading.Lock()
         self.main_ns: dict[str, int] = {}
@@ -127,8 +129,8 @@ class LoadPhasesProbe(Probe):
         """Record every from_pretrained call's kwargs, including the ones a user's loader makes."""
 
         def wrapped(cls: Any, *a: Any, **k: Any) -> Any:
-            self.loads.append({"class": getattr(cls, "__name__", str(cls)),
-                               "kwargs": {key: _short(v) for key, v in k.items()}})
+            self.loads.append(FromPretrainedCall(cls=getattr(cls, "__name__", str(cls)),
+                                                 kwargs={key: _short(v) for key, v in k.items()}))
             return fn(cls, *a, **k)
 
         return wrapped
@@ -197,24 +199,21 @@ class LoadPhasesProbe(Probe):
     def stop(self) -> ProbeResult:
         missing = tuple(self.ctx.hooks.missing)
         notes = tuple(f"load phase hook not installed: {m}" for m in missing)
-        metrics: dict[str, Any] = {"hooks_installed": len(self.ctx.hooks.installed), "hook_calls": dict(self.calls)}
-        if self.main_ns:
-            metrics["materialize_main_thread_s"] = {k: v / 1e9 for k, v in self.main_ns.items()}
-            metrics["materialize_main_thread_calls"] = dict(self.main_calls)
-        if self.copy_calls:
-            # busy time summed over the loader's worker threads: it may exceed the wall time it overlaps
-            metrics["materialize_worker_threads_busy_s"] = {k: v / 1e9 for k, v in self.thread_ns.items()}
-            metrics["materialize_worker_threads"] = len(self.thread_ids)
-            metrics["materialize_tensors"] = self.copy_calls
-        metrics["from_pretrained_calls"] = self.loads
         ignored = discarded_kwargs()
-        hits = sorted({k for call in self.loads for k in call["kwargs"] if k in ignored})
-        if hits:
-            metrics["ignored_kwargs"] = {k: ignored[k] for k in hits}
+        hits = sorted({k for call in self.loads for k in call.kwargs if k in ignored})
+        copied = bool(self.copy_calls)  # busy time summed over the loader's worker threads: may exceed their wall
+        payload = LoadPhasesPayload(
+            hooks_installed=len(self.ctx.hooks.installed), hook_calls=dict(self.calls),
+            from_pretrained_calls=tuple(self.loads), ignored_kwargs={k: ignored[k] for k in hits} if hits else None,
+            materialize_main_thread_s={k: v / 1e9 for k, v in self.main_ns.items()} if self.main_ns else None,
+            materialize_main_thread_calls=dict(self.main_calls) if self.main_ns else None,
+            materialize_worker_threads_busy_s={k: v / 1e9 for k, v in self.thread_ns.items()} if copied else None,
+            materialize_worker_threads=len(self.thread_ids) if copied else None,
+            materialize_tensors=self.copy_calls if copied else None)
         if not self.split_copy:
             notes += ("_materialize_copy differs from the transformers 5.x form: worker-thread read and cast "
                       "are reported together as 'materialize'",)
-        return ProbeResult(self.NAME, metrics=metrics, notes=notes)
+        return ProbeResult(payload, notes=notes)
 
 
 def _short(v: Any) -> Any:

@@ -7,7 +7,9 @@ worker tree and py-spy, reaped inside the interval) leaves the CPU time *other* 
 ran. Steal is time the hypervisor gave this VM's CPUs to someone else. The 1-minute load average at start and
 end is a coarser hint (it also counts runnable and disk-waiting tasks).
 
-Parent-side and cheap (two reads of one file), so it runs for every trial. Every reader is injectable: the
+A parent-side probe (loadprof.probes.base.ParentProbe), cheap (two reads of one file), so the runner runs it for
+every trial: started right after the worker is spawned, stopped once it and py-spy are reaped; its payload is
+``MachinePayload`` (``TrialResult.probes["machine"]``). Every reader is injectable: the
 ``/proc`` root, the load-average and own-CPU functions and the clock, so unit tests use a fake ``/proc`` and
 assert exact figures. Where ``/proc/stat`` cannot be read (not Linux), only the load average is recorded.
 """
@@ -18,7 +20,10 @@ import os
 import resource
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
+
+from loadprof.core.payloads import MachinePayload
+from loadprof.probes.base import ParentContext, ParentProbe, ProbeResult
 
 #: /proc/stat ``cpu`` columns counted as busy: user, nice, system, irq, softirq (guest time is already inside
 #: user/nice; idle and iowait are not busy; steal is reported on its own)
@@ -92,9 +97,12 @@ class Snapshot:
     children_cpu_s: float
 
 
-class MachineProbe:
-    """``start()`` just before the worker is spawned, ``stop()`` once it (and py-spy) are reaped: the dict for
-    ``TrialResult.harness["machine"]``. One trial at a time per process: ``RUSAGE_CHILDREN`` is process-wide."""
+class MachineProbe(ParentProbe):
+    """``start()`` as the worker is spawned, ``stop()`` once it (and py-spy) are reaped. One trial at a time per
+    process: ``RUSAGE_CHILDREN`` is process-wide."""
+
+    NAME = "machine"
+    PAYLOAD = MachinePayload
 
     def __init__(self, proc: str = "/proc", *, now_ns: Callable[[], int] = time.monotonic_ns,
                  loadavg: Callable[[], float | None] = _loadavg_1m,
@@ -107,30 +115,29 @@ class MachineProbe:
         own, kids = self.own_cpu()
         return Snapshot(self.now_ns(), self.loadavg(), read_stat(self.proc), own, kids)
 
-    def start(self) -> None:
+    def start(self, ctx: ParentContext | None = None) -> None:
         self._start = self.snapshot()
 
-    def stop(self) -> dict[str, Any]:
+    def stop(self, received: Sequence[Mapping[str, Any]] = ()) -> ProbeResult:
         if self._start is None:
             raise RuntimeError("MachineProbe.stop() before start()")
-        return machine_load(self._start, self.snapshot(), self.clk_tck, os.cpu_count() or 1)
+        return ProbeResult(machine_load(self._start, self.snapshot(), self.clk_tck, os.cpu_count() or 1))
 
 
-def machine_load(a: Snapshot, b: Snapshot, clk_tck: int, fallback_cpus: int = 1) -> dict[str, Any]:
-    """Two snapshots -> the ``harness.machine`` record (units in the key names). Others' CPU time is clamped at
-    0: ``/proc/stat`` counts whole ticks, rusage microseconds, so an idle machine can come out a tick negative."""
+def machine_load(a: Snapshot, b: Snapshot, clk_tck: int, fallback_cpus: int = 1) -> MachinePayload:
+    """Two snapshots -> the payload (units in the key names). Others' CPU time is clamped at 0: ``/proc/stat``
+    counts whole ticks, rusage microseconds, so an idle machine can come out a tick negative."""
     wall_s = (b.t_ns - a.t_ns) / 1e9
     cpus = (b.ticks.cpus if b.ticks else 0) or fallback_cpus
     out: dict[str, Any] = {"loadavg_1m_start": a.loadavg_1m, "loadavg_1m_end": b.loadavg_1m, "cpu_count": cpus,
                            "wall_s": round(wall_s, 6), "worker_cpu_s": round(b.children_cpu_s - a.children_cpu_s, 6),
                            "harness_cpu_s": round(b.self_cpu_s - a.self_cpu_s, 6)}
     if a.ticks is None or b.ticks is None:
-        return out | {"busy_cpu_s": None, "others_cpu_s": None, "others_cpu_cores": None, "steal_s": None,
-                      "steal_share": None}
+        return MachinePayload(**out)
     busy_s = (b.ticks.busy - a.ticks.busy) / clk_tck
     others_s = max(0.0, busy_s - out["worker_cpu_s"] - out["harness_cpu_s"])
     steal_s = (b.ticks.steal - a.ticks.steal) / clk_tck
-    return out | {"busy_cpu_s": round(busy_s, 6), "others_cpu_s": round(others_s, 6),
-                  "others_cpu_cores": round(others_s / wall_s, 6) if wall_s > 0 else None,
-                  "steal_s": round(steal_s, 6),
-                  "steal_share": round(steal_s / (wall_s * cpus), 6) if wall_s > 0 else None}
+    return MachinePayload(**out, busy_cpu_s=round(busy_s, 6), others_cpu_s=round(others_s, 6),
+                          others_cpu_cores=round(others_s / wall_s, 6) if wall_s > 0 else None,
+                          steal_s=round(steal_s, 6),
+                          steal_share=round(steal_s / (wall_s * cpus), 6) if wall_s > 0 else None)

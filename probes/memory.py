@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from loadprof.core import figures
+from loadprof.core.payloads import MemoryPayload, MemoryTimeline, PhaseMemory
 from loadprof.probes.base import Probe, ProbeContext, ProbeResult
 
 SOURCES_NOTE = ("memory sources: RSS from /proc (anon = real allocations, file = mapped checkpoint pages); "
@@ -90,6 +91,7 @@ class MemoryProbe(Probe):
     ``sampler=False`` starts no thread: the test calls ``sample_once`` itself."""
 
     NAME = "memory"
+    PAYLOAD = MemoryPayload
 
     # 10 ms: at 5 ms the sampler thread alone made a 0.6 s load 1.019x slower on 2 cores, at 10 ms 1.005x
     # (median of 6 rounds each, memory probe alone vs no probes)
@@ -105,7 +107,7 @@ class MemoryProbe(Probe):
     def start(self, ctx: ProbeContext) -> None:
         self.ctx = ctx
         self.open: dict[str, dict[str, Any]] = {}
-        self.per_phase: dict[str, dict[str, Any]] = {}
+        self.per_phase: dict[str, PhaseMemory] = {}
         self.timeline: list[tuple[float, int, int]] = []  # (t_s, anon, file)
         self.peak_rss = 0
         self._lock = threading.Lock()
@@ -212,7 +214,7 @@ class MemoryProbe(Probe):
                     used = self._nvml_used()
                     if used is not None:
                         rec["end_nvml_used_bytes"] = used
-                self.per_phase[phase] = rec
+                self.per_phase[phase] = PhaseMemory(**rec)
             if cuda:
                 cuda.reset_peak_memory_stats()
         if self.hwm_reset_ok:
@@ -239,12 +241,12 @@ class MemoryProbe(Probe):
         if not self.hwm_reset_ok:
             notes.append("could not reset VmHWM (/proc/self/clear_refs); per-phase peaks are sampled, not exact")
         step = max(1, -(-len(timeline) // TIMELINE_POINTS))
-        metrics = {"timeline": {"columns": ["t_s", "rss_anon_bytes", "rss_file_bytes"],
-                                "rows": [list(r) for r in timeline[::step]], "every_nth_sample": step},
-                   "trial_peak_rss_bytes": self.peak_rss, "end_rss_bytes": st.get("rss", 0),
-                   "end_anon_bytes": st.get("anon", 0), "end_file_bytes": st.get("file", 0),
-                   "samples": len(timeline), "period_ms": self.period_s * 1e3}
-        if self._cuda_mod():
-            metrics["trial_peak_cuda_allocated_bytes"] = max(self.peak_cuda, self._cuda.max_memory_allocated())
-        return ProbeResult(self.NAME, metrics=metrics, per_phase=self.per_phase, notes=tuple(notes),
-                           artifacts=artifacts)
+        cuda = self._cuda_mod()
+        payload = MemoryPayload(
+            per_phase=dict(self.per_phase),
+            timeline=MemoryTimeline(columns=("t_s", "rss_anon_bytes", "rss_file_bytes"),
+                                    rows=tuple(timeline[::step]), every_nth_sample=step),
+            trial_peak_rss_bytes=self.peak_rss, end_rss_bytes=st.get("rss", 0), end_anon_bytes=st.get("anon", 0),
+            end_file_bytes=st.get("file", 0), samples=len(timeline), period_ms=self.period_s * 1e3,
+            trial_peak_cuda_allocated_bytes=max(self.peak_cuda, cuda.max_memory_allocated()) if cuda else None)
+        return ProbeResult(payload, notes=tuple(notes), artifacts=artifacts)

@@ -3,9 +3,10 @@
 Phase timing (probes/load_phases.py) says *how long* each step took; sampling says *where inside it* the time
 went, down to the user's own code, running or waiting, with no hook in the worker: py-spy reads the worker's
 memory from outside (with ``--idle``, so waiting threads are recorded too) and a parent-side poller reads each
-thread's kernel state (loadprof.probes.threadstate). The runner calls ``Sampler(pid, trial_dir).start()`` right
-after spawning the worker and ``finish(t0_abs_ns)`` once it is reaped (py-spy exits with its target); the
-samples are then attributed to phases and code by loadprof.probes.attribution. Never imports torch.
+thread's kernel state (loadprof.probes.threadstate). ``SamplingProbe``, the parent-side probe the runner runs
+when a strategy samples, starts a ``Sampler`` right after the worker is spawned and ``finish``es it once the
+worker is reaped (py-spy exits with its target); the samples are then attributed to the phase tree the worker's
+events describe by loadprof.probes.attribution, and filed as the ``SamplingPayload``. Never imports torch.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-from loadprof.probes.base import ProbeResult
+from loadprof.core.payloads import SamplingPayload
+from loadprof.core.phases import build_tree
+from loadprof.probes.base import ParentContext, ParentProbe, ProbeResult
 from loadprof.probes.stacks import Sample, from_timelines, join, load_chrometrace, to_speedscope
 from loadprof.probes.threadstate import ThreadStatePoller
 
@@ -47,11 +50,12 @@ class SamplingResult:
                               self.notes + tuple(attribution.get("notes", ())), self.samples)
 
     def to_probe_result(self) -> ProbeResult:
-        """The shape the runner files under ``probes`` (artifacts relative to the trial folder)."""
+        """What the runner files: the payload, notes, and artifacts relative to the trial folder."""
         arts = {"py_spy_log": LOG_NAME, **({"speedscope": PROFILE_NAME} if self.profile_path else {})}
         notes = self.notes if self.ok else (f"sampling not run: {self.reason}",) + self.notes
-        return ProbeResult("sampling", metrics={"ok": self.ok, "wall_s": self.wall_s, **self.attribution},
-                           notes=tuple(dict.fromkeys(notes)), artifacts=arts if self.log_path else {})
+        figures = {k: v for k, v in self.attribution.items() if k != "notes"}
+        payload = SamplingPayload.from_dict({"ok": self.ok, "wall_s": self.wall_s, **figures}, "sampling")
+        return ProbeResult(payload, notes=tuple(dict.fromkeys(notes)), artifacts=arts if self.log_path else {})
 
 
 def find_py_spy() -> str | None:
@@ -212,3 +216,52 @@ class Sampler:
         self.profile_path.write_text(json.dumps(to_speedscope(samples, name=f"loadprof worker {self.pid}")))
         return SamplingResult(ok=True, profile_path=str(self.profile_path), log_path=str(self.log_path),
                               wall_s=wall_s, notes=tuple(notes), samples=tuple(samples))
+
+
+class SamplingProbe(ParentProbe):
+    """The sampler as a parent-side probe: on when the strategy's ``effective_sampling_hz`` is (a custom loader
+    turns it on by default); py-spy is spared by the trial's reaping, since it exits by itself with its target."""
+
+    NAME = "sampling"
+    PAYLOAD = SamplingPayload
+
+    def __init__(self) -> None:
+        self.sampler: Sampler | None = None
+        self.error: str | None = None
+
+    @classmethod
+    def wanted(cls, strategy: Any) -> bool:
+        return bool(strategy.effective_sampling_hz)
+
+    def start(self, ctx: ParentContext) -> None:
+        self.ctx = ctx
+        self.sampler = Sampler(ctx.pid, ctx.trial_dir, ctx.strategy.effective_sampling_hz)
+        self.error = self.sampler.start()
+
+    def spared_pids(self) -> set[int]:
+        pid = self.sampler.spy_pid if self.sampler is not None else None
+        return {pid} if pid is not None else set()
+
+    def stop(self, received: Sequence[Mapping[str, Any]]) -> ProbeResult:
+        """The samples on the trial's clock (the worker's hello says where its t0 is), attributed to the phase
+        tree the events describe."""
+        from loadprof.probes.attribution import attribute
+
+        if self.sampler is None or self.error:
+            return SamplingResult(ok=False, reason=self.error or "not started").to_probe_result()
+        hello = next((ev for ev in received if ev.get("type") == "hello"), {})
+        result = self.sampler.finish(hello.get("t0_abs_ns"))
+        if not result.ok:
+            return result.to_probe_result()
+        last = max((ev.get("t_ns", 0) for ev in received if "t_ns" in ev), default=0)
+        phases = build_tree([ev for ev in received if ev.get("type") == "phase"], end_ns=last)
+        try:
+            return result.with_attribution(attribute(result.samples, phases, rate_hz=self.sampler.rate_hz)) \
+                .to_probe_result()
+        except Exception as e:  # noqa: BLE001 - a probe never decides the trial's fate
+            return ProbeResult(SamplingPayload(ok=False), notes=(f"sampling not attributed: {type(e).__name__}: {e}",),
+                               artifacts=result.to_probe_result().artifacts)
+
+    def abort(self) -> None:
+        if self.sampler is not None:
+            self.sampler.abort()

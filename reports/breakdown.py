@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from loadprof.core import figures
+from loadprof.core.payloads import IOPayload, MemoryPayload, SamplingPayload
 from loadprof.core.phases import HARNESS_PHASES
 from loadprof.reports.sections import children_s
 from loadprof.results.model import TrialResult
@@ -36,15 +37,16 @@ class Segment:
 
 def forward_read_bytes(t: TrialResult) -> int | None:
     """Bytes ``warmup/forward`` read: storage bytes (io probe) or, when larger, file-backed RSS it paged in."""
-    io = t.views.io.per_phase.get("warmup/forward")
-    mem = t.views.memory.per_phase.get("warmup/forward")
+    io_payload, mem_payload = t.payload(IOPayload), t.payload(MemoryPayload)
+    io = io_payload.per_phase.get("warmup/forward") if io_payload is not None else None
+    mem = mem_payload.per_phase.get("warmup/forward") if mem_payload is not None else None
     vals = [v for v in (io and io.storage_read_bytes, mem and mem.file_growth_bytes) if isinstance(v, int)]
     return max(vals) if vals and max(vals) > 0 else None
 
 
 def _split_other(t: TrialResult, other_s: float) -> list[Segment]:
     """The load's uncovered time as your functions (own time) and library areas the samples saw there."""
-    sv = t.views.sampling
+    sv = t.payload(SamplingPayload) or SamplingPayload(ok=False)
     parts: list[Segment] = []
     for u in sorted(sv.user_functions_in("load"), key=lambda u: -u.own_s):
         if u.own_s > 0:
@@ -52,7 +54,7 @@ def _split_other(t: TrialResult, other_s: float) -> list[Segment]:
             wait = f"; waiting {u.waiting_s:.2f} s ({u.main_wait})" if u.waiting_s and u.main_wait else ""
             parts.append(Segment(f"your code: {u.name}", u.own_s,
                                  f"your function {u.name} ({where}): {u.own_s:.2f} s of its own in the load{wait}"))
-    for area, s in sorted((sv.areas.get("load") or {}).items(), key=lambda kv: -kv[1]):
+    for area, s in sorted(((sv.areas or {}).get("load") or {}).items(), key=lambda kv: -kv[1]):
         if area != "your code" and s > 0:
             parts.append(Segment(f"load: {area}", s, f"sampled in the load outside transformers' steps: {area}"))
     named = sum(p.seconds for p in parts)

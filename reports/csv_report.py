@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any, Mapping
+from typing import Any
 
 from loadprof.core import figures
+from loadprof.core.payloads import MachinePayload
 from loadprof.reports.base import Artifacts, TextRenderer
 from loadprof.reports.sections import children_s, model_label, top_level_s
 from loadprof.results.model import SweepResult, TrialResult
@@ -53,9 +54,9 @@ def _row(t: TrialResult) -> tuple[dict[str, Any], list[str]]:
                            "reason": t.reason or "", "wall_s": t.wall_s, **phases}
     row.update({k: v for k, v in t.metrics.items() if k not in row and _scalar(v)})
     row.update({f"harness.{k}": t.harness[k] for k in HARNESS if k in t.harness})
-    machine = t.harness.get("machine")
-    if isinstance(machine, Mapping):
-        row.update({f"harness.machine.{k}": machine.get(k) for k in MACHINE})
+    machine = t.payload(MachinePayload)  # column names from when the record was harness.machine
+    if machine is not None:
+        row.update({f"harness.machine.{k}": getattr(machine, k) for k in MACHINE})
     return row, list(phases)
 
 

@@ -3,6 +3,7 @@ running vs waiting (by kind), and the library areas the running time was in (loa
 
 from __future__ import annotations
 
+from loadprof.core.payloads import SamplingPayload
 from loadprof.reports.sections import Table, trial_name
 from loadprof.results.model import SweepResult
 
@@ -14,8 +15,8 @@ def sampled_table(sweep: SweepResult) -> Table | None:
     trial was sampled."""
     rows = []
     for t in sweep.trials:
-        sv = t.views.sampling
-        for phase, areas in sv.areas.items():
+        sv = t.payload(SamplingPayload)
+        for phase, areas in ((sv.areas if sv is not None else None) or {}).items():
             total = sum(areas.values())
             if total <= 0:
                 continue

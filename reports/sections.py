@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from loadprof.core import figures
+from loadprof.core.payloads import MemoryPayload
 from loadprof.reports.base import Artifacts
 from loadprof.results.model import (Finding, PhaseTiming, Recommendation, Recommendations, SweepResult,
                               TrialResult)
@@ -154,9 +155,10 @@ def artifact_links(t: TrialResult, artifacts: Artifacts | None = None) -> list[t
 
 
 def timeline_rows(t: TrialResult, artifacts: Artifacts | None = None) -> list[Sequence[float]]:
-    """[t_s, anon_bytes, file_bytes] rows from loadprof.probes.memory.metrics.timeline, else from the trial's
-    memory_timeline.json through ``artifacts`` (older reports kept the timeline only there)."""
-    tl: Any = t.views.memory.timeline or None
+    """[t_s, anon_bytes, file_bytes] rows from the memory probe's payload (its thinned timeline), else from the
+    trial's memory_timeline.json through ``artifacts`` (older reports kept the timeline only there)."""
+    memory = t.payload(MemoryPayload)
+    tl: Any = memory.timeline.rows if memory is not None and memory.timeline.rows else None
     if tl is None and artifacts is not None and t.artifacts.get("memory_timeline"):
         tl = artifacts.memory_timeline(t)
     if isinstance(tl, Mapping):

@@ -25,12 +25,12 @@ def test_alive_views_inplace_and_sites():
         _held_and_temp(held)
     tracer.mark_alive()
     s = summarize(tracer.allocations)
-    assert s["generate_start_alloc_count"] == 2
-    assert s["generate_start_alloc_bytes"] == 64 * 64 * 4
-    assert s["generate_start_alloc_total_bytes"] == 64 * 64 * 4 + 128 * 128 * 4
-    top = s["generate_start_alloc_sites"][0]
-    assert top["op"] == "zeros" and top["alive_bytes"] == 16384 and "_held_and_temp" in top["site"]
-    assert top["site"].startswith(__file__.rsplit("/", 2)[-2]) or "test_allocations.py" in top["site"]
+    assert s.generate_start_alloc_count == 2
+    assert s.generate_start_alloc_bytes == 64 * 64 * 4
+    assert s.generate_start_alloc_total_bytes == 64 * 64 * 4 + 128 * 128 * 4
+    top = s.generate_start_alloc_sites[0]
+    assert top.op == "zeros" and top.alive_bytes == 16384 and "_held_and_temp" in top.site
+    assert top.site.startswith(__file__.rsplit("/", 2)[-2]) or "test_allocations.py" in top.site
 
 
 def test_reused_address_counts_as_a_new_allocation():

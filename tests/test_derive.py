@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from loadprof.analysis.derive import enrich, io_summary
+from loadprof.analysis.derive import enrich, io_summary, workload_peaks
 from loadprof.results.model import PhaseTiming, TrialResult
 from tests.helpers import strategy_of
 
@@ -10,10 +12,10 @@ from tests.helpers import strategy_of
 def _trial(read_by_phase, harness=None, total=None):
     phases = (PhaseTiming("load", 0.0, 1.0, (PhaseTiming("weights", 0.0, 0.5),)), PhaseTiming("warmup", 1.0, 3.0))
     total = total if total is not None else max(read_by_phase.values())
-    per = {p: {"storage_read_bytes": b} for p, b in read_by_phase.items()}
+    per = {p: {"storage_read_bytes": b, "read_chars": b} for p, b in read_by_phase.items()}
+    io = {"storage_read_bytes": total, "read_chars": total, "per_phase": per}
     return TrialResult(trial_id="t-r0", strategy_id="t", label="x", repeat_index=0, status="ok", strategy=strategy_of(),
-                       phases=phases, probes={"io": {"metrics": {"storage_read_bytes": total}, "per_phase": per}},
-                       harness=harness or {})
+                       phases=phases, probes={"io": io}, harness=harness or {})
 
 
 def test_rate_uses_reading_leaf_phases_and_disk_limit():
@@ -71,3 +73,29 @@ def test_transfer_rate_is_gpu_bytes_over_the_placing_phase_against_measured_h2d(
     cpu_only = TrialResult(trial_id="t-r0", strategy_id="t", label="x", repeat_index=0, status="ok", strategy=strategy_of(),
                            phases=phases, metrics={"bytes_by_device": {"cpu": 10**9}})
     assert transfer(cpu_only) == {}
+
+
+def _phase_memory(peak: int, cuda: int | None = None) -> dict:
+    base = dict.fromkeys(("start_rss_bytes", "end_rss_bytes", "peak_sampled_rss_bytes", "start_anon_bytes",
+                          "end_anon_bytes", "peak_anon_bytes", "start_file_bytes", "end_file_bytes", "minor_faults",
+                          "major_faults"), 0)
+    return {**base, "peak_rss_bytes": peak, "peak_cuda_allocated_bytes": cuda}
+
+
+def _memory(per_phase: dict, trial_peak: int = 900) -> dict:
+    return {"per_phase": per_phase, "timeline": {"columns": [], "rows": [], "every_nth_sample": 1},
+            "trial_peak_rss_bytes": trial_peak, "end_rss_bytes": 0, "end_anon_bytes": 0, "end_file_bytes": 0,
+            "samples": 0, "period_ms": 10.0}
+
+
+def test_workload_peak_excludes_loadprofs_own_phases_and_enrich_adds_phase_totals():
+    memory = _memory({"load": _phase_memory(500), "load/weights": _phase_memory(500),
+                      "generate": _phase_memory(600, 70), "membw": _phase_memory(900, 99), "trace": _phase_memory(800)})
+    t = dataclasses.replace(_trial({"load": 1}), probes={"memory": memory})
+    assert workload_peaks(t) == {"peak_rss_bytes": 600, "peak_cuda_allocated_bytes": 70}
+    crashed = dataclasses.replace(t, probes={"memory": _memory({}, trial_peak=5)})
+    assert workload_peaks(crashed) == {"peak_rss_bytes": 5}  # no phase ended: the whole trial's peak
+    assert workload_peaks(dataclasses.replace(t, probes={})) == {}
+    m = enrich(t).metrics
+    assert (m["load_s"], m["warmup_s"], m["peak_rss_bytes"]) == (1.0, 2.0, 600)
+    assert m["load_cost_s"] == 1.0 + 2.0  # derived from the totals enrich added first (no forward: warmup_s)

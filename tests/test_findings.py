@@ -8,7 +8,7 @@ from loadprof.analysis.findings import RULES, rank, sweep_findings, trial_findin
 from loadprof.results.model import Finding, PhaseTiming, TrialResult
 from loadprof.reports import console, html, markdown
 from loadprof.results.model import SweepResult
-from tests.helpers import strategy_of
+from tests.helpers import memory_payload, phases_payload, sampling_payload, strategy_of, user_function
 
 LOAD = (PhaseTiming("load", 0.0, 5.0, (PhaseTiming("weights", 0.2, 4.9),)),)  # other 0.3 s: covered
 
@@ -34,23 +34,23 @@ def test_validation_share_thresholds_and_evidence():
 
 
 def test_ignored_kwarg_and_needless_max_memory_from_captured_calls():
-    probes = {"phases": {"metrics": {
-        "ignored_kwargs": {"low_cpu_mem_usage": "transformers/modeling_utils.py:4171"},
-        "from_pretrained_calls": [{"class": "Qwen2ForCausalLM",
-                                   "kwargs": {"device_map": "cuda", "max_memory": {"cpu": "20GiB"},
-                                              "low_cpu_mem_usage": True}}]}}}
+    probes = {"phases": phases_payload(
+        ignored_kwargs={"low_cpu_mem_usage": "transformers/modeling_utils.py:4171"},
+        from_pretrained_calls=[{"class": "Qwen2ForCausalLM",
+                                "kwargs": {"device_map": "cuda", "max_memory": {"cpu": "20GiB"},
+                                           "low_cpu_mem_usage": True}}])}
     found = {f.kind: f for f in trial_findings(_trial(probes=probes))}
     assert set(found) == {"ignored_kwarg", "needless_max_memory"}
     assert "modeling_utils.py:4171" in found["ignored_kwarg"].detail
-    auto = {"phases": {"metrics": {"from_pretrained_calls": [{"kwargs": {"device_map": "auto", "max_memory": {}}}]}}}
+    auto = {"phases": phases_payload([{"kwargs": {"device_map": "auto", "max_memory": {}}}])}
     assert kinds(_trial(probes=auto)) == []
 
 
 def test_repeated_loads_meta_tensors_and_dominant_user_function():
-    probes = {"phases": {"metrics": {"from_pretrained_calls": [{"kwargs": {}}, {"kwargs": {}}]}},
-              "sampling": {"metrics": {"user_functions": [{
-                  "name": "ModelManager._validate_all_modules", "file": "mm.py", "line": 50, "share_of_load": 0.8,
-                  "self_user_s": 4.0, "self_user_samples": 400, "hottest_line": 53}]}}}
+    probes = {"phases": phases_payload([{"kwargs": {}}, {"kwargs": {}}]),
+              "sampling": sampling_payload(user_functions=[user_function(
+                  name="ModelManager._validate_all_modules", file="mm.py", line=50, own_share_of_phase=0.8,
+                  seconds=4.0, own_s=4.0, running_s=4.0, samples=400, hottest_line=53)])}
     t = _trial(metrics={"meta_tensors": 2, "validation_meta_examples": ["lm_head.weight"]}, probes=probes)
     found = {f.kind: f for f in trial_findings(t)}
     assert set(found) == {"repeated_load", "meta_tensors", "dominant_user_function"}
@@ -62,9 +62,9 @@ def test_cold_read_and_lazy_load():
     t = _trial(metrics={"read_bandwidth_fraction": 0.2, "storage_read_bytes": 2**30, "achieved_read_gb_s": 0.1,
                         "disk_seq_read_gb_s": 0.5, "reading_phases": ["warmup/forward"], "weights_bytes": 1000,
                         "load_s": 0.1, "warmup_s": 2.0},
-               probes={"memory": {"per_phase": {
+               probes={"memory": memory_payload({
                    "load": {"start_file_bytes": 0, "end_file_bytes": 10},
-                   "warmup/forward": {"start_file_bytes": 10, "end_file_bytes": 990}}}})
+                   "warmup/forward": {"start_file_bytes": 10, "end_file_bytes": 990}})})
     assert set(kinds(t)) == {"slow_cold_read", "lazy_load"}
 
 
@@ -99,15 +99,15 @@ def test_estimate_discrepancy_reports_ratio_and_cause():
 
 
 def test_thin_wrapper_around_from_pretrained_is_not_blamed():
-    wrapper = {"name": "load_quick", "file": "mm.py", "line": 5, "own_share_of_load": 0.0, "own_s": 0.0,
-               "own_samples": 0, "share_of_load": 1.0, "self_user_s": 0.5, "self_user_samples": 50}
-    t = _trial(probes={"sampling": {"metrics": {"user_functions": [wrapper]}}})
+    wrapper = user_function(name="load_quick", file="mm.py", line=5, own_share_of_phase=0.0, own_s=0.0, samples=50,
+                            share_of_phase=1.0, seconds=0.5, running_s=0.5)
+    t = _trial(probes={"sampling": sampling_payload(user_functions=[wrapper])})
     assert kinds(t) == []
 
 
 def test_user_function_needs_a_meaningful_absolute_cost_too():
-    tiny = {"name": "f", "file": "m.py", "line": 1, "own_share_of_load": 0.4, "own_s": 0.04, "own_samples": 2}
-    assert kinds(_trial(probes={"sampling": {"metrics": {"user_functions": [tiny]}}})) == []
+    tiny = user_function(name="f", file="m.py", line=1, own_share_of_phase=0.4, own_s=0.04, seconds=0.04, samples=2)
+    assert kinds(_trial(probes={"sampling": sampling_payload(user_functions=[tiny])})) == []
 
 
 def test_cpu_offload_and_disk_offload_stay_two_findings():
@@ -134,7 +134,7 @@ def _user(**kw):
 
 
 def test_a_waiting_user_function_is_named_with_its_wait_and_share_of_the_load_wall():
-    t = _trial(probes={"sampling": {"metrics": {"effective_rate_hz": 50.0, "user_functions": [_user()]}}})
+    t = _trial(probes={"sampling": sampling_payload(effective_rate_hz=50.0, user_functions=[_user()])})
     (f,) = [f for f in trial_findings(t) if f.kind == "user_wait"]
     assert f.title == "your function wait_for_lock waits 4.00 s (sleep): 80% of the load"
     assert f.mistake and f.stake_s == 4.0 and "200 samples, 50 Hz effective" in f.stake_basis
@@ -143,7 +143,7 @@ def test_a_waiting_user_function_is_named_with_its_wait_and_share_of_the_load_wa
 
 def test_a_running_user_function_is_a_dominant_function_with_its_running_and_waiting_split():
     u = _user(name="checksum", running_s=3.0, waiting_s=1.0, waits={"file_read": 1.0})
-    (f,) = [f for f in trial_findings(_trial(probes={"sampling": {"metrics": {"user_functions": [u]}}}))
+    (f,) = [f for f in trial_findings(_trial(probes={"sampling": sampling_payload(user_functions=[u])}))
             if f.kind == "dominant_user_function"]
     assert f.title == "your function checksum is 80% of the load (4.00 s)"
     assert "3.00 s running, 1.00 s waiting (file_read 1.00 s)" in f.detail
@@ -153,7 +153,7 @@ def test_user_code_in_the_decode_steps_is_named_with_its_share_of_decode():
     u = _user(name="Proc.__call__", phase="generate", seconds=0.5, running_s=0.5, waiting_s=0.0, waits={},
               own_s=0.0, decode_s=0.45, share_of_decode=0.36)
     small = _user(name="tiny", phase="generate", decode_s=0.01, share_of_decode=0.5)
-    t = _trial(probes={"sampling": {"metrics": {"user_functions": [u, small]}}})
+    t = _trial(probes={"sampling": sampling_payload(user_functions=[u, small])})
     (f,) = [f for f in trial_findings(t) if f.kind == "generate_user_code"]
     assert f.title == "your code Proc.__call__ takes 36% of decode (0.45 s)" and f.stake_s == 0.45
     assert "/home/u/mm.py:5" in f.detail and f.mistake
@@ -164,7 +164,7 @@ def test_uncovered_time_is_never_silent_and_says_what_was_sampled():
               PhaseTiming("trace", 3.0, 4.0, (PhaseTiming("preallocate", 3.0, 3.1),)))  # loadprof's own: skipped
     seen = {"load": {"seconds": 1.9, "running_s": 0.4, "waiting_s": 1.5, "waits": {"socket": 1.5},
                      "top": [{"function": "fetch (/home/u/mm.py:9)", "state": "socket", "seconds": 1.5}]}}
-    sampled = _trial(phases=phases, probes={"sampling": {"metrics": {"ok": True, "phases": seen}}})
+    sampled = _trial(phases=phases, probes={"sampling": sampling_payload(phases=seen)})
     (f,) = [f for f in trial_findings(sampled) if f.kind == "uncovered_time"]
     assert f.title == "2.00 s of load (67%) is in none of its named steps" and f.stake_s == pytest.approx(2.0)
     assert "fetch (/home/u/mm.py:9) socket 1.50 s" in f.detail and not f.mistake
@@ -174,7 +174,7 @@ def test_uncovered_time_is_never_silent_and_says_what_was_sampled():
 
 
 def test_definite_mistakes_outrank_observations_whatever_their_severity():
-    kwarg = _trial(probes={"phases": {"metrics": {"ignored_kwargs": {"offload_state_dict": "m.py:1"}}}},
+    kwarg = _trial(probes={"phases": phases_payload(ignored_kwargs={"offload_state_dict": "m.py:1"})},
                    metrics={"roofline_fraction": 0.05, "decode_tok_s": 10.0, "roofline_tok_s": 200.0,
                             "weights_bytes": 64 * 2**20, "decode_bytes_per_step": 2**20, "membw_gb_s": 10.0, "new_tokens": 32},
                    strategy=strategy_of({"generate": {"batch_size": 1}}))
@@ -185,7 +185,7 @@ def test_definite_mistakes_outrank_observations_whatever_their_severity():
 
 
 def test_every_renderer_opens_with_the_verdict():
-    t = _trial(probes={"sampling": {"metrics": {"user_functions": [_user()]}}})
+    t = _trial(probes={"sampling": sampling_payload(user_functions=[_user()])})
     sweep = SweepResult(run_id="r", name="n", source="s.yaml", created_at="now", trials=(t,),
                         findings=tuple(rank(trial_findings(t))))
     line = "verdict (mistake): your function wait_for_lock waits 4.00 s (sleep): 80% of the load; 4 s at stake"
@@ -197,9 +197,9 @@ def test_every_renderer_opens_with_the_verdict():
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.__name__)
 def test_every_rule_has_a_stake_or_says_why_not(rule):
     """Each rule, fed every hand-built trial of this module, gives findings whose stake is stated or explained."""
-    trials = [_trial(probes={"sampling": {"metrics": {"user_functions": [_user()]}}}),
+    trials = [_trial(probes={"sampling": sampling_payload(user_functions=[_user()])}),
               _trial(metrics={"load_s": 1.0, "validate_s": 0.9}),
-              _trial(probes={"phases": {"metrics": {"from_pretrained_calls": [{"kwargs": {}}] * 2}}},
+              _trial(probes={"phases": phases_payload([{"kwargs": {}}] * 2)},
                      metrics={"load_s": 2.0})]
     for t in trials:
         for f in rule(t):

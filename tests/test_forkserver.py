@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from loadprof.core.payloads import MachinePayload
 from loadprof.run import forkclient
 from loadprof.analysis.knobs import HARNESS
 from loadprof.core.clock import DEFAULT_CLOCK
@@ -116,7 +117,7 @@ def test_forked_trials_are_pre_imported_isolated_and_end_with_the_sweep(tiny_mod
         assert [i.phase.split("/")[0] for i in t.views.imports.imports if i.module.endswith(".modeling_qwen2")] \
             == ["load"] and t.phase("load/lazy_import") is not None
         assert t.harness["import"] == "pre-imported" and t.harness["overhead_s"] >= 0
-        assert t.harness["machine"]["worker_cpu_s"] > 0.1  # the zygote reaped it: its CPU is still the trial's
+        assert t.payload(MachinePayload).worker_cpu_s > 0.1  # the zygote reaped it: its CPU is still the trial's
     seg = by["segfault"]
     assert seg.status == "crashed" and seg.signal == "SIGSEGV" and "Segmentation fault" in seg.stderr_tail
     assert by["hang"].status == "timeout" and by["hang"].phase("load").incomplete

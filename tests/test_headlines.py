@@ -12,7 +12,7 @@ import pytest
 from loadprof.analysis.findings import RULES, trial_findings
 from loadprof.analysis.studies import preallocation_findings
 from loadprof.results.model import Finding, PhaseTiming, Study, TrialResult
-from tests.helpers import strategy_of
+from tests.helpers import memory_payload, phases_payload, sampling_payload, strategy_of
 from tests.test_precision import _pair
 
 MiB = 2**20
@@ -60,19 +60,19 @@ USER = {"name": "wait_for_lock", "file": "/home/u/mm.py", "line": 5, "phase": "l
         "running_s": 0.0, "waiting_s": 4.0, "waits": {"sleep": 4.0}, "own_s": 4.0}
 TRIALS = [
     _trial({"load_s": 1.0, "validate_s": 0.9, "validation_mode": "full", "validation_modules_checked": 40}),
-    _trial({"load_s": 2.0}, {"phases": {"metrics": {
-        "ignored_kwargs": {"offload_state_dict": "m.py:1"},
-        "from_pretrained_calls": [{"kwargs": {"device_map": "cpu", "max_memory": {"cpu": "1GiB"}}}, {"kwargs": {}}]}}}),
+    _trial({"load_s": 2.0}, {"phases": phases_payload(
+        ignored_kwargs={"offload_state_dict": "m.py:1"},
+        from_pretrained_calls=[{"kwargs": {"device_map": "cpu", "max_memory": {"cpu": "1GiB"}}}, {"kwargs": {}}])}),
     _trial({"meta_tensors": 3, "meta_tensor_examples": ["lm_head.weight"]}),
-    _trial(probes={"sampling": {"metrics": {"ok": True, "user_functions": [USER, {
+    _trial(probes={"sampling": sampling_payload(user_functions=[USER, {
         **USER, "name": "Proc.__call__", "phase": "generate", "decode_s": 0.6, "share_of_decode": 0.375}],
-        "phases": {"load": {"seconds": 4.0, "top": [{"function": "wait_for_lock", "state": "sleep", "seconds": 4.0}]}}}}}),
-    _trial(probes={"sampling": {"metrics": {"user_functions": [{**USER, "running_s": 3.0, "waiting_s": 1.0}]}}}),
+        phases={"load": {"seconds": 4.0, "top": [{"function": "wait_for_lock", "state": "sleep", "seconds": 4.0}]}})}),
+    _trial(probes={"sampling": sampling_payload(user_functions=[{**USER, "running_s": 3.0, "waiting_s": 1.0}])}),
     _trial({"read_bandwidth_fraction": 0.2, "storage_read_bytes": 900 * MiB, "achieved_read_gb_s": 0.4,
             "disk_seq_read_gb_s": 2.0, "reading_phases": ["load/weights"]}),
-    _trial({"weights_bytes": 500 * MiB, "load_s": 0.1, "warmup_s": 1.0}, {"memory": {"per_phase": {
+    _trial({"weights_bytes": 500 * MiB, "load_s": 0.1, "warmup_s": 1.0}, {"memory": memory_payload({
         "load": {"start_file_bytes": 0, "end_file_bytes": 10 * MiB},
-        "warmup": {"start_file_bytes": 10 * MiB, "end_file_bytes": 480 * MiB}}}}),
+        "warmup": {"start_file_bytes": 10 * MiB, "end_file_bytes": 480 * MiB}})}),
     _trial({"placement": {"cpu": {"bytes": 300 * MiB, "layers": 20}, "disk": {"bytes": 120 * MiB, "layers": 8}}}),
     _trial({"estimate_vs_measured": [{"figure": "weights_bytes", "measured": 2000 * MiB, "estimate": 1000 * MiB,
                                       "ratio": 2.0, "discrepancy": True, "likely_cause": "upcast"}]}),

@@ -6,6 +6,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from loadprof.core.clock import FakeClock
+from loadprof.core.payloads import IOPayload, PhaseIO
 from loadprof.core.phases import PhaseRecorder
 from loadprof.probes._hooks import HookSet
 from loadprof.probes.base import ProbeContext
@@ -53,14 +54,12 @@ def test_storage_bytes_per_phase_and_where_most_were_read(tmp_path):
     io.set(rchar=3_000, read_bytes=2_000_000)
 
     res = probe.stop()
-    assert res.per_phase == {
-        "import": {"storage_read_bytes": 0, "read_chars": 500},
-        "load/weights": {"storage_read_bytes": 1_048_576, "read_chars": 1_000},
-        "load": {"storage_read_bytes": 4_096 + 1_048_576 + 4_096, "read_chars": 1_200},
-        "generate": {"storage_read_bytes": 65_536, "read_chars": 50},
-    }
-    assert res.metrics == {"storage_read_bytes": 2_000_000 - 4_096, "read_chars": 2_000,
-                           "most_bytes_read_in": "load"}  # top-level phases only
+    assert res.payload == IOPayload(storage_read_bytes=2_000_000 - 4_096, read_chars=2_000, per_phase={
+        "import": PhaseIO(storage_read_bytes=0, read_chars=500),
+        "load/weights": PhaseIO(storage_read_bytes=1_048_576, read_chars=1_000),
+        "load": PhaseIO(storage_read_bytes=4_096 + 1_048_576 + 4_096, read_chars=1_200),
+        "generate": PhaseIO(storage_read_bytes=65_536, read_chars=50),
+    }, most_bytes_read_in="load")  # top-level phases only
 
 
 def test_nothing_read_names_no_phase_and_unreadable_proc_is_a_reason(tmp_path):
@@ -73,5 +72,5 @@ def test_nothing_read_names_no_phase_and_unreadable_proc_is_a_reason(tmp_path):
     probe.on_phase("load", "end", 5)
     probe.on_phase("never-started", "end", 6)  # an end without a start is ignored
     res = probe.stop()
-    assert res.per_phase == {"load": {"storage_read_bytes": 0, "read_chars": 0}}
-    assert res.metrics == {"storage_read_bytes": 0, "read_chars": 0}
+    assert res.payload == IOPayload(storage_read_bytes=0, read_chars=0, most_bytes_read_in=None,
+                                    per_phase={"load": PhaseIO(storage_read_bytes=0, read_chars=0)})

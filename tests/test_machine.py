@@ -10,7 +10,7 @@ import pytest
 
 from loadprof.analysis.machine import (BUSY_LOAD_PER_CORE, BUSY_OTHERS_CORES, BUSY_STEAL_SHARE, busy_machine_line,
                                        is_busy)
-from loadprof.core.payloads import MachineLoad
+from loadprof.core.payloads import MachinePayload
 from loadprof.probes.machine import MachineProbe, parse_stat, read_stat
 from loadprof.results.model import SweepResult, TrialResult
 from tests.helpers import strategy_of
@@ -43,6 +43,11 @@ class FakeProc:
         self.load, self.own = load, own
 
 
+def stopped(probe: MachineProbe) -> dict:
+    """What the probe files, as the events pipe carries it."""
+    return probe.stop().payload.to_dict()
+
+
 def test_parse_stat_sums_busy_columns_and_counts_cpus():
     ticks = parse_stat(stat(1000, 500, 9000, 40, cpus=4))
     assert (ticks.busy, ticks.steal, ticks.cpus) == (1000 + 5 + 500 + 3 + 2, 40, 4)  # guest (50) is inside user
@@ -57,7 +62,7 @@ def test_others_cpu_is_system_busy_minus_worker_and_parent(tmp_path):
     # 4 s: the system's busy ticks grow by 600 (6.0 CPU s), steal by 20 ticks (0.2 s); the worker tree used 3.2 s,
     # loadprof's parent 0.4 s: others took 6.0 - 3.2 - 0.4 = 2.4 s = 0.6 cores on average
     fake.advance(4.0, stat(1000 + 450, 500 + 150, 9200, 20), load=1.75, own=(0.4, 3.2))
-    m = probe.stop()
+    m = stopped(probe)
     assert {k: m[k] for k in KEYS} == {"loadavg_1m_start": 0.25, "loadavg_1m_end": 1.75, "others_cpu_s": 2.4,
                                        "others_cpu_cores": 0.6, "steal_s": 0.2, "steal_share": 0.025,
                                        "cpu_count": 2}
@@ -69,7 +74,7 @@ def test_others_cpu_never_goes_negative_from_tick_rounding(tmp_path):
     probe = fake.probe()
     probe.start()
     fake.advance(2.0, stat(1000 + 100, 500, 9300, 0), load=0.5, own=(0.05, 0.98))  # 1.00 s of ticks, 1.03 s used
-    m = probe.stop()
+    m = stopped(probe)
     assert (m["others_cpu_s"], m["others_cpu_cores"], m["steal_s"], m["steal_share"]) == (0.0, 0.0, 0.0, 0.0)
 
 
@@ -77,7 +82,7 @@ def test_without_proc_stat_only_the_load_average_is_recorded(tmp_path):
     probe = MachineProbe(str(tmp_path / "none"), now_ns=iter([0, 10**9]).__next__, loadavg=lambda: 3.0,
                          own_cpu=lambda: (0.0, 0.0), clk_tck=100)
     probe.start()
-    m = probe.stop()
+    m = stopped(probe)
     assert m["loadavg_1m_start"] == m["loadavg_1m_end"] == 3.0 and m["cpu_count"] >= 1
     assert m["others_cpu_s"] is None and m["steal_share"] is None
     assert read_stat(str(tmp_path / "none")) is None
@@ -89,33 +94,33 @@ def test_real_proc_gives_sane_figures():
     probe = MachineProbe()
     probe.start()
     sum(i * i for i in range(200_000))
-    m = probe.stop()
+    m = stopped(probe)
     assert all(k in m for k in KEYS)
     assert m["others_cpu_s"] >= 0 and m["steal_s"] >= 0 and m["cpu_count"] >= 1 and m["wall_s"] > 0
 
 
-# ---------------------------------------------------------------------------------------------- view and rule
+# ------------------------------------------------------------------------------------------- payload and rule
 
 def machine(**kw: float) -> dict[str, float]:
     base = {"loadavg_1m_start": 0.1, "loadavg_1m_end": 0.2, "others_cpu_s": 0.0, "others_cpu_cores": 0.0,
-            "steal_s": 0.0, "steal_share": 0.0, "cpu_count": 2, "wall_s": 10.0}
+            "steal_s": 0.0, "steal_share": 0.0, "cpu_count": 2, "wall_s": 10.0, "worker_cpu_s": 8.0,
+            "harness_cpu_s": 0.5}
     return {**base, **kw}
 
 
 def trial(label: str, r: int = 0, **kw: float) -> TrialResult:
     s = strategy_of({"label": label})
     absent = kw.pop("_absent", 0)
-    harness = {} if absent else {"parent_wall_s": 10.0, "machine": machine(**kw)}
+    probes = {} if absent else {"machine": machine(**kw)}
     return TrialResult(trial_id=f"{s.id}-r{r}", strategy_id=s.id, label=label, repeat_index=r, status="ok",
-                       strategy=s, wall_s=9.0, harness=harness)
+                       strategy=s, wall_s=9.0, harness={"parent_wall_s": 10.0}, probes=probes)
 
 
-def test_view_reads_the_record_and_older_results_read_as_absent():
-    v = MachineLoad.of({"machine": machine(others_cpu_cores=0.7), "future": 1})
-    assert v.present and v.others_cpu_cores == 0.7 and v.cpu_count == 2
-    old = trial("old", _absent=1)
-    assert not old.views.machine.present and old.views.machine.others_cpu_cores is None
-    assert trial("new", steal_share=0.01).views.machine.steal_share == 0.01
+def test_payload_reads_the_record_and_results_without_it_have_none():
+    v = MachinePayload.from_dict({**machine(others_cpu_cores=0.7), "future": 1})
+    assert v.others_cpu_cores == 0.7 and v.cpu_count == 2 and v.extra == {"future": 1}
+    assert trial("old", _absent=1).payload(MachinePayload) is None
+    assert trial("new", steal_share=0.01).payload(MachinePayload).steal_share == 0.01
 
 
 @pytest.mark.parametrize("kw, busy", [
@@ -131,8 +136,8 @@ def test_view_reads_the_record_and_older_results_read_as_absent():
     ({"others_cpu_cores": None, "steal_share": None}, False),   # not measurable here: not busy
 ])
 def test_busy_rule_thresholds(kw, busy):
-    assert is_busy(MachineLoad.of({"machine": machine(**kw)})) is busy
-    assert not is_busy(MachineLoad())
+    assert is_busy(MachinePayload.from_dict(machine(**kw))) is busy
+    assert not is_busy(None)
 
 
 def test_busy_line_counts_busy_trials_and_names_the_worst():

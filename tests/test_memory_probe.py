@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from loadprof.core.clock import FakeClock
+from loadprof.core.payloads import MemoryTimeline, PhaseMemory
 from loadprof.core.phases import PhaseRecorder
 from loadprof.probes._hooks import HookSet
 from loadprof.probes.base import ProbeContext
@@ -80,7 +81,7 @@ def test_per_phase_start_end_peak_and_faults_are_exact(tmp_path, monkeypatch):
     proc.set(rss=180, anon=100, file=80, hwm=210, minflt=50, majflt=9)
     rec.close("load")
 
-    assert probe.per_phase == {
+    assert probe.per_phase == {k: PhaseMemory(**v) for k, v in {
         "load/weights": {"start_rss_bytes": 250, "start_anon_bytes": 150, "start_file_bytes": 100,
                          "peak_rss_bytes": 270, "peak_sampled_rss_bytes": 260, "peak_anon_bytes": 160,
                          "end_rss_bytes": 200, "end_anon_bytes": 120, "end_file_bytes": 80,
@@ -89,18 +90,18 @@ def test_per_phase_start_end_peak_and_faults_are_exact(tmp_path, monkeypatch):
                  "peak_rss_bytes": 400, "peak_sampled_rss_bytes": 300, "peak_anon_bytes": 180,
                  "end_rss_bytes": 180, "end_anon_bytes": 100, "end_file_bytes": 80,
                  "minor_faults": 40, "major_faults": 8},
-    }
+    }.items()}
     assert proc.resets == 1 + 4  # and once after every edge
 
     proc.set(rss=170, anon=90, file=80, hwm=220, minflt=50, majflt=9)
     res = probe.stop()
     rows = [[0.0, 180, 120], [0.5, 160, 100]]
-    assert res.name == "memory" and res.per_phase == probe.per_phase
-    m = res.metrics
-    assert (m["trial_peak_rss_bytes"], m["end_rss_bytes"], m["end_anon_bytes"], m["end_file_bytes"]) == (400, 170, 90, 80)
-    assert m["samples"] == 2 and m["period_ms"] == 10.0 and "trial_peak_cuda_allocated_bytes" not in m
-    assert m["timeline"] == {"columns": ["t_s", "rss_anon_bytes", "rss_file_bytes"], "rows": rows,
-                             "every_nth_sample": 1}
+    m = res.payload
+    assert m.per_phase == probe.per_phase
+    assert (m.trial_peak_rss_bytes, m.end_rss_bytes, m.end_anon_bytes, m.end_file_bytes) == (400, 170, 90, 80)
+    assert m.samples == 2 and m.period_ms == 10.0 and m.trial_peak_cuda_allocated_bytes is None
+    assert m.timeline == MemoryTimeline(columns=("t_s", "rss_anon_bytes", "rss_file_bytes"),
+                                        rows=tuple(map(tuple, rows)), every_nth_sample=1)
     assert res.notes == (SOURCES_NOTE,) and res.artifacts == {"memory_timeline": "memory_timeline.json"}
     assert json.loads((tmp_path / "memory_timeline.json").read_text())["rows"] == rows
 
@@ -112,10 +113,10 @@ def test_no_hwm_reset_is_noted_and_not_retried(tmp_path, monkeypatch):
     with rec.phase("import"):
         pass
     assert proc.resets == 1
-    assert probe.per_phase["import"]["peak_rss_bytes"] == 500  # the unreset HWM is all there is
+    assert probe.per_phase["import"].peak_rss_bytes == 500  # the unreset HWM is all there is
     res = probe.stop()
     assert any("could not reset VmHWM" in n for n in res.notes)
-    assert res.metrics["trial_peak_rss_bytes"] == 500
+    assert res.payload.trial_peak_rss_bytes == 500
 
 
 def test_unreadable_statm_stops_sampling_and_the_thread_is_joined(tmp_path, monkeypatch):
@@ -124,4 +125,4 @@ def test_unreadable_statm_stops_sampling_and_the_thread_is_joined(tmp_path, monk
     assert not probe.sample_once()
     res = probe.stop()
     assert probe._thread is not None and not probe._thread.is_alive()
-    assert res.metrics["samples"] == 0 and res.metrics["timeline"]["rows"] == []
+    assert res.payload.samples == 0 and res.payload.timeline.rows == ()

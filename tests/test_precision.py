@@ -11,7 +11,7 @@ from loadprof.analysis import precision as rules
 from loadprof.probes import precision
 from loadprof.results.model import TrialResult
 from loadprof.core.units import bytes_h, pct
-from tests.helpers import strategy_of
+from tests.helpers import phases_payload, strategy_of
 
 MiB = 2**20
 
@@ -142,16 +142,17 @@ def test_matmul_is_measured_only_for_a_half_precision_model_on_cpu(monkeypatch, 
     assert set(out["matmul_gflops"]) == {"float32", "bfloat16"} and all(v > 0 for v in out["matmul_gflops"].values())
     assert "torch.mm 32x32" in out["matmul_method"]
 
-    monkeypatch.setattr(bandwidth, "measure_copy_bandwidth", lambda dev, now: {"membw_gb_s": 1})
+    monkeypatch.setattr(bandwidth, "measure_copy_bandwidth", lambda dev, now: {
+        "membw_gb_s": 1.0, "membw_bytes": 8, "membw_repeats": 1, "membw_device": "cpu", "membw_method": "m"})
     monkeypatch.setattr(bandwidth, "measure_h2d_bandwidth", lambda dev, now: {})
-    monkeypatch.setattr(bandwidth, "measure_matmul", lambda dtype, now: {"matmul_gflops": {"dtype": dtype}})
+    monkeypatch.setattr(bandwidth, "measure_matmul", lambda dtype, now: {"matmul_gflops": {dtype: 1.0}})
     ctx = ProbeContext(clock=DEFAULT_CLOCK, hooks=HookSet(), phase=lambda n: nullcontext(n), trial_dir=tmp_path,
                        strategy=None, t0_ns=0, pid=1)
     probe = bandwidth.BandwidthProbe()
     half = torch.nn.Linear(4, 4).to(torch.bfloat16)
     assert bandwidth.floating_dtype(half) == "bfloat16" and bandwidth.floating_dtype(object()) is None
-    assert probe.after_workload(half, ctx)["matmul_gflops"] == {"dtype": "bfloat16"}
-    assert "matmul_gflops" not in probe.after_workload(torch.nn.Linear(4, 4), ctx)  # float32: nothing to compare
+    assert probe.after_workload(half, ctx).matmul_gflops == {"bfloat16": 1.0}
+    assert probe.after_workload(torch.nn.Linear(4, 4), ctx).matmul_gflops is None  # float32: nothing to compare
 
 
 # ----------------------------------------------------------------------------------------------------- the rules
@@ -251,8 +252,7 @@ def test_quantization_that_left_most_bytes_float_names_share_and_groups():
 
 
 def test_quantization_config_in_a_user_loader_call_counts_and_bytes_by_dtype_is_the_fallback():
-    probes = {"phases": {"metrics": {"from_pretrained_calls": [{"class": "X", "kwargs": {
-        "quantization_config": "BitsAndBytesConfig(...)"}}]}}}
+    probes = {"phases": phases_payload([{"class": "X", "kwargs": {"quantization_config": "BitsAndBytesConfig(...)"}}])}
     m = {"bytes_by_dtype": {"int8": 10 * MiB, "float16": 90 * MiB}, "weights_bytes": 100 * MiB}
     (f,) = rules.quantization_left_float(_trial(m, probes=probes))
     assert f.evidence["quantization"] == "quantization_config" and f.evidence["unquantized_share"] == 0.9

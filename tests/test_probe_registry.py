@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,12 @@ from loadprof.worker import trial as worker
 from loadprof.core.clock import FakeClock
 from loadprof.core.errors import SpecError
 from loadprof.core.phases import HARNESS_PHASES, PhaseRecorder
-from loadprof.core.probe_registry import REGISTRY, SELECTABLE, WORKER_STEP_PHASES, entry, worker_probes
+from loadprof.core.payloads import BandwidthPayload, Payload
+from loadprof.core.probe_registry import (REGISTRY, SELECTABLE, WORKER_STEP_PHASES, entry, parent_probes,
+                                          worker_probes)
 from loadprof.probes import attribution, sampling
 from loadprof.probes._hooks import HookSet
-from loadprof.probes.base import Probe, ProbeContext
+from loadprof.probes.base import ParentProbe, Probe, ProbeContext
 from loadprof.strategies.model import PROBES, ModelSpec, Strategy
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -26,12 +29,12 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def test_every_entry_names_its_class_and_its_result():
     assert len({e.name for e in REGISTRY}) == len(REGISTRY)
     for e in REGISTRY:
-        cls = worker.load_target(e.target)
+        cls = e.load()
         assert e.runs_in in ("worker", "parent") and e.description and "|" not in e.description
-        if e.runs_in == "worker":
-            assert issubclass(cls, Probe) and cls.NAME == e.name, e
-    assert entry("sampling").runs_in == "parent"
-    assert sampling.SamplingResult(ok=False).to_probe_result().name == "sampling"
+        assert issubclass(cls, Probe if e.runs_in == "worker" else ParentProbe) and cls.NAME == e.name, e
+    assert [e.name for e in parent_probes()] == ["machine", "sampling"]  # stopped in reverse: py-spy reaped first
+    assert sampling.SamplingProbe.wanted(Strategy(model=ModelSpec(path="/x"), sampling_hz=10))
+    assert not sampling.SamplingProbe.wanted(Strategy(model=ModelSpec(path="/x"), sampling_hz=0))
     with pytest.raises(KeyError):
         entry("nope")
 
@@ -60,18 +63,28 @@ def test_worker_builds_the_selected_probes_then_the_always_on_ones():
 
 
 def test_after_workload_probes_run_in_loadprofs_own_phases():
-    after = [(e.name, worker.load_target(e.target).AFTER_WORKLOAD_PHASE) for e in REGISTRY if e.runs_in == "worker"]
+    after = [(e.name, e.load().AFTER_WORKLOAD_PHASE) for e in REGISTRY if e.runs_in == "worker"]
     assert [(n, ph) for n, ph in after if ph] == [("allocations", "trace"), ("bandwidth", "membw")]
     assert all(ph in HARNESS_PHASES for _, ph in after if ph)  # never counted in the workload's peak memory
-    assert worker.load_target(entry("allocations").target)().stop() is None  # figures are trial metrics only
-    assert worker.load_target(entry("bandwidth").target)().stop() is None
+    for name in ("allocations", "bandwidth"):  # their figures are trial metrics only
+        assert entry(name).load()().stop() is None and entry(name).payload.FILED == "metrics"
+
+
+@dataclass(frozen=True)
+class _Membw(Payload):
+    membw_gb_s: float
+
+
+@dataclass(frozen=True)
+class _Alloc(Payload):
+    generate_start_alloc_bytes: int
 
 
 class _Fake(Probe):
-    def __init__(self, name: str, phase: str | None, out: dict[str, Any] | Exception, log: list[str]) -> None:
+    def __init__(self, name: str, phase: str | None, out: Payload | Exception, log: list[str]) -> None:
         self.NAME, self.AFTER_WORKLOAD_PHASE, self.out, self.log = name, phase, out, log  # type: ignore[misc]
 
-    def after_workload(self, model: Any, ctx: ProbeContext) -> dict[str, Any]:
+    def after_workload(self, model: Any, ctx: ProbeContext) -> Payload:
         self.log.append(f"{self.NAME}:{model}:{ctx.t0_ns}")
         if isinstance(self.out, Exception):
             raise self.out
@@ -83,9 +96,9 @@ def test_run_after_workload_orders_by_registry_files_metrics_and_notes_failures(
     rec = PhaseRecorder(clock, events.append, 0)
     ctx = ProbeContext(clock=clock, hooks=HookSet(), phase=lambda n: nullcontext(n), trial_dir=tmp_path,
                        strategy=None, t0_ns=7, pid=1)
-    probes = [(_Fake("bandwidth", "membw", {"membw_gb_s": 2.0}, log), ctx),
-              (_Fake("memory", None, {"never": 1}, log), ctx),
-              (_Fake("allocations", "trace", {"generate_start_alloc_bytes": 5}, log), ctx)]
+    probes = [(_Fake("bandwidth", "membw", _Membw(2.0), log), ctx),
+              (_Fake("memory", None, _Membw(1.0), log), ctx),
+              (_Fake("allocations", "trace", _Alloc(5), log), ctx)]
     worker.run_after_workload("m", probes, rec, metrics.__setitem__, notes.append)
     assert log == ["allocations:m:7", "bandwidth:m:7"]
     assert [(e["name"], e["edge"]) for e in events] == [("trace", "start"), ("trace", "end"), ("membw", "start"),
@@ -103,13 +116,14 @@ def test_bandwidth_probe_measures_the_models_device_or_cpu_for_meta(monkeypatch,
     from loadprof.probes import bandwidth
 
     seen: list[Any] = []
-    monkeypatch.setattr(bandwidth, "measure_copy_bandwidth", lambda dev, now: seen.append(dev) or {"membw_gb_s": 1})
-    monkeypatch.setattr(bandwidth, "measure_h2d_bandwidth", lambda dev, now: {"h2d_pinned_gb_s": 3})
+    copy = {"membw_gb_s": 1.0, "membw_bytes": 8, "membw_repeats": 1, "membw_device": "cpu", "membw_method": "m"}
+    monkeypatch.setattr(bandwidth, "measure_copy_bandwidth", lambda dev, now: seen.append(dev) or copy)
+    monkeypatch.setattr(bandwidth, "measure_h2d_bandwidth", lambda dev, now: {"h2d_pinned_gb_s": 3.0})
     ctx = ProbeContext(clock=FakeClock(), hooks=HookSet(), phase=lambda n: nullcontext(n), trial_dir=tmp_path,
                        strategy=None, t0_ns=0, pid=1)
     probe = bandwidth.BandwidthProbe()
-    assert probe.after_workload(type("M", (), {"device": "meta"})(), ctx) == {
-        "membw_gb_s": 1, "h2d_pinned_gb_s": 3, "membw_scope": bandwidth.device_scope("cpu")}  # whose figure it is
+    assert probe.after_workload(type("M", (), {"device": "meta"})(), ctx) == BandwidthPayload(
+        **copy, h2d_pinned_gb_s=3.0, membw_scope=bandwidth.device_scope("cpu"))  # whose figure it is
     probe.after_workload(object(), ctx)
     assert seen == ["cpu", "cpu"]
 

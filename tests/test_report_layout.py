@@ -20,7 +20,7 @@ from loadprof.reports.files import write_all
 from loadprof.reports.sections import phase_tables, recommendations, summary
 from loadprof.reports.verdict import REPEAT_ADVICE, verdict_block
 from loadprof.results.model import Finding, PhaseTiming, SweepResult, TrialResult
-from tests.helpers import strategy_of
+from tests.helpers import memory_payload, strategy_of
 
 MiB = 2**20
 ENV = {"python": "3.11.7", "torch": "2.13.0+cpu", "transformers": "5.24.0", "platform": "Linux-6.1-x86_64",
@@ -60,7 +60,7 @@ def timeline(ph: tuple[PhaseTiming, ...]) -> list[list[float]]:
     rows, t = [], 3.4
     while t < end:
         anon = 250 * MiB + (1150 * MiB if membw.start_s <= t <= membw.end_s else 0)
-        file = min(600 * MiB, max(0.0, t - 3.4) * 400 * MiB)
+        file = int(min(600 * MiB, max(0.0, t - 3.4) * 400 * MiB))  # bytes: whole numbers
         rows.append([round(t, 3), anon, file])
         t += 0.05
     return rows
@@ -74,10 +74,13 @@ def realistic_trial(tid: str, label: str, load_s: float, user_s: float = 0.0, re
         sampling["user_functions"] = [{"name": "ModelManager._validate_all_modules", "file": "/srv/app/model_manager.py",
                                        "line": 46, "phase": "load", "samples": 390, "seconds": user_s * 0.98,
                                        "running_s": user_s * 0.98, "own_s": user_s * 0.98, "hottest_line": 53}]
-    probes = {"memory": {"metrics": {"timeline": {"rows": timeline(ph)}},
-                         "per_phase": {"warmup/forward": {"start_file_bytes": 20 * MiB, "end_file_bytes": 960 * MiB}}},
-              "io": {"metrics": {}, "per_phase": {"warmup/forward": {"storage_read_bytes": 900 * MiB}}},
-              "sampling": {"metrics": sampling}}
+    rows = timeline(ph)
+    probes = {"memory": memory_payload({"warmup/forward": {"start_file_bytes": 20 * MiB, "end_file_bytes": 960 * MiB}},
+                                       timeline={"columns": ["t_s", "rss_anon_bytes", "rss_file_bytes"], "rows": rows,
+                                                 "every_nth_sample": 1}),
+              "io": {"storage_read_bytes": 900 * MiB, "read_chars": 900 * MiB,
+                     "per_phase": {"warmup/forward": {"storage_read_bytes": 900 * MiB, "read_chars": 900 * MiB}}},
+              "sampling": sampling}
     base = dict(trial_id=tid, strategy_id=tid.split("-")[0], label=label, repeat_index=repeat, status="ok",
                 strategy=strat(),
                 wall_s=ph[-1].end_s, phases=ph,

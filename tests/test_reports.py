@@ -22,7 +22,7 @@ from loadprof.core.conclusions import studies_from_dict
 from loadprof.reports import charts, console, csv_report, html, markdown, plots
 from loadprof.reports.base import Artifacts, Renderer
 from loadprof.reports.files import ArtifactReader, file_renderers, write_all
-from tests.helpers import strategy_of
+from tests.helpers import memory_payload, strategy_of
 
 MiB, GiB = 2**20, 2**30
 EVIL = "<script>alert(1)</script> & co"
@@ -32,7 +32,7 @@ ARTIFACTS = {"stdout": "stdout.log", "stderr": "stderr.log", "memory_timeline": 
              "speedscope": "profile.speedscope.json", "cuda_snapshot": "cuda_snapshot.pickle"}
 STRATEGY = {"model": {"synthetic": {"arch": None, "shape": "tiny", "dtype": "bfloat16"}}}
 TIMELINE = {"columns": ["t_s", "rss_anon_bytes", "rss_file_bytes"],
-            "rows": [[1.0 + i * 0.1, (100 + 10 * i) * MiB, (50 + 5 * i) * MiB] for i in range(40)]}
+            "rows": [[1.0 + i * 0.1, (100 + 10 * i) * MiB, (50 + 5 * i) * MiB] for i in range(40)], "every_nth_sample": 1}
 EXPECTED_PLOTS = {"study-max_new_tokens", "study-batch_size", "study-quantization", "phases-load",
                   "phases-generate", "memory-aaaa-r0", "memory-bbbb-r1"}
 
@@ -56,7 +56,7 @@ def trial(tid: str, label: str, repeat: int = 0, **kw: Any) -> TrialResult:
                          "ttft_ms": 400.0, "decode_tok_s": 12.5, "per_token_ms_p50": 80.0, "weights_bytes": 3 * MiB,
                          "loader": "transformers.AutoModelForCausalLM.from_pretrained",
                          "bytes_by_dtype": {"bfloat16": 3 * MiB}},
-                probes={"memory": {"metrics": {"timeline": TIMELINE}}},
+                probes={"memory": memory_payload({}, timeline=TIMELINE)},
                 harness={"startup_s": 0.02, "overhead_s": 0.08}, artifacts=ARTIFACTS)
     return TrialResult(**{**base, **kw})
 

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+
+from loadprof.analysis.derive import enrich
+from loadprof.core.payloads import (BandwidthPayload, IOPayload, LoadPhasesPayload, MachinePayload, MemoryPayload,
+                                    PhaseIO, SamplingPayload, UserFunction)
 
 from loadprof.core.errors import LoadprofError
 from loadprof.results.model import SCHEMA_VERSION, PhaseTiming, SweepResult, TrialResult
@@ -37,25 +42,100 @@ def test_bad_status_and_wrong_schema_rejected():
         _trial(status="weird")
     d = SweepResult(run_id="r", name="n", source="s", created_at="t").to_dict()
     d["schema_version"] = 999
-    with pytest.raises(LoadprofError, match="schema_version 999; this loadprof reads 1, 2") as e:
+    with pytest.raises(LoadprofError, match="schema_version 999; this loadprof reads 1, 2, 3") as e:
         SweepResult.from_dict(d)
     assert e.value.exit_code == 2
 
 
+V2_REPORT = Path(__file__).parent / "fixtures" / "results" / "report-v2.json"  # written by cf9e0ff's compare
+
+
+def _v2() -> dict:
+    return json.loads(V2_REPORT.read_text())
+
+
+def test_a_version_2_report_loads_with_typed_payloads_and_the_figures_it_held():
+    doc = _v2()
+    raw = doc["trials"][0]
+    t = SweepResult.from_dict(doc).trials[0]
+    memory, io, sampled = t.payload(MemoryPayload), t.payload(IOPayload), t.payload(SamplingPayload)
+    assert memory.trial_peak_rss_bytes == raw["probes"]["memory"]["metrics"]["trial_peak_rss_bytes"]
+    assert memory.per_phase["load"].to_dict() == {**dict.fromkeys(memory.per_phase["load"].to_dict()),
+                                                  **raw["probes"]["memory"]["per_phase"]["load"]}  # CUDA: None
+    assert io.per_phase == {p: PhaseIO(**r) for p, r in raw["probes"]["io"]["per_phase"].items()}
+    assert t.payload(LoadPhasesPayload).from_pretrained_calls[0].cls == "Qwen2ForCausalLM"
+    assert sampled.ok and sampled.user_functions == tuple(
+        UserFunction.from_dict(u) for u in raw["probes"]["sampling"]["metrics"]["user_functions"])
+    assert "notes" not in sampled.extra  # the attribution's notes were already the trial's
+    assert t.payload(MachinePayload).to_dict() == raw["harness"]["machine"] and "machine" not in t.harness
+    assert t.payload(BandwidthPayload).membw_gb_s == raw["metrics"]["membw_gb_s"]  # metrics-filed: in place
+    for payload in t.probes.values():
+        assert payload.extra == {}  # every key version 2 wrote has its field
+    assert t.notes == tuple(raw["notes"]) and t.artifacts == raw["artifacts"]
+    figures = enrich(t).metrics  # derived where classify used to compute them: the same numbers
+    for key in ("load_s", "import_s", "generate_s", "peak_rss_bytes"):
+        assert figures[key] == raw["metrics"][key], key
+
+
+def test_a_migrated_report_is_written_as_version_3_and_reads_back_equal():
+    sweep = SweepResult.from_dict(_v2())
+    d = json.loads(json.dumps(sweep.to_dict()))
+    assert d["schema_version"] == 3 and d["trials"][0]["schema_version"] == 3
+    assert d["trials"][0]["probes"]["memory"]["trial_peak_rss_bytes"] > 0  # flat: no metrics envelope
+    assert SweepResult.from_dict(d) == sweep
+
+
+def test_a_version_2_results_jsonl_line_reads():
+    from loadprof.results.jsonl import parse_line
+
+    raw = _v2()["trials"][0]  # a results.jsonl line is the same object, without a schema_version
+    assert "schema_version" not in raw
+    t = parse_line(json.dumps(raw).encode())
+    assert t.payload(MemoryPayload).samples == raw["probes"]["memory"]["metrics"]["samples"]
+    assert parse_line(json.dumps(t.to_dict()).encode()) == t
+
+
 def test_version_1_files_load_with_the_whole_trial_peak_renamed():
     """Version 1 called both the workload peak (metrics) and the whole-trial peak (probes.memory) peak_rss_bytes."""
-    v1 = _trial().to_dict()
-    v1["metrics"] = {"peak_rss_bytes": 100}
-    v1["probes"] = {"memory": {"metrics": {"peak_rss_bytes": 300, "peak_cuda_allocated_bytes": 7, "samples": 2},
-                               "per_phase": {"load": {"peak_rss_bytes": 90}}}}
-    doc = SweepResult(run_id="r", name="n", source="s", created_at="t").to_dict()
-    doc.update(schema_version=1, trials=[v1])
+    doc = _v2()
+    memory = doc["trials"][0]["probes"]["memory"]
+    memory["metrics"]["peak_rss_bytes"] = memory["metrics"].pop("trial_peak_rss_bytes")
+    doc["schema_version"] = 1
     t = SweepResult.from_dict(doc).trials[0]
-    assert t.metrics["peak_rss_bytes"] == 100  # the workload's peak keeps its name
-    assert t.probes["memory"]["metrics"] == {"trial_peak_rss_bytes": 300, "trial_peak_cuda_allocated_bytes": 7,
-                                             "samples": 2}
-    assert t.probes["memory"]["per_phase"] == {"load": {"peak_rss_bytes": 90}}  # a phase's own peak: unchanged
+    assert t.metrics["peak_rss_bytes"] == doc["trials"][0]["metrics"]["peak_rss_bytes"]  # the workload's: kept
+    assert t.payload(MemoryPayload).trial_peak_rss_bytes == memory["metrics"]["peak_rss_bytes"]
+    assert t.payload(MemoryPayload).per_phase["load"].peak_rss_bytes == memory["per_phase"]["load"]["peak_rss_bytes"]
     assert SweepResult.from_dict(SweepResult.from_dict(doc).to_dict()).trials[0] == t
+
+
+def test_older_sampling_rows_read_in_todays_fields():
+    """Before thread states: user functions of the load only, counts x interval; phase rows of counts."""
+    doc = _v2()
+    sampling = doc["trials"][0]["probes"]["sampling"]["metrics"]
+    sampling.update(interval_s=0.01, phases={"load": {"samples": 30, "inclusive_samples": 50}}, user_functions=[
+        {"name": "Old.load", "file": "mm.py", "line": 3, "self_user_s": 2.5, "self_user_samples": 250,
+         "share_of_load": 0.5},
+        {"name": "New.load", "file": "mm.py", "line": 9, "own_s": 1.0, "own_samples": 100, "own_share_of_load": 0.2,
+         "self_user_s": 3.0}])
+    sv = SweepResult.from_dict(doc).trials[0].payload(SamplingPayload)
+    old, new = sv.user_functions
+    assert (old.phase, old.own_s, old.samples, old.own_share_of_phase, old.waiting_s) == ("load", 2.5, 250, 0.5, None)
+    assert (new.phase, new.own_s, new.seconds, new.own_share_of_phase) == ("load", 1.0, 3.0, 0.2)
+    load = sv.phases["load"]
+    assert (load.seconds, load.inclusive_s, load.unknown_state_s, load.running_s) == (0.3, 0.5, 0.3, 0.0)
+    assert sv.extra["interval_s"] == 0.01  # kept, not dropped
+
+
+def test_a_payload_that_does_not_read_is_one_clear_error():
+    d = SweepResult.from_dict(_v2()).to_dict()
+    d["trials"][0]["probes"]["io"]["storage_read_bytes"] = "lots"
+    with pytest.raises(LoadprofError, match="io.storage_read_bytes: expected int") as e:
+        SweepResult.from_dict(d)
+    assert e.value.exit_code == 2
+    d = SweepResult.from_dict(_v2()).to_dict()
+    d["trials"][0]["metrics"]["membw_gb_s"] = None  # a metrics-filed payload is read strictly too
+    with pytest.raises(LoadprofError, match="bandwidth.membw_gb_s"):
+        SweepResult.from_dict(d)
 
 
 def test_a_trial_keeps_its_strategy_typed_and_round_trips_it():

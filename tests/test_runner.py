@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from loadprof.run.runner import TrialPlan, classify, run_trial
+from loadprof.analysis.derive import enrich
+from loadprof.core.payloads import (AllocationsPayload, BandwidthPayload, IOPayload, LoadPhasesPayload, MachinePayload,
+                                    MemoryPayload)
+from loadprof.probes.base import ParentContext, ParentProbe
+from loadprof.run.runner import TrialPlan, classify, run_trial, start_parent_probes, stop_parent_probes
 from loadprof.strategies.model import GenerateSpec, LoaderSpec, LoadSpec, ModelSpec, Strategy, Trial
 
 from .conftest import EXAMPLES
@@ -18,7 +24,7 @@ def _plan(tmp_path: Path, **kw) -> TrialPlan:
 
 
 def _ev(type_, **kw):
-    return {"v": 1, "type": type_, **kw}
+    return {"v": 2, "type": type_, **kw}
 
 
 def _classify(tmp_path, evs, rc, timed_out=False, **kw):
@@ -29,7 +35,8 @@ def test_ok_needs_done_and_exit_zero(tmp_path):
     evs = [_ev("hello", t_ns=0, t0_abs_ns=20_000_000), _ev("phase", name="load", edge="start", t_ns=0),
            _ev("phase", name="load", edge="end", t_ns=10**9), _ev("done", t_ns=2 * 10**9)]
     r = _classify(tmp_path, evs, 0)
-    assert r.status == "ok" and r.wall_s == 2.0 and r.metrics["load_s"] == 1.0
+    assert r.status == "ok" and r.wall_s == 2.0 and r.phase("load").duration_s == 1.0
+    assert r.metrics == {}  # classify computes no figure: derive.enrich does
     assert r.harness["startup_s"] == pytest.approx(0.02) and r.harness["overhead_s"] == pytest.approx(3.0)
     assert _classify(tmp_path, evs[:-1], 0).status == "crashed"  # exit 0 but never said done
 
@@ -86,7 +93,16 @@ def test_real_trial_phases_cover_the_wall(tiny_model, tmp_path):
     assert r.metrics["validation_modules_checked"] > 0
     assert r.metrics["membw_gb_s"] > 0 and r.metrics["generate_start_alloc_count"] >= 0  # tracer ran (tiny: nothing >= 4 KiB)
     assert r.phase("generate/prefill/preallocate") is not None  # the cache is created inside prefill
-    assert r.metrics["peak_rss_bytes"] >= r.metrics["weights_bytes"]
+    enriched = enrich(r)  # the figures executors add: phase totals, the workload's peak
+    assert enriched.metrics["load_s"] == r.phase("load").duration_s
+    assert enriched.metrics["peak_rss_bytes"] >= r.metrics["weights_bytes"]
+    memory, io = r.payload(MemoryPayload), r.payload(IOPayload)  # the worker's payloads, read typed
+    assert memory.per_phase["load"].peak_rss_bytes <= memory.trial_peak_rss_bytes
+    assert io.per_phase["load"].read_chars >= 0 and r.payload(LoadPhasesPayload).from_pretrained_calls
+    machine = r.payload(MachinePayload)  # the parent-side probe, run for every trial
+    assert machine.wall_s > 0 and machine.worker_cpu_s > 0
+    assert r.payload(AllocationsPayload).generate_start_alloc_min_bytes > 0
+    assert r.payload(BandwidthPayload).membw_gb_s > 0
     assert r.harness["overhead_s"] >= 0 and r.harness["startup_s"] > 0
     assert (tmp_path / "stderr.log").exists() and (tmp_path / "memory_timeline.json").exists()
 
@@ -147,12 +163,51 @@ def test_cuda_snapshot_probe_is_skipped_with_reason_without_cuda(tiny_model, tmp
     assert not (tmp_path / "cuda_snapshot.pickle").exists()
 
 
-def test_workload_peak_excludes_loadprofs_own_phases():
-    from loadprof.run.runner import workload_peaks
+def test_probe_payloads_are_read_typed_and_one_that_does_not_read_is_a_note(tmp_path):
+    io = {"storage_read_bytes": 10, "read_chars": 20, "per_phase": {}, "most_bytes_read_in": None}
+    evs = [_ev("probe", name="io", payload=io, notes=["io note"], artifacts={"x": "x.json"}),
+           _ev("probe", name="memory", payload={"samples": "many"}, notes=[], artifacts={}), _ev("done", t_ns=1)]
+    r = _classify(tmp_path, evs, 0)
+    assert r.status == "ok" and r.payload(IOPayload) == IOPayload.from_dict(io) and set(r.probes) == {"io"}
+    assert "io note" in r.notes and r.artifacts["x"] == "x.json"
+    (bad,) = [n for n in r.notes if n.startswith("probe 'memory' filed a payload loadprof cannot read")]
+    assert "MemoryPayload lacks 'per_phase'" in bad  # strict: nothing filled in for it
 
-    memory = {"metrics": {"peak_rss_bytes": 900}, "per_phase": {
-        "load": {"peak_rss_bytes": 500}, "load/weights": {"peak_rss_bytes": 500},
-        "generate": {"peak_rss_bytes": 600, "peak_cuda_allocated_bytes": 70},
-        "membw": {"peak_rss_bytes": 900, "peak_cuda_allocated_bytes": 99}, "trace": {"peak_rss_bytes": 800}}}
-    assert workload_peaks(memory) == {"peak_rss_bytes": 600, "peak_cuda_allocated_bytes": 70}
-    assert workload_peaks({"metrics": {"peak_rss_bytes": 5}, "per_phase": {}}) == {"peak_rss_bytes": 5}
+
+def test_parent_probes_start_in_registry_order_and_file_payloads_read_as_a_worker_probes(tmp_path, monkeypatch):
+    """The machine probe runs for every trial; sampling only when asked. What they file is a probe event."""
+    s = Strategy(model=ModelSpec(path="/x"), sampling_hz=0)
+    received: list = []
+    started: list = []
+    start_parent_probes(ParentContext(os.getpid(), tmp_path, s), received, started)
+    assert [p.NAME for p in started] == ["machine"] and received == []
+    stop_parent_probes(started, received)
+    assert [(ev["type"], ev["name"]) for ev in received] == [("probe", "machine")]
+    m = _classify(tmp_path, [*received, _ev("done", t_ns=1)], 0).payload(MachinePayload)
+    assert m.cpu_count >= 1 and m.wall_s >= 0 and all(v is None or v >= 0 for v in m.to_dict().values())
+
+
+class _Broken(ParentProbe):
+    NAME = "machine"
+    where = "start"  # where it fails
+
+    def start(self, ctx: ParentContext) -> None:
+        if self.where == "start":
+            raise OSError("no /proc")
+
+    def stop(self, received):
+        raise RuntimeError("lost")
+
+
+def test_a_parent_probe_that_fails_is_a_note_not_the_trials_fate(tmp_path, monkeypatch):
+    import loadprof.run.runner as runner
+
+    entries = [SimpleNamespace(name=f"p{i}", load=lambda w=where: type("Broken", (_Broken,), {"where": w}))
+               for i, where in enumerate(("start", "stop"))]
+    monkeypatch.setattr(runner, "parent_probes", lambda: entries)
+    received, started = [], []
+    start_parent_probes(ParentContext(os.getpid(), tmp_path, Strategy(model=ModelSpec(path="/x"))), received, started)
+    stop_parent_probes(started, received)
+    r = _classify(tmp_path, [*received, _ev("done", t_ns=1)], 0)
+    assert r.status == "ok" and r.notes == ("probe p0 not run: OSError: no /proc",
+                                            "probe machine failed to stop: RuntimeError: lost")

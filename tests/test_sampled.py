@@ -8,7 +8,7 @@ from tests.helpers import strategy_of
 
 def _sweep(areas):
     t = TrialResult(trial_id="a-r0", strategy_id="a", label="a", repeat_index=0, status="ok", strategy=strategy_of(),
-                    probes={"sampling": {"metrics": {"ok": True, "areas": areas}}})
+                    probes={"sampling": {"ok": True, "areas": areas}})
     return SweepResult(run_id="r", name="n", source="s.yaml", created_at="now", trials=(t,))
 
 

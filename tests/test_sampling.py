@@ -265,7 +265,7 @@ def test_with_attribution_keeps_samples_and_merges_notes():
     out = res.with_attribution({"samples_total": 1, "notes": ["b", "a"]})
     assert out.samples == s and out.notes == ("a", "b", "a")
     pr = out.to_probe_result()
-    assert pr.notes == ("a", "b") and pr.metrics["ok"] is True and pr.metrics["samples_total"] == 1
+    assert pr.notes == ("a", "b") and pr.payload.ok is True and pr.payload.samples_total == 1
     assert pr.artifacts == {"py_spy_log": "py-spy.log", "speedscope": "profile.speedscope.json"}
 
 
@@ -339,7 +339,7 @@ def test_real_py_spy_names_the_user_validation_loop_and_its_sleep(tmp_path):
     assert nap["running_s"] < 0.2 and nap["waiting_s"] >= nap["waits"]["sleep"], nap
     assert a["areas"]["load"].get("waiting: sleep", 0.0) >= 0.6, a["areas"]["load"]
     pr = res.with_attribution(a).to_probe_result()
-    assert pr.metrics["ok"] and pr.metrics["user_functions"][0]["name"] == "slow_validate"
+    assert pr.payload.ok and pr.payload.user_functions[0].name == "slow_validate"
     assert pr.artifacts == {"py_spy_log": "py-spy.log", "speedscope": "profile.speedscope.json"}
 
 

@@ -163,21 +163,3 @@ def test_resume_runs_what_is_left_interleaved_and_reports_by_strategy(tmp_path, 
     assert [t.trial_id for t in second.trials] == [f"{a}-r0", f"{a}-r1", f"{b}-r0", f"{b}-r1"]
     assert [json.loads(x)["trial_id"] for x in (out / RESULTS).read_text().splitlines()] == [
         f"{a}-r0", f"{b}-r0", f"{a}-r1", f"{b}-r1"]
-
-
-def test_each_trial_records_how_busy_the_machine_was(tmp_path, monkeypatch):
-    """The parent wraps the trial's run in the machine probe (real /proc; invariants only)."""
-    import loadprof.run.runner as runner
-
-    from loadprof.strategies.model import ModelSpec, Strategy, Trial
-
-    monkeypatch.setattr(runner, "run_trial", lambda plan: _fake_result(plan.trial))
-    (tmp_path / "ckpt").mkdir()
-    strategy = Strategy(model=ModelSpec(path=str(tmp_path / "ckpt")), generate=None)
-    t = Session(_fake_sweep(), tmp_path / "out").run_one(Trial(strategy))
-    m = t.harness["machine"]
-    keys = ("loadavg_1m_start", "loadavg_1m_end", "others_cpu_s", "others_cpu_cores", "steal_s", "steal_share",
-            "cpu_count")
-    assert all(k in m for k in keys) and m["cpu_count"] >= 1 and m["wall_s"] >= 0
-    assert all(m[k] is None or m[k] >= 0 for k in keys)
-    assert t.views.machine.present

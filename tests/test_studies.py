@@ -515,8 +515,9 @@ def test_no_time_trend_is_claimed_from_trials_on_a_busy_machine():
     ts = _repeated(CAPS5, 3, lambda cap, rng: {"generate_call_s": 0.1 + 0.002 * cap + rng.normal(0, 0.005),
                                                "generate_start_alloc_bytes": 24576 * cap}, seed=2)
     assert _curve(ts)["generate_call_effect"] is True
-    busy = {"machine": {"others_cpu_cores": 1.2, "steal_share": 0.0, "cpu_count": 2}}
-    ts[4] = dataclasses.replace(ts[4], harness=busy)
+    busy = {"machine": {"others_cpu_cores": 1.2, "steal_share": 0.0, "cpu_count": 2, "wall_s": 1.0,
+                        "worker_cpu_s": 0.5, "harness_cpu_s": 0.1}}
+    ts[4] = dataclasses.replace(ts[4], probes=busy)
     c = _curve(ts)
     assert c["busy_trials"] == 1 and c["generate_call_trend"] == "none" and c["saving_ms"] is None
     assert c["growth"] == "linear"  # byte counts do not drift: the allocation trend stands

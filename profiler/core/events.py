@@ -5,8 +5,11 @@ transformers and user loaders print there). Every event carries ``v`` and
 ``type``; the runner keeps whatever arrived before a crash.
 
 Types: hello, phase (name=path, edge=start|end, t_ns), metric (key, value),
-note (text), probe (name, result), env (info), skip (reason),
-error (kind, message, traceback), done (t_ns).
+note (text), probe (name, payload, notes, artifacts: loadprof.probes.base.ProbeResult.event), env (info),
+skip (reason), error (kind, message, traceback), done (t_ns).
+
+Version 2: a ``probe`` event carries the probe's payload (``Payload.to_dict()``) instead of version 1's
+``result`` envelope. Worker and runner always come from the same loadprof, so only the number changes.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import json
 import os
 from typing import Any, Iterable, Iterator
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 EVENT_TYPES = frozenset({"hello", "phase", "metric", "note", "probe", "env", "skip", "error", "done"})
 
 

@@ -259,8 +259,7 @@ def parse_line(raw: bytes) -> TrialResult:
         raise _BadLine(f"not JSON ({str(e)[:60]})") from None
     _check_shape(d)
     try:
-        trial = TrialResult.from_dict(d)
-        trial.views  # noqa: B018 - the probes' payloads must read as analysis reads them
+        trial = TrialResult.from_dict(d)  # every probe payload read strictly, by its type
     except Exception as e:  # noqa: BLE001 - whatever a foreign line trips on, it is not a trial we can analyse
         raise _BadLine(f"not a loadprof trial ({type(e).__name__})") from None
     return trial

@@ -7,43 +7,31 @@ here: reports/* format these objects, they never measure.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from functools import cached_property
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
-from loadprof.core import figures
 from loadprof.core.conclusions import (CapWarning, ConfigSummary, Estimate, Figure, Finding, Recommendation,
                                   Recommendations, RunnerUp, Study, studies_from_dict, studies_to_dict)
 from loadprof.core.errors import LoadprofError, SpecError
-from loadprof.core.payloads import ProbeViews
+from loadprof.core.payloads import Payload, PayloadError
 from loadprof.core.phases import PhaseTiming, find_phase
+from loadprof.core.probe_registry import REGISTRY, payload_type
+from loadprof.results.migrate import READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, migrate_trial
 from loadprof.strategies.model import Strategy
 
 __all__ = ["PhaseTiming", "find_phase", "TrialResult", "Finding", "Estimate", "ConfigSummary", "Study", "Figure",
-           "RunnerUp", "Recommendation", "Recommendations", "CapWarning", "SweepResult", "Strategy"]
+           "RunnerUp", "Recommendation", "Recommendations", "CapWarning", "SweepResult", "Strategy", "SCHEMA_VERSION"]
 
-#: 2: the memory probe's whole-trial peaks are ``trial_peak_rss_bytes`` / ``trial_peak_cuda_allocated_bytes``,
-#: so ``peak_rss_bytes`` means one thing (the workload's peak, in ``metrics``); version 1 files are migrated
-SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS = (1, 2)
-_V1_RENAMES = {f.key: f"trial_{f.key}" for f in (figures.PEAK_RSS_BYTES, figures.PEAK_CUDA_ALLOCATED_BYTES)}
+P = TypeVar("P", bound=Payload)
 
-
-def _migrate_trial(d: dict[str, Any]) -> dict[str, Any]:
-    """A version-1 trial (report.json or a results.jsonl line) in today's keys; a current one unchanged."""
-    memory = (d.get("probes") or {}).get("memory")
-    metrics = memory.get("metrics") if isinstance(memory, Mapping) else None
-    if isinstance(metrics, Mapping) and any(old in metrics for old in _V1_RENAMES):
-        metrics = {_V1_RENAMES.get(k, k): v for k, v in metrics.items()}
-        d["probes"] = {**d["probes"], "memory": {**memory, "metrics": metrics}}
-    return d
 STATUSES = ("ok", "failed", "crashed", "timeout", "skipped")
 
 
 @dataclass(frozen=True)
 class TrialResult:
     """One isolated run of a strategy: its status (and why, when not ok), the phase tree on the trial's clock,
-    flat ``metrics`` (units in the key names), each probe's payload as filed (``probes``; read it typed through
-    ``views``), and what the harness measured around the workload. Serialized only by ``to_dict``."""
+    flat ``metrics`` (units in the key names), each probe's typed payload (``probes``, read with ``payload``;
+    a payload given as its dict is read by its registry type, strictly; a probe this version does not know
+    stays as filed), and what the harness measured around the workload. Serialized only by ``to_dict``."""
 
     trial_id: str
     strategy_id: str
@@ -54,7 +42,7 @@ class TrialResult:
     wall_s: float | None = None
     phases: tuple[PhaseTiming, ...] = ()
     metrics: Mapping[str, Any] = field(default_factory=dict)
-    probes: Mapping[str, Any] = field(default_factory=dict)
+    probes: Mapping[str, Payload | Mapping[str, Any]] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     reason: str | None = None
     exit_code: int | None = None
@@ -68,6 +56,7 @@ class TrialResult:
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+        object.__setattr__(self, "probes", {name: _payload(name, p) for name, p in self.probes.items()})
 
     @property
     def ok(self) -> bool:
@@ -90,22 +79,25 @@ class TrialResult:
         return Finding(kind, severity, title, detail, fix, evidence, (self.trial_id,), self.label, mistake, stake_s,
                        stake_bytes, basis)
 
-    @cached_property
-    def views(self) -> ProbeViews:
-        """Typed views of the probes' payloads (``views.memory.per_phase["load"]``, ``views.sampling``...) and of
-        the harness's machine record (``views.machine``)."""
-        return ProbeViews.of(self.probes, self.metrics, self.harness)
+    def payload(self, kind: type[P]) -> P | None:
+        """The payload of type ``kind`` this trial holds (None: its probe did not run, or filed nothing): from
+        ``probes``, or for a metrics-filed one (``kind.FILED``) read from ``metrics``, strictly, each call."""
+        if kind.FILED == "metrics":
+            return kind.from_metrics(self.metrics)
+        p = self.probes.get(kind.PROBE)
+        return p if isinstance(p, kind) else None
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d.update(strategy=self.strategy.to_dict(), phases=[p.to_dict() for p in self.phases], notes=list(self.notes),
-                 metrics=dict(self.metrics), probes=dict(self.probes), harness=dict(self.harness), env=dict(self.env),
-                 artifacts=dict(self.artifacts))
-        return d
+                 metrics=dict(self.metrics), harness=dict(self.harness), env=dict(self.env),
+                 artifacts=dict(self.artifacts),
+                 probes={k: p.to_dict() if isinstance(p, Payload) else dict(p) for k, p in self.probes.items()})
+        return {"schema_version": SCHEMA_VERSION, **d}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrialResult":
-        d = _migrate_trial(dict(d))
+        d = migrate_trial(dict(d))
         d["phases"] = tuple(PhaseTiming.from_dict(p) for p in d.get("phases", ()))
         d["notes"] = tuple(d.get("notes", ()))
         try:
@@ -115,7 +107,23 @@ class TrialResult:
                                 f"({type(e).__name__}: {e})", exit_code=2,
                                 hint="the file was written by another loadprof version or edited by hand") from e
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in d.items() if k in known})
+        try:
+            trial = cls(**{k: v for k, v in d.items() if k in known})
+            for e in REGISTRY:  # the metrics-filed payloads must read too
+                if e.payload.FILED == "metrics":
+                    trial.payload(e.payload)
+        except PayloadError as e:
+            raise LoadprofError(f"trial {d.get('trial_id', '?')!r}: a probe's payload does not read: {e}", exit_code=2,
+                                hint="the file was written by another loadprof version or edited by hand") from e
+        return trial
+
+
+def _payload(name: str, p: Any) -> Any:
+    """A payload as given, or read from its dict by the type the registry names (an unknown probe: as filed)."""
+    kind = payload_type(name)
+    if kind is None or kind.FILED != "probes" or isinstance(p, Payload):
+        return p
+    return kind.from_dict(p, name)
 
 
 @dataclass(frozen=True)

@@ -93,11 +93,10 @@ def with_harness(result: TrialResult, **extra: Any) -> TrialResult:
 
 def run_prepared(p: TrialPlan, disk_read: MutableMapping[str, dict[str, float]],
                  lock: threading.Lock | None = None) -> TrialResult:
-    """One trial on this machine: page cache set as the strategy asks, the machine's load read around it, the
-    isolated worker run (``runner.run_trial``), derived figures added. ``disk_read`` caches the checkpoint's
-    sequential read bandwidth (measured once per checkpoint per sweep, before the first cold trial)."""
+    """One trial on this machine: page cache set as the strategy asks, the isolated worker run with its probes
+    (``runner.run_trial``; the machine's load is one of them), derived figures added. ``disk_read`` caches the
+    checkpoint's sequential read bandwidth (measured once per checkpoint per sweep, before the first cold trial)."""
     from loadprof.analysis import derive
-    from loadprof.probes.machine import MachineProbe
 
     path, how = p.model_path, p.trial.strategy.load.file_cache
     cache = None
@@ -108,11 +107,8 @@ def run_prepared(p: TrialPlan, disk_read: MutableMapping[str, dict[str, float]],
         cache = filecache.evict(path)
     elif how == "warm":
         cache = filecache.warm(path)
-    machine = MachineProbe()  # around the whole run: spawn to the worker and py-spy reaped
-    machine.start()
     result = runner.run_trial(dataclasses.replace(p, model_path=path, env=dict(p.env)))
     harness = dict(result.harness)
-    harness["machine"] = machine.stop()
     harness["model_path"] = path
     if cache is not None:
         harness["file_cache"] = cache.to_dict()

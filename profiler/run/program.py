@@ -30,11 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from loadprof.core import events, lifetime
+from loadprof.core import lifetime
 from loadprof.core.clock import DEFAULT_CLOCK, Clock
 from loadprof.results.model import TrialResult
 from loadprof.run.interrupts import StopSignals, exit_code as signal_exit
-from loadprof.run.runner import RECORD_INTERVAL_S, TrialPlan, _kill_group, _limit_memory, _sampled, _start_reader, classify
+from loadprof.probes.base import ParentContext, ParentProbe
+from loadprof.run.runner import (RECORD_INTERVAL_S, TrialPlan, _kill_group, _limit_memory, _start_reader, classify,
+                                 start_parent_probes, stop_parent_probes)
 from loadprof.run.until import Until, UntilWatch
 from loadprof.strategies.model import Strategy, Trial, parse_size, thaw
 from loadprof.worker import program as child
@@ -103,33 +105,26 @@ def run_program(strategy: Strategy, trial_dir: Path, *, stops: StopSignals | Non
         raise LoadprofError(f"cannot start {prog.label}: {e.strerror or e}", exit_code=2) from None
     finally:
         os.close(w)
-    sampler = sampler_error = None
     stopped = None
+    parents: list[ParentProbe] = []  # the sampler and the machine probe, as for a trial
     try:
-        if strategy.effective_sampling_hz:
-            from loadprof.probes.sampling import Sampler
-
-            sampler = Sampler(proc.pid, trial_dir, strategy.effective_sampling_hz)
-            sampler_error = sampler.start()
-            if sampler.spy_pid is not None:
-                descendants.exclude.add(sampler.spy_pid)
+        start_parent_probes(ParentContext(proc.pid, trial_dir, strategy), received, parents)
+        for probe in parents:  # py-spy is the sampler's, not the program's: it waits for its file itself
+            descendants.exclude.update(probe.spared_pids())
         reader = _start_reader(r, received, watch.feed)
         stopped, timed_out = _wait(proc, strategy.timeout_s, watch, stops, descendants, log)
         t_reaped = clock.now_ns()
     except BaseException:
         _kill_group(proc, signal.SIGKILL)
         proc.wait()
-        if sampler is not None:
-            sampler.abort()
+        for probe in parents:
+            probe.abort()
         raise
     finally:
         _kill_group(proc, signal.SIGKILL)
         descendants.reap()
     reader.join(timeout=5.0)
-    if sampler is not None:
-        sampled = _sampled(sampler, received) if not sampler_error else {
-            "name": "sampling", "metrics": {"ok": False}, "notes": [f"sampling not run: {sampler_error}"]}
-        received.append(events.make("probe", name="sampling", result=sampled))
+    stop_parent_probes(parents, received)  # after the program is reaped: py-spy writes its profile when it exits
     plan = TrialPlan(Trial(strategy), "", trial_dir, cwd=prog.cwd)
     result = classify(plan, received, proc.returncode, timed_out, started_at, parent_wall_ns=t_reaped - t_spawn,
                       spawn_ns=t_spawn)

@@ -32,13 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from loadprof.core import figures
 from loadprof.core import events
 from loadprof.run import forkclient
 from loadprof.core import lifetime
 from loadprof.core.clock import DEFAULT_CLOCK, Clock
 from loadprof.run.constants import SweepConstants
-from loadprof.core.phases import HARNESS_PHASES, build_tree
+from loadprof.core.payloads import Payload, PayloadError
+from loadprof.core.phases import build_tree
+from loadprof.core.probe_registry import parent_probes
+from loadprof.probes.base import ParentContext, ParentProbe, ProbeResult
 from loadprof.results.model import TrialResult
 from loadprof.strategies.model import Trial, parse_size
 
@@ -161,15 +163,11 @@ def run_trial(plan: TrialPlan, *, clock: Clock = DEFAULT_CLOCK,
             proc = _launch(plan, zygote, spec, env, limit, w, out, err, isolation)
         finally:
             os.close(w)
-        sampler = sampler_error = None
+        parents: list[ParentProbe] = []
         try:  # from here on a Ctrl-C (at any line, not only in wait) takes the worker down with us
-            if strategy.effective_sampling_hz:
-                from loadprof.probes.sampling import Sampler
-
-                sampler = Sampler(proc.pid, plan.trial_dir, strategy.effective_sampling_hz)
-                sampler_error = sampler.start()
-                if sampler.spy_pid is not None:  # py-spy is ours, not the trial's: finish() waits for its file
-                    descendants.exclude.add(sampler.spy_pid)
+            start_parent_probes(ParentContext(proc.pid, plan.trial_dir, strategy), received, parents)
+            for p in parents:  # py-spy is the sampler's, not the trial's: it waits for its file itself
+                descendants.exclude.update(p.spared_pids())
             reader = _start_reader(r, received, on_event)
             try:  # a fresh worker reads its spec on stdin; a forked one got it with the fork
                 if proc.stdin is not None:
@@ -182,20 +180,44 @@ def run_trial(plan: TrialPlan, *, clock: Clock = DEFAULT_CLOCK,
         except BaseException:  # Ctrl-C, SIGTERM, an error of ours: keep nothing half-written, leave nothing running
             _kill_group(proc, signal.SIGKILL)
             proc.wait()
-            if sampler is not None:
-                sampler.abort()
+            for p in parents:
+                p.abort()
             raise
         finally:  # stray descendants (in the group or out of it) must not live on, nor hold the events pipe open
             _kill_group(proc, signal.SIGKILL)
             descendants.reap()
         reader.join(timeout=5.0)
-    if sampler is not None:  # after the worker is reaped: py-spy writes its profile when the target exits
-        sampled = _sampled(sampler, received) if not sampler_error else {
-            "name": "sampling", "metrics": {"ok": False}, "notes": [f"sampling not run: {sampler_error}"]}
-        received.append(events.make("probe", name="sampling", result=sampled))
+    stop_parent_probes(parents, received)  # after the worker is reaped: py-spy writes its profile when it exits
     result = classify(plan, received, proc.returncode, timed_out, started_at,
                       parent_wall_ns=t_reaped - t_spawn, spawn_ns=t_spawn)
     return dataclasses.replace(result, harness={**result.harness, **isolation}) if isolation else result
+
+
+def start_parent_probes(ctx: ParentContext, received: list[dict[str, Any]], started: list[ParentProbe]) -> None:
+    """The registry's parent probes the strategy wants, started in registry order into ``started`` (filled as they
+    start, so an interrupt aborts every one already running); one that fails to start is a note (appended to
+    ``received``), never the trial's fate."""
+    for e in parent_probes():
+        cls = e.load()
+        if not cls.wanted(ctx.strategy):
+            continue
+        probe = cls()
+        try:
+            probe.start(ctx)
+        except Exception as ex:  # noqa: BLE001 - a probe never decides the trial's fate
+            received.append(events.make("note", text=f"probe {e.name} not run: {type(ex).__name__}: {ex}"))
+            continue
+        started.append(probe)
+
+
+def stop_parent_probes(started: list[ParentProbe], received: list[dict[str, Any]]) -> None:
+    """Stop each in reverse order with the worker's events; its result joins them as a ``probe`` event, read back
+    by ``classify`` exactly as a worker probe's is."""
+    for probe in reversed(started):
+        try:
+            received.append(probe.stop(list(received)).event(probe.NAME))
+        except Exception as ex:  # noqa: BLE001 - a probe never decides the trial's fate
+            received.append(events.make("note", text=f"probe {probe.NAME} failed to stop: {type(ex).__name__}: {ex}"))
 
 
 def _zygote(plan: TrialPlan, env: Mapping[str, str]) -> tuple[forkclient.Zygote | None, dict[str, Any]]:
@@ -237,40 +259,6 @@ def _launch(plan: TrialPlan, zygote: forkclient.Zygote | None, spec: dict[str, A
                             preexec_fn=_limit_memory(limit) if limit else None)
 
 
-def _sampled(sampler: Any, received: list[dict[str, Any]]) -> dict[str, Any]:
-    """The sampler's samples on the trial's clock (the worker's hello says where its t0 is), attributed to the
-    phase tree the events describe."""
-    from loadprof.probes.attribution import attribute
-
-    hello = next((ev for ev in received if ev.get("type") == "hello"), {})
-    result = sampler.finish(hello.get("t0_abs_ns"))
-    if result.ok:
-        last = max((ev.get("t_ns", 0) for ev in received if "t_ns" in ev), default=0)
-        phases = build_tree([ev for ev in received if ev.get("type") == "phase"], end_ns=last)
-        try:
-            result = result.with_attribution(attribute(result.samples, phases, rate_hz=sampler.rate_hz))
-        except Exception as e:  # noqa: BLE001 - a probe never decides the trial's fate
-            return {"name": "sampling", "metrics": {"ok": False}, "artifacts": result.to_probe_result().artifacts,
-                    "notes": [f"sampling not attributed: {type(e).__name__}: {e}"]}
-    return result.to_probe_result().to_dict()
-
-
-def workload_peaks(memory: dict[str, Any]) -> dict[str, int]:
-    """Peak RSS / CUDA memory of the workload's phases only: loadprof's own later phases (a 512 MiB bandwidth
-    copy, the traced call) must not inflate the figure users compare. Falls back to the whole-trial peak when
-    no per-phase figures arrived (a crash before the first phase ended)."""
-    per = {p: r for p, r in memory.get("per_phase", {}).items() if "/" not in p and p not in HARNESS_PHASES}
-    whole = memory.get("metrics", {})
-    out: dict[str, int] = {}
-    for key in (figures.PEAK_RSS_BYTES.key, figures.PEAK_CUDA_ALLOCATED_BYTES.key):
-        vals = [r[key] for r in per.values() if key in r]
-        if vals:
-            out[key] = max(vals)
-        elif key in whole:
-            out[key] = whole[key]
-    return out
-
-
 def _stderr_tail(trial_dir: Path) -> str:
     try:
         data = (trial_dir / "stderr.log").read_bytes()[-STDERR_TAIL_CHARS:]
@@ -281,7 +269,9 @@ def _stderr_tail(trial_dir: Path) -> str:
 
 def classify(plan: TrialPlan, received: list[dict[str, Any]], returncode: int | None, timed_out: bool,
              started_at: str, *, parent_wall_ns: int, spawn_ns: int) -> TrialResult:
-    """Events + exit status -> TrialResult. Pure apart from reading the stderr log."""
+    """Events + exit status -> TrialResult: how the trial ended (status, reason), with what the worker and the
+    parent probes filed, typed. Computes no figure: those are ``loadprof.analysis.derive.enrich``'s. Pure apart
+    from reading the stderr log."""
     strategy = plan.trial.strategy
     by_type: dict[str, list[dict[str, Any]]] = {}
     for ev in received:
@@ -291,15 +281,8 @@ def classify(plan: TrialPlan, received: list[dict[str, Any]], returncode: int | 
     wall_ns = done[-1]["t_ns"] if done else last_t
     phases = build_tree(by_type.get("phase", []), end_ns=wall_ns)
     metrics: dict[str, Any] = {ev["key"]: ev["value"] for ev in by_type.get("metric", [])}
-    probes = {ev["name"]: ev["result"] for ev in by_type.get("probe", [])}
     notes = [ev["text"] for ev in by_type.get("note", [])]
-    for res in probes.values():
-        notes += res.get("notes", [])
-    totals: dict[str, float] = {}
-    for p in phases:  # top-level phase totals: load_s, generate_s, ... (a name may repeat)
-        totals[f"{p.name}_s"] = totals.get(f"{p.name}_s", 0.0) + p.duration_s
-    metrics.update(totals)
-    metrics.update(workload_peaks(probes.get("memory", {})))
+    probes, artifacts = _probe_results(by_type.get("probe", []), notes)
 
     status, reason, sig = _status(by_type, returncode, timed_out, strategy, notes)
     if status == "crashed" and not done and phases:
@@ -312,9 +295,26 @@ def classify(plan: TrialPlan, received: list[dict[str, Any]], returncode: int | 
         wall_s=wall_ns / 1e9 if received else None, phases=phases, metrics=metrics, probes=probes,
         notes=tuple(n for n in notes if n), reason=reason, exit_code=returncode, signal=sig,
         stderr_tail=_stderr_tail(plan.trial_dir) if status != "ok" else "", harness=harness, env=env,
-        started_at=started_at, artifacts={"stdout": "stdout.log", "stderr": "stderr.log",
-                                          **{k: v for r in probes.values() for k, v in r.get("artifacts", {}).items()}},
+        started_at=started_at, artifacts={"stdout": "stdout.log", "stderr": "stderr.log", **artifacts},
     )
+
+
+def _probe_results(probe_events: list[dict[str, Any]], notes: list[str]) -> tuple[dict[str, Payload], dict[str, str]]:
+    """Each probe's typed payload, read strictly by its registry type (one that does not read is a note, not a
+    failed trial), its notes added to ``notes``, and the artifacts they name."""
+    probes: dict[str, Payload] = {}
+    artifacts: dict[str, str] = {}
+    for ev in probe_events:
+        try:
+            res = ProbeResult.from_event(ev)
+        except PayloadError as e:
+            notes.append(f"probe {ev.get('name')!r} filed a payload loadprof cannot read, left out: {e}")
+            continue
+        notes += res.notes
+        artifacts.update(res.artifacts)
+        if res.payload is not None:
+            probes[ev["name"]] = res.payload
+    return probes, artifacts
 
 
 def _status(by_type: dict[str, list[dict[str, Any]]], returncode: int | None, timed_out: bool, strategy: Any,

@@ -177,18 +177,9 @@ def phase_of(step: Callable[..., Any]) -> str:
     return _STEP_PHASES[step.__name__]
 
 
-def load_target(target: str) -> Any:
-    """The object a registry ``"module:Class"`` names (imported now: probes load lazily, in the worker only)."""
-    module, _, attr = target.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def build_probes(names: tuple[str, ...]) -> list[Probe]:
     """The registry's worker probes for a ``probes:`` list: the selected ones, then the always-on ones."""
-    return [load_target(e.target)() for e in worker_probes(names)]
+    return [e.load()() for e in worker_probes(names)]
 
 
 def run_after_workload(model: Any, probes: Sequence[tuple[Probe, ProbeContext]], rec: PhaseRecorder,
@@ -207,7 +198,7 @@ def run_after_workload(model: Any, probes: Sequence[tuple[Probe, ProbeContext]],
             except Exception as e:  # a probe never decides the trial's fate
                 note(f"probe {p.NAME} failed in phase {phase}: {type(e).__name__}: {e}")
                 continue
-        for key, v in out.items():
+        for key, v in (out.to_dict() if out is not None else {}).items():
             metric(key, v)
 
 
@@ -247,7 +238,7 @@ def run_trial(spec: dict[str, Any], rec: PhaseRecorder, emit: Callable[[dict[str
             try:
                 res = p.stop()
                 if res is not None:
-                    emit(events.make("probe", name=p.NAME, result=res.to_dict()))
+                    emit(res.event(p.NAME))
             except Exception as e:  # a probe never decides the trial's fate
                 note(f"probe {p.NAME} failed to stop: {type(e).__name__}: {e}")
             finally:
