@@ -1,7 +1,7 @@
 """The diagnosis case library (tests/fixtures/diagnosis/): each case is one small loader or setting with one
 culprit; its sweep's findings must name that culprit, as a mistake, with what is at stake.
 
-Invariants only, so they hold on a busy machine (CI runs this file again beside one busy loop per core): the
+Invariants only, so they hold on a busy machine (CI runs this file beside one busy loop per core): the
 culprit is *among* the findings, not necessarily first (which of two timed mistakes ranks higher depends on the
 machine), the findings come in their rank order, and nothing is recommended from single runs (noise)."""
 
