@@ -61,7 +61,7 @@ def test_bad_input_raises_before_anything_runs(tmp_path):
         loadprof.load_report(tmp_path / "nothing")
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_compare_runs_a_sweep_from_a_dict_and_reads_it_back(tmp_path, tiny_model):
     seen = []
     sweep = loadprof.compare({"name": "api", "model": {"path": str(tiny_model)},

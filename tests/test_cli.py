@@ -81,7 +81,7 @@ def test_missing_file_exits_2(tmp_path):
     assert r.returncode == 2
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_compare_end_to_end_then_report_and_resume(tmp_path):
     y = _write(tmp_path, """
         name: e2e
@@ -119,6 +119,7 @@ def test_compare_end_to_end_then_report_and_resume(tmp_path):
     assert resumed.returncode == 0 and "2 trials already finished, 0 to run" in resumed.stdout
 
 
+@pytest.mark.e2e
 def test_make_model_prints_a_loadable_path(tmp_path):
     r = loadprof("make-model", "--shape", "tiny-gpt2", "--dtype", "float32")
     assert r.returncode == 0, r.stderr
@@ -128,6 +129,7 @@ def test_make_model_prints_a_loadable_path(tmp_path):
     assert bad.returncode == 2 and "gpt2" in bad.stderr
 
 
+@pytest.mark.e2e
 def test_estimate_answers_from_config_and_rejects_bad_options():
     r = loadprof("estimate", "qwen2.5-7b", "--json", "--batch-size", "2", "--prompt-tokens", "100",
                  "--max-new-tokens", "28")
@@ -139,10 +141,22 @@ def test_estimate_answers_from_config_and_rejects_bad_options():
     assert bad.returncode == 2 and "float8" in bad.stderr
 
 
-@pytest.mark.slow
+def _reached(state) -> bool:
+    """``state()``, where a file not written yet or a process already gone is "not yet"."""
+    import psutil
+
+    try:
+        return bool(state())
+    except (OSError, psutil.Error):
+        return False
+
+
+@pytest.mark.e2e
 def test_ctrl_c_keeps_finished_trials_exits_130_and_resumes(tmp_path):
     import signal
     import time
+
+    import psutil
 
     from loadprof.strategies.expand import load_sweep
 
@@ -163,12 +177,20 @@ def test_ctrl_c_keeps_finished_trials_exits_130_and_resumes(tmp_path):
                             # a shell's background job inherits SIGINT ignored (pytest run with '&'): undo that,
                             # as a terminal's loadprof would have it
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (out / "results.jsonl").exists():
-        time.sleep(0.2)
-    time.sleep(1.0)  # the hanging trial is now running
+    def line_written() -> bool:
+        return (out / "results.jsonl").read_bytes().endswith(b"\n")
+
+    def worker_runs() -> bool:  # the quick trial's worker was reaped before its line was written: this is the next
+        return any("loadprof.worker.trial" in " ".join(c.cmdline()) for c in psutil.Process(proc.pid).children())
+
+    # states, not sleeps: the quick trial's line is written, then the hanging trial's worker runs
+    for what, reached in (("the quick trial's line", line_written), ("the hanging trial's worker", worker_runs)):
+        deadline = time.monotonic() + 600
+        while proc.poll() is None and time.monotonic() < deadline and not _reached(reached):
+            time.sleep(0.2)
+        assert proc.poll() is None and _reached(reached), what
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+    stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 130, stdout + stderr
     assert "--resume" in stdout
     report = json.loads((out / "report.json").read_text())
@@ -177,7 +199,7 @@ def test_ctrl_c_keeps_finished_trials_exits_130_and_resumes(tmp_path):
     assert len(lines) == 1 and json.loads(lines[0])["status"] == "ok"
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_cold_and_warm_load_of_qwen05b_acceptance(tmp_path):
     """Issue acceptance: >= 95% of the load in named phases; cold reads more; bytes read ~ checkpoint size."""
     from loadprof.strategies import synthetic
@@ -206,7 +228,7 @@ def test_cold_and_warm_load_of_qwen05b_acceptance(tmp_path):
     assert cold["metrics"]["disk_seq_read_gb_s"] > 0 and 0 < cold["metrics"]["read_bandwidth_fraction"]
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_max_new_tokens_sweep_static_grows_by_formula_dynamic_does_not(tmp_path):
     from loadprof.strategies.synthetic import config_dict
     from loadprof.strategies.model import SyntheticSpec
@@ -242,7 +264,7 @@ def test_max_new_tokens_sweep_static_grows_by_formula_dynamic_does_not(tmp_path)
         assert t["metrics"]["new_tokens"] == 9
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_batch_sweep_prints_speedup_and_efficiency_table(tmp_path):
     y = _write(tmp_path, """
         name: batches

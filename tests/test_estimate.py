@@ -116,7 +116,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 MEASURED: list[str] = []  # printed with pytest -s
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("shape", ["gpt2", "qwen2.5-0.5b"])
 def test_weight_bytes_match_a_real_load(shape: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     """The acceptance check: model_facts() of a real from_pretrained load vs the config-only estimate."""

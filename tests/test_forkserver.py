@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from loadprof.core.payloads import ImportsPayload
 from loadprof.core.payloads import MachinePayload
 from loadprof.run import forkclient
 from loadprof.analysis.knobs import HARNESS
@@ -95,11 +96,11 @@ def test_bandwidth_probe_reuses_a_known_figure_without_copying(tmp_path, monkeyp
         bw.BandwidthProbe().after_workload(model, dataclasses.replace(ctx, constants=other))
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_forked_trials_are_pre_imported_isolated_and_end_with_the_sweep(tiny_model, tmp_path):
     f = {"isolation": "forkserver"}
     strategies = (_strategy(tiny_model, "normal", **f), _strategy(tiny_model, "segfault", "segfault", **f),
-                  _strategy(tiny_model, "hang", "hang", timeout_s=5, **f),
+                  _strategy(tiny_model, "hang", "hang", timeout_s=15, **f),  # time to reach load when busy
                   _strategy(tiny_model, "normal-again", load={"dtype": "float32"}, **f),
                   _strategy(tiny_model, "cold", load={"file_cache": "cold"}, **f))
     sweep = Sweep(name="forked", source="test", description="", repeat=1, strategies=strategies)
@@ -112,9 +113,10 @@ def test_forked_trials_are_pre_imported_isolated_and_end_with_the_sweep(tiny_mod
     for t in (by["normal"], by["normal-again"]):
         assert t.status == "ok", (t.reason, t.stderr_tail)
         assert [p.name for p in t.phases] == PHASES
-        assert t.metrics["import_s"] < 0.5 < t.harness["forkserver_import_s"]  # pre-imported, paid once
+        assert t.metrics["import_s"] < t.harness["forkserver_import_s"]  # pre-imported, paid once
         # ... but not what the load imports: each forked trial's first from_pretrained pays for its modeling module
-        assert [i.phase.split("/")[0] for i in t.views.imports.imports if i.module.endswith(".modeling_qwen2")] \
+        imports = t.payload(ImportsPayload)
+        assert [i.phase.split("/")[0] for i in imports.imports if i.module.endswith(".modeling_qwen2")] \
             == ["load"] and t.phase("load/lazy_import") is not None
         assert t.harness["import"] == "pre-imported" and t.harness["overhead_s"] >= 0
         assert t.payload(MachinePayload).worker_cpu_s > 0.1  # the zygote reaped it: its CPU is still the trial's
@@ -123,7 +125,7 @@ def test_forked_trials_are_pre_imported_isolated_and_end_with_the_sweep(tiny_mod
     assert by["hang"].status == "timeout" and by["hang"].phase("load").incomplete
     cold = by["cold"]  # a cold page cache measures the cold import too: a fresh interpreter
     assert cold.status == "ok" and cold.harness["isolation"] == "fresh" and "cold" in cold.harness["isolation_note"]
-    assert cold.metrics["import_s"] > 0.5 and [p.name for p in cold.phases] == PHASES
+    assert cold.metrics["import_s"] > by["normal"].metrics["import_s"] and [p.name for p in cold.phases] == PHASES
     ok = [t for t in _run_order(result, sweep) if t.status == "ok"]
     assert "membw_source" not in ok[0].metrics and ok[0].metrics["membw_gb_s"] > 0  # measured once ...
     for t in ok[1:]:  # ... and reused, the figure and where it came from
@@ -133,7 +135,7 @@ def test_forked_trials_are_pre_imported_isolated_and_end_with_the_sweep(tiny_mod
     assert not _alive(forked[0].harness["forkserver_pid"])  # shut down with the sweep
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_fresh_trials_keep_their_phases_and_reuse_the_first_trials_bandwidth(tiny_model, tmp_path):
     sweep = Sweep(name="fresh", source="test", description="", repeat=2,
                   strategies=(_strategy(tiny_model, "normal"),))
@@ -166,7 +168,7 @@ else:
 """
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("where", ["main", "thread"])
 def test_killing_the_parent_leaves_no_zygote_or_child(tiny_model, tmp_path, where):
     psutil = pytest.importorskip("psutil")
@@ -174,7 +176,7 @@ def test_killing_the_parent_leaves_no_zygote_or_child(tiny_model, tmp_path, wher
                                str(tmp_path / "t"), where])
     procs = []
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 600  # a state, with room for a busy machine's imports
         while time.monotonic() < deadline and len(procs) < 2:  # the zygote, and the trial it forked
             time.sleep(0.2)
             procs = [p for p in psutil.Process(parent.pid).children(recursive=True)]
@@ -182,7 +184,7 @@ def test_killing_the_parent_leaves_no_zygote_or_child(tiny_model, tmp_path, wher
     finally:
         parent.send_signal(signal.SIGKILL)
         parent.wait()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline and any(_alive(p.pid) for p in procs):
         time.sleep(0.1)
     assert not [p for p in procs if _alive(p.pid)]

@@ -268,7 +268,7 @@ def _walk(node: PhaseTiming):
         yield from _walk(c)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_real_trial_pays_the_modeling_import_in_its_load_not_in_loadprofs_import(tiny_model, tmp_path):
     from loadprof.probes.load_phases import LOAD_TARGETS
     from loadprof.run.runner import TrialPlan, run_trial

@@ -308,7 +308,7 @@ include:
 """
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_file_size_limit_mid_run_exits_74_with_finished_trials_kept(tiny_model, tmp_path):
     """A real ``ulimit -f``: SIGXFSZ would kill the sweep mid-line; it is ignored, the write raises EFBIG."""
     one = tmp_path / "one.yaml"
@@ -373,6 +373,7 @@ def test_estimate_of_a_missing_hub_model_never_reaches_the_network(tmp_path):
     assert "hf download someorg/somemodel" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.e2e
 def test_estimate_of_a_cached_hub_model_reads_the_cache_only(tmp_path):
     from loadprof.strategies.model import SyntheticSpec
     from loadprof.strategies.synthetic import config_dict
@@ -394,6 +395,7 @@ HOSTILE_NAME = "x[/bold]y"
 HOSTILE = "[/oops]"
 
 
+@pytest.mark.e2e
 def test_user_text_is_printed_literally_everywhere(tmp_path):
     y = tmp_path / "hostile.yaml"
     y.write_text(textwrap.dedent(f"""

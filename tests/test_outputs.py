@@ -6,6 +6,7 @@ import csv
 import io
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from loadprof.cli.main import main
@@ -57,6 +58,7 @@ def test_eta_comes_from_the_mean_finished_trial():
     assert eta_text([10.0], 4, jobs=2) == "ETA 0:00:20 (mean trial 10.0 s)"
 
 
+@pytest.mark.e2e
 def test_compare_format_jsonl_owns_stdout(tmp_path, tiny_model):
     """A machine format: one JSON trial per stdout line, progress and the summary on stderr."""
     import subprocess

@@ -268,8 +268,8 @@ def test_no_precision_metric_no_findings():
 
 def test_bf16_checkpoint_loaded_as_float32_end_to_end(tiny_model: Path, tmp_path: Path):
     """The worker's own steps on the tiny bf16 checkpoint with load.dtype float32: the precision metric shows
-    the upcast, and the finding's bytes added equal the checkpoint's size (every tensor doubled). About 3 s with
-    the session's tiny checkpoint already built, so not marked slow."""
+    the upcast, and the finding's bytes added equal the checkpoint's size (every tensor doubled). In-process, on
+    the session's tiny checkpoint: about a second, so in the default set, not e2e."""
     pytest.importorskip("transformers")
     from loadprof.worker import trial as worker
     from loadprof.core.clock import DEFAULT_CLOCK

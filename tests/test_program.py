@@ -225,7 +225,7 @@ def _run(out: Path, *args: str, timeout: float = 300) -> subprocess.CompletedPro
                           capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_an_unmodified_script_keeps_its_exit_code_and_output_and_its_slow_step_is_found(tmp_path):
     out = tmp_path / "out"
     proc = _run(out, "--", sys.executable, str(PROGRAMS / "app.py"), _model())
@@ -239,7 +239,7 @@ def test_an_unmodified_script_keeps_its_exit_code_and_output_and_its_slow_step_i
     assert "ModelManager.fingerprint_weights" in json.dumps(top), top
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_server_is_stopped_once_loaded_and_leaves_nothing_running(tmp_path):
     import psutil
 
@@ -256,7 +256,7 @@ def test_a_server_is_stopped_once_loaded_and_leaves_nothing_running(tmp_path):
     assert left == []
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_two_models_and_a_tokenizer_are_three_named_load_trees(tmp_path):
     sys.path.insert(0, str(PROGRAMS))
     try:

@@ -362,7 +362,7 @@ def test_modules_never_import_torch():
     assert r.stdout.strip() == "[]", r.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_texts_counted_with_a_real_local_tokenizer(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast

@@ -247,6 +247,7 @@ PROBE = ("<script>addEventListener('load',()=>{const v=document.getElementById('
          "document.body.setAttribute('data-first-table-top',t.top);})</script>")
 
 
+@pytest.mark.e2e
 def test_verdict_is_on_the_first_screen_in_headless_chromium(tmp_path: Path) -> None:
     exe = _chromium()
     if exe is None:

@@ -449,6 +449,7 @@ def _chromium() -> str | None:
     return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
 
 
+@pytest.mark.e2e
 def test_html_in_headless_chromium(tmp_path: Path) -> None:
     exe = _chromium()
     if exe is None:

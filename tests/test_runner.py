@@ -71,7 +71,7 @@ def test_error_skip_timeout_and_bare_exit(tmp_path):
     assert r.reason.startswith("out of memory: OutOfMemoryError")
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_real_trial_phases_cover_the_wall(tiny_model, tmp_path):
     s = Strategy(model=ModelSpec(path=str(tiny_model)), load=LoadSpec(validation="full"),
                  generate=GenerateSpec(prompt_tokens=8, max_new_tokens=6, warmup=1))
@@ -107,7 +107,7 @@ def test_real_trial_phases_cover_the_wall(tiny_model, tmp_path):
     assert (tmp_path / "stderr.log").exists() and (tmp_path / "memory_timeline.json").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_stop_after_forces_early_stop(tiny_model, tmp_path):
     s = Strategy(model=ModelSpec(path=str(tiny_model)), probes=(),
                  generate=GenerateSpec(prompt_tokens=8, max_new_tokens=64, stop_after=3, warmup=0))
@@ -115,7 +115,7 @@ def test_stop_after_forces_early_stop(tiny_model, tmp_path):
     assert r.status == "ok" and r.metrics["new_tokens"] == 3
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_corrupt_shard_is_a_failed_trial_with_reason(tiny_model, tmp_path):
     import shutil
 
@@ -135,7 +135,7 @@ def test_corrupt_shard_is_a_failed_trial_with_reason(tiny_model, tmp_path):
     assert r.status == "failed" and shard.name in r.reason
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_cuda_strategy_is_skipped_without_a_gpu(tiny_model, tmp_path):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
@@ -151,7 +151,7 @@ def fault_strategy(tiny_model: Path, label: str, target: str | None, **kw) -> St
                     generate=GenerateSpec(prompt_tokens=4, max_new_tokens=2, warmup=0), **kw)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_cuda_snapshot_probe_is_skipped_with_reason_without_cuda(tiny_model, tmp_path):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():

@@ -306,6 +306,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.e2e
 def test_real_py_spy_names_the_user_validation_loop_and_its_sleep(tmp_path):
     if sampling.find_py_spy() is None:
         pytest.skip("py-spy is not installed")

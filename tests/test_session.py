@@ -12,13 +12,17 @@ from loadprof.strategies.expand import Sweep
 
 from .test_runner import fault_strategy
 
+#: the hanging trial's timeout: long enough for its worker to start and enter the load phase on a busy machine
+#: (interpreter, torch and transformers imports), since the test checks that it hung inside that phase
+HANG_TIMEOUT_S = 30
 
-@pytest.mark.slow
+
+@pytest.mark.e2e
 def test_fault_sweep_completes_and_records_each_death(tiny_model, tmp_path):
     strategies = (
         fault_strategy(tiny_model, "segfault", "segfault"),
         fault_strategy(tiny_model, "exit-3", "exit_code", loader={"kwargs": {"code": 3}}),
-        fault_strategy(tiny_model, "hang", "hang", timeout_s=8),
+        fault_strategy(tiny_model, "hang", "hang", timeout_s=HANG_TIMEOUT_S),
         fault_strategy(tiny_model, "memory-capped", "hog", memory_limit="2GiB"),
         fault_strategy(tiny_model, "normal", None),
     )
@@ -30,7 +34,7 @@ def test_fault_sweep_completes_and_records_each_death(tiny_model, tmp_path):
     assert by_label["segfault"].status == "crashed" and by_label["segfault"].signal == "SIGSEGV"
     assert "Segmentation fault" in by_label["segfault"].stderr_tail  # faulthandler's Python stack
     assert by_label["exit-3"].status == "crashed" and by_label["exit-3"].exit_code == 3
-    assert by_label["hang"].status == "timeout" and "timeout_s=8" in by_label["hang"].reason
+    assert by_label["hang"].status == "timeout" and f"timeout_s={HANG_TIMEOUT_S}" in by_label["hang"].reason
     assert by_label["hang"].phase("load").incomplete  # it hung inside the load phase
     capped = by_label["memory-capped"]
     assert capped.status in ("failed", "crashed") and ("memory" in capped.reason.lower() or capped.signal == "SIGKILL")
@@ -41,7 +45,7 @@ def test_fault_sweep_completes_and_records_each_death(tiny_model, tmp_path):
     assert len(report["trials"]) == 5 and report["interrupted"] is False
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_interrupted_sweep_keeps_finished_trials_and_resumes(tiny_model, tmp_path):
     strategies = tuple(fault_strategy(tiny_model, f"n{i}", "exit_code", loader={"kwargs": {"code": i}})
                        for i in (3, 4, 5))
@@ -68,7 +72,7 @@ def test_interrupted_sweep_keeps_finished_trials_and_resumes(tiny_model, tmp_pat
     assert len(read_results(out)) == 3
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_custom_loader_top_user_function_is_named_with_file_and_line(tmp_path):
     """The user's-ModelManager acceptance: its slow validation loop is named as the top user cost."""
     from loadprof.analysis.findings import sweep_findings
@@ -102,7 +106,7 @@ include:
     assert "modeling_utils.py" in kinds["ignored_kwarg"].evidence["source"]
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_max_memory_forcing_layers_to_disk_gets_an_offload_finding_and_estimates_match(tmp_path):
     from loadprof.analysis.findings import sweep_findings
     from loadprof.strategies.expand import load_sweep

@@ -330,6 +330,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
+@pytest.mark.e2e
 def test_cli_builds_then_reuses(tmp_path: Path) -> None:
     first = _cli("--shape", "tiny", "--arch", "llama", "--seed", "2", "--max-shard-size", "100KB", "--root", str(tmp_path))
     assert first.returncode == 0, first.stderr
@@ -359,7 +360,7 @@ def test_cli_bad_input_exits_2(tmp_path: Path, args: list[str], needle: str) -> 
 
 # ---- a real-size model ----
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_qwen05b_streams_with_bounded_memory(tmp_path: Path) -> None:
     """~1 GB bf16 checkpoint; peak RSS above a tiny build's stays near one shard + one tensor."""
     code = ("import json, resource, sys; from loadprof.strategies.synthetic import make_model; "
