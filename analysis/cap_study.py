@@ -11,10 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
-import numpy as np
-
 from loadprof.analysis import trend_claims as tc
-from loadprof.analysis.stats import TREND_METHOD
+from loadprof.analysis.stats import TREND_METHOD, predict
 from loadprof.results.model import Finding, Study
 from loadprof.core.units import bytes_h
 
@@ -38,15 +36,11 @@ def head(group: Mapping[str, Any]) -> dict[str, Any]:
     return {k: group[k] for k in ("vary", "description", "fixed", "trial_ids")}
 
 
-def _predict(f: Mapping[str, Any], x: float, model: str | None = None) -> float:
-    return float(np.polyval(f["coefficients"][model or f["model"]], x))
-
-
 def _saving(f: Mapping[str, Any] | None, hi: float, lo: float, model: str | None = None) -> float | None:
     """What the fit predicts is saved by lowering the cap from hi to lo (None when nothing is)."""
     if f is None or lo >= hi:
         return None
-    s = _predict(f, hi, model) - _predict(f, lo, model)
+    s = predict(f, hi, model) - predict(f, lo, model)
     return s if s > 0 else None
 
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any, Callable, Iterable, Mapping
 
 from loadprof.analysis.derive import decode_call_s, load_cost_s
-from loadprof.analysis.precision import RULES as PRECISION_RULES
+from loadprof.analysis.precision_rules import RULES as PRECISION_RULES
 from loadprof.core.phases import HARNESS_PHASES
 from loadprof.results.model import Finding, TrialResult  # Finding lives with the result model; re-exported
 from loadprof.core.units import pct

@@ -51,14 +51,14 @@ def distinct(a: Sequence[float], b: Sequence[float], figure_name: str) -> bool |
     if figure_name in EXACT_FIGURES and a and b:
         ma, mb = statistics.median(a), statistics.median(b)
         return abs(mb - ma) > max(EXACT_TIE_BYTES, EXACT_TIE_SHARE * abs(ma))
-    c = stats.compare(a, b)
+    c = stats.compare_repeats(a, b)
     return None if c is None else c.distinguishable
 
 
 def _decide(ranked: Sequence[tuple[Group, float]], objective: str, peak: str,
             fn: Callable[[TrialResult], Any]) -> tuple[str, Group | None, list[Group], str]:
     """(verdict, pick, tied, rule) from configurations ranked by median: the leader wins only when the repeats
-    separate it from every other one (stats.compare); indistinguishable ones are a tie broken by TIE_RULE; with
+    separate it from every other one (stats.compare_repeats); indistinguishable ones are a tie broken by TIE_RULE; with
     too few repeats to compare nothing is picked."""
     best = ranked[0][0]
     if len(ranked) == 1:
@@ -90,7 +90,7 @@ def _pooling_notes(cands: Sequence[Group], objective: str, fn: Callable[[TrialRe
     for g in cands:
         first = g.members[0] if g.members else None
         for m in g.members[1:]:
-            c = stats.compare(first.values(fn), m.values(fn)) if first else None
+            c = stats.compare_repeats(first.values(fn), m.values(fn)) if first else None
             if c is not None and c.distinguishable:
                 notes.append(f"'{first.label}' and '{m.label}' differ beyond the noise on {objective} although "
                              f"their knobs cannot affect it: drift or a busy machine; their repeats were pooled")
@@ -148,7 +148,7 @@ def recommend(trials: Iterable[TrialResult], objective: str,
     """Per model, the configuration to use for ``objective`` among those whose peak memory fits the budget.
 
     Strategies of a model differing only in knobs that cannot affect the objective are pooled (knobs.py); the
-    leader is picked only when its repeats separate it from every other configuration (stats.compare);
+    leader is picked only when its repeats separate it from every other configuration (stats.compare_repeats);
     otherwise the verdict is a tie (broken by TIE_RULE) or undecided (too few repeats: nothing is picked)."""
     if objective not in OBJECTIVES:
         raise SpecError(f"unknown objective {objective!r}; allowed: {', '.join(OBJECTIVES)}", path="--objective")

@@ -18,7 +18,7 @@ from loadprof.analysis import trend_claims as tc
 from loadprof.analysis.cap_study import covering_cap, head, max_new_tokens_curve, preallocation_findings
 from loadprof.analysis.derive import prefill_tok_s
 from loadprof.analysis.knobs import without
-from loadprof.analysis.machine import is_busy
+from loadprof.analysis.busy import is_busy
 from loadprof.results.model import Study, TrialResult
 from loadprof.strategies.model import Strategy
 

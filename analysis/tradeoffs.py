@@ -175,7 +175,7 @@ def _other_objectives(pick: Group, objective: str, cands: Sequence[Group], peak:
         best, bf = ranked[0]
         worse = _pct(bf, mine) if other_obj == "throughput" else _pct(mine, bf)
         fn = figure_fn(other_obj, peak)
-        c = stats.compare(best.values(fn), pick.values(fn))
+        c = stats.compare_repeats(best.values(fn), pick.values(fn))
         if worse > TRADEOFF_PCT and (c is None or c.distinguishable is not False):
             what, how = {"load": ("load+first forward", "longer"), "memory": ("peak memory", "higher"),
                          "ttft": ("first token", "later"), "throughput": ("decode", "slower")}[other_obj]

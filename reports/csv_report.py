@@ -24,7 +24,7 @@ MAIN_METRICS = ("peak_rss_bytes", "ttft_ms", "cold_ttft_ms", "decode_tok_s", "de
                 "weights_bytes", "param_count", "storage_read_bytes", "achieved_read_gb_s",
                 "read_bandwidth_fraction", "peak_cuda_allocated_bytes", "generate_start_alloc_bytes")
 HARNESS = ("startup_s", "overhead_s")
-#: from ``harness.machine``: how busy the machine was around the trial (loadprof.analysis.machine)
+#: from ``harness.machine``: how busy the machine was around the trial (loadprof.analysis.busy)
 MACHINE = ("others_cpu_cores", "steal_share")
 
 

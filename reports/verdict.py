@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from loadprof.analysis.machine import busy_machine_line
+from loadprof.analysis.busy import busy_machine_line
 from loadprof.reports.sections import estimate_text, value_text, verdict
 from loadprof.results.model import Recommendation, SweepResult, TrialResult
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from loadprof.analysis.machine import (BUSY_LOAD_PER_CORE, BUSY_OTHERS_CORES, BUSY_STEAL_SHARE, busy_machine_line,
+from loadprof.analysis.busy import (BUSY_LOAD_PER_CORE, BUSY_OTHERS_CORES, BUSY_STEAL_SHARE, busy_machine_line,
                                        is_busy)
 from loadprof.core.payloads import MachineLoad
 from loadprof.probes.machine import MachineProbe, parse_stat, read_stat

@@ -22,7 +22,7 @@ from loadprof.core.errors import LoadprofError
 from loadprof.reports.formats import FORMATS
 from loadprof.cli.progress import executor_options
 
-EXIT_TRIAL_FAILED, EXIT_INTERRUPTED = 1, 130  # bad input exits 2 through LoadprofError.exit_code
+EXIT_TRIAL_FAILED = 1  # bad input exits 2 through LoadprofError.exit_code; a stop signal 128 + its number
 
 
 def _console(stderr: bool = False) -> Any:

@@ -31,10 +31,6 @@ class Estimate:
         """Half the IQR: the ``±`` printed beside the median (0 for a single repeat)."""
         return (self.q3 - self.q1) / 2
 
-    @property
-    def rel_spread(self) -> float | None:
-        return self.spread / abs(self.median) if self.median else None
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
