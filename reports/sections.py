@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from loadprof.reports.base import Artifacts
 from loadprof.results.model import (Finding, PhaseTiming, Recommendation, Recommendations, SweepResult,
                               TrialResult)
-from loadprof.core.units import bytes_h, num
+from loadprof.core import units
 
 SUMMARY_COLUMNS = ("#", "model", "strategy", "status", "import s", "load s", "warmup s", "peak RSS", "TTFT ms",
                    "decode tok/s", "wall s", "reason")
@@ -83,7 +83,7 @@ def wall_s(t: TrialResult) -> float | None:
 def wall_cell(t: TrialResult, fmt: str = ".2f") -> str:
     """``wall s`` cell: a timeout trial's wall says it was killed (``>= 600.00 (killed)``)."""
     w = wall_s(t)
-    return f"{num(w, fmt)} (killed)" if t.status == "timeout" and w is not None else num(w, fmt)
+    return f"{units.num(w, fmt)} (killed)" if t.status == "timeout" and w is not None else units.num(w, fmt)
 
 
 def trial_name(t: TrialResult) -> str:
@@ -95,9 +95,10 @@ def summary(sweep: SweepResult, reason_chars: int = 200) -> Table:
     rows = []
     for i, t in enumerate(sweep.trials, 1):
         m = t.metrics
-        rows.append((str(i), model_label(t), trial_name(t), t.status, num(m.get("import_s")), num(m.get("load_s")),
-                     num(m.get("warmup_s")), bytes_h(m.get("peak_rss_bytes")), num(m.get("ttft_ms"), ".1f"),
-                     num(m.get("decode_tok_s"), ".1f"), wall_cell(t), (t.reason or "")[:reason_chars]))
+        rows.append((str(i), model_label(t), trial_name(t), t.status, units.num(m.get("import_s")),
+                     units.num(m.get("load_s")), units.num(m.get("warmup_s")), units.bytes_h(m.get("peak_rss_bytes")),
+                     units.num(m.get("ttft_ms"), ".1f"), units.num(m.get("decode_tok_s"), ".1f"), wall_cell(t),
+                     (t.reason or "")[:reason_chars]))
     return Table(f"loadprof: {sweep.name} ({len(sweep.trials)} trials)", SUMMARY_COLUMNS, rows,
                  _numeric(SUMMARY_COLUMNS, ("model", "strategy", "status", "reason")))
 
@@ -196,7 +197,7 @@ def _open(nodes: Iterable[PhaseTiming]) -> set[str]:
 
 
 def _cell(d: Mapping[str, float], name: str, open_: set[str]) -> str:
-    return num(d.get(name), ".3f") + (INCOMPLETE_MARK if name in open_ else "")
+    return units.num(d.get(name), ".3f") + (INCOMPLETE_MARK if name in open_ else "")
 
 
 def phase_tables(sweep: SweepResult) -> list[Table]:
@@ -232,7 +233,7 @@ def _children_table(sweep: SweepResult, parent: str, desc: str) -> Table | None:
     cols = [c for c in _union(d for _, d, _, _ in per) if c != "other"] + ["other"]
     columns = ("strategy", *cols, PARENT_TOTAL.get(parent, f"{parent} s"))
     rows = [(trial_name(t), *(_cell(d, c, o) for c in cols),
-             num(sum(p.duration_s for p in t.phases if p.name == parent), ".3f")
+             units.num(sum(p.duration_s for p in t.phases if p.name == parent), ".3f")
              + (INCOMPLETE_MARK if po else "")) for t, d, o, po in per]
     notes = [INCOMPLETE_NOTE] if any(o or po for *_, o, po in per) else []
     return Table(f"{parent} phases (s)", columns, rows, _numeric(columns, ("strategy",)), desc, notes)
@@ -264,8 +265,8 @@ def finding_who(f: Finding) -> str:
 
 def stake_text(f: Finding) -> str:
     """'4.02 s and 1.5 GiB at stake (basis)', or the basis alone where nothing is (an ignored kwarg)."""
-    parts = [x for x in (f.stake_s is not None and seconds_text(f.stake_s),
-                         f.stake_bytes is not None and bytes_h(f.stake_bytes)) if x]
+    parts = [x for x in (f.stake_s is not None and units.seconds(f.stake_s),
+                         f.stake_bytes is not None and units.bytes_h(f.stake_bytes)) if x]
     head = " and ".join(parts) + " at stake" if parts else ""
     return f"{head} ({f.stake_basis})" if head and f.stake_basis else head or f.stake_basis
 
@@ -276,27 +277,9 @@ def verdict(sweep: SweepResult) -> str | None:
         return None
     f = sweep.findings[0]
     kind = "mistake" if f.mistake else "observation"
-    stake = " and ".join(x for x in (f.stake_s is not None and seconds_text(f.stake_s),
-                                     f.stake_bytes is not None and bytes_h(f.stake_bytes)) if x)
+    stake = " and ".join(x for x in (f.stake_s is not None and units.seconds(f.stake_s),
+                                     f.stake_bytes is not None and units.bytes_h(f.stake_bytes)) if x)
     return f"verdict ({kind}): {f.title}" + (f"; {stake} at stake" if stake else "") + f". Fix: {f.fix}"
-
-
-def seconds_text(v: float) -> str:
-    """Three significant digits, never an exponent: ``0.341 s``, ``12.2 s``, ``1460 s``, ``0.012 ms``."""
-    if abs(v) >= 100 or v == 0:
-        return f"{v:.0f} s"
-    if abs(v) < 0.001:
-        return f"{v * 1e3:.3f} ms"
-    return f"{float(f'{v:.3g}'):g} s"
-
-
-def value_text(v: Any, unit: str) -> str:
-    """A recommendation figure with its unit, formatted like ``loadprof recommend`` prints it."""
-    if not isinstance(v, (int, float)):
-        return "-" if v is None else f"{v} {unit}".strip()
-    if unit == "bytes":
-        return bytes_h(v)
-    return {"s": seconds_text(v), "ms": f"{v:.1f} ms", "tok/s": f"{v:.2f} tok/s"}.get(unit, f"{v:g} {unit}".strip())
 
 
 def recommendations(sweep: SweepResult) -> tuple[Table | None, list[str]]:
@@ -312,29 +295,20 @@ def recommendations(sweep: SweepResult) -> tuple[Table | None, list[str]]:
             _recommendation_notes(rec, sweep.trials))
 
 
-def estimate_text(est: Any, unit: str) -> str:
-    """``1.23 s ± 0.04 (n=3)``; a single repeat shows the bare value with n=1."""
-    if est is None:
-        return "-"
-    if est.n < 2:
-        return f"{value_text(est.median, unit)} (n=1)"
-    return f"{value_text(est.median, unit)} ± {value_text(est.spread, unit)} (n={est.n})"
-
-
 def _recommendation_row(o: Recommendation) -> tuple[str, ...]:
     fig = o.figure
     if o.verdict == "none" or (o.label is None and not o.candidates):
         return (o.objective, "none", "-", "-", o.reason or "no candidate", "-", "-", "-")
     if o.label is None:
-        lead = "; ".join(f"{c.label} {estimate_text(c.estimate, fig.unit)}" for c in o.candidates[:3])
+        lead = "; ".join(f"{c.label} {units.estimate(c.estimate, fig.unit)}" for c in o.candidates[:3])
         return (o.objective, "no pick", "-", f"{fig.name}: {lead}", o.rule, "-", "-", "-")
     ru = o.runner_up
-    margin = f", margin {o.margin_pct:.1f}%" if o.margin_pct is not None else ""
+    margin = f", margin {units.percent(o.margin_pct)}" if o.margin_pct is not None else ""
     runner = ("tied: " + ", ".join(o.tied) if o.tied else
-              f"{ru.label} ({value_text(ru.figure.value, fig.unit)}){margin}" if ru else "-")
+              f"{ru.label} ({units.value(ru.figure.value, fig.unit)}){margin}" if ru else "-")
     settings = ", ".join(f"{k}={v}" for k, v in (o.settings or {}).items() if v is not None)
     tradeoffs = [*o.tradeoffs] + ([o.reason] if o.reason else [])
-    shown = estimate_text(o.estimate, fig.unit) if o.estimate else value_text(fig.value, fig.unit)
+    shown = units.estimate(o.estimate, fig.unit) if o.estimate else units.value(fig.value, fig.unit)
     return (o.objective, o.verdict, o.label, f"{fig.name} = {shown}", o.rule or "-",
             runner, settings or "-", "; ".join(tradeoffs) or "-")
 
@@ -345,7 +319,7 @@ def _recommendation_notes(rec: Recommendations, trials: Iterable[TrialResult] = 
     notes += [f"pooled for an objective they cannot affect: {n}" for n in pooled]
     notes += list(dict.fromkeys(n for r in rec.picks for n in r.notes[len(r.pooled):]))
     if rec.memory_budget_bytes is not None:
-        notes.append(f"memory budget {bytes_h(rec.memory_budget_bytes)}"
+        notes.append(f"memory budget {units.bytes_h(rec.memory_budget_bytes)}"
                      + (f" on {rec.peak_metric}" if rec.peak_metric else ""))
     if rec.excluded_over_budget:
         notes.append("over budget: " + ", ".join(rec.excluded_over_budget))

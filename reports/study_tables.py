@@ -19,15 +19,11 @@ from loadprof.analysis.cap_study import per_token_knee_text, time_claim
 from loadprof.analysis.studies import decode_step_knee_text
 from loadprof.reports.sections import Table
 from loadprof.results.model import Study
-from loadprof.core.units import bytes_h, num
+from loadprof.core.units import bytes_h, num, signed_pct
 
 SPREAD_NOTE = "a \u00b1 b: median \u00b1 half the IQR over the n repeats of that point"
 PP_TG_NOTE = ("pp = prompt processing (batch x prompt tokens / prefill), tg = token generation (decode tok/s over "
               "all sequences), as llama-bench's columns")
-
-
-def signed_pct(v: Any) -> str:
-    return "-" if v is None else f"{v:+.1f}%"
 
 
 def _numeric(columns: Sequence[str], left: Iterable[str] = ()) -> tuple[bool, ...]:

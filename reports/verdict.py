@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from loadprof.analysis.busy import busy_machine_line
-from loadprof.reports.sections import estimate_text, value_text, verdict
+from loadprof.core import units
+from loadprof.reports.sections import verdict
 from loadprof.results.model import Recommendation, SweepResult, TrialResult
 
 #: what each objective is called in the block
@@ -56,9 +57,9 @@ def pick_text(r: Recommendation, many_models: bool = False) -> str:
     if r.verdict == "none" or (r.label is None and not r.candidates):
         return f"{who}nothing to pick: {r.reason or 'nothing measured it'}"
     if r.label is None:  # undecided: the ranking by median, nothing picked
-        lead = ", ".join(f"{c.label} {estimate_text(c.estimate, unit)}" for c in r.candidates[:3])
+        lead = ", ".join(f"{c.label} {units.estimate(c.estimate, unit)}" for c in r.candidates[:3])
         return f"{who}undecided (too few repeats to compare): by median {lead}"
-    shown = estimate_text(r.estimate, unit) if r.estimate else value_text(r.figure.value, unit)
+    shown = units.estimate(r.estimate, unit) if r.estimate else units.value(r.figure.value, unit)
     if r.verdict == "tie":
         rule = f"; broken by {r.rule}" if r.rule else ""
         return f"{who}{r.label} — {shown} (tie with {', '.join(r.tied)} within the noise{rule})"
