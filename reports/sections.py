@@ -7,7 +7,6 @@ imports torch, never touches the disk (trial files arrive through a ``loadprof.r
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -112,31 +111,48 @@ def status_counts(sweep: SweepResult) -> str:
 
 
 def harness_line(sweep: SweepResult) -> str | None:
-    """What the harness itself costs per trial (medians), or None when no trial recorded it. Trials forked from a
-    pre-imported zygote (``isolation: forkserver``) are told apart: their import was paid once per zygote."""
-    over = [t.harness["overhead_s"] for t in sweep.trials if "overhead_s" in t.harness]
-    forked = [t for t in sweep.trials if t.harness.get("isolation") == "forkserver"]
-    fresh = [t for t in sweep.trials if t.harness.get("isolation") != "forkserver"]
-    start = [t.harness["startup_s"] for t in fresh if "startup_s" in t.harness]
-    imp = [t.metrics["import_s"] for t in fresh if "import_s" in t.metrics]
-    if not over:
+    """What the harness itself costs per trial (``sweep.circumstances.harness``, medians), or None when no trial
+    recorded it; trials forked from a pre-imported zygote say their import was paid once per zygote."""
+    h = sweep.circumstances.harness
+    if h is None:
         return None
-    parts = [f"harness overhead per trial (parent wall - trial wall, median of {len(over)}): "
-             f"{statistics.median(over) * 1e3:.0f} ms"]
-    if start:
-        parts.append(f"of which interpreter start {statistics.median(start) * 1e3:.0f} ms")
-    if imp:
-        parts.append(f"measured import phase (torch, transformers, model module) {statistics.median(imp):.2f} s, "
+    ms = lambda v: units.ms(v * 1e3)  # noqa: E731
+    parts = [f"harness overhead per trial (parent wall - trial wall, median of {h.trials}): {ms(h.overhead_s)}"]
+    if h.startup_s is not None:
+        parts.append(f"of which interpreter start {ms(h.startup_s)}")
+    if h.import_s is not None:
+        parts.append(f"measured import phase (torch, transformers, model module) {units.seconds(h.import_s)}, "
                      "inside the trial wall")
-    if forked:
-        zygotes = {t.harness.get("forkserver_pid"): t.harness.get("forkserver_import_s") or 0.0 for t in forked}
-        fork = [t.harness["startup_s"] for t in forked if "startup_s" in t.harness]
-        parts.append(f"{len(forked)} trials forked from {len(zygotes)} pre-imported zygote(s) (isolation: "
+    if h.forked:
+        parts.append(f"{h.forked} trials forked from {len(h.zygote_import_s)} pre-imported zygote(s) (isolation: "
                      f"forkserver; their import phase is pre-imported, near zero"
-                     + (f", fork to trial start {statistics.median(fork) * 1e3:.0f} ms" if fork else "")
-                     + f"), the zygotes' own import {' + '.join(f'{s:.2f} s' for s in zygotes.values())}, paid once "
-                     "each")
+                     + (f", fork to trial start {ms(h.fork_start_s)}" if h.fork_start_s is not None else "")
+                     + f"), the zygotes' own import {' + '.join(units.seconds(s) for s in h.zygote_import_s)}, "
+                     "paid once each")
     return "; ".join(parts)
+
+
+def busy_line(sweep: SweepResult) -> str | None:
+    """"busy machine: other processes used 0.9 cores on average during 3 of 8 trials (worst: <label> 1.4 cores,
+    steal 0%); timings may be inflated — rerun on an idle machine", or None when no trial was busy."""
+    b = sweep.circumstances.busy
+    if b is None:
+        return None
+    w = b.worst
+    load = f", load average {w.loadavg_1m_start:.1f} on {w.cpu_count} cores" if w.load_over_cores else ""
+    return (f"busy machine: other processes used {b.mean_others_cores:.1f} cores on average during {len(b.busy)} "
+            f"of {b.measured} trials (worst: {w.label} {w.others_cpu_cores:.1f} cores, steal "
+            f"{units.pct(w.steal_share)}{load}); timings may be inflated — rerun on an idle machine")
+
+
+def concurrency_line(sweep: SweepResult) -> str | None:
+    """"trials ran 4 at a time: their timings were taken beside each other" (``--jobs``, Ray), or None when
+    every trial ran alone."""
+    c = sweep.circumstances.concurrency
+    if c is None:
+        return None
+    who = "trials" if c.trials == c.of else f"{c.trials} of {c.of} trials"
+    return f"{who} ran {c.at_once} at a time: their timings were taken beside each other"
 
 
 def artifact_links(t: TrialResult, artifacts: Artifacts | None = None) -> list[tuple[str, str, str]]:

@@ -8,12 +8,9 @@ report.html say the same words; each renderer only lays them out. Reads the resu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
-
-from loadprof.analysis.busy import busy_machine_line
 from loadprof.core import units
-from loadprof.reports.sections import verdict
-from loadprof.results.model import Recommendation, SweepResult, TrialResult
+from loadprof.reports.sections import busy_line, concurrency_line, verdict
+from loadprof.results.model import Recommendation, SweepResult
 
 #: what each objective is called in the block
 OBJECTIVES = {"load": "fastest load", "memory": "least memory", "ttft": "fastest first token",
@@ -37,17 +34,6 @@ class VerdictBlock:
     @property
     def empty(self) -> bool:
         return not (self.headline or self.picks or self.next_steps or self.busy or self.concurrency)
-
-
-def concurrency_line(trials: Sequence[TrialResult]) -> str | None:
-    """"trials ran 4 at a time: their timings were taken beside each other" (``--jobs``, Ray), or None when
-    every trial ran alone."""
-    side_by_side = [t for t in trials if t.concurrency > 1]
-    if not side_by_side:
-        return None
-    n = max(t.concurrency for t in side_by_side)
-    who = "trials" if len(side_by_side) == len(trials) else f"{len(side_by_side)} of {len(trials)} trials"
-    return f"{who} ran {n} at a time: their timings were taken beside each other"
 
 
 def pick_text(r: Recommendation, many_models: bool = False) -> str:
@@ -81,7 +67,7 @@ def verdict_block(sweep: SweepResult) -> VerdictBlock:
         steps.append(f"fix the top finding: {top.fix}")
     if any(r.verdict == "undecided" for r in rec.picks):
         steps.append(REPEAT_ADVICE)
-    busy = busy_machine_line(sweep.trials)
+    busy = busy_line(sweep)
     if busy:
         steps.append(IDLE_ADVICE)
     bad = [t for t in sweep.trials if not t.ok and t.status != "skipped"]
@@ -92,4 +78,4 @@ def verdict_block(sweep: SweepResult) -> VerdictBlock:
                      + f"): read {'their reasons' if many_bad else 'its reason'} in the summary")
     headline = verdict(sweep)
     return VerdictBlock(headline.split(". Fix: ")[0] if headline else None, picks, steps, busy,
-                        concurrency_line(sweep.trials))
+                        concurrency_line(sweep))

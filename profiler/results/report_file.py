@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from loadprof.core.circumstances import Circumstances
 from loadprof.core.conclusions import ConfigSummary, Finding, Recommendations, studies_from_dict
 from loadprof.core.errors import LoadprofError
 from loadprof.results.jsonl import BadRecord, read_results_file, trial_from_record
@@ -158,7 +159,8 @@ def _sweep(doc: Any, path: Path) -> ReportRead:
         studies=_part(doc, "studies", studies_from_dict, (), notes),
         recommendations=_part(doc, "recommendations", Recommendations.from_dict, Recommendations(), notes),
         configurations=_part(doc, "configurations", lambda v: tuple(ConfigSummary.from_dict(c) for c in v), (),
-                             notes))
+                             notes),
+        circumstances=_part(doc, "circumstances", Circumstances.from_dict, Circumstances(), notes))
     return ReportRead(sweep, tuple(f"{path}: {n}" for n in notes))
 
 
