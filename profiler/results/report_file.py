@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping
 from loadprof.core.circumstances import Circumstances
 from loadprof.core.conclusions import ConfigSummary, Finding, Recommendations, studies_from_dict
 from loadprof.core.errors import LoadprofError
-from loadprof.results.jsonl import BadRecord, read_results_file, trial_from_record
+from loadprof.results.jsonl import RESULTS, BadRecord, read_results_file, trial_from_record
 from loadprof.results.model import READABLE_SCHEMA_VERSIONS, SweepResult, TrialResult
 
 REPORT = "report.json"
@@ -188,7 +188,12 @@ def read_run(folder: Path) -> ReportRead:
     """A sweep folder's result for re-rendering: its report.json, else the trials of its results.jsonl that read
     (an interrupted sweep; skipped lines counted in a note); exit 2 when neither has a trial to show."""
     if (folder / REPORT).exists():
-        return read_report(folder / REPORT)
+        try:
+            return read_report(folder / REPORT)
+        except LoadprofError as e:
+            if e.hint or not (folder / RESULTS).is_file():
+                raise
+            raise LoadprofError(e.message, hint="delete it to re-render from results.jsonl", exit_code=2) from None
     found = read_results_file(folder)
     if not found.trials:
         raise LoadprofError(f"{folder} has neither {REPORT} nor finished trials", exit_code=2)
