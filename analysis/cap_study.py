@@ -11,13 +11,12 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
-import numpy as np
 
 from loadprof.core import figures
 from loadprof.analysis import trend_claims as tc
-from loadprof.analysis.stats import TREND_METHOD
+from loadprof.analysis.stats import TREND_METHOD, predict
 from loadprof.results.model import Finding, Study
-from loadprof.core.units import bytes_h
+from loadprof.core.units import bytes_h, ms, pct
 
 GROWTH_SHARE = 0.01          # bytes growing less than 1% of their mean over the cap range: no growth
 GROWTH_MIN_BYTES = 64 * 2**10
@@ -39,15 +38,11 @@ def head(group: Mapping[str, Any]) -> dict[str, Any]:
     return {k: group[k] for k in ("vary", "description", "fixed", "trial_ids")}
 
 
-def _predict(f: Mapping[str, Any], x: float, model: str | None = None) -> float:
-    return float(np.polyval(f["coefficients"][model or f["model"]], x))
-
-
 def _saving(f: Mapping[str, Any] | None, hi: float, lo: float, model: str | None = None) -> float | None:
     """What the fit predicts is saved by lowering the cap from hi to lo (None when nothing is)."""
     if f is None or lo >= hi:
         return None
-    s = _predict(f, hi, model) - _predict(f, lo, model)
+    s = predict(f, hi, model) - predict(f, lo, model)
     return s if s > 0 else None
 
 
@@ -154,6 +149,32 @@ def per_token_knee_text(c: Mapping[str, Any]) -> str | None:
                         "per token of cap")
 
 
+def curve_notes(c: Mapping[str, Any]) -> tuple[str, ...]:
+    """What a max_new_tokens curve allows to be said, in report order: each trend as its fit allows it, the
+    knees, the formula behind the growth, the growing sites and the covering cap."""
+    fits = c.get("fits", {})
+    fb = fits.get("generate_start_alloc_bytes")
+    lines: list[str | None] = [
+        f"generate call: {time_claim(c)}" if figures.GENERATE_CALL_S.read(fits) else None,
+        f"TTFT: {tc.claim(figures.TTFT_MS.read(fits), tc.ms)}" if figures.TTFT_MS.read(fits) else None,
+        per_token_knee_text(c),
+        f"alloc at generate start: {tc.claim(fb, bytes_h)}; growth: {c.get('growth')}" if fb else None,
+        (c.get("alloc_formula") or {}).get("text"),
+        tc.knee_text(c.get("alloc_knee"), "alloc at generate start", "cap", "bytes_per_cap_token", bytes_h,
+                     "per token of cap"),
+    ]
+    for s in c.get("sites", [])[:5]:
+        share = f", {pct(s['share'])} of the growth" if s.get("share") is not None else ""
+        lines.append(f"{s['site']} {s['op']}: {bytes_h(s['bytes_per_cap_token'])} per token of cap{share}")
+    if c.get("observed_new_tokens"):
+        save = [x for x in (c.get("saving_bytes") and bytes_h(c["saving_bytes"]),
+                            c.get("saving_ms") and ms(c["saving_ms"])) if x]
+        lines.append(f"observed new tokens: {', '.join(map(str, c['observed_new_tokens']))}; covering cap "
+                     f"{c.get('covering_cap')}"
+                     + (f" saves {' and '.join(save)} vs cap {c.get('largest_cap')}" if save else ""))
+    return tuple(line.strip() for line in lines if line)
+
+
 # ---------------------------------------------------------------- finding
 
 def _title(c: Mapping[str, Any], what: str) -> str:
@@ -176,7 +197,7 @@ def _detail(c: Mapping[str, Any], fb: Mapping[str, Any]) -> str:
             + (f"; {knee}" if knee else "")
             + (f"; answers were {', '.join(map(str, observed))} tokens long" if observed else "")
             + (f"; at cap {c['largest_cap']}, a cap of {cover} would save "
-               + " and ".join(x for x in (save_b and bytes_h(save_b), save_ms and f"{save_ms:.1f} ms") if x)
+               + " and ".join(x for x in (save_b and bytes_h(save_b), save_ms and ms(save_ms)) if x)
                if cover and (save_b or save_ms) else "") + ".")
 
 

@@ -56,9 +56,6 @@ GROUPS = ("load", "ttft", "prefill", "decode", "memory", "phases", "status")
 #: the comparisons a noisy machine can fail on)
 DEFAULT_FAIL_ON = ("load", "ttft", "prefill", "decode", "memory", "status")
 HARNESS = "harness"
-#: phases that are part of the real load cost (figures.LOAD_COST_S): load, validation and the first forward
-LOAD_PHASES = ("load", "validate")
-FIRST_FORWARD = "warmup/forward"
 #: row verdicts
 REGRESSION, IMPROVEMENT, SAME, UNDECIDED = "regression", "improvement", "same", "undecided"
 
@@ -111,7 +108,7 @@ def phase_values(t: TrialResult) -> dict[str, float]:
 def judge(a: Sequence[float], b: Sequence[float], lower_is_better: bool, threshold_pct: float,
           min_abs: float) -> dict[str, Any]:
     """Medians, the difference with its CI, and the verdict for one figure measured on both sides."""
-    c = stats.compare(a, b)
+    c = stats.compare_repeats(a, b)
     if c is None:
         raise ValueError("judge needs a number on both sides")
     limit = max(threshold_pct / 100.0 * abs(c.a.median), min_abs)

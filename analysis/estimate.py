@@ -1,7 +1,7 @@
 """What a model *should* need, from its config alone: weights, largest layer, KV cache.
 
 Why: a measurement is only a diagnosis once there is an expectation to hold it against. Every
-figure here is a formula (written next to the code and carried in ``Estimate.formulas``) over a
+figure here is a formula (written next to the code and carried in ``SizeEstimate.formulas``) over a
 model built on the meta device, so even a 7B costs no weight memory and about a second. The
 bitsandbytes skip rules are transformers' own (``get_keys_to_not_convert``/``should_convert_module``)
 so the estimate follows the installed version. torch is imported inside functions only: the CLI
@@ -24,11 +24,11 @@ DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "uint8": 1}
 HALF = ("float16", "bfloat16")
 BNB4_BLOCK = 64  # bitsandbytes 4-bit: one absmax per 64 weights
 BNB4_NESTED_BLOCK = 256  # nested (double) quant: absmax itself int8-quantized in blocks of 256
-TOLERANCE = 0.10  # compare(): off by more than this is a discrepancy
+TOLERANCE = 0.10  # estimate_vs_measured(): off by more than this is a discrepancy
 
 
 @dataclass(frozen=True)
-class Estimate:
+class SizeEstimate:
     """Expected bytes for one model x load dtype/quantization x generate settings (sizes in bytes)."""
 
     model: str
@@ -207,7 +207,7 @@ def _per_layer(m: Any, layers: int, module_bytes: dict[str, int]) -> int:
 def estimate_from_config(config: Any, *, dtype: str, quantization: str = "none", batch_size: int = 1,
                          prompt_tokens: int = 32, max_new_tokens: int = 32, stop_after: int | None = None,
                          cache_implementation: str = "dynamic", double_quant: bool = False,
-                         skip_modules: list[str] | None = None, model: str = "") -> Estimate:
+                         skip_modules: list[str] | None = None, model: str = "") -> SizeEstimate:
     """Build the model on the meta device and count bytes per parameter; no weights are read.
 
     ``double_quant``/``skip_modules`` mirror BitsAndBytesConfig's bnb_4bit_use_double_quant and
@@ -245,7 +245,7 @@ def estimate_from_config(config: Any, *, dtype: str, quantization: str = "none",
                          layers=layers, kv_heads=kv_heads, head_dim=head_dim, per_token=per_token,
                          batch_size=batch_size, prompt_tokens=prompt_tokens, generated=generated,
                          max_new_tokens=max_new_tokens, sliding=any(w is not None for w in windows))
-    return Estimate(model=model or type(m).__name__, dtype=dt, quantization=quantization, batch_size=batch_size,
+    return SizeEstimate(model=model or type(m).__name__, dtype=dt, quantization=quantization, batch_size=batch_size,
                     prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens, generated_tokens=generated,
                     param_count=params, weight_bytes=sum(by_dtype.values()), weight_bytes_by_dtype=by_dtype,
                     quant_state_bytes=qstate, buffers_bytes=buffers, largest_layer=largest,
@@ -336,8 +336,8 @@ def _cached_hub_config(hub_id: str, trust_remote_code: bool, revision: str | Non
                             f"{str(e).strip()[:200]}", exit_code=2) from None
 
 
-def estimate_strategy(strategy: Any, model_path: str | None = None) -> Estimate:
-    """Estimate for one Strategy (its model, load dtype/quantization and generate settings)."""
+def estimate_strategy(strategy: Any, model_path: str | None = None) -> SizeEstimate:
+    """The sizes expected for one Strategy (its model, load dtype/quantization and generate settings)."""
     g = strategy.generate
     return estimate_from_config(
         load_config(strategy.model, model_path), dtype=strategy.load.dtype, quantization=strategy.load.quantization,
@@ -347,7 +347,7 @@ def estimate_strategy(strategy: Any, model_path: str | None = None) -> Estimate:
 
 
 def estimate_command(target: str, *, dtype: str = "auto", quantization: str = "none", batch_size: int = 1,
-                     prompt_tokens: int = 32, max_new_tokens: int = 32) -> list[Estimate]:
+                     prompt_tokens: int = 32, max_new_tokens: int = 32) -> list[SizeEstimate]:
     """``loadprof estimate TARGET``: a synthetic shape (``qwen2.5-7b`` or ``arch:shape``), a checkpoint
     folder, a sweep YAML (one estimate per distinct model x load x generate), or a cached hub id."""
     from loadprof.strategies.model import GenerateSpec, LoadSpec, ModelSpec, Strategy, SyntheticSpec
@@ -359,7 +359,7 @@ def estimate_command(target: str, *, dtype: str = "auto", quantization: str = "n
             from loadprof.strategies.expand import load_sweep
         except ImportError as e:
             raise LoadprofError(f"sweep files are not supported here yet ({e})") from None
-        out: dict[tuple, Estimate] = {}
+        out: dict[tuple, SizeEstimate] = {}
         for s in load_sweep(p).strategies:
             g = s.generate
             gen = (g.batch_size, g.prompt_tokens, g.max_new_tokens, g.stop_after, g.cache_implementation) if g else None
@@ -385,7 +385,7 @@ ESTIMATE_COLUMNS = ("model", "dtype", "quant", "params", "weights", "largest lay
                     "KV dynamic", "KV static", "total", "batch x prompt+new")
 
 
-def estimate_record(e: Estimate) -> dict[str, Any]:
+def estimate_record(e: SizeEstimate) -> dict[str, Any]:
     """One estimate's raw figures (bytes as integers), for csv/json; ``total_bytes`` is the weights, buffers
     and the KV cache the strategy's cache implementation holds at the cap (accelerate's table has no KV)."""
     kv = e.kv_cache_static_bytes if e.cache_implementation == "static" else e.kv_cache_dynamic_bytes
@@ -397,7 +397,7 @@ def estimate_record(e: Estimate) -> dict[str, Any]:
             "batch_size": e.batch_size, "prompt_tokens": e.prompt_tokens, "max_new_tokens": e.max_new_tokens}
 
 
-def estimate_rows(estimates: list[Estimate]) -> list[tuple[str, ...]]:
+def estimate_rows(estimates: list[SizeEstimate]) -> list[tuple[str, ...]]:
     """The estimates as formatted cells (binary byte units), in ESTIMATE_COLUMNS order."""
     from loadprof.core.units import bytes_h
 
@@ -412,7 +412,7 @@ def estimate_rows(estimates: list[Estimate]) -> list[tuple[str, ...]]:
     return rows
 
 
-def _cause(e: Estimate, figure: str, est: int, measured: int) -> str:
+def _cause(e: SizeEstimate, figure: str, est: int, measured: int) -> str:
     ratio = measured / est if est else math.inf
     if figure == "kv_cache_bytes":
         return ("cache holds more tokens or a wider dtype than expected (pre-allocation, max_length sizing)"
@@ -428,7 +428,7 @@ def _cause(e: Estimate, figure: str, est: int, measured: int) -> str:
     return "an extra copy during load or buffers not in the estimate"
 
 
-def compare(estimate: Estimate, measured: dict[str, Any]) -> list[dict[str, Any]]:
+def estimate_vs_measured(estimate: SizeEstimate, measured: dict[str, Any]) -> list[dict[str, Any]]:
     """Measured vs estimated rows (``discrepancy`` when off by more than 10%, with a likely cause).
 
     ``measured['weights_bytes']`` is a trial's metric (parameter + buffer tensors, as model_facts

@@ -13,11 +13,11 @@ from typing import Any, Callable, Iterable, Mapping
 from loadprof.core import figures
 from loadprof.analysis.derive import decode_call_s, load_cost_s
 from loadprof.analysis.lazy_import import RULES as LAZY_IMPORT_RULES
-from loadprof.analysis.precision import RULES as PRECISION_RULES
+from loadprof.analysis.precision_rules import RULES as PRECISION_RULES
 from loadprof.core.payloads import LoadPhasesPayload, MemoryPayload, SamplingPayload
 from loadprof.core.phases import HARNESS_PHASES
 from loadprof.results.model import Finding, TrialResult  # Finding lives with the result model; re-exported
-from loadprof.core.units import pct
+from loadprof.core.units import bytes_h, pct
 
 FIXED_DEVICE_MAPS_NEEDING_NO_MAX_MEMORY = ("cpu", "cuda", "mps")
 VALIDATION_SHARE_MEDIUM, VALIDATION_SHARE_HIGH = 0.10, 0.50
@@ -25,10 +25,6 @@ USER_FN_SHARE_MEDIUM, USER_FN_SHARE_HIGH = 0.20, 0.50
 USER_FN_MIN_S = 0.2  # below this a user function's share rests on a handful of samples
 READ_FRACTION_LOW = 0.5
 LAZY_READ_SHARE = 0.5
-
-
-def _mib(n: float) -> str:
-    return f"{n / 2**20:.0f} MiB"
 
 
 _f = TrialResult.finding  # rules read as _f(trial, kind, severity, title, detail, fix, ...)
@@ -227,7 +223,7 @@ def slow_cold_read(t: TrialResult) -> Iterable[Finding]:
         return
     m = t.metrics
     yield _f(t, "slow_cold_read", "medium", f"the cold load read at {pct(frac)} of the disk's sequential bandwidth",
-             f"{_mib(m['storage_read_bytes'])} read at >= {m['achieved_read_gb_s']:.2f} GB/s in "
+             f"{bytes_h(m['storage_read_bytes'])} read at >= {m['achieved_read_gb_s']:.2f} GB/s in "
              f"{', '.join(m.get('reading_phases', []))}; the same files read sequentially at {m['disk_seq_read_gb_s']:.2f} GB/s.",
              "reads are scattered or serialized (small shards, page faults at first use): fewer, larger shards, or "
              "read the files ahead (warm the page cache) before loading",
@@ -245,9 +241,9 @@ def lazy_load(t: TrialResult) -> Iterable[Finding]:
     at_warmup, at_load = warm.file_growth_bytes, load.file_growth_bytes
     if at_warmup >= LAZY_READ_SHARE * weights and at_warmup > at_load:
         yield _f(t, "lazy_load", "low", "the load only mapped the weights: they were read at the first forward",
-                 f"file-backed memory grew {_mib(at_load)} during load and {_mib(at_warmup)} during the first forward "
-                 f"(weights {_mib(weights)}): load {figures.LOAD_S.read(t.metrics) or 0:.2f} s looks fast, but the "
-                 "real load cost "
+                 f"file-backed memory grew {bytes_h(at_load)} during load and {bytes_h(at_warmup)} during the first "
+                 f"forward (weights {bytes_h(weights)}): load {figures.LOAD_S.read(t.metrics) or 0:.2f} s looks fast, "
+                 "but the real load cost "
                  f"(load + validation + first forward) is {load_cost_s(t) or 0:.2f} s.",
                  "compare strategies on the real load cost (load + validation + first forward), not load alone", stake_bytes=at_warmup,
                  basis="file-backed memory paged in during the first forward", file_rss_load_bytes=at_load,
@@ -261,7 +257,7 @@ def estimate_discrepancy(t: TrialResult) -> Iterable[Finding]:
         fig = row["figure"]
         yield _f(t, "estimate_discrepancy", "medium",
                  f"measured {fig} is {row['ratio']:.2f}x the estimate from the config",
-                 f"{fig}: measured {_mib(row['measured'])}, estimated {_mib(row['estimate'])} "
+                 f"{fig}: measured {bytes_h(row['measured'])}, estimated {bytes_h(row['estimate'])} "
                  f"(likely: {row.get('likely_cause')}).",
                  "check the load dtype (an upcast doubles the weights), tied embeddings, and copies kept during load",
                  stake_bytes=abs(row["measured"] - row["estimate"]), basis="|measured - estimated|", figure=fig,
@@ -282,7 +278,7 @@ def offload(t: TrialResult) -> Iterable[Finding]:
     if not off:
         return
     total_layers = sum(p.get("layers", 0) for p in placement.values())
-    parts = [f"{p.get('layers', 0)} of {total_layers} layers ({_mib(p.get('bytes', 0))}) on {d}" for d, p in off.items()]
+    parts = [f"{p.get('layers', 0)} of {total_layers} layers ({bytes_h(p.get('bytes', 0))}) on {d}" for d, p in off.items()]
     moved = sum(p.get("bytes", 0) for p in off.values())
     seq = t.harness.get("disk_read", {}).get("gb_s")
     cost = (f"; at this disk's {seq:.2f} GB/s, streaming them costs >= {moved / seq / 1e9:.2f} s per forward, "
@@ -349,7 +345,7 @@ def decode_below_roofline(t: TrialResult) -> Iterable[Finding]:
     share = pct(frac) if frac >= 0.01 or frac == 0 else f"{100 * frac:.1f}%"
     yield _f(t, "decode_below_roofline", "low", f"decode runs at {share} of its memory-bandwidth bound",
              f"{m[figures.DECODE_TOK_S.key]:.1f} tok/s against a bound of {m['roofline_tok_s']:.1f} tok/s "
-             f"({_mib(m['decode_bytes_per_step'])} read per step at the measured {m['membw_gb_s']:.1f} GB/s copy "
+             f"({bytes_h(m['decode_bytes_per_step'])} read per step at the measured {m['membw_gb_s']:.1f} GB/s copy "
              "bandwidth)" + (": " + "; ".join(why) if why else "") + ".", "; ".join(fixes),
              stake_s=decode * (1 - frac) if (decode := decode_call_s(m)) is not None else None,
              basis="decode time per call x (1 - fraction of the bound)", fraction=frac)

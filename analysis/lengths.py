@@ -12,6 +12,7 @@ import io
 import json
 import math
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -32,7 +33,42 @@ def _pow2_up(n: int) -> int:
     return 1 if n <= 1 else 1 << (n - 1).bit_length()
 
 
-def lengths_coverage(lengths: Sequence[int], prompt_tokens: int | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class CoverageRow:
+    """One scenario of the n-predict table: the cap (a power of two) at its percentile of the observed lengths,
+    the share of outputs it covers, and half that cap with its own coverage (None when the percentile is a
+    power of two already)."""
+
+    scenario: str
+    percentile: int
+    percentile_tokens: int
+    percentile_coverage_pct: float
+    cap: int
+    coverage_pct: float
+    lower_cap: int | None
+    lower_cap_coverage_pct: float | None
+    prompt_tokens: int | None
+    use_case: str
+
+
+@dataclass(frozen=True)
+class LengthsCoverage:
+    """Output lengths (n of them) as percentiles (nearest rank) and the caps that cover them."""
+
+    n: int
+    mean: float
+    percentiles: Mapping[str, int]
+    rows: tuple[CoverageRow, ...]
+    prompt_tokens: int | None
+    method: str = "nearest-rank"
+
+    @property
+    def recommended_max_new_tokens(self) -> int:
+        """The ``recommended`` scenario's cap: p90 rounded up to a power of two."""
+        return next(r.cap for r in self.rows if r.scenario == "recommended")
+
+
+def lengths_coverage(lengths: Sequence[int], prompt_tokens: int | None = None) -> LengthsCoverage:
     """Percentiles of output lengths and a max_new_tokens table like the user's (cap, share of outputs covered)."""
     if not lengths:
         raise SpecError("no output lengths given")
@@ -47,12 +83,9 @@ def lengths_coverage(lengths: Sequence[int], prompt_tokens: int | None = None) -
         v = pct[f"p{q}"]
         cap = _pow2_up(v)
         lower = cap // 2 if cap > v and cap > 1 else None
-        rows.append({"scenario": scenario, "percentile": q, "percentile_tokens": v,
-                     "percentile_coverage_pct": cover(v), "cap": cap, "coverage_pct": cover(cap),
-                     "lower_cap": lower, "lower_cap_coverage_pct": cover(lower) if lower else None,
-                     "prompt_tokens": prompt_tokens, "use_case": use})
-    return {"n": n, "mean": statistics.fmean(xs), "percentiles": pct, "method": "nearest-rank", "rows": rows,
-            "prompt_tokens": prompt_tokens, "recommended_max_new_tokens": rows[1]["cap"]}
+        rows.append(CoverageRow(scenario, q, v, cover(v), cap, cover(cap), lower, cover(lower) if lower else None,
+                                prompt_tokens, use))
+    return LengthsCoverage(n, statistics.fmean(xs), pct, tuple(rows), prompt_tokens)
 
 
 def _count(given: Any, where: str, path: Path) -> int:

@@ -9,24 +9,22 @@ one names the strategy and the figures it rests on.
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
-from dataclasses import replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Sequence
 
 from loadprof.analysis import stats
 from loadprof.analysis.groups import (SHORT_ANSWER_SHARE, Group, by_model, configurations, groups, memory_figure,
                                       over_budget, rank_groups, reader, settings)
 from loadprof.analysis.knobs import differing, irrelevant_paths, reasons
-from loadprof.analysis.lengths import lengths_coverage, read_lengths
-from loadprof.analysis.tradeoffs import fmt_estimate, fmt_value, tradeoffs
+from loadprof.analysis.lengths import LengthsCoverage
+from loadprof.analysis.tradeoffs import tradeoffs
 from loadprof.core import figures
-from loadprof.core.errors import LoadprofError, SpecError
+from loadprof.core.errors import SpecError
+from loadprof.core.units import bytes_h
 from loadprof.strategies.model import LoadSpec
 from loadprof.core.conclusions import Candidate
-from loadprof.results.model import (CapWarning, Figure, Recommendation, Recommendations, RunnerUp, SweepResult,
-                              TrialResult)
+from loadprof.results.model import CapWarning, Figure, Recommendation, Recommendations, RunnerUp, TrialResult
 
 # ---------------------------------------------------------------- recommendations
 
@@ -52,14 +50,14 @@ def distinct(a: Sequence[float], b: Sequence[float], f: figures.Figure) -> bool 
     if f.exact and a and b:
         ma, mb = statistics.median(a), statistics.median(b)
         return abs(mb - ma) > max(EXACT_TIE_BYTES, EXACT_TIE_SHARE * abs(ma))
-    c = stats.compare(a, b)
+    c = stats.compare_repeats(a, b)
     return None if c is None else c.distinguishable
 
 
 def _decide(ranked: Sequence[tuple[Group, float]], objective: str, f: figures.Figure,
             peak: figures.Figure) -> tuple[str, Group | None, list[Group], str]:
     """(verdict, pick, tied, rule) from configurations ranked by median: the leader wins only when the repeats
-    separate it from every other one (stats.compare); indistinguishable ones are a tie broken by TIE_RULE; with
+    separate it from every other one (stats.compare_repeats); indistinguishable ones are a tie broken by TIE_RULE; with
     too few repeats to compare nothing is picked."""
     best = ranked[0][0]
     if len(ranked) == 1:
@@ -92,7 +90,7 @@ def _pooling_notes(cands: Sequence[Group], objective: str, fn: Callable[[TrialRe
     for g in cands:
         first = g.members[0] if g.members else None
         for m in g.members[1:]:
-            c = stats.compare(first.values(fn), m.values(fn)) if first else None
+            c = stats.compare_repeats(first.values(fn), m.values(fn)) if first else None
             if c is not None and c.distinguishable:
                 notes.append(f"'{first.label}' and '{m.label}' differ beyond the noise on {objective} although "
                              f"their knobs cannot affect it: drift or a busy machine; their repeats were pooled")
@@ -119,7 +117,7 @@ def _recommend_model(model: str, gs: list[Group], objective: str, peak: figures.
     if not ranked:
         if not confs and over:
             reason = (f"every strategy's peak memory ({peak.key}) exceeds the budget of {budget} bytes "
-                      f"({fmt_value(budget, 'bytes')})")
+                      f"({bytes_h(budget)})")
         else:
             reason = (f"no strategy{' within the budget' if over else ''} measured {name}"
                       + (" (generate: false?)" if objective in ("ttft", "throughput") else ""))
@@ -149,7 +147,7 @@ def recommend(trials: Iterable[TrialResult], objective: str,
     """Per model, the configuration to use for ``objective`` among those whose peak memory fits the budget.
 
     Strategies of a model differing only in knobs that cannot affect the objective are pooled (knobs.py); the
-    leader is picked only when its repeats separate it from every other configuration (stats.compare);
+    leader is picked only when its repeats separate it from every other configuration (stats.compare_repeats);
     otherwise the verdict is a tie (broken by TIE_RULE) or undecided (too few repeats: nothing is picked)."""
     if objective not in figures.OBJECTIVE_NAMES:
         raise SpecError(f"unknown objective {objective!r}; allowed: {', '.join(figures.OBJECTIVE_NAMES)}",
@@ -194,81 +192,14 @@ def recommendations(trials: Iterable[TrialResult], memory_budget_bytes: int | No
                            tuple(max_new_tokens_warnings(trials)), over)
 
 
-# ---------------------------------------------------------------- command
+@dataclass(frozen=True)
+class RecommendResult:
+    """What ``loadprof recommend`` answers: the picks (one objective's, when asked), for which sweep and file,
+    under which budget, and the coverage of the answer lengths given with ``--lengths``."""
 
-def recommendation_lines(r: Recommendation) -> list[str]:
-    """A recommendation as plain lines: the verdict first, then runner-up, ties, pooled knobs, trade-offs."""
-    f = r.figure
-    if r.verdict == "none" or (r.label is None and not r.candidates):
-        return [f"{r.objective}: nothing to recommend: {r.reason or 'no candidate'}"]
-    if r.label is None:
-        lead = "; ".join(f"{c.label} {fmt_estimate(c.estimate, f.unit)}" for c in r.candidates[:4])
-        lines = [f"{r.objective}: no pick: {r.rule}", f"ranking by median ({f.name}): {lead}"]
-    else:
-        lines = [f"{r.objective}: {r.label}  {f.name} = {fmt_estimate(r.estimate, f.unit)}  [{r.verdict}: {r.rule}]",
-                 "settings: " + ", ".join(f"{k}={v}" for k, v in (r.settings or {}).items() if v is not None)]
-        if r.tied:
-            lines.append("tied with (within the noise): " + ", ".join(r.tied))
-        elif r.runner_up:
-            margin = f", margin {r.margin_pct:.1f}%" if r.margin_pct is not None else ""
-            lines.append(f"runner-up: {r.runner_up.label} ({fmt_value(r.runner_up.figure.value, f.unit)}){margin}")
-    if r.pooled:
-        lines.append(f"pooled (cannot affect {r.objective}): " + "; ".join(r.notes[:len(r.pooled)]))
-    lines += [f"note: {n}" for n in r.notes[len(r.pooled):]]
-    return lines + [f"- {t}" for t in r.tradeoffs]
-
-
-def cli_recommend(out_dir: Path, objective: str | None, memory_budget: str | None, lengths: Path | None,
-                  tokenizer: str | None, console: Any) -> int:
-    """``loadprof recommend OUT``: one pick per objective (or the one asked) from OUT/report.json."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    from loadprof.strategies.model import parse_size
-
-    path = Path(out_dir) / "report.json"
-    if not path.exists():
-        raise LoadprofError(f"{path} not found", hint="run `loadprof compare ... --out DIR` first", exit_code=2)
-    if objective is not None and objective not in figures.OBJECTIVE_NAMES:
-        raise SpecError(f"unknown objective {objective!r}; allowed: {', '.join(figures.OBJECTIVE_NAMES)}",
-                        path="--objective")
-    budget = parse_size(memory_budget, "--memory-budget") if memory_budget is not None else None
-    found = read_lengths(lengths, tokenizer) if lengths is not None else None
-    result = SweepResult.from_dict(json.loads(path.read_text()))
-    recs = recommendations(result.trials, budget)
-    con = console
-    con.print(f"[bold]recommendations[/] for {escape(result.name)} ({escape(str(path))})"
-              + (f", memory budget {fmt_value(budget, 'bytes')} on {recs.peak_metric}" if budget is not None else ""))
-    for model in recs.models:
-        if len(recs.models) > 1:
-            con.print(f"\n[bold underline]model {escape(model)}[/] (models are never compared with each other)")
-        for obj in ([objective] if objective else figures.OBJECTIVE_NAMES):
-            r = recs.get(obj, model)
-            if r is not None:
-                for i, line in enumerate(recommendation_lines(r)):
-                    con.print(("  " if i else "\n") + line, markup=False, highlight=False)
-    con.print(f"\ndecision rule: {stats.COMPARE_METHOD}", markup=False, highlight=False)
-    if recs.excluded_over_budget:
-        con.print("\n[yellow]over budget[/]: " + escape(", ".join(recs.excluded_over_budget)))
-    if recs.max_new_tokens_warnings:
-        con.print("\n[yellow]max_new_tokens larger than the answers[/]:")
-        for w in recs.max_new_tokens_warnings:
-            con.print(f"  - {w.label}: {w.advice}", markup=False)
-        con.print("  a cap from real answer lengths: --lengths FILE (token counts or texts)")
-    if found is not None:
-        prompts = {t.strategy.generate.prompt_tokens for t in result.trials if t.strategy.generate is not None}
-        cov = lengths_coverage(found, prompts.pop() if len(prompts) == 1 else None)
-        pc = cov["percentiles"]
-        t = Table(title=f"output lengths: n={cov['n']}, p50 {pc['p50']}, p90 {pc['p90']}, p99 {pc['p99']}, "
-                        f"max {pc['max']}")
-        for c in ("scenario", "n-prompt", "percentile", "tokens at percentile", "n-predict (max_new_tokens)",
-                  "coverage", "half the cap", "use case"):
-            t.add_column(c)
-        for row in cov["rows"]:
-            half = f"{row['lower_cap']} ({row['lower_cap_coverage_pct']:.1f}%)" if row["lower_cap"] else "-"
-            t.add_row(escape(row["scenario"]), str(row["prompt_tokens"] or "-"), f"p{row['percentile']}",
-                      str(row["percentile_tokens"]), str(row["cap"]), f"{row['coverage_pct']:.1f}%", half,
-                      escape(row["use_case"]))
-        con.print(t)
-        con.print(f"recommended max_new_tokens: {cov['recommended_max_new_tokens']} (p90 rounded up to a power of two)")
-    return 0
+    recommendations: Recommendations
+    name: str
+    path: str
+    objectives: tuple[str, ...]
+    budget_bytes: int | None = None
+    coverage: LengthsCoverage | None = None

@@ -119,7 +119,7 @@ class Comparison:
                 "distinguishable": self.distinguishable, "method": COMPARE_METHOD}
 
 
-def compare(a: Iterable[Any], b: Iterable[Any]) -> Comparison | None:
+def compare_repeats(a: Iterable[Any], b: Iterable[Any]) -> Comparison | None:
     """Do the repeats in ``b`` differ from those in ``a``? None when a side has no number."""
     xa, xb = _clean(a), _clean(b)
     ea, eb = estimate(xa), estimate(xb)
@@ -241,18 +241,16 @@ class Fit:
     mean: float
     exact: bool
 
-    @property
-    def slope_noise(self) -> float | None:
-        return (self.slope_hi - self.slope_lo) / 2 if self.slope_lo is not None and self.slope_hi is not None else None
-
-    def predict(self, x: float) -> float:
-        return float(np.polyval(self.coefficients[self.model], x))
-
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["coefficients"] = {k: list(v) for k, v in self.coefficients.items()}
         d["method"] = TREND_METHOD
         return d
+
+
+def predict(fit: Mapping[str, Any], x: float, model: str | None = None) -> float:
+    """A fitted trend (``Fit.to_dict()``, as studies keep it) at ``x``, by its chosen model or the one named."""
+    return float(np.polyval(fit["coefficients"][model or fit["model"]], x))
 
 
 def _aicc(rss: float, n: int, k: int, floor: float) -> float | None:

@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import json
 import statistics
+from dataclasses import replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from loadprof.core import figures
 from loadprof.analysis import trend_claims as tc
-from loadprof.analysis.cap_study import covering_cap, head, max_new_tokens_curve, preallocation_findings
+from loadprof.analysis.cap_study import covering_cap, curve_notes, head, max_new_tokens_curve, preallocation_findings
 from loadprof.analysis.derive import prefill_tok_s
 from loadprof.analysis.knobs import without
-from loadprof.analysis.machine import is_busy
+from loadprof.analysis.busy import is_busy
 from loadprof.core.payloads import MachinePayload
 from loadprof.results.model import Study, TrialResult
 from loadprof.strategies.model import Strategy
 
-__all__ = ["batch_scaling", "covering_cap", "max_new_tokens_curve", "preallocation_findings",
-           "quantization_comparison", "series", "studies"]
+__all__ = ["batch_notes", "batch_scaling", "covering_cap", "max_new_tokens_curve", "preallocation_findings",
+           "quantization_comparison", "series", "studies", "study_of"]
 
 BATCH_FIGURES = (figures.DECODE_TOK_S, figures.PREFILL_TOK_S, figures.DECODE_TOK_S_PER_SEQ, figures.TTFT_MS)
 BATCH_KEYS = tuple(f.key for f in BATCH_FIGURES)
@@ -194,10 +195,11 @@ def batch_scaling(group: Mapping[str, Any]) -> dict[str, Any]:
             "decode_step_knee": tc.knee_of(xs, ys, "batch_size", "ms_per_seq")}
 
 
-def decode_step_knee_text(b: Mapping[str, Any]) -> str | None:
+def batch_notes(b: Mapping[str, Any]) -> tuple[str, ...]:
+    """What a batch series allows to be said: where the decode step time starts rising faster."""
     text = tc.knee_text(b.get("decode_step_knee"), "decode step time", "batch_size", "ms_per_seq", tc.ms,
                         "per added sequence")
-    return f"{text}: throughput stops scaling beyond it" if text else None
+    return (f"{text}: throughput stops scaling beyond it",) if text else ()
 
 
 def _pct_change(new: Any, old: Any) -> float | None:
@@ -249,7 +251,17 @@ STUDIES = (("max_new_tokens", "generate.max_new_tokens", max_new_tokens_curve),
            ("quantization", "load.quantization", quantization_comparison))
 
 
+NOTES: Mapping[str, Callable[[Mapping[str, Any]], tuple[str, ...]]] = {
+    "max_new_tokens": curve_notes, "batch_size": batch_notes}
+
+
+def study_of(kind: str, figures: Mapping[str, Any]) -> Study:
+    """One series' figures (the JSON shape) as a ``Study``, with the notes its fits allow (``NOTES``)."""
+    notes = NOTES.get(kind)
+    return replace(Study.from_dict(kind, figures), notes=notes(figures) if notes else ())
+
+
 def studies(trials: Iterable[TrialResult]) -> tuple[Study, ...]:
     """Every series of every study found in the trials, in report order (none for a knob never varied)."""
     trials = list(trials)
-    return tuple(Study.from_dict(name, study(g)) for name, path, study in STUDIES for g in series(trials, path))
+    return tuple(study_of(name, study(g)) for name, path, study in STUDIES for g in series(trials, path))

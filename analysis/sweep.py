@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from loadprof.analysis.aggregate import configurations
+from loadprof.analysis.circumstances import circumstances
 from loadprof.analysis.derive import enrich
 from loadprof.analysis.findings import sweep_findings
 from loadprof.analysis.recommend import recommendations
@@ -19,9 +20,11 @@ from loadprof.results.model import SweepResult
 
 def analyse_sweep(result: SweepResult) -> SweepResult:
     """``result`` with derived figures (recomputed, so an older results file gets today's), studies, findings,
-    recommendations and per-configuration summaries filled in from its trials."""
+    recommendations, per-configuration summaries and the circumstances (harness cost, busy machine, trials side by
+    side) filled in from its trials."""
     trials = tuple(enrich(t) for t in result.trials)
     st = studies(trials)
     findings = sweep_findings(trials, preallocation_findings(st))
     return replace(result, trials=trials, findings=tuple(findings), studies=st,
-                   recommendations=recommendations(trials), configurations=configurations(trials))
+                   recommendations=recommendations(trials), configurations=configurations(trials),
+                   circumstances=circumstances(trials))

@@ -7,7 +7,7 @@ import json
 import math
 from typing import Callable, Sequence
 
-from loadprof.results.model import Estimate
+from loadprof.core import units
 from loadprof.strategies.model import Strategy
 from loadprof.analysis import stats
 from loadprof.analysis.knobs import without
@@ -29,31 +29,6 @@ def counterpart(pick: Group, gs: Sequence[Group], paths: Sequence[str], want: Ca
 
 def _pct(new: float, old: float) -> float:
     return 100.0 * (new - old) / old if old else math.inf
-
-
-def _more(pct: float) -> str:
-    """+35% -> '35%', +378% -> '4.8x' (render only)."""
-    return f"{1 + pct / 100:.1f}x" if pct >= 100 else f"{pct:.0f}%"
-
-
-def fmt_value(v: float | None, unit: str) -> str:
-    if v is None:
-        return "-"
-    if unit == "bytes":
-        return f"{v / 2**30:.2f} GiB" if abs(v) >= 2**30 else f"{v / 2**20:.0f} MiB"
-    if unit == "s":  # 3 significant digits, never an exponent (1460 s, not 1.46e+03 s)
-        return (f"{v:.0f} s" if abs(v) >= 1000 else f"{v:.3g} s" if abs(v) >= 0.001 or v == 0
-                else f"{v * 1e3:.3g} ms")
-    return {"ms": f"{v:.1f} ms", "tok/s": f"{v:.2f} tok/s"}.get(unit, f"{v:g} {unit}")
-
-
-def fmt_estimate(est: Estimate | None, unit: str) -> str:
-    """``1.23 s ± 0.04 (n=3)``: the median, half the IQR, the repeats (bare value and n=1 for one repeat)."""
-    if est is None:
-        return "-"
-    if est.n < 2:
-        return f"{fmt_value(est.median, unit)} (n=1)"
-    return f"{fmt_value(est.median, unit)} ± {fmt_value(est.spread, unit)} (n={est.n})"
 
 
 def _quality(q: str) -> str:
@@ -87,10 +62,10 @@ def _quantization_cost(pick: Group, gs: Sequence[Group], peak: figures.Figure) -
     bp, bt = base.metric(peak), base.metric(figures.DECODE_TOK_S)
     change = (f"saves {-_pct(pk, bp):.0f}% peak memory" if pk <= bp else
               f"uses {_pct(pk, bp):.0f}% more peak memory")
-    text = (f"{q} {change} vs none ('{base.label}': {fmt_value(bp, 'bytes')} -> {fmt_value(pk, 'bytes')}); "
+    text = (f"{q} {change} vs none ('{base.label}': {units.value(bp, 'bytes')} -> {units.value(pk, 'bytes')}); "
             f"{'but ' if pk <= bp else 'and '}{_quality(q)}")
     if tok is not None and bt and tok < bt:
-        text += f"; decode {-_pct(tok, bt):.0f}% slower ({fmt_value(tok, 'tok/s')} vs {fmt_value(bt, 'tok/s')})"
+        text += f"; decode {-_pct(tok, bt):.0f}% slower ({units.value(tok, 'tok/s')} vs {units.value(bt, 'tok/s')})"
     return text
 
 
@@ -106,7 +81,7 @@ def _dtype_cost(pick: Group, gs: Sequence[Group], peak: figures.Figure) -> str |
         return None
     od = other.strategy.load.dtype
     return (f"{dt} peak memory {abs(_pct(pk, op)):.0f}% {'below' if pk < op else 'above'} {od} "
-            f"('{other.label}': {fmt_value(op, 'bytes')})"
+            f"('{other.label}': {units.value(op, 'bytes')})"
             + ("; half precision rounds the weights: outputs can differ slightly from float32" if half
                else "; float32 only helps if the checkpoint itself is float32"))
 
@@ -120,8 +95,8 @@ def _loader_cost(pick: Group, gs: Sequence[Group], peak: figures.Figure) -> str 
     a, b = pick.median(load), builtin.median(load) if builtin else None
     if a is None or not b or a <= b:
         return None
-    return (f"custom loader {loader} takes {fmt_value(a, 's')} to load (first forward included) vs {fmt_value(b, 's')} "
-            f"with the built-in loader ('{builtin.label}'), {_more(_pct(a, b))} slower")
+    return (f"custom loader {loader} takes {units.value(a, 's')} to load (first forward included) vs {units.value(b, 's')} "
+            f"with the built-in loader ('{builtin.label}'), {units.ratio(_pct(a, b))} slower")
 
 
 def _offload_cost(pick: Group, gs: Sequence[Group], peak: figures.Figure) -> str | None:
@@ -132,14 +107,14 @@ def _offload_cost(pick: Group, gs: Sequence[Group], peak: figures.Figure) -> str
     base = counterpart(pick, gs, ["load.offload", "load.max_memory", "load.offload_folder"],
                        lambda g: g.strategy.load.offload == "none")
     by_dev = (pick.trials[0].metrics.get("bytes_by_device") or {}) if pick.trials else {}
-    where = ", ".join(f"{d}{' (offloaded)' if d == 'meta' else ''} {fmt_value(b, 'bytes')}" for d, b in by_dev.items())
+    where = ", ".join(f"{d}{' (offloaded)' if d == 'meta' else ''} {units.value(b, 'bytes')}" for d, b in by_dev.items())
     text = f"offload={off}: offloaded weights are read back at every forward" + (f" (weights by device: {where})"
                                                                                   if where else "")
     if base is not None:
         bt, btt, bp = base.metric(figures.DECODE_TOK_S), base.metric(figures.TTFT_MS), base.metric(peak)
-        parts = [f"peak {fmt_value(pk, 'bytes')} vs {fmt_value(bp, 'bytes')}" if pk is not None and bp else "",
-                 f"first token {fmt_value(ttft, 'ms')} vs {fmt_value(btt, 'ms')}" if ttft is not None and btt else "",
-                 f"decode {fmt_value(tok, 'tok/s')} vs {fmt_value(bt, 'tok/s')}" if tok is not None and bt else ""]
+        parts = [f"peak {units.value(pk, 'bytes')} vs {units.value(bp, 'bytes')}" if pk is not None and bp else "",
+                 f"first token {units.value(ttft, 'ms')} vs {units.value(btt, 'ms')}" if ttft is not None and btt else "",
+                 f"decode {units.value(tok, 'tok/s')} vs {units.value(bt, 'tok/s')}" if tok is not None and bt else ""]
         if any(parts):
             text += f"; against '{base.label}' without offload: " + ", ".join(p for p in parts if p)
     return text
@@ -150,7 +125,7 @@ def _static_cache_cost(pick: Group, gs: Sequence[Group], peak: figures.Figure) -
         return None
     kv = (pick.trials[0].metrics.get("estimate") or {}).get("kv_cache_static_bytes") if pick.trials else None
     return ("static cache: KV buffers are sized by prompt + max_new_tokens before the first token"
-            + (f" ({fmt_value(kv, 'bytes')} estimated), whatever the answer length" if kv else ""))
+            + (f" ({units.value(kv, 'bytes')} estimated), whatever the answer length" if kv else ""))
 
 
 def _page_cache_note(pick: Group, gs: Sequence[Group]) -> str | None:
@@ -160,7 +135,7 @@ def _page_cache_note(pick: Group, gs: Sequence[Group]) -> str | None:
     c = cold.median(reader(figures.LOAD_COST_S)) if cold else None
     if c is None:
         return None
-    return f"measured with the checkpoint in the page cache; a cold start ('{cold.label}') took {fmt_value(c, 's')}"
+    return f"measured with the checkpoint in the page cache; a cold start ('{cold.label}') took {units.value(c, 's')}"
 
 
 def _other_objectives(pick: Group, objective: str, cands: Sequence[Group], peak: figures.Figure) -> list[str]:
@@ -178,12 +153,12 @@ def _other_objectives(pick: Group, objective: str, cands: Sequence[Group], peak:
         best, bf = ranked[0]
         worse = _pct(mine, bf) if f.lower_is_better else _pct(bf, mine)
         fn = reader(f)
-        c = stats.compare(best.values(fn), pick.values(fn))
+        c = stats.compare_repeats(best.values(fn), pick.values(fn))
         if worse > TRADEOFF_PCT and (c is None or c.distinguishable is not False):
             what, how = {"load": ("load+first forward", "longer"), "memory": ("peak memory", "higher"),
                          "ttft": ("first token", "later"), "throughput": ("decode", "slower")}[other_obj]
             unit = f.unit
             unsure = " (too few repeats to be sure)" if c is None or c.distinguishable is None else ""
-            out.append(f"{what} {_more(worse)} {how} than the best-{other_obj} configuration '{best.label}' "
-                       f"({fmt_value(mine, unit)} vs {fmt_value(bf, unit)}){unsure}")
+            out.append(f"{what} {units.ratio(worse)} {how} than the best-{other_obj} configuration '{best.label}' "
+                       f"({units.value(mine, unit)} vs {units.value(bf, unit)}){unsure}")
     return out

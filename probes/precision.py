@@ -23,7 +23,6 @@ SAFETENSORS_DTYPES: dict[str, tuple[str, float]] = {
     "I64": ("int64", 8), "I32": ("int32", 4), "I16": ("int16", 2), "I8": ("int8", 1), "U8": ("uint8", 1),
     "BOOL": ("bool", 1), "F8_E4M3": ("float8_e4m3fn", 1), "F8_E5M2": ("float8_e5m2", 1),
 }
-FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")
 #: loaded dtypes that mean "quantized" when the stored tensor was floating point (or stored the same way)
 QUANTIZED_DTYPES = ("int8", "uint8", "float8_e4m3fn", "float8_e5m2")
 #: tensor groups, first match wins: (group, substrings of a dotted name's parts)

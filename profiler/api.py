@@ -12,7 +12,6 @@ trial still runs in its own process, and the output folder is the CLI's: report 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -57,13 +56,9 @@ def compare(sweep: str | Path | Mapping[str, Any], out: str | Path | None = None
 
 
 def load_report(path: str | Path) -> SweepResult:
-    """A finished (or interrupted) sweep read back from its folder's report.json (or the file itself)."""
-    p = Path(path)
-    p = p / "report.json" if p.is_dir() else p
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LoadprofError(f"{p} not found", hint="pass a sweep folder or its report.json", exit_code=2) from None
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise LoadprofError(f"cannot read {p}: {str(e)[:200]}", exit_code=2) from None
-    return SweepResult.from_dict(data)
+    """A finished (or interrupted) sweep read back from its folder's report.json (or the file itself), through the
+    one validated reader (``loadprof.results.report_file``): an unreadable file raises ``LoadprofError`` naming
+    it; skipped trials are a ``ReportWarning``."""
+    from loadprof.results.report_file import load_report as read
+
+    return read(path)

@@ -17,7 +17,7 @@ from loadprof.core import figures
 from loadprof.core.conclusions import ConfigSummary, Estimate
 from loadprof.reports.sections import Table
 from loadprof.results.model import SweepResult
-from loadprof.core.units import bytes_h
+from loadprof.core import units
 
 TITLE = "Per configuration (median ± half IQR, n repeats)"
 PARETO_TITLE = "Pareto front per model"
@@ -30,19 +30,10 @@ SPREAD_NOTE = ("± is half the interquartile range (q1..q3) of the ok repeats; r
                "also hold q1, q3 and the bootstrap 95% CI of the median")
 
 
-def value_text(v: float, unit: str) -> str:
-    """A median or a spread in the precision the trial summary uses (seconds .2f, ms and tok/s .1f)."""
-    if unit == "bytes":
-        return bytes_h(v)
-    return f"{v:.2f}" if unit == "s" else f"{v:.1f}"
-
-
 def estimate_cell(est: Estimate | None, unit: str) -> str:
-    """``1.23 s ± 0.04``; a single repeat shows the bare median (its spread would be a fake 0)."""
-    if est is None:
-        return "-"
-    head = f"{value_text(est.median, unit)}" + ("" if unit == "bytes" else f" {unit}")
-    return head if est.n < 2 else f"{head} ± {value_text(est.spread, unit)}"
+    """``1.23 s ± 40.0 ms``: median ± half the IQR (the n column says how many repeats); one repeat, the bare
+    median (its spread would be a fake 0)."""
+    return units.estimate(est, unit, repeats=False)
 
 
 def n_cell(c: ConfigSummary) -> str:

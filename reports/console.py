@@ -16,11 +16,12 @@ from rich.table import Table
 from loadprof.core import figures
 from loadprof.reports.base import Artifacts, TextRenderer
 from loadprof.reports.configurations import print_tables, tables as configuration_tables
-from loadprof.reports.sections import (cap_warning_lines, estimate_text, figures_available, harness_line,
-                                       model_label, stake_text, status_counts, value_text, wall_cell)
+from loadprof.reports.sections import (cap_warning_lines, figures_available, harness_line, model_label, stake_text,
+                                       status_counts, wall_cell)
 from loadprof.reports.study_tables import render_studies
 from loadprof.reports.verdict import verdict_block
 from loadprof.results.model import SweepResult, TrialResult
+from loadprof.core import units
 from loadprof.core.units import bytes_h, num
 
 STATUS_STYLE = {"ok": "green", "skipped": "yellow", "failed": "red", "crashed": "bold red", "timeout": "magenta"}
@@ -92,7 +93,7 @@ def render_recommendations(sweep: SweepResult, console: Console) -> None:
         who = f"{r.model}: " if len(rec.models) > 1 else ""
         if r.label:
             tie = f"; tied with {', '.join(r.tied)}" if r.tied else ""
-            shown = estimate_text(r.estimate, f.unit) if r.estimate else value_text(f.value, f.unit)
+            shown = units.estimate(r.estimate, f.unit) if r.estimate else units.value(f.value, f.unit)
             text = f"  {who}{r.objective:<10} {r.label}  ({f.name} {shown}; {r.verdict}{tie})"
         else:
             text = f"  {who}{r.objective:<10} no pick: {r.rule or r.reason or 'nothing measured'}"

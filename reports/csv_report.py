@@ -26,7 +26,7 @@ MAIN_METRICS = (figures.PEAK_RSS_BYTES.key, figures.TTFT_MS.key, "cold_ttft_ms",
                 "achieved_read_gb_s", "read_bandwidth_fraction", figures.PEAK_CUDA_ALLOCATED_BYTES.key,
                 "generate_start_alloc_bytes")
 HARNESS = ("startup_s", "overhead_s")
-#: from ``harness.machine``: how busy the machine was around the trial (loadprof.analysis.machine)
+#: from ``harness.machine``: how busy the machine was around the trial (loadprof.analysis.busy)
 MACHINE = ("others_cpu_cores", "steal_share")
 
 

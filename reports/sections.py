@@ -7,7 +7,6 @@ imports torch, never touches the disk (trial files arrive through a ``loadprof.r
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -16,7 +15,7 @@ from loadprof.core.payloads import MemoryPayload
 from loadprof.reports.base import Artifacts
 from loadprof.results.model import (Finding, PhaseTiming, Recommendation, Recommendations, SweepResult,
                               TrialResult)
-from loadprof.core.units import bytes_h, num
+from loadprof.core import units
 
 SUMMARY_COLUMNS = ("#", "model", "strategy", "status", "import s", "load s", "warmup s", "peak RSS", "TTFT ms",
                    "decode tok/s", "wall s", "reason")
@@ -85,7 +84,7 @@ def wall_s(t: TrialResult) -> float | None:
 def wall_cell(t: TrialResult, fmt: str = ".2f") -> str:
     """``wall s`` cell: a timeout trial's wall says it was killed (``>= 600.00 (killed)``)."""
     w = wall_s(t)
-    return f"{num(w, fmt)} (killed)" if t.status == "timeout" and w is not None else num(w, fmt)
+    return f"{units.num(w, fmt)} (killed)" if t.status == "timeout" and w is not None else units.num(w, fmt)
 
 
 def trial_name(t: TrialResult) -> str:
@@ -97,9 +96,10 @@ def summary(sweep: SweepResult, reason_chars: int = 200) -> Table:
     rows = []
     for i, t in enumerate(sweep.trials, 1):
         m = t.metrics
-        rows.append((str(i), model_label(t), trial_name(t), t.status, num(figures.IMPORT_S.read(m)),
-                     num(figures.LOAD_S.read(m)), num(m.get("warmup_s")), bytes_h(figures.PEAK_RSS_BYTES.read(m)),
-                     num(figures.TTFT_MS.read(m), ".1f"), num(figures.DECODE_TOK_S.read(m), ".1f"), wall_cell(t),
+        rows.append((str(i), model_label(t), trial_name(t), t.status, units.num(figures.IMPORT_S.read(m)),
+                     units.num(figures.LOAD_S.read(m)), units.num(m.get("warmup_s")),
+                     units.bytes_h(figures.PEAK_RSS_BYTES.read(m)), units.num(figures.TTFT_MS.read(m), ".1f"),
+                     units.num(figures.DECODE_TOK_S.read(m), ".1f"), wall_cell(t),
                      (t.reason or "")[:reason_chars]))
     return Table(f"loadprof: {sweep.name} ({len(sweep.trials)} trials)", SUMMARY_COLUMNS, rows,
                  _numeric(SUMMARY_COLUMNS, ("model", "strategy", "status", "reason")))
@@ -114,31 +114,48 @@ def status_counts(sweep: SweepResult) -> str:
 
 
 def harness_line(sweep: SweepResult) -> str | None:
-    """What the harness itself costs per trial (medians), or None when no trial recorded it. Trials forked from a
-    pre-imported zygote (``isolation: forkserver``) are told apart: their import was paid once per zygote."""
-    over = [t.harness["overhead_s"] for t in sweep.trials if "overhead_s" in t.harness]
-    forked = [t for t in sweep.trials if t.harness.get("isolation") == "forkserver"]
-    fresh = [t for t in sweep.trials if t.harness.get("isolation") != "forkserver"]
-    start = [t.harness["startup_s"] for t in fresh if "startup_s" in t.harness]
-    imp = [t.metrics[figures.IMPORT_S.key] for t in fresh if figures.IMPORT_S.key in t.metrics]
-    if not over:
+    """What the harness itself costs per trial (``sweep.circumstances.harness``, medians), or None when no trial
+    recorded it; trials forked from a pre-imported zygote say their import was paid once per zygote."""
+    h = sweep.circumstances.harness
+    if h is None:
         return None
-    parts = [f"harness overhead per trial (parent wall - trial wall, median of {len(over)}): "
-             f"{statistics.median(over) * 1e3:.0f} ms"]
-    if start:
-        parts.append(f"of which interpreter start {statistics.median(start) * 1e3:.0f} ms")
-    if imp:
+    ms = lambda v: units.ms(v * 1e3)  # noqa: E731
+    parts = [f"harness overhead per trial (parent wall - trial wall, median of {h.trials}): {ms(h.overhead_s)}"]
+    if h.startup_s is not None:
+        parts.append(f"of which interpreter start {ms(h.startup_s)}")
+    if h.own_import_s is not None:
         parts.append(f"loadprof's own import phase (torch, transformers' top level, its probes; what the load "
-                     f"imports lazily is the load's) {statistics.median(imp):.2f} s, inside the trial wall")
-    if forked:
-        zygotes = {t.harness.get("forkserver_pid"): t.harness.get("forkserver_import_s") or 0.0 for t in forked}
-        fork = [t.harness["startup_s"] for t in forked if "startup_s" in t.harness]
-        parts.append(f"{len(forked)} trials forked from {len(zygotes)} pre-imported zygote(s) (isolation: "
+                     f"imports lazily is the load's) {units.seconds(h.own_import_s)}, inside the trial wall")
+    if h.forked:
+        parts.append(f"{h.forked} trials forked from {len(h.zygote_import_s)} pre-imported zygote(s) (isolation: "
                      f"forkserver; their import phase is pre-imported, near zero"
-                     + (f", fork to trial start {statistics.median(fork) * 1e3:.0f} ms" if fork else "")
-                     + f"), the zygotes' own import {' + '.join(f'{s:.2f} s' for s in zygotes.values())}, paid once "
-                     "each")
+                     + (f", fork to trial start {ms(h.fork_start_s)}" if h.fork_start_s is not None else "")
+                     + f"), the zygotes' own import {' + '.join(units.seconds(s) for s in h.zygote_import_s)}, "
+                     "paid once each")
     return "; ".join(parts)
+
+
+def busy_line(sweep: SweepResult) -> str | None:
+    """"busy machine: other processes used 0.9 cores on average during 3 of 8 trials (worst: <label> 1.4 cores,
+    steal 0%); timings may be inflated — rerun on an idle machine", or None when no trial was busy."""
+    b = sweep.circumstances.busy
+    if b is None:
+        return None
+    w = b.worst
+    load = f", load average {w.loadavg_1m_start:.1f} on {w.cpu_count} cores" if w.load_over_cores else ""
+    return (f"busy machine: other processes used {b.mean_others_cores:.1f} cores on average during {len(b.busy)} "
+            f"of {b.measured} trials (worst: {w.label} {w.others_cpu_cores:.1f} cores, steal "
+            f"{units.pct(w.steal_share)}{load}); timings may be inflated — rerun on an idle machine")
+
+
+def concurrency_line(sweep: SweepResult) -> str | None:
+    """"trials ran 4 at a time: their timings were taken beside each other" (``--jobs``, Ray), or None when
+    every trial ran alone."""
+    c = sweep.circumstances.concurrency
+    if c is None:
+        return None
+    who = "trials" if c.trials == c.of else f"{c.trials} of {c.of} trials"
+    return f"{who} ran {c.at_once} at a time: their timings were taken beside each other"
 
 
 def artifact_links(t: TrialResult, artifacts: Artifacts | None = None) -> list[tuple[str, str, str]]:
@@ -200,7 +217,7 @@ def _open(nodes: Iterable[PhaseTiming]) -> set[str]:
 
 
 def _cell(d: Mapping[str, float], name: str, open_: set[str]) -> str:
-    return num(d.get(name), ".3f") + (INCOMPLETE_MARK if name in open_ else "")
+    return units.num(d.get(name), ".3f") + (INCOMPLETE_MARK if name in open_ else "")
 
 
 def phase_tables(sweep: SweepResult) -> list[Table]:
@@ -236,7 +253,7 @@ def _children_table(sweep: SweepResult, parent: str, desc: str) -> Table | None:
     cols = [c for c in _union(d for _, d, _, _ in per) if c != "other"] + ["other"]
     columns = ("strategy", *cols, PARENT_TOTAL.get(parent, f"{parent} s"))
     rows = [(trial_name(t), *(_cell(d, c, o) for c in cols),
-             num(sum(p.duration_s for p in t.phases if p.name == parent), ".3f")
+             units.num(sum(p.duration_s for p in t.phases if p.name == parent), ".3f")
              + (INCOMPLETE_MARK if po else "")) for t, d, o, po in per]
     notes = [INCOMPLETE_NOTE] if any(o or po for *_, o, po in per) else []
     return Table(f"{parent} phases (s)", columns, rows, _numeric(columns, ("strategy",)), desc, notes)
@@ -268,8 +285,8 @@ def finding_who(f: Finding) -> str:
 
 def stake_text(f: Finding) -> str:
     """'4.02 s and 1.5 GiB at stake (basis)', or the basis alone where nothing is (an ignored kwarg)."""
-    parts = [x for x in (f.stake_s is not None and seconds_text(f.stake_s),
-                         f.stake_bytes is not None and bytes_h(f.stake_bytes)) if x]
+    parts = [x for x in (f.stake_s is not None and units.seconds(f.stake_s),
+                         f.stake_bytes is not None and units.bytes_h(f.stake_bytes)) if x]
     head = " and ".join(parts) + " at stake" if parts else ""
     return f"{head} ({f.stake_basis})" if head and f.stake_basis else head or f.stake_basis
 
@@ -280,27 +297,9 @@ def verdict(sweep: SweepResult) -> str | None:
         return None
     f = sweep.findings[0]
     kind = "mistake" if f.mistake else "observation"
-    stake = " and ".join(x for x in (f.stake_s is not None and seconds_text(f.stake_s),
-                                     f.stake_bytes is not None and bytes_h(f.stake_bytes)) if x)
+    stake = " and ".join(x for x in (f.stake_s is not None and units.seconds(f.stake_s),
+                                     f.stake_bytes is not None and units.bytes_h(f.stake_bytes)) if x)
     return f"verdict ({kind}): {f.title}" + (f"; {stake} at stake" if stake else "") + f". Fix: {f.fix}"
-
-
-def seconds_text(v: float) -> str:
-    """Three significant digits, never an exponent: ``0.341 s``, ``12.2 s``, ``1460 s``, ``0.012 ms``."""
-    if abs(v) >= 100 or v == 0:
-        return f"{v:.0f} s"
-    if abs(v) < 0.001:
-        return f"{v * 1e3:.3f} ms"
-    return f"{float(f'{v:.3g}'):g} s"
-
-
-def value_text(v: Any, unit: str) -> str:
-    """A recommendation figure with its unit, formatted like ``loadprof recommend`` prints it."""
-    if not isinstance(v, (int, float)):
-        return "-" if v is None else f"{v} {unit}".strip()
-    if unit == "bytes":
-        return bytes_h(v)
-    return {"s": seconds_text(v), "ms": f"{v:.1f} ms", "tok/s": f"{v:.2f} tok/s"}.get(unit, f"{v:g} {unit}".strip())
 
 
 def recommendations(sweep: SweepResult) -> tuple[Table | None, list[str]]:
@@ -316,29 +315,20 @@ def recommendations(sweep: SweepResult) -> tuple[Table | None, list[str]]:
             _recommendation_notes(rec, sweep.trials))
 
 
-def estimate_text(est: Any, unit: str) -> str:
-    """``1.23 s ± 0.04 (n=3)``; a single repeat shows the bare value with n=1."""
-    if est is None:
-        return "-"
-    if est.n < 2:
-        return f"{value_text(est.median, unit)} (n=1)"
-    return f"{value_text(est.median, unit)} ± {value_text(est.spread, unit)} (n={est.n})"
-
-
 def _recommendation_row(o: Recommendation) -> tuple[str, ...]:
     fig = o.figure
     if o.verdict == "none" or (o.label is None and not o.candidates):
         return (o.objective, "none", "-", "-", o.reason or "no candidate", "-", "-", "-")
     if o.label is None:
-        lead = "; ".join(f"{c.label} {estimate_text(c.estimate, fig.unit)}" for c in o.candidates[:3])
+        lead = "; ".join(f"{c.label} {units.estimate(c.estimate, fig.unit)}" for c in o.candidates[:3])
         return (o.objective, "no pick", "-", f"{fig.name}: {lead}", o.rule, "-", "-", "-")
     ru = o.runner_up
-    margin = f", margin {o.margin_pct:.1f}%" if o.margin_pct is not None else ""
+    margin = f", margin {units.percent(o.margin_pct)}" if o.margin_pct is not None else ""
     runner = ("tied: " + ", ".join(o.tied) if o.tied else
-              f"{ru.label} ({value_text(ru.figure.value, fig.unit)}){margin}" if ru else "-")
+              f"{ru.label} ({units.value(ru.figure.value, fig.unit)}){margin}" if ru else "-")
     settings = ", ".join(f"{k}={v}" for k, v in (o.settings or {}).items() if v is not None)
     tradeoffs = [*o.tradeoffs] + ([o.reason] if o.reason else [])
-    shown = estimate_text(o.estimate, fig.unit) if o.estimate else value_text(fig.value, fig.unit)
+    shown = units.estimate(o.estimate, fig.unit) if o.estimate else units.value(fig.value, fig.unit)
     return (o.objective, o.verdict, o.label, f"{fig.name} = {shown}", o.rule or "-",
             runner, settings or "-", "; ".join(tradeoffs) or "-")
 
@@ -349,7 +339,7 @@ def _recommendation_notes(rec: Recommendations, trials: Iterable[TrialResult] = 
     notes += [f"pooled for an objective they cannot affect: {n}" for n in pooled]
     notes += list(dict.fromkeys(n for r in rec.picks for n in r.notes[len(r.pooled):]))
     if rec.memory_budget_bytes is not None:
-        notes.append(f"memory budget {bytes_h(rec.memory_budget_bytes)}"
+        notes.append(f"memory budget {units.bytes_h(rec.memory_budget_bytes)}"
                      + (f" on {rec.peak_metric}" if rec.peak_metric else ""))
     if rec.excluded_over_budget:
         notes.append("over budget: " + ", ".join(rec.excluded_over_budget))

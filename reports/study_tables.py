@@ -3,7 +3,8 @@
 Built once as plain ``Table`` data for every renderer (report.md, report.html, the console), shaped like the
 user's own tables (parallel workers: speedup and efficiency; quantization summary: saved %, speedup, TTFT
 change) and llama-bench's pp/tg columns. A figure from repeats is printed as median ± half its IQR with the
-repeat count in the ``n`` column; a trend only as its fit allows (loadprof.analysis.trend_claims). Never measures.
+repeat count in the ``n`` column; a trend only in the words analysis gave it (``Study.notes``: what its fit
+allows). Never measures, never calls analysis.
 """
 
 from __future__ import annotations
@@ -15,20 +16,13 @@ from rich.markup import escape
 from rich.table import Table as RichTable
 
 from loadprof.core import figures
-from loadprof.analysis import trend_claims as tc
-from loadprof.analysis.cap_study import per_token_knee_text, time_claim
-from loadprof.analysis.studies import decode_step_knee_text
 from loadprof.reports.sections import Table
 from loadprof.results.model import Study
-from loadprof.core.units import bytes_h, num
+from loadprof.core.units import bytes_h, num, signed_pct
 
 SPREAD_NOTE = "a \u00b1 b: median \u00b1 half the IQR over the n repeats of that point"
 PP_TG_NOTE = ("pp = prompt processing (batch x prompt tokens / prefill), tg = token generation (decode tok/s over "
               "all sequences), as llama-bench's columns")
-
-
-def signed_pct(v: Any) -> str:
-    return "-" if v is None else f"{v:+.1f}%"
 
 
 def _numeric(columns: Sequence[str], left: Iterable[str] = ()) -> tuple[bool, ...]:
@@ -57,35 +51,6 @@ def _n(row: Mapping[str, Any]) -> str:
 
 # ---------------------------------------------------------------- max_new_tokens
 
-def curve_notes(study: Study) -> list[tuple[int, str]]:
-    """(indent level, text) lines under a max_new_tokens curve: each trend as its fit allows it to be said, the
-    knees, the formula behind the growth, the growing sites and the covering cap."""
-    c = study.figures
-    fits = c.get("fits", {})
-    fb = fits.get("generate_start_alloc_bytes")
-    lines: list[tuple[int, str | None]] = [
-        (0, f"generate call: {time_claim(c)}" if figures.GENERATE_CALL_S.read(fits) else None),
-        (0, f"TTFT: {tc.claim(figures.TTFT_MS.read(fits), tc.ms)}" if figures.TTFT_MS.read(fits) else None),
-        (0, per_token_knee_text(c)),
-        (0, f"alloc at generate start: {tc.claim(fb, bytes_h)}; growth: {c.get('growth')}" if fb else None),
-        (1, (c.get("alloc_formula") or {}).get("text")),
-        (1, tc.knee_text(c.get("alloc_knee"), "alloc at generate start", "cap", "bytes_per_cap_token", bytes_h,
-                         "per token of cap")),
-    ]
-    for s in c.get("sites", [])[:5]:
-        share = f", {100 * s['share']:.0f}% of the growth" if s.get("share") is not None else ""
-        lines.append((1, f"{s['site']} {s['op']}: {bytes_h(s['bytes_per_cap_token'])} per token of cap{share}"))
-    if c.get("observed_new_tokens"):
-        save = [x for x in (c.get("saving_bytes") and bytes_h(c["saving_bytes"]),
-                            c.get("saving_ms") and f"{c['saving_ms']:.1f} ms") if x]
-        lines.append((0, f"observed new tokens: {', '.join(map(str, c['observed_new_tokens']))}; covering cap "
-                         f"{c.get('covering_cap')}"
-                         + (f" saves {' and '.join(save)} vs cap {c.get('largest_cap')}" if save else "")))
-    if c.get("trend_method"):
-        lines.append((0, f"trends: {c['trend_method']}; {SPREAD_NOTE}"))
-    return [(level, line.strip()) for level, line in lines if line]
-
-
 def curve_table(study: Study) -> Table:
     c = study.figures
     columns = ("cap", "n", "generate call s", "TTFT ms", "ms/token p50", "alloc at generate start", "new tokens")
@@ -93,7 +58,7 @@ def curve_table(study: Study) -> Table:
              pm(r, figures.TTFT_MS.key, _f(".1f")),
              pm(r, "per_token_ms_p50", _f(".2f")), pm(r, "generate_start_alloc_bytes", bytes_h),
              num(r.get("new_tokens"), ".0f")) for r in c.get("points", [])]
-    notes = [text for _, text in curve_notes(study)]
+    notes = [*study.notes] + ([f"trends: {c['trend_method']}; {SPREAD_NOTE}"] if c.get("trend_method") else [])
     return Table("max_new_tokens curve", columns, rows, _numeric(columns), study.description, notes)
 
 
@@ -114,7 +79,7 @@ def batch_table(study: Study) -> Table:
                      pm(r, figures.TTFT_MS.key, _f(".1f"))))
     notes = [f"efficiency = speedup / (batch / {b.get('baseline_batch_size')}) on the medians; best efficiency: "
              f"batch {b.get('best_efficiency_batch_size')}, best throughput: batch {b.get('best_throughput_batch_size')}",
-             decode_step_knee_text(b), f"{PP_TG_NOTE}; {SPREAD_NOTE}"]
+             *study.notes, f"{PP_TG_NOTE}; {SPREAD_NOTE}"]
     return Table("batch scaling", columns, rows, _numeric(columns), study.description, [n for n in notes if n])
 
 

@@ -8,12 +8,9 @@ report.html say the same words; each renderer only lays them out. Reads the resu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
-
-from loadprof.analysis.machine import busy_machine_line
-from loadprof.core import figures
-from loadprof.reports.sections import estimate_text, value_text, verdict
-from loadprof.results.model import Recommendation, SweepResult, TrialResult
+from loadprof.core import figures, units
+from loadprof.reports.sections import busy_line, concurrency_line, verdict
+from loadprof.results.model import Recommendation, SweepResult
 
 #: what each objective is called in the block ("fastest load"): ``Objective.best``
 BEST = {o.name: o.best for o in figures.OBJECTIVES}
@@ -38,17 +35,6 @@ class VerdictBlock:
         return not (self.headline or self.picks or self.next_steps or self.busy or self.concurrency)
 
 
-def concurrency_line(trials: Sequence[TrialResult]) -> str | None:
-    """"trials ran 4 at a time: their timings were taken beside each other" (``--jobs``, Ray), or None when
-    every trial ran alone."""
-    side_by_side = [t for t in trials if t.concurrency > 1]
-    if not side_by_side:
-        return None
-    n = max(t.concurrency for t in side_by_side)
-    who = "trials" if len(side_by_side) == len(trials) else f"{len(side_by_side)} of {len(trials)} trials"
-    return f"{who} ran {n} at a time: their timings were taken beside each other"
-
-
 def pick_text(r: Recommendation, many_models: bool = False) -> str:
     """One objective's answer with its uncertainty: ``tiny bf16 — 1.23 s ± 0.04 (n=3) (pick)``."""
     unit = r.figure.unit
@@ -56,9 +42,9 @@ def pick_text(r: Recommendation, many_models: bool = False) -> str:
     if r.verdict == "none" or (r.label is None and not r.candidates):
         return f"{who}nothing to pick: {r.reason or 'nothing measured it'}"
     if r.label is None:  # undecided: the ranking by median, nothing picked
-        lead = ", ".join(f"{c.label} {estimate_text(c.estimate, unit)}" for c in r.candidates[:3])
+        lead = ", ".join(f"{c.label} {units.estimate(c.estimate, unit)}" for c in r.candidates[:3])
         return f"{who}undecided (too few repeats to compare): by median {lead}"
-    shown = estimate_text(r.estimate, unit) if r.estimate else value_text(r.figure.value, unit)
+    shown = units.estimate(r.estimate, unit) if r.estimate else units.value(r.figure.value, unit)
     if r.verdict == "tie":
         rule = f"; broken by {r.rule}" if r.rule else ""
         return f"{who}{r.label} — {shown} (tie with {', '.join(r.tied)} within the noise{rule})"
@@ -80,7 +66,7 @@ def verdict_block(sweep: SweepResult) -> VerdictBlock:
         steps.append(f"fix the top finding: {top.fix}")
     if any(r.verdict == "undecided" for r in rec.picks):
         steps.append(REPEAT_ADVICE)
-    busy = busy_machine_line(sweep.trials)
+    busy = busy_line(sweep)
     if busy:
         steps.append(IDLE_ADVICE)
     bad = [t for t in sweep.trials if not t.ok and t.status != "skipped"]
@@ -91,4 +77,4 @@ def verdict_block(sweep: SweepResult) -> VerdictBlock:
                      + f"): read {'their reasons' if many_bad else 'its reason'} in the summary")
     headline = verdict(sweep)
     return VerdictBlock(headline.split(". Fix: ")[0] if headline else None, picks, steps, busy,
-                        concurrency_line(sweep.trials))
+                        concurrency_line(sweep))

@@ -51,7 +51,7 @@ def test_median_and_iqr_exact_for_known_repeats() -> None:
     assert c.figures["peak_rss_bytes"].median == 3 * GiB
     assert (c.n, c.n_trials, c.model, c.label) == (5, 5, "tiny (bfloat16)", "cfg a")
     assert "ttft_ms" not in c.figures  # nothing measured it: no estimate, not a fake 0
-    assert estimate_cell(est, "s") == "3.00 s ± 1.00"
+    assert estimate_cell(est, "s") == "3 s ± 1 s"
 
 
 def test_single_repeat_is_a_bare_value() -> None:
@@ -131,8 +131,8 @@ def sweep() -> SweepResult:
 def test_markdown_has_the_spread_cells_and_the_pareto_table() -> None:
     md = markdown.RENDERER.render(sweep())
     assert f"## {TITLE}" in md and f"## {PARETO_TITLE}" in md
-    assert "| tiny (bfloat16) | cfg a | 3 | 1.50 s ± 0.25 | 2.0 GiB ± 0 B | 41.0 ms ± 0.5 |" in md
-    assert "| org/other | cfg d | 1 | 0.50 s |" in md and "± needs repeat &gt;= 2" in md
+    assert "| tiny (bfloat16) | cfg a | 3 | 1.5 s ± 0.25 s | 2.0 GiB ± 0 B | 41.0 ms ± 0.5 ms |" in md
+    assert "| org/other | cfg d | 1 | 0.5 s |" in md and "± needs repeat &gt;= 2" in md
     assert "| front |" in md and "| dominated |" in md and "medians" in md
     assert "not decided by it" in md
 
@@ -140,9 +140,9 @@ def test_markdown_has_the_spread_cells_and_the_pareto_table() -> None:
 def test_console_and_html_show_the_same_cells() -> None:
     s = sweep()
     text = console.RENDERER.render(s)
-    assert TITLE in text and "1.50 s ± 0.25" in text and PARETO_TITLE in text and NEEDS_REPEAT in text
+    assert TITLE in text and "1.5 s ± 0.25 s" in text and PARETO_TITLE in text and NEEDS_REPEAT in text
     page = html.RENDERER.render(s)
-    assert 'id="configurations"' in page and 'id="pareto"' in page and "1.50 s ± 0.25" in page
+    assert 'id="configurations"' in page and 'id="pareto"' in page and "1.5 s ± 0.25 s" in page
     assert 'class="st-front"' in page and 'class="st-dominated"' in page
     if html.plots is not None:
         assert 'data-plot="pareto"' in page and "<title>cfg a (tiny (bfloat16)), Pareto front" in page
@@ -187,6 +187,7 @@ def test_no_configurations_no_section() -> None:
     assert csv_report.render_configurations(empty).startswith("strategy_id,")
 
 
-@pytest.mark.parametrize("unit,cell", [("s", "1.23 s ± 0.04"), ("ms", "1.2 ms ± 0.0"), ("tok/s", "1.2 tok/s ± 0.0")])
+@pytest.mark.parametrize("unit,cell", [("s", "1.23 s ± 0.04 s"), ("ms", "1.2 ms ± 0.0 ms"),
+                                       ("tok/s", "1.23 tok/s ± 0.04 tok/s")])
 def test_estimate_cell_units(unit: str, cell: str) -> None:
     assert estimate_cell(Estimate(1.23, 1.19, 1.27, 3), unit) == cell

@@ -131,7 +131,7 @@ def test_a_known_effect_on_three_repeats_is_a_gated_load_regression(tmp_path):
     assert back["exit_code"] == D.EXIT_OK and {"load", "load_cost_s"} <= set(_names(back["summary"]["improvements"]))
     r = _cli(tmp_path, a, b)
     assert r.exit_code == 1, r.output
-    assert "load/weights" in r.output and "base" in r.output and "+1.50 s (±" in r.output
+    assert "load/weights" in r.output and "base" in r.output and "+1.5 s (±" in r.output
     assert r.output.count("method: Student's t-test") == 1 and "exit 1" in r.output
 
 
@@ -184,7 +184,7 @@ def test_single_repeats_are_undecided_and_exit_3(tmp_path):
     r = _cli(tmp_path, a, b)
     assert r.exit_code == 3, r.output
     assert "not distinguishable without repeats: rerun both sweeps with `repeat: 3`" in r.output
-    assert "+1.50 s" in r.output and "+1.50 s (±" not in r.output
+    assert "+1.5 s" in r.output and "+1.5 s (±" not in r.output
 
 
 def test_a_decided_regression_wins_over_undecided_figures():

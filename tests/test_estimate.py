@@ -15,8 +15,8 @@ import json
 
 import pytest
 
-from loadprof.analysis.estimate import (Estimate, compare, estimate_command, estimate_from_config, estimate_strategy,
-                               ESTIMATE_COLUMNS, estimate_rows)
+from loadprof.analysis.estimate import (SizeEstimate, estimate_command, estimate_from_config, estimate_strategy,
+                                        ESTIMATE_COLUMNS, estimate_rows, estimate_vs_measured)
 from loadprof.worker.trial import model_facts, quant_state_bytes
 from loadprof.strategies.model import GenerateSpec, LoadSpec, ModelSpec, Strategy, SyntheticSpec
 from loadprof.strategies.synthetic import config_dict, make_model, param_count
@@ -138,7 +138,7 @@ def test_weight_bytes_match_a_real_load(shape: str, tmp_path_factory: pytest.Tem
         if e.buffers_bytes:  # rotary inv_freq buffers stay fp32
             expected["float32"] = expected.get("float32", 0) + e.buffers_bytes
         assert facts["bytes_by_dtype"] == expected
-        assert not any(r["discrepancy"] for r in compare(e, {"weights_bytes": facts["weights_bytes"]}))
+        assert not any(r["discrepancy"] for r in estimate_vs_measured(e, {"weights_bytes": facts["weights_bytes"]}))
 
 
 @pytest.mark.parametrize("impl", ["dynamic", "static"])
@@ -155,7 +155,7 @@ def test_kv_cache_bytes_match_generate(shape: str, impl: str, checkpoints: dict[
     [e] = estimate_command(shape, dtype="bfloat16", batch_size=2, prompt_tokens=7, max_new_tokens=9)
     e = dataclasses.replace(e, cache_implementation=impl)
     assert measured == e.kv_cache_bytes
-    assert not any(r["discrepancy"] for r in compare(e, {"kv_cache_bytes": measured}))
+    assert not any(r["discrepancy"] for r in estimate_vs_measured(e, {"kv_cache_bytes": measured}))
 
 
 @pytest.mark.parametrize("impl", ["dynamic", "static"])
@@ -228,31 +228,31 @@ def test_bnb_weight_bytes_match_a_quantized_load(shape: str, quant: str, double:
     assert facts["weights_bytes"] == e.tensor_bytes
     assert qstate == e.quant_state_bytes
     assert e.weight_bytes < estimate_from_config(model.config, dtype="bfloat16").weight_bytes
-    assert not any(r["discrepancy"] for r in compare(e, {"weights_bytes": facts["weights_bytes"],
+    assert not any(r["discrepancy"] for r in estimate_vs_measured(e, {"weights_bytes": facts["weights_bytes"],
                                                          "quant_state_bytes": qstate}))
 
 
 # ---- compare ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def tiny_bf16() -> Estimate:
+def tiny_bf16() -> SizeEstimate:
     return estimate_command("tiny", dtype="bfloat16", prompt_tokens=16, max_new_tokens=8)[0]
 
 
-def test_compare_flags_a_2x_upcast_and_passes_3_percent(tiny_bf16: Estimate) -> None:
-    [row] = compare(tiny_bf16, {"weights_bytes": tiny_bf16.tensor_bytes * 2})
+def test_compare_flags_a_2x_upcast_and_passes_3_percent(tiny_bf16: SizeEstimate) -> None:
+    [row] = estimate_vs_measured(tiny_bf16, {"weights_bytes": tiny_bf16.tensor_bytes * 2})
     assert row["discrepancy"] and row["ratio"] == 2.0 and row["likely_cause"].startswith("dtype upcast")
-    [row] = compare(tiny_bf16, {"weights_bytes": int(tiny_bf16.tensor_bytes * 1.03)})
+    [row] = estimate_vs_measured(tiny_bf16, {"weights_bytes": int(tiny_bf16.tensor_bytes * 1.03)})
     assert not row["discrepancy"] and row["likely_cause"] is None and row["estimate"] == tiny_bf16.tensor_bytes
 
 
-def test_compare_names_untied_embeddings_extra_copies_and_kv(tiny_bf16: Estimate) -> None:
+def test_compare_names_untied_embeddings_extra_copies_and_kv(tiny_bf16: SizeEstimate) -> None:
     assert tiny_bf16.tied_embeddings
-    [row] = compare(tiny_bf16, {"weights_bytes": tiny_bf16.tensor_bytes + tiny_bf16.embedding_bytes})
+    [row] = estimate_vs_measured(tiny_bf16, {"weights_bytes": tiny_bf16.tensor_bytes + tiny_bf16.embedding_bytes})
     assert row["likely_cause"] == "untied or duplicated embedding weights"
-    [row] = compare(tiny_bf16, {"weights_bytes": int(tiny_bf16.tensor_bytes * 1.25)})
+    [row] = estimate_vs_measured(tiny_bf16, {"weights_bytes": int(tiny_bf16.tensor_bytes * 1.25)})
     assert row["likely_cause"] == "an extra copy during load or buffers not in the estimate"
-    w, kv = compare(tiny_bf16, {"weights_bytes": tiny_bf16.tensor_bytes, "kv_cache_bytes": 10**9})
+    w, kv = estimate_vs_measured(tiny_bf16, {"weights_bytes": tiny_bf16.tensor_bytes, "kv_cache_bytes": 10**9})
     assert not w["discrepancy"] and kv["figure"] == "kv_cache_bytes" and kv["discrepancy"]
 
 

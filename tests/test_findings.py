@@ -86,7 +86,7 @@ def test_offload_names_layers_bytes_and_disk_cost():
     t = TrialResult(**{**t.__dict__, "harness": {"disk_read": {"gb_s": 2.0}}})
     (f,) = trial_findings(t)
     assert f.kind == "offload" and f.severity == "high"
-    assert "8 of 28 layers (1024 MiB) on disk" in f.title and "main device cuda:0" in f.detail
+    assert "8 of 28 layers (1.0 GiB) on disk" in f.title and "main device cuda:0" in f.detail
     assert "0.54 s per forward" in f.detail and f.evidence["layers"] == {"disk": 8}
     assert kinds(_trial(metrics={"placement": {"cpu": {"bytes": 1, "layers": 2, "entries": 1}}})) == []
 

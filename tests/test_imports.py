@@ -15,6 +15,7 @@ import pytest
 
 from loadprof.analysis.derive import enrich, load_import_s
 from loadprof.analysis.findings import trial_findings
+from loadprof.core.payloads import ImportsPayload
 from loadprof.core.clock import FakeClock
 from loadprof.core.phases import PhaseRecorder, build_tree
 from loadprof.probes import _imports
@@ -278,7 +279,7 @@ def test_a_real_trial_pays_the_modeling_import_in_its_load_not_in_loadprofs_impo
                  generate=GenerateSpec(prompt_tokens=4, max_new_tokens=2, warmup=0))
     r = run_trial(TrialPlan(Trial(s), str(tiny_model), tmp_path))
     assert r.status == "ok", (r.reason, r.stderr_tail)
-    imports = r.views.imports.imports
+    imports = r.payload(ImportsPayload).imports
     modeling = [i for i in imports if i.module == "transformers.models.qwen2.modeling_qwen2"]
     # a finder ran for it while load was open: it was not imported before, by loadprof's import phase or a probe
     assert len(modeling) == 1 and modeling[0].phase.startswith("load/") and modeling[0].seconds > 0

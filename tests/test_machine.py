@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from loadprof.analysis.machine import (BUSY_LOAD_PER_CORE, BUSY_OTHERS_CORES, BUSY_STEAL_SHARE, busy_machine_line,
-                                       is_busy)
+from loadprof.analysis.busy import BUSY_LOAD_PER_CORE, BUSY_OTHERS_CORES, BUSY_STEAL_SHARE, busy_machine, is_busy
+from loadprof.analysis.circumstances import circumstances
+from loadprof.reports.sections import busy_line
 from loadprof.core.payloads import MachinePayload
 from loadprof.probes.machine import MachineProbe, parse_stat, read_stat
 from loadprof.results.model import SweepResult, TrialResult
@@ -140,24 +141,32 @@ def test_busy_rule_thresholds(kw, busy):
     assert not is_busy(None)
 
 
+def _line(trials) -> str | None:
+    return busy_line(SweepResult(run_id="r", name="n", source="t", created_at="", trials=tuple(trials),
+                                 circumstances=circumstances(trials)))
+
+
 def test_busy_line_counts_busy_trials_and_names_the_worst():
     trials = [trial("a", others_cpu_cores=0.6), trial("b", others_cpu_cores=1.4, steal_share=0.01),
               trial("a", 1, others_cpu_cores=0.1), trial("b", 1, steal_share=0.06, others_cpu_cores=0.7),
               trial("c", _absent=1)]
-    assert busy_machine_line(trials) == (
+    b = busy_machine(trials)
+    assert (b.measured, len(b.busy), b.worst.label) == (4, 3, "b r0") and abs(b.mean_others_cores - 0.9) < 1e-9
+    assert _line(trials) == (
         "busy machine: other processes used 0.9 cores on average during 3 of 4 trials "
         "(worst: b r0 1.4 cores, steal 1%); timings may be inflated — rerun on an idle machine")
-    assert busy_machine_line([trial("a", others_cpu_cores=0.2), trial("old", _absent=1)]) is None
-    line = busy_machine_line([trial("a", loadavg_1m_start=3.5, others_cpu_cores=None)])
+    assert busy_machine([trial("a", others_cpu_cores=0.2), trial("old", _absent=1)]) is None
+    line = _line([trial("a", loadavg_1m_start=3.5, others_cpu_cores=None)])
     assert line is not None and "load average 3.5 on 2 cores" in line
 
 
 def test_every_report_puts_the_busy_line_at_the_top_and_csv_has_others_cores():
     from loadprof.reports import console, csv_report, html, markdown
 
-    sweep = SweepResult(run_id="r", name="busy", source="t", created_at="now",
-                        trials=(trial("a", others_cpu_cores=1.25), trial("b", _absent=1)))
-    expected = busy_machine_line(sweep.trials)
+    trials = (trial("a", others_cpu_cores=1.25), trial("b", _absent=1))
+    sweep = SweepResult(run_id="r", name="busy", source="t", created_at="now", trials=trials,
+                        circumstances=circumstances(trials))
+    expected = busy_line(sweep)
     assert expected
     text = console.render_text(sweep)
     assert text.index("busy machine:") < text.index("loadprof: busy (2 trials)")

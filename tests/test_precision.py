@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from loadprof.analysis import precision as rules
+from loadprof.analysis import precision_rules as rules
 from loadprof.probes import precision
 from loadprof.results.model import TrialResult
 from loadprof.core.units import bytes_h, pct

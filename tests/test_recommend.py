@@ -16,7 +16,8 @@ from loadprof.analysis import derive
 from loadprof.core import figures
 from loadprof.core.errors import LoadprofError, SpecError
 from loadprof.analysis.lengths import lengths_coverage, read_lengths
-from loadprof.analysis.recommend import cli_recommend, recommend, recommendations
+from loadprof.analysis.recommend import recommend, recommendations
+from loadprof.cli.recommend import cli_recommend
 from loadprof.results.model import Figure, PhaseTiming, SweepResult, TrialResult
 from tests.helpers import strategy_of
 
@@ -117,7 +118,7 @@ def test_budget_excludes_and_4bit_tradeoff_names_the_saving_and_the_quality_risk
         assert res.get(obj).label == "nf4" and res.get(obj).verdict == "only", obj
         assert res.get(obj).runner_up is None
     text = res.get("memory").tradeoffs[0]
-    assert text.startswith("bnb-4bit-nf4 saves 60% peak memory vs none ('fp16': 10.00 GiB -> 4.00 GiB)")
+    assert text.startswith("bnb-4bit-nf4 saves 60% peak memory vs none ('fp16': 10.0 GiB -> 4.0 GiB)")
     assert "quality risk: 4-bit weights change the model's outputs, check accuracy on your data" in text
     assert "decode 33% slower (20.00 tok/s vs 30.00 tok/s)" in text
     free = recommendations(_quant_sweep())
@@ -162,8 +163,8 @@ def test_tradeoffs_custom_loader_offload_cold_start_and_other_objectives():
     mem = res.get("memory")
     assert mem.label == "disk" and mem.pooled == ("load.file_cache",)
     assert mem.tradeoffs[0] == (
-        "offload=disk: offloaded weights are read back at every forward (weights by device: cpu 100 MiB, "
-        "meta (offloaded) 300 MiB); against 'builtin' without offload: peak 512 MiB vs 1.00 GiB, "
+        "offload=disk: offloaded weights are read back at every forward (weights by device: cpu 100.0 MiB, "
+        "meta (offloaded) 300.0 MiB); against 'builtin' without offload: peak 512.0 MiB vs 1.0 GiB, "
         "first token 400.0 ms vs 40.0 ms, decode 5.00 tok/s vs 20.00 tok/s")
     load = _one(builtin + cold, "load")
     assert load.label == "builtin" and "a cold start ('builtin cold') took 3.5 s" in load.tradeoffs[0]
@@ -254,18 +255,18 @@ KNOWN = [10] * 50 + [100] * 25 + [300] * 15 + [1000] * 9 + [5000]
 
 def test_lengths_coverage_percentiles_and_power_of_two_caps():
     c = lengths_coverage(list(reversed(KNOWN)), prompt_tokens=128)
-    assert c["n"] == 100 and c["percentiles"] == {"p50": 10, "p75": 100, "p90": 300, "p95": 1000, "p99": 1000,
-                                                   "max": 5000}
-    rows = {r["scenario"]: r for r in c["rows"]}
-    assert [r["scenario"] for r in c["rows"]] == ["conservative", "recommended", "comprehensive"]
-    assert (rows["conservative"]["cap"], rows["conservative"]["coverage_pct"]) == (128, 75.0)
-    assert (rows["recommended"]["cap"], rows["recommended"]["coverage_pct"]) == (512, 90.0)
-    assert (rows["comprehensive"]["cap"], rows["comprehensive"]["coverage_pct"]) == (1024, 99.0)
-    assert rows["recommended"]["percentile_tokens"] == 300 and rows["recommended"]["percentile_coverage_pct"] == 90.0
-    assert (rows["recommended"]["lower_cap"], rows["recommended"]["lower_cap_coverage_pct"]) == (256, 75.0)
-    assert rows["recommended"]["prompt_tokens"] == 128 and c["recommended_max_new_tokens"] == 512
+    assert c.n == 100 and c.percentiles == {"p50": 10, "p75": 100, "p90": 300, "p95": 1000, "p99": 1000,
+                                            "max": 5000}
+    rows = {r.scenario: r for r in c.rows}
+    assert [r.scenario for r in c.rows] == ["conservative", "recommended", "comprehensive"]
+    assert (rows["conservative"].cap, rows["conservative"].coverage_pct) == (128, 75.0)
+    assert (rows["recommended"].cap, rows["recommended"].coverage_pct) == (512, 90.0)
+    assert (rows["comprehensive"].cap, rows["comprehensive"].coverage_pct) == (1024, 99.0)
+    assert rows["recommended"].percentile_tokens == 300 and rows["recommended"].percentile_coverage_pct == 90.0
+    assert (rows["recommended"].lower_cap, rows["recommended"].lower_cap_coverage_pct) == (256, 75.0)
+    assert rows["recommended"].prompt_tokens == 128 and c.recommended_max_new_tokens == 512
     exact = lengths_coverage([64] * 10)
-    assert exact["rows"][1]["cap"] == 64 and exact["rows"][1]["lower_cap"] is None
+    assert exact.rows[1].cap == 64 and exact.rows[1].lower_cap is None
     with pytest.raises(SpecError):
         lengths_coverage([])
 

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from loadprof.results.model import Finding, PhaseTiming, Recommendations, SweepResult, TrialResult
+from loadprof.analysis.circumstances import circumstances
+from loadprof.analysis.studies import study_of
 from loadprof.core.conclusions import studies_from_dict
 from loadprof.reports import charts, console, csv_report, html, markdown, plots
 from loadprof.reports.base import Artifacts, Renderer
@@ -121,7 +123,9 @@ def make_sweep(recommendations: Any = RECS, **kw: Any) -> SweepResult:
                 trials=trials, env={"python": "3.11.7", "torch": "2.13.0+cpu", "device": "cpu"},
                 findings=FINDINGS, studies={"max_new_tokens": [CURVE], "batch_size": [BATCH], "quantization": [QUANT]})
     merged = {**base, **kw}
-    merged["studies"] = studies_from_dict(merged["studies"])  # the JSON shape, read as the result model reads it
+    merged["studies"] = tuple(study_of(s.kind, s.to_dict())  # the JSON shape, with the notes analysis words
+                              for s in studies_from_dict(merged["studies"]))
+    merged.setdefault("circumstances", circumstances(merged["trials"]))  # as analyse_sweep concludes them
     if recommendations is not None:
         merged["recommendations"] = Recommendations.from_dict(recommendations)
     return SweepResult(**merged)
@@ -181,7 +185,7 @@ def test_markdown_sections_tables_and_rows() -> None:
     assert ("- static max_new_tokens=32 r0 (`aaaa-r0`): [py-spy profile](trials/aaaa-r0/profile.speedscope.json) "
             "(open at speedscope.app)") in md
     assert "[CUDA memory snapshot](trials/aaaa-r0/cuda_snapshot.pickle) (open at pytorch.org/memory_viz)" in md
-    assert "harness overhead per trial (parent wall - trial wall, median of 2): 80 ms" in md
+    assert "harness overhead per trial (parent wall - trial wall, median of 2): 80.0 ms" in md
     order = [md.index(h) for h in ("## Findings", "## Summary", "## Recommendations", "## Studies", "## Phases",
                                    "## Trial files", "## Harness", "## Environment")]
     assert order == sorted(order)

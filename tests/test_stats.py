@@ -19,17 +19,17 @@ def test_estimate_median_iqr_and_ci():
 
 
 def test_compare_needs_repeats_and_is_deterministic():
-    assert stats.compare([1.0], [2.0]).distinguishable is None
-    assert stats.compare([1, 1.01, 0.99], [1.5, 1.51, 1.49]) == stats.compare([1, 1.01, 0.99], [1.5, 1.51, 1.49])
-    assert stats.compare([1, 1.01, 0.99], [1.5, 1.51, 1.49]).distinguishable is True
-    assert stats.compare([1.0] * 3, [1.0] * 3).distinguishable is False
+    assert stats.compare_repeats([1.0], [2.0]).distinguishable is None
+    assert stats.compare_repeats([1, 1.01, 0.99], [1.5, 1.51, 1.49]) == stats.compare_repeats([1, 1.01, 0.99], [1.5, 1.51, 1.49])
+    assert stats.compare_repeats([1, 1.01, 0.99], [1.5, 1.51, 1.49]).distinguishable is True
+    assert stats.compare_repeats([1.0] * 3, [1.0] * 3).distinguishable is False
 
 
 def test_compare_finds_a_known_effect_and_not_a_known_null():
     rng = np.random.default_rng(3)
-    effect = sum(bool(stats.compare(rng.normal(1, .03, 5), rng.normal(1.15, .03, 5)).distinguishable)
+    effect = sum(bool(stats.compare_repeats(rng.normal(1, .03, 5), rng.normal(1.15, .03, 5)).distinguishable)
                  for _ in range(300))
-    null = sum(bool(stats.compare(rng.normal(1, .03, 5), rng.normal(1, .03, 5)).distinguishable) for _ in range(300))
+    null = sum(bool(stats.compare_repeats(rng.normal(1, .03, 5), rng.normal(1, .03, 5)).distinguishable) for _ in range(300))
     assert effect >= 285 and null <= 30
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from loadprof.results.model import TrialResult
 from loadprof.analysis.studies import (batch_scaling, covering_cap, max_new_tokens_curve, preallocation_findings,
-                                       quantization_comparison, series, studies)
+                                       quantization_comparison, series, studies, study_of)
 from loadprof.reports.study_tables import study_tables
 from loadprof.reports.study_tables import render_studies
 from loadprof.results.model import Study
@@ -331,7 +331,7 @@ def test_a_linear_time_effect_in_noise_is_claimed_with_its_interval():
     assert 0 < lo < 2.0 < hi
     assert c["generate_call_ms_per_cap_token"] == pytest.approx(2.0, abs=0.1)
     assert c["saving_ms"] is not None                # a claimed time trend predicts a saving
-    notes = " | ".join(study_tables([Study.from_dict("max_new_tokens", c)])["max_new_tokens"][0].notes)
+    notes = " | ".join(study_tables([study_of("max_new_tokens", c)])["max_new_tokens"][0].notes)
     assert f"generate call: grows {c['generate_call_ms_per_cap_token']:.3f} ms per token of cap (95% CI" in notes
     assert [r["estimates"]["generate_call_s"]["n"] for r in c["points"]] == [3] * 5
 
@@ -353,7 +353,7 @@ def test_a_null_time_effect_in_noise_is_not_claimed():
 def test_too_few_points_to_claim_a_trend():
     c = _curve(_repeated((32, 64, 128), 1, lambda cap, rng: {"generate_call_s": 0.1 + 0.001 * cap + rng.normal(0, 1e-3)}))
     assert c["generate_call_effect"] is None and c["generate_call_trend"] == "none"
-    notes = study_tables([Study.from_dict("max_new_tokens", c)])["max_new_tokens"][0].notes
+    notes = study_tables([study_of("max_new_tokens", c)])["max_new_tokens"][0].notes
     assert "generate call: too few points to claim a trend: 3 observations for 2 parameters" in notes
 
 
@@ -409,7 +409,7 @@ def test_a_knee_in_time_per_token_is_found_at_its_cap():
     assert k["at_cap"] == 256
     assert k["ms_per_cap_token_before"] == pytest.approx(0.001, abs=0.001)
     assert k["ms_per_cap_token_after"] == pytest.approx(0.02, rel=0.05)
-    notes = study_tables([Study.from_dict("max_new_tokens", c)])["max_new_tokens"][0].notes
+    notes = study_tables([study_of("max_new_tokens", c)])["max_new_tokens"][0].notes
     assert any(n.startswith("time per token starts rising faster at cap 256 (") for n in notes)
 
 
@@ -467,7 +467,7 @@ def test_batch_scaling_decode_step_knee_and_pp_tg_with_spread():
     row = b["rows"][0]
     assert row["repeats"] == 3 and row["estimates"]["decode_tok_s"]["n"] == 3
     assert row["estimates"]["prefill_tok_s"]["median"] == pytest.approx(row["prefill_tok_s"])
-    t = study_tables([Study.from_dict("batch_size", b)])["batch_size"][0]
+    t = study_tables([study_of("batch_size", b)])["batch_size"][0]
     assert t.columns[:4] == ("batch", "n", "pp tok/s", "tg (decode) tok/s")
     assert "\u00b1" in t.rows[0][2] and "\u00b1" in t.rows[0][3] and t.rows[0][1] == "3"
     assert any("decode step time starts rising faster at batch size 4" in n for n in t.notes)
@@ -492,7 +492,7 @@ def test_quantization_rows_carry_their_spread():
     none = q["rows"][0]
     assert none["repeats"] == 3 and none["estimates"]["decode_tok_s"] == {
         "median": 101.0, "q1": 100.5, "q3": 101.5, "n": 3, "lo": pytest.approx(100.0), "hi": pytest.approx(102.0)}
-    t = study_tables([Study.from_dict("quantization", q)])["quantization"][0]
+    t = study_tables([study_of("quantization", q)])["quantization"][0]
     assert t.rows[0][5] == "101.0 \u00b1 0.5" and t.rows[0][1] == "3"
 
 
@@ -521,5 +521,5 @@ def test_no_time_trend_is_claimed_from_trials_on_a_busy_machine():
     c = _curve(ts)
     assert c["busy_trials"] == 1 and c["generate_call_trend"] == "none" and c["saving_ms"] is None
     assert c["growth"] == "linear"  # byte counts do not drift: the allocation trend stands
-    notes = " | ".join(study_tables([Study.from_dict("max_new_tokens", c)])["max_new_tokens"][0].notes)
+    notes = " | ".join(study_tables([study_of("max_new_tokens", c)])["max_new_tokens"][0].notes)
     assert "not claimed: 1 of 15 trials ran on a busy machine" in notes

@@ -8,7 +8,6 @@ SIGTERM, 129 by SIGHUP (128 + the signal; the trial in flight is stopped, what f
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -23,7 +22,7 @@ from loadprof.core import figures
 from loadprof.reports.formats import FORMATS
 from loadprof.cli.progress import executor_options
 
-EXIT_TRIAL_FAILED, EXIT_INTERRUPTED = 1, 130  # bad input exits 2 through LoadprofError.exit_code
+EXIT_TRIAL_FAILED = 1  # bad input exits 2 through LoadprofError.exit_code; a stop signal 128 + its number
 
 
 def _console(stderr: bool = False) -> Any:
@@ -306,8 +305,11 @@ def report(out: Path) -> None:
     from loadprof.reports import console as console_report
     from loadprof.reports.files import write_all
     from loadprof.results.jsonl import OutputWriteError, is_output_error
+    from loadprof.results.report_file import read_run
 
-    result = analyse_sweep(_load_run(out))
+    read = read_run(out)
+    _warn_all(read.notes)
+    result = analyse_sweep(read.sweep)
     try:
         paths = write_all(result, out)
     except OSError as e:  # report.json and results.jsonl are only read: nothing measured is lost
@@ -320,29 +322,14 @@ def report(out: Path) -> None:
     _console().print("re-rendered: " + ", ".join(str(p) for p in paths.values()), highlight=False, markup=False)
 
 
-def _load_run(out: Path) -> Any:
-    """The SweepResult of ``out``: its report.json, else its readable results.jsonl lines (skipped ones counted
-    in one warning on stderr); exit 2 when neither reads."""
-    from loadprof.results.model import SweepResult
-    from loadprof.results.jsonl import read_results_file
-    from loadprof.run.session import REPORT
+def _warn(note: str) -> None:
+    """What a reader forgave (skipped trials or lines), one line on stderr: stdout may be a machine format."""
+    _console(stderr=True).print(f"warning: {note}", markup=False, soft_wrap=True, highlight=False)
 
-    path = out / REPORT
-    if path.exists():
-        try:
-            return SweepResult.from_dict(json.loads(path.read_bytes().decode("utf-8")))
-        except LoadprofError:
-            raise
-        except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError) as e:
-            raise LoadprofError(f"{path} is unreadable ({type(e).__name__})", exit_code=2,
-                                hint="delete it to re-render from results.jsonl") from None
-    read = read_results_file(out)
-    if read.warning():
-        _console(stderr=True).print(f"warning: {read.warning()}", markup=False, soft_wrap=True)
-    if not read.trials:
-        raise LoadprofError(f"{out} has neither {REPORT} nor finished trials", exit_code=2)
-    return SweepResult(run_id=out.name, name=out.name, source="?", created_at="", trials=tuple(read.trials),
-                       interrupted=True)
+
+def _warn_all(notes: Any) -> None:
+    for note in notes:
+        _warn(note)
 
 
 @main.command()
@@ -358,23 +345,9 @@ def _load_run(out: Path) -> Any:
 def recommend(out: Path, objective: str | None, memory_budget: str | None, lengths: Path | None,
               tokenizer: str | None, fmt: str) -> None:
     """Which measured configuration to use for an objective, with the figures behind it and the trade-offs."""
-    from loadprof.analysis.recommend import cli_recommend
+    from loadprof.cli.recommend import cli_recommend
 
-    if fmt == "table":
-        sys.exit(cli_recommend(out, objective, memory_budget, lengths, tokenizer, _console()))
-    if lengths is not None:
-        raise LoadprofError("--lengths prints its coverage table with --format table only", exit_code=2)
-    from loadprof.analysis.recommend import recommendations
-    from loadprof.api import load_report
-    from loadprof.cli.outputs import recommendations_output
-    from loadprof.strategies.model import parse_size
-
-    budget = parse_size(memory_budget, "--memory-budget") if memory_budget is not None else None
-    result = load_report(out)
-    recs = recommendations(result.trials, budget)
-    if objective:
-        recs = dataclasses.replace(recs, picks=tuple(r for r in recs.picks if r.objective == objective))
-    click.echo(recommendations_output(recs, fmt), nl=False)
+    sys.exit(cli_recommend(out, objective, memory_budget, lengths, tokenizer, _console(), fmt, warn=_warn))
 
 
 @main.command(epilog="Exit codes: 0 no gated regression; 1 at least one gated regression beyond noise (the table "
@@ -402,7 +375,7 @@ def diff(a: Path, b: Path, threshold_pct: float, fail_on: str | None, fmt: str, 
     """
     from loadprof.cli.diff import cli_diff
 
-    sys.exit(cli_diff(a, b, threshold_pct, _console(), fail_on=fail_on, fmt="json" if as_json else fmt))
+    sys.exit(cli_diff(a, b, threshold_pct, _console(), fail_on=fail_on, fmt="json" if as_json else fmt, warn=_warn))
 
 
 from loadprof.cli.program import run as _run_program  # noqa: E402 - `loadprof run -- CMD` (its own module)

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping
 
 #: the studies, in report order (loadprof.analysis.studies computes one kind per knob)
 STUDY_KINDS = ("max_new_tokens", "batch_size", "quantization")
-_STUDY_HEAD = ("vary", "description", "fixed", "trial_ids")
+_STUDY_HEAD = ("vary", "description", "fixed", "trial_ids", "notes")
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
 
 
@@ -30,10 +30,6 @@ class Estimate:
     def spread(self) -> float:
         """Half the IQR: the ``±`` printed beside the median (0 for a single repeat)."""
         return (self.q3 - self.q1) / 2
-
-    @property
-    def rel_spread(self) -> float | None:
-        return self.spread / abs(self.median) if self.median else None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,7 +83,9 @@ class Finding:
 class Study:
     """One series of one study: ok trials that differ only in ``vary`` (medians over repeats), and what moving
     that knob did. ``figures`` holds the kind's own table and fits: ``points``/``fits``/``sites`` for
-    max_new_tokens, ``rows``/best batch for batch_size, ``rows``/baseline for quantization."""
+    max_new_tokens, ``rows``/best batch for batch_size, ``rows``/baseline for quantization. ``notes``: what the
+    fits allow to be said (trends with their intervals, knees, the formula behind a growth), worded by analysis;
+    absent from files written before them (``loadprof report`` recomputes)."""
 
     kind: str
     vary: str
@@ -95,16 +93,19 @@ class Study:
     fixed: Mapping[str, Any] = field(default_factory=dict)
     trial_ids: tuple[str, ...] = ()
     figures: Mapping[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"vary": self.vary, "description": self.description, "fixed": dict(self.fixed),
-                "trial_ids": list(self.trial_ids), **self.figures}
+                "trial_ids": list(self.trial_ids), **({"notes": list(self.notes)} if self.notes else {}),
+                **self.figures}
 
     @classmethod
     def from_dict(cls, kind: str, d: Mapping[str, Any]) -> "Study":
         return cls(kind=kind, vary=d.get("vary", ""), description=d.get("description", ""),
                    fixed=d.get("fixed") or {}, trial_ids=tuple(d.get("trial_ids") or ()),
-                   figures={k: v for k, v in d.items() if k not in _STUDY_HEAD})
+                   figures={k: v for k, v in d.items() if k not in _STUDY_HEAD},
+                   notes=tuple(str(n) for n in d.get("notes") or ()))
 
 
 def studies_to_dict(studies: Iterable[Study]) -> dict[str, list[dict[str, Any]]]:

@@ -211,34 +211,46 @@ class ReadResults:
                 f"({why}{more}); their trials run again with --resume, the file is left as it is")
 
 
-class _BadLine(ValueError):
-    pass
+class BadRecord(ValueError):
+    """A trial record (a results.jsonl line, a report.json trial) that is not a trial analysis can read."""
 
 
 def _check_shape(d: Any) -> None:
     """The types analysis relies on, checked before it sees them (a hand-edited or foreign line)."""
     if not isinstance(d, dict):
-        raise _BadLine(f"a JSON {type(d).__name__}, not an object")
+        raise BadRecord(f"a JSON {type(d).__name__}, not an object")
     for key, types in (("trial_id", str), ("strategy_id", str), ("label", str), ("status", str),
                        ("strategy", dict)):
         if not isinstance(d.get(key), types):
-            raise _BadLine(f"{key} missing or not a {types.__name__}")
+            raise BadRecord(f"{key} missing or not a {types.__name__}")
     if not _SAFE_ID.fullmatch(d["trial_id"]):
-        raise _BadLine("trial_id is not a loadprof trial id")
+        raise BadRecord("trial_id is not a loadprof trial id")
     if d["status"] not in STATUSES:
-        raise _BadLine(f"status {d['status'][:20]!r} unknown")
+        raise BadRecord(f"status {d['status'][:20]!r} unknown")
     if not isinstance(d.get("repeat_index"), int) or isinstance(d.get("repeat_index"), bool):
-        raise _BadLine("repeat_index missing or not an integer")
+        raise BadRecord("repeat_index missing or not an integer")
     for key, types in (("metrics", dict), ("probes", dict), ("harness", dict), ("env", dict), ("artifacts", dict),
                        ("phases", list), ("notes", list)):
         if key in d and not isinstance(d[key], types):
-            raise _BadLine(f"{key} is a {type(d[key]).__name__}, not a {'mapping' if types is dict else 'list'}")
+            raise BadRecord(f"{key} is a {type(d[key]).__name__}, not a {'mapping' if types is dict else 'list'}")
     for key in ("wall_s",):
         if d.get(key) is not None and not _is_number(d[key]):
-            raise _BadLine(f"{key} is not a number")
+            raise BadRecord(f"{key} is not a number")
     for key, v in (d.get("metrics") or {}).items():
         if key.endswith(_UNIT_SUFFIXES) and v is not None and not _is_number(v):
-            raise _BadLine(f"metrics.{key[:40]} is not a number")
+            raise BadRecord(f"metrics.{key[:40]} is not a number")
+    _check_phases(d.get("phases") or [])
+
+
+def _check_phases(phases: list[Any]) -> None:
+    """Each phase a mapping with a string name, numeric start and end, and children of the same shape."""
+    todo = list(phases)
+    while todo:
+        p = todo.pop()
+        if not (isinstance(p, dict) and isinstance(p.get("name"), str) and _is_number(p.get("start_s"))
+                and _is_number(p.get("end_s")) and isinstance(p.get("children", []), list)):
+            raise BadRecord("a phase without a name, a numeric start_s and end_s")
+        todo += p.get("children", [])
 
 
 def _is_number(v: Any) -> bool:
@@ -246,22 +258,28 @@ def _is_number(v: Any) -> bool:
 
 
 def parse_line(raw: bytes) -> TrialResult:
-    """One results.jsonl line -> a TrialResult; ``_BadLine`` (a ValueError) saying why not."""
+    """One results.jsonl line -> a TrialResult; ``BadRecord`` (a ValueError) saying why not."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise _BadLine(f"invalid UTF-8 at byte {e.start}") from None
+        raise BadRecord(f"invalid UTF-8 at byte {e.start}") from None
     try:
         d = json.loads(text)
     except RecursionError:
-        raise _BadLine("JSON nested too deep") from None
+        raise BadRecord("JSON nested too deep") from None
     except ValueError as e:
-        raise _BadLine(f"not JSON ({str(e)[:60]})") from None
+        raise BadRecord(f"not JSON ({str(e)[:60]})") from None
+    return trial_from_record(d)
+
+
+def trial_from_record(d: Any) -> TrialResult:
+    """A parsed trial record -> a TrialResult, its shape checked first (the types analysis relies on) and its
+    probes' payloads read once; ``BadRecord`` saying why not. Shared by results.jsonl and report.json."""
     _check_shape(d)
     try:
         trial = TrialResult.from_dict(d)  # every probe payload read strictly, by its type
     except Exception as e:  # noqa: BLE001 - whatever a foreign line trips on, it is not a trial we can analyse
-        raise _BadLine(f"not a loadprof trial ({type(e).__name__})") from None
+        raise BadRecord(f"not a loadprof trial ({type(e).__name__})") from None
     return trial
 
 
@@ -294,7 +312,7 @@ def read_results_file(out: Path, limit: int = MAX_LINE_BYTES) -> ReadResults:
                 continue
             try:
                 found.trials.append(parse_line(raw))
-            except _BadLine as e:
+            except BadRecord as e:
                 found.skipped.append((n, "torn last line (no newline: the sweep was stopped mid-write)"
                                       if not complete else str(e)))
     return found

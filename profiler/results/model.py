@@ -11,6 +11,7 @@ from typing import Any, Mapping, TypeVar
 
 from loadprof.core.conclusions import (CapWarning, ConfigSummary, Estimate, Figure, Finding, Recommendation,
                                   Recommendations, RunnerUp, Study, studies_from_dict, studies_to_dict)
+from loadprof.core.circumstances import Circumstances
 from loadprof.core.errors import LoadprofError, SpecError
 from loadprof.core.payloads import Payload, PayloadError
 from loadprof.core.phases import PhaseTiming, find_phase
@@ -129,7 +130,8 @@ def _payload(name: str, p: Any) -> Any:
 @dataclass(frozen=True)
 class SweepResult:
     """One sweep: its trials, and what analysis concluded from them (findings, studies, recommendations, one
-    summary per configuration: filled by ``loadprof.analysis.sweep.analyse_sweep``). What every renderer reads; serialized only by ``to_dict``."""
+    summary per configuration, the circumstances the numbers were taken under: filled by
+    ``loadprof.analysis.sweep.analyse_sweep``). What every renderer reads; serialized only by ``to_dict``."""
 
     run_id: str
     name: str
@@ -142,6 +144,7 @@ class SweepResult:
     studies: tuple[Study, ...] = ()
     recommendations: Recommendations = field(default_factory=Recommendations)
     configurations: tuple[ConfigSummary, ...] = ()
+    circumstances: Circumstances = field(default_factory=Circumstances)
     schema_version: int = SCHEMA_VERSION
 
     def to_pandas(self) -> Any:
@@ -167,6 +170,7 @@ class SweepResult:
             "findings": [f.to_dict() for f in self.findings], "studies": studies_to_dict(self.studies),
             "recommendations": self.recommendations.to_dict(),
             "configurations": [c.to_dict() for c in self.configurations],
+            "circumstances": self.circumstances.to_dict(),
         }
 
     @classmethod
@@ -183,4 +187,5 @@ class SweepResult:
             studies=studies_from_dict(d.get("studies") or {}),
             recommendations=Recommendations.from_dict(d.get("recommendations")),
             configurations=tuple(ConfigSummary.from_dict(c) for c in d.get("configurations") or ()),
+            circumstances=Circumstances.from_dict(d.get("circumstances")),
         )

@@ -157,7 +157,7 @@ def quant_state_bytes(model: Any) -> int:
 def step_estimate(model: Any, strategy: Strategy, facts: dict[str, Any]) -> tuple[dict[str, Any], list[dict]]:
     """What the model should need, from its config on the meta device (no weights read), and the comparison
     with what this trial measured. Runs last, as its own phase, so it never colours the measured ones."""
-    from loadprof.analysis.estimate import compare, estimate_from_config
+    from loadprof.analysis.estimate import estimate_from_config, estimate_vs_measured
 
     g = strategy.generate
     est = estimate_from_config(
@@ -165,7 +165,7 @@ def step_estimate(model: Any, strategy: Strategy, facts: dict[str, Any]) -> tupl
         batch_size=g.batch_size if g else 1, prompt_tokens=g.prompt_tokens if g else 0,
         max_new_tokens=g.max_new_tokens if g else 0, stop_after=g.stop_after if g else None,
         cache_implementation=g.cache_implementation if g else "dynamic", model=strategy.model.label)
-    return est.to_dict(), compare(est, facts)
+    return est.to_dict(), estimate_vs_measured(est, facts)
 
 
 _STEP_PHASES = dict(WORKER_STEP_PHASES)
@@ -202,7 +202,7 @@ def run_after_workload(model: Any, probes: Sequence[tuple[Probe, ProbeContext]],
             metric(key, v)
 
 
-def run_trial(spec: dict[str, Any], rec: PhaseRecorder, emit: Callable[[dict[str, Any]], None]) -> None:
+def run_spec(spec: dict[str, Any], rec: PhaseRecorder, emit: Callable[[dict[str, Any]], None]) -> None:
     strategy = Strategy.from_dict(spec["strategy"])
     model_path = spec["model_path"]
     trial_dir = Path(spec["trial_dir"])
@@ -375,7 +375,7 @@ def serve(events_fd: int, read_spec: Callable[[], dict[str, Any]], t0_ns: int | 
     rec = PhaseRecorder(CLOCK, emit, T0_NS)
     rc = 0
     try:
-        run_trial(read_spec(), rec, emit)
+        run_spec(read_spec(), rec, emit)
     except BaseException as e:  # noqa: BLE001 - everything is reported, nothing escapes silently
         from loadprof.strategies.loaders import SkipTrial
 

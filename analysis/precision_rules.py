@@ -17,7 +17,7 @@ from loadprof.core import figures
 from loadprof.analysis.derive import decode_call_s
 from loadprof.core.payloads import LoadPhasesPayload
 from loadprof.results.model import Finding, TrialResult
-from loadprof.core.units import bytes_h, pct
+from loadprof.core.units import bytes_h, pct, seconds
 
 #: bytes per element of the floating dtypes (the ones an upcast or downcast moves between)
 FLOAT_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1, "float8_e5m2": 1}
@@ -31,10 +31,6 @@ TENSOR_CORES = {"float16": (7, 0), "bfloat16": (8, 0)}
 LINEAR_GROUPS = ("attention", "mlp")
 RISK = {"float16": "float16 tops out at 65504: activations that were fine in {s} can overflow to inf/NaN",
         "bfloat16": "bfloat16 keeps {s}'s range but only 8 bits of mantissa (about 3 significant digits)"}
-
-
-def _secs(s: float) -> str:
-    return f"{s:.2f} s" if s >= 0.1 else f"{s * 1e3:.1f} ms"
 
 
 _f = TrialResult.finding  # rules read as _f(trial, kind, severity, title, detail, fix, ...)
@@ -84,7 +80,7 @@ def upcast(t: TrialResult) -> Iterable[Finding]:
         added = p["loaded_bytes"] - p["stored_bytes"]
         share = added / weights if weights else 0.0
         secs, secs_basis = _convert_seconds(t, pairs, p)
-        cast = (f"; casting them took about {_secs(secs)} of loader-thread time" if secs is not None
+        cast = (f"; casting them took about {seconds(secs)} of loader-thread time" if secs is not None
                 else f"; {secs_basis}")
         yield _f(t, "upcast", "high" if share >= UPCAST_SHARE_HIGH else "medium",
                  f"{s} checkpoint loaded as {lo}: +{bytes_h(added)}",
@@ -132,7 +128,7 @@ def half_matmul_on_cpu(t: TrialResult) -> Iterable[Finding]:
              f"a square torch.mm ran at {rates[dtype]:.1f} GFLOP/s in {dtype} against {f32:.1f} GFLOP/s in float32 "
              f"({m.get('matmul_method', 'measured after the workload')}): this CPU has no fast {dtype} kernels, so "
              "the halved weight bytes are paid for in compute"
-             + (f"; at {m[figures.DECODE_TOK_S.key]:.1f} tok/s decode that is about {_secs(stake)} per call."
+             + (f"; at {m[figures.DECODE_TOK_S.key]:.1f} tok/s decode that is about {seconds(stake)} per call."
                 if stake else "."),
              "load in float32 on this CPU (dtype=torch.float32, twice the memory), or run on a CPU with "
              + ("AMX or AVX512-BF16" if dtype == "bfloat16" else "AMX-FP16 or AVX512-FP16"),
