@@ -50,7 +50,8 @@ def _result(trial_id: str, status: str, **metrics) -> TrialResult:
 
 def test_isolation_is_a_validated_harness_setting_that_leaves_default_ids_alone(tmp_path):
     s = Strategy(model=ModelSpec(path="/x"))
-    assert s.isolation == "fresh" and s.id == "ba5998fb32cb"  # the id it had before the key existed
+    assert s.isolation == "auto" and s.id == "ba5998fb32cb"  # the id it had before the key existed
+    assert dataclasses.replace(s, isolation="fresh").id == s.id  # the default before auto: its ids hold too
     forked = dataclasses.replace(s, isolation="forkserver")
     assert forked.id != s.id and Strategy.from_dict(forked.to_dict()) == forked
     with pytest.raises(SpecError) as e:
@@ -59,8 +60,8 @@ def test_isolation_is_a_validated_harness_setting_that_leaves_default_ids_alone(
     assert "isolation" in HARNESS  # a measurement setting: never the reason for a pick
     doc = yaml.safe_load("model: {synthetic: {shape: tiny}}\nmatrix: {isolation: [fresh, forkserver]}\n")
     assert [st.isolation for st in expand(doc, "s.yaml", tmp_path).strategies] == ["fresh", "forkserver"]
-    assert sweep_schema()["properties"]["base"]["anyOf"][0]["properties"]["isolation"]["enum"] == ["fresh",
-                                                                                                   "forkserver"]
+    assert sweep_schema()["properties"]["base"]["anyOf"][0]["properties"]["isolation"]["enum"] == [
+        "auto", "fresh", "forkserver"]
 
 
 def test_sweep_constants_keep_only_an_ok_trials_own_measurement():
