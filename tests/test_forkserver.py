@@ -131,14 +131,19 @@ def test_forked_trials_are_pre_imported_isolated_and_end_with_the_sweep(tiny_mod
 
 
 @pytest.mark.slow
-def test_fresh_trials_keep_their_phases_and_reuse_the_first_trials_bandwidth(tiny_model, tmp_path):
-    sweep = Sweep(name="fresh", source="test", description="", repeat=2,
-                  strategies=(_strategy(tiny_model, "normal"),))
+def test_a_default_sweep_forks_warm_trials_traces_once_and_reuses_the_first_trials_bandwidth(tiny_model, tmp_path):
+    sweep = Sweep(name="auto", source="test", description="", repeat=2,
+                  strategies=(_strategy(tiny_model, "normal"),))  # no isolation setting: auto
+    assert sweep.strategies[0].isolation == "auto"
     first, second = _run_order(Session(sweep, tmp_path / "out").run(), sweep)
     for t in (first, second):
         assert t.status == "ok", (t.reason, t.stderr_tail)
-        assert [p.name for p in t.phases] == PHASES  # what a fresh trial always measured, import included
-        assert t.metrics["import_s"] > 0.5 and "isolation" not in t.harness and t.harness["startup_s"] > 0
+        assert t.harness["isolation"] == "forkserver" and "auto" in t.harness["isolation_note"]
+        assert t.metrics["import_s"] < 0.5 < t.harness["forkserver_import_s"]  # pre-imported, paid once
+    assert [p.name for p in first.phases] == PHASES  # the first ok repeat traces ...
+    assert [p.name for p in second.phases] == [p for p in PHASES if p != "trace"]  # ... the second does not
+    assert first.metrics["generate_start_alloc_bytes"] > 0 and "generate_start_alloc_bytes" not in second.metrics
+    assert any(f"traced once per configuration, by trial {first.trial_id}" in n for n in second.notes)
     assert first.metrics["membw_scope"] == bw.device_scope("cpu") and "membw_source" not in first.metrics
     assert second.metrics["membw_source"] == f"trial {first.trial_id}"
     assert second.metrics["membw_gb_s"] == first.metrics["membw_gb_s"]
