@@ -142,7 +142,7 @@ def test_a_default_sweep_forks_warm_trials_traces_once_and_reuses_the_first_tria
         assert t.metrics["import_s"] < 0.5 < t.harness["forkserver_import_s"]  # pre-imported, paid once
     assert [p.name for p in first.phases] == PHASES  # the first ok repeat traces ...
     assert [p.name for p in second.phases] == [p for p in PHASES if p != "trace"]  # ... the second does not
-    assert first.metrics["generate_start_alloc_bytes"] > 0 and "generate_start_alloc_bytes" not in second.metrics
+    assert "generate_start_alloc_bytes" in first.metrics and "generate_start_alloc_bytes" not in second.metrics
     assert any(f"traced once per configuration, by trial {first.trial_id}" in n for n in second.notes)
     assert first.metrics["membw_scope"] == bw.device_scope("cpu") and "membw_source" not in first.metrics
     assert second.metrics["membw_source"] == f"trial {first.trial_id}"
