@@ -80,7 +80,8 @@ def per_trial(result: Any) -> list[dict[str, float]]:
                      "membw_s": m.get("membw_s", 0.0), "membw_reused": "membw_source" in m,
                      "zygote_start_s": h.get("forkserver_start_s"),
                      "others_cpu_cores": (h.get("machine") or {}).get("others_cpu_cores"),
-                     "config": dataclasses.replace(t.strategy, isolation="auto").id,  # one key for both modes "isolation": h.get("isolation", "fresh"),
+                     "config": dataclasses.replace(t.strategy, isolation="auto").id,  # one key for both modes
+                     "isolation": h.get("isolation", "fresh"),
                      **{f.key: derive.value(t, f) for f in PHASE_FIGURES}})
     return rows
 
