@@ -224,3 +224,45 @@ def test_concurrent_forks_from_one_zygote_both_run(tmp_path):
 def _no_zygote_left():
     yield
     forkclient.shutdown_all()
+
+
+# ------------------------------------------------------------------------------------ resident pages
+
+
+def test_present_runs_are_the_pagemap_runs_of_present_pages():
+    from loadprof.worker.resident import PAGE, present_runs
+
+    p = 1 << 63
+    assert present_runs([p, p, 0, p, 0, 0, p], 4096 * 10) == [
+        (4096 * 10, 2 * PAGE), (4096 * 10 + 3 * PAGE, PAGE), (4096 * 10 + 6 * PAGE, PAGE)]
+    assert present_runs([0, 0], 0) == [] and present_runs([], 0) == []
+
+
+def _rss_file_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    raise AssertionError("no RssFile")
+
+
+def test_a_forked_child_maps_the_parents_resident_file_pages():
+    """What makes a forked trial's RSS (and its first calls into libraries) those of a fresh process."""
+    from loadprof.worker import resident
+
+    runs = resident.resident_file_pages()
+    parent = _rss_file_kib()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report RssFile before and after populating, nothing else
+        try:
+            before = _rss_file_kib()
+            resident.populate(runs)
+            os.write(w, f"{before} {_rss_file_kib()}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        before, after = map(int, f.read().split())
+    os.waitpid(pid, 0)
+    assert sum(n for _, n in runs) > 0 and before < after
+    assert after >= 0.9 * parent  # about what the parent maps (a few pages come and go with Python's own work)
