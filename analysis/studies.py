@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from loadprof.core import figures
@@ -21,12 +21,15 @@ from loadprof.analysis.cap_study import covering_cap, curve_notes, head, max_new
 from loadprof.analysis.derive import prefill_tok_s
 from loadprof.analysis.knobs import without
 from loadprof.analysis.busy import is_busy
-from loadprof.core.payloads import MachinePayload
+from loadprof.core.payloads import AllocationsPayload, MachinePayload
 from loadprof.results.model import Study, TrialResult
 from loadprof.strategies.model import Strategy
 
 __all__ = ["batch_notes", "batch_scaling", "covering_cap", "max_new_tokens_curve", "preallocation_findings",
-           "quantization_comparison", "series", "studies", "study_of"]
+           "quantization_comparison", "series", "studies", "study_of", "traced_repeats"]
+
+#: the allocation trace's figures: measured once per configuration (loadprof.probes.allocations)
+ALLOCATION_KEYS = tuple(f.name for f in fields(AllocationsPayload) if f.name != "extra")
 
 BATCH_FIGURES = (figures.DECODE_TOK_S, figures.PREFILL_TOK_S, figures.DECODE_TOK_S_PER_SEQ, figures.TTFT_MS)
 BATCH_KEYS = tuple(f.key for f in BATCH_FIGURES)
@@ -81,9 +84,27 @@ def _describe(strategy: Strategy, vary: str) -> tuple[dict[str, Any], str]:
     return fixed, ", ".join(short)
 
 
-def _sample(t: TrialResult) -> dict[str, Any]:
-    """One trial's metrics, with the prompt rate derived where a report.json predates it."""
+def traced_repeats(trials: Iterable[TrialResult]) -> dict[str, str]:
+    """Strategy id -> the trial whose allocation trace speaks for that configuration: its first ok repeat (by
+    repeat index) that traced. The bytes are the same on every repeat, so the sweep traces once per
+    configuration; in a file from before, where every repeat traced, the others are the same answer again and
+    counting them would fit a curve to copies."""
+    out: dict[str, tuple[int, str]] = {}
+    for t in trials:
+        if t.ok and any(k in t.metrics for k in ALLOCATION_KEYS):
+            known = out.get(t.strategy_id)
+            if known is None or t.repeat_index < known[0]:
+                out[t.strategy_id] = (t.repeat_index, t.trial_id)
+    return {sid: tid for sid, (_, tid) in out.items()}
+
+
+def _sample(t: TrialResult, traced: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """One trial's metrics, with the prompt rate derived where a report.json predates it; the allocation figures
+    only on its configuration's traced repeat (``traced``: ``traced_repeats``; None keeps them)."""
     m = dict(t.metrics)
+    if traced is not None and traced.get(t.strategy_id) != t.trial_id:
+        for k in ALLOCATION_KEYS:
+            m.pop(k, None)
     if figures.PREFILL_TOK_S.read(m) is None and (pp := prefill_tok_s(t)) is not None:
         m[figures.PREFILL_TOK_S.key] = pp
     return m
@@ -98,6 +119,8 @@ def series(trials: Iterable[TrialResult], vary: str) -> list[dict[str, Any]]:
     """
     groups: dict[str, dict[Any, list[TrialResult]]] = {}
     reps: dict[str, Strategy] = {}
+    trials = list(trials)
+    traced = traced_repeats(trials)
     for t in trials:
         value = t.strategy.at(vary)
         if not t.ok or value is None:
@@ -111,7 +134,7 @@ def series(trials: Iterable[TrialResult], vary: str) -> list[dict[str, Any]]:
             continue
         points = []
         for ts in by_value.values():
-            samples = [_sample(t) for t in ts]
+            samples = [_sample(t, traced) for t in ts]
             metric_keys = list(dict.fromkeys(k for m in samples for k in m))
             points.append({
                 "value": ts[0].strategy.at(vary), "trial_ids": [t.trial_id for t in ts], "repeats": len(ts),

@@ -19,6 +19,13 @@ sweep's first trial (loadprof.run.constants); the ``membw`` phase of the measuri
 printed too. Printed: median, min and max over rounds (study wall) or over all trials (per trial), the median of
 the per-round ratios forkserver / fresh, and how busy the machine was (median ``others_cpu_cores`` of the trials,
 loadavg before and after). Target: forkserver harness cost <= 50 ms per trial.
+
+Measured phases, fresh vs forked side by side (what ``isolation: auto`` relies on when it forks warm CPU
+trials): per configuration, the median over its trials of each figure in ``PHASE_FIGURES`` (load, load cost,
+TTFT, decode rate, peak RSS) in each mode, and the ratio forkserver / fresh; printed as the median ratio over
+configurations (min..max), beside the noise of the same figure within one mode (per configuration, max / min
+over its trials in that mode; needs ``--rounds`` >= 2 or a sweep with ``repeat`` >= 2). Within noise: the
+ratio's distance from 1 is no larger than the noise's.
 """
 
 from __future__ import annotations
@@ -39,11 +46,16 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loadprof.core.payloads import MachinePayload  # noqa: E402
+from loadprof.analysis import derive  # noqa: E402
+from loadprof.core import figures  # noqa: E402
 from loadprof.run.session import Session  # noqa: E402
 from loadprof.strategies.expand import Sweep, expand  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MODES = ("fresh", "forkserver")
+#: the measured phases compared fresh vs forked
+PHASE_FIGURES = (figures.LOAD_S, figures.LOAD_COST_S, figures.TTFT_MS, figures.DECODE_TOK_S,
+                 figures.PEAK_RSS_BYTES)
 
 
 def study(path: Path, caps: str | None, isolation: str) -> Sweep:
@@ -68,7 +80,10 @@ def per_trial(result: Any) -> list[dict[str, float]]:
                      "exit_s": h.get("overhead_s", 0.0) - h.get("startup_s", 0.0),
                      "membw_s": m.get("membw_s", 0.0), "membw_reused": "membw_source" in m,
                      "zygote_start_s": h.get("forkserver_start_s"),
-                     "others_cpu_cores": getattr(t.payload(MachinePayload), "others_cpu_cores", None)})
+                     "others_cpu_cores": getattr(t.payload(MachinePayload), "others_cpu_cores", None),
+                     "config": dataclasses.replace(t.strategy, isolation="auto").id,  # one key for both modes
+                     "isolation": h.get("isolation", "fresh"),
+                     **{f.key: derive.value(t, f) for f in PHASE_FIGURES}})
     return rows
 
 
@@ -90,7 +105,7 @@ def spread(xs: list[float], scale: float = 1.0, fmt: str = ".3f") -> str:
     return f"{statistics.median(xs):{fmt}} ({min(xs):{fmt}}..{max(xs):{fmt}}, n={len(xs)})"
 
 
-def report(walls: dict[str, list[float]], rows: dict[str, list[dict]], load: tuple[float, float]) -> None:
+def report(walls: dict[str, list[float]], rows: dict[str, list[dict]], load: tuple[float, float]) -> dict[str, Any]:
     print("\nstudy wall, s (median (min..max, n) over rounds; time.monotonic around Session.run)")
     for mode in MODES:
         print(f"  {mode:<11} {spread(walls[mode], fmt='.1f')}")
@@ -109,11 +124,39 @@ def report(walls: dict[str, list[float]], rows: dict[str, list[dict]], load: tup
         own = [r["membw_s"] for r in rows[mode] if not r["membw_reused"]]
         reused = [r["membw_s"] for r in rows[mode] if r["membw_reused"]]
         print(f"    {mode:<11} {spread(own, 1e3, '.1f')} / {spread(reused, 1e3, '.2f')}")
+    ratios = phase_ratios(rows)
     starts = [r["zygote_start_s"] for r in rows["forkserver"] if r["zygote_start_s"] is not None]
     print(f"  zygote start (once per sweep, outside the trials' parent wall), s: {spread(starts, fmt='.2f')}")
     busy = [r["others_cpu_cores"] for m in MODES for r in rows[m] if r["others_cpu_cores"] is not None]
     print(f"\nmachine: {os.cpu_count()} CPUs; others' CPU use during the trials (cores, median (min..max)): "
           f"{spread(busy, fmt='.2f')}; loadavg 1 min before {load[0]:.2f}, after {load[1]:.2f}")
+    return ratios
+
+
+def _by_config(rows: list[dict], key: str) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for r in rows:
+        v = r.get(key)
+        if isinstance(v, (int, float)) and v > 0:
+            out.setdefault(r["config"], []).append(float(v))
+    return out
+
+
+def phase_ratios(rows: dict[str, list[dict]]) -> dict[str, dict[str, list[float]]]:
+    """Per measured figure: forkserver / fresh per configuration (medians over its trials), and each mode's
+    noise (max / min over a configuration's trials); printed, and returned for --json."""
+    out: dict[str, dict[str, list[float]]] = {}
+    isolated = {m: sorted({r["isolation"] for r in rows[m]}) for m in MODES}
+    print(f"\nmeasured phases, forkserver / fresh per configuration (median over its trials); trials ran as "
+          f"{isolated['fresh']} / {isolated['forkserver']}")
+    for f in PHASE_FIGURES:
+        fresh, forked = _by_config(rows["fresh"], f.key), _by_config(rows["forkserver"], f.key)
+        ratios = [statistics.median(forked[c]) / statistics.median(fresh[c]) for c in fresh if c in forked]
+        noise = [max(v) / min(v) for m in MODES for v in _by_config(rows[m], f.key).values() if len(v) > 1]
+        out[f.key] = {"ratios": ratios, "noise": noise}
+        print(f"  {f.label + ' (' + f.unit + ')':<22} ratio {spread(ratios)}; noise within a mode (max/min) "
+              f"{spread(noise)}")
+    return out
 
 
 def main() -> int:
@@ -138,9 +181,10 @@ def main() -> int:
     load = (load0, os.getloadavg()[0])
     print(f"\nforkserver benchmark: {args.study.name}" + (f" with max_new_tokens {args.caps}" if args.caps else "")
           + f", {args.rounds} rounds, modes alternating")
-    report(walls, rows, load)
+    ratios = report(walls, rows, load)
     if args.json:
-        args.json.write_text(json.dumps({"walls": walls, "trials": rows, "loadavg": load}, indent=1))
+        args.json.write_text(json.dumps({"walls": walls, "trials": rows, "loadavg": load, "phase_ratios": ratios},
+                                        indent=1))
     return 0
 
 

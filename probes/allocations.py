@@ -10,7 +10,9 @@ innermost call site outside torch (a static-cache layer, a mask, a model's own b
 At the first token the probe checks which of them are still alive: those bytes are the
 pre-allocation (``generate_start_alloc_bytes``); freed ones were prefill activations.
 Works on CPU and CUDA alike. Costs one traced prefill, in its own phase ``trace``: ``AllocationsProbe``'s
-after-workload step, run by the worker when ``allocations`` is selected and the strategy generates.
+after-workload step, run by the worker when ``allocations`` is selected and the strategy generates, once per
+configuration: the bytes are the same on every repeat, so a strategy's later repeats skip it once one traced
+(``ProbeContext.constants["traced"]``, kept by loadprof.run.constants).
 """
 
 from __future__ import annotations
@@ -154,6 +156,11 @@ class AllocationsProbe(Probe):
     NAME = "allocations"
     PAYLOAD = AllocationsPayload  # filed as trial metrics by the worker after the trace
     AFTER_WORKLOAD_PHASE = "trace"
+
+    def unavailable(self, ctx: ProbeContext) -> str | None:
+        """Traced once per configuration: a repeat of a strategy another trial traced skips the phase."""
+        by = (ctx.constants.get("traced") or {}).get(ctx.strategy.id) if ctx.strategy is not None else None
+        return f"traced once per configuration, by trial {by}" if by else None
 
     def after_workload(self, model: Any, ctx: ProbeContext) -> AllocationsPayload:
         return trace_generate_start(model, ctx.strategy.generate)

@@ -16,7 +16,8 @@ Sweep file reference
              file_cache: warm, loader: "pkg.mod:fn"}
       generate: {prompt_tokens: 32, max_new_tokens: 16}  # `generate: false` (or null): no generation
       label: my-run           # also: timeout_s, memory_limit, probes, sampling_hz,
-                              # isolation (fresh | forkserver: trials forked from a pre-imported zygote)
+                              # isolation (auto: warm CPU trials forked from a pre-imported zygote,
+                              #   the rest fresh | fresh | forkserver)
     matrix:                   # cartesian product over base; every leaf is a list
       model: [{synthetic: {shape: tiny}}, {synthetic: {shape: gpt2}}]
       load: {dtype: [float32, bfloat16], device_map: [cpu, auto]}

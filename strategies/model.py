@@ -24,9 +24,14 @@ QUANTIZATIONS = ("none", "bnb-8bit", "bnb-4bit-nf4", "bnb-4bit-fp4")
 OFFLOADS = ("none", "cpu", "disk")
 FILE_CACHES = ("cold", "warm", "as-is")
 CACHE_IMPLEMENTATIONS = ("dynamic", "static")
-#: how a trial's process starts: a fresh interpreter (the default), or forked from a pre-imported zygote
-#: (loadprof.worker.forkserver; cold-cache trials still start fresh: they measure the cold import too)
-ISOLATIONS = ("fresh", "forkserver")
+#: how a trial's process starts: ``auto`` (the default) forks warm CPU trials from a pre-imported zygote and starts
+#: the rest fresh (loadprof.run.isolation says which and why); ``fresh``, a new interpreter, always; ``forkserver``,
+#: forked whenever the trial allows it (loadprof.worker.forkserver; cold-cache trials still start fresh: they
+#: measure the cold import too)
+ISOLATIONS = ("auto", "fresh", "forkserver")
+#: isolations left out of ``Strategy.id``: ``fresh`` was the default before ``auto``, which replaced it, and ids
+#: (and resumes) of YAMLs written before either hold; ``auto`` and ``fresh`` measure the same phases
+UNHASHED_ISOLATIONS = ("auto", "fresh")
 #: familiar spellings, normalized where the YAML is read (so fp16 and float16 are one strategy, one id)
 DTYPE_ALIASES = {"fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp32": "float32", "float": "float32"}
 QUANTIZATION_ALIASES = {"int8": "bnb-8bit", "8bit": "bnb-8bit", "int4": "bnb-4bit-nf4", "4bit": "bnb-4bit-nf4",
@@ -347,7 +352,7 @@ class Strategy:
     memory_limit: str | None = None
     probes: tuple[str, ...] = ("phases", "memory", "io", "allocations")
     sampling_hz: int | None = None  # None: DEFAULT_SAMPLING_HZ for a custom loader (to name its functions), else off
-    isolation: str = "fresh"
+    isolation: str = "auto"
     program: ProgramSpec | None = None  # a whole program instead of model + loader (model then names it)
 
     def __post_init__(self) -> None:
@@ -394,7 +399,7 @@ class Strategy:
     def id(self) -> str:
         d = self.to_dict()
         d.pop("label", None)
-        if d.get("isolation") == "fresh":  # the default hashes as before the key existed: ids (and resumes) hold
+        if d.get("isolation") in UNHASHED_ISOLATIONS:  # hashes as before the key existed: ids (and resumes) hold
             d.pop("isolation")
         if d.get("model", {}).get("revision", 0) is None:  # likewise a model without a revision
             d["model"].pop("revision")

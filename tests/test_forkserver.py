@@ -52,7 +52,8 @@ def _result(trial_id: str, status: str, **metrics) -> TrialResult:
 
 def test_isolation_is_a_validated_harness_setting_that_leaves_default_ids_alone(tmp_path):
     s = Strategy(model=ModelSpec(path="/x"))
-    assert s.isolation == "fresh" and s.id == "ba5998fb32cb"  # the id it had before the key existed
+    assert s.isolation == "auto" and s.id == "ba5998fb32cb"  # the id it had before the key existed
+    assert dataclasses.replace(s, isolation="fresh").id == s.id  # the default before auto: its ids hold too
     forked = dataclasses.replace(s, isolation="forkserver")
     assert forked.id != s.id and Strategy.from_dict(forked.to_dict()) == forked
     with pytest.raises(SpecError) as e:
@@ -61,8 +62,8 @@ def test_isolation_is_a_validated_harness_setting_that_leaves_default_ids_alone(
     assert "isolation" in HARNESS  # a measurement setting: never the reason for a pick
     doc = yaml.safe_load("model: {synthetic: {shape: tiny}}\nmatrix: {isolation: [fresh, forkserver]}\n")
     assert [st.isolation for st in expand(doc, "s.yaml", tmp_path).strategies] == ["fresh", "forkserver"]
-    assert sweep_schema()["properties"]["base"]["anyOf"][0]["properties"]["isolation"]["enum"] == ["fresh",
-                                                                                                   "forkserver"]
+    assert sweep_schema()["properties"]["base"]["anyOf"][0]["properties"]["isolation"]["enum"] == [
+        "auto", "fresh", "forkserver"]
 
 
 def test_sweep_constants_keep_only_an_ok_trials_own_measurement():
@@ -136,14 +137,19 @@ def test_forked_trials_are_pre_imported_isolated_and_end_with_the_sweep(tiny_mod
 
 
 @pytest.mark.e2e
-def test_fresh_trials_keep_their_phases_and_reuse_the_first_trials_bandwidth(tiny_model, tmp_path):
-    sweep = Sweep(name="fresh", source="test", description="", repeat=2,
-                  strategies=(_strategy(tiny_model, "normal"),))
+def test_a_default_sweep_forks_warm_trials_traces_once_and_reuses_the_first_trials_bandwidth(tiny_model, tmp_path):
+    sweep = Sweep(name="auto", source="test", description="", repeat=2,
+                  strategies=(_strategy(tiny_model, "normal"),))  # no isolation setting: auto
+    assert sweep.strategies[0].isolation == "auto"
     first, second = _run_order(Session(sweep, tmp_path / "out").run(), sweep)
     for t in (first, second):
         assert t.status == "ok", (t.reason, t.stderr_tail)
-        assert [p.name for p in t.phases] == PHASES  # what a fresh trial always measured, import included
-        assert t.metrics["import_s"] > 0.5 and "isolation" not in t.harness and t.harness["startup_s"] > 0
+        assert t.harness["isolation"] == "forkserver" and "auto" in t.harness["isolation_note"]
+        assert t.metrics["import_s"] < 0.5 < t.harness["forkserver_import_s"]  # pre-imported, paid once
+    assert [p.name for p in first.phases] == PHASES  # the first ok repeat traces ...
+    assert [p.name for p in second.phases] == [p for p in PHASES if p != "trace"]  # ... the second does not
+    assert "generate_start_alloc_bytes" in first.metrics and "generate_start_alloc_bytes" not in second.metrics
+    assert any(f"traced once per configuration, by trial {first.trial_id}" in n for n in second.notes)
     assert first.metrics["membw_scope"] == bw.device_scope("cpu") and "membw_source" not in first.metrics
     assert second.metrics["membw_source"] == f"trial {first.trial_id}"
     assert second.metrics["membw_gb_s"] == first.metrics["membw_gb_s"]

@@ -78,7 +78,7 @@ def main() -> None:
 @executor_options
 def compare(yaml_file: Path, out: Path | None, resume: bool, force: bool, progress: bool, fmt: str, executor: str,
             ray_address: str | None, jobs: int | None, gpus_per_trial: int | None) -> None:
-    """Run every trial of YAML_FILE, each in a fresh process, and report.
+    """Run every trial of YAML_FILE, each in a process of its own, and report.
 
     Exit codes: 0 every trial ok or skipped; 1 a trial failed, crashed or timed out; 2 bad input or an unusable
     output folder (nothing ran); 74 the output folder stopped taking writes mid-run (disk full, file size limit,

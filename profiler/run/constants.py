@@ -7,6 +7,11 @@ them to later trials (``for_worker``, through ``runner.TrialPlan.constants`` or 
 whose bandwidth probe skips the copies and files the same figures with ``membw_source`` / ``h2d_source`` =
 "trial <id>" (loadprof.probes.bandwidth). A device is the device string on one host behind one
 CUDA_VISIBLE_DEVICES (``membw_scope``), so a figure never travels to another GPU or node.
+
+And which configurations are already traced: the allocation trace (loadprof.probes.allocations, phase ``trace``,
+about 1 s a trial) gives the same bytes on every repeat, so a strategy's first ok repeat that traced speaks for
+it (``traced``) and its later repeats skip the phase; analysis reads the figures off that repeat
+(loadprof.analysis.studies.traced_repeats). The session also learns this from a resumed folder's results.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from loadprof.core.payloads import AllocationsPayload
 from loadprof.results.model import TrialResult
 
 
@@ -26,15 +32,25 @@ class SweepConstants:
 
     def __init__(self) -> None:
         self._bandwidth: dict[str, dict[str, Any]] = {}
+        self._traced: dict[str, str] = {}  # strategy id -> the trial that traced its allocations
         self._lock = threading.Lock()
 
     def for_worker(self) -> dict[str, Any]:
-        """What the worker spec carries (``{"bandwidth": {scope: {"trial", "figures"}}}``; empty when none)."""
+        """What the worker spec carries (``{"bandwidth": {scope: {"trial", "figures"}}, "traced": {strategy id:
+        trial id}}``, each only when known; empty when none)."""
         with self._lock:
-            return {"bandwidth": dict(self._bandwidth)} if self._bandwidth else {}
+            out: dict[str, Any] = {"bandwidth": dict(self._bandwidth)} if self._bandwidth else {}
+            if self._traced:
+                out["traced"] = dict(self._traced)
+            return out
 
     def learn(self, result: TrialResult) -> None:
-        """Keep the copy rates ``result`` measured itself on a device not yet known (the first one wins)."""
+        """Keep the copy rates ``result`` measured itself on a device not yet known (the first one wins), and
+        note its configuration as traced when it is an ok trial that traced its allocations."""
+        traced = result.payload(AllocationsPayload) if result.status == "ok" else None
+        if traced is not None and traced.generate_start_alloc_bytes is not None:
+            with self._lock:
+                self._traced.setdefault(result.strategy_id, result.trial_id)
         m = result.metrics
         scope, rate = m.get("membw_scope"), m.get("membw_gb_s")
         if (result.status != "ok" or not isinstance(scope, str) or "membw_source" in m

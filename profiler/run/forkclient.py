@@ -152,7 +152,9 @@ def _end(proc: subprocess.Popen, sock: socket.socket) -> None:
 
 _ZYGOTES: dict[tuple[Any, ...], Zygote] = {}
 _FAILED: dict[tuple[Any, ...], str] = {}
-_POOL_LOCK = threading.Lock()
+_STARTING: dict[tuple[Any, ...], threading.Lock] = {}  # one start per key; other keys start meanwhile
+_POOL_LOCK = threading.Lock()  # guards the dicts only: held for no start, no fork
+_GENERATION = [0]  # bumped by shutdown_all: a zygote that finishes starting after it is closed at once
 
 
 def model_type(model_path: str) -> str | None:
@@ -166,22 +168,35 @@ def model_type(model_path: str) -> str | None:
 def zygote_for(cmd: Sequence[str], model_path: str, env: Mapping[str, str], cwd: str | None,
                log_path: Path) -> tuple[Zygote, float | None]:
     """The live zygote for this python (``cmd``), architecture and environment, and its start time when this
-    call started it (None: reused). ForkserverError when it cannot start (remembered until ``shutdown_all``)."""
+    call started it (None: reused). ForkserverError when it cannot start (remembered until ``shutdown_all``).
+    Safe from several threads (``--jobs``): trials of one key wait for its one start, then fork from it side
+    by side (``Zygote.fork`` holds its socket for one request at a time, a few milliseconds)."""
     key = (tuple(cmd), model_type(model_path), tuple(sorted(env.items())))
     with _POOL_LOCK:
-        z = _ZYGOTES.get(key)
-        if z is not None and z.alive():
-            return z, None
-        if key in _FAILED:
-            raise ForkserverError(_FAILED[key])
+        starting = _STARTING.setdefault(key, threading.Lock())
+        generation = _GENERATION[0]
+    with starting:
+        with _POOL_LOCK:
+            z = _ZYGOTES.get(key)
+            if z is not None and z.alive():
+                return z, None
+            if key in _FAILED:
+                raise ForkserverError(_FAILED[key])
         if z is not None:
             z.close()  # it died (or was closed after a failed fork): start another
         try:
             z = Zygote.start(cmd, model_path, env, cwd, log_path)
         except (ForkserverError, OSError) as e:
-            _FAILED[key] = str(e)
+            with _POOL_LOCK:
+                _FAILED[key] = str(e)
             raise ForkserverError(str(e)) from None
-        _ZYGOTES[key] = z
+        with _POOL_LOCK:
+            current = _GENERATION[0] == generation
+            if current:
+                _ZYGOTES[key] = z
+        if not current:  # the sweep ended while it imported: it must not outlive it
+            z.close()
+            raise ForkserverError("the sweep ended while the zygote started")
         return z, z.start_s
 
 
@@ -197,6 +212,8 @@ def shutdown_all() -> None:
         zygotes = list(_ZYGOTES.values())
         _ZYGOTES.clear()
         _FAILED.clear()
+        _STARTING.clear()
+        _GENERATION[0] += 1
     for z in zygotes:
         z.close()
 

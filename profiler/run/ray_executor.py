@@ -120,7 +120,8 @@ def _on_this_node(p: TrialPlan) -> tuple[TrialPlan | TrialResult, Path | None]:
     if not (p.trial_dir.parent.parent / "sweep.json").exists():  # --out is not on this node's filesystem
         local = Path(tempfile.mkdtemp(prefix="loadprof-trial-")) / p.trial.id
     cwd = p.cwd if p.cwd and Path(p.cwd).is_dir() else None
-    return dataclasses.replace(p, python=python, model_path=path, trial_dir=local or p.trial_dir, cwd=cwd), local
+    return dataclasses.replace(p, python=python, model_path=path, trial_dir=local or p.trial_dir, cwd=cwd,
+                               pre_import=False), local  # its zygotes end with the task: auto starts fresh
 
 
 def _pack(folder: Path) -> dict[str, bytes]:

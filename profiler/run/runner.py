@@ -1,5 +1,5 @@
-"""Parent side of one trial: spawn a fresh worker (or, for ``isolation: forkserver``, fork one from a pre-imported
-zygote: loadprof.worker.forkserver), collect its events, enforce the timeout, classify the end.
+"""Parent side of one trial: spawn a fresh worker or fork one from a pre-imported zygote (loadprof.worker.forkserver;
+which one, loadprof.run.isolation decides), collect its events, enforce the timeout, classify the end.
 
 The worker runs in its own session (process group) so a timeout kills it and
 anything it started; its stdout/stderr go to the trial's logs; events arrive
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from loadprof.core import events
-from loadprof.run import forkclient
+from loadprof.run import forkclient, isolation
 from loadprof.core import lifetime
 from loadprof.core.clock import DEFAULT_CLOCK, Clock
 from loadprof.run.constants import SweepConstants
@@ -73,6 +73,9 @@ class TrialPlan:
     #: device figures earlier trials measured (``SweepConstants.for_worker()``); None: those of the
     #: ``SweepConstants.applied()`` around this call, if any
     constants: Mapping[str, Any] | None = None
+    #: may ``isolation: auto`` fork this trial from a zygote? False where the zygote would serve one trial only
+    #: (a Ray task ends its zygotes with the trial: a fresh start is cheaper)
+    pre_import: bool = True
 
 
 def _constants(plan: TrialPlan) -> dict[str, Any]:
@@ -155,12 +158,12 @@ def run_trial(plan: TrialPlan, *, clock: Clock = DEFAULT_CLOCK,
     r, w = os.pipe()
     started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     lifetime.become_subreaper()  # what the trial orphans (double fork + setsid) comes back here to be reaped
-    zygote, isolation = _zygote(plan, env)  # started (once) before the trial's clock and its reaping
+    zygote, isolated = _zygote(plan, env)  # started (once) before the trial's clock and its reaping
     with open(plan.trial_dir / "stdout.log", "wb") as out, open(plan.trial_dir / "stderr.log", "wb") as err:
         descendants = lifetime.Descendants(exclude=forkclient.pids())
         t_spawn = clock.now_ns()
         try:
-            proc = _launch(plan, zygote, spec, env, limit, w, out, err, isolation)
+            proc = _launch(plan, zygote, spec, env, limit, w, out, err, isolated)
         finally:
             os.close(w)
         parents: list[ParentProbe] = []
@@ -190,7 +193,7 @@ def run_trial(plan: TrialPlan, *, clock: Clock = DEFAULT_CLOCK,
     stop_parent_probes(parents, received)  # after the worker is reaped: py-spy writes its profile when it exits
     result = classify(plan, received, proc.returncode, timed_out, started_at,
                       parent_wall_ns=t_reaped - t_spawn, spawn_ns=t_spawn)
-    return dataclasses.replace(result, harness={**result.harness, **isolation}) if isolation else result
+    return dataclasses.replace(result, harness={**result.harness, **isolated})
 
 
 def start_parent_probes(ctx: ParentContext, received: list[dict[str, Any]], started: list[ParentProbe]) -> None:
@@ -221,19 +224,17 @@ def stop_parent_probes(started: list[ParentProbe], received: list[dict[str, Any]
 
 
 def _zygote(plan: TrialPlan, env: Mapping[str, str]) -> tuple[forkclient.Zygote | None, dict[str, Any]]:
-    """The pre-imported zygote this trial forks from (None: it starts fresh) and what its harness records of
-    that; empty for ``isolation: fresh``, so a default trial's record is what it always was."""
-    if plan.trial.strategy.isolation != "forkserver":
-        return None, {}
-    if plan.trial.strategy.load.file_cache == "cold":
-        return None, {"isolation": "fresh", "isolation_note": "cold page cache: a fresh interpreter, whose "
-                                                              "import from a cold cache is measured too"}
+    """The pre-imported zygote this trial forks from (None: it starts fresh) and what its harness records of that:
+    the isolation it really runs under and why (loadprof.run.isolation)."""
+    choice = isolation.choose_for(plan.trial.strategy, env, pre_import=plan.pre_import)
+    if choice.isolation != isolation.FORKSERVER:
+        return None, choice.harness()
     try:
         z, start_s = forkclient.zygote_for(module_cmd(plan.python, "loadprof.worker.forkserver"), plan.model_path, env,
                                            plan.cwd, plan.trial_dir / "forkserver.log")
     except forkclient.ForkserverError as e:
         return None, {"isolation": "fresh", "isolation_note": f"forkserver unavailable: {e}"}
-    record: dict[str, Any] = {"isolation": "forkserver", "import": "pre-imported", "forkserver_pid": z.pid,
+    record: dict[str, Any] = {**choice.harness(), "import": "pre-imported", "forkserver_pid": z.pid,
                               "forkserver_import_s": z.import_s}
     if start_s is not None:  # this trial started it: what that cost, once
         record.update(forkserver_start_s=start_s, forkserver_log="forkserver.log")
@@ -241,17 +242,17 @@ def _zygote(plan: TrialPlan, env: Mapping[str, str]) -> tuple[forkclient.Zygote 
 
 
 def _launch(plan: TrialPlan, zygote: forkclient.Zygote | None, spec: dict[str, Any], env: Mapping[str, str],
-            limit: int | None, w: int, out: Any, err: Any, isolation: dict[str, Any]) -> Any:
+            limit: int | None, w: int, out: Any, err: Any, isolated: dict[str, Any]) -> Any:
     """The trial's process: forked from ``zygote`` when there is one (a fork it refuses starts the trial fresh,
-    noted in ``isolation``), else a fresh ``python -m loadprof.worker.trial`` reading ``spec`` on stdin."""
+    noted in ``isolated``), else a fresh ``python -m loadprof.worker.trial`` reading ``spec`` on stdin."""
     deadline_s = plan.trial.strategy.timeout_s + lifetime.DEADLINE_GRACE_S
     if zygote is not None:
         try:
             return zygote.fork({"spec": spec, "deadline_s": deadline_s, "memory_limit": limit, "cwd": plan.cwd},
                                w, out.fileno(), err.fileno())
         except forkclient.ForkserverError as e:
-            isolation.clear()
-            isolation.update(isolation="fresh", isolation_note=f"forkserver could not fork: {e}")
+            isolated.clear()
+            isolated.update(isolation="fresh", isolation_note=f"forkserver could not fork: {e}")
     cmd = [*module_cmd(plan.python, "loadprof.worker.trial"), "--events-fd", str(w), "--parent-pid", str(os.getpid()),
            "--deadline-s", f"{deadline_s:g}"]
     return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=err, pass_fds=(w,), env=dict(env),

@@ -112,6 +112,8 @@ class Session:
     def _run(self) -> SweepResult:
         out = self.out
         done = {r.trial_id: r for r in self._open_folder()}
+        for r in done.values():  # what the finished trials measured once per sweep (traced configurations, ...)
+            self.constants.learn(r)
         todo = self.pending(set(done))
         if done:  # finished trials of this sweep (a --force'd folder also holds another sweep's)
             self.log(f"resuming: {len(self.sweep.trials()) - len(todo)} trials already finished, {len(todo)} to run")

@@ -41,6 +41,7 @@ import traceback
 from typing import Any, Mapping, NoReturn, Sequence
 
 from loadprof.core import lifetime
+from loadprof.worker import resident
 from loadprof.core.clock import DEFAULT_CLOCK as CLOCK
 
 CHILD_READY_S = 5.0  # how long the zygote waits for a child's setsid() before answering with its pid
@@ -88,9 +89,15 @@ def preimport(model_path: str) -> dict[str, Any]:
         else:
             os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = saved
     _check_no_cuda()
+    _RESIDENT[:] = resident.resident_file_pages()  # children map these before their clock (loadprof.worker.resident)
+    info["resident_file_bytes"] = sum(n for _, n in _RESIDENT)
     gc.collect()
     gc.freeze()
     return info
+
+
+#: the zygote's resident file-backed pages after its imports, which each child populates before its clock starts
+_RESIDENT: list[tuple[int, int]] = []
 
 
 def _check_no_cuda() -> None:
@@ -155,7 +162,7 @@ class _Server:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            _child(msg, fds[:3], ready_w, inherited, zygote_pid, CLOCK.now_ns())
+            _child(msg, fds[:3], ready_w, inherited, zygote_pid)
         os.close(ready_w)
         self.status[pid] = fds[3]
         select.select([ready_r], [], [], CHILD_READY_S)  # its setsid() done: the parent can kill its group
@@ -189,9 +196,10 @@ class _Server:
         self.reap(block=True)
 
 
-def _child(msg: Mapping[str, Any], fds: Sequence[int], ready_w: int, inherited: Sequence[int], zygote_pid: int,
-           t0_ns: int) -> NoReturn:
-    """The forked trial: its own session and stdio, none of the zygote's descriptors, then a worker's life."""
+def _child(msg: Mapping[str, Any], fds: Sequence[int], ready_w: int, inherited: Sequence[int],
+           zygote_pid: int) -> NoReturn:
+    """The forked trial: its own session and stdio, none of the zygote's descriptors, the zygote's resident file
+    pages mapped, then a worker's life, whose clock starts there."""
     code = 70  # EX_SOFTWARE: the child could not set itself up (the traceback is in its stderr log)
     try:
         os.setsid()
@@ -217,7 +225,8 @@ def _child(msg: Mapping[str, Any], fds: Sequence[int], ready_w: int, inherited: 
         from loadprof.worker import trial as worker
 
         lifetime.guard_worker(zygote_pid, events, msg.get("deadline_s"))
-        code = worker.serve(events, lambda: dict(msg["spec"]), t0_ns=t0_ns)
+        resident.populate(_RESIDENT)  # the pages a fresh process has mapped after its imports: harness time
+        code = worker.serve(events, lambda: dict(msg["spec"]), t0_ns=CLOCK.now_ns())
     except BaseException:  # noqa: BLE001 - never return into the zygote's loop
         traceback.print_exc()
     finally:
