@@ -86,12 +86,14 @@ def test_bandwidth_probe_reuses_a_known_figure_without_copying(tmp_path, monkeyp
 
     monkeypatch.setattr(bw, "measure_copy_bandwidth", no_copy)
     scope = bw.device_scope("cpu")
-    known = {"bandwidth": {scope: {"trial": "t-r0", "figures": {"membw_gb_s": 9.0, "membw_scope": scope}}}}
+    measured = {"membw_gb_s": 9.0, "membw_bytes": 2**28, "membw_repeats": 3, "membw_device": "cpu",
+                "membw_method": "copy", "membw_scope": scope}
+    known = {"bandwidth": {scope: {"trial": "t-r0", "figures": measured}}}
     ctx = ProbeContext(clock=DEFAULT_CLOCK, hooks=HookSet(), phase=None, trial_dir=tmp_path, strategy=None, t0_ns=0, pid=0,
                        constants=known)
     model = type("M", (), {"device": "cpu", "parameters": lambda self: ()})()
-    assert bw.BandwidthProbe().after_workload(model, ctx) == {"membw_gb_s": 9.0, "membw_scope": scope,
-                                                             "membw_source": "trial t-r0"}
+    got = bw.BandwidthProbe().after_workload(model, ctx).to_dict()
+    assert {k: v for k, v in got.items() if v is not None} == {**measured, "membw_source": "trial t-r0"}
     other = dict(known, bandwidth={"cuda:0@elsewhere": known["bandwidth"][scope]})
     with pytest.raises(AssertionError, match="measured"):  # another device's figure is not this one's
         bw.BandwidthProbe().after_workload(model, dataclasses.replace(ctx, constants=other))

@@ -102,6 +102,10 @@ def test_bundled_yaml_ids_are_those_from_before_auto():
 
 
 def _trial(s: Strategy, repeat: int, status: str = "ok", **metrics) -> TrialResult:
+    if "generate_start_alloc_bytes" in metrics:  # a traced trial files the whole allocations payload
+        metrics = {"generate_start_alloc_total_bytes": metrics["generate_start_alloc_bytes"],
+                   "generate_start_alloc_count": 1, "generate_start_alloc_min_bytes": 4096,
+                   "generate_start_alloc_sites": [], **metrics}
     return TrialResult(trial_id=f"{s.id}-r{repeat}", strategy_id=s.id, label=s.display(), repeat_index=repeat,
                        status=status, strategy=s, metrics=metrics)
 
@@ -180,7 +184,7 @@ LIGHT_ZYGOTE = """
 import sys, time
 from loadprof.worker import forkserver, trial
 forkserver.preimport = lambda model_path: {}
-trial.run_trial = lambda spec, rec, emit: time.sleep(spec["sleep_s"])
+trial.run_spec = lambda spec, rec, emit: time.sleep(spec["sleep_s"])
 sys.exit(forkserver.main(sys.argv[1:]))
 """
 

@@ -83,8 +83,11 @@ class TrialResult:
     def payload(self, kind: type[P]) -> P | None:
         """The payload of type ``kind`` this trial holds (None: its probe did not run, or filed nothing): from
         ``probes``, or for a metrics-filed one (``kind.FILED``) read from ``metrics``, strictly, each call."""
-        if kind.FILED == "metrics":
-            return kind.from_metrics(self.metrics)
+        if kind.FILED == "metrics":  # read lazily from metrics a file may have tampered with: unreadable is absent
+            try:
+                return kind.from_metrics(self.metrics)
+            except PayloadError:
+                return None
         p = self.probes.get(kind.PROBE)
         return p if isinstance(p, kind) else None
 
@@ -110,9 +113,9 @@ class TrialResult:
         known = set(cls.__dataclass_fields__)
         try:
             trial = cls(**{k: v for k, v in d.items() if k in known})
-            for e in REGISTRY:  # the metrics-filed payloads must read too
+            for e in REGISTRY:  # the metrics-filed payloads must read too (``payload`` later treats one as absent)
                 if e.payload.FILED == "metrics":
-                    trial.payload(e.payload)
+                    e.payload.from_metrics(trial.metrics)
         except PayloadError as e:
             raise LoadprofError(f"trial {d.get('trial_id', '?')!r}: a probe's payload does not read: {e}", exit_code=2,
                                 hint="the file was written by another loadprof version or edited by hand") from e
