@@ -1,65 +1,11 @@
 """Sweep YAML -> validated, frozen strategies. Pure data: never imports torch or transformers,
 so ``loadprof`` can reject a bad file instantly, before any trial starts.
 
-Sweep file reference
-====================
-::
-
-    name: quickstart          # optional; default: the file's stem
-    description: free text    # optional
-    repeat: 2                 # trials per strategy (isolated runs), int >= 1, default 1; run interleaved:
-                              # r0 of every strategy, then r1 of every strategy, ...
-    model: {...}              # shorthand for base.model (give one or the other)
-    base:                     # a partial strategy, the starting point of every strategy
-      model: {synthetic: {arch: qwen2, shape: tiny, dtype: bfloat16}}  # or {path: ./ckpt} or {hub_id: org/name}
-      load: {device_map: cpu, dtype: auto, quantization: none, validation: "sample:10",
-             file_cache: warm, loader: "pkg.mod:fn"}
-      generate: {prompt_tokens: 32, max_new_tokens: 16}  # `generate: false` (or null): no generation
-      label: my-run           # also: timeout_s, memory_limit, probes, sampling_hz,
-                              # isolation (fresh | forkserver: trials forked from a pre-imported zygote)
-    matrix:                   # cartesian product over base; every leaf is a list
-      model: [{synthetic: {shape: tiny}}, {synthetic: {shape: gpt2}}]
-      load: {dtype: [float32, bfloat16], device_map: [cpu, auto]}
-      generate: {max_new_tokens: "32..256*2", batch_size: [1, 2]}
-      timeout_s: [60, 120]
-    include:                  # extra points, each deep-merged over base (not multiplied with matrix)
-      - {label: my-loader, load: {loader: {target: "mypkg.loading:ModelManager.load",
-                                           kwargs: {x: 1}, sys_path: [.]}}}
-    exclude:                  # drop matrix points that match every value given here
-      - {load: {dtype: float16, device_map: cpu}}
-
-Field names and allowed values are those of ``loadprof.strategies.model`` (``LoadSpec`` etc.). Rules:
-
-* Unknown keys fail with the YAML path and a did-you-mean. Bad values fail with the YAML path
-  where they were written (``matrix.load.dtype[1]``), the value and what is allowed.
-* ``matrix`` sections nest like ``base`` (``model``, ``model.synthetic``, ``load``,
-  ``load.loader``, ``generate``); a section may also be a list of partial sections
-  (``model: [{...}, {...}]``, ``generate: [false, {max_new_tokens: 8}]``), one dimension.
-  Every other leaf is a non-empty list; integer knobs also take a range string:
-  ``"32..4096*2"`` (32, 64, ... 4096), ``"1..8+2"`` (1, 3, 5, 7), ``"1..8"`` (step 1).
-  Mapping-valued knobs (a ``device_map`` dict, ``max_memory``) take a list of mappings.
-  Order: model dimensions outermost, then load, generate, top-level knobs; within a
-  section, as written. Includes come after the matrix. Trials run in rounds (every strategy's r0,
-  then every strategy's r1, ...), each round in a seeded shuffle; reports list them strategy by strategy.
-* Without ``matrix``, ``base`` alone is the one point, unless ``include`` is given: then
-  the include entries are the points.
-* Merging: sections deep-merge; other values replace. A model that names a source
-  (``synthetic``/``path``/``hub_id``) replaces the base's other sources.
-  ``load.loader`` is ``"pkg.mod:callable"`` or a mapping (target, kwargs, init_kwargs,
-  sys_path, model_arg); one with a target replaces the base's loader, one without
-  (``{kwargs: {...}}``) merges into it; ``loader: null`` goes back to the built-in loader.
-  ``generate: false`` / null disables generation; a later generate mapping re-enables it.
-* Relative ``model.path``, ``load.offload_folder`` and ``load.loader.sys_path`` entries
-  resolve against the YAML file's folder, so trials run from any cwd.
-* ``exclude`` entries are partial strategies of single values; a point matches when every
-  value given equals the point's (unwritten fields compare as their defaults). Excludes run
-  before validation, so they can remove combinations that would be invalid.
-* Labels: an include entry's own ``label`` wins; otherwise the varying matrix dimensions
-  as ``key=value`` (the model as its label, a ``device_map`` dict as ``custom``), include
-  entries from the keys they set, both prefixed by a base ``label``; a sweep with one
-  point (or a point with nothing to say) gets the model label.
-* Strategies with the same ``Strategy.id`` are kept once (first wins; ``Sweep.dropped``
-  says which). An exclude that matches nothing, and a sweep left empty, are errors.
+What a sweep file may hold and how it expands (matrix, include, exclude, merging, labels, run order, limits)
+is documented once, for users, in docs/reference/yaml.md; its key tables are generated from the dataclasses
+in ``loadprof.strategies.model`` through ``loadprof.strategies.schema``, which reads ``_SECTIONS`` here, so the
+validator, the JSON Schema and the reference cannot drift. Bad input fails before anything runs with the YAML
+path where it was written (``matrix.load.dtype[1]``), the value, what is allowed and a did-you-mean.
 """
 
 from __future__ import annotations

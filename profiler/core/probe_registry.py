@@ -1,9 +1,10 @@
 """The one list of loadprof's probes, and the worker's step functions the sampler attributes by.
 
 Pure data, no imports of probes or torch: the spec layer validates a YAML ``probes:`` list against it, the
-worker builds its probes from it (importing each ``module:Class`` lazily, in the worker only), the README's
-probe table is checked against it by a test, and the parent-side py-spy sampler maps stack frames to phases
-with ``WORKER_STEP_PHASES``, which the worker also uses to open those phases (one definition, not two).
+worker builds its probes from it (importing each ``module:Class`` lazily, in the worker only), the probe
+table of the YAML reference (docs/reference/yaml.md) is generated from it, and the parent-side py-spy sampler
+maps stack frames to phases with ``WORKER_STEP_PHASES``, which the worker also uses to open those phases (one
+definition, not two).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ class ProbeEntry:
     target: str  # "module:Class", imported only where the probe runs
     runs_in: Literal["worker", "parent"]
     selectable: bool  # may a YAML ``probes:`` list name it? Not selectable: turned on as the description says
-    description: str  # one line, shown in the README's probe table
+    description: str  # one line, shown in the probe table of docs/reference/yaml.md
 
 
 #: Order matters: ``probes:`` error messages list the selectable names in this order, and the worker runs the
