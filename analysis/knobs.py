@@ -35,7 +35,7 @@ def _dynamic_cache(s: Strategy) -> bool:
 _PAGE_CACHE_AFTER_LOAD = ("measured after the load and its first forward have read every weight, so the page "
                           "cache state no longer matters")
 _NOT_GENERATING = "the load and its first forward end before any generate call"
-#: objective -> knobs that cannot affect it (README "Recommendations" prints this table)
+#: objective -> knobs that cannot affect it (docs/reference/recommendations.md prints this table)
 CANNOT_AFFECT: Mapping[str, tuple[Irrelevant, ...]] = {
     "load": (Irrelevant("generate.max_new_tokens", _NOT_GENERATING),
              Irrelevant("generate.cache_implementation", _NOT_GENERATING),

@@ -1,8 +1,6 @@
 """Sweep YAML -> validated, frozen strategies. Pure data: never imports torch or transformers,
 so ``loadprof`` can reject a bad file instantly, before any trial starts.
 
-Sweep file reference
-====================
 ::
 
     name: quickstart          # optional; default: the file's stem
@@ -61,6 +59,12 @@ Field names and allowed values are those of ``loadprof.strategies.model`` (``Loa
   point (or a point with nothing to say) gets the model label.
 * Strategies with the same ``Strategy.id`` are kept once (first wins; ``Sweep.dropped``
   says which). An exclude that matches nothing, and a sweep left empty, are errors.
+=======
+What a sweep file may hold and how it expands (matrix, include, exclude, merging, labels, run order, limits)
+is documented once, for users, in docs/reference/yaml.md; its key tables are generated from the dataclasses
+in ``loadprof.strategies.model`` through ``loadprof.strategies.schema``, which reads ``_SECTIONS`` here, so the
+validator, the JSON Schema and the reference cannot drift. Bad input fails before anything runs with the YAML
+path where it was written (``matrix.load.dtype[1]``), the value, what is allowed and a did-you-mean.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from loadprof.core.errors import SpecError
 from loadprof.core.probe_registry import SELECTABLE
 
-# ---- allowed values (the YAML reference in the README lists the same) ----
+# ---- allowed values (docs/reference/yaml.md is generated from them, through loadprof.strategies.schema) ----
 DEVICE_MAPS = ("cpu", "cuda", "auto", "balanced", "balanced_low_0", "sequential")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 QUANTIZATIONS = ("none", "bnb-8bit", "bnb-4bit-nf4", "bnb-4bit-fp4")

@@ -1,4 +1,4 @@
-"""One probe registry: the worker builds from it, the spec validates against it, the README lists it, the
+"""One probe registry: the worker builds from it, the spec validates against it, the YAML reference lists it, the
 sampler attributes by the worker steps it names, and the after-workload probes run in order in their phases."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from loadprof.probes._hooks import HookSet
 from loadprof.probes.base import ParentProbe, Probe, ProbeContext
 from loadprof.strategies.model import PROBES, ModelSpec, Strategy
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+YAML_REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "reference" / "yaml.md"
 
 
 def test_every_entry_names_its_class_and_its_result():
@@ -137,12 +137,12 @@ def test_worker_step_phases_are_the_workers_functions_and_the_samplers_map():
         worker.phase_of(worker.step_estimate)  # not a sampled step
 
 
-def test_readme_probe_table_and_default_match_the_registry():
-    text = README.read_text()
+def test_yaml_reference_probe_table_and_default_match_the_registry():
+    text = YAML_REFERENCE.read_text()
     header = "| probe | in `probes:` | runs in | what it measures |"
     lines = text[text.index(header):].splitlines()[2:]
     rows = [tuple(c.strip() for c in ln.strip("|").split("|")) for ln in lines[:next(
         (i for i, ln in enumerate(lines) if not ln.startswith("|")), len(lines))]]
     assert rows == [(f"`{e.name}`", "yes" if e.selectable else "no", e.runs_in, e.description) for e in REGISTRY]
-    default = re.search(r"`probes` \(default `\[([^\]]*)\]`", text)
+    default = re.search(r"`probes: \[([^\]]*)\]`", text)
     assert default and tuple(default.group(1).split(", ")) == Strategy(model=ModelSpec(path="/x")).probes

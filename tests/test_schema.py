@@ -75,3 +75,17 @@ def test_the_schema_command_prints_a_valid_schema_without_torch():
     *doc, mods = r.stdout.strip().splitlines()
     assert mods == "[]", r.stderr
     jsonschema.Draft202012Validator.check_schema(json.loads("\n".join(doc)))
+
+
+def test_every_key_of_the_schema_says_what_it_means():
+    """Editors show the description on hover and the YAML reference prints it: no key without one."""
+    def walk(node, path):
+        if isinstance(node, dict):
+            for key, sub in (node.get("properties") or {}).items():
+                assert ": " in sub.get("description", "") or path == "", f"{path}{key} has no description"
+                assert sub.get("description", "").strip(), f"{path}{key} has no description"
+                walk(sub, f"{path}{key}.")
+            for sub in node.get("anyOf", ()):
+                walk(sub, path)
+            walk(node.get("items"), path)
+    walk(sweep_schema(), "")

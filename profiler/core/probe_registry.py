@@ -2,9 +2,10 @@
 
 Pure data, no imports of probes or torch: the spec layer validates a YAML ``probes:`` list against it, the
 worker builds its worker probes from it and the runner its parent probes (importing each ``module:Class``
-lazily, where it runs), the result model reads each probe's payload by the type named here, the README's
-probe table is checked against it by a test, and the parent-side py-spy sampler maps stack frames to phases
-with ``WORKER_STEP_PHASES``, which the worker also uses to open those phases (one definition, not two).
+lazily, where it runs), the result model reads each probe's payload by the type named here, the probe table of
+the YAML reference (docs/reference/yaml.md) is generated from it, and the parent-side py-spy sampler maps stack
+frames to phases with ``WORKER_STEP_PHASES``, which the worker also uses to open those phases (one definition,
+not two).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class ProbeEntry:
     target: str  # "module:Class", imported only where the probe runs
     runs_in: Literal["worker", "parent"]  # parent: the runner runs it beside the worker (probes.base.ParentProbe)
     selectable: bool  # may a YAML ``probes:`` list name it? Not selectable: turned on as the description says
-    description: str  # one line, shown in the README's probe table
+    description: str  # one line, shown in the probe table of docs/reference/yaml.md
     payload: type[Payload]
 
     def load(self) -> Any:
