@@ -197,6 +197,32 @@ def test_another_threads_steps_are_skipped_while_one_is_open():
     assert seen == [False]
 
 
+def test_imports_inside_a_step_are_lazy_import_phases_of_it_and_others_are_not(tmp_path, monkeypatch):
+    from loadprof.core.clock import DEFAULT_CLOCK
+    from loadprof.probes import _imports
+
+    for name in ("lp_mod_in", "lp_mod_out"):
+        (tmp_path / f"{name}.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    evs: list[dict] = []
+    ph = ProgramPhases(PhaseRecorder(DEFAULT_CLOCK, evs.append, 0), DEFAULT_CLOCK.now_ns)
+    timer = _imports.ImportTimer(ph.load_step, DEFAULT_CLOCK.now_ns, active_when=ph.open_here)
+    stop = _imports.start_timer(timer)
+    try:
+        import lp_mod_out  # noqa: F401 - no step open: the program's own import, not timed
+        with ph.step("model:a", load=True):
+            import lp_mod_in  # noqa: F401
+        ph.finish()
+    finally:
+        stop()
+        for name in ("lp_mod_in", "lp_mod_out"):
+            sys.modules.pop(name, None)
+    assert [(r.module, r.phase) for r in timer.records] == [("lp_mod_in", "load/model:a/lazy_import")]
+    tree = build_tree([e for e in evs if e["type"] == "phase"])
+    assert [p.name for p in tree] == ["load"] and [c.name for c in tree[0].children[0].children] == ["lazy_import"]
+    assert not _imports.watching()
+
+
 # ---- bootstrap ----------------------------------------------------------------------------------------------------
 
 def test_bootstrap_chains_to_the_sitecustomize_it_shadows(tmp_path):
@@ -237,6 +263,24 @@ def test_an_unmodified_script_keeps_its_exit_code_and_output_and_its_slow_step_i
     assert [p["name"] for p in trial["phases"]][:2] == ["load", "generate"]
     top = report["findings"][0]
     assert "ModelManager.fingerprint_weights" in json.dumps(top), top
+
+
+@pytest.mark.slow
+def test_a_programs_first_load_is_mostly_lazy_import_and_says_so(tmp_path):
+    out = tmp_path / "out"
+    proc = _run(out, "--sampling-hz", "0", "--", sys.executable, str(PROGRAMS / "load_only.py"), _model())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    trial = report["trials"][0]
+    imp, cost = trial["metrics"]["load_import_s"], trial["metrics"]["load_cost_s"]
+    assert 0 < imp <= cost
+    imports = trial["probes"]["imports"]
+    assert imports["count"] >= 1 and all(i["phase"].startswith("load/model:") for i in imports["imports"])
+    assert any(i["module"].endswith("modeling_qwen2") for i in imports["imports"])
+    from loadprof.analysis.lazy_import import LAZY_IMPORT_MIN_S, LAZY_IMPORT_SHARE
+
+    if imp > LAZY_IMPORT_SHARE * cost and imp >= LAZY_IMPORT_MIN_S:  # the rule's thresholds (on a tiny model: met)
+        assert "lazy_import" in [f["kind"] for f in report["findings"]]
 
 
 @pytest.mark.slow
