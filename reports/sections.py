@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from loadprof.core import figures
 from loadprof.core.payloads import MemoryPayload
 from loadprof.reports.base import Artifacts
-from loadprof.results.model import (Finding, PhaseTiming, Recommendation, Recommendations, SweepResult,
+from loadprof.results.model import (IN_PROCESS, Finding, PhaseTiming, Recommendation, Recommendations, SweepResult,
                               TrialResult)
 from loadprof.core.units import bytes_h, num
 
@@ -115,15 +115,19 @@ def status_counts(sweep: SweepResult) -> str:
 
 def harness_line(sweep: SweepResult) -> str | None:
     """What the harness itself costs per trial (medians), or None when no trial recorded it. Trials forked from a
-    pre-imported zygote (``isolation: forkserver``) are told apart: their import was paid once per zygote."""
+    pre-imported zygote (``isolation: forkserver``) are told apart: their import was paid once per zygote; blocks
+    measured in the user's own process (loadprof.profile()) are said not to be isolated."""
     over = [t.harness["overhead_s"] for t in sweep.trials if "overhead_s" in t.harness]
     forked = [t for t in sweep.trials if t.harness.get("isolation") == "forkserver"]
     fresh = [t for t in sweep.trials if t.harness.get("isolation") != "forkserver"]
     start = [t.harness["startup_s"] for t in fresh if "startup_s" in t.harness]
     imp = [t.metrics[figures.IMPORT_S.key] for t in fresh if figures.IMPORT_S.key in t.metrics]
+    inproc = [t for t in sweep.trials if t.harness.get("isolation") == IN_PROCESS]
+    lead = [f"{len(inproc)} of {len(sweep.trials)} trials {inproc[0].harness.get('isolation_note') or IN_PROCESS}"] \
+        if inproc else []
     if not over:
-        return None
-    parts = [f"harness overhead per trial (parent wall - trial wall, median of {len(over)}): "
+        return "; ".join(lead) or None
+    parts = [*lead, f"harness overhead per trial (parent wall - trial wall, median of {len(over)}): "
              f"{statistics.median(over) * 1e3:.0f} ms"]
     if start:
         parts.append(f"of which interpreter start {statistics.median(start) * 1e3:.0f} ms")

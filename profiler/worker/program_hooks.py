@@ -24,12 +24,13 @@ from loadprof.probes.load_phases import FROM_PRETRAINED, LoadPhasesProbe
 
 MU = "transformers.modeling_utils"
 AUTO = "transformers.models.auto"
+AUTO_MODEL = f"{AUTO}.auto_factory:_BaseAutoModelClass.from_pretrained"
 #: (module whose import installs the hook, hook target, kind of load). Order inside one module: outermost last.
 HOOKS: tuple[tuple[str, str, str], ...] = (
     (MU, FROM_PRETRAINED, "model"),
     (MU, f"{AUTO}.configuration_auto:AutoConfig.from_pretrained", "config"),
     (MU, "transformers.configuration_utils:PreTrainedConfig.from_pretrained", "config"),
-    (f"{AUTO}.auto_factory", f"{AUTO}.auto_factory:_BaseAutoModelClass.from_pretrained", "model"),
+    (f"{AUTO}.auto_factory", AUTO_MODEL, "model"),
     ("transformers.tokenization_utils_base", "transformers.tokenization_utils_base:PreTrainedTokenizerBase"
                                              ".from_pretrained", "tokenizer"),
     (f"{AUTO}.tokenization_auto", f"{AUTO}.tokenization_auto:AutoTokenizer.from_pretrained", "tokenizer"),
@@ -45,6 +46,20 @@ HOOKS: tuple[tuple[str, str, str], ...] = (
 )
 #: kinds whose loads name the loads they make (a pipeline's model and tokenizer); others hide their inner ones
 CONTAINERS = ("pipeline", "processor")
+
+
+def auto_model_copies(auto_factory: ModuleType) -> list[str]:
+    """Hook targets for the Auto model classes defined before the hooks: transformers gives each its own copy of
+    ``_BaseAutoModelClass.from_pretrained`` as it defines it (auto_class_update), so a class defined earlier (an
+    in-process profile in a process that already imported them) does not call the hooked one. A program's are
+    defined after the hook (none here): their copies are of the wrapper."""
+    out, todo = [], list(auto_factory._BaseAutoModelClass.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if "from_pretrained" in vars(cls) and "<locals>" not in cls.__qualname__:
+            out.append(f"{cls.__module__}:{cls.__qualname__}.from_pretrained")
+    return out
 
 
 def source_name(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -92,6 +107,9 @@ class Hooks:
         for target, kind in targets:
             make = self._generate if kind == "generate" else self._load(kind)
             call_guarded(self.w.note, f"hook {target}", lambda t=target, mk=make: self.w.hooks.wrap(t, mk))
+            if target == AUTO_MODEL:
+                for copy in auto_model_copies(sys.modules[module]):
+                    call_guarded(self.w.note, f"hook {copy}", lambda t=copy, mk=make: self.w.hooks.wrap(t, mk))
 
     def _kinds(self) -> list[str]:
         if not hasattr(self._local, "kinds"):
