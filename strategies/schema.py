@@ -63,6 +63,10 @@ for _k in ("prompt_tokens", "max_new_tokens", "batch_size", "repeats"):
     _VALUES[f"generate.{_k}"] = {"type": "integer", "minimum": 1}
 
 
+#: a matrix key that names a nested knob by its dotted path
+DOTTED_PATTERN = r"^[a-z_]+\.[A-Za-z0-9_.]+$"
+
+
 def _leaf(path: str) -> dict[str, Any]:
     return dict(_VALUES.get(path, {}))
 
@@ -87,12 +91,20 @@ def _section(canon: str, matrix: bool) -> dict[str, Any]:
             props[key] = ({"anyOf": [sub, {"type": "array", "items": _section(path, False)}]} if matrix else sub)
             continue
         value = _leaf(path)
+        if matrix and path == "program.env":  # whole environments, or variable -> values (expand._env_dims)
+            props[key] = {"anyOf": [{"type": "array", "minItems": 1, "items": {"type": "object"}},
+                                    {"type": "object", "additionalProperties": {"type": "array", "minItems": 1}}],
+                          "description": path}
+            continue
         if matrix:
             value = {"anyOf": [{"type": "array", "minItems": 1, "items": value},
                                *([{"type": "string", "pattern": RANGE_PATTERN}]
                                  if "integer" in str(value.get("type")) else [])]}
         props[key] = {**value, "description": f"{path}"}
-    return {"type": "object", "properties": props, "additionalProperties": False}
+    out = {"type": "object", "properties": props, "additionalProperties": False}
+    if matrix:  # a dotted key names a nested knob (``program.env.OMP_NUM_THREADS: [...]``); expand checks it
+        out["patternProperties"] = {DOTTED_PATTERN: {}}
+    return out
 
 
 def sweep_schema() -> dict[str, Any]:
@@ -104,7 +116,7 @@ def sweep_schema() -> dict[str, Any]:
         "properties": {
             "name": {"type": "string", "minLength": 1}, "description": {"type": "string"},
             "repeat": {"type": "integer", "minimum": 1, "maximum": ex.MAX_TRIALS},
-            "model": partial["properties"]["model"], "base": {"anyOf": [partial, {"type": "null"}]},
+            "model": partial["properties"]["model"], "program": partial["properties"]["program"], "base": {"anyOf": [partial, {"type": "null"}]},
             "matrix": {"anyOf": [_section("", True), {"type": "null"}]},
             "include": {"anyOf": [{"type": "array", "items": partial}, {"type": "null"}]},
             "exclude": {"anyOf": [{"type": "array", "items": partial}, {"type": "null"}]},

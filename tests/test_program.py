@@ -138,6 +138,28 @@ def test_load_names():
     assert short_name("Qwen/Qwen2.5-0.5B") == "Qwen--Qwen2.5-0.5B"
 
 
+def test_a_matrix_varies_program_env_by_dotted_key_or_by_variable_and_keeps_the_base_env():
+    from loadprof.strategies.expand import expand
+
+    base = {"name": "t", "program": {"cmd": ["python", "app.py"], "env": {"HF_HUB_OFFLINE": "1"}}}
+    dotted = expand({**base, "matrix": {"program.env.OMP_NUM_THREADS": ["1", 2]}})
+    nested = expand({**base, "matrix": {"program": {"env": {"OMP_NUM_THREADS": ["1", "2"]}}}})
+    assert [s.id for s in dotted.strategies] == [s.id for s in nested.strategies]
+    assert [dict(s.program.env) for s in dotted.strategies] == [
+        {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}, {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}]
+    assert [s.label for s in dotted.strategies] == ["OMP_NUM_THREADS=1", "OMP_NUM_THREADS=2"]
+    assert {s.model.label for s in dotted.strategies} == {"python app.py"}  # one program, two configurations
+    whole = expand({**base, "matrix": {"program": {"env": [{"OMP_NUM_THREADS": "1"}], "cmd": [["python", "a.py"],
+                                                                                              ["python", "b.py"]]}}})
+    assert [s.program.cmd for s in whole.strategies] == [("python", "a.py"), ("python", "b.py")]
+    for bad in ({"program.env.A": ["1"], "program": {"env": {"A": ["2"]}}}, {"program.env.A": "1"},
+                {"program.env.A": [["1"]]}):
+        with pytest.raises(SpecError):
+            expand({**base, "matrix": bad})
+    with pytest.raises(SpecError):
+        expand({**base, "base": {"program": {"cmd": ["x"]}}})  # top level and base: one of them
+
+
 # ---- phase shaping --------------------------------------------------------------------------------------------------
 
 def _phases() -> tuple[ProgramPhases, list[dict], FakeClock]:
@@ -281,6 +303,33 @@ def test_a_programs_first_load_is_mostly_lazy_import_and_says_so(tmp_path):
 
     if imp > LAZY_IMPORT_SHARE * cost and imp >= LAZY_IMPORT_MIN_S:  # the rule's thresholds (on a tiny model: met)
         assert "lazy_import" in [f["kind"] for f in report["findings"]]
+
+
+@pytest.mark.slow
+def test_a_program_sweep_over_omp_threads_runs_reports_recommends_and_diffs(tmp_path):
+    yaml_file = tmp_path / "threads.yaml"
+    yaml_file.write_text(json.dumps({  # JSON is YAML
+        "name": "threads", "program": {"cmd": [sys.executable, str(PROGRAMS / "load_only.py"), _model()]},
+        "base": {"sampling_hz": 0}, "matrix": {"program.env.OMP_NUM_THREADS": ["1", "2"]}}))
+    out = tmp_path / "out"
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "loadprof.cli.main", *args], capture_output=True, text=True,
+                              timeout=300)
+
+    ran = cli("compare", str(yaml_file), "--out", str(out))
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert sorted(t["label"] for t in report["trials"]) == ["OMP_NUM_THREADS=1", "OMP_NUM_THREADS=2"]
+    assert all(t["status"] == "ok" and t["metrics"]["load_cost_s"] > 0 for t in report["trials"])
+    # diff gates only status here: one repeat cannot tell figures apart (exit 3, undecided, by design)
+    for args in (("recommend", str(out)), ("report", str(out)), ("diff", str(out), str(out), "--fail-on", "status")):
+        res = cli(*args)
+        assert res.returncode == 0, (args, res.stdout[-2000:], res.stderr[-2000:])
+        said = "no gated regression" if args[0] == "diff" else "OMP_NUM_THREADS"  # a sweep against itself
+        assert said in res.stdout + res.stderr, (args, res.stdout[-2000:])
+    rec = cli("recommend", str(out), "--objective", "load")
+    assert "OMP_NUM_THREADS=" in rec.stdout, rec.stdout[-2000:]
 
 
 @pytest.mark.slow
