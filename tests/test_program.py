@@ -282,6 +282,9 @@ def test_an_unmodified_script_keeps_its_exit_code_and_output_and_its_slow_step_i
     report = json.loads((out / "report.json").read_text())
     trial = report["trials"][0]
     assert trial["status"] == "ok" and trial["metrics"]["program_exit_code"] == 3
+    logs = out / "trials" / trial["trial_id"]  # teed: the terminal got it, and the trial folder keeps it
+    assert "app: generated" in (logs / trial["artifacts"]["stdout"]).read_text()
+    assert (logs / trial["artifacts"]["stderr"]).is_file()
     assert [p["name"] for p in trial["phases"]][:2] == ["load", "generate"]
     top = report["findings"][0]
     assert "ModelManager.fingerprint_weights" in json.dumps(top), top
