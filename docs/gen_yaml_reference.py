@@ -173,7 +173,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "top": top, "strategy": strategy, "model": lambda: section("model"),
     "model.synthetic": lambda: section("model.synthetic"), "load": lambda: section("load"),
     "load.loader": lambda: section("load.loader"), "generate": lambda: section("generate"),
-    "probes": probes, "shapes": shapes, "limits": limits,
+    "program": lambda: section("program"), "probes": probes, "shapes": shapes, "limits": limits,
 }
 
 

@@ -47,12 +47,16 @@ def _under(name: str, prefixes: Sequence[str]) -> bool:
 
 class ImportTimer:
     """Times the outermost imports of one thread as phases named ``phase_name`` (while ``active``), except those
-    of modules under ``ignore_modules`` or asked for by code under ``ignore_callers`` (module-name prefixes)."""
+    of modules under ``ignore_modules`` or asked for by code under ``ignore_callers`` (module-name prefixes).
+
+    ``active_when``, where given, replaces ``active`` and the thread: a program's loads run in whatever thread it
+    chooses, so there the phases say when and where an import is the workload's (one thread at a time)."""
 
     def __init__(self, open_phase: Callable[[str], ContextManager[str]], now_ns: Callable[[], int],
                  phase_name: str = LAZY_IMPORT_PHASE, thread_id: int | None = None, ignore_modules: Sequence[str] = (),
-                 ignore_callers: Sequence[str] = ()) -> None:
+                 ignore_callers: Sequence[str] = (), active_when: Callable[[], bool] | None = None) -> None:
         self._open = open_phase
+        self._active_when = active_when
         self._now = now_ns
         self.phase_name = phase_name
         self.ignore_modules, self.ignore_callers = tuple(ignore_modules), tuple(ignore_callers)
@@ -68,6 +72,8 @@ class ImportTimer:
 
     def wants(self) -> bool:
         """Would an import starting now on this thread be timed (active, this thread, not inside another)?"""
+        if self._active_when is not None:
+            return self.depth == 0 and self._active_when()
         return self.active and self.depth == 0 and threading.get_ident() == self.thread_id
 
     def ignores(self, module: str, caller: str) -> bool:
@@ -81,7 +87,7 @@ class ImportTimer:
         self.depth = 1  # before the phase opens: what the phase's listeners import is nested, not timed
         if timed:
             cm = self._open(self.phase_name)
-            self._path = cm.__enter__()
+            self._path = cm.__enter__() or ""
             self._open_cm, self._t0 = cm, self._now()
         return True
 

@@ -132,5 +132,9 @@ class ParentProbe:
     def stop(self, received: Sequence[Mapping[str, Any]]) -> ProbeResult:
         raise NotImplementedError
 
+    def release(self) -> None:
+        """The target keeps running after the measured span (loadprof.profile() measures its own process): let
+        go of it now, so ``stop`` need not wait for its exit. Nothing by default."""
+
     def abort(self) -> None:
         """The trial is abandoned: stop what this probe runs."""

@@ -15,6 +15,8 @@ total; the analysis sums the phases (loadprof.analysis.derive.load_import_s).
 
 from __future__ import annotations
 
+from typing import Callable
+
 from loadprof.core.payloads import ImportsPayload
 from loadprof.core.phases import LAZY_IMPORT_PHASE
 from loadprof.core.probe_registry import WORKER_STEP_PHASES
@@ -30,13 +32,19 @@ IGNORE_CALLERS = ("loadprof.probes", "loadprof.worker", "loadprof.core")
 
 
 class ImportsProbe(Probe):
+    """``active_when``: a program's (loadprof.worker.program) say-so that a workload step is open in this thread,
+    instead of the trial's top-level workload phases on the worker's main thread."""
+
     NAME = "imports"
     PAYLOAD = ImportsPayload
+
+    def __init__(self, active_when: Callable[[], bool] | None = None) -> None:
+        self.active_when = active_when
 
     def start(self, ctx: ProbeContext) -> None:
         self.ctx = ctx
         self.timer = _imports.ImportTimer(ctx.phase, ctx.clock.now_ns, LAZY_IMPORT_PHASE, ignore_modules=IGNORE_MODULES,
-                                          ignore_callers=IGNORE_CALLERS)
+                                          ignore_callers=IGNORE_CALLERS, active_when=self.active_when)
         ctx.hooks.add_cleanup(_imports.start_timer(self.timer))  # undone with the probe's hooks, however it ends
 
     def on_phase(self, phase: str, edge: str, t_ns: int) -> None:

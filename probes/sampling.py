@@ -167,6 +167,12 @@ class Sampler:
             self._proc.wait()
             self._proc = None
 
+    def interrupt(self) -> None:
+        """The target keeps running (an in-process profile samples its own process): py-spy writes its file on
+        SIGINT, so ``finish`` need not wait for the target's exit."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGINT)
+
     def finish(self, t0_abs_ns: int | None = None, timeout_s: float = 30) -> SamplingResult:
         """After the worker exited: wait for py-spy's file (SIGINT, then kill, on timeout) and join its stacks
         with the thread states. ``t0_abs_ns``: the worker's clock origin, to put samples on the trial's clock."""
@@ -261,6 +267,11 @@ class SamplingProbe(ParentProbe):
         except Exception as e:  # noqa: BLE001 - a probe never decides the trial's fate
             return ProbeResult(SamplingPayload(ok=False), notes=(f"sampling not attributed: {type(e).__name__}: {e}",),
                                artifacts=result.to_probe_result().artifacts)
+
+    def release(self) -> None:
+        """The target is not going to exit (loadprof.profile() samples its own process): stop py-spy now."""
+        if self.sampler is not None:
+            self.sampler.interrupt()
 
     def abort(self) -> None:
         if self.sampler is not None:

@@ -6,6 +6,10 @@
     sweep.recommendations.get("load")
     again = loadprof.load_report(sweep_folder)
 
+    with loadprof.profile() as p:  # this process, not isolated (loadprof.run.inprocess)
+        model = AutoModelForCausalLM.from_pretrained(path)
+    p.result.findings; p.report("out/")
+
 Everything the CLI checks is checked here too (bad input raises ``SpecError`` before anything runs), every
 trial still runs in its own process, and the output folder is the CLI's: report files included.
 """
@@ -53,6 +57,15 @@ def compare(sweep: str | Path | Mapping[str, Any], out: str | Path | None = None
             raise LoadprofError("resume needs out= (the folder of the sweep to continue)", exit_code=2)
         out = default_out(sw)
     return Session(sw, Path(out), resume=resume, on_trial=on_trial, executor=runner).run()  # and the reports
+
+
+def profile(name: str = "profile", *, sampling_hz: int | None = None) -> Any:
+    """``with loadprof.profile() as p:``: the block's loads, generate calls, lazy imports and memory, in this
+    process (not isolated: no cold import, the process's earlier state counts; the result says so). After the
+    block, ``p.result`` is a one-trial ``SweepResult`` and ``p.report(out_dir)`` writes the usual files."""
+    from loadprof.run.inprocess import profile as _profile
+
+    return _profile(name, sampling_hz=sampling_hz)
 
 
 def load_report(path: str | Path) -> SweepResult:

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from loadprof.core import figures
 from loadprof.core.payloads import MemoryPayload
 from loadprof.reports.base import Artifacts
-from loadprof.results.model import (Finding, PhaseTiming, Recommendation, Recommendations, SweepResult,
+from loadprof.results.model import (IN_PROCESS, Finding, PhaseTiming, Recommendation, Recommendations, SweepResult,
                               TrialResult)
 from loadprof.core import units
 
@@ -115,12 +115,17 @@ def status_counts(sweep: SweepResult) -> str:
 
 def harness_line(sweep: SweepResult) -> str | None:
     """What the harness itself costs per trial (``sweep.circumstances.harness``, medians), or None when no trial
-    recorded it; trials forked from a pre-imported zygote say their import was paid once per zygote."""
+    recorded it; trials forked from a pre-imported zygote say their import was paid once per zygote; blocks measured
+    in the user's own process (loadprof.profile()) are said not to be isolated."""
     h = sweep.circumstances.harness
+    inproc = [t for t in sweep.trials if t.harness.get("isolation") == IN_PROCESS]  # loadprof.profile() blocks
+    lead = [f"{len(inproc)} of {len(sweep.trials)} trials {inproc[0].harness.get('isolation_note') or IN_PROCESS}"] \
+        if inproc else []
     if h is None:
-        return None
+        return "; ".join(lead) or None
     ms = lambda v: units.ms(v * 1e3)  # noqa: E731
-    parts = [f"harness overhead per trial (parent wall - trial wall, median of {h.trials}): {ms(h.overhead_s)}"]
+    parts = [*lead, f"harness overhead per trial (parent wall - trial wall, median of {h.trials}): "
+             f"{ms(h.overhead_s)}"]
     if h.startup_s is not None:
         parts.append(f"of which interpreter start {ms(h.startup_s)}")
     if h.own_import_s is not None:

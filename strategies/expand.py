@@ -87,7 +87,7 @@ from loadprof.strategies.model import (ALIASES, GENERATE_KEYS, LOAD_KEYS, LOADER
                                        STRATEGY_KEYS, SYNTHETIC_KEYS, GenerateSpec, LoaderSpec, LoadSpec, ModelSpec,
                                        ProgramSpec, Strategy, SyntheticSpec, Trial, program_model)
 
-TOP_KEYS = ("name", "description", "repeat", "model", "base", "matrix", "include", "exclude")
+TOP_KEYS = ("name", "description", "repeat", "model", "program", "base", "matrix", "include", "exclude")
 MATRIX_KEYS = tuple(k for k in STRATEGY_KEYS if k != "label")
 # Canonical section path -> (dataclass, valid keys); the keys come from model.py so the two never drift.
 _SECTIONS: dict[str, tuple[type, tuple[str, ...]]] = {
@@ -273,15 +273,64 @@ def parse_range(text: Any, *, path: str | None = None) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _undot(node: Mapping[str, Any], canon: str, ypath: str) -> dict[str, Any]:
+    """``{"program.env.OMP_NUM_THREADS": [...]}`` -> ``{"program": {"env": {"OMP_NUM_THREADS": [...]}}}``: a
+    matrix may name a nested knob by its dotted path (split only where the prefix is a section, or
+    ``program.env``); the same knob written twice, dotted and nested, is an error."""
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        head, _, rest = str(k).partition(".")
+        c = _join(canon, head)
+        if rest and (c in _SECTIONS or c == _ENV):
+            _put(out, head, _undot({rest: v}, c, _join(ypath, head)) if c != _ENV else {rest: v}, ypath)
+        else:
+            _put(out, k, v, ypath)
+    return out
+
+
+def _put(out: dict[str, Any], key: str, value: Any, ypath: str) -> None:
+    if key not in out:
+        out[key] = value
+    elif isinstance(out[key], Mapping) and isinstance(value, Mapping):
+        merged = dict(out[key])
+        for k, v in value.items():
+            _put(merged, k, v, _join(ypath, key))
+        out[key] = merged
+    else:
+        raise SpecError("given twice (dotted and nested)", path=_join(ypath, key))
+
+
+def _env_dims(node: Any, ypath: str, out: list[_Dim]) -> None:
+    """``program.env: {NAME: [values]}``: one dimension per variable, each value a one-variable env that the
+    merge adds to the base's (values are strings in the environment: 1 and "1" are the same)."""
+    for name, values in node.items():
+        y = _join(ypath, name)
+        if not isinstance(values, list) or not values:
+            raise SpecError(f"matrix values must be a non-empty list, got {_short(values)}", path=y,
+                            hint=f"write {name}: [{values}]")
+        bad = [x for x in values if isinstance(x, (list, dict)) or x is None]
+        if bad:
+            raise SpecError(f"an environment value must be a string or a number, got {_short(bad[0])}", path=y)
+        out.append((_ENV, tuple(({str(name): str(x)}, {_ENV: f"{y}[{i}]"}) for i, x in enumerate(values))))
+
+
+_ENV = "program.env"
+
+
 def _dims(node: Any, canon: str, ypath: str, base_dir: Path, out: list[_Dim]) -> None:
-    """Collect matrix dimensions; nested sections recurse, every other leaf must be a list."""
+    """Collect matrix dimensions; nested sections recurse (a dotted key names a nested knob), every other leaf
+    must be a list; ``program.env`` may also be a mapping of variable -> values."""
     if not isinstance(node, Mapping):
         raise SpecError(f"expected a mapping, got {_short(node)}", path=ypath)
+    node = _undot(node, canon, ypath)
     _check_keys(node, MATRIX_KEYS if canon == "" else _SECTIONS[canon][1], ypath)
     for k, v in node.items():
         c, y = _join(canon, k), _join(ypath, k)
         if c in _SECTIONS and isinstance(v, Mapping):
             _dims(v, c, y, base_dir, out)
+            continue
+        if c == _ENV and isinstance(v, Mapping):
+            _env_dims(v, y, out)
             continue
         is_int = c in _LEAVES and "int" in _LEAVES[c].split(" | ") and c not in _SIZE_FIELDS
         if is_int and isinstance(v, str) and ".." in v:
@@ -321,6 +370,8 @@ def _merge(dst: Mapping[str, Any] | None, src: Mapping[str, Any], canon: str = "
         c = _join(canon, k)
         if c in _SECTIONS and isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = _merge(out[k], v, c)
+        elif c == _ENV and isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = {**out[k], **v}  # a matrix's variables join the base's environment
         else:
             out[k] = v
     return out
@@ -406,6 +457,8 @@ def _describe(node: Any, canon: str, s: Strategy, name: str | None = None) -> li
         return [f"loader={s.load.loader.target if s.load.loader else 'builtin'}"]
     if canon == "generate" and node is None:
         return ["generate=off"]
+    if canon == _ENV and isinstance(node, Mapping):
+        return [f"{k}={_fmt(v, '')}" for k, v in node.items()]
     if canon in _SECTIONS:
         words = [w for k, v in node.items() if _join(canon, k) != "label" for w in _describe(v, _join(canon, k), s)]
         return words or (["generate=on"] if canon == "generate" else [])
@@ -460,16 +513,17 @@ def _header(doc: Any, source: str) -> tuple[str, str, int]:
 
 
 def _base(doc: Mapping[str, Any], base_dir: Path) -> _Part:
-    """``base`` with the top-level ``model`` shorthand folded in."""
+    """``base`` with the top-level ``model`` and ``program`` shorthands folded in."""
     base_origins: dict[str, str] = {}
     base = _norm({} if doc.get("base") is None else doc["base"], "", "base", base_origins, base_dir)
     if "base" not in doc:
         base_origins.pop("")
-    if "model" in doc:
-        if "model" in base:
-            raise SpecError("model given both at the top level and under base", path="model",
-                            hint="keep one of them")
-        base["model"] = _norm(doc["model"], "model", "model", base_origins, base_dir)
+    for key in ("model", "program"):  # shorthands for base.model / base.program
+        if key in doc:
+            if key in base:
+                raise SpecError(f"{key} given both at the top level and under base", path=key,
+                                hint="keep one of them")
+            base[key] = _norm(doc[key], key, key, base_origins, base_dir)
     return base, base_origins
 
 

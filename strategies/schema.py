@@ -83,9 +83,19 @@ DOCS: dict[str, str] = {
     "probes": "what the worker measures (the probe table)",
     "sampling_hz": "py-spy rate, sampling the worker from outside: unset means 50 Hz for a custom loader and off for "
                    "the built-in one; 0 turns it off",
-    "isolation": "fresh: every trial a new interpreter, its import phase measured; forkserver: trials forked from a "
-                 "zygote that imported torch, transformers and the model's module once per sweep (cold-cache "
-                 "trials still start fresh)",
+    "isolation": "auto (default): a warm trial that keeps the model on the CPU is forked from a zygote that imported "
+                 "torch, transformers' top level and loadprof's probes once per sweep; cold-cache, GPU and Ray trials "
+                 "start fresh; fresh: every trial a new interpreter, its import phase measured; forkserver: forked "
+                 "wherever it is safe (cold-cache trials still start fresh)",
+    "program": "a whole program instead of model + loader, started unchanged with loadprof's hooks installed at "
+               "interpreter start (as `loadprof run -- CMD`)",
+    "program.cmd": "the command line, a list of strings (a first argument ending in .py runs with loadprof's Python)",
+    "program.cwd": "the folder it runs in (relative: the YAML's folder)",
+    "program.env": "environment variables added to the program's (a matrix may vary them: "
+                   "`program.env.OMP_NUM_THREADS: [\"1\", \"2\"]`)",
+    "program.until": "when the trial ends: exit (wait for the program), loaded (the last load and its first forward "
+                     "done and nothing loading for settle_s), first-token, or a number of seconds",
+    "program.settle_s": "seconds without a new load after which --until loaded counts the program as loaded",
     "model.synthetic": "a real transformers architecture with seeded random weights, written as sharded "
                        "safetensors and cached by content",
     "model.synthetic.arch": "the architecture to put the shape on (unset: the shape's own)",
@@ -128,7 +138,7 @@ DOCS: dict[str, str] = {
     "load": "how the model is loaded",
 }
 #: the top-level ``model`` (a shorthand) means something else than a strategy's
-TOP_DOCS = {"model": "shorthand for base.model"}
+TOP_DOCS = {"model": "shorthand for base.model", "program": "shorthand for base.program"}
 
 
 _NO_DEFAULT = object()
@@ -140,6 +150,10 @@ def _default(canon: str, key: str) -> Any:
     if f.default is dataclasses.MISSING:
         return _NO_DEFAULT
     return m.thaw(f.default)
+
+
+#: a matrix key that names a nested knob by its dotted path
+DOTTED_PATTERN = r"^[a-z_]+\.[A-Za-z0-9_.]+$"
 
 
 def _leaf(path: str) -> dict[str, Any]:
@@ -167,6 +181,11 @@ def _section(canon: str, matrix: bool) -> dict[str, Any]:
             props[key] = {**props[key], "description": f"{path}: {DOCS[path]}" if path in DOCS else path}
             continue
         value = _leaf(path)
+        if matrix and path == "program.env":  # whole environments, or variable -> values (expand._env_dims)
+            props[key] = {"anyOf": [{"type": "array", "minItems": 1, "items": {"type": "object"}},
+                                    {"type": "object", "additionalProperties": {"type": "array", "minItems": 1}}],
+                          "description": f"{path}: {DOCS[path]}"}
+            continue
         if matrix:
             value = {"anyOf": [{"type": "array", "minItems": 1, "items": value},
                                *([{"type": "string", "pattern": RANGE_PATTERN}]
@@ -174,7 +193,10 @@ def _section(canon: str, matrix: bool) -> dict[str, Any]:
         default = _default(canon, key)
         props[key] = {**value, "description": f"{path}: {DOCS[path]}" if path in DOCS else path,
                       **({"default": default} if not matrix and default is not _NO_DEFAULT else {})}
-    return {"type": "object", "properties": props, "additionalProperties": False}
+    out = {"type": "object", "properties": props, "additionalProperties": False}
+    if matrix:  # a dotted key names a nested knob (``program.env.OMP_NUM_THREADS: [...]``); expand checks it
+        out["patternProperties"] = {DOTTED_PATTERN: {}}
+    return out
 
 
 def sweep_schema() -> dict[str, Any]:
@@ -183,8 +205,8 @@ def sweep_schema() -> dict[str, Any]:
     props: dict[str, dict[str, Any]] = {
         "name": {"type": "string", "minLength": 1}, "description": {"type": "string"},
         "repeat": {"type": "integer", "minimum": 1, "maximum": ex.MAX_TRIALS, "default": 1},
-        "model": partial["properties"]["model"], "base": {"anyOf": [partial, {"type": "null"}]},
-        "matrix": {"anyOf": [_section("", True), {"type": "null"}]},
+        "model": partial["properties"]["model"], "program": partial["properties"]["program"],
+        "base": {"anyOf": [partial, {"type": "null"}]}, "matrix": {"anyOf": [_section("", True), {"type": "null"}]},
         "include": {"anyOf": [{"type": "array", "items": partial}, {"type": "null"}]},
         "exclude": {"anyOf": [{"type": "array", "items": partial}, {"type": "null"}]},
     }

@@ -138,6 +138,28 @@ def test_load_names():
     assert short_name("Qwen/Qwen2.5-0.5B") == "Qwen--Qwen2.5-0.5B"
 
 
+def test_a_matrix_varies_program_env_by_dotted_key_or_by_variable_and_keeps_the_base_env():
+    from loadprof.strategies.expand import expand
+
+    base = {"name": "t", "program": {"cmd": ["python", "app.py"], "env": {"HF_HUB_OFFLINE": "1"}}}
+    dotted = expand({**base, "matrix": {"program.env.OMP_NUM_THREADS": ["1", 2]}})
+    nested = expand({**base, "matrix": {"program": {"env": {"OMP_NUM_THREADS": ["1", "2"]}}}})
+    assert [s.id for s in dotted.strategies] == [s.id for s in nested.strategies]
+    assert [dict(s.program.env) for s in dotted.strategies] == [
+        {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}, {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}]
+    assert [s.label for s in dotted.strategies] == ["OMP_NUM_THREADS=1", "OMP_NUM_THREADS=2"]
+    assert {s.model.label for s in dotted.strategies} == {"python app.py"}  # one program, two configurations
+    whole = expand({**base, "matrix": {"program": {"env": [{"OMP_NUM_THREADS": "1"}], "cmd": [["python", "a.py"],
+                                                                                              ["python", "b.py"]]}}})
+    assert [s.program.cmd for s in whole.strategies] == [("python", "a.py"), ("python", "b.py")]
+    for bad in ({"program.env.A": ["1"], "program": {"env": {"A": ["2"]}}}, {"program.env.A": "1"},
+                {"program.env.A": [["1"]]}):
+        with pytest.raises(SpecError):
+            expand({**base, "matrix": bad})
+    with pytest.raises(SpecError):
+        expand({**base, "base": {"program": {"cmd": ["x"]}}})  # top level and base: one of them
+
+
 # ---- phase shaping --------------------------------------------------------------------------------------------------
 
 def _phases() -> tuple[ProgramPhases, list[dict], FakeClock]:
@@ -197,6 +219,32 @@ def test_another_threads_steps_are_skipped_while_one_is_open():
     assert seen == [False]
 
 
+def test_imports_inside_a_step_are_lazy_import_phases_of_it_and_others_are_not(tmp_path, monkeypatch):
+    from loadprof.core.clock import DEFAULT_CLOCK
+    from loadprof.probes import _imports
+
+    for name in ("lp_mod_in", "lp_mod_out"):
+        (tmp_path / f"{name}.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    evs: list[dict] = []
+    ph = ProgramPhases(PhaseRecorder(DEFAULT_CLOCK, evs.append, 0), DEFAULT_CLOCK.now_ns)
+    timer = _imports.ImportTimer(ph.load_step, DEFAULT_CLOCK.now_ns, active_when=ph.open_here)
+    stop = _imports.start_timer(timer)
+    try:
+        import lp_mod_out  # noqa: F401 - no step open: the program's own import, not timed
+        with ph.step("model:a", load=True):
+            import lp_mod_in  # noqa: F401
+        ph.finish()
+    finally:
+        stop()
+        for name in ("lp_mod_in", "lp_mod_out"):
+            sys.modules.pop(name, None)
+    assert [(r.module, r.phase) for r in timer.records] == [("lp_mod_in", "load/model:a/lazy_import")]
+    tree = build_tree([e for e in evs if e["type"] == "phase"])
+    assert [p.name for p in tree] == ["load"] and [c.name for c in tree[0].children[0].children] == ["lazy_import"]
+    assert not _imports.watching()
+
+
 # ---- bootstrap ----------------------------------------------------------------------------------------------------
 
 def test_bootstrap_chains_to_the_sitecustomize_it_shadows(tmp_path):
@@ -234,9 +282,57 @@ def test_an_unmodified_script_keeps_its_exit_code_and_output_and_its_slow_step_i
     report = json.loads((out / "report.json").read_text())
     trial = report["trials"][0]
     assert trial["status"] == "ok" and trial["metrics"]["program_exit_code"] == 3
+    logs = out / "trials" / trial["trial_id"]  # teed: the terminal got it, and the trial folder keeps it
+    assert "app: generated" in (logs / trial["artifacts"]["stdout"]).read_text()
+    assert (logs / trial["artifacts"]["stderr"]).is_file()
     assert [p["name"] for p in trial["phases"]][:2] == ["load", "generate"]
     top = report["findings"][0]
     assert "ModelManager.fingerprint_weights" in json.dumps(top), top
+
+
+@pytest.mark.e2e
+def test_a_programs_first_load_is_mostly_lazy_import_and_says_so(tmp_path):
+    out = tmp_path / "out"
+    proc = _run(out, "--sampling-hz", "0", "--", sys.executable, str(PROGRAMS / "load_only.py"), _model())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    trial = report["trials"][0]
+    imp, cost = trial["metrics"]["load_import_s"], trial["metrics"]["load_cost_s"]
+    assert 0 < imp <= cost
+    imports = trial["probes"]["imports"]
+    assert imports["count"] >= 1 and all(i["phase"].startswith("load/model:") for i in imports["imports"])
+    assert any(i["module"].endswith("modeling_qwen2") for i in imports["imports"])
+    from loadprof.analysis.lazy_import import LAZY_IMPORT_MIN_S, LAZY_IMPORT_SHARE
+
+    if imp > LAZY_IMPORT_SHARE * cost and imp >= LAZY_IMPORT_MIN_S:  # the rule's thresholds (on a tiny model: met)
+        assert "lazy_import" in [f["kind"] for f in report["findings"]]
+
+
+@pytest.mark.e2e
+def test_a_program_sweep_over_omp_threads_runs_reports_recommends_and_diffs(tmp_path):
+    yaml_file = tmp_path / "threads.yaml"
+    yaml_file.write_text(json.dumps({  # JSON is YAML
+        "name": "threads", "program": {"cmd": [sys.executable, str(PROGRAMS / "load_only.py"), _model()]},
+        "base": {"sampling_hz": 0}, "matrix": {"program.env.OMP_NUM_THREADS": ["1", "2"]}}))
+    out = tmp_path / "out"
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "loadprof.cli.main", *args], capture_output=True, text=True,
+                              timeout=300)
+
+    ran = cli("compare", str(yaml_file), "--out", str(out))
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert sorted(t["label"] for t in report["trials"]) == ["OMP_NUM_THREADS=1", "OMP_NUM_THREADS=2"]
+    assert all(t["status"] == "ok" and t["metrics"]["load_cost_s"] > 0 for t in report["trials"])
+    # diff gates only status here: one repeat cannot tell figures apart (exit 3, undecided, by design)
+    for args in (("recommend", str(out)), ("report", str(out)), ("diff", str(out), str(out), "--fail-on", "status")):
+        res = cli(*args)
+        assert res.returncode == 0, (args, res.stdout[-2000:], res.stderr[-2000:])
+        said = "no gated regression" if args[0] == "diff" else "OMP_NUM_THREADS"  # a sweep against itself
+        assert said in res.stdout + res.stderr, (args, res.stdout[-2000:])
+    rec = cli("recommend", str(out), "--objective", "load")
+    assert "OMP_NUM_THREADS=" in rec.stdout, rec.stdout[-2000:]
 
 
 @pytest.mark.e2e

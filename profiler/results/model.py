@@ -25,6 +25,8 @@ __all__ = ["PhaseTiming", "find_phase", "TrialResult", "Finding", "Estimate", "C
 P = TypeVar("P", bound=Payload)
 
 STATUSES = ("ok", "failed", "crashed", "timeout", "skipped")
+#: ``TrialResult.harness["isolation"]`` of a block measured in the user's own process (loadprof.profile())
+IN_PROCESS = "in-process"
 
 
 @dataclass(frozen=True)

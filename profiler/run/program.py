@@ -5,7 +5,9 @@ with loadprof's bootstrap folder first on PYTHONPATH and the events pipe named i
 (loadprof.worker.program installs the hooks at interpreter start). The lifetime rules are a trial's
 (loadprof.core.lifetime): loadprof is a child subreaper, the program dies with it (PDEATHSIG + watchdog),
 its descendants are recorded while it runs and killed and reaped when it ends, however it ends. The program's
-stdout and stderr are the terminal's. py-spy samples it from outside as it samples a trial's worker.
+stdout and stderr are teed: passed through to loadprof's own (the terminal) and kept in the trial folder
+(stdout.log, stderr.log, linked from the report); like under any tee they are pipes, so a Python program's
+stdout is block-buffered unless it flushes (``print(..., flush=True)``, ``python -u``). py-spy samples it from outside as it samples a trial's worker.
 
 It ends by itself, or loadprof stops it (SIGTERM to its process group, SIGKILL after ``STOP_GRACE_S``) when
 ``--until`` is met (loadprof.run.until), on Ctrl-C / SIGTERM / SIGHUP (a second one: SIGKILL at once), or past
@@ -25,6 +27,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +100,8 @@ def run_program(strategy: Strategy, trial_dir: Path, *, stops: StopSignals | Non
     t_spawn = clock.now_ns()
     try:
         proc = subprocess.Popen(list(prog.cmd), pass_fds=(w,), env=program_env(strategy, w, spec_file),
-                                cwd=prog.cwd, start_new_session=True, preexec_fn=_limit_memory(limit) if limit else None)
+                                cwd=prog.cwd, start_new_session=True, preexec_fn=_limit_memory(limit) if limit else None,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except OSError as e:
         os.close(r)
         from loadprof.core.errors import LoadprofError
@@ -105,6 +109,8 @@ def run_program(strategy: Strategy, trial_dir: Path, *, stops: StopSignals | Non
         raise LoadprofError(f"cannot start {prog.label}: {e.strerror or e}", exit_code=2) from None
     finally:
         os.close(w)
+    tees = [tee(pipe, fd, trial_dir / name) for pipe, fd, name in ((proc.stdout, 1, "stdout.log"),
+                                                                   (proc.stderr, 2, "stderr.log"))]
     stopped = None
     parents: list[ParentProbe] = []  # the sampler and the machine probe, as for a trial
     try:
@@ -124,12 +130,34 @@ def run_program(strategy: Strategy, trial_dir: Path, *, stops: StopSignals | Non
         _kill_group(proc, signal.SIGKILL)
         descendants.reap()
     reader.join(timeout=5.0)
+    for t in tees:  # the program and its descendants are gone: the pipes are at their end
+        t.join(timeout=5.0)
     stop_parent_probes(parents, received)  # after the program is reaped: py-spy writes its profile when it exits
     plan = TrialPlan(Trial(strategy), "", trial_dir, cwd=prog.cwd)
     result = classify(plan, received, proc.returncode, timed_out, started_at, parent_wall_ns=t_reaped - t_spawn,
                       spawn_ns=t_spawn)
     result = program_result(result, received, proc.returncode, stopped, timed_out)
     return ProgramRun(result, exit_code(proc.returncode, stopped, timed_out, stops.signum), stopped)
+
+
+def tee(pipe: Any, fd: int, log: Path) -> threading.Thread:
+    """Copy the program's ``pipe`` to loadprof's own ``fd`` (the terminal, as it would have been) and to ``log``
+    (the trial folder's stdout.log / stderr.log, which the report links), chunk by chunk as it comes."""
+    def pump() -> None:
+        with pipe, open(log, "wb") as f:
+            while chunk := os.read(pipe.fileno(), 1 << 16):
+                f.write(chunk)
+                f.flush()
+                try:
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
+                except OSError:  # the terminal went away: the log still gets it all
+                    pass
+
+    t = threading.Thread(target=pump, name=f"loadprof-tee-{log.stem}", daemon=True)
+    t.start()
+    return t
 
 
 def _wait(proc: subprocess.Popen, timeout_s: float, watch: UntilWatch, stops: StopSignals,
@@ -188,9 +216,8 @@ def program_result(result: TrialResult, received: list[dict[str, Any]], returnco
     metrics = {**result.metrics, "program_exit_code": returncode}
     if stopped:
         metrics["program_stopped"] = stopped
-    arts = {k: v for k, v in result.artifacts.items() if k not in ("stdout", "stderr")}  # they went to the terminal
     return dataclasses.replace(result, status=status, reason=reason, notes=tuple(notes), metrics=metrics,
-                               artifacts=arts, stderr_tail="")
+                               stderr_tail=result.stderr_tail if status != "ok" else "")
 
 
 def exit_code(returncode: int | None, stopped: str | None, timed_out: bool, signum: int | None) -> int:

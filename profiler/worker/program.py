@@ -22,7 +22,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Mapping, MutableMapping
+from typing import Any, Callable, Mapping, MutableMapping
 
 from loadprof.core import events, lifetime
 from loadprof.core.clock import DEFAULT_CLOCK as CLOCK
@@ -37,8 +37,9 @@ from loadprof.worker.program_phases import ProgramPhases
 EVENTS_FD, PARENT_PID, DEADLINE_S, SPEC_FILE, BOOTSTRAP_DIR = (
     "LOADPROF_EVENTS_FD", "LOADPROF_PARENT_PID", "LOADPROF_DEADLINE_S", "LOADPROF_SPEC", "LOADPROF_BOOTSTRAP")
 ALL_VARS = (EVENTS_FD, PARENT_PID, DEADLINE_S, SPEC_FILE, BOOTSTRAP_DIR)
-#: the worker probes a program runs from the start (the load phases come with transformers, program_hooks)
-START_PROBES = ("loadprof.probes.memory:MemoryProbe", "loadprof.probes.io:IOProbe")
+#: the worker probes a program runs from the start (and the imports probe, told by the phases when an import is
+#: the workload's; the load phases come with transformers, program_hooks)
+START_PROBES = ("memory", "io")
 
 _installed: "ProgramWorker | None" = None
 
@@ -73,22 +74,26 @@ def install_from_env(environ: MutableMapping[str, str] = os.environ) -> "Program
     deadline = float(taken[DEADLINE_S]) if taken.get(DEADLINE_S) else None
     lifetime.guard_worker(parent, fd, deadline)
     spec = json.loads(Path(taken[SPEC_FILE]).read_text()) if taken.get(SPEC_FILE) else {}
-    _installed = ProgramWorker(fd, spec, t0)
+    writer = events.EventWriter(fd)
+    _installed = ProgramWorker(lifetime.exit_on_broken_pipe(writer.emit), spec, t0, close=writer.close)
     _installed.start()
     return _installed
 
 
 class ProgramWorker:
-    """One hooked program: the events writer, the phase recorder, the probes, and the end of it all."""
+    """One hooked program: where its events go, the phase recorder, the probes, and the end of it all. The
+    same worker runs in-process for ``loadprof.profile()`` (``send`` appends to a list; ``hook`` without the
+    process-wide exit and signal handlers; ``finish`` undoes every hook)."""
 
-    def __init__(self, fd: int, spec: Mapping[str, Any], t0_ns: int) -> None:
+    def __init__(self, send: Callable[[dict[str, Any]], None], spec: Mapping[str, Any], t0_ns: int,
+                 close: Callable[[], None] = lambda: None) -> None:
         self.pid, self.t0_ns = os.getpid(), t0_ns
         self.spec = spec
         self.trial_dir = Path(spec.get("trial_dir") or ".")
         self.strategy = Strategy.from_dict(spec["strategy"]) if spec.get("strategy") else None
-        self._writer = events.EventWriter(fd)
+        self._close = close
         self._emit_lock = threading.Lock()
-        self._safe_emit = lifetime.exit_on_broken_pipe(self._writer.emit)
+        self._safe_emit = send
         self.rec = PhaseRecorder(CLOCK, self.emit, t0_ns)
         self.phases = ProgramPhases(self.rec, CLOCK.now_ns)
         self.hooks = HookSet()
@@ -127,14 +132,21 @@ class ProgramWorker:
             self.rec.add_listener(probe.on_phase)
         self.probes.append((probe, ctx))
 
-    def start(self) -> None:
-        from loadprof.worker.trial import load_target
+    def hook(self) -> None:
+        """Say hello, start the probes, install the load hooks (the parts an in-process profile shares)."""
+        from loadprof.core.probe_registry import entry
+        from loadprof.probes.imports import ImportsProbe
 
         self.emit(events.make("hello", pid=self.pid, t_ns=0, t0_abs_ns=self.t0_ns, protocol=events.PROTOCOL_VERSION,
                               program=True))
-        for target in START_PROBES:
-            self.add_probe(load_target(target)())
+        for name in START_PROBES:
+            self.add_probe(entry(name).load()())
+        self.add_probe(ImportsProbe(active_when=self.phases.open_here))  # imports inside a step: lazy_import
         program_hooks.install(self)
+
+    def start(self) -> None:
+        """``hook``, and finish at the interpreter's exit or at SIGTERM (a program run by ``loadprof run``)."""
+        self.hook()
         atexit.register(self.finish, "exit")
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # the program's own handler, set later, wins
             signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -161,11 +173,12 @@ class ProgramWorker:
             try:
                 res = p.stop()
                 if res is not None:
-                    self.emit(events.make("probe", name=p.NAME, result=res.to_dict()))
+                    self.emit(res.event(p.NAME))
             except Exception as e:  # noqa: BLE001
                 self.note(f"probe {p.NAME} failed to stop: {type(e).__name__}: {e}")
+        self.hooks.undo()
         self.emit(events.make("done", t_ns=CLOCK.now_ns() - self.t0_ns))
-        self._writer.close()
+        self._close()
 
     def _send_env(self) -> None:
         if "torch" not in sys.modules or "transformers" not in sys.modules:

@@ -1,9 +1,9 @@
 """The hooks a program gets: every load (``from_pretrained`` of models, tokenizers, processors, configs;
 ``pipeline(...)``; ``safetensors.torch.load_file``), every ``generate``, each model's first forward.
 
-Nothing is imported to install them: a post-import finder waits for each module to be imported by the program
-itself and wraps its functions the moment the module has run (before the program's ``from x import y`` binds
-them). When ``transformers.modeling_utils`` arrives, the load-phase probe (loadprof.probes.load_phases) starts
+Nothing is imported to install them: the one import watcher (loadprof.probes._imports.when_imported) waits for
+each module to be imported by the program itself and wraps its functions the moment the module has run (before
+the program's ``from x import y`` binds them); everything is undone with the worker's HookSet. When ``transformers.modeling_utils`` arrives, the load-phase probe (loadprof.probes.load_phases) starts
 too, so inside each named load the steps are the ones a trial shows (config, resolve, weights/materialize,
 post_init, ...). Each load is a phase named by what was loaded (its folder's name, or its hub id with ``/``
 written ``--``; a repeat gets ``#2``), and ``program_loads`` lists each one's full path or id.
@@ -11,24 +11,26 @@ written ``--``; a repeat gets ``#2``), and ``program_loads`` lists each one's fu
 
 from __future__ import annotations
 
-import importlib.abc
 import os
 import re
 import sys
 import threading
+import weakref
 from types import ModuleType
 from typing import Any, Callable
 
+from loadprof.probes._imports import when_imported
 from loadprof.probes.load_phases import FROM_PRETRAINED, LoadPhasesProbe
 
 MU = "transformers.modeling_utils"
 AUTO = "transformers.models.auto"
+AUTO_MODEL = f"{AUTO}.auto_factory:_BaseAutoModelClass.from_pretrained"
 #: (module whose import installs the hook, hook target, kind of load). Order inside one module: outermost last.
 HOOKS: tuple[tuple[str, str, str], ...] = (
     (MU, FROM_PRETRAINED, "model"),
     (MU, f"{AUTO}.configuration_auto:AutoConfig.from_pretrained", "config"),
     (MU, "transformers.configuration_utils:PreTrainedConfig.from_pretrained", "config"),
-    (f"{AUTO}.auto_factory", f"{AUTO}.auto_factory:_BaseAutoModelClass.from_pretrained", "model"),
+    (f"{AUTO}.auto_factory", AUTO_MODEL, "model"),
     ("transformers.tokenization_utils_base", "transformers.tokenization_utils_base:PreTrainedTokenizerBase"
                                              ".from_pretrained", "tokenizer"),
     (f"{AUTO}.tokenization_auto", f"{AUTO}.tokenization_auto:AutoTokenizer.from_pretrained", "tokenizer"),
@@ -46,81 +48,18 @@ HOOKS: tuple[tuple[str, str, str], ...] = (
 CONTAINERS = ("pipeline", "processor")
 
 
-class PostImport(importlib.abc.MetaPathFinder):
-    """Calls ``callbacks[name](module)`` right after module ``name`` has run, wherever it is imported from."""
-
-    def __init__(self, callbacks: dict[str, Callable[[ModuleType], None]]) -> None:
-        self.callbacks = callbacks
-        self._busy: set[str] = set()
-
-    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        if name not in self.callbacks or name in self._busy:
-            return None
-        self._busy.add(name)
-        try:
-            spec = next((s for f in sys.meta_path if f is not self and hasattr(f, "find_spec")
-                         for s in [f.find_spec(name, path, target)] if s is not None), None)
-        finally:
-            self._busy.discard(name)
-        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
-            spec.loader = _Then(spec.loader, self.callbacks.pop(name))
-        return spec
-
-
-class _Then:
-    """A loader that runs ``then(module)`` after the real one (every other attribute is the real one's)."""
-
-    def __init__(self, loader: Any, then: Callable[[ModuleType], None]) -> None:
-        self._loader, self._then = loader, then
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self._loader, attr)
-
-    def create_module(self, spec: Any) -> Any:
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module: ModuleType) -> None:
-        self._loader.exec_module(module)
-        self._then(module)
-
-
-class ImportsInLoads(importlib.abc.MetaPathFinder):
-    """Imports made inside a load step (transformers imports a model's modeling module lazily, inside
-    from_pretrained) become that step's ``import`` step, so they are named time, not ``other``."""
-
-    def __init__(self, phases: Any) -> None:
-        self.phases = phases
-        self._local = threading.local()
-
-    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        if getattr(self._local, "busy", False) or not self.phases.loading_here():
-            return None
-        self._local.busy = True
-        try:
-            spec = next((s for f in sys.meta_path if f is not self and hasattr(f, "find_spec")
-                         for s in [f.find_spec(name, path, target)] if s is not None), None)
-            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                spec.loader = _Timed(spec.loader, self)
-            return spec
-        finally:
-            self._local.busy = False
-
-
-class _Timed(_Then):
-    def __init__(self, loader: Any, finder: ImportsInLoads) -> None:
-        super().__init__(loader, lambda m: None)
-        self._finder = finder
-
-    def exec_module(self, module: ModuleType) -> None:
-        local = self._finder._local
-        if getattr(local, "importing", False):  # a nested import: part of the outer one's step
-            return self._loader.exec_module(module)
-        local.importing = True
-        try:
-            with self._finder.phases.step("import", load=True):
-                self._loader.exec_module(module)
-        finally:
-            local.importing = False
+def auto_model_copies(auto_factory: ModuleType) -> list[str]:
+    """Hook targets for the Auto model classes defined before the hooks: transformers gives each its own copy of
+    ``_BaseAutoModelClass.from_pretrained`` as it defines it (auto_class_update), so a class defined earlier (an
+    in-process profile in a process that already imported them) does not call the hooked one. A program's are
+    defined after the hook (none here): their copies are of the wrapper."""
+    out, todo = [], list(auto_factory._BaseAutoModelClass.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if "from_pretrained" in vars(cls) and "<locals>" not in cls.__qualname__:
+            out.append(f"{cls.__module__}:{cls.__qualname__}.from_pretrained")
+    return out
 
 
 def source_name(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -168,6 +107,9 @@ class Hooks:
         for target, kind in targets:
             make = self._generate if kind == "generate" else self._load(kind)
             call_guarded(self.w.note, f"hook {target}", lambda t=target, mk=make: self.w.hooks.wrap(t, mk))
+            if target == AUTO_MODEL:
+                for copy in auto_model_copies(sys.modules[module]):
+                    call_guarded(self.w.note, f"hook {copy}", lambda t=copy, mk=make: self.w.hooks.wrap(t, mk))
 
     def _kinds(self) -> list[str]:
         if not hasattr(self._local, "kinds"):
@@ -241,6 +183,8 @@ class Hooks:
             return original(*a, **k)
 
         model.forward = forward
+        ref = weakref.ref(model)  # the cleanup must not keep a model alive that the program let go of
+        self.w.hooks.add_cleanup(lambda: _unwrap_forward(ref(), forward))
         return True
 
     def _open_decode(self) -> Any:
@@ -275,6 +219,11 @@ class Hooks:
             self.w.metric(key, v)
 
 
+def _unwrap_forward(model: Any, forward: Any) -> None:
+    if model is not None and vars(model).get("forward") is forward:
+        del model.forward
+
+
 def call_guarded(note: Callable[[str], None], what: str, fn: Callable[[], Any]) -> None:
     """Run ``fn``; a failure is a note, never the program's failure (hooks run inside the user's imports)."""
     try:
@@ -291,11 +240,9 @@ def _batch(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
 
 
 def install(worker: Any) -> Hooks:
-    """Hooks for ``worker``: installed now for modules already imported, else when the program imports them."""
+    """Hooks for ``worker``: installed now for modules already imported, else when the program imports them;
+    ``worker.hooks.undo()`` removes them (and the forward wrappers of the models loaded meanwhile)."""
     hooks = Hooks(worker)
-    pending = hooks.callbacks()
-    for name in [n for n in pending if n in sys.modules]:
-        pending.pop(name)(sys.modules[name])
-    sys.meta_path.insert(0, PostImport(pending))
-    sys.meta_path.insert(0, ImportsInLoads(worker.phases))
+    for name, cb in hooks.callbacks().items():
+        worker.hooks.add_cleanup(when_imported(name, cb))
     return hooks

@@ -46,9 +46,10 @@ class ProgramPhases:
         with self._lock:
             return not self.finished and self._mine()
 
-    def loading_here(self) -> bool:
-        """A load step is open, in this thread (cheap: asked on every import the program makes)."""
-        return self.envelope and self._depth > 0 and self._owner == threading.get_ident() and not self.finished
+    def open_here(self) -> bool:
+        """A step (a load, a generate) is open in this thread: an import now is the workload's (the imports
+        probe asks on every import the program makes, so this stays cheap)."""
+        return self._depth > 0 and self._owner == threading.get_ident() and not self.finished
 
     @contextlib.contextmanager
     def step(self, name: str, *, load: bool) -> Iterator[str | None]:
