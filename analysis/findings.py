@@ -14,6 +14,7 @@ from loadprof.core import figures
 from loadprof.analysis.derive import decode_call_s, load_cost_s
 from loadprof.analysis.lazy_import import RULES as LAZY_IMPORT_RULES
 from loadprof.analysis.precision import RULES as PRECISION_RULES
+from loadprof.analysis.user_code import dominant_user_function, generate_user_code, memory_culprit
 from loadprof.core.payloads import LoadPhasesPayload, MemoryPayload, SamplingPayload
 from loadprof.core.phases import HARNESS_PHASES
 from loadprof.results.model import Finding, TrialResult  # Finding lives with the result model; re-exported
@@ -21,8 +22,6 @@ from loadprof.core.units import pct
 
 FIXED_DEVICE_MAPS_NEEDING_NO_MAX_MEMORY = ("cpu", "cuda", "mps")
 VALIDATION_SHARE_MEDIUM, VALIDATION_SHARE_HIGH = 0.10, 0.50
-USER_FN_SHARE_MEDIUM, USER_FN_SHARE_HIGH = 0.20, 0.50
-USER_FN_MIN_S = 0.2  # below this a user function's share rests on a handful of samples
 READ_FRACTION_LOW = 0.5
 LAZY_READ_SHARE = 0.5
 
@@ -109,70 +108,6 @@ def meta_left(t: TrialResult) -> Iterable[Finding]:
 def _wall(t: TrialResult, name: str) -> float:
     """Summed wall seconds of the top-level phases named ``name``."""
     return sum(p.duration_s for p in t.phases if p.name == name)
-
-
-def _sampling_basis(t: TrialResult, n: int) -> str:
-    sv = _sampling(t)
-    rate = f", {sv.effective_rate_hz:.0f} Hz effective" if sv.effective_rate_hz else ""
-    return f"{n} samples{rate}; seconds are wall time, each sample weighted by the gap since the previous reading"
-
-
-def dominant_user_function(t: TrialResult) -> Iterable[Finding]:
-    """The user's own function that holds the load: running (a validation walk, a checksum) or waiting (a lock
-    file, a sleep, a network call). Shares are of the load phase's wall time."""
-    users = _sampling(t).user_functions_in("load")
-    wall = _wall(t, "load")
-    if not users or not wall:
-        return
-    top = users[0]
-    share = top.own_s / wall
-    if share < USER_FN_SHARE_MEDIUM or top.own_s < USER_FN_MIN_S:
-        return
-    where = f"{top.file}:{top.line}" + (f", hottest line {top.hottest_line}" if top.hottest_line else "")
-    waited = top.waiting_s or 0.0  # None: thread states not read (older files), so no wait is claimed
-    waiting = waited * (top.own_s / top.seconds) if top.seconds else 0.0
-    severity = "high" if share >= USER_FN_SHARE_HIGH else "medium"
-    fix = ("this is time in your loader, not in transformers: remove or sample that work" if waiting < top.own_s / 2
-           else f"your loader waits ({top.main_wait}): remove the wait, or do it before timing-critical work "
-                "(it is time to load that no setting of from_pretrained can win back)")
-    split = (f"{top.running_s:.2f} s running, {waited:.2f} s waiting"
-             + (f" ({', '.join(f'{k} {v:.2f} s' for k, v in top.waits.items())})" if top.waits else ""))
-    if waiting >= top.own_s / 2:
-        wshare = waiting / wall
-        yield _f(t, "user_wait", severity, f"your function {top.name} waits {waiting:.2f} s ({top.main_wait}): "
-                 f"{pct(wshare)} of the load",
-                 f"{top.name} ({where}) spent {top.own_s:.2f} s of the {wall:.2f} s load phase outside "
-                 f"transformers' loading steps: {split}.", fix, mistake=True, stake_s=waiting,
-                 basis=_sampling_basis(t, top.samples), function=top.name, file=top.file, line=top.line,
-                 waiting_s=waiting, wait=top.main_wait, share=wshare, load_wall_s=wall)
-        return
-    yield _f(t, "dominant_user_function", severity, f"your function {top.name} is {pct(share)} of the load "
-             f"({top.own_s:.2f} s)",
-             f"{top.name} ({where}) took {top.own_s:.2f} s of the {wall:.2f} s load phase outside transformers' own "
-             f"loading steps: {split}.", fix, mistake=True, stake_s=top.own_s,
-             basis=_sampling_basis(t, top.samples), function=top.name, file=top.file, line=top.line, share=share,
-             own_s=top.own_s, load_wall_s=wall)
-
-
-GEN_USER_SHARE_MEDIUM, GEN_USER_SHARE_HIGH, GEN_USER_MIN_S = 0.10, 0.50, 0.02
-
-
-def generate_user_code(t: TrialResult) -> Iterable[Finding]:
-    """The user's code running inside generate's decode steps: a logits processor, a stopping criterion, a
-    streamer, a wrapped forward. Its share is of the decode steps' wall time."""
-    for u in _sampling(t).user_functions_in("generate"):
-        share = u.share_of_decode
-        if share is None or u.decode_s is None or share < GEN_USER_SHARE_MEDIUM or u.decode_s < GEN_USER_MIN_S:
-            continue
-        yield _f(t, "generate_user_code", "high" if share >= GEN_USER_SHARE_HIGH else "medium",
-                 f"your code {u.name} takes {pct(share)} of decode ({u.decode_s:.2f} s)",
-                 f"{u.name} ({u.file}:{u.line}" + (f", hottest line {u.hottest_line}" if u.hottest_line else "")
-                 + f") ran in every decode step: {u.decode_s:.2f} s of the measured generate calls' decode steps "
-                 f"({u.running_s:.2f} s running, {u.waiting_s or 0.0:.2f} s waiting).",
-                 "make it vectorised (one tensor op per step, no Python loop over the vocabulary), move it out of "
-                 "the per-token path, or drop it", mistake=True, stake_s=u.decode_s,
-                 basis=_sampling_basis(t, u.samples), function=u.name, file=u.file, line=u.line, share=share,
-                 decode_s=u.decode_s)
 
 
 UNCOVERED_SHARE, UNCOVERED_MIN_S, UNCOVERED_ALWAYS_S = 0.10, 0.05, 0.5
@@ -356,7 +291,7 @@ def decode_below_roofline(t: TrialResult) -> Iterable[Finding]:
 
 
 RULES: tuple[Callable[[TrialResult], Iterable[Finding]], ...] = (
-    offload, dominant_user_function, generate_user_code, uncovered_time, validation_share, meta_left,
+    offload, dominant_user_function, generate_user_code, memory_culprit, uncovered_time, validation_share, meta_left,
     repeated_loads, estimate_discrepancy,
     slow_cold_read, lazy_load, decode_below_roofline, ignored_kwargs, needless_max_memory, *PRECISION_RULES,
     *LAZY_IMPORT_RULES,

@@ -228,3 +228,62 @@ def test_no_roofline_finding_for_tiny_weights_and_no_zero_percent():
     big = _trial(metrics={**base, "roofline_fraction": 0.004, "weights_bytes": 64 * 2**20})
     (f,) = [f for f in trial_findings(big) if f.kind == "decode_below_roofline"]
     assert f.title == "decode runs at 0.4% of its memory-bandwidth bound"
+
+
+def _callee(name: str, line: int, seconds: float, **kw):
+    return {"name": name, "line": line, "seconds": seconds, "own_s": seconds, **kw}
+
+
+def test_a_call_that_holds_most_of_the_function_is_named_in_the_title_with_its_line_and_fix():
+    calls = [_callee("AutoModel.from_config", 12, 3.0), _callee("(own code)", 14, 0.5, how="line"),
+             _callee("sum", 15, 0.5, how="line")]
+    u = user_function(name="ModelManager.load", file="/home/u/loader.py", line=10, seconds=4.0, own_s=4.0,
+                      running_s=4.0, samples=400, callees=calls)
+    (f,) = trial_findings(_trial(probes={"sampling": sampling_payload(user_functions=[u])}))
+    assert f.title == "`ModelManager.load`: 60% of the load is `AutoModel.from_config` random weight init " \
+                      "(loader.py:12, 3.00 s)"
+    assert "`sum` (loader.py:15) 0.50 s (12%)" in f.detail and "meta device" in f.fix
+    assert (f.evidence["call"], f.evidence["call_line"], f.evidence["call_s"]) == ("AutoModel.from_config", 12, 3.0)
+    # no call over half the function's time: the function is the title, the breakdown is in the detail
+    even = {**u, "callees": [_callee("a.b", 1, 2.0), _callee("c.d", 2, 2.0)]}
+    (g,) = trial_findings(_trial(probes={"sampling": sampling_payload(user_functions=[even])}))
+    assert g.title.startswith("your function ModelManager.load is") and "`a.b` (loader.py:1) 2.00 s (50%)" in g.detail
+    assert "call" not in g.evidence and "remove or sample" in g.fix  # an unknown call: no made-up advice
+
+
+def test_a_wait_inside_a_known_call_is_named_with_its_fix():
+    calls = [_callee("subprocess.run", 20, 3.0, waits={"sleep": 3.0})]
+    u = user_function(name="check_env", file="/home/u/loader.py", line=18, seconds=3.0, own_s=3.0, running_s=0.0,
+                      waiting_s=3.0, waits={"sleep": 3.0}, samples=300, callees=calls)
+    (f,) = trial_findings(_trial(probes={"sampling": sampling_payload(user_functions=[u])}))
+    assert f.kind == "user_wait" and "`subprocess.run` a subprocess (loader.py:20" in f.title and "waiting (sleep)" in f.title
+    assert "once at start-up" in f.fix and "waiting: sleep 3.00 s" in f.detail
+
+
+def test_decode_user_code_names_the_call_in_its_steps():
+    calls = [{"name": "time.sleep", "line": 40, "seconds": 0.9, "decode_s": 0.9, "how": "line"}]
+    u = user_function(name="SlowSink.put", file="/home/u/s.py", line=38, phase="generate", seconds=0.9,
+                      decode_s=0.9, share_of_decode=0.6, running_s=0.0, waiting_s=0.9, callees=calls)
+    (f,) = trial_findings(_trial(probes={"sampling": sampling_payload(user_functions=[u])}))
+    assert f.kind == "generate_user_code" and f.title.endswith(": `time.sleep` (s.py:40)")
+    assert "per-token path" in f.fix and f.evidence["call"] == "time.sleep"
+
+
+def test_memory_culprit_names_each_call_with_its_bytes_and_what_is_still_held():
+    mib = 2**20
+    calls = [_callee("torch.Tensor.clone", 14, 0.1, added_bytes=475 * mib, held_bytes=475 * mib),
+             _callee("copy.deepcopy", 20, 0.2, added_bytes=480 * mib, held_bytes=470 * mib),
+             _callee("tiny.call", 22, 0.1, added_bytes=mib, held_bytes=mib)]
+    u = user_function(name="ModelManager._keep_pristine", file="/home/u/manager.py", line=12, callees=calls)
+    t = _trial(metrics={"weights_bytes": 500 * mib},
+               probes={"sampling": sampling_payload(user_functions=[u]),
+                       "memory": memory_payload({"load": {"peak_rss_bytes": 1500 * mib}})})
+    (f,) = [f for f in trial_findings(t) if f.kind == "memory_culprit"]
+    assert f.title == ("load: `torch.Tensor.clone` in `ModelManager._keep_pristine` (manager.py:14) +475.0 MiB still "
+                       "held, `copy.deepcopy` in `ModelManager._keep_pristine` (manager.py:20) +480.0 MiB still held; "
+                       "peak 1.5 GiB vs 500.0 MiB of weights")
+    assert f.stake_bytes == 945 * mib and f.severity == "high" and len(f.evidence["calls"]) == 2  # 1 MiB: not named
+    assert "deep copy" in f.detail and "share the model" in f.fix
+    # under a quarter of the weights: not a finding
+    small = _trial(metrics={"weights_bytes": 8000 * mib}, probes={"sampling": sampling_payload(user_functions=[u])})
+    assert [f for f in trial_findings(small) if f.kind == "memory_culprit"] == []
