@@ -2,7 +2,8 @@
 
 Each rule looks at one kind of evidence and, when it fires, states the figures
 it saw, a fix, and the seconds and bytes at stake with how they were found.
-Ranking: definite mistakes first, then severity, then stake (``Finding.rank_key``).
+Severity comes from the stake (loadprof.analysis.stake). Ranking: trials that did not finish first, then
+severity, then definite mistakes, then stake (``Finding.rank_key``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from loadprof.core import figures
 from loadprof.analysis.derive import decode_call_s, load_cost_s
 from loadprof.analysis.lazy_import import RULES as LAZY_IMPORT_RULES
 from loadprof.analysis.precision import RULES as PRECISION_RULES
+from loadprof.analysis.stake import FAILED_KIND, failed_trials, graded
 from loadprof.analysis.user_code import dominant_user_function, generate_user_code, memory_culprit
 from loadprof.core.payloads import LoadPhasesPayload, MemoryPayload, SamplingPayload
 from loadprof.core.phases import HARNESS_PHASES
@@ -299,9 +301,10 @@ RULES: tuple[Callable[[TrialResult], Iterable[Finding]], ...] = (
 
 
 def trial_findings(t: TrialResult) -> list[Finding]:
+    """Every rule's findings on one finished trial, each graded by its stake (loadprof.analysis.stake)."""
     if not t.ok:
         return []
-    return [f for rule in RULES for f in rule(t)]
+    return [graded(f, t) for rule in RULES for f in rule(t)]
 
 
 def rank(findings: Iterable[Finding]) -> list[Finding]:
@@ -321,9 +324,11 @@ def rank(findings: Iterable[Finding]) -> list[Finding]:
                                   label=", ".join(x for x in labels if x))
         else:
             merged[key] = f
-    return sorted(merged.values(), key=lambda f: f.rank_key)
+    return sorted(merged.values(), key=lambda f: (f.kind != FAILED_KIND, f.rank_key))
 
 
 def sweep_findings(trials: Iterable[TrialResult], extra: Iterable[Finding] = ()) -> list[Finding]:
-    """Per-trial findings plus sweep-level ones (``extra``, e.g. from loadprof.analysis.studies), ranked together."""
-    return rank([*(f for t in trials for f in trial_findings(t)), *extra])
+    """Per-trial findings plus sweep-level ones (``extra``, e.g. from loadprof.analysis.studies), ranked together;
+    trials that did not finish lead."""
+    trials = list(trials)
+    return rank([*failed_trials(trials), *(f for t in trials for f in trial_findings(t)), *extra])

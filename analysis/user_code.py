@@ -27,6 +27,8 @@ SHOWN = 4
 #: memory a user call added that is a finding: over this share of the weights, and at least MEMORY_MIN_BYTES
 MEMORY_SHARE, MEMORY_MIN_BYTES = 0.25, 8 * 2**20
 OWN = "(own code)"
+#: calls whose memory is the model itself, never a culprit of memory
+MODEL_BUILDERS = ("from_pretrained", "from_config")
 #: well-known expensive calls, by the end of their public name: (what it is, the fix)
 RANDOM_INIT = ("random weight init", "load with from_pretrained (it skips the random init), or build the model on "
                "the meta device (`with torch.device('meta'):`) and load_state_dict(..., assign=True)")
@@ -181,19 +183,24 @@ def generate_user_code(t: TrialResult) -> Iterable[Finding]:
 
 def memory_culprit(t: TrialResult) -> Iterable[Finding]:
     """The user calls that added anonymous memory in a phase (the memory timeline joined with the samples),
-    over a quarter of the weights: named with their line, bytes added and whether the phase still held them."""
+    over a quarter of the weights: named with their line, bytes added and whether the phase still held them.
+    The model's own construction is not a culprit, and the bytes at stake are at most what the phase kept beyond
+    the weights it loaded."""
     weights = t.metrics.get("weights_bytes") or 0
     floor = max(MEMORY_MIN_BYTES, MEMORY_SHARE * weights)
     mem = t.payload(MemoryPayload)
     for phase in ("load", "generate"):
         rows = [(u, c) for u in _sampling(t).user_functions_in(phase) for c in u.callees or ()
-                if (c.added_bytes or 0) >= floor]
-        if not rows:
+                if (c.added_bytes or 0) >= floor and not any(c.name.endswith(b) for b in MODEL_BUILDERS)]
+        pm = mem.per_phase.get(phase) if mem is not None else None
+        # what the phase kept beyond the model it loaded: RSS cannot say whose bytes are whose, so no more than it
+        excess = (pm.end_anon_bytes - pm.start_anon_bytes - (weights if phase == "load" else 0)
+                  if pm is not None else None)
+        if not rows or (excess is not None and excess < floor):
             continue
         rows.sort(key=lambda uc: (-(uc[1].held_bytes or 0), -(uc[1].added_bytes or 0)))
         added = sum(c.added_bytes or 0 for _, c in rows)
-        held = sum(c.held_bytes or 0 for _, c in rows)
-        pm = mem.per_phase.get(phase) if mem is not None else None
+        held = min(sum(c.held_bytes or 0 for _, c in rows), excess if excess is not None else added)
         peak = f"peak {bytes_h(pm.peak_rss_bytes)}" if pm is not None else ""
         vs = f" vs {bytes_h(weights)} of weights" if weights else ""
         named = ", ".join(f"`{c.name}` in `{u.name}` ({_where(u, c.line)}) +{bytes_h(c.added_bytes)} "

@@ -75,7 +75,8 @@ TRIALS = [
              "added_bytes": 400 * MiB, "held_bytes": 400 * MiB},
             {"name": "copy.deepcopy", "line": 9, "seconds": 0.25, "own_s": 0.25,
              "added_bytes": 410 * MiB, "held_bytes": 0}]}]),
-                                  "memory": memory_payload({"load": {"peak_rss_bytes": 1300 * MiB}})}),
+                                  "memory": memory_payload({"load": {"peak_rss_bytes": 1300 * MiB,
+                                                                   "end_anon_bytes": 1000 * MiB}})}),
     _trial({"read_bandwidth_fraction": 0.2, "storage_read_bytes": 900 * MiB, "achieved_read_gb_s": 0.4,
             "disk_seq_read_gb_s": 2.0, "reading_phases": ["load/weights"]}),
     _trial({"weights_bytes": 500 * MiB, "load_s": 0.1, "warmup_s": 1.0}, {"memory": memory_payload({
