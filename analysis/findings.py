@@ -15,6 +15,7 @@ from loadprof.core import figures
 from loadprof.analysis.derive import decode_call_s, load_cost_s
 from loadprof.analysis.lazy_import import RULES as LAZY_IMPORT_RULES
 from loadprof.analysis.precision import RULES as PRECISION_RULES
+from loadprof.analysis.settings import RULES as SETTINGS_RULES, effective_batch
 from loadprof.analysis.stake import FAILED_KIND, failed_trials, graded
 from loadprof.analysis.user_code import dominant_user_function, generate_user_code, memory_culprit
 from loadprof.core.payloads import LoadPhasesPayload, MemoryPayload, SamplingPayload
@@ -261,10 +262,12 @@ def _decode_limits(t: TrialResult) -> tuple[list[str], list[str]]:
             fixes.append("cut per-step Python work (on GPU a static cache lets transformers compile decoding)")
     else:
         fixes.append("turn on sampling (sampling_hz: 100) to see whether Python per-step work or kernels dominate")
-    gen = t.strategy.generate
-    if gen is not None and gen.batch_size == 1:
+    gen, eff = t.strategy.generate, effective_batch(t)
+    if gen is not None and eff == 1:
         why.append("batch 1: every step reads all the weights for one token")
         fixes.append("batch requests (batch_size > 1) to amortise the weight reads")
+    elif gen is not None and eff != gen.batch_size:
+        why.append(f"{eff} sequences per step (batch {gen.batch_size} x beams / returned sequences)")
     rates = t.metrics.get("matmul_gflops") or {}
     half = next((k for k in ("bfloat16", "float16") if k in rates), None)
     if half and rates.get("float32") and rates[half] < rates["float32"]:
@@ -296,7 +299,7 @@ RULES: tuple[Callable[[TrialResult], Iterable[Finding]], ...] = (
     offload, dominant_user_function, generate_user_code, memory_culprit, uncovered_time, validation_share, meta_left,
     repeated_loads, estimate_discrepancy,
     slow_cold_read, lazy_load, decode_below_roofline, ignored_kwargs, needless_max_memory, *PRECISION_RULES,
-    *LAZY_IMPORT_RULES,
+    *LAZY_IMPORT_RULES, *SETTINGS_RULES,
 )
 
 
