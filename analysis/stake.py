@@ -2,8 +2,8 @@
 
 A rule states what it saw and what is at stake (seconds, bytes); the severity it is printed with comes from that
 stake, relative to the trial and absolutely: ``stake_share`` is the larger of the seconds at stake over the
-trial's workload (its phases, loadprof's own steps left out) and the bytes at stake over the memory the trial
-held (its weights, or its peak where larger). A finding is high only when it is both a large share (>= 30%) and
+trial's workload (its phases, loadprof's own steps left out) and the bytes at stake over the trial's weights
+(its peak where the weights are unknown). A finding is high only when it is both a large share (>= 30%) and
 large in itself (>= 1 s, >= 256 MiB), medium at >= 10% and >= 0.1 s / 16 MiB, else low: a +270 KiB upcast of a
 tiny model is low whatever its share, and a 41 s stake outranks a 0.35 s one. Findings with nothing at stake
 (a broken model, an ignored kwarg) keep the severity their rule gave.
@@ -36,15 +36,16 @@ def workload_s(t: TrialResult) -> float | None:
 
 
 def memory_bytes(t: TrialResult) -> float | None:
-    """What the trial held: the larger of its weights (or the bytes device_map placed) and its peak (CPU RSS or
-    the CUDA allocator's)."""
-    mem = t.payload(MemoryPayload)
+    """What bytes at stake are weighed against: the weights (or the bytes device_map placed), else the trial's
+    peak (the CUDA allocator's, else CPU RSS)."""
     placed = sum((p.get("bytes") or 0) for p in (t.metrics.get("placement") or {}).values())
-    peaks = [t.metrics.get("weights_bytes") or 0, placed]
-    if mem is not None:
-        peaks += [mem.trial_peak_cuda_allocated_bytes or 0,
-                  max((p.peak_rss_bytes for p in mem.per_phase.values()), default=0)]
-    return max(peaks) or None
+    if t.metrics.get("weights_bytes") or placed:
+        return max(t.metrics.get("weights_bytes") or 0, placed)
+    mem = t.payload(MemoryPayload)
+    if mem is None:
+        return None
+    return mem.trial_peak_cuda_allocated_bytes or max((p.peak_rss_bytes for p in mem.per_phase.values()),
+                                                      default=0) or None
 
 
 def stake_share(f: Finding, t: TrialResult) -> float | None:
