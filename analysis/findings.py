@@ -16,7 +16,7 @@ from loadprof.analysis.derive import decode_call_s, load_cost_s
 from loadprof.analysis.lazy_import import RULES as LAZY_IMPORT_RULES
 from loadprof.analysis.precision import RULES as PRECISION_RULES
 from loadprof.analysis.settings import RULES as SETTINGS_RULES, effective_batch
-from loadprof.analysis.stake import FAILED_KIND, failed_trials, graded
+from loadprof.analysis.stake import FAILED_KIND, failed_trials, graded, references
 from loadprof.analysis.user_code import dominant_user_function, generate_user_code, memory_culprit
 from loadprof.core.payloads import LoadPhasesPayload, MemoryPayload, SamplingPayload
 from loadprof.core.phases import HARNESS_PHASES
@@ -305,9 +305,11 @@ RULES: tuple[Callable[[TrialResult], Iterable[Finding]], ...] = (
 
 def trial_findings(t: TrialResult) -> list[Finding]:
     """Every rule's findings on one finished trial, each graded by its stake (loadprof.analysis.stake)."""
-    if not t.ok:
-        return []
-    return [graded(f, t) for rule in RULES for f in rule(t)]
+    return [graded(f, references([t])) for f in _ungraded(t)]
+
+
+def _ungraded(t: TrialResult) -> list[Finding]:
+    return [f for rule in RULES for f in rule(t)] if t.ok else []
 
 
 def rank(findings: Iterable[Finding]) -> list[Finding]:
@@ -334,4 +336,5 @@ def sweep_findings(trials: Iterable[TrialResult], extra: Iterable[Finding] = ())
     """Per-trial findings plus sweep-level ones (``extra``, e.g. from loadprof.analysis.studies), ranked together;
     trials that did not finish lead."""
     trials = list(trials)
-    return rank([*failed_trials(trials), *(f for t in trials for f in trial_findings(t)), *extra])
+    refs = references(trials)  # one denominator for the sweep: a larger stake is never graded lower
+    return rank([*failed_trials(trials), *(graded(f, refs) for t in trials for f in _ungraded(t)), *extra])

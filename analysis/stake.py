@@ -1,8 +1,8 @@
 """Severity from the stake: how much of the trial a finding puts at risk decides how loud it is.
 
 A rule states what it saw and what is at stake (seconds, bytes); the severity it is printed with comes from that
-stake, relative to the trial and absolutely: ``stake_share`` is the larger of the seconds at stake over the
-trial's workload (its phases, loadprof's own steps left out) and the bytes at stake over the trial's weights
+stake, relative to the sweep and absolutely: ``stake_share`` is the larger of the seconds at stake over the
+largest trial workload (its phases, loadprof's own steps left out) and the bytes at stake over the trial's weights
 (its peak where the weights are unknown). A finding is high only when it is both a large share (>= 30%) and
 large in itself (>= 1 s, >= 256 MiB), medium at >= 10% and >= 0.1 s / 16 MiB, else low: a +270 KiB upcast of a
 tiny model is low whatever its share, and a 41 s stake outranks a 0.35 s one. Findings with nothing at stake
@@ -48,10 +48,17 @@ def memory_bytes(t: TrialResult) -> float | None:
                                                       default=0) or None
 
 
-def stake_share(f: Finding, t: TrialResult) -> float | None:
-    """The larger of the seconds and the bytes at stake over the trial's own; None with no stake or reference."""
+def references(trials: Sequence[TrialResult]) -> tuple[float | None, float | None]:
+    """(seconds, bytes) stakes are weighed against across these trials: the largest workload and weights, one
+    denominator for the sweep, so a larger stake is never graded below a smaller one."""
+    ok = [t for t in trials if t.ok]
+    return (max((w for t in ok if (w := workload_s(t))), default=None),
+            max((b for t in ok if (b := memory_bytes(t))), default=None))
+
+
+def stake_share(f: Finding, wl: float | None, mem: float | None) -> float | None:
+    """The larger of the seconds and the bytes at stake over their references; None with no stake or reference."""
     shares = []
-    wl, mem = workload_s(t), memory_bytes(t)
     if f.stake_s is not None and wl:
         shares.append(min(1.0, max(0.0, f.stake_s) / wl))
     if f.stake_bytes is not None and mem:
@@ -66,9 +73,10 @@ def grade(share: float, stake_s: float | None, stake_bytes: float | None) -> str
     return "low"
 
 
-def graded(f: Finding, t: TrialResult) -> Finding:
-    """``f`` with its severity from its stake and ``stake_share`` in its evidence (unchanged without a stake)."""
-    share = stake_share(f, t)
+def graded(f: Finding, refs: tuple[float | None, float | None]) -> Finding:
+    """``f`` with its severity from its stake over ``refs`` (``references``) and ``stake_share`` in its evidence
+    (unchanged without a stake)."""
+    share = stake_share(f, *refs)
     if share is None:
         return f
     return replace(f, severity=grade(share, f.stake_s, f.stake_bytes),

@@ -187,19 +187,22 @@ def test_severity_and_order_follow_the_stake_not_the_rule():
 
 
 def test_a_tiny_stake_is_low_whatever_its_share_and_a_large_one_outranks_a_small_one():
-    from loadprof.analysis.stake import grade, graded
+    from loadprof.analysis.stake import grade, graded, references
 
     tiny = Finding("upcast", "high", "t", "d", "f", stake_bytes=270 * 2**10, mistake=True)
-    t = _trial(metrics={"weights_bytes": 540 * 2**10})
-    assert graded(tiny, t).severity == "low" and graded(tiny, t).evidence["stake_share"] == 0.5
+    refs = references([_trial(metrics={"weights_bytes": 540 * 2**10})])
+    assert graded(tiny, refs).severity == "low" and graded(tiny, refs).evidence["stake_share"] == 0.5
     assert grade(0.8, 41.0, None) == "high" and grade(0.2, 0.35, None) == "medium" and grade(0.05, 9.0, None) == "low"
     big = _trial("b-r0", "big", phases=(PhaseTiming("load", 0.0, 50.0),))
     small = _trial("s-r0", "small", phases=(PhaseTiming("load", 0.0, 1.0),))
     slow = Finding("validation_share", "low", "t", "d", "f", stake_s=41.0, trial_ids=("b-r0",), label="big")
     quick = Finding("repeated_load", "medium", "t", "d", "f", stake_s=0.35, trial_ids=("s-r0",), label="small",
                     mistake=True)
-    ranked = rank([graded(quick, small), graded(slow, big)])
+    # each against its own trial: 0.35 s of a 1 s trial is medium, 41 s of 50 s high
+    ranked = rank([graded(quick, references([small])), graded(slow, references([big]))])
     assert [f.stake_s for f in ranked] == [41.0, 0.35] and [f.severity for f in ranked] == ["high", "medium"]
+    # in one sweep, one denominator (the 50 s trial): the 0.35 s stake is low, never above the 41 s one
+    assert graded(quick, references([small, big])).severity == "low"
 
 
 def test_trials_that_did_not_finish_lead_the_sweep():
