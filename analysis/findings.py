@@ -2,7 +2,8 @@
 
 Each rule looks at one kind of evidence and, when it fires, states the figures
 it saw, a fix, and the seconds and bytes at stake with how they were found.
-Ranking: definite mistakes first, then severity, then stake (``Finding.rank_key``).
+Severity comes from the stake (loadprof.analysis.stake). Ranking: trials that did not finish first, then
+severity, then definite mistakes, then stake (``Finding.rank_key``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from loadprof.core import figures
 from loadprof.analysis.derive import decode_call_s, load_cost_s
 from loadprof.analysis.lazy_import import RULES as LAZY_IMPORT_RULES
 from loadprof.analysis.precision_rules import RULES as PRECISION_RULES
+from loadprof.analysis.settings import RULES as SETTINGS_RULES, effective_batch
+from loadprof.analysis.stake import FAILED_KIND, failed_trials, graded, references
+from loadprof.analysis.user_code import dominant_user_function, generate_user_code, memory_culprit
 from loadprof.core.payloads import LoadPhasesPayload, MemoryPayload, SamplingPayload
 from loadprof.core.phases import HARNESS_PHASES
 from loadprof.results.model import Finding, TrialResult  # Finding lives with the result model; re-exported
@@ -21,8 +25,6 @@ from loadprof.core.units import bytes_h, pct
 
 FIXED_DEVICE_MAPS_NEEDING_NO_MAX_MEMORY = ("cpu", "cuda", "mps")
 VALIDATION_SHARE_MEDIUM, VALIDATION_SHARE_HIGH = 0.10, 0.50
-USER_FN_SHARE_MEDIUM, USER_FN_SHARE_HIGH = 0.20, 0.50
-USER_FN_MIN_S = 0.2  # below this a user function's share rests on a handful of samples
 READ_FRACTION_LOW = 0.5
 LAZY_READ_SHARE = 0.5
 
@@ -105,70 +107,6 @@ def meta_left(t: TrialResult) -> Iterable[Finding]:
 def _wall(t: TrialResult, name: str) -> float:
     """Summed wall seconds of the top-level phases named ``name``."""
     return sum(p.duration_s for p in t.phases if p.name == name)
-
-
-def _sampling_basis(t: TrialResult, n: int) -> str:
-    sv = _sampling(t)
-    rate = f", {sv.effective_rate_hz:.0f} Hz effective" if sv.effective_rate_hz else ""
-    return f"{n} samples{rate}; seconds are wall time, each sample weighted by the gap since the previous reading"
-
-
-def dominant_user_function(t: TrialResult) -> Iterable[Finding]:
-    """The user's own function that holds the load: running (a validation walk, a checksum) or waiting (a lock
-    file, a sleep, a network call). Shares are of the load phase's wall time."""
-    users = _sampling(t).user_functions_in("load")
-    wall = _wall(t, "load")
-    if not users or not wall:
-        return
-    top = users[0]
-    share = top.own_s / wall
-    if share < USER_FN_SHARE_MEDIUM or top.own_s < USER_FN_MIN_S:
-        return
-    where = f"{top.file}:{top.line}" + (f", hottest line {top.hottest_line}" if top.hottest_line else "")
-    waited = top.waiting_s or 0.0  # None: thread states not read (older files), so no wait is claimed
-    waiting = waited * (top.own_s / top.seconds) if top.seconds else 0.0
-    severity = "high" if share >= USER_FN_SHARE_HIGH else "medium"
-    fix = ("this is time in your loader, not in transformers: remove or sample that work" if waiting < top.own_s / 2
-           else f"your loader waits ({top.main_wait}): remove the wait, or do it before timing-critical work "
-                "(it is time to load that no setting of from_pretrained can win back)")
-    split = (f"{top.running_s:.2f} s running, {waited:.2f} s waiting"
-             + (f" ({', '.join(f'{k} {v:.2f} s' for k, v in top.waits.items())})" if top.waits else ""))
-    if waiting >= top.own_s / 2:
-        wshare = waiting / wall
-        yield _f(t, "user_wait", severity, f"your function {top.name} waits {waiting:.2f} s ({top.main_wait}): "
-                 f"{pct(wshare)} of the load",
-                 f"{top.name} ({where}) spent {top.own_s:.2f} s of the {wall:.2f} s load phase outside "
-                 f"transformers' loading steps: {split}.", fix, mistake=True, stake_s=waiting,
-                 basis=_sampling_basis(t, top.samples), function=top.name, file=top.file, line=top.line,
-                 waiting_s=waiting, wait=top.main_wait, share=wshare, load_wall_s=wall)
-        return
-    yield _f(t, "dominant_user_function", severity, f"your function {top.name} is {pct(share)} of the load "
-             f"({top.own_s:.2f} s)",
-             f"{top.name} ({where}) took {top.own_s:.2f} s of the {wall:.2f} s load phase outside transformers' own "
-             f"loading steps: {split}.", fix, mistake=True, stake_s=top.own_s,
-             basis=_sampling_basis(t, top.samples), function=top.name, file=top.file, line=top.line, share=share,
-             own_s=top.own_s, load_wall_s=wall)
-
-
-GEN_USER_SHARE_MEDIUM, GEN_USER_SHARE_HIGH, GEN_USER_MIN_S = 0.10, 0.50, 0.02
-
-
-def generate_user_code(t: TrialResult) -> Iterable[Finding]:
-    """The user's code running inside generate's decode steps: a logits processor, a stopping criterion, a
-    streamer, a wrapped forward. Its share is of the decode steps' wall time."""
-    for u in _sampling(t).user_functions_in("generate"):
-        share = u.share_of_decode
-        if share is None or u.decode_s is None or share < GEN_USER_SHARE_MEDIUM or u.decode_s < GEN_USER_MIN_S:
-            continue
-        yield _f(t, "generate_user_code", "high" if share >= GEN_USER_SHARE_HIGH else "medium",
-                 f"your code {u.name} takes {pct(share)} of decode ({u.decode_s:.2f} s)",
-                 f"{u.name} ({u.file}:{u.line}" + (f", hottest line {u.hottest_line}" if u.hottest_line else "")
-                 + f") ran in every decode step: {u.decode_s:.2f} s of the measured generate calls' decode steps "
-                 f"({u.running_s:.2f} s running, {u.waiting_s or 0.0:.2f} s waiting).",
-                 "make it vectorised (one tensor op per step, no Python loop over the vocabulary), move it out of "
-                 "the per-token path, or drop it", mistake=True, stake_s=u.decode_s,
-                 basis=_sampling_basis(t, u.samples), function=u.name, file=u.file, line=u.line, share=share,
-                 decode_s=u.decode_s)
 
 
 UNCOVERED_SHARE, UNCOVERED_MIN_S, UNCOVERED_ALWAYS_S = 0.10, 0.05, 0.5
@@ -320,10 +258,12 @@ def _decode_limits(t: TrialResult) -> tuple[list[str], list[str]]:
             fixes.append("cut per-step Python work (on GPU a static cache lets transformers compile decoding)")
     else:
         fixes.append("turn on sampling (sampling_hz: 100) to see whether Python per-step work or kernels dominate")
-    gen = t.strategy.generate
-    if gen is not None and gen.batch_size == 1:
+    gen, eff = t.strategy.generate, effective_batch(t)
+    if gen is not None and eff == 1:
         why.append("batch 1: every step reads all the weights for one token")
         fixes.append("batch requests (batch_size > 1) to amortise the weight reads")
+    elif gen is not None and eff != gen.batch_size:
+        why.append(f"{eff} sequences per step (batch {gen.batch_size} x beams / returned sequences)")
     rates = t.metrics.get("matmul_gflops") or {}
     half = next((k for k in ("bfloat16", "float16") if k in rates), None)
     if half and rates.get("float32") and rates[half] < rates["float32"]:
@@ -352,17 +292,20 @@ def decode_below_roofline(t: TrialResult) -> Iterable[Finding]:
 
 
 RULES: tuple[Callable[[TrialResult], Iterable[Finding]], ...] = (
-    offload, dominant_user_function, generate_user_code, uncovered_time, validation_share, meta_left,
+    offload, dominant_user_function, generate_user_code, memory_culprit, uncovered_time, validation_share, meta_left,
     repeated_loads, estimate_discrepancy,
     slow_cold_read, lazy_load, decode_below_roofline, ignored_kwargs, needless_max_memory, *PRECISION_RULES,
-    *LAZY_IMPORT_RULES,
+    *LAZY_IMPORT_RULES, *SETTINGS_RULES,
 )
 
 
 def trial_findings(t: TrialResult) -> list[Finding]:
-    if not t.ok:
-        return []
-    return [f for rule in RULES for f in rule(t)]
+    """Every rule's findings on one finished trial, each graded by its stake (loadprof.analysis.stake)."""
+    return [graded(f, references([t])) for f in _ungraded(t)]
+
+
+def _ungraded(t: TrialResult) -> list[Finding]:
+    return [f for rule in RULES for f in rule(t)] if t.ok else []
 
 
 def rank(findings: Iterable[Finding]) -> list[Finding]:
@@ -382,9 +325,12 @@ def rank(findings: Iterable[Finding]) -> list[Finding]:
                                   label=", ".join(x for x in labels if x))
         else:
             merged[key] = f
-    return sorted(merged.values(), key=lambda f: f.rank_key)
+    return sorted(merged.values(), key=lambda f: (f.kind != FAILED_KIND, f.rank_key))
 
 
 def sweep_findings(trials: Iterable[TrialResult], extra: Iterable[Finding] = ()) -> list[Finding]:
-    """Per-trial findings plus sweep-level ones (``extra``, e.g. from loadprof.analysis.studies), ranked together."""
-    return rank([*(f for t in trials for f in trial_findings(t)), *extra])
+    """Per-trial findings plus sweep-level ones (``extra``, e.g. from loadprof.analysis.studies), ranked together;
+    trials that did not finish lead."""
+    trials = list(trials)
+    refs = references(trials)  # one denominator for the sweep: a larger stake is never graded lower
+    return rank([*failed_trials(trials), *(graded(f, refs) for t in trials for f in _ungraded(t)), *extra])

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import linecache
 import re
 import sysconfig
 from collections import Counter, defaultdict
@@ -23,6 +22,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from loadprof.core.phases import PhaseTiming
 from loadprof.core.probe_registry import WORKER_STEP_PHASES
+from loadprof.probes import memjoin
+from loadprof.probes.callees import Breakdown, def_line, enclosing as _enclosing
 from loadprof.probes.load_phases import LOAD_TARGETS
 from loadprof.probes.stacks import Frame, Sample
 
@@ -176,6 +177,11 @@ def is_user_file(file: str, internal_roots: Iterable[str] = DEFAULT_INTERNAL_ROO
     return not any(p in ("site-packages", "dist-packages") for p in Path(file).parts)
 
 
+def _internal(file: str) -> bool:
+    """loadprof's own frames (a probe's hook around a library function): never the call a user made."""
+    return any(file.startswith(r + "/") for r in DEFAULT_INTERNAL_ROOTS)
+
+
 def area_of(file: str, user: bool) -> str:
     if user:
         return "your code"
@@ -185,7 +191,7 @@ def area_of(file: str, user: bool) -> str:
         return "python stdlib"
     if any(p in ("site-packages", "dist-packages") for p in Path(file).parts):
         return next((a for key, a in AREAS if key in file), "other libraries")
-    if any(file.startswith(r + "/") for r in DEFAULT_INTERNAL_ROOTS):
+    if _internal(file):
         return "loadprof"
     return next((a for key, a in AREAS if key in file), "other libraries")
 
@@ -198,19 +204,6 @@ def short_file(file: str) -> str:
         if file.startswith(prefix):
             return file[len(prefix):]
     return file
-
-
-def def_line(file: str, qualname: str, seen_line: int) -> int:
-    """The ``def`` line of the function (searched upward from a line seen inside it), else the line seen."""
-    name = qualname.rsplit(".", 1)[-1]
-    if name.startswith("<"):
-        return seen_line
-    pat = re.compile(rf"^\s*(async\s+)?def\s+{re.escape(name)}\s*[(\[]")
-    try:
-        lines = linecache.getlines(file)
-    except (OSError, ValueError):  # a torn nonblocking read can leave a garbled file name
-        return seen_line
-    return next((n for n in range(min(seen_line, len(lines)), 0, -1) if pat.match(lines[n - 1])), seen_line)
 
 
 class _Acc:
@@ -261,18 +254,6 @@ def _deepest(stack: Sequence[Frame], keep: Callable[[Frame], bool]) -> Frame | N
     return next((f for f in reversed(stack) if keep(f)), None)
 
 
-_ANONYMOUS = re.compile(r"(\.<locals>)?\.<(genexpr|listcomp|dictcomp|setcomp|lambda)>$")
-
-
-def _enclosing(qualname: str) -> str:
-    """A comprehension, generator expression or lambda is part of the function it is written in."""
-    while True:
-        folded = _ANONYMOUS.sub("", qualname)
-        if folded == qualname or not folded:
-            return qualname
-        qualname = folded
-
-
 def _fn(f: Frame) -> str:
     return f"{f.function} ({short_file(f.file)}:{f.line})"
 
@@ -317,13 +298,18 @@ def _areas(main: list[tuple[Sample, str]], is_user: Callable[[str], bool]) -> di
 
 
 def _user_functions(main: list[tuple[Sample, str]], walls: Mapping[str, float], is_user: Callable[[str], bool],
-                    n: int) -> list[dict[str, Any]]:
+                    n: int, memory: Sequence[tuple[float, int]] = (),
+                    phase_end: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
     """The user's functions per top-level phase, by the samples whose deepest user frame they are: their own
     time plus the library code they called, running or waiting. ``own_s``: the part outside every named
     sub-phase (in the load: outside transformers' loading steps, so a thin wrapper around from_pretrained is
     not blamed for the load itself). ``decode_s``: the part inside generate's decode steps with no transformers
-    frame under it (a logits processor's own work, not the model's forward under a wrapped generate)."""
+    frame under it (a logits processor's own work, not the model's forward under a wrapped generate).
+    ``callees``: the calls outside the user's files that held that time (loadprof.probes.callees), with the
+    memory each added where a memory timeline is given (loadprof.probes.memjoin)."""
     acc: dict[tuple[_Key, str], _Acc] = defaultdict(_Acc)
+    calls = Breakdown(is_user, _internal)
+    timed: list[tuple[float, Any, tuple[str, int]]] = []
     own: Counter = Counter()
     decode: Counter = Counter()
     incl: Counter = Counter()
@@ -335,11 +321,17 @@ def _user_functions(main: list[tuple[Sample, str]], walls: Mapping[str, float], 
         key = ((_enclosing(f.function), f.file), top)
         acc[key].add(s, f.line)
         own[key] += s.weight_s if p == top else 0.0
-        below = s.stack[s.stack.index(f) + 1:]
-        if sub == "decode" and not any("/transformers/" in fr.file or "transformers_modules" in fr.file for fr in below):
+        at = s.stack.index(f)
+        in_decode = sub == "decode" and not any("/transformers/" in fr.file or "transformers_modules" in fr.file
+                                                for fr in s.stack[at + 1:])
+        if in_decode:
             decode[key] += s.weight_s  # its own work per step, not transformers' forward called under a wrapper
+        call = calls.add(key, s, at, p == top, in_decode)
+        if s.t_s is not None:
+            timed.append((s.t_s, key, call))
         for k in {(_enclosing(fr.function), fr.file) for fr in s.stack if is_user(fr.file)}:
             incl[(k, top)] += s.weight_s
+    memjoin.join(calls, timed, memory, phase_end or {})
     rows = []
     for key, a in acc.items():
         (name, file), top = key
@@ -349,7 +341,8 @@ def _user_functions(main: list[tuple[Sample, str]], walls: Mapping[str, float], 
                      "inclusive_s": _r(incl[key]), "decode_s": _r(decode[key]),
                      "share_of_phase": _share(a.seconds, wall), "own_share_of_phase": _share(own[key], wall),
                      "share_of_decode": _share(decode[key], walls.get(f"{top}/decode")) if decode[key] else None,
-                     "hottest_line": a.lines.most_common(1)[0][0] if a.lines else None})
+                     "hottest_line": a.lines.most_common(1)[0][0] if a.lines else None,
+                     "callees": calls.table(key)})
     rows.sort(key=lambda r: (-r["own_s"], -r["seconds"], r["name"]))
     per: Counter = Counter()
     return [r for r in rows if (per.update([r["phase"]]) or per[r["phase"]] <= n)]
@@ -371,9 +364,10 @@ def _top(samples: Iterable[Sample], n: int) -> list[dict[str, Any]]:
 
 
 def attribute(samples: Iterable[Sample], phases: Sequence[PhaseTiming] = (), *, rate_hz: float | None = None,
-              top_n: int = 20, notes: Iterable[str] = ()) -> dict[str, Any]:
+              top_n: int = 20, notes: Iterable[str] = (), memory: Sequence[tuple[float, int]] = ()) -> dict[str, Any]:
     """Samples -> phases, library areas, top functions and the user's functions (JSON-ready). Every figure is
-    seconds of wall time (sample weights), split into running and waiting where thread states were read."""
+    seconds of wall time (sample weights), split into running and waiting where thread states were read;
+    ``memory``: the trial's (t_s, anon RSS bytes) readings, for the bytes each user call added."""
     samples = list(samples)
     match, lines = matcher(DEFAULT_PHASE_MAP), materialize_lines()
     is_user = lru_cache(maxsize=None)(is_user_file)
@@ -412,6 +406,6 @@ def attribute(samples: Iterable[Sample], phases: Sequence[PhaseTiming] = (), *, 
                                "threads": len(w["threads"])} for p, w in sorted(workers.items())},
         "areas": _areas(main, is_user),
         "top_functions": {"main_thread": _top((s for s, _ in main), top_n), "all_threads": _top(samples, top_n)},
-        "user_functions": _user_functions(main, walls, is_user, top_n),
+        "user_functions": _user_functions(main, walls, is_user, top_n, memory, {p.name: p.end_s for p in phases}),
         "notes": out_notes + ["worker-thread seconds are summed over threads and overlap the main thread's time"],
     }

@@ -27,6 +27,7 @@ class CallTiming:
     t_return_ns: int
     steps_ns: list[int] = field(default_factory=list)
     new_tokens: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)  # effective_settings at the call
 
     @property
     def ttft_ms(self) -> float | None:
@@ -71,6 +72,31 @@ def generate_kwargs(model: Any, spec: GenerateSpec, stopping_criteria: Any) -> d
     return kwargs
 
 
+#: generation-config fields that change what each step computes or keeps
+SETTINGS = ("num_beams", "num_return_sequences", "do_sample", "use_cache", "cache_implementation",
+            "output_attentions", "output_hidden_states", "output_scores", "return_dict_in_generate")
+
+
+def effective_settings(model: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What generate() will run with: the model's generation config under the call's kwargs (a wrapper the
+    loader put around ``model.generate`` may add more, unseen here), the attention implementation, torch's
+    threads against the cores this process may use, and whether the model is in training mode with dropout."""
+    import os
+
+    import torch
+
+    gc = getattr(model, "generation_config", None)
+    out: dict[str, Any] = {k: kwargs.get(k, getattr(gc, k, None)) for k in SETTINGS}
+    out = {k: v if isinstance(v, (bool, int, float, str)) or v is None else str(v) for k, v in out.items()}
+    out["attn_implementation"] = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    out["torch_threads"] = torch.get_num_threads()
+    out["usable_cores"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    out["training"] = bool(getattr(model, "training", False))
+    out["dropout_active"] = out["training"] and any(
+        isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()) if hasattr(model, "modules") else False
+    return out
+
+
 def run_generate(model: Any, spec: GenerateSpec, rec: PhaseRecorder, seed: int = 0) -> CallTiming:
     """One generate() call under the current phase, split into prepare/prefill/decode/finish."""
     import torch
@@ -95,6 +121,7 @@ def run_generate(model: Any, spec: GenerateSpec, rec: PhaseRecorder, seed: int =
                 return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
         kwargs = generate_kwargs(model, spec, StoppingCriteriaList([_Steps()]))
+        settings = effective_settings(model, kwargs)
     t_call = clock.now_ns()
     rec.open("prefill", t_call)
     try:
@@ -111,7 +138,7 @@ def run_generate(model: Any, spec: GenerateSpec, rec: PhaseRecorder, seed: int =
         elif rec.current.endswith("prefill"):
             rec.close("prefill", t_ret)
     return CallTiming(t_call_ns=t_call, t_return_ns=t_ret, steps_ns=list(steps),
-                      new_tokens=int(out.shape[-1] - inputs["input_ids"].shape[-1]))
+                      new_tokens=int(out.shape[-1] - inputs["input_ids"].shape[-1]), settings=settings)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -142,8 +169,33 @@ def summarize(calls: list[CallTiming], warm_from: int, batch_size: int) -> dict[
     if rates:
         m[figures.DECODE_TOK_S_PER_SEQ.key] = statistics.median(rates)
         m[figures.DECODE_TOK_S.key] = m[figures.DECODE_TOK_S_PER_SEQ.key] * batch_size
+    if measured and measured[-1].settings:
+        m["generate_settings"] = dict(measured[-1].settings)
+    m.update(step_growth(measured))
     for q in (0.5, 0.9, 0.99):
         v = percentile(per_tok, q)
         if v is not None:
             m[f"per_token_ms_p{int(q * 100)}"] = v
     return m
+
+
+#: decode steps needed before their growth with position is read
+GROWTH_MIN_STEPS = 16
+
+
+def step_growth(calls: list[CallTiming]) -> dict[str, float]:
+    """How decode steps slow down with position (no KV cache: each step recomputes the whole sequence):
+    ``decode_step_growth``, the last quarter's median step over the first quarter's, and ``decode_excess_s``,
+    the median call's seconds of steps beyond its first quarter's median step (what flat steps would save)."""
+    growth, excess = [], []
+    for c in calls:
+        steps = c.per_token_ms
+        if len(steps) < GROWTH_MIN_STEPS:
+            continue
+        q = len(steps) // 4
+        first, last = statistics.median(steps[:q]), statistics.median(steps[-q:])
+        if first > 0:
+            growth.append(last / first)
+            excess.append(sum(max(0.0, x - first) for x in steps) / 1e3)
+    return {"decode_step_growth": statistics.median(growth), "decode_excess_s": statistics.median(excess)} \
+        if growth else {}

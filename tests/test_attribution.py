@@ -183,6 +183,9 @@ def test_attribute_user_functions_own_and_decode_time():
         ("load_model", "load"), ("run_gen", "generate"), ("MyProc.__call__", "generate"),
         ("wrapped_forward", "generate")]
     load_model, run_gen, proc, wrapper = users
+    calls = {(c["name"], c["line"]): (c["seconds"], c["own_s"]) for c in load_model.pop("callees")}
+    # from_pretrained from line 10 (config, weights, materialize) and the user's own lines (no such file: no call)
+    assert calls == {("PreTrainedModel.from_pretrained", 10): (1.0, 0.0), ("(own code)", 10): (0.75, 0.75)}
     assert load_model == {
         "name": "load_model", "file": USER, "line": 10, "phase": "load", "samples": 6, "seconds": 1.75,
         "running_s": 1.375, "waiting_s": 0.375, "waits": {"sleep": 0.25, "lock": 0.125}, "unknown_state_s": 0.0,

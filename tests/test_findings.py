@@ -85,7 +85,7 @@ def test_offload_names_layers_bytes_and_disk_cost():
                                       "disk": {"bytes": 2**30, "layers": 8, "entries": 1}}})
     t = TrialResult(**{**t.__dict__, "harness": {"disk_read": {"gb_s": 2.0}}})
     (f,) = trial_findings(t)
-    assert f.kind == "offload" and f.severity == "high"
+    assert f.kind == "offload" and f.severity == "medium"  # 1 of 4 GiB, 0.54 s per forward in a 5 s trial
     assert "8 of 28 layers (1.0 GiB) on disk" in f.title and "main device cuda:0" in f.detail
     assert "0.54 s per forward" in f.detail and f.evidence["layers"] == {"disk": 8}
     assert kinds(_trial(metrics={"placement": {"cpu": {"bytes": 1, "layers": 2, "entries": 1}}})) == []
@@ -173,15 +173,46 @@ def test_uncovered_time_is_never_silent_and_says_what_was_sampled():
     assert "sampling was off" in g.detail and "sampling_hz" in g.fix
 
 
-def test_definite_mistakes_outrank_observations_whatever_their_severity():
+def test_severity_and_order_follow_the_stake_not_the_rule():
     kwarg = _trial(probes={"phases": phases_payload(ignored_kwargs={"offload_state_dict": "m.py:1"})},
                    metrics={"roofline_fraction": 0.05, "decode_tok_s": 10.0, "roofline_tok_s": 200.0,
                             "weights_bytes": 64 * 2**20, "decode_bytes_per_step": 2**20, "membw_gb_s": 10.0, "new_tokens": 32},
                    strategy=strategy_of({"generate": {"batch_size": 1}}))
     ranked = rank(trial_findings(kwarg))
-    assert [f.kind for f in ranked] == ["ignored_kwarg", "decode_below_roofline"]
-    assert ranked[0].severity == "low" and ranked[0].mistake and not ranked[1].mistake
-    assert "batch 1" in ranked[1].detail and "sampling_hz" in ranked[1].fix  # says what limits it, not generic
+    # the roofline gap puts 3.04 s of a 5 s trial at stake: it leads the ignored kwarg (nothing at stake)
+    assert [f.kind for f in ranked] == ["decode_below_roofline", "ignored_kwarg"]
+    assert ranked[0].severity == "high" and ranked[0].evidence["stake_share"] == 0.608
+    assert ranked[1].severity == "low" and ranked[1].mistake and "stake_share" not in ranked[1].evidence
+    assert "batch 1" in ranked[0].detail and "sampling_hz" in ranked[0].fix  # says what limits it, not generic
+
+
+def test_a_tiny_stake_is_low_whatever_its_share_and_a_large_one_outranks_a_small_one():
+    from loadprof.analysis.stake import grade, graded, references
+
+    tiny = Finding("upcast", "high", "t", "d", "f", stake_bytes=270 * 2**10, mistake=True)
+    refs = references([_trial(metrics={"weights_bytes": 540 * 2**10})])
+    assert graded(tiny, refs).severity == "low" and graded(tiny, refs).evidence["stake_share"] == 0.5
+    assert grade(0.8, 41.0, None) == "high" and grade(0.2, 0.35, None) == "medium" and grade(0.05, 9.0, None) == "low"
+    big = _trial("b-r0", "big", phases=(PhaseTiming("load", 0.0, 50.0),))
+    small = _trial("s-r0", "small", phases=(PhaseTiming("load", 0.0, 1.0),))
+    slow = Finding("validation_share", "low", "t", "d", "f", stake_s=41.0, trial_ids=("b-r0",), label="big")
+    quick = Finding("repeated_load", "medium", "t", "d", "f", stake_s=0.35, trial_ids=("s-r0",), label="small",
+                    mistake=True)
+    # each against its own trial: 0.35 s of a 1 s trial is medium, 41 s of 50 s high
+    ranked = rank([graded(quick, references([small])), graded(slow, references([big]))])
+    assert [f.stake_s for f in ranked] == [41.0, 0.35] and [f.severity for f in ranked] == ["high", "medium"]
+    # in one sweep, one denominator (the 50 s trial): the 0.35 s stake is low, never above the 41 s one
+    assert graded(quick, references([small, big])).severity == "low"
+
+
+def test_trials_that_did_not_finish_lead_the_sweep():
+    ok = _trial("a-r0", "a", {"load_s": 1.0, "validate_s": 9.0})
+    bad = [_trial(f"b-r{i}", "b", status=s) for i, s in enumerate(("failed", "failed", "timeout", "skipped"))]
+    ranked = sweep_findings([ok, *bad])
+    assert [f.kind for f in ranked] == ["failed_trials", "validation_share"]
+    top = ranked[0]
+    assert top.title == "3 of 4 trials did not finish (2 failed, 1 timeout)" and top.trial_ids == ("b-r0", "b-r1", "b-r2")
+    assert sweep_findings([ok])[0].kind == "validation_share"
 
 
 def test_every_renderer_opens_with_the_verdict():
@@ -228,3 +259,70 @@ def test_no_roofline_finding_for_tiny_weights_and_no_zero_percent():
     big = _trial(metrics={**base, "roofline_fraction": 0.004, "weights_bytes": 64 * 2**20})
     (f,) = [f for f in trial_findings(big) if f.kind == "decode_below_roofline"]
     assert f.title == "decode runs at 0.4% of its memory-bandwidth bound"
+
+
+def _callee(name: str, line: int, seconds: float, **kw):
+    return {"name": name, "line": line, "seconds": seconds, "own_s": seconds, **kw}
+
+
+def test_a_call_that_holds_most_of_the_function_is_named_in_the_title_with_its_line_and_fix():
+    calls = [_callee("AutoModel.from_config", 12, 3.0), _callee("(own code)", 14, 0.5, how="line"),
+             _callee("sum", 15, 0.5, how="line")]
+    u = user_function(name="ModelManager.load", file="/home/u/loader.py", line=10, seconds=4.0, own_s=4.0,
+                      running_s=4.0, samples=400, callees=calls)
+    (f,) = trial_findings(_trial(probes={"sampling": sampling_payload(user_functions=[u])}))
+    assert f.title == "`ModelManager.load`: 60% of the load is `AutoModel.from_config` random weight init " \
+                      "(loader.py:12, 3.00 s)"
+    assert "`sum` (loader.py:15) 0.50 s (12%)" in f.detail and "meta device" in f.fix
+    assert (f.evidence["call"], f.evidence["call_line"], f.evidence["call_s"]) == ("AutoModel.from_config", 12, 3.0)
+    # no call over half the function's time: the function is the title, the breakdown is in the detail
+    even = {**u, "callees": [_callee("a.b", 1, 2.0), _callee("c.d", 2, 2.0)]}
+    (g,) = trial_findings(_trial(probes={"sampling": sampling_payload(user_functions=[even])}))
+    assert g.title.startswith("your function ModelManager.load is") and "`a.b` (loader.py:1) 2.00 s (50%)" in g.detail
+    assert "call" not in g.evidence and "remove or sample" in g.fix  # an unknown call: no made-up advice
+
+
+def test_a_wait_inside_a_known_call_is_named_with_its_fix():
+    calls = [_callee("subprocess.run", 20, 3.0, waits={"sleep": 3.0})]
+    u = user_function(name="check_env", file="/home/u/loader.py", line=18, seconds=3.0, own_s=3.0, running_s=0.0,
+                      waiting_s=3.0, waits={"sleep": 3.0}, samples=300, callees=calls)
+    (f,) = trial_findings(_trial(probes={"sampling": sampling_payload(user_functions=[u])}))
+    assert f.kind == "user_wait" and "`subprocess.run` a subprocess (loader.py:20" in f.title and "waiting (sleep)" in f.title
+    assert "once at start-up" in f.fix and "waiting: sleep 3.00 s" in f.detail
+
+
+def test_decode_user_code_names_the_call_in_its_steps():
+    calls = [{"name": "time.sleep", "line": 40, "seconds": 0.9, "decode_s": 0.9, "how": "line"}]
+    u = user_function(name="SlowSink.put", file="/home/u/s.py", line=38, phase="generate", seconds=0.9,
+                      decode_s=0.9, share_of_decode=0.6, running_s=0.0, waiting_s=0.9, callees=calls)
+    (f,) = trial_findings(_trial(probes={"sampling": sampling_payload(user_functions=[u])}))
+    assert f.kind == "generate_user_code" and f.title.endswith(": `time.sleep` (s.py:40)")
+    assert "per-token path" in f.fix and f.evidence["call"] == "time.sleep"
+
+
+def test_memory_culprit_names_each_call_with_its_bytes_and_what_is_still_held():
+    mib = 2**20
+    calls = [_callee("torch.Tensor.clone", 14, 0.1, added_bytes=475 * mib, held_bytes=475 * mib),
+             _callee("copy.deepcopy", 20, 0.2, added_bytes=480 * mib, held_bytes=470 * mib),
+             _callee("tiny.call", 22, 0.1, added_bytes=mib, held_bytes=mib)]
+    u = user_function(name="ModelManager._keep_pristine", file="/home/u/manager.py", line=12, callees=calls)
+    t = _trial(metrics={"weights_bytes": 500 * mib},
+               probes={"sampling": sampling_payload(user_functions=[u]),
+                       "memory": memory_payload({"load": {"peak_rss_bytes": 1500 * mib, "start_anon_bytes": 300 * mib,
+                                                          "end_anon_bytes": 1745 * mib}})})
+    (f,) = [f for f in trial_findings(t) if f.kind == "memory_culprit"]
+    assert f.title == ("load: `torch.Tensor.clone` in `ModelManager._keep_pristine` (manager.py:14) +475.0 MiB still "
+                       "held, `copy.deepcopy` in `ModelManager._keep_pristine` (manager.py:20) +480.0 MiB still held; "
+                       "peak 1.5 GiB vs 500.0 MiB of weights")
+    assert f.stake_bytes == 945 * mib and f.severity == "high" and len(f.evidence["calls"]) == 2  # 1 MiB: not named
+    assert "deep copy" in f.detail and "share the model" in f.fix
+    # the phase kept only 200 MiB beyond the weights: no more is at stake; the model's own construction never is
+    kept = _trial(metrics={"weights_bytes": 500 * mib}, probes={
+        "sampling": sampling_payload(user_functions=[{**u, "callees": [*calls, _callee(
+            "AutoModel.from_pretrained", 13, 1.0, added_bytes=600 * mib, held_bytes=600 * mib)]}]),
+        "memory": memory_payload({"load": {"start_anon_bytes": 0, "end_anon_bytes": 700 * mib}})})
+    (k,) = [f for f in trial_findings(kept) if f.kind == "memory_culprit"]
+    assert k.stake_bytes == 200 * mib and "from_pretrained" not in k.title
+    # under a quarter of the weights: not a finding
+    small = _trial(metrics={"weights_bytes": 8000 * mib}, probes={"sampling": sampling_payload(user_functions=[u])})
+    assert [f for f in trial_findings(small) if f.kind == "memory_culprit"] == []

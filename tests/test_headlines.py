@@ -68,6 +68,18 @@ TRIALS = [
         **USER, "name": "Proc.__call__", "phase": "generate", "decode_s": 0.6, "share_of_decode": 0.375}],
         phases={"load": {"seconds": 4.0, "top": [{"function": "wait_for_lock", "state": "sleep", "seconds": 4.0}]}})}),
     _trial(probes={"sampling": sampling_payload(user_functions=[{**USER, "running_s": 3.0, "waiting_s": 1.0}])}),
+    _trial({"generate_settings": {"num_beams": 4, "use_cache": False, "torch_threads": 1, "usable_cores": 8,
+                                  "dropout_active": True}, "decode_step_growth": 3.2, "decode_excess_s": 0.8,
+            "new_tokens": 32, "decode_tok_s": 16.0}),
+    _trial({"weights_bytes": 400 * MiB}, {"sampling": sampling_payload(user_functions=[{
+        **USER, "running_s": 4.0, "waiting_s": 0.0, "waits": {}, "callees": [
+            {"name": "AutoModel.from_config", "line": 7, "seconds": 3.5, "own_s": 3.5},
+            {"name": "torch.Tensor.clone", "line": 8, "seconds": 0.25, "own_s": 0.25, "how": "line",
+             "added_bytes": 400 * MiB, "held_bytes": 400 * MiB},
+            {"name": "copy.deepcopy", "line": 9, "seconds": 0.25, "own_s": 0.25,
+             "added_bytes": 410 * MiB, "held_bytes": 0}]}]),
+                                  "memory": memory_payload({"load": {"peak_rss_bytes": 1300 * MiB,
+                                                                   "end_anon_bytes": 1000 * MiB}})}),
     _trial({"read_bandwidth_fraction": 0.2, "storage_read_bytes": 900 * MiB, "achieved_read_gb_s": 0.4,
             "disk_seq_read_gb_s": 2.0, "reading_phases": ["load/weights"]}),
     _trial({"weights_bytes": 500 * MiB, "load_s": 0.1, "warmup_s": 1.0}, {"memory": memory_payload({

@@ -47,7 +47,8 @@ class Finding:
     ``mistake``: a definite configuration or code mistake (an ignored kwarg, an upcast, an offload, a double load,
     a dominant user function, a wait, a pre-allocation) as opposed to an observation (a roofline gap, a lazy
     read). ``stake_s`` / ``stake_bytes``: the seconds and bytes at stake, measured or derived; ``stake_basis``
-    says which figure or formula gave them. Mistakes rank above observations, then severity, then stake.
+    says which figure or formula gave them. Severity (from the stake) first, then mistakes above observations, then
+    stake.
     """
 
     kind: str
@@ -75,7 +76,7 @@ class Finding:
 
     @property
     def rank_key(self) -> tuple:
-        return (not self.mistake, SEVERITY_ORDER.get(self.severity, 9), -(self.stake_s or 0.0),
+        return (SEVERITY_ORDER.get(self.severity, 9), not self.mistake, -(self.stake_s or 0.0),
                 -(self.stake_bytes or 0.0), self.kind, self.label)
 
 

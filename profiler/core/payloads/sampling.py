@@ -14,6 +14,29 @@ from loadprof.core.payloads.base import Payload, Record
 
 
 @dataclass(frozen=True)
+class Callee(Record):
+    """One call a user function made outside the user's own files (loadprof.probes.callees), with the user's
+    line that makes it: the seconds it held, and the anonymous memory it added (loadprof.probes.memjoin)."""
+
+    name: str                    # public name: `copy.deepcopy`, `AutoModel.from_config`, `torch.Tensor.clone`
+    line: int                    # the user's line that makes the call
+    seconds: float
+    samples: int = 0
+    module: str = ""             # the callee's module where it was a sampled Python frame
+    how: str = "frame"           # 'frame': a sampled Python frame; 'line': read off the user's source line
+    own_s: float = 0.0           # the part outside named sub-phases (as UserFunction.own_s)
+    decode_s: float = 0.0        # the part inside generate's decode steps (as UserFunction.decode_s)
+    running_s: float = 0.0
+    waits: Mapping[str, float] | None = None
+    added_bytes: int | None = None  # None: no memory timeline joined
+    held_bytes: int | None = None   # of added_bytes, still resident at the end of the phase (an upper bound)
+
+    @property
+    def waiting_s(self) -> float:
+        return sum((self.waits or {}).values())
+
+
+@dataclass(frozen=True)
 class UserFunction(Record):
     """One function of the user's code in one top-level phase, from the samples whose deepest user frame it is
     (its own time plus the library code it called), running or waiting."""
@@ -35,6 +58,7 @@ class UserFunction(Record):
     own_share_of_phase: float | None = None
     share_of_decode: float | None = None     # of generate's decode wall time
     hottest_line: int | str | None = None
+    callees: tuple[Callee, ...] | None = None  # most seconds first; None in files before the breakdown
 
     @property
     def main_wait(self) -> str | None:

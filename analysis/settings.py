@@ -1,0 +1,93 @@
+"""Settings that cost: the generation and runtime settings each generate call really ran with
+(``generate_settings``, recorded by loadprof.probes.generation at the call: the model's generation config under
+the call's kwargs), judged with measured evidence: beam search multiplies the sequences every step computes
+(the effective batch), no KV cache makes each step slower than the one before (``decode_step_growth``), fewer
+torch threads than usable cores leave cores idle, training mode leaves dropout on.
+
+Kept apart from loadprof.analysis.findings, which lists its rules, for the same reason as the precision rules.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping
+
+from loadprof.analysis.derive import decode_call_s
+from loadprof.core import figures
+from loadprof.results.model import Finding, TrialResult
+
+#: per-step decode time growing by this factor from the first quarter of the steps to the last: no KV cache
+GROWTH_NO_CACHE = 1.5
+_f = TrialResult.finding
+
+
+def settings(t: TrialResult) -> Mapping[str, Any]:
+    return t.metrics.get("generate_settings") or {}
+
+
+def effective_batch(t: TrialResult) -> int:
+    """Sequences each decode step computes: batch x beams x returned sequences (batch where unrecorded)."""
+    s = settings(t)
+    batch = t.strategy.generate.batch_size if t.strategy.generate is not None else 1
+    return batch * max(1, int(s.get("num_beams") or 1)) * max(1, int(s.get("num_return_sequences") or 1))
+
+
+def beam_search(t: TrialResult) -> Iterable[Finding]:
+    s = settings(t)
+    beams, ret = int(s.get("num_beams") or 1), int(s.get("num_return_sequences") or 1)
+    if beams <= 1 and ret <= 1:
+        return
+    eff = effective_batch(t)
+    call = figures.GENERATE_CALL_S.read(t.metrics)
+    decode = decode_call_s(t.metrics)
+    stake = decode * (1 - 1 / eff) if decode else None
+    yield _f(t, "beam_search", "medium", f"generate ran beam search: num_beams={beams}"
+             + (f", num_return_sequences={ret}" if ret > 1 else "") + f", {eff} sequences per step",
+             f"the model's generation config (or the call) set num_beams={beams}: every decode step computes {eff} "
+             f"sequences for each prompt's one answer"
+             + (f"; a generate call took {call:.2f} s" if call else "") + (f", {decode:.2f} s of it decoding"
+                                                                          if decode else "") + ".",
+             "set num_beams=1 (greedy or sampling) in generation_config unless beam search is wanted; it is rarely "
+             "worth its cost for chat-style generation", mistake=True, stake_s=stake,
+             basis="decode time per call x (1 - 1 / sequences per step): what one sequence per step saves where "
+                   "a step's cost grows with the sequences it computes (an upper bound where it does not)",
+             num_beams=beams, num_return_sequences=ret, effective_batch=eff)
+
+
+def no_kv_cache(t: TrialResult) -> Iterable[Finding]:
+    s, m = settings(t), t.metrics
+    growth, excess = m.get("decode_step_growth"), m.get("decode_excess_s")
+    off = s.get("use_cache") is False
+    if growth is None or growth < GROWTH_NO_CACHE:
+        return  # the setting alone, with no measured cost, is not a finding
+    yield _f(t, "no_kv_cache", "medium", ("generate ran with use_cache=False" if off else
+                                          "decode steps slow down with position")
+             + f": the last steps took {growth:.1f}x the first",
+             f"per-step decode time grew {growth:.2f}x from the first quarter of the steps to the last"
+             + (" with use_cache=False in the generation config: each step recomputes the whole sequence" if off
+                else " (as without a KV cache)")
+             + (f"; {excess:.2f} s per call went to steps slower than the first ones" if excess else "") + ".",
+             "set use_cache=True (the default) in generation_config" if off else
+             "check that generate keeps its KV cache (use_cache) and that no wrapper drops past_key_values",
+             mistake=off, stake_s=excess,
+             basis="per call: sum of decode steps' time beyond the first quarter's median step (measured)",
+             use_cache=s.get("use_cache"), growth=growth, excess_s=excess)
+
+
+def threads_and_training(t: TrialResult) -> Iterable[Finding]:
+    s = settings(t)
+    threads, cores = s.get("torch_threads"), s.get("usable_cores")
+    if threads and cores and threads < cores and not t.env.get("cuda_capability"):
+        yield _f(t, "torch_threads", "low", f"torch used {threads} of {cores} usable cores",
+                 f"torch.get_num_threads() was {threads} while this process may run on {cores} cores: CPU matmuls in "
+                 "prefill and decode leave the rest idle.",
+                 "leave torch's thread count at its default, or set it to the usable cores (torch.set_num_threads)",
+                 basis="not measured: the thread count against the usable cores", torch_threads=threads,
+                 usable_cores=cores)
+    if s.get("dropout_active"):
+        yield _f(t, "training_mode", "high", "generate ran in training mode: dropout is on",
+                 "model.training was True at the generate call and the model has dropout with p > 0: every step "
+                 "drops activations at random, so outputs differ from the model's.", "call model.eval() after loading",
+                 mistake=True, basis="outputs are wrong, whatever the time", training=True)
+
+
+RULES: tuple[Callable[[TrialResult], Iterable[Finding]], ...] = (beam_search, no_kv_cache, threads_and_training)

@@ -1,0 +1,80 @@
+"""Settings that cost (loadprof.analysis.settings) and how they are recorded (loadprof.probes.generation)."""
+
+from __future__ import annotations
+
+import pytest
+
+from loadprof.analysis.findings import trial_findings
+from loadprof.analysis.settings import effective_batch
+from loadprof.probes.generation import CallTiming, step_growth, summarize
+from loadprof.results.model import PhaseTiming, TrialResult
+from tests.helpers import strategy_of
+
+PHASES = (PhaseTiming("load", 0.0, 1.0), PhaseTiming("generate", 1.0, 5.0))
+
+
+def _trial(metrics, batch=1, env=None):
+    return TrialResult(trial_id="t-r0", strategy_id="t", label="x", repeat_index=0, status="ok",
+                       strategy=strategy_of({"generate": {"batch_size": batch}}), metrics=metrics,
+                       env=env or {}, phases=PHASES)
+
+
+def _found(t):
+    return {f.kind: f for f in trial_findings(t)}
+
+
+def _call(steps_ms, settings=None):
+    ns = [0]
+    for ms in steps_ms:
+        ns.append(ns[-1] + int(ms * 1e6))
+    return CallTiming(t_call_ns=0, t_return_ns=ns[-1] + 10**6, steps_ns=[x + 10**7 for x in ns],
+                      new_tokens=len(ns), settings=settings or {})
+
+
+def test_step_growth_reads_steps_that_slow_down_with_position():
+    flat = step_growth([_call([10.0] * 32)])
+    assert flat == {"decode_step_growth": 1.0, "decode_excess_s": 0.0}
+    rising = step_growth([_call([10.0 + i for i in range(32)])])  # step i takes 10 + i ms
+    assert rising["decode_step_growth"] == pytest.approx(37.5 / 13.5)
+    assert rising["decode_excess_s"] == pytest.approx(sum(max(0, 10 + i - 13.5) for i in range(32)) / 1e3)
+    assert step_growth([_call([10.0] * 8)]) == {}  # too few steps to say
+    assert summarize([_call([1.0] * 20, {"num_beams": 4})], 0, 1)["generate_settings"] == {"num_beams": 4}
+
+
+def test_beam_search_uses_the_effective_batch_and_states_its_stake():
+    t = _trial({"generate_settings": {"num_beams": 4, "num_return_sequences": 1}, "new_tokens": 32,
+                "decode_tok_s": 16.0}, batch=2)
+    assert effective_batch(t) == 8
+    f = _found(t)["beam_search"]
+    assert "num_beams=4" in f.title and "8 sequences per step" in f.title
+    assert f.stake_s == pytest.approx(2.0 * (1 - 1 / 8)) and f.mistake
+    assert "beam_search" not in _found(_trial({"generate_settings": {"num_beams": 1}}))
+
+
+def test_no_kv_cache_needs_the_measured_growth():
+    off = {"use_cache": False}
+    f = _found(_trial({"generate_settings": off, "decode_step_growth": 2.5, "decode_excess_s": 1.2}))["no_kv_cache"]
+    assert "use_cache=False" in f.title and f.stake_s == 1.2 and f.mistake and "use_cache=True" in f.fix
+    # the setting without a measured cost, or a flat decode: nothing to say
+    assert "no_kv_cache" not in _found(_trial({"generate_settings": off}))
+    assert "no_kv_cache" not in _found(_trial({"generate_settings": off, "decode_step_growth": 1.1}))
+    # growth without the setting: an observation, not a mistake
+    g = _found(_trial({"generate_settings": {"use_cache": True}, "decode_step_growth": 3.0}))["no_kv_cache"]
+    assert not g.mistake and "slow down" in g.title
+
+
+def test_threads_below_cores_and_dropout_in_training_mode():
+    s = {"torch_threads": 2, "usable_cores": 8, "dropout_active": True, "training": True}
+    found = _found(_trial({"generate_settings": s}))
+    assert "2 of 8" in found["torch_threads"].title and found["training_mode"].mistake
+    assert "model.eval()" in found["training_mode"].fix
+    assert "torch_threads" not in _found(_trial({"generate_settings": s}, env={"cuda_capability": "9.0"}))
+    fine = _found(_trial({"generate_settings": {"torch_threads": 8, "usable_cores": 8, "dropout_active": False}}))
+    assert not {"torch_threads", "training_mode"} & set(fine)
+
+
+def test_roofline_detail_counts_beams_in_the_batch():
+    m = {"roofline_fraction": 0.05, "decode_tok_s": 10.0, "roofline_tok_s": 200.0, "weights_bytes": 64 * 2**20,
+         "decode_bytes_per_step": 2**20, "membw_gb_s": 10.0, "new_tokens": 32, "generate_settings": {"num_beams": 4}}
+    f = _found(_trial(m))["decode_below_roofline"]
+    assert "batch 1:" not in f.detail and "4 sequences per step" in f.detail
