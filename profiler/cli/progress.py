@@ -50,7 +50,8 @@ def eta_text(done_walls: list[float], remaining: int, running_s: float = 0.0, jo
 
 
 def run_with_progress(session_cls: Any, sweep: Any, out: Path, resume: bool, con: Any, show: bool,
-                      force: bool = False, stops: Any = None, executor: "Executor | None" = None) -> Any:
+                      force: bool = False, stops: Any = None, executor: "Executor | None" = None,
+                      on_ready: Callable[[], None] | None = None) -> Any:
     """Run the session under a progress bar, one line per finished trial above it."""
     from rich.markup import escape
     import time
@@ -81,5 +82,5 @@ def run_with_progress(session_cls: Any, sweep: Any, out: Path, resume: bool, con
 
         session = session_cls(sweep, out, resume=resume, force=force, on_start=on_start, on_trial=on_trial,
                               log=lambda s: progress.console.print(f"[dim]{escape(s)}[/]"), stops=stops,
-                              executor=executor)
+                              executor=executor, on_ready=(lambda todo: on_ready()) if on_ready else None)
         return session.run()
