@@ -12,7 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
-from loadprof.analysis.groups import OBJECTIVES
+from loadprof.core.figures import OBJECTIVE_NAMES as OBJECTIVES
 from loadprof.analysis.recommend import RecommendResult
 from loadprof.core.errors import LoadprofError, SpecError
 
