@@ -249,10 +249,14 @@ def estimate(target: str, dtypes: tuple[str, ...], quantizations: tuple[str, ...
     GenerateSpec(prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens, batch_size=batch_size)  # validates
     from loadprof.analysis.estimate import ESTIMATE_COLUMNS, estimate_command, estimate_record, estimate_rows
 
+    ctx = click.get_current_context()
+    given = {n for n in ("dtypes", "quantizations", "batch_size", "prompt_tokens", "max_new_tokens")
+             if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT}  # a YAML's own unless given
     rows = []
     for dtype, quantization in _estimate_grid(dtypes, quantizations):
         for e in estimate_command(target, dtype=dtype, quantization=quantization, batch_size=batch_size,
-                                  prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens):
+                                  prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens,
+                                  overrides=frozenset(given)):
             if e not in rows:
                 rows.append(e)
     fmt = "json" if as_json else fmt
