@@ -126,6 +126,11 @@ def _import_s(node: PhaseTiming) -> float:
     return sum(c.duration_s if c.name == LAZY_IMPORT_PHASE else _import_s(c) for c in node.children)
 
 
+def phase_import_s(t: TrialResult, path: str) -> float:
+    """Seconds of the ``import`` phases inside the top-level phase(s) at ``path`` (0.0 where none ran)."""
+    return sum(_import_s(n) for n in _all(t.phases, path))
+
+
 def load_import_s(t: TrialResult) -> float | None:
     """Seconds of the real load cost spent importing what the load imported lazily (the model's modeling module
     inside the first from_pretrained, a tokenizer's, the loader's own): the ``import`` phases inside ``load``,

@@ -347,9 +347,14 @@ def estimate_strategy(strategy: Any, model_path: str | None = None) -> SizeEstim
 
 
 def estimate_command(target: str, *, dtype: str = "auto", quantization: str = "none", batch_size: int = 1,
-                     prompt_tokens: int = 32, max_new_tokens: int = 32) -> list[SizeEstimate]:
+                     prompt_tokens: int = 32, max_new_tokens: int = 32,
+                     overrides: frozenset[str] = frozenset()) -> list[SizeEstimate]:
     """``loadprof estimate TARGET``: a synthetic shape (``qwen2.5-7b`` or ``arch:shape``), a checkpoint
-    folder, a sweep YAML (one estimate per distinct model x load x generate), or a cached hub id."""
+    folder, a sweep YAML (one estimate per distinct model x load x generate), or a cached hub id.
+
+    For a YAML, ``overrides`` names the options the user gave ("dtypes", "quantizations", "batch_size",
+    "prompt_tokens", "max_new_tokens"): they replace every strategy's own setting (validated like the YAML's,
+    SpecError exit 2 otherwise); the others keep the YAML's."""
     from loadprof.strategies.model import GenerateSpec, LoadSpec, ModelSpec, Strategy, SyntheticSpec
     from loadprof.strategies.shapes import SHAPES
 
@@ -361,6 +366,8 @@ def estimate_command(target: str, *, dtype: str = "auto", quantization: str = "n
             raise LoadprofError(f"sweep files are not supported here yet ({e})") from None
         out: dict[tuple, SizeEstimate] = {}
         for s in load_sweep(p).strategies:
+            s = _overridden(s, overrides, dtype=dtype, quantization=quantization, batch_size=batch_size,
+                            prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens)
             g = s.generate
             gen = (g.batch_size, g.prompt_tokens, g.max_new_tokens, g.stop_after, g.cache_implementation) if g else None
             key = (s.model, s.load.dtype, s.load.quantization, gen)
@@ -379,6 +386,22 @@ def estimate_command(target: str, *, dtype: str = "auto", quantization: str = "n
                  generate=GenerateSpec(prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens,
                                        batch_size=batch_size))
     return [estimate_strategy(s)]
+
+
+def _overridden(s: Any, overrides: frozenset[str], **given: Any) -> Any:
+    """Strategy ``s`` with the options named in ``overrides`` put in its load and generate specs."""
+    from dataclasses import replace
+
+    from loadprof.strategies.model import GenerateSpec
+
+    # --dtype int8 means float16 weights quantized to 8 bits: a given dtype or quantization sets both
+    load = ({"dtype": given["dtype"], "quantization": given["quantization"]}
+            if overrides & {"dtypes", "quantizations"} else {})
+    gen = {k: given[k] for k in ("batch_size", "prompt_tokens", "max_new_tokens") if k in overrides}
+    if gen and s.generate is None:
+        s = replace(s, generate=GenerateSpec())
+    return replace(s, load=replace(s.load, **load) if load else s.load,
+                   generate=replace(s.generate, **gen) if gen else s.generate)
 
 
 ESTIMATE_COLUMNS = ("model", "dtype", "quant", "params", "weights", "largest layer", "per layer", "KV/token",

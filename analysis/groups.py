@@ -82,23 +82,86 @@ def by_model(gs: Sequence[Group]) -> dict[str, list[Group]]:
     return out
 
 
-def configurations(gs: Sequence[Group], objective: str) -> list[Group]:
-    """The groups pooled into configurations for ``objective`` (knobs.CANNOT_AFFECT), first-seen order."""
+#: for figures that are exact counts, not timings (``figures.Figure.exact``: the CUDA allocator's bytes repeat to
+#: the byte for one program, so a single repeat decides), differences under EXACT_TIE_BYTES or EXACT_TIE_SHARE are
+#: ties (allocator rounding)
+EXACT_TIE_BYTES = 2**20
+EXACT_TIE_SHARE = 0.01
+
+
+def distinct(a: Sequence[float], b: Sequence[float], f: figures.Figure) -> bool | None:
+    """Do two configurations differ on figure ``f``: True, False, or None (too few repeats to say)."""
+    if f.exact and a and b:
+        ma, mb = statistics.median(a), statistics.median(b)
+        return abs(mb - ma) > max(EXACT_TIE_BYTES, EXACT_TIE_SHARE * abs(ma))
+    c = stats.compare_repeats(a, b)
+    return None if c is None else c.distinguishable
+
+
+def configurations(gs: Sequence[Group], objective: str, f: figures.Figure | None = None) -> list[Group]:
+    """The groups pooled into configurations for ``objective`` (knobs.CANNOT_AFFECT), first-seen order; with the
+    objective's figure ``f``, checked against the data (``checked_configurations``)."""
+    return checked_configurations(gs, objective, f)[0]
+
+
+def checked_configurations(gs: Sequence[Group], objective: str,
+                           f: figures.Figure | None = None) -> tuple[list[Group], tuple[str, ...]]:
+    """The configurations for ``objective``, and the drift notes of the data overruling the knob table.
+
+    With the objective's figure ``f`` the table is checked against the data: a strategy whose repeats differ
+    beyond the noise from those pooled so far stays a configuration of its own, and a note says so (the table is
+    physics, but a busy machine, drift or a knob it misjudges are real too). Below MIN_REPEATS a strategy cannot
+    be told apart and is pooled as the table says."""
     by: dict[str, list[Group]] = {}
     for g in gs:
         by.setdefault(configuration_key(g.strategy, objective), []).append(g)
-    out = []
+    out: list[Group] = []
+    notes: list[str] = []
     for members in by.values():
-        if len(members) == 1:
-            out.append(members[0])
-            continue
-        paths = differing([m.strategy for m in members],
-                          (*irrelevant_paths(objective, members[0].strategy), *(h for h in HARNESS if h != "label")))
-        knobs = ", ".join(p.split(".")[-1] for p in paths)
-        label = f"{members[0].label} (+{len(members) - 1} differing only in {knobs})"
-        out.append(Group("+".join(m.strategy_id for m in members), label, members[0].strategy,
-                         [t for m in members for t in m.trials], list(members)))
-    return out
+        clusters = _split(members, f) if f is not None and len(members) > 1 else [members]
+        out += [_pool(c, objective) for c in clusters]
+        notes += [_drift_note(c, clusters[0], objective) for c in clusters[1:]]
+    return out, tuple(notes)
+
+
+def _split(members: Sequence[Group], f: figures.Figure) -> list[list[Group]]:
+    """Members in clusters the data cannot tell apart (greedy, first-seen): each joins the first cluster whose
+    pooled repeats it is not distinct from (too few repeats to tell counts as not distinct)."""
+    fn = reader(f)
+    clusters: list[list[Group]] = []
+    for m in members:
+        home = next((c for c in clusters
+                     if not distinct([v for g in c for v in g.values(fn)], m.values(fn), f)), None)
+        if home is None:
+            clusters.append([m])
+        else:
+            home.append(m)
+    return clusters
+
+
+def _pool(members: Sequence[Group], objective: str) -> Group:
+    if len(members) == 1:
+        return members[0]
+    knobs = ", ".join(p.split(".")[-1] for p in _pooled_paths(members, objective))
+    label = f"{members[0].label} (+{len(members) - 1}: {len(members)} strategies pooled, differing only in {knobs})"
+    return Group("+".join(m.strategy_id for m in members), label, members[0].strategy,
+                 [t for m in members for t in m.trials], list(members))
+
+
+def _pooled_paths(members: Sequence[Group], objective: str) -> list[str]:
+    return differing([m.strategy for m in members],
+                     (*irrelevant_paths(objective, members[0].strategy), *(h for h in HARNESS if h != "label")))
+
+
+def _drift_note(cluster: Sequence[Group], first: Sequence[Group], objective: str) -> str:
+    knobs = ", ".join(p.split(".")[-1] for p in irrelevant_paths(objective, cluster[0].strategy)
+                      if p in _pooled_paths([*first, *cluster], objective))
+    who = ", ".join(f"'{g.label}'" for g in cluster)
+    return (f"drift: {who} differ{'s' if len(cluster) == 1 else ''} beyond the noise on {objective} from "
+            f"'{first[0].label}'{' and the strategies pooled with it' if len(first) > 1 else ''} although "
+            f"{knobs or 'the knobs they differ in'} cannot affect it by the knob table: kept apart as a "
+            f"configuration of {'its' if len(cluster) == 1 else 'their'} own (a busy machine, drift, or a knob that "
+            f"matters here after all)")
 
 
 def rank_groups(cands: Sequence[Group], f: figures.Figure) -> list[tuple[Group, float]]:

@@ -9,13 +9,12 @@ one names the strategy and the figures it rests on.
 from __future__ import annotations
 
 import dataclasses
-import statistics
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Sequence
 
 from loadprof.analysis import stats
-from loadprof.analysis.groups import (SHORT_ANSWER_SHARE, Group, by_model, configurations, groups, memory_figure,
-                                      over_budget, rank_groups, reader, settings)
+from loadprof.analysis.groups import (SHORT_ANSWER_SHARE, Group, by_model, checked_configurations, distinct, groups,
+                                      memory_figure, over_budget, rank_groups, reader, settings)
 from loadprof.analysis.knobs import differing, irrelevant_paths, reasons
 from loadprof.analysis.lengths import LengthsCoverage
 from loadprof.analysis.tradeoffs import tradeoffs
@@ -38,22 +37,6 @@ def _simplicity(g: Group) -> int:
     return sum(1 for f in dataclasses.fields(LoadSpec) if getattr(ld, f.name) != getattr(plain, f.name))
 
 
-#: for figures that are exact counts, not timings (``figures.Figure.exact``: the CUDA allocator's bytes repeat to
-#: the byte for one program, so a single repeat decides), differences under EXACT_TIE_BYTES or EXACT_TIE_SHARE are
-#: ties (allocator rounding)
-EXACT_TIE_BYTES = 2**20
-EXACT_TIE_SHARE = 0.01
-
-
-def distinct(a: Sequence[float], b: Sequence[float], f: figures.Figure) -> bool | None:
-    """Do two configurations differ on figure ``f``: True, False, or None (too few repeats to say)."""
-    if f.exact and a and b:
-        ma, mb = statistics.median(a), statistics.median(b)
-        return abs(mb - ma) > max(EXACT_TIE_BYTES, EXACT_TIE_SHARE * abs(ma))
-    c = stats.compare_repeats(a, b)
-    return None if c is None else c.distinguishable
-
-
 def _decide(ranked: Sequence[tuple[Group, float]], objective: str, f: figures.Figure,
             peak: figures.Figure) -> tuple[str, Group | None, list[Group], str]:
     """(verdict, pick, tied, rule) from configurations ranked by median: the leader wins only when the repeats
@@ -61,7 +44,7 @@ def _decide(ranked: Sequence[tuple[Group, float]], objective: str, f: figures.Fi
     too few repeats to compare nothing is picked."""
     best = ranked[0][0]
     if len(ranked) == 1:
-        return "only", best, [], "the only configuration measured for this objective"
+        return "only", best, [], _only_rule(best, f)
     fn = reader(f)
     tied, undecided = [best], False
     for g, _ in ranked[1:]:
@@ -84,17 +67,16 @@ def _decide(ranked: Sequence[tuple[Group, float]], objective: str, f: figures.Fi
             TIE_RULE_MEMORY if objective == figures.MEMORY.name else TIE_RULE)
 
 
-def _pooling_notes(cands: Sequence[Group], objective: str, fn: Callable[[TrialResult], Any]) -> list[str]:
-    """Pooled strategies that differ beyond the noise although the table says their knobs cannot matter."""
-    notes = []
-    for g in cands:
-        first = g.members[0] if g.members else None
-        for m in g.members[1:]:
-            c = stats.compare_repeats(first.values(fn), m.values(fn)) if first else None
-            if c is not None and c.distinguishable:
-                notes.append(f"'{first.label}' and '{m.label}' differ beyond the noise on {objective} although "
-                             f"their knobs cannot affect it: drift or a busy machine; their repeats were pooled")
-    return notes
+def _only_rule(g: Group, f: figures.Figure) -> str:
+    """Why one configuration is all there is: one strategy measured, or several pooled (checked, or not)."""
+    if not g.members:
+        return "the only configuration measured for this objective"
+    n = len(g.members)
+    if min(len(m.values(reader(f))) for m in g.members) < stats.MIN_REPEATS:
+        return (f"one configuration for this objective: its {n} strategies differ only in knobs that cannot affect "
+                f"it, pooled by the knob table alone (too few repeats to check that against the data)")
+    return (f"one configuration for this objective: its {n} strategies differ only in knobs that cannot affect it, "
+            f"and their repeats agree")
 
 
 def _candidates(ranked: Sequence[tuple[Group, float]], fn: Callable[[TrialResult], Any]) -> tuple[Candidate, ...]:
@@ -107,7 +89,7 @@ def _recommend_model(model: str, gs: list[Group], objective: str, peak: figures.
     f = figures.objective_figure(objective, peak)
     name, unit, fn = f.key, f.unit, reader(f)
     over = over_budget(gs, peak, budget)
-    confs = configurations([g for g in gs if g not in over], objective)
+    confs, drift = checked_configurations([g for g in gs if g not in over], objective, f)
     ranked = rank_groups(confs, f)
     pooled = tuple(dict.fromkeys(p for g in confs if g.members for p in differing(
         [m.strategy for m in g.members], irrelevant_paths(objective, g.strategy))))
@@ -124,7 +106,7 @@ def _recommend_model(model: str, gs: list[Group], objective: str, peak: figures.
         return replace(empty, reason=reason)
     verdict, pick, tied, rule = _decide(ranked, objective, f, peak)
     cands = _candidates(ranked, fn)
-    notes = (*empty.notes, *_pooling_notes(confs, objective, fn))
+    notes = (*empty.notes, *drift)
     base = replace(empty, verdict=verdict, rule=rule, candidates=cands, notes=notes,
                    tied=tuple(g.label for g in tied))
     if pick is None:

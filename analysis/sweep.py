@@ -13,6 +13,7 @@ from loadprof.analysis.aggregate import configurations
 from loadprof.analysis.circumstances import circumstances
 from loadprof.analysis.derive import enrich
 from loadprof.analysis.findings import sweep_findings
+from loadprof.analysis.load_lesson import hidden_load_cost
 from loadprof.analysis.recommend import recommendations
 from loadprof.analysis.studies import preallocation_findings, studies
 from loadprof.results.model import SweepResult
@@ -24,7 +25,7 @@ def analyse_sweep(result: SweepResult) -> SweepResult:
     side) filled in from its trials."""
     trials = tuple(enrich(t) for t in result.trials)
     st = studies(trials)
-    findings = sweep_findings(trials, preallocation_findings(st))
+    findings = sweep_findings(trials, [*preallocation_findings(st), *hidden_load_cost(trials)])
     return replace(result, trials=trials, findings=tuple(findings), studies=st,
                    recommendations=recommendations(trials), configurations=configurations(trials),
                    circumstances=circumstances(trials))

@@ -151,8 +151,9 @@ def memory_timeline(t: TrialResult, rows: Sequence[Sequence[float]] | None = Non
         x_hi = max(x_max or 0.0, ts[-1])
         for x, name in _phase_marks(t, ts[0], ts[-1], x_hi):
             ax.axvline(x, color="#333333", linewidth=0.6, linestyle=":")
-            ax.text(x, 1.01, _short(name, 24), transform=ax.get_xaxis_transform(), fontsize=6, rotation=30,
-                    ha="left", va="bottom")
+            # phases that start close together share a mark: one name a line, never cut (the layout makes room)
+            ax.text(x, 1.01, "\n".join(name.split("+")), transform=ax.get_xaxis_transform(), fontsize=5.5,
+                    ha="left", va="bottom", linespacing=1.0)
         ax.set_xlim(0, x_hi * 1.04)
         ax.set_ylim(0, top)
         ax.set_xlabel("seconds since the trial started")

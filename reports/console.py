@@ -137,7 +137,7 @@ def render(sweep: SweepResult, console: Console | None = None, out_dir: Any = No
         env = ", ".join(f"{k} {v}" for k, v in sweep.env.items())
         console.print(f"environment: {env}", markup=False, highlight=False, style="dim")
     if out_dir is not None:
-        plots = "plots" if figures_available() else "tables only: pip install 'loadprof[plots]' for figures"
+        plots = "plots" if figures_available() else "tables only: matplotlib is missing, pip install matplotlib for figures"
         console.print(f"results: {out_dir}/report.html ({plots}), report.md, report.csv, configurations.csv, "
                       f"report.json, results.jsonl; per-trial logs and profiles in {out_dir}/trials/",
                       highlight=False, markup=False)

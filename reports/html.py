@@ -29,8 +29,8 @@ except ImportError as _e:  # matplotlib is an extra: without it the page keeps e
         raise
     plots = charts = None  # type: ignore[assignment]
 #: shown instead of the figures when matplotlib is not installed
-NO_PLOTS = ("Figures are not drawn: matplotlib is not installed. pip install 'loadprof[plots]', then "
-            "loadprof report OUT re-renders this page with them.")
+NO_PLOTS = ("Figures are not drawn: matplotlib, a dependency of loadprof, is missing (an incomplete install). "
+            "pip install matplotlib, then loadprof report OUT re-renders this page with them.")
 
 STUDY_TITLES = {"max_new_tokens": "max_new_tokens curve", "batch_size": "batch scaling",
                 "quantization": "quantization"}

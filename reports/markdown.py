@@ -7,6 +7,7 @@ torch, never opens a file (which trial files exist is asked of the ``Artifacts``
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from loadprof.reports.base import Artifacts, TextRenderer
@@ -19,14 +20,21 @@ from loadprof.reports.verdict import VerdictBlock, verdict_block
 from loadprof.results.model import SweepResult
 
 
+#: what a Markdown viewer would take for inline HTML or a character reference: a ``<`` opening a tag, comment or
+#: declaration, and ``&name;`` / ``&#n;``; only these are backslash-escaped, so ">= 2" reads as written
+_HTML_LIKE = re.compile(r"<(?=[A-Za-z/!?])|&(?=#?[A-Za-z0-9]+;)")
+
+
 def _cell(s: Any) -> str:
     """One table cell: no newlines, pipes escaped, raw HTML neutralised (viewers render inline HTML)."""
     return _text(s).replace("|", "\\|")
 
 
 def _text(s: Any) -> str:
-    """Inline text: one line, raw HTML neutralised."""
-    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
+    """Inline text: one line, raw HTML neutralised with backslash escapes (not entities: the file stays
+    readable as plain text), a leading ``>`` kept from starting a block quote."""
+    text = _HTML_LIKE.sub(lambda m: "\\" + m.group(0), str(s).replace("\n", " "))
+    return "\\" + text if text.startswith(">") else text
 
 
 def md_table(t: Table) -> list[str]:

@@ -272,7 +272,7 @@ def _union(dicts: Iterable[Mapping[str, Any]]) -> list[str]:
 
 
 def figures_available() -> bool:
-    """Whether report.html can draw figures: matplotlib is the optional ``plots`` extra."""
+    """Whether report.html can draw figures: matplotlib is a dependency, but an incomplete install may lack it."""
     import importlib.util
 
     try:

@@ -49,7 +49,9 @@ def pick_text(r: Recommendation, many_models: bool = False) -> str:
         rule = f"; broken by {r.rule}" if r.rule else ""
         return f"{who}{r.label} — {shown} (tie with {', '.join(r.tied)} within the noise{rule})"
     if r.verdict == "only":
-        return f"{who}{r.label} — {shown} (the only configuration measured)"
+        n = r.candidates[0].strategies if r.candidates else 1
+        return f"{who}{r.label} — {shown} " + (f"({r.rule})" if n > 1 and r.rule else
+                                              "(the only configuration measured)")
     return f"{who}{r.label} — {shown} ({r.verdict}: ahead beyond the noise)"
 
 

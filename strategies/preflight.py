@@ -3,7 +3,7 @@
 Spec validation (model.py, expand.py) catches what a value alone can tell. What only the disk can tell used to
 surface inside a trial, after the folder was made: a model path that is not a checkpoint, a hub id that was
 never downloaded, a loader module that does not exist or does not compile, a ``sys_path`` that is missing, and
-token counts past the model's positions. Nothing here imports torch or transformers, reaches the network, or
+token counts past a model's learned positions (rotary ones run past theirs: a note, not a refusal). Nothing here imports torch or transformers, reaches the network, or
 executes the user's code: loader modules are located with the import system's finders and only compiled.
 """
 
@@ -14,6 +14,7 @@ import importlib.machinery
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -24,11 +25,13 @@ from loadprof.strategies.model import ModelSpec, Strategy
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 
 
-def preflight(strategies: Iterable[Strategy]) -> None:
+def preflight(strategies: Iterable[Strategy]) -> list[str]:
     """Raise SpecError (exit 2) for the first problem found in any strategy; strategies sharing a model or a
-    loader are checked once."""
-    seen_models: dict[ModelSpec, int | None] = {}
+    loader are checked once. Returns notes: what will run but deserves a word (a RoPE model asked past its
+    trained positions)."""
+    seen_models: dict[ModelSpec, Positions] = {}
     seen_loaders: set[tuple[str, tuple[str, ...]]] = set()
+    notes: dict[str, None] = {}
     strategies = list(strategies)
     for s in strategies:
         if s.program is not None:  # a whole program: its command stands in for the model (nothing to read)
@@ -36,7 +39,9 @@ def preflight(strategies: Iterable[Strategy]) -> None:
         try:
             if s.model not in seen_models:
                 seen_models[s.model] = _check_model(s.model)
-            _check_tokens(s, seen_models[s.model])
+            note = _check_tokens(s, seen_models[s.model])
+            if note:
+                notes[note] = None
             ld = s.load.loader
             if ld is not None and (ld.target, ld.sys_path) not in seen_loaders:
                 seen_loaders.add((ld.target, ld.sys_path))
@@ -45,16 +50,40 @@ def preflight(strategies: Iterable[Strategy]) -> None:
             if len(strategies) > 1:  # say which strategy: the path alone may fit several
                 raise SpecError(f"{e.message} (strategy {s.display()!r})", hint=e.hint) from None
             raise
+    return list(notes)
 
 
 # ---------------------------------------------------------------- the model
 
-def _positions(config: Mapping[str, Any]) -> int | None:
+#: model types whose positions are rotary (or ALiBi) and so computed, not looked up: transformers runs them past
+#: ``max_position_embeddings`` with a warning (quality past the trained length is the user's question, not a crash)
+COMPUTED_POSITIONS = frozenset({
+    "llama", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "mistral", "mixtral", "gemma", "gemma2", "gemma3_text",
+    "phi", "phi3", "gpt_neox", "gptj", "falcon", "olmo", "olmo2", "starcoder2", "stablelm", "cohere", "granite",
+    "deepseek_v2", "deepseek_v3", "internlm2", "bloom", "mpt"})
+#: config keys that only a model with computed positions has
+COMPUTED_KEYS = ("rope_theta", "rope_scaling", "rotary_dim", "rotary_pct", "rotary_emb_base", "alibi")
+
+
+@dataclass(frozen=True)
+class Positions:
+    """A model's position limit (``limit`` None when its config does not say), the config key that states it,
+    and whether positions are computed (rotary, ALiBi: runs past the limit) or a learned table (cannot)."""
+
+    limit: int | None = None
+    key: str = "max_position_embeddings"
+    computed: bool = False
+
+
+def _positions(config: Mapping[str, Any]) -> Positions:
     for c in (config, config.get("text_config") or {}):
         for k in POSITION_KEYS:
             if isinstance(c.get(k), int) and c[k] > 0:
-                return int(c[k])
-    return None
+                computed = (c.get("model_type") in COMPUTED_POSITIONS
+                            or any(c.get(x) not in (None, False) for x in COMPUTED_KEYS)
+                            or c.get("position_embedding_type") in ("rotary", "alibi"))
+                return Positions(int(c[k]), k, computed)
+    return Positions()
 
 
 def _read_config(path: Path, where: str) -> dict[str, Any]:
@@ -91,12 +120,14 @@ def _hub_config(hub_id: str, revision: str | None = None) -> Path:
     return Path(found)
 
 
-def _check_model(model: ModelSpec) -> int | None:
-    """The model's position limit (None when the config does not say), after checking that it is there."""
+def _check_model(model: ModelSpec) -> Positions:
+    """The model's positions (limit None when the config does not say), after checking that it is there."""
     if model.synthetic is not None:
-        from loadprof.strategies.shapes import dims, shape_of
+        from loadprof.strategies.shapes import dims, resolve_arch, shape_of
 
-        return dims(shape_of(model.synthetic)).get("positions")
+        learned = resolve_arch(model.synthetic) == "gpt2"  # the architecture built, whatever the shape's origin
+        return Positions(dims(shape_of(model.synthetic)).get("positions"),
+                         "n_positions" if learned else "max_position_embeddings", not learned)
     if model.path is not None:
         p = Path(model.path)
         if not p.exists():
@@ -111,26 +142,29 @@ def _check_model(model: ModelSpec) -> int | None:
         return _positions(_read_config(p / "config.json", "model.path"))
     if model.hub_id is not None:
         cfg = _hub_config(model.hub_id, model.revision)
-        return _positions(_read_config(cfg, "model.hub_id")) if cfg.name else None
-    return None
+        return _positions(_read_config(cfg, "model.hub_id")) if cfg.name else Positions()
+    return Positions()
 
 
-def _check_tokens(s: Strategy, positions: int | None) -> None:
-    gen = s.generate
+def _check_tokens(s: Strategy, pos: Positions) -> str | None:
+    """Refuse token counts past a learned position table (the lookup has no row for them: the trial would
+    crash); past computed (rotary, ALiBi) positions, the note to show instead."""
+    gen, positions = s.generate, pos.limit
     if gen is None or not positions:
-        return
+        return None
     need = gen.prompt_tokens + gen.max_new_tokens
+    if need <= positions:
+        return None
+    if pos.computed:
+        return (f"{s.model.label}: prompt_tokens + max_new_tokens = {need:,} is past its {positions:,} trained "
+                f"positions (config {pos.key}); its positions are computed (rotary), so it runs, with "
+                f"transformers' warning, but text past the trained length may degrade")
     if gen.prompt_tokens > positions:
         raise SpecError(f"{gen.prompt_tokens:,} prompt tokens exceed the model's {positions:,} positions",
                         path="generate.prompt_tokens", hint=f"at most {positions:,}, counting the new tokens too")
-    if need > positions:
-        raise SpecError(f"prompt_tokens + max_new_tokens = {need:,} exceeds the model's {positions:,} positions "
-                        f"(config {model_positions_key(s.model)})", path="generate.max_new_tokens",
-                        hint=f"max_new_tokens <= {positions - gen.prompt_tokens:,} with this prompt")
-
-
-def model_positions_key(model: ModelSpec) -> str:
-    return "n_positions" if model.synthetic is not None and "gpt2" in model.synthetic.shape else "max_position_embeddings"
+    raise SpecError(f"prompt_tokens + max_new_tokens = {need:,} exceeds the model's {positions:,} learned "
+                    f"positions (config {pos.key})", path="generate.max_new_tokens",
+                    hint=f"max_new_tokens <= {positions - gen.prompt_tokens:,} with this prompt")
 
 
 # ---------------------------------------------------------------- the user's loader

@@ -50,7 +50,7 @@ def test_help_and_expand_never_import_torch(args):
 def test_expand_prints_the_matrix():
     r = loadprof("expand", str(EXAMPLES / "quickstart.yaml"))
     assert r.returncode == 0
-    assert "4 trials" in r.stdout and "file_cache=cold validation=full" in r.stdout
+    assert "6 trials" in r.stdout and "file_cache=cold" in r.stdout
 
 
 def test_misspelled_key_exits_2_and_names_the_right_key(tmp_path):

@@ -15,6 +15,8 @@ import json
 
 import pytest
 
+from loadprof.core.errors import SpecError
+
 from loadprof.analysis.estimate import (SizeEstimate, estimate_command, estimate_from_config, estimate_strategy,
                                         ESTIMATE_COLUMNS, estimate_rows, estimate_vs_measured)
 from loadprof.worker.trial import model_facts, quant_state_bytes
@@ -304,3 +306,20 @@ def test_estimate_cli_table_across_dtypes_and_formats():
     assert csv_out[0].startswith("model,dtype,quantization,param_count,weight_bytes") and len(csv_out) == 2
     bad = CliRunner().invoke(main, ["estimate", "gpt2", "--dtype", "fp17"])
     assert bad.exit_code == 2 and "--dtype: invalid dtype 'fp17'" in bad.output
+
+
+def test_estimate_of_a_yaml_honours_every_option_given(tmp_path):
+    """Options given on the command line replace every strategy's own; those not given keep the YAML's."""
+    from loadprof.analysis.estimate import estimate_command
+
+    y = tmp_path / "s.yaml"
+    y.write_text("model: {synthetic: {shape: tiny}}\nbase: {generate: {prompt_tokens: 16, max_new_tokens: 8}}\n")
+    (own,) = estimate_command(str(y))
+    assert (own.batch_size, own.prompt_tokens, own.max_new_tokens) == (1, 16, 8)
+    given = frozenset({"dtypes", "batch_size", "max_new_tokens"})
+    (e,) = estimate_command(str(y), dtype="float16", batch_size=8, max_new_tokens=2048, overrides=given)
+    assert (e.dtype, e.batch_size, e.prompt_tokens, e.max_new_tokens) == ("float16", 8, 16, 2048)
+    (q,) = estimate_command(str(y), dtype="float16", quantization="bnb-8bit", overrides=frozenset({"dtypes"}))
+    assert q.quantization == "bnb-8bit"
+    with pytest.raises(SpecError):  # one it cannot apply: exit 2
+        estimate_command(str(y), batch_size=0, overrides=frozenset({"batch_size"}))

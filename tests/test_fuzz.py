@@ -73,7 +73,8 @@ STRUCTURAL = {
     "hub id garbage": "model: {hub_id: '../../../etc/passwd'}\n",
     "loader missing module": MODEL + "base: {load: {loader: {target: 'no_such_mod_xyz:load'}}}\n",
     "loader bad target": MODEL + "base: {load: {loader: {target: 'os.system(1)'}}}\n",
-    "tokens past positions": MODEL + "base: {generate: {prompt_tokens: 2000, max_new_tokens: 100}}\n",
+    "tokens past positions": ("model: {synthetic: {shape: tiny-gpt2}}\n"  # learned positions: refused (RoPE: a note)
+                              "base: {generate: {prompt_tokens: 1000, max_new_tokens: 100}}\n"),
     "memory limit tiny": MODEL + "memory_limit: 1B\n",
 }
 

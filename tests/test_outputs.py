@@ -56,6 +56,24 @@ def test_eta_comes_from_the_mean_finished_trial():
     assert eta_text([9.0, 11.0], 3) == "ETA 0:00:30 (mean trial 10.0 s)"
     assert eta_text([3600.0], 2, running_s=100.0) == "ETA 1:58:20 (mean trial 3600.0 s)"
     assert eta_text([10.0], 4, jobs=2) == "ETA 0:00:20 (mean trial 10.0 s)"
+    assert eta_text([10.0], 1, running_s=25.0) == "ETA 0:00:00 (mean trial 10.0 s)"  # past the mean: ending
+
+
+def test_the_eta_moves_while_a_trial_runs():
+    """The column reads the state on every refresh: the running trial's elapsed time counts down the ETA."""
+    from loadprof.cli.progress import _EtaState
+
+    now = [100.0]
+    eta = _EtaState(lambda: now[0])
+    eta.started, eta.remaining = 100.0, 3
+    assert eta.text() == "ETA after the first trial"
+    now[0] = 107.0
+    assert eta.text() == "ETA after the first trial (running 0:00:07)"
+    eta.walls, eta.started, eta.remaining = [60.0], 107.0, 2
+    now[0] = 117.0
+    assert eta.text() == "ETA 0:01:50 (mean trial 60.0 s)"
+    now[0] = 147.0
+    assert eta.text() == "ETA 0:01:20 (mean trial 60.0 s)"
 
 
 @pytest.mark.e2e

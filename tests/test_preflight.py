@@ -31,13 +31,39 @@ def test_a_model_path_must_be_a_checkpoint_folder(tmp_path):
     preflight([strategy_of({"model": {"synthetic": None, "path": str(tmp_path)},
                             "generate": {"prompt_tokens": 32, "max_new_tokens": 96}})])
     _fails({"model": {"synthetic": None, "path": str(tmp_path)}, "generate": {"prompt_tokens": 32, "max_new_tokens": 97}},
-           "generate.max_new_tokens: prompt_tokens \\+ max_new_tokens = 129 exceeds the model's 128 positions")
+           "generate.max_new_tokens: prompt_tokens \\+ max_new_tokens = 129 exceeds the model's 128 learned "
+           "positions \\(config max_position_embeddings\\)")
 
 
 def test_token_counts_against_a_synthetic_shapes_positions():
-    _fails({"generate": {"prompt_tokens": 1_000_000_000}}, "generate.prompt_tokens: 1,000,000,000 prompt tokens")
-    _fails({"model": {"synthetic": {"shape": "gpt2"}}, "generate": {"max_new_tokens": 1024}}, "1,024 positions")
-    preflight([strategy_of({"generate": {"prompt_tokens": 16, "max_new_tokens": 2032}})])  # tiny: 2048 positions
+    gpt2 = {"synthetic": {"shape": "gpt2"}}
+    _fails({"model": gpt2, "generate": {"prompt_tokens": 2000}}, "generate.prompt_tokens: 2,000 prompt tokens")
+    _fails({"model": gpt2, "generate": {"max_new_tokens": 1024}}, "1,024 learned positions \\(config n_positions\\)")
+    assert preflight([strategy_of({"generate": {"prompt_tokens": 16, "max_new_tokens": 2032}})]) == []  # 2048
+
+
+def test_rotary_positions_run_past_the_limit_with_a_note_learned_ones_are_refused(tmp_path):
+    """transformers runs RoPE models (qwen2, llama, mistral) past max_position_embeddings with a warning; a learned
+    table (gpt2's wpe, bert's position_embeddings) has no row there: the trial would crash."""
+    notes = preflight([strategy_of({"generate": {"prompt_tokens": 16, "max_new_tokens": 4096}})])  # tiny: qwen2
+    assert len(notes) == 1 and "4,112 is past its 2,048 trained positions" in notes[0] and "rotary" in notes[0]
+    # the architecture built decides, not the shape's origin: gpt2's numbers on llama compute their positions
+    _fails({"model": {"synthetic": {"shape": "tiny-gpt2"}}, "generate": {"max_new_tokens": 1024}}, "learned positions")
+    assert preflight([strategy_of({"model": {"synthetic": {"shape": "tiny-gpt2", "arch": "llama"}},
+                                   "generate": {"max_new_tokens": 1024}})])
+    cases = [({"model_type": "llama", "max_position_embeddings": 64}, True),
+             ({"model_type": "custom", "rope_theta": 1e4, "max_position_embeddings": 64}, True),
+             ({"model_type": "bert", "max_position_embeddings": 64, "position_embedding_type": "absolute"}, False),
+             ({"model_type": "gpt2", "n_positions": 64}, False)]
+    for i, (config, runs) in enumerate(cases):
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(config))
+        spec = {"model": {"synthetic": None, "path": str(folder)}, "generate": {"prompt_tokens": 8, "max_new_tokens": 64}}
+        if runs:
+            assert "past its 64 trained positions" in preflight([strategy_of(spec)])[0], config
+        else:
+            _fails(spec, "72 exceeds the model's 64 learned positions")
 
 
 def test_a_hub_id_must_be_in_the_local_cache_and_the_error_says_how_to_fetch_it(tmp_path, monkeypatch):
@@ -65,8 +91,9 @@ def test_loader_targets_are_found_and_compiled_never_run(tmp_path):
 
 
 def test_the_failing_strategy_is_named_when_there_are_several(tmp_path):
-    ok = strategy_of({"label": "fine"})
-    bad = strategy_of({"label": "too long", "generate": {"max_new_tokens": 5000}})
+    gpt2 = {"synthetic": {"shape": "tiny-gpt2"}}  # learned positions: past them is refused
+    ok = strategy_of({"label": "fine", "model": gpt2})
+    bad = strategy_of({"label": "too long", "model": gpt2, "generate": {"max_new_tokens": 5000}})
     with pytest.raises(SpecError, match="strategy 'too long'"):
         preflight([ok, bad])
 
@@ -79,6 +106,19 @@ def test_compare_stops_before_making_the_output_folder(tmp_path):
                        capture_output=True, text=True, cwd=REPO, timeout=60)
     assert r.returncode == 2 and "model.path" in r.stdout + r.stderr and "Traceback" not in r.stdout + r.stderr
     assert not out.exists()
+
+
+def test_a_refused_compare_announces_no_output_folder(tmp_path):
+    """The "-> OUT" header comes once the folder is accepted: a folder that is not empty is refused without it."""
+    y = tmp_path / "s.yaml"
+    y.write_text("name: x\nmodel: {synthetic: {shape: tiny}}\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("the user's")
+    r = subprocess.run([sys.executable, "-m", "loadprof.cli.main", "compare", str(y), "--out", str(out)],
+                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 2 and "exists and is not empty" in r.stdout + r.stderr
+    assert "->" not in r.stdout + r.stderr and "trials" not in r.stdout + r.stderr
 
 
 def test_a_hub_revision_is_checked_in_the_cache_and_kept_with_its_hub_id(tmp_path, monkeypatch):

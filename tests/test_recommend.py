@@ -187,14 +187,15 @@ def test_a_knob_that_cannot_affect_the_objective_is_pooled_never_picked():
     for i, (fc, val) in enumerate([("warm", "none"), ("cold", "none"), ("warm", "full"), ("cold", "full")]):
         s = strategy_of({**_strategy(file_cache=fc).to_dict(), "load": {**_strategy(file_cache=fc).to_dict()["load"],
                                                                         "validation": val}})
-        trials += _three(f"s{i}", f"file_cache={fc} validation={val}", s, decode_tok_s=20.0 + i, ttft_ms=50.0,
+        trials += _three(f"s{i}", f"file_cache={fc} validation={val}", s, decode_tok_s=20.0 + 0.05 * i, ttft_ms=50.0,
                          load_s=1.0 + (2.0 if fc == "cold" else 0.0) + (0.5 if val == "full" else 0.0),
                          peak_rss_bytes=GiB)
     res = recommendations(trials)
     tp = res.get("throughput")
     assert tp.verdict == "only" and tp.estimate.n == 12 and set(tp.pooled) == {"load.file_cache", "load.validation"}
     assert "file_cache" not in tp.settings and "validation" not in tp.settings
-    assert "+3 differing only in file_cache, validation" in tp.label
+    assert "(+3: 4 strategies pooled, differing only in file_cache, validation)" in tp.label
+    assert "its 4 strategies differ only in knobs that cannot affect it" in tp.rule
     load = res.get("load")
     assert load.verdict == "pick" and load.label == "file_cache=warm validation=none" and not load.pooled
     mem = res.get("memory")
@@ -211,11 +212,37 @@ def test_models_are_never_compared_with_each_other():
     assert {r.model: r.verdict for r in res.picks if r.objective == "throughput"} == dict.fromkeys(res.models, "only")
 
 
-def test_pooled_strategies_that_differ_beyond_noise_are_reported_as_drift():
-    warm = _three("w", "warm", _strategy(), decode_tok_s=20.0)
-    cold = _three("c", "cold", _strategy(file_cache="cold"), decode_tok_s=30.0)
-    r = _one(warm + cold, "throughput")
-    assert r.verdict == "only" and any("drift or a busy machine" in n for n in r.notes)
+def _quickstart(slow_ttft: str | None = None) -> list[TrialResult]:
+    """The quickstart's four strategies (file_cache x validation), three repeats each, the same TTFT, except
+    ``slow_ttft``'s (5x)."""
+    trials = []
+    for fc in ("warm", "cold"):
+        for val in ("none", "full"):
+            base = _strategy(file_cache=fc).to_dict()
+            s = strategy_of({**base, "load": {**base["load"], "validation": val}})
+            label = f"{fc}/{val}"
+            trials += _three(label, label, s, ttft_ms=50.0 * (5.0 if label == slow_ttft else 1.0),
+                             decode_tok_s=20.0, load_s=1.0, peak_rss_bytes=GiB)
+    return trials
+
+
+def test_pooled_strategies_that_differ_beyond_noise_are_reported_as_drift_and_kept_apart():
+    """The knob table says file_cache and validation cannot affect TTFT; when one strategy's repeats say otherwise
+    it is not pooled into the others for TTFT: a configuration of its own, and a drift note names it."""
+    r = _one(_quickstart(slow_ttft="cold/full"), "ttft")
+    labels = [c.label for c in r.candidates]
+    assert len(labels) == 2 and "cold/full" in labels  # alone, as it was measured
+    pooled = next(c for c in r.candidates if c.label != "cold/full")
+    assert pooled.strategies == 3 and pooled.estimate.n == 9 and "3 strategies pooled" in pooled.label
+    assert r.verdict == "pick" and r.label == pooled.label and r.margin_pct == pytest.approx(80.0)
+    (drift,) = [n for n in r.notes if n.startswith("drift:")]
+    assert "'cold/full' differs beyond the noise on ttft" in drift and "kept apart" in drift
+    # decode was alike in all four: one configuration of four strategies, no drift
+    tp = _one(_quickstart(slow_ttft="cold/full"), "throughput")
+    assert tp.verdict == "only" and tp.candidates[0].strategies == 4 and not any("drift" in n for n in tp.notes)
+    # the same four without the slow one: pooled for TTFT too
+    same = _one(_quickstart(), "ttft")
+    assert same.verdict == "only" and same.candidates[0].strategies == 4
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -233,6 +233,9 @@ def test_memory_timelines_share_an_axis_and_shade_loadprofs_own_phases():
     assert "workload peak 850.0 MiB" in svg
     assert "loadprof's own: trace, membw, estimate, cleanup (clipped) - not the workload" in svg
     assert "seconds since the trial started" in svg
+    # load, warmup and generate start close together: one mark, every name whole, one a line (never "load+war…")
+    texts = re.findall(r"<text[^>]*>([^<]*)</text>", svg)
+    assert {"load", "warmup", "generate"} <= set(texts) and not any("\u2026" in x or "+" in x for x in texts)
 
 
 # -------------------------------------------------------------------------------------- headless browser

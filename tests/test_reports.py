@@ -152,14 +152,14 @@ def test_markdown_sections_tables_and_rows() -> None:
     assert SUMMARY_HEADER in lines
     assert ("| 1 | tiny (bfloat16) | static max_new_tokens=32 r0 | ok | 1.00 | 2.00 | 0.50 | 2.0 GiB | 400.0 | 12.5 "
             "| 6.00 |  |") in lines
-    assert ("| 2 | tiny (bfloat16) | &lt;script&gt;alert(1)&lt;/script&gt; &amp; co r1 | ok | - | 2.00 | - | - | - "
+    assert ("| 2 | tiny (bfloat16) | \\<script>alert(1)\\</script> & co r1 | ok | - | 2.00 | - | - | - "
             "| - | 6.00 |  |") in lines
     assert ("| 3 | tiny (bfloat16) | segfault r0 | crashed | 1.00 | - | - | - | - | - | 3.00 | worker killed by "
             "SIGSEGV during phase load |") in lines
-    assert "<script>" not in md
+    assert "<script>" not in md.replace("\\<script>", "")  # escaped, not entity-encoded
     assert "1. **high** your function F is 98% of the load (static max_new_tokens=32)" in lines
     assert "   - fix: remove or sample that work" in lines
-    assert "2. **low** `low_cpu_mem_usage` is &lt;ignored&gt; (bbbb-r1)" in lines
+    assert "2. **low** `low_cpu_mem_usage` is \\<ignored> (bbbb-r1)" in lines
     # phases: load children + other, generate children + other, incomplete marked
     assert "| strategy | config | resolve | weights | other | load s |" in lines
     assert "| static max_new_tokens=32 r0 | 0.250 | 0.250 | 1.000 | 0.500 | 2.000 |" in lines
@@ -189,6 +189,15 @@ def test_markdown_sections_tables_and_rows() -> None:
     order = [md.index(h) for h in ("## Findings", "## Summary", "## Recommendations", "## Studies", "## Phases",
                                    "## Trial files", "## Harness", "## Environment")]
     assert order == sorted(order)
+
+
+def test_markdown_text_reads_as_written_and_neutralises_html() -> None:
+    """report.md is read as plain text too: comparisons and ampersands stay as typed; only what a viewer would
+    take for a tag or a character reference is backslash-escaped, and a leading ``>`` starts no quote."""
+    assert markdown._text("repeat >= 2 & 0.5 < 1") == "repeat >= 2 & 0.5 < 1"
+    assert markdown._text("<b>x</b> &amp; &#60;") == "\\<b>x\\</b> \\&amp; \\&#60;"
+    assert markdown._text("> 1 s") == "\\> 1 s"
+    assert markdown._cell("a|b") == "a\\|b"
 
 
 def test_markdown_skips_absent_sections_and_links_only_existing_files(tmp_path: Path) -> None:
@@ -369,7 +378,7 @@ def test_html_without_matplotlib_keeps_every_table_and_says_how_to_get_figures(t
             "print(open(page).read())")
     doc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1]).stdout
-    assert "loadprof[plots]" in doc and 'id="no-figures"' in doc
+    assert "pip install matplotlib" in doc and 'id="no-figures"' in doc
     assert "<svg" not in doc and 'id="summary"' in doc and 'id="findings"' in doc and 'id="studies"' in doc
 
 
@@ -496,4 +505,4 @@ def test_the_console_says_when_report_html_has_no_figures(monkeypatch) -> None:
     from rich.console import Console
 
     console.render(make_sweep(recommendations=None), Console(file=buf, width=200), out_dir="OUT")
-    assert "OUT/report.html (tables only: pip install 'loadprof[plots]' for figures)" in buf.getvalue()
+    assert "OUT/report.html (tables only: matplotlib is missing, pip install matplotlib for figures)" in buf.getvalue()

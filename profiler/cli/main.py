@@ -92,7 +92,7 @@ def compare(yaml_file: Path, out: Path | None, resume: bool, force: bool, progre
     from loadprof.strategies.preflight import preflight
 
     sweep = load_sweep(yaml_file)  # SpecError -> exit 2 before anything runs
-    preflight(sweep.strategies)  # what only the disk can tell, still before the output folder exists
+    preflight_notes = preflight(sweep.strategies)  # what only the disk can tell, before the output folder exists
     from loadprof.run.session import Session, default_out
     from loadprof.reports import console as console_report
 
@@ -111,13 +111,17 @@ def compare(yaml_file: Path, out: Path | None, resume: bool, force: bool, progre
     runner, notes = make_executor(executor, ray_address=ray_address, jobs=jobs, gpus_per_trial=gpus_per_trial)
     con = _console(stderr=fmt != "table")  # a machine format owns stdout
     trials = sweep.trials()
-    con.print(f"[bold]loadprof[/] {escape(sweep.name)}: {len(sweep.strategies)} strategies x {sweep.repeat} "
-              f"repeat(s) = {len(trials)} trials -> {escape(str(out))}")
-    for note in [*sweep.dropped, *notes]:
-        con.print(f"[yellow]note:[/] {escape(note)}")
+
+    def header() -> None:
+        """Printed once the output folder is accepted: a refused run never announces a folder it did not make."""
+        con.print(f"[bold]loadprof[/] {escape(sweep.name)}: {len(sweep.strategies)} strategies x {sweep.repeat} "
+                  f"repeat(s) = {len(trials)} trials -> {escape(str(out))}")
+        for note in [*sweep.dropped, *preflight_notes, *notes]:
+            con.print(f"[yellow]note:[/] {escape(note)}")
+
     try:
         result = run_with_progress(Session, sweep, out, resume, con, progress, force=force, stops=stops,
-                                   executor=runner)
+                                   executor=runner, on_ready=header)
     except OutputWriteError as e:  # what finished is on disk: show it, then the one line saying how to go on
         if e.result is not None:
             console_report.render(e.result, con)  # no out_dir: the report files may not have been written
@@ -164,7 +168,9 @@ def expand(yaml_file: Path, as_json: bool) -> None:
     from loadprof.strategies.preflight import preflight
 
     sweep = load_sweep(yaml_file)
-    preflight(sweep.strategies)
+    notes = preflight(sweep.strategies)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
     if as_json:
         click.echo(json.dumps({"name": sweep.name, "repeat": sweep.repeat,
                                "strategies": [s.to_dict() | {"id": s.id} for s in sweep.strategies]}, indent=1))
@@ -243,10 +249,14 @@ def estimate(target: str, dtypes: tuple[str, ...], quantizations: tuple[str, ...
     GenerateSpec(prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens, batch_size=batch_size)  # validates
     from loadprof.analysis.estimate import ESTIMATE_COLUMNS, estimate_command, estimate_record, estimate_rows
 
+    ctx = click.get_current_context()
+    given = {n for n in ("dtypes", "quantizations", "batch_size", "prompt_tokens", "max_new_tokens")
+             if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT}  # a YAML's own unless given
     rows = []
     for dtype, quantization in _estimate_grid(dtypes, quantizations):
         for e in estimate_command(target, dtype=dtype, quantization=quantization, batch_size=batch_size,
-                                  prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens):
+                                  prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens,
+                                  overrides=frozenset(given)):
             if e not in rows:
                 rows.append(e)
     fmt = "json" if as_json else fmt

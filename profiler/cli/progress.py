@@ -39,47 +39,76 @@ def executor_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def eta_text(done_walls: list[float], remaining: int, running_s: float = 0.0, jobs: int = 1) -> str:
     """ETA from the mean finished trial (rich's own estimate needs a steady rate over 30 s and shows -:--:-- for
-    a sweep of a few long trials): mean x what is left, less the time the running trials already spent."""
-    if not done_walls or remaining <= 0:
-        return "ETA after the first trial" if remaining > 0 else ""
+    a sweep of a few long trials): the running trial(s) take the mean, less what they already spent (never
+    below 0: a trial past the mean is about to end), and the rest the mean each. ``remaining`` counts the running
+    trials; ``running_s`` is how long the current one has run, so the ETA moves while it runs."""
+    if remaining <= 0:
+        return ""
+    if not done_walls:
+        return f"ETA after the first trial (running {_clock(running_s)})" if running_s else "ETA after the first trial"
     mean = sum(done_walls) / len(done_walls)
-    left = max(0.0, mean * remaining / max(1, jobs) - running_s)
-    m, sec = divmod(int(round(left)), 60)
+    waves = -(-remaining // max(1, jobs))  # trials left, a wave of ``jobs`` at a time
+    left = max(0.0, mean - running_s) + mean * (waves - 1)
+    return f"ETA {_clock(left)} (mean trial {mean:.1f} s)"
+
+
+def _clock(s: float) -> str:
+    m, sec = divmod(int(round(s)), 60)
     h, m = divmod(m, 60)
-    return f"ETA {h}:{m:02d}:{sec:02d} (mean trial {mean:.1f} s)"
+    return f"{h}:{m:02d}:{sec:02d}"
+
+
+class _EtaState:
+    """What the ETA column reads on every refresh: finished walls, trials left, when the current one started."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.walls: list[float] = []
+        self.remaining = 0
+        self.started: float | None = None
+
+    def text(self) -> str:
+        running = self.clock() - self.started if self.started is not None else 0.0
+        return eta_text(self.walls, self.remaining, running)
 
 
 def run_with_progress(session_cls: Any, sweep: Any, out: Path, resume: bool, con: Any, show: bool,
-                      force: bool = False, stops: Any = None, executor: "Executor | None" = None) -> Any:
+                      force: bool = False, stops: Any = None, executor: "Executor | None" = None,
+                      on_ready: Callable[[], None] | None = None) -> Any:
     """Run the session under a progress bar, one line per finished trial above it."""
     from rich.markup import escape
     import time
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+    from rich.text import Text
 
     from loadprof.reports.console import trial_line
 
+    class EtaColumn(ProgressColumn):
+        """Re-computed at every refresh (rich's timer, 10 Hz): the ETA moves while a long trial runs."""
+
+        def render(self, task: Any) -> Text:
+            return Text(eta.text())
+
+    eta = _EtaState(time.monotonic)
     progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TextColumn("{task.fields[eta]}", markup=False),
-                        console=con, disable=not show, transient=True)
-    walls: list[float] = []
-    started = {"t": time.monotonic()}
+                        TimeElapsedColumn(), EtaColumn(), console=con, disable=not show, transient=True)
     with progress:
-        task = progress.add_task("starting", total=None, eta="")
+        task = progress.add_task("starting", total=None)
 
         def on_start(trial: Any, i: int, n: int) -> None:
-            started["t"] = time.monotonic()
-            progress.update(task, total=n, description=f"trial {i + 1}/{n}: {trial.strategy.display()}",
-                            eta=eta_text(walls, n - i))
+            eta.started, eta.remaining = time.monotonic(), n - i
+            progress.update(task, total=n, description=f"trial {i + 1}/{n}: {trial.strategy.display()}")
 
         def on_trial(result: Any, i: int, n: int) -> None:
             wall = result.harness.get("parent_wall_s") or result.wall_s
             if wall:
-                walls.append(float(wall))
-            progress.update(task, completed=i, eta=eta_text(walls, n - i))
+                eta.walls.append(float(wall))
+            eta.started, eta.remaining = None, n - i
+            progress.update(task, completed=i)
             progress.console.print(trial_line(result))
 
         session = session_cls(sweep, out, resume=resume, force=force, on_start=on_start, on_trial=on_trial,
                               log=lambda s: progress.console.print(f"[dim]{escape(s)}[/]"), stops=stops,
-                              executor=executor)
+                              executor=executor, on_ready=(lambda todo: on_ready()) if on_ready else None)
         return session.run()

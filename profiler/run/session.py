@@ -80,12 +80,13 @@ class Session:
                  on_trial: Callable[[TrialResult, int, int], None] | None = None,
                  on_start: Callable[[Trial, int, int], None] | None = None,
                  log: Callable[[str], None] = lambda s: None, stops: StopSignals | None = None,
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None, on_ready: Callable[[int], None] | None = None) -> None:
         self.sweep, self.out, self.resume, self.force, self.python = sweep, out, resume, force, python
         self.executor: Executor = executor or SerialExecutor()  # loadprof.run.executor, loadprof.run.ray_executor
         self.stops = stops or StopSignals()  # the CLI passes its own, to keep handling them while it prints
         self.cwd = cwd or os.getcwd()
         self.on_trial, self.on_start, self.log = on_trial, on_start, log
+        self.on_ready = on_ready  # called with the pending count once the folder is accepted (the CLI's header)
         self.disk_read: dict[str, dict[str, float]] = {}
         self.models: dict[ModelSpec, str | LoadprofError] = {}
         self._lock = threading.Lock()  # executors may run trials in threads: one model build, one disk read
@@ -115,6 +116,8 @@ class Session:
         for r in done.values():  # what the finished trials measured once per sweep (traced configurations, ...)
             self.constants.learn(r)
         todo = self.pending(set(done))
+        if self.on_ready:
+            self.on_ready(len(todo))
         if done:  # finished trials of this sweep (a --force'd folder also holds another sweep's)
             self.log(f"resuming: {len(self.sweep.trials()) - len(todo)} trials already finished, {len(todo)} to run")
         interrupted = False
