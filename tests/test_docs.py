@@ -80,12 +80,14 @@ def test_a_stale_page_is_refused(tmp_path):
 
 def _kinds_in_code() -> set[str]:
     """Finding kinds as the rules write them: ``_f(t, "kind", ...)``, ``.finding("kind", ...)``,
-    ``Finding("kind", ...)`` or ``Finding(kind="kind", ...)``, anywhere in the analysis and the engine."""
+    ``Finding("kind", ...)`` or ``Finding(kind="kind", ...)``, or a ``*_KIND = "kind"`` constant, anywhere in the
+    analysis and the engine."""
     pattern = re.compile(r"(?:\b_f\(\s*\w+,|\.finding\(|\bFinding\()\s*(?:kind=)?\s*\"([a-z0-9_]+)\"")
+    constant = re.compile(r"^[A-Z_]*KIND\s*=\s*\"([a-z0-9_]+)\"", re.M)
     found: set[str] = set()
     for folder in ("analysis", "profiler", "reports", "probes"):
         for path in (REPO / folder).rglob("*.py"):
-            found.update(pattern.findall(path.read_text()))
+            found.update(pattern.findall(path.read_text()) + constant.findall(path.read_text()))
     return found
 
 
