@@ -61,6 +61,9 @@ def main() -> None:
     # the parent never reaches the network, whatever the environment says (hub lookups read the local cache;
     # huggingface_hub reads these when first imported, which is after this: every import here is lazy)
     os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    for stream in (sys.stdout, sys.stderr):  # a label or message no terminal encoding can show is escaped, not fatal
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 @main.command()

@@ -188,7 +188,7 @@ def write_sweep_json(out: Path, sweep: Any, mixes: list[str] | None = None) -> N
     if mixes:
         record["mixes"] = mixes
     tmp = out / (SWEEP_FILE + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=str))
+    tmp.write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
     tmp.replace(out / SWEEP_FILE)
 
 
@@ -351,7 +351,7 @@ def write_report(out: Path, sweep_result: SweepResult) -> Path:
     tmp = out / (REPORT + ".tmp")
     text = json.dumps(sweep_result.to_dict(), indent=1, default=str)
     try:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")  # json.dumps escapes every non-ASCII character
         tmp.replace(out / REPORT)
     except OSError:  # a full disk leaves the previous report.json, not a half-written .tmp
         tmp.unlink(missing_ok=True)
