@@ -362,7 +362,16 @@ RULES: tuple[Callable[[TrialResult], Iterable[Finding]], ...] = (
 def trial_findings(t: TrialResult) -> list[Finding]:
     if not t.ok:
         return []
-    return [f for rule in RULES for f in rule(t)]
+    return [f for rule in RULES for f in _applied(rule, t)]
+
+
+def _applied(rule: Any, t: TrialResult) -> list[Finding]:
+    """One rule's findings; a trial whose figures do not hang together (a forged event, a hand-edited
+    report.json) gives that rule nothing to say instead of taking the whole report down."""
+    try:
+        return list(rule(t))
+    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError):
+        return []
 
 
 def rank(findings: Iterable[Finding]) -> list[Finding]:

@@ -23,6 +23,7 @@ import os
 from typing import Any, BinaryIO, Iterable, Iterator
 
 from loadprof.core.errors import safe_text
+from loadprof.core.units import NUMBER_SUFFIXES
 
 PROTOCOL_VERSION = 2
 EVENT_TYPES = frozenset({"hello", "phase", "metric", "note", "probe", "env", "skip", "error", "done"})
@@ -92,6 +93,48 @@ SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
     "error": {"kind": (_NAME, True), "message": (_TEXT, True), "traceback": (_TEXT, False)},
     "done": {"t_ns": (_INT, True)},
 }
+
+
+#: metrics the parent's analysis reads by shape: a forged value of another shape must not reach it. Keys with a
+#: unit suffix (``NUMBER_SUFFIXES``) are numbers; these others are listed. None is always allowed (not measured).
+#: An object's own unit-suffixed keys (one level down, and in each object of a list of objects) are numbers too.
+METRIC_SHAPES: dict[str, str] = {
+    **dict.fromkeys(("bytes_by_device", "bytes_by_dtype", "estimate", "placement", "precision",
+                     "from_pretrained_kwargs", "storage_read_bytes_by_phase"), "object"),
+    **dict.fromkeys(("estimate_vs_measured", "program_loads", "generate_start_alloc_sites"), "objects"),
+    **dict.fromkeys(("reading_phases", "meta_tensor_examples", "validation_meta_examples"), "texts"),
+    **dict.fromkeys(("read_bandwidth_fraction", "roofline_fraction", "new_tokens", "meta_tensors",
+                     "validation_meta_tensors", "param_count", "decode_bytes_per_step", "decode_tok_s_per_seq",
+                     "generate_calls_measured", "generate_calls_warmup"), "number"),
+    "matmul_gflops": "number|object",
+    **dict.fromkeys(("loader", "program_stopped", "program_end", "validation_mode"), "text"),
+}
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _numbers_inside(key: str, obj: dict[str, Any]) -> None:
+    for k, v in obj.items():
+        if k.endswith(NUMBER_SUFFIXES) and v is not None and not _is_number(v):
+            raise MalformedEvent(f"metric {key}.{k} must be a number, not {_short(v)}")
+
+
+def _metric(key: str, value: Any) -> Any:
+    """A metric's value, of the shape its key promises."""
+    shape = "number" if key.endswith(NUMBER_SUFFIXES) else METRIC_SHAPES.get(key)
+    if value is None or shape is None:
+        return value
+    ok = {"number": _is_number(value), "text": isinstance(value, str), "object": isinstance(value, dict),
+          "number|object": _is_number(value) or isinstance(value, dict),
+          "objects": isinstance(value, list) and all(isinstance(x, dict) for x in value),
+          "texts": isinstance(value, list) and all(isinstance(x, str) for x in value)}[shape]
+    if not ok:
+        raise MalformedEvent(f"metric {key} must be {shape.replace('|', ' or ')}, not {_short(value)}")
+    for obj in value if shape == "objects" else [value] if isinstance(value, dict) else []:
+        _numbers_inside(key, obj)
+    return value
 
 
 class MalformedEvent(ValueError):
@@ -169,6 +212,8 @@ def check(ev: Any) -> dict[str, Any]:
             out[name] = _field(kind, ev[name], f"{type_}.{name}")
         elif required:
             raise MalformedEvent(f"{type_} event without {name}")
+    if type_ == "metric":
+        out["value"] = _metric(out["key"], out["value"])
     return out
 
 
