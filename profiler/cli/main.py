@@ -304,6 +304,15 @@ def report(out: Path) -> None:
 
     Writes report.md, report.html and report.csv in OUT (report.json is left as the sweep wrote it).
     """
+    from loadprof.results.runlock import RunLock
+
+    with RunLock.acquire(out, log=_warn):  # not while a sweep writes the folder, nor two at once
+        paths = _rerender(out)
+    _console().print("re-rendered: " + ", ".join(str(p) for p in paths.values()), highlight=False, markup=False)
+
+
+def _rerender(out: Path) -> dict[str, Path]:
+    """``loadprof report``'s work, under the folder's lock: read, analyse, write the files, show the report."""
     from loadprof.analysis.sweep import analyse_sweep
     from loadprof.reports import console as console_report
     from loadprof.reports.files import write_all
@@ -322,7 +331,7 @@ def report(out: Path) -> None:
             raise OutputWriteError(msg, hint=hint) from None
         raise LoadprofError(msg, hint=hint, exit_code=2) from None
     console_report.render(result, _console(), out_dir=out)
-    _console().print("re-rendered: " + ", ".join(str(p) for p in paths.values()), highlight=False, markup=False)
+    return paths
 
 
 def _warn(note: str) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from loadprof.results.runlock import LOCK
 from loadprof.core.errors import LoadprofError
 from loadprof.results.model import STATUSES, SweepResult, TrialResult
 
@@ -110,7 +111,7 @@ def prepare_out(out: Path, *, resume: bool) -> None:
     if resume and not (out / SWEEP_FILE).is_file():
         raise LoadprofError(f"{out} holds no loadprof sweep (no {SWEEP_FILE}) to resume", exit_code=2,
                             hint="give --out the folder of the sweep to continue, or drop --resume")
-    if not resume and out.is_dir() and any(out.iterdir()):
+    if not resume and out.is_dir() and any(p.name != LOCK for p in out.iterdir()):  # our own lock aside
         raise LoadprofError(f"output folder {out} exists and is not empty", exit_code=2,
                             hint="pass --resume to continue the sweep in it, or --out a new or empty folder")
     probe = out / f".loadprof-write-probe-{os.getpid()}"
