@@ -1,8 +1,11 @@
-"""End to end: a loader that forges an event on the pipe fails its own trial; the sweep and its report go on."""
+"""What a trial or the environment does cannot take loadprof down: a loader that forges an event on the pipe fails
+its own trial while the sweep and its report go on (end to end); a closed stdout is one line and exit 74."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -10,6 +13,7 @@ from loadprof.run.session import Session
 from loadprof.strategies.expand import Sweep
 from loadprof.strategies.model import GenerateSpec, ModelSpec, Strategy
 
+from .conftest import EXAMPLES
 from .test_runner import fault_strategy
 
 
@@ -27,3 +31,10 @@ def test_a_forged_events_loader_among_three_normal_trials(tiny_model, tmp_path):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert len(report["trials"]) == 4
     assert (tmp_path / "out" / "report.md").is_file() and not (tmp_path / "out" / ".loadprof.lock").exists()
+
+
+def test_a_closed_stdout_is_one_line_and_exit_74():
+    cmd = f'"{sys.executable}" -m loadprof.cli.main expand "{EXAMPLES / "quickstart.yaml"}" >&-'
+    r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 74 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: stdout is closed")
