@@ -71,7 +71,7 @@ class TextRenderer:
         tmp = path.with_name(path.name + ".tmp")
         text = self.render(sweep, artifacts)
         try:
-            tmp.write_text(text, encoding="utf-8")
+            tmp.write_text(text, encoding="utf-8", errors="backslashreplace")  # a lone surrogate never fails it
             tmp.replace(path)
         except OSError:  # disk full, file size limit: no half-written .tmp left behind, the old file stays
             tmp.unlink(missing_ok=True)

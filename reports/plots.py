@@ -17,9 +17,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+import matplotlib.text  # noqa: E402
+from matplotlib.ticker import FixedFormatter, FuncFormatter  # noqa: E402
 
 from loadprof.core import figures  # noqa: E402
+from loadprof.core.errors import safe_text  # noqa: E402
 from loadprof.results.model import Study  # noqa: E402
 
 STYLE = {"svg.fonttype": "none", "font.size": 8, "font.family": ["DejaVu Sans", "sans-serif"],
@@ -39,6 +41,7 @@ def _svg(fig: Any, name: str) -> str:
 
     Several figures share one HTML page: matplotlib's ids (figure_1, clip paths, markers) would collide.
     """
+    _safe_texts(fig)
     buf = io.StringIO()
     with matplotlib.rc_context({"svg.hashsalt": f"loadprof-{name}"}):
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
@@ -49,6 +52,20 @@ def _svg(fig: Any, name: str) -> str:
     text = re.sub(r'\bid="([^"]+)"', rf'id="{prefix}-\1"', text)
     text = re.sub(r'href="#([^"]+)"', rf'href="#{prefix}-\1"', text)
     return re.sub(r"url\(#([^)]+)\)", rf"url(#{prefix}-\1)", text)
+
+
+def _safe_texts(fig: Any) -> None:
+    """Every text of the figure (titles, legends, annotations, fixed tick labels) made encodable: a user label with
+    a lone surrogate would fail matplotlib's font renderer, and with it the whole HTML report."""
+    for text in fig.findobj(matplotlib.text.Text):
+        text.set_text(safe_text(text.get_text()))
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            fmt = axis.get_major_formatter()
+            if isinstance(fmt, FixedFormatter):
+                fmt.seq = [safe_text(str(s)) for s in fmt.seq]
+            elif isinstance(fmt, FuncFormatter):  # what set_ticks(..., labels) makes
+                fmt.func = lambda x, pos=None, f=fmt.func: safe_text(str(f(x, pos)))
 
 
 def _byte_unit(max_bytes: float) -> tuple[float, str]:

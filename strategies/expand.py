@@ -69,7 +69,6 @@ path where it was written (``matrix.load.dtype[1]``), the value, what is allowed
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import hashlib
 import itertools
@@ -567,7 +566,7 @@ def _matrix_points(base: dict[str, Any], base_origins: dict[str, str], dims: lis
         words = [w for d, (value, _) in zip(dims, combo) if len(d[1]) > 1
                  for w in _describe(value, d[0], s, names.get(d[0]))]
         label = " ".join([base["label"], *words] if base.get("label") else words)
-        points.append((dataclasses.replace(s, label=label or s.model.label), f"matrix point {n}",
+        points.append((s.relabel(label or s.model.label), f"matrix point {n}",
                        bool(base.get("label"))))
     for i, hit in enumerate(used):
         if not hit:
@@ -583,7 +582,7 @@ def _include_points(base: dict[str, Any], includes: list[_Part]) -> list[_Point]
         explicit = part.get("label") or ""
         words = _describe(part, "", s)
         label = explicit or " ".join([base["label"], *words] if base.get("label") else words) or s.model.label
-        points.append((dataclasses.replace(s, label=label), f"include[{i}]", bool(explicit or base.get("label"))))
+        points.append((s.relabel(label), f"include[{i}]", bool(explicit or base.get("label"))))
     return points
 
 
@@ -604,7 +603,7 @@ def _dedupe(points: list[_Point], source: str) -> tuple[list[Strategy], list[str
     if not kept:
         raise SpecError(f"{source}: the sweep has no strategies left", hint="check matrix and exclude")
     if len(kept) == 1 and not kept[0][1]:
-        kept[0] = (dataclasses.replace(kept[0][0], label=kept[0][0].model.label), False)
+        kept[0] = (kept[0][0].relabel(kept[0][0].model.label), False)
     return [s for s, _ in kept], dropped
 
 

@@ -8,10 +8,12 @@ spec stays hashable and its ``id`` is stable across runs and machines.
 
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
 from loadprof.core.errors import SpecError
@@ -374,7 +376,7 @@ class Strategy:
         _choice(self.isolation, ISOLATIONS, "isolation")
 
     def to_dict(self) -> dict[str, Any]:
-        d = _to_jsonable(asdict(self))
+        d = _to_jsonable(_asdict(self))
         if d.get("program", 0) is None:  # a model + loader strategy's dict is what it always was
             d.pop("program")
         return d
@@ -395,8 +397,10 @@ class Strategy:
         return cls(model=model, load=load, generate=GenerateSpec(**gen) if gen else None,
                    program=ProgramSpec(**prog) if prog else None, **rest)
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
+        """Computed once per strategy (kept in its ``__dict__``: the dataclass is immutable, so it cannot go stale):
+        a sweep of 10,000 trials asks for each id many times over."""
         d = self.to_dict()
         d.pop("label", None)
         if d.get("isolation") in UNHASHED_ISOLATIONS:  # hashes as before the key existed: ids (and resumes) hold
@@ -412,6 +416,12 @@ class Strategy:
             return self.sampling_hz
         return DEFAULT_SAMPLING_HZ if self.load.loader is not None or self.program is not None else 0
 
+    def relabel(self, label: str) -> "Strategy":
+        """This strategy under another label, its id (which ignores the label) carried over, not recomputed."""
+        new = replace(self, label=label)
+        new.__dict__["id"] = self.id
+        return new
+
     def display(self) -> str:
         return self.label or self.id
 
@@ -422,6 +432,18 @@ class Strategy:
         for part in path.split("."):
             node = node.get(part) if isinstance(node, Mapping) else None
         return node
+
+
+def _asdict(v: Any) -> Any:
+    """``dataclasses.asdict`` without its deep copy of every leaf (the leaves are immutable YAML values): ids of a
+    10,000-trial sweep in well under a second."""
+    if hasattr(type(v), "__dataclass_fields__"):
+        return {name: _asdict(getattr(v, name)) for name in type(v).__dataclass_fields__}
+    if isinstance(v, (list, tuple)):
+        return type(v)(_asdict(x) for x in v)
+    if isinstance(v, dict):
+        return {k: _asdict(x) for k, x in v.items()}
+    return v
 
 
 def _to_jsonable(v: Any) -> Any:

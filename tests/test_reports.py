@@ -506,3 +506,15 @@ def test_the_console_says_when_report_html_has_no_figures(monkeypatch) -> None:
 
     console.render(make_sweep(recommendations=None), Console(file=buf, width=200), out_dir="OUT")
     assert "OUT/report.html (tables only: matplotlib is missing, pip install matplotlib for figures)" in buf.getvalue()
+
+
+def test_every_file_report_survives_a_lone_surrogate(tmp_path: Path) -> None:
+    """A label, reason or note with a lone surrogate (a file name, an old report.json) never fails a renderer."""
+    bad = "bad \udcff \ud800 name"
+    sweep = make_sweep(trials=(trial("aaaa-r0", bad, status="failed", reason=bad, notes=(bad,), stderr_tail=bad),
+                               trial("bbbb-r1", "x" + bad, repeat=1)))
+    with_artifacts(tmp_path, sweep)
+    paths = write_all(sweep, tmp_path)
+    assert set(paths) == {"md", "html", "csv", "configurations.csv"}
+    assert "bad \\udcff \\ud800 name" in (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert not list(tmp_path.glob("*.tmp"))

@@ -71,6 +71,22 @@ def test_error_skip_timeout_and_bare_exit(tmp_path):
     assert r.reason.startswith("out of memory: OutOfMemoryError")
 
 
+def test_a_forged_event_fails_that_trial_with_what_was_wrong(tmp_path):
+    evs = [_ev("hello", t_ns=0), _ev("phase", name="load", edge="start", t_ns=1), _ev("done", t_ns="soon")]
+    r = _classify(tmp_path, evs, 0)
+    assert r.status == "failed"
+    assert r.reason == "malformed event from the worker: done.t_ns must be a 64-bit integer, not 'soon'"
+    forged = [{"type": "malformed", "what": "x"}, 7, _ev("note", text=["a"]), _ev("done", t_ns=3)]
+    r = _classify(tmp_path, forged, 0)
+    assert r.status == "failed" and r.reason.endswith("(and 2 more)") and len(r.notes) == 2
+
+
+def test_surrogates_from_the_worker_are_escaped(tmp_path):
+    r = _classify(tmp_path, [_ev("error", kind="ValueError", message="bad \udcff", traceback="tb \udcff"),
+                             _ev("done", t_ns=1)], 1)
+    assert r.reason == "ValueError: bad \\udcff" and r.notes[-1] == "tb \\udcff"
+
+
 @pytest.mark.e2e
 def test_real_trial_phases_cover_the_wall(tiny_model, tmp_path):
     s = Strategy(model=ModelSpec(path=str(tiny_model)), load=LoadSpec(validation="full"),

@@ -62,3 +62,14 @@ def test_cpu_entries_of_a_map_with_a_gpu_are_offloaded_so_their_meta_tensors_are
     assert f["placement"]["cpu"]["layers"] == 1 and f["placement"]["disk"]["layers"] == 1
     report = validate(m, "full", 0, lambda: 0)
     assert report.meta_tensors == ()
+
+
+def test_an_exception_whose_str_raises_is_described_by_its_type():
+    from loadprof.core.errors import describe_exception
+
+    class Hostile(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    assert describe_exception(Hostile()) == "<Hostile whose str() raised RuntimeError>"
+    assert describe_exception(ValueError("fine")) == "fine"

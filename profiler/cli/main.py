@@ -22,6 +22,7 @@ from loadprof.core import figures
 from loadprof.reports.formats import FORMATS
 from loadprof.cli.progress import executor_options
 
+EXIT_OUTPUT = 74  # EX_IOERR: an output (the folder, stdout) stopped taking writes
 EXIT_TRIAL_FAILED = 1  # bad input exits 2 through LoadprofError.exit_code; a stop signal 128 + its number
 
 
@@ -49,6 +50,10 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except LoadprofError as e:
             _fail(e)
+        except BrokenPipeError:  # `loadprof ... | head`: the reader left; what finished is on disk
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's last flush does not fail again
+            _fail(LoadprofError("stdout was closed by its reader (broken pipe)", exit_code=EXIT_OUTPUT))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,6 +66,12 @@ def main() -> None:
     # the parent never reaches the network, whatever the environment says (hub lookups read the local cache;
     # huggingface_hub reads these when first imported, which is after this: every import here is lazy)
     os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    if sys.stdout is None:  # started with stdout closed (`loadprof compare ... >&-`): nowhere to say anything
+        raise LoadprofError("stdout is closed; loadprof needs somewhere to write", exit_code=EXIT_OUTPUT,
+                            hint="redirect it instead: >/dev/null or >file")
+    for stream in (sys.stdout, sys.stderr):  # a label or message no terminal encoding can show is escaped, not fatal
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 @main.command()
@@ -311,6 +322,15 @@ def report(out: Path) -> None:
 
     Writes report.md, report.html and report.csv in OUT (report.json is left as the sweep wrote it).
     """
+    from loadprof.results.runlock import RunLock
+
+    with RunLock.acquire(out, log=_warn):  # not while a sweep writes the folder, nor two at once
+        paths = _rerender(out)
+    _console().print("re-rendered: " + ", ".join(str(p) for p in paths.values()), highlight=False, markup=False)
+
+
+def _rerender(out: Path) -> dict[str, Path]:
+    """``loadprof report``'s work, under the folder's lock: read, analyse, write the files, show the report."""
     from loadprof.analysis.sweep import analyse_sweep
     from loadprof.reports import console as console_report
     from loadprof.reports.files import write_all
@@ -329,7 +349,7 @@ def report(out: Path) -> None:
             raise OutputWriteError(msg, hint=hint) from None
         raise LoadprofError(msg, hint=hint, exit_code=2) from None
     console_report.render(result, _console(), out_dir=out)
-    _console().print("re-rendered: " + ", ".join(str(p) for p in paths.values()), highlight=False, markup=False)
+    return paths
 
 
 def _warn(note: str) -> None:

@@ -7,9 +7,28 @@ from __future__ import annotations
 MAX_MESSAGE = 400
 
 
+def safe_text(s: str) -> str:
+    """``s`` encodable as UTF-8, so no output encoding or renderer can fail on it: lone surrogates (an
+    undecodable file name, a hostile exception message) become ``\\udcff`` escapes."""
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def describe_exception(e: BaseException) -> str:
+    """``str(e)``, or what the exception is when its ``__str__`` raises: recorded by its type, never lost."""
+    try:
+        return str(e)
+    except BaseException as inner:  # noqa: BLE001 - a hostile __str__ may raise anything
+        return f"<{type(e).__name__} whose str() raised {type(inner).__name__}>"
+
+
 def shorten(text: str, limit: int = MAX_MESSAGE) -> str:
-    """``text`` on one line, its middle elided past ``limit`` characters (saying how much was cut)."""
-    text = " ".join(str(text).split("\n"))
+    """``text`` on one line (made safe to print), its middle elided past ``limit`` characters (saying how much
+    was cut)."""
+    text = safe_text(" ".join(str(text).split("\n")))
     if len(text) <= limit:
         return text
     keep = (limit - 30) // 2

@@ -12,6 +12,8 @@ import math
 from typing import Any
 
 MISSING = "-"
+#: keys whose unit suffix says their value is a number (a metric, a figure in report.json)
+NUMBER_SUFFIXES = ("_s", "_ms", "_ns", "_bytes", "_tok_s", "_pct")
 
 
 def is_number(v: Any) -> bool:

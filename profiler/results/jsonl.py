@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from loadprof.results.runlock import LOCK
 from loadprof.core.errors import LoadprofError
 from loadprof.results.model import STATUSES, SweepResult, TrialResult
 
@@ -110,7 +111,7 @@ def prepare_out(out: Path, *, resume: bool) -> None:
     if resume and not (out / SWEEP_FILE).is_file():
         raise LoadprofError(f"{out} holds no loadprof sweep (no {SWEEP_FILE}) to resume", exit_code=2,
                             hint="give --out the folder of the sweep to continue, or drop --resume")
-    if not resume and out.is_dir() and any(out.iterdir()):
+    if not resume and out.is_dir() and any(p.name != LOCK for p in out.iterdir()):  # our own lock aside
         raise LoadprofError(f"output folder {out} exists and is not empty", exit_code=2,
                             hint="pass --resume to continue the sweep in it, or --out a new or empty folder")
     probe = out / f".loadprof-write-probe-{os.getpid()}"
@@ -188,7 +189,7 @@ def write_sweep_json(out: Path, sweep: Any, mixes: list[str] | None = None) -> N
     if mixes:
         record["mixes"] = mixes
     tmp = out / (SWEEP_FILE + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=str))
+    tmp.write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
     tmp.replace(out / SWEEP_FILE)
 
 
@@ -351,7 +352,7 @@ def write_report(out: Path, sweep_result: SweepResult) -> Path:
     tmp = out / (REPORT + ".tmp")
     text = json.dumps(sweep_result.to_dict(), indent=1, default=str)
     try:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")  # json.dumps escapes every non-ASCII character
         tmp.replace(out / REPORT)
     except OSError:  # a full disk leaves the previous report.json, not a half-written .tmp
         tmp.unlink(missing_ok=True)

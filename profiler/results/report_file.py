@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping
 from loadprof.core.circumstances import Circumstances
 from loadprof.core.conclusions import ConfigSummary, Finding, Recommendations, studies_from_dict
 from loadprof.core.errors import LoadprofError
+from loadprof.core.units import NUMBER_SUFFIXES  # a string under such a key reads as missing
 from loadprof.results.jsonl import RESULTS, BadRecord, read_results_file, trial_from_record
 from loadprof.results.model import READABLE_SCHEMA_VERSIONS, SweepResult, TrialResult
 
@@ -31,8 +32,6 @@ REPORT = "report.json"
 MAX_REPORT_BYTES = 256 * 2**20
 #: the deepest nesting of lists and objects read: a report's phase trees and payloads stay under 30 levels
 MAX_DEPTH = 100
-#: keys whose unit suffix says their value is a number: a string there reads as missing
-NUMBER_SUFFIXES = ("_s", "_ms", "_ns", "_bytes", "_tok_s", "_pct")
 #: mappings of free text whose keys may carry a unit suffix (an estimate's formulas); a strategy is checked whole
 FREE_TEXT = ("formulas", "strategy")
 #: skipped trials named in the note, at most

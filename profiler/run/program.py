@@ -251,12 +251,13 @@ def run_and_report(strategy: Strategy, out: Path, *, stops: StopSignals,
     from loadprof.analysis.sweep import analyse_sweep
     from loadprof.results.jsonl import append_result, prepare_out, write_report, write_sweep_json
     from loadprof.results.model import SweepResult
+    from loadprof.results.runlock import RunLock
 
     sweep = program_sweep(strategy)
-    prepare_out(out, resume=False)
-    write_sweep_json(out, sweep)
-    trial = Trial(strategy)
-    with stops.installed():
+    with RunLock.acquire(out, log=log), stops.installed():  # one writer per folder, for the run's life
+        prepare_out(out, resume=False)
+        write_sweep_json(out, sweep)
+        trial = Trial(strategy)
         run = run_program(strategy, out / "trials" / trial.id, stops=stops, log=log)
         append_result(out, run.result)
         result = analyse_sweep(SweepResult(

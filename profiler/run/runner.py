@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from loadprof.core import events
+from loadprof.core.errors import safe_text
 from loadprof.run import forkclient, isolation
 from loadprof.core import lifetime
 from loadprof.core.clock import DEFAULT_CLOCK, Clock
@@ -124,7 +125,7 @@ def _start_reader(fd: int, received: list[dict[str, Any]],
     """A thread collecting the worker's events from the pipe's read end ``fd`` (closed at EOF)."""
     def read() -> None:
         with os.fdopen(fd, "rb") as f:
-            for ev in events.decode_lines(f):
+            for ev in events.read_stream(f):
                 received.append(ev)
                 if on_event:
                     on_event(ev)
@@ -274,6 +275,7 @@ def classify(plan: TrialPlan, received: list[dict[str, Any]], returncode: int | 
     parent probes filed, typed. Computes no figure: those are ``loadprof.analysis.derive.enrich``'s. Pure apart
     from reading the stderr log."""
     strategy = plan.trial.strategy
+    received, malformed = events.sort_out(received)  # checked again: a caller's list is as untrusted as the pipe
     by_type: dict[str, list[dict[str, Any]]] = {}
     for ev in received:
         by_type.setdefault(ev["type"], []).append(ev)
@@ -285,7 +287,7 @@ def classify(plan: TrialPlan, received: list[dict[str, Any]], returncode: int | 
     notes = [ev["text"] for ev in by_type.get("note", [])]
     probes, artifacts = _probe_results(by_type.get("probe", []), notes)
 
-    status, reason, sig = _status(by_type, returncode, timed_out, strategy, notes)
+    status, reason, sig = _status(by_type, returncode, timed_out, strategy, notes, malformed)
     if status == "crashed" and not done and phases:
         reason = f"{reason} during phase {_deepest_open(phases)}"
     harness = _harness(by_type, parent_wall_ns, spawn_ns, wall_ns)
@@ -308,8 +310,10 @@ def _probe_results(probe_events: list[dict[str, Any]], notes: list[str]) -> tupl
     for ev in probe_events:
         try:
             res = ProbeResult.from_event(ev)
-        except PayloadError as e:
-            notes.append(f"probe {ev.get('name')!r} filed a payload loadprof cannot read, left out: {e}")
+        except Exception as e:  # noqa: BLE001 - PayloadError, or whatever a forged payload trips in a reader
+            what = e if isinstance(e, PayloadError) else f"{type(e).__name__}: {e}"
+            notes.append(safe_text(f"probe {ev.get('name')!r} filed a payload loadprof cannot read, "
+                                          f"left out: {what}"))
             continue
         notes += res.notes
         artifacts.update(res.artifacts)
@@ -319,11 +323,15 @@ def _probe_results(probe_events: list[dict[str, Any]], notes: list[str]) -> tupl
 
 
 def _status(by_type: dict[str, list[dict[str, Any]]], returncode: int | None, timed_out: bool, strategy: Any,
-            notes: list[str]) -> tuple[str, str | None, str | None]:
+            notes: list[str], malformed: list[str]) -> tuple[str, str | None, str | None]:
     """(status, reason, signal name) from what the worker said and how it ended; a failure's traceback goes
-    to ``notes``."""
+    to ``notes``. A malformed event fails the trial whatever else it said: its events cannot be trusted."""
     if timed_out:
         return "timeout", f"exceeded timeout_s={strategy.timeout_s:g}; process group killed", None
+    if malformed:
+        more = f" (and {len(malformed) - 1} more)" if len(malformed) > 1 else ""
+        notes.extend(f"malformed event: {m}" for m in malformed[1:20])
+        return "failed", f"malformed event from the worker: {malformed[0]}{more}", None
     if by_type.get("skip"):
         return "skipped", by_type["skip"][-1]["reason"], None
     if by_type.get("error"):

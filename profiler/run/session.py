@@ -35,6 +35,7 @@ from loadprof.run.executor import Executor, SerialExecutor, failed_result, run_p
 from loadprof.run.interrupts import StopSignals
 from loadprof.analysis.sweep import analyse_sweep
 from loadprof.results.model import SweepResult, TrialResult
+from loadprof.results.runlock import RunLock
 from loadprof.results.jsonl import (REPORT, RESULTS, append_result, check_same_sweep, default_out,  # noqa: F401
                                   file_size_limit_raises, is_output_error, prepare_out, read_results,
                                   read_results_file, write_failure, write_report, write_sweep_json)
@@ -103,7 +104,8 @@ class Session:
         with self.stops.installed():
             try:
                 self.executor.start()  # Ray: join or start it before the folder exists
-                return self._run()
+                with RunLock.acquire(self.out, log=self.log):  # one writer per folder, for the sweep's life
+                    return self._run()
             finally:
                 self.executor.close()  # Ray: a local instance started for the sweep ends
                 forkclient.shutdown_all()  # the pre-imported zygotes (isolation: forkserver) end with the sweep

@@ -32,6 +32,7 @@ from loadprof.probes._hooks import HookSet  # noqa: E402
 from loadprof.probes.base import Probe, ProbeContext  # noqa: E402
 from loadprof.core import events  # noqa: E402
 from loadprof.core import lifetime  # noqa: E402
+from loadprof.core.errors import describe_exception  # noqa: E402
 from loadprof.core.phases import PhaseRecorder  # noqa: E402
 from loadprof.core.probe_registry import REGISTRY, WORKER_STEP_PHASES, worker_probes  # noqa: E402
 from loadprof.strategies.model import GenerateSpec, Strategy  # noqa: E402
@@ -361,6 +362,13 @@ def main(argv: list[str] | None = None) -> int:
     return serve(args.events_fd, lambda: json.loads(sys.stdin.read()))
 
 
+def _traceback() -> str:
+    try:
+        return traceback.format_exc()[-8000:]
+    except BaseException as inner:  # noqa: BLE001 - formatting calls the exception's own methods
+        return f"<traceback not formatted: {type(inner).__name__}>"
+
+
 def serve(events_fd: int, read_spec: Callable[[], dict[str, Any]], t0_ns: int | None = None) -> int:
     """Run one trial, reporting on ``events_fd``: a fresh worker's life once guarded, and a forkserver child's
     (loadprof.worker.forkserver), whose trial clock starts at its fork (``t0_ns``), not at the zygote's imports."""
@@ -380,11 +388,9 @@ def serve(events_fd: int, read_spec: Callable[[], dict[str, Any]], t0_ns: int | 
         from loadprof.strategies.loaders import SkipTrial
 
         if isinstance(e, SkipTrial):
-            emit(events.make("skip", reason=str(e)))
+            emit(events.make("skip", reason=describe_exception(e)))
         else:
-            kind = type(e).__name__
-            emit(events.make("error", kind=kind, message=str(e)[:2000],
-                             traceback=traceback.format_exc()[-8000:]))
+            emit(events.make("error", kind=type(e).__name__, message=describe_exception(e)[:2000], traceback=_traceback()))
             rc = 1
     emit(events.make("done", t_ns=CLOCK.now_ns() - T0_NS))
     writer.close()
