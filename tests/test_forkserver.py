@@ -74,7 +74,7 @@ def test_sweep_constants_keep_only_an_ok_trials_own_measurement():
     c.learn(_result("d-r0", "ok", membw_gb_s=5.0, membw_scope="cpu@h", membw_source="trial x"))  # not its own
     assert c.for_worker() == {}
     c.learn(_result("e-r0", "ok", membw_gb_s=7.5, membw_bytes=8, membw_scope="cpu@h", h2d_pinned_gb_s=3.0,
-                    decode_tok_s=1.0))
+                    decode_tok_s=1.0, membw_source=None, h2d_bytes=None))  # the payload writes absent fields as None
     c.learn(_result("f-r0", "ok", membw_gb_s=1.0, membw_scope="cpu@h"))  # the first measurement stays
     assert c.for_worker() == {"bandwidth": {"cpu@h": {"trial": "e-r0", "figures": {
         "membw_gb_s": 7.5, "membw_bytes": 8, "membw_scope": "cpu@h", "h2d_pinned_gb_s": 3.0}}}}
@@ -130,7 +130,7 @@ def test_forked_trials_are_pre_imported_isolated_and_end_with_the_sweep(tiny_mod
     assert cold.status == "ok" and cold.harness["isolation"] == "fresh" and "cold" in cold.harness["isolation_note"]
     assert cold.metrics["import_s"] > by["normal"].metrics["import_s"] and [p.name for p in cold.phases] == PHASES
     ok = [t for t in _run_order(result, sweep) if t.status == "ok"]
-    assert "membw_source" not in ok[0].metrics and ok[0].metrics["membw_gb_s"] > 0  # measured once ...
+    assert ok[0].metrics.get("membw_source") is None and ok[0].metrics["membw_gb_s"] > 0  # measured once ...
     for t in ok[1:]:  # ... and reused, the figure and where it came from
         assert t.metrics["membw_source"] == f"trial {ok[0].trial_id}"
         assert t.metrics["membw_gb_s"] == ok[0].metrics["membw_gb_s"] and t.metrics.get("roofline_tok_s")

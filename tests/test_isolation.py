@@ -198,7 +198,7 @@ def _fork_one(z: forkclient.Zygote, trial_dir: Path, out: dict) -> None:
         finally:
             os.close(w)
     with os.fdopen(r, "rb") as f:
-        evs = list(events.decode_lines(f))
+        evs = list(events.read_stream(f))
     out[trial_dir.name] = (child.wait(timeout=30), evs)
 
 

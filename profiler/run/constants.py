@@ -53,10 +53,11 @@ class SweepConstants:
                 self._traced.setdefault(result.strategy_id, result.trial_id)
         m = result.metrics
         scope, rate = m.get("membw_scope"), m.get("membw_gb_s")
-        if (result.status != "ok" or not isinstance(scope, str) or "membw_source" in m
+        if (result.status != "ok" or not isinstance(scope, str) or m.get("membw_source") is not None
                 or not isinstance(rate, (int, float)) or rate <= 0):
             return
-        figures = {k: v for k, v in m.items() if k.startswith(("membw_", "h2d_")) and not k.endswith("_source")}
+        figures = {k: v for k, v in m.items() if k.startswith(("membw_", "h2d_")) and not k.endswith("_source")
+                   and k != "membw_s" and v is not None}  # the payload's own fields (membw_s is the phase's time)
         with self._lock:
             self._bandwidth.setdefault(scope, {"trial": result.trial_id, "figures": figures})
 
