@@ -4,6 +4,7 @@ reading is strict (wrong types and missing fields are errors, nothing reads as 0
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from contextlib import nullcontext
@@ -41,7 +42,7 @@ def _ctx(tmp_path: Path, clock: FakeClock, hooks: HookSet | None = None, **kw: A
 
 def through_the_pipe(name: str, result: ProbeResult) -> ProbeResult:
     """The probe event as the worker writes it, decoded and read back as the runner reads it."""
-    (ev,) = events.decode_lines([events.encode(result.event(name))])
+    (ev,) = events.read_stream(io.BytesIO(events.encode(result.event(name))))
     back = ProbeResult.from_event(ev)
     assert type(back.payload) is entry(name).payload and back.payload.extra == {}
     return back
@@ -51,7 +52,7 @@ def through_metrics(name: str, payload: Payload, file: Callable[[Callable[[str, 
     """A metrics-filed payload as the worker files it (one metric event per key), read from the trial's metrics."""
     sent: list[dict[str, Any]] = []
     file(lambda k, v: sent.append(events.make("metric", key=k, value=v)))
-    metrics = {ev["key"]: ev["value"] for ev in events.decode_lines([events.encode(ev) for ev in sent])}
+    metrics = {ev["key"]: ev["value"] for ev in events.read_stream(io.BytesIO(b"".join(events.encode(ev) for ev in sent)))}
     trial = TrialResult(trial_id="a-r0", strategy_id="a", label="a", repeat_index=0, status="ok",
                         strategy=strategy_of(), metrics=metrics)
     back = trial.payload(entry(name).payload)
