@@ -22,6 +22,7 @@ import json
 import os
 from typing import Any, BinaryIO, Iterable, Iterator
 
+from loadprof.core import figures
 from loadprof.core.errors import safe_text
 from loadprof.core.units import NUMBER_SUFFIXES
 
@@ -104,8 +105,8 @@ METRIC_SHAPES: dict[str, str] = {
     **dict.fromkeys(("estimate_vs_measured", "program_loads", "generate_start_alloc_sites"), "objects"),
     **dict.fromkeys(("reading_phases", "meta_tensor_examples", "validation_meta_examples"), "texts"),
     **dict.fromkeys(("read_bandwidth_fraction", "roofline_fraction", "new_tokens", "meta_tensors",
-                     "validation_meta_tensors", "param_count", "decode_bytes_per_step", "decode_tok_s_per_seq",
-                     "generate_calls_measured", "generate_calls_warmup"), "number"),
+                     "validation_meta_tensors", "param_count", "decode_bytes_per_step",
+                     figures.DECODE_TOK_S_PER_SEQ.key, "generate_calls_measured", "generate_calls_warmup"), "number"),
     "matmul_gflops": "number|object",
     **dict.fromkeys(("loader", "program_stopped", "program_end", "validation_mode"), "text"),
 }
