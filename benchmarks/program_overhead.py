@@ -10,7 +10,8 @@ forward, exit). Each round runs the command twice, plainly and as ``python -m lo
 [--sampling-hz N] [--until U] -- CMD``, in alternating order (plain first in even rounds, loadprof first in odd
 ones) so slow drift on a busy machine falls on both. Clock: time.monotonic around each whole process, from spawn
 to exit; loadprof's wall includes its own start, the hooks in the program, py-spy, and writing the reports (what a
-user waits for). Printed: each side's median, min and max, and the per-round ratio loadprof / plain as median,
+user waits for); the program's own spawn-to-exit under loadprof (the trial's ``parent_wall_s``) is what the hooks,
+probes and sampling cost the program itself. Printed: each side's median, min and max, and the per-round ratio loadprof / plain as median,
 min, max and half the interquartile range, with the load average before and after. A ratio claims an overhead
 only beyond that spread.
 """
@@ -50,13 +51,20 @@ def timed(cmd: list[str]) -> float:
     return wall
 
 
+def _program_wall(out: Path) -> float:
+    """The program's own spawn-to-exit under loadprof (the trial's ``harness.parent_wall_s``: the same edges as the
+    plain run's clock), without loadprof's own start, analysis and report writing."""
+    trial = json.loads((out / "report.json").read_text())["trials"][0]
+    return float(trial["harness"]["parent_wall_s"])
+
+
 def spread(xs: list[float]) -> dict[str, float]:
     q = statistics.quantiles(xs, n=4) if len(xs) >= 2 else [xs[0]] * 3
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "half_iqr": (q[2] - q[0]) / 2}
 
 
 def run(cmd: list[str], rounds: int, sampling_hz: int, until: str) -> dict[str, Any]:
-    plain, hooked, ratios = [], [], []
+    plain, hooked, ratios, inside, inside_ratios = [], [], [], [], []
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="loadprof-overhead-") as tmp:
         for r in range(rounds):
@@ -68,9 +76,14 @@ def run(cmd: list[str], rounds: int, sampling_hz: int, until: str) -> dict[str, 
             plain.append(p)
             hooked.append(h)
             ratios.append(h / p)
-            print(f"round {r + 1}/{rounds}: plain {p:.2f} s, loadprof run {h:.2f} s, ratio {h / p:.2f}", flush=True)
+            own = _program_wall(Path(f"{tmp}/r{r}"))
+            inside.append(own)
+            inside_ratios.append(own / p)
+            print(f"round {r + 1}/{rounds}: plain {p:.2f} s, loadprof run {h:.2f} s (ratio {h / p:.2f}); the program "
+                  f"itself under loadprof {own:.2f} s (ratio {own / p:.2f})", flush=True)
     return {"command": cmd, "rounds": rounds, "sampling_hz": sampling_hz, "until": until,
             "plain_s": spread(plain), "loadprof_s": spread(hooked), "ratio": spread(ratios),
+            "program_under_loadprof_s": spread(inside), "program_ratio": spread(inside_ratios),
             "raw": {"plain_s": plain, "loadprof_s": hooked}, "loadavg_before": load_before,
             "loadavg_after": os.getloadavg(), "cpu_count": os.cpu_count()}
 
@@ -85,9 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cmd = [c for c in args.cmd if c != "--"] or default_command()
     out = run(cmd, max(1, args.rounds), args.sampling_hz, args.until)
-    for key, what in (("plain_s", "plain"), ("loadprof_s", "loadprof run")):
+    for key, what in (("plain_s", "plain"), ("loadprof_s", "loadprof run"), ("program_under_loadprof_s", "the program")):
         s = out[key]
         print(f"{what:>13}: median {s['median']:.2f} s (min {s['min']:.2f}, max {s['max']:.2f})")
+    for key, what in (("program_ratio", "the program's own time under loadprof / plain"),):
+        r = out[key]
+        print(f"{what}: median {r['median']:.2f} (min {r['min']:.2f}, max {r['max']:.2f}, ± {r['half_iqr']:.2f})")
     r = out["ratio"]
     print(f"        ratio: median {r['median']:.2f} (min {r['min']:.2f}, max {r['max']:.2f}, ± {r['half_iqr']:.2f} "
           f"half IQR) over {out['rounds']} rounds; load average {out['loadavg_before'][0]:.1f} -> "
