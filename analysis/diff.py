@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import difflib
 import statistics
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import Callable, Iterable, Mapping, Sequence
 
 from loadprof.analysis import stats
 from loadprof.analysis.derive import value
 from loadprof.analysis.findings import LOADPROF_PHASES
 from loadprof.core import figures
+from loadprof.core.diffs import DiffResult, DiffRow, DiffSide, MatchedPair, Unmatched
 from loadprof.core.errors import SpecError
 from loadprof.results.model import SweepResult, TrialResult
 
@@ -105,8 +107,8 @@ def phase_values(t: TrialResult) -> dict[str, float]:
     return out
 
 
-def judge(a: Sequence[float], b: Sequence[float], lower_is_better: bool, threshold_pct: float,
-          min_abs: float) -> dict[str, Any]:
+def judge(a: Sequence[float], b: Sequence[float], lower_is_better: bool, threshold_pct: float, min_abs: float, *,
+          kind: str, name: str, group: str, unit: str) -> DiffRow:
     """Medians, the difference with its CI, and the verdict for one figure measured on both sides."""
     c = stats.compare_repeats(a, b)
     if c is None:
@@ -115,10 +117,10 @@ def judge(a: Sequence[float], b: Sequence[float], lower_is_better: bool, thresho
     beyond = abs(c.diff) > limit
     p = stats.t_test_p(a, b)
     verdict = UNDECIDED if p is None else SAME  # decided in ``decide``, over the whole family of comparisons
-    return {"a": c.a.median, "b": c.b.median, "change": c.diff, "p": p,
-            "change_pct": 100.0 * c.rel_diff if c.rel_diff is not None else None, "lo": c.lo, "hi": c.hi,
-            "noise": c.noise, "limit": limit, "beyond_floor": beyond, "distinguishable": c.distinguishable,
-            "n_a": len(a), "n_b": len(b), "lower_is_better": lower_is_better, "verdict": verdict}
+    return DiffRow(kind, name, group, unit, c.a.median, c.b.median, verdict, len(a), len(b), change=c.diff,
+                   change_pct=100.0 * c.rel_diff if c.rel_diff is not None else None, lo=c.lo, hi=c.hi,
+                   noise=c.noise, limit=limit, beyond_floor=beyond, distinguishable=c.distinguishable,
+                   lower_is_better=lower_is_better, judged=True, p=p)
 
 
 # ---------------------------------------------------------------- matching strategies
@@ -134,7 +136,7 @@ def _label(ts: Sequence[TrialResult]) -> str:
     return ts[0].label or ts[0].strategy_id
 
 
-def match(a: SweepResult, b: SweepResult) -> tuple[list[tuple[str, str, str]], list[dict[str, Any]]]:
+def match(a: SweepResult, b: SweepResult) -> tuple[list[tuple[str, str, str]], list[Unmatched]]:
     """Pairs (id_a, id_b, how) by strategy id, then by label when the label is unique on both sides; the rest."""
     ga, gb = _by_strategy(a.trials), _by_strategy(b.trials)
     pairs = [(sid, sid, "id") for sid in ga if sid in gb]
@@ -150,7 +152,7 @@ def match(a: SweepResult, b: SweepResult) -> tuple[list[tuple[str, str, str]], l
         if len(ids) == 1 and len(lb.get(label, ())) == 1:
             pairs.append((ids[0], lb[label][0], "label"))
     paired_a, paired_b = {p[0] for p in pairs}, {p[1] for p in pairs}
-    unmatched = [{"side": side, "label": _label(g[sid]), "strategy_id": sid, "trial_ids": [t.trial_id for t in g[sid]]}
+    unmatched = [Unmatched(side, _label(g[sid]), sid, tuple(t.trial_id for t in g[sid]))
                  for side, g, rest, paired in (("a", ga, rest_a, paired_a), ("b", gb, rest_b, paired_b))
                  for sid in rest if sid not in paired]
     return pairs, unmatched
@@ -158,47 +160,43 @@ def match(a: SweepResult, b: SweepResult) -> tuple[list[tuple[str, str, str]], l
 
 # ---------------------------------------------------------------- rows of one matched strategy
 
-def _status_row(ta: Sequence[TrialResult], tb: Sequence[TrialResult], ok_a: bool) -> dict[str, Any]:
+def _status_row(ta: Sequence[TrialResult], tb: Sequence[TrialResult], ok_a: bool) -> DiffRow:
     """A strategy that was ok and now fails (or the reverse): decided without repeats."""
     status = ("ok" if ok_a else ta[0].status, "ok" if not ok_a else tb[0].status)
-    return {"kind": "status", "name": "status", "group": "status", "unit": "", "a": status[0], "b": status[1],
-            "change": None, "change_pct": None, "lo": None, "hi": None, "noise": None, "limit": None,
-            "beyond_floor": True, "distinguishable": True, "n_a": sum(t.ok for t in ta),
-            "n_b": sum(t.ok for t in tb), "lower_is_better": True, "verdict": REGRESSION if ok_a else IMPROVEMENT}
+    return DiffRow("status", "status", "status", "", status[0], status[1], REGRESSION if ok_a else IMPROVEMENT,
+                   sum(t.ok for t in ta), sum(t.ok for t in tb), beyond_floor=True, distinguishable=True)
 
 
 def _phase_rows(oka: Sequence[TrialResult], okb: Sequence[TrialResult], threshold_pct: float,
-                min_abs_s: float) -> list[dict[str, Any]]:
+                min_abs_s: float) -> list[DiffRow]:
     pa, pb = [phase_values(t) for t in oka], [phase_values(t) for t in okb]
     rows = []
     for path in dict.fromkeys([k for d in pa for k in d] + [k for d in pb for k in d]):
         xa, xb = [d[path] for d in pa if path in d], [d[path] for d in pb if path in d]
-        head = {"kind": "phase", "name": path, "group": phase_group(path), "unit": "s"}
+        group = phase_group(path)
         if xa and xb:
-            rows.append({**head, **judge(xa, xb, True, threshold_pct, min_abs_s)})
+            rows.append(judge(xa, xb, True, threshold_pct, min_abs_s, kind="phase", name=path, group=group, unit="s"))
         else:  # a phase on one side only (a step added or removed): shown, never a regression
             v = statistics.median(xa or xb)
-            rows.append({**head, "a": v if xa else None, "b": v if xb else None, "change": None,
-                         "change_pct": None, "lo": None, "hi": None, "noise": None, "limit": None,
-                         "beyond_floor": False, "distinguishable": None, "n_a": len(xa), "n_b": len(xb),
-                         "lower_is_better": True, "verdict": "only in A" if xa else "only in B"})
+            rows.append(DiffRow("phase", path, group, "s", v if xa else None, v if xb else None,
+                                "only in A" if xa else "only in B", len(xa), len(xb)))
     return rows
 
 
 def _figure_rows(oka: Sequence[TrialResult], okb: Sequence[TrialResult], threshold_pct: float,
-                 min_abs_s: float) -> list[dict[str, Any]]:
+                 min_abs_s: float) -> list[DiffRow]:
     rows = []
     for f in COMPARED:
         xa = [v for t in oka if (v := value(t, f)) is not None]
         xb = [v for t in okb if (v := value(t, f)) is not None]
         if xa and xb:
-            rows.append({"kind": "metric", "name": f.key, "group": f.gate, "unit": f.unit,
-                         **judge(xa, xb, f.lower_is_better, threshold_pct, FLOORS[f.unit](min_abs_s))})
+            rows.append(judge(xa, xb, f.lower_is_better, threshold_pct, FLOORS[f.unit](min_abs_s), kind="metric",
+                              name=f.key, group=f.gate or "", unit=f.unit))
     return rows
 
 
 def rows_for(ta: Sequence[TrialResult], tb: Sequence[TrialResult], threshold_pct: float,
-             min_abs_s: float) -> list[dict[str, Any]]:
+             min_abs_s: float) -> list[DiffRow]:
     """Every compared figure of one matched strategy: a status change, or the real load cost, the metrics and
     every phase over the ok repeats of each side."""
     oka, okb = [t for t in ta if t.ok], [t for t in tb if t.ok]
@@ -209,45 +207,48 @@ def rows_for(ta: Sequence[TrialResult], tb: Sequence[TrialResult], threshold_pct
 
 # ---------------------------------------------------------------- the diff
 
-def _severity(row: Mapping[str, Any]) -> float:
+def _severity(row: DiffRow) -> float:
     """How far past its floor a change went (for ordering: worst first; status changes first of all)."""
-    if row.get("limit") and row.get("change") is not None:
-        return abs(row["change"]) / row["limit"]
+    if row.limit and row.change is not None:
+        return abs(row.change) / row.limit
     return float("inf")
 
 
-def _worst_first(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(rows, key=lambda r: (not r["gated"], -_severity(r)))
+def _worst_first(rows: Iterable[DiffRow]) -> tuple[DiffRow, ...]:
+    return tuple(sorted(rows, key=lambda r: (not r.gated, -_severity(r))))
 
 
-def decide(rows: Sequence[dict[str, Any]]) -> None:
-    """Set each decidable row's verdict: Holm over the gated rows as one family and over the rest as another
+def decide(rows: Sequence[DiffRow]) -> list[DiffRow]:
+    """Each decidable row with its verdict: Holm over the gated rows as one family and over the rest as another
     (shown, never gating); a rejected comparison beyond its floor is a regression or an improvement."""
-    for family in ([r for r in rows if r["gated"] and r.get("p") is not None],
-                   [r for r in rows if not r["gated"] and r.get("p") is not None]):
-        for r, reject in zip(family, stats.holm([r["p"] for r in family])):
-            worse = r["change"] if r["lower_is_better"] else -r["change"]
-            r["verdict"] = (REGRESSION if worse > 0 else IMPROVEMENT) if reject and r["beyond_floor"] else SAME
+    verdicts: dict[int, str] = {}
+    for family in ([i for i, r in enumerate(rows) if r.gated and r.p is not None],
+                   [i for i, r in enumerate(rows) if not r.gated and r.p is not None]):
+        for i, reject in zip(family, stats.holm([rows[i].p or 0.0 for i in family])):
+            r = rows[i]
+            worse = (r.change or 0.0) * (1 if r.lower_is_better else -1)
+            verdicts[i] = (REGRESSION if worse > 0 else IMPROVEMENT) if reject and r.beyond_floor else SAME
+    return [replace(r, verdict=verdicts[i]) if i in verdicts else r for i, r in enumerate(rows)]
 
 
-def _explained(reg: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
+def _explained(reg: DiffRow, rows: Sequence[DiffRow]) -> str:
     """A gated regression with the phases of the same strategy that moved with it (what to look at)."""
-    moved = [r["name"] for r in rows if r["kind"] == "phase" and r["strategy"] == reg["strategy"]
-             and r["verdict"] == REGRESSION and "/" not in r["name"]]
-    return f"{reg['strategy']}: {reg['name']}" + (f" (phases: {', '.join(moved)})" if moved else "")
+    moved = [r.name for r in rows if r.kind == "phase" and r.strategy == reg.strategy
+             and r.verdict == REGRESSION and "/" not in r.name]
+    return f"{reg.strategy}: {reg.name}" + (f" (phases: {', '.join(moved)})" if moved else "")
 
 
-def exit_code(rows: Sequence[Mapping[str, Any]], matched: Sequence[Any]) -> tuple[int, str]:
+def exit_code(rows: Sequence[DiffRow], matched: Sequence[MatchedPair]) -> tuple[int, str]:
     """The gate's verdict: a decided gated regression (1) wins over undecided gated figures (3)."""
     if not matched:
         return EXIT_NOTHING_COMPARABLE, EXIT_CODES[EXIT_NOTHING_COMPARABLE]
     if not rows:
         return EXIT_NOTHING_COMPARABLE, "nothing comparable: the matched strategies failed on both sides"
-    regs = [r for r in rows if r["gated"] and r["verdict"] == REGRESSION]
+    regs = [r for r in rows if r.gated and r.verdict == REGRESSION]
     if regs:
         names = ", ".join(dict.fromkeys(_explained(r, rows) for r in _worst_first(regs)))
         return EXIT_REGRESSION, f"{len(regs)} gated regression(s): {names}"
-    undecided = [r for r in rows if r["gated"] and r["verdict"] == UNDECIDED]
+    undecided = [r for r in rows if r.gated and r.verdict == UNDECIDED]
     if undecided:
         return EXIT_UNDECIDED, f"{len(undecided)} gated figure(s) undecided: {RERUN_HINT}"
     return EXIT_OK, EXIT_CODES[EXIT_OK]
@@ -265,33 +266,27 @@ def concurrency_note(a: SweepResult, b: SweepResult) -> str | None:
 
 
 def diff(a: SweepResult, b: SweepResult, threshold_pct: float = 10.0, min_abs_s: float = 0.005,
-         fail_on: Sequence[str] = DEFAULT_FAIL_ON) -> dict[str, Any]:
-    """Every figure of every strategy in both runs, with its comparison, verdict and whether it gates.
-
-    Returns ``{"a": {run_id, name}, "b": {...}, "threshold_pct", "min_abs_s", "fail_on", "method", "matched",
-    "rows", "summary": {"regressions", "improvements", "same", "undecided", "unmatched"}, "sides",
-    "exit_code", "exit_reason", "notes"}``; ``sides`` lists the strategy labels each run holds (what to match on);
-    ``notes``: what makes the comparison less fair without gating it (``concurrency_note``).
-    """
+         fail_on: Sequence[str] = DEFAULT_FAIL_ON) -> DiffResult:
+    """Every figure of every strategy in both runs, with its comparison, verdict and whether it gates, and the
+    gate's exit code (``DiffResult``; its ``to_dict`` is the JSON ``loadprof diff --format json`` prints).
+    ``notes``: what makes the comparison less fair without gating it (``concurrency_note``)."""
     pairs, unmatched = match(a, b)
     ga, gb = _by_strategy(a.trials), _by_strategy(b.trials)
-    rows, matched = [], []
+    rows: list[DiffRow] = []
+    matched: list[MatchedPair] = []
     for ida, idb, how in pairs:
         label = _label(gb[idb])
-        matched.append({"label": label, "strategy_id_a": ida, "strategy_id_b": idb, "match": how})
-        for r in rows_for(ga[ida], gb[idb], threshold_pct, min_abs_s):
-            gated = r["group"] != HARNESS and r["group"] in fail_on
-            rows.append({"strategy": label, "strategy_id_a": ida, "strategy_id_b": idb, "match": how, **r,
-                         "gated": gated})
-    decide(rows)
+        matched.append(MatchedPair(label, ida, idb, how))
+        rows += [replace(r, strategy=label, strategy_id_a=ida, strategy_id_b=idb, match=how,
+                         gated=r.group != HARNESS and r.group in fail_on)
+                 for r in rows_for(ga[ida], gb[idb], threshold_pct, min_abs_s)]
+    rows = decide(rows)
     code, reason = exit_code(rows, matched)
-    pick = lambda v: _worst_first(r for r in rows if r["verdict"] == v)  # noqa: E731
-    return {"a": {"run_id": a.run_id, "name": a.name}, "b": {"run_id": b.run_id, "name": b.name},
-            "threshold_pct": threshold_pct, "min_abs_s": min_abs_s, "fail_on": list(fail_on),
-            "method": f"{stats.GATE_METHOD}; ± is the bootstrap 95% CI of the difference of medians",
-            "matched": matched, "rows": rows,
-            "summary": {"regressions": pick(REGRESSION), "improvements": pick(IMPROVEMENT),
-                        "same": sum(r["verdict"] == SAME for r in rows), "undecided": pick(UNDECIDED),
-                        "unmatched": unmatched},
-            "sides": {"a": sorted({_label(ts) for ts in ga.values()}), "b": sorted({_label(ts) for ts in gb.values()})},
-            "exit_code": code, "exit_reason": reason, "notes": [n for n in (concurrency_note(a, b),) if n]}
+    pick = lambda v: _worst_first(r for r in rows if r.verdict == v)  # noqa: E731
+    side = lambda s, g: DiffSide(s.run_id, s.name, tuple(sorted({_label(ts) for ts in g.values()})))  # noqa: E731
+    return DiffResult(side(a, ga), side(b, gb), threshold_pct, min_abs_s, tuple(fail_on),
+                      f"{stats.GATE_METHOD}; ± is the bootstrap 95% CI of the difference of medians",
+                      tuple(matched), tuple(rows), regressions=pick(REGRESSION), improvements=pick(IMPROVEMENT),
+                      undecided=pick(UNDECIDED), same=sum(r.verdict == SAME for r in rows),
+                      unmatched=tuple(unmatched), exit_code=code, exit_reason=reason,
+                      notes=tuple(n for n in (concurrency_note(a, b),) if n))

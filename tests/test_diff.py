@@ -17,6 +17,7 @@ from loadprof.analysis import diff as D
 from loadprof.analysis.diff import diff, parse_fail_on, phase_group, phase_values
 from loadprof.cli.main import main
 from loadprof.cli.diff import cli_diff
+from loadprof.core.diffs import DiffResult, MatchedPair
 from loadprof.core.errors import SpecError
 from loadprof.results.model import PhaseTiming, SweepResult, TrialResult
 from tests.helpers import strategy_of
@@ -54,11 +55,11 @@ def _run(*trials, name="run"):
 
 
 def _names(rows):
-    return [r["name"] for r in rows]
+    return [r.name for r in rows]
 
 
 def _row(d, name, strategy="base"):
-    return next(r for r in d["rows"] if r["name"] == name and r["strategy"] == strategy)
+    return next(r for r in d.rows if r.name == name and r.strategy == strategy)
 
 
 def _save(folder: Path, run: SweepResult) -> Path:
@@ -116,19 +117,19 @@ def test_exit_codes_are_distinct_and_documented_in_help():
 def test_a_known_effect_on_three_repeats_is_a_gated_load_regression(tmp_path):
     a, b = _run(*_reps(weights=1.0)), _run(*_reps(weights=2.5))
     d = diff(a, b)
-    regs = {r["name"]: r for r in d["summary"]["regressions"]}
+    regs = {r.name: r for r in d.regressions}
     assert set(regs) == {"load", "load/weights", "load_cost_s"}
     cost, load = regs["load_cost_s"], regs["load"]
-    assert cost["gated"] and cost["group"] == "load" and cost["p"] < 0.01 and not load["gated"]  # phases explain
-    assert load["change"] == pytest.approx(1.5) and load["distinguishable"] is True and load["group"] == "phases"
-    assert load["lo"] > 0 and load["noise"] < 0.1 and load["strategy"] == "base"
-    assert cost["a"] == pytest.approx(1.15)  # derived from load_s: no load_cost_s metric needed
-    assert d["exit_code"] == D.EXIT_REGRESSION and d["method"].startswith(D.stats.GATE_METHOD)
-    assert "base: load_cost_s (phases: load)" in d["exit_reason"]
+    assert cost.gated and cost.group == "load" and cost.p < 0.01 and not load.gated  # phases explain
+    assert load.change == pytest.approx(1.5) and load.distinguishable is True and load.group == "phases"
+    assert load.lo > 0 and load.noise < 0.1 and load.strategy == "base"
+    assert cost.a == pytest.approx(1.15)  # derived from load_s: no load_cost_s metric needed
+    assert d.exit_code == D.EXIT_REGRESSION and d.method.startswith(D.stats.GATE_METHOD)
+    assert "base: load_cost_s (phases: load)" in d.exit_reason
     gated_phases = diff(a, b, fail_on=D.GROUPS)
-    assert _row(gated_phases, "load")["gated"] and _row(gated_phases, "load")["verdict"] == D.REGRESSION
+    assert _row(gated_phases, "load").gated and _row(gated_phases, "load").verdict == D.REGRESSION
     back = diff(b, a)
-    assert back["exit_code"] == D.EXIT_OK and {"load", "load_cost_s"} <= set(_names(back["summary"]["improvements"]))
+    assert back.exit_code == D.EXIT_OK and {"load", "load_cost_s"} <= set(_names(back.improvements))
     r = _cli(tmp_path, a, b)
     assert r.exit_code == 1, r.output
     assert "load/weights" in r.output and "base" in r.output and "+1.5 s (±" in r.output
@@ -139,8 +140,8 @@ def test_a_known_null_on_three_repeats_passes(tmp_path):
     a = _run(*_reps(jitter=(0.0, 0.01, -0.01)))
     b = _run(*_reps(jitter=(-0.01, 0.0, 0.012)))
     d = diff(a, b)
-    assert d["summary"]["regressions"] == [] and d["summary"]["undecided"] == [] and d["exit_code"] == D.EXIT_OK
-    assert _row(d, "load")["distinguishable"] is False and _row(d, "load")["verdict"] == D.SAME
+    assert d.regressions == () and d.undecided == () and d.exit_code == D.EXIT_OK
+    assert _row(d, "load").distinguishable is False and _row(d, "load").verdict == D.SAME
     r = _cli(tmp_path, a, b)
     assert r.exit_code == 0 and "0 regression(s)" in r.output
 
@@ -149,38 +150,38 @@ def test_a_change_of_medians_inside_the_repeats_spread_is_not_a_regression():
     a = _run(*(_trial(rep=i, load=(0.1, w)) for i, w in enumerate((0.85, 0.95, 2.85))))   # median load 1.1
     b = _run(*(_trial(rep=i, load=(0.1, w)) for i, w in enumerate((0.9, 1.85, 1.95))))    # median load 2.0
     row = _row(diff(a, b), "load")
-    assert row["change"] == pytest.approx(0.9) and row["beyond_floor"] and row["distinguishable"] is False
-    assert row["verdict"] == D.SAME
+    assert row.change == pytest.approx(0.9) and row.beyond_floor and row.distinguishable is False
+    assert row.verdict == D.SAME
 
 
 def test_a_real_change_under_the_floors_is_not_a_regression():
     a, b = _run(*_reps(weights=1.0, jitter=(0.0,))), _run(*_reps(weights=1.06, jitter=(0.0,)))
     d = diff(a, b)
     row = _row(d, "load/weights")
-    assert row["distinguishable"] is True and row["change_pct"] == pytest.approx(6.0) and row["verdict"] == D.SAME
-    assert d["exit_code"] == D.EXIT_OK
-    assert diff(a, b, threshold_pct=5.0)["exit_code"] == D.EXIT_REGRESSION
+    assert row.distinguishable is True and row.change_pct == pytest.approx(6.0) and row.verdict == D.SAME
+    assert d.exit_code == D.EXIT_OK
+    assert diff(a, b, threshold_pct=5.0).exit_code == D.EXIT_REGRESSION
     config = _row(diff(_run(*_reps(jitter=(0.0,))), _run(*(_trial(rep=i, load=(0.103, 1.0)) for i in range(3)))),
                   "load/config")
-    assert config["distinguishable"] and config["change_pct"] == pytest.approx(3.0) and config["verdict"] == D.SAME
+    assert config.distinguishable and config.change_pct == pytest.approx(3.0) and config.verdict == D.SAME
 
 
 def test_metric_directions_decode_higher_is_better_and_the_memory_floor():
     a = _run(*_reps())
     b = _run(*_reps(decode_tok_s=5.0, ttft_ms=300.0, peak_rss_bytes=2**30 + 2**19))
     d = diff(a, b)
-    assert set(_names(d["summary"]["regressions"])) == {"decode_tok_s", "ttft_ms"}  # +512 KiB < the 1 MiB floor
-    assert set(_names(diff(b, a)["summary"]["improvements"])) == {"decode_tok_s", "ttft_ms"}
-    assert {_row(d, n)["group"] for n in ("decode_tok_s", "ttft_ms", "peak_rss_bytes")} == {"decode", "ttft",
+    assert set(_names(d.regressions)) == {"decode_tok_s", "ttft_ms"}  # +512 KiB < the 1 MiB floor
+    assert set(_names(diff(b, a).improvements)) == {"decode_tok_s", "ttft_ms"}
+    assert {_row(d, n).group for n in ("decode_tok_s", "ttft_ms", "peak_rss_bytes")} == {"decode", "ttft",
                                                                                             "memory"}
 
 
 def test_single_repeats_are_undecided_and_exit_3(tmp_path):
     a, b = _run(_trial(load=(0.1, 1.0))), _run(_trial(load=(0.1, 2.5)))
     d = diff(a, b)
-    assert d["summary"]["regressions"] == [] and d["exit_code"] == D.EXIT_UNDECIDED
+    assert d.regressions == () and d.exit_code == D.EXIT_UNDECIDED
     load = _row(d, "load")
-    assert (load["verdict"], load["change"], load["noise"]) == (D.UNDECIDED, pytest.approx(1.5), None)
+    assert (load.verdict, load.change, load.noise) == (D.UNDECIDED, pytest.approx(1.5), None)
     r = _cli(tmp_path, a, b)
     assert r.exit_code == 3, r.output
     assert "not distinguishable without repeats: rerun both sweeps with `repeat: 3`" in r.output
@@ -191,14 +192,14 @@ def test_a_decided_regression_wins_over_undecided_figures():
     a = _run(*_reps(), _trial("s2", "once", load=(0.1, 1.0)))
     b = _run(*_reps(weights=2.5), _trial("s2", "once", load=(0.1, 1.0)))
     d = diff(a, b)
-    assert d["summary"]["undecided"] and d["exit_code"] == D.EXIT_REGRESSION and "base: load" in d["exit_reason"]
+    assert d.undecided and d.exit_code == D.EXIT_REGRESSION and "base: load" in d.exit_reason
 
 
 def test_unrelated_sweeps_are_nothing_comparable_exit_4(tmp_path):
     a, b = _run(*_reps(sid="x", label="bf16 eager")), _run(*_reps(sid="y", label="int8 lazy"))
     d = diff(a, b)
-    assert d["matched"] == [] and d["exit_code"] == D.EXIT_NOTHING_COMPARABLE
-    assert d["sides"] == {"a": ["bf16 eager"], "b": ["int8 lazy"]}
+    assert d.matched == () and d.exit_code == D.EXIT_NOTHING_COMPARABLE
+    assert (d.a.labels, d.b.labels) == (("bf16 eager",), ("int8 lazy",))
     r = _cli(tmp_path, a, b)
     assert r.exit_code == 4 and "nothing comparable" in r.output
     assert "A holds 1: bf16 eager" in r.output and "B holds 1: int8 lazy" in r.output
@@ -207,8 +208,8 @@ def test_unrelated_sweeps_are_nothing_comparable_exit_4(tmp_path):
 def test_a_slower_harness_phase_is_shown_not_gated(tmp_path):
     a, b = _run(*_reps(membw=0.1)), _run(*_reps(membw=5.0))
     d = diff(a, b)
-    (reg,) = d["summary"]["regressions"]
-    assert (reg["name"], reg["group"], reg["gated"]) == ("membw", D.HARNESS, False) and d["exit_code"] == D.EXIT_OK
+    (reg,) = d.regressions
+    assert (reg.name, reg.group, reg.gated) == ("membw", D.HARNESS, False) and d.exit_code == D.EXIT_OK
     r = _cli(tmp_path, a, b)
     assert r.exit_code == 0 and "membw" in r.output and "not gated" in r.output
 
@@ -216,8 +217,8 @@ def test_a_slower_harness_phase_is_shown_not_gated(tmp_path):
 def test_fail_on_ttft_ignores_a_load_regression(tmp_path):
     a, b = _run(*_reps()), _run(*_reps(weights=2.5))
     d = diff(a, b, fail_on=("ttft",))
-    assert d["summary"]["regressions"] and not any(r["gated"] for r in d["summary"]["regressions"])
-    assert d["exit_code"] == D.EXIT_OK
+    assert d.regressions and not any(r.gated for r in d.regressions)
+    assert d.exit_code == D.EXIT_OK
     assert _cli(tmp_path, a, b, "--fail-on", "ttft").exit_code == 0
     assert _cli(tmp_path, a, _run(*_reps(weights=2.5, ttft_ms=300.0)), "--fail-on", "ttft").exit_code == 1
 
@@ -233,19 +234,31 @@ def test_status_ok_to_failing_gates_under_status():
     a = _run(*_reps(), *_reps(sid="k", label="breaks"))
     b = _run(*_reps(), *_reps(sid="k", label="breaks", status="crashed"))
     d = diff(a, b)
-    (reg,) = d["summary"]["regressions"]
-    assert (reg["strategy"], reg["name"], reg["a"], reg["b"], reg["gated"]) == ("breaks", "status", "ok", "crashed",
+    (reg,) = d.regressions
+    assert (reg.strategy, reg.name, reg.a, reg.b, reg.gated) == ("breaks", "status", "ok", "crashed",
                                                                                True)
-    assert d["exit_code"] == D.EXIT_REGRESSION
-    assert diff(a, b, fail_on=("load",))["exit_code"] == D.EXIT_OK
+    assert d.exit_code == D.EXIT_REGRESSION
+    assert diff(a, b, fail_on=("load",)).exit_code == D.EXIT_OK
+    rows = {r["name"]: r for r in d.to_dict()["rows"]}  # the JSON keeps its shape: p only where a test was asked
+    assert "p" not in rows["status"] and list(rows["status"])[:4] == ["strategy", "strategy_id_a", "strategy_id_b",
+                                                                    "match"]
+
+
+def test_the_diff_is_typed_and_frozen():
+    d = diff(_run(*_reps()), _run(*_reps(weights=2.5)))
+    assert isinstance(d, DiffResult) and d.regressions and all(r in d.rows for r in d.regressions)
+    with pytest.raises(AttributeError):
+        d.rows[0].verdict = D.SAME  # type: ignore[misc]
+    judged = d.rows[0].to_dict()
+    assert list(judged)[list(judged).index("change") + 1] == "p" and judged["gated"] is d.rows[0].gated
 
 
 def test_label_fallback_and_unmatched():
     a = _run(_trial("x1", "same-label"), _trial("gone", "old only"))
     b = _run(_trial("x2", "same-label"), _trial("new", "new only"))
     d = diff(a, b)
-    assert d["matched"] == [{"label": "same-label", "strategy_id_a": "x1", "strategy_id_b": "x2", "match": "label"}]
-    assert [(u["side"], u["label"]) for u in d["summary"]["unmatched"]] == [("a", "old only"), ("b", "new only")]
+    assert d.matched == (MatchedPair("same-label", "x1", "x2", "label"),)
+    assert [(u.side, u.label) for u in d.unmatched] == [("a", "old only"), ("b", "new only")]
 
 
 # ---------------------------------------------------------------- the CLI side
@@ -257,6 +270,8 @@ def test_json_output_carries_rows_cis_verdicts_and_the_exit_code(tmp_path):
     assert d["exit_code"] == 1 and d["fail_on"] == list(D.DEFAULT_FAIL_ON) and "Holm" in d["method"]
     load = next(x for x in d["summary"]["regressions"] if x["name"] == "load_cost_s")
     assert load["lo"] > 0 and load["hi"] >= load["lo"] and load["verdict"] == "regression" and load["gated"]
+    assert d == diff(SweepResult.from_dict(json.loads((tmp_path / "a" / "report.json").read_text())),
+                     SweepResult.from_dict(json.loads((tmp_path / "b" / "report.json").read_text()))).to_dict()
     bad = CliRunner().invoke(main, ["diff", str(tmp_path / "a"), str(tmp_path / "nothing"), "--json"])
     assert bad.exit_code == 2 and json.loads(bad.output)["exit_code"] == 2
 
@@ -311,7 +326,7 @@ def test_real_sweeps_with_a_slowed_loader_regress_in_load(tmp_path):
     a = SweepResult.from_dict(json.loads((outs[0] / "report.json").read_text()))
     b = SweepResult.from_dict(json.loads((outs[1] / "report.json").read_text()))
     d = diff(a, b)
-    assert d["matched"][0]["match"] == "label" and d["summary"]["unmatched"] == []
-    load = next(r for r in d["summary"]["regressions"] if r["name"] == "load")
+    assert d.matched[0].match == "label" and d.unmatched == ()
+    load = next(r for r in d.regressions if r.name == "load")
     # every b load sleeps 1.5 s more; how much the rest of a load varies between the sweeps is the machine's
-    assert load["b"] >= 1.5 and load["change"] > 0 and " load " in text
+    assert load.b >= 1.5 and load.change > 0 and " load " in text

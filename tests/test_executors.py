@@ -158,10 +158,10 @@ def test_diff_notes_a_difference_in_concurrency_without_gating_on_it():
     a = SweepResult(run_id="a", name="a", source="x", created_at="", trials=trials)
     b = dataclasses.replace(a, run_id="b", trials=tuple(dataclasses.replace(t, harness={"concurrency": 4})
                                                         for t in trials))
-    assert diff(a, a)["notes"] == []
+    assert diff(a, a).notes == ()
     d = diff(a, b)
-    assert d["notes"] and "A ran its trials one at a time, B 4 at a time" in d["notes"][0]
-    assert d["exit_code"] == diff(a, a)["exit_code"]
+    assert d.notes and "A ran its trials one at a time, B 4 at a time" in d.notes[0]
+    assert d.exit_code == diff(a, a).exit_code
 
 
 def test_run_options_check_the_combinations(monkeypatch):

@@ -40,4 +40,4 @@ def cli_diff(a_dir: Path, b_dir: Path, threshold_pct: float, console: Any, fail_
         outputs.diff_console(d, str(a_dir), str(b_dir), console)
     else:
         console.out(outputs.diff_output(d, fmt).rstrip("\n"), highlight=False)
-    return int(d["exit_code"])
+    return d.exit_code

@@ -8,12 +8,13 @@ before it reaches rich's markup.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from loadprof.analysis import diff as D
 from loadprof.analysis.recommend import RecommendResult
 from loadprof.analysis.stats import COMPARE_METHOD, MIN_REPEATS
 from loadprof.core import units
+from loadprof.core.diffs import DiffResult, DiffRow
 from loadprof.reports.formats import machine, markdown
 from loadprof.results.model import Recommendation, Recommendations, SweepResult
 
@@ -48,19 +49,19 @@ def recommendations_output(recs: Recommendations, fmt: str, sweep: SweepResult |
     return "\n".join([*md_table(table), "", *[f"- {n}" for n in notes]]) + "\n"
 
 
-def diff_output(d: Mapping[str, Any], fmt: str) -> str:
+def diff_output(d: DiffResult, fmt: str) -> str:
+    """The diff as json (``DiffResult.to_dict``), one record per row (csv, jsonl: ``DIFF_COLUMNS``) or md."""
     if fmt == "json":
         import json
 
-        return json.dumps(d, indent=1, default=str) + "\n"
-    rows = [{k: r.get(k) for k in DIFF_COLUMNS} for r in d["rows"]]
+        return json.dumps(d.to_dict(), indent=1, default=str) + "\n"
     if fmt in ("csv", "jsonl"):
-        return machine(rows, fmt)
-    head = (f"diff: {d['a']['name']} -> {d['b']['name']}: exit {d['exit_code']} ({d['exit_reason']})\n\n"
-            + "".join(f"note: {n}\n\n" for n in d.get("notes", ())))
-    shown = [r for r in d["rows"] if r["verdict"] != "same"]
-    return head + markdown(DIFF_COLUMNS, ([r.get(k) for k in DIFF_COLUMNS] for r in shown)) + (
-        f"\n{len(d['rows']) - len(shown)} comparison(s) within noise or under the floors; method: {d['method']}\n")
+        return machine([{k: getattr(r, k) for k in DIFF_COLUMNS} for r in d.rows], fmt)
+    head = (f"diff: {d.a.name} -> {d.b.name}: exit {d.exit_code} ({d.exit_reason})\n\n"
+            + "".join(f"note: {n}\n\n" for n in d.notes))
+    shown = [r for r in d.rows if r.verdict != D.SAME]
+    return head + markdown(DIFF_COLUMNS, ([getattr(r, k) for k in DIFF_COLUMNS] for r in shown)) + (
+        f"\n{len(d.rows) - len(shown)} comparison(s) within noise or under the floors; method: {d.method}\n")
 
 
 def compare_output(result: SweepResult, fmt: str) -> str:
@@ -155,7 +156,7 @@ def recommend_console(result: RecommendResult, con: Any) -> None:
 COLOURS = {D.REGRESSION: "red", D.IMPROVEMENT: "green", D.UNDECIDED: "yellow"}
 
 
-def _diff_table(title: str, rows: Sequence[Mapping[str, Any]]) -> Any:
+def _diff_table(title: str, rows: Sequence[DiffRow]) -> Any:
     from rich.markup import escape
     from rich.table import Table
 
@@ -163,62 +164,60 @@ def _diff_table(title: str, rows: Sequence[Mapping[str, Any]]) -> Any:
     for col in ("strategy", "figure", "group", "A", "B", "change (± noise)", "%", "n A/B", "gate"):
         table.add_column(col, justify="right" if col in ("A", "B", "change (± noise)", "%", "n A/B") else "left")
     for r in rows:
-        colour = COLOURS.get(r["verdict"], "white")
-        gate = f"[{colour}]gated[/]" if r["gated"] else "not gated"
-        change = units.change(r.get("change"), r["unit"], r.get("noise"))
-        table.add_row(escape(r["strategy"]), escape(r["name"]), r["group"], escape(units.value(r["a"], r["unit"])),
-                      escape(units.value(r["b"], r["unit"])), f"[{colour}]{escape(change)}[/]",
-                      units.ratio(r.get("change_pct"), signed=True), f"{r['n_a']}/{r['n_b']}", gate)
+        colour = COLOURS.get(r.verdict, "white")
+        gate = f"[{colour}]gated[/]" if r.gated else "not gated"
+        change = units.change(r.change, r.unit, r.noise)
+        table.add_row(escape(r.strategy), escape(r.name), r.group, escape(units.value(r.a, r.unit)),
+                      escape(units.value(r.b, r.unit)), f"[{colour}]{escape(change)}[/]",
+                      units.ratio(r.change_pct, signed=True), f"{r.n_a}/{r.n_b}", gate)
     return table
 
 
-def _diff_header(d: Mapping[str, Any], a_dir: str, b_dir: str, console: Any) -> None:
+def _diff_header(d: DiffResult, a_dir: str, b_dir: str, console: Any) -> None:
     from rich.markup import escape
 
-    console.print(f"[bold]diff[/] A={escape(a_dir)} ({escape(d['a']['name'])})  B={escape(b_dir)} "
-                  f"({escape(d['b']['name'])}): {len(d['matched'])} strategies matched; gating on "
-                  f"{', '.join(d['fail_on'])} (loadprof's own phases never gate)")
-    console.print(f"a change counts when the repeats tell A and B apart and it exceeds max({d['threshold_pct']:g}% "
-                  f"of A, {units.seconds(d['min_abs_s'])} / 1 MiB)")
-    console.print(f"[dim]method: {escape(d['method'])}[/]")
-    for note in d.get("notes", ()):
+    console.print(f"[bold]diff[/] A={escape(a_dir)} ({escape(d.a.name)})  B={escape(b_dir)} "
+                  f"({escape(d.b.name)}): {len(d.matched)} strategies matched; gating on "
+                  f"{', '.join(d.fail_on)} (loadprof's own phases never gate)")
+    console.print(f"a change counts when the repeats tell A and B apart and it exceeds max({d.threshold_pct:g}% "
+                  f"of A, {units.seconds(d.min_abs_s)} / 1 MiB)")
+    console.print(f"[dim]method: {escape(d.method)}[/]")
+    for note in d.notes:
         console.print(f"[bold yellow]note:[/] {escape(note)}")
 
 
-def _nothing_comparable(d: Mapping[str, Any], console: Any) -> None:
+def _nothing_comparable(d: DiffResult, console: Any) -> None:
     from rich.markup import escape
 
     why = ("no strategy matched between the two sweeps (matched by strategy id, then by a label unique on "
-           "both sides)" if not d["matched"] else "the matched strategies failed on both sides: no figure to compare")
+           "both sides)" if not d.matched else "the matched strategies failed on both sides: no figure to compare")
     console.print(f"[bold yellow]nothing comparable:[/] {why}")
-    for side in ("a", "b"):
-        held = d["sides"][side]
-        console.print(f"  {side.upper()} holds {len(held)}: " + (escape(", ".join(held)) if held else "no trials"))
+    for name, side in (("A", d.a), ("B", d.b)):
+        held = side.labels
+        console.print(f"  {name} holds {len(held)}: " + (escape(", ".join(held)) if held else "no trials"))
 
 
-def diff_console(d: Mapping[str, Any], a_dir: str, b_dir: str, console: Any) -> None:
+def diff_console(d: DiffResult, a_dir: str, b_dir: str, console: Any) -> None:
     """The diff on the console: regressions, improvements, within-noise count, undecided rows, the exit code."""
     from rich.markup import escape
 
     _diff_header(d, a_dir, b_dir, console)
-    s = d["summary"]
-    if d["exit_code"] == D.EXIT_NOTHING_COMPARABLE:
+    if d.exit_code == D.EXIT_NOTHING_COMPARABLE:
         _nothing_comparable(d, console)
-    for title, rows in (("regressions", s["regressions"]), ("improvements", s["improvements"])):
+    for title, rows in (("regressions", d.regressions), ("improvements", d.improvements)):
         if rows:
             console.print(_diff_table(f"{title} ({len(rows)})", rows))
-    console.print(f"{len(s['regressions'])} regression(s), {len(s['improvements'])} improvement(s), "
-                  f"{s['same']} comparison(s) within noise or under the floors")
-    shown = [r for r in s["undecided"] if r["beyond_floor"]]
+    console.print(f"{len(d.regressions)} regression(s), {len(d.improvements)} improvement(s), "
+                  f"{d.same} comparison(s) within noise or under the floors")
+    shown = [r for r in d.undecided if r.beyond_floor]
     if shown:
         console.print(_diff_table(f"undecided: fewer than {MIN_REPEATS} repeats on a side ({len(shown)} "
                                   "beyond the floors, raw change)", shown))
-    if len(s["undecided"]) > len(shown):
-        console.print(f"{len(s['undecided']) - len(shown)} more undecided comparison(s) under the floors")
-    if any(r["gated"] for r in s["undecided"]):
+    if len(d.undecided) > len(shown):
+        console.print(f"{len(d.undecided) - len(shown)} more undecided comparison(s) under the floors")
+    if any(r.gated for r in d.undecided):
         console.print(f"[yellow]{escape(D.RERUN_HINT)}[/]")
-    for u in s["unmatched"]:
-        console.print(f"[yellow]unmatched[/]: only in {u['side'].upper()}: {escape(u['label'])} "
-                      f"({escape(u['strategy_id'])})")
-    colour = "green" if d["exit_code"] == D.EXIT_OK else "red" if d["exit_code"] == D.EXIT_REGRESSION else "yellow"
-    console.print(f"[{colour}]exit {d['exit_code']}[/]: {escape(d['exit_reason'])}")
+    for u in d.unmatched:
+        console.print(f"[yellow]unmatched[/]: only in {u.side.upper()}: {escape(u.label)} ({escape(u.strategy_id)})")
+    colour = "green" if d.exit_code == D.EXIT_OK else "red" if d.exit_code == D.EXIT_REGRESSION else "yellow"
+    console.print(f"[{colour}]exit {d.exit_code}[/]: {escape(d.exit_reason)}")
