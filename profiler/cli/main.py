@@ -100,8 +100,9 @@ def compare(yaml_file: Path, out: Path | None, resume: bool, force: bool, progre
 
     stops = install_for_command()  # Ctrl-C, SIGTERM, SIGHUP: a clean stop, exit 128 + signal, for the whole command
     from loadprof.strategies.expand import load_sweep
-    from loadprof.strategies.preflight import preflight
+    from loadprof.strategies.preflight import check_cwd, check_environment, preflight
 
+    check_cwd()  # a removed current folder: one line, before a relative path is resolved against it
     sweep = load_sweep(yaml_file)  # SpecError -> exit 2 before anything runs
     preflight_notes = preflight(sweep.strategies)  # what only the disk can tell, before the output folder exists
     from loadprof.run.session import Session, default_out
@@ -113,6 +114,7 @@ def compare(yaml_file: Path, out: Path | None, resume: bool, force: bool, progre
         out = default_out(sweep)
     if force and not resume:
         raise LoadprofError("--force goes with --resume (it lets a different sweep continue in --out)", exit_code=2)
+    check_environment(sweep.strategies, out)  # the output folder's place and the caches, still before anything
     from rich.markup import escape
 
     from loadprof.results.jsonl import OutputWriteError
