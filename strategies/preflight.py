@@ -104,6 +104,7 @@ def _hub_config(hub_id: str, revision: str | None = None) -> Path:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - a transformers dependency
         return Path()
+    _hub_cache_folder()
     try:
         found = try_to_load_from_cache(hub_id, "config.json", revision=revision)
     except Exception as e:  # an id the hub library rejects (bad characters, too many slashes)
@@ -120,6 +121,16 @@ def _hub_config(hub_id: str, revision: str | None = None) -> Path:
                         path="model.revision" if revision else "model.hub_id",
                         hint=f"fetch it first where there is a network: {fetch}{synthetic}")
     return Path(found)
+
+
+def _hub_cache_folder() -> None:
+    """HF_HUB_CACHE / HF_HOME, when set to something that exists, must be a folder: otherwise every hub id
+    reads as "not downloaded", which sends the user to fetch what may well be there."""
+    for var in ("HF_HUB_CACHE", "HF_HOME"):
+        value = os.environ.get(var)
+        if value and Path(value).expanduser().exists() and not Path(value).expanduser().is_dir():
+            raise SpecError(f"{var}={value} is a file, not a folder (the Hugging Face cache hub ids are read from)",
+                            hint=f"point {var} at the cache folder, or unset it")
 
 
 def _check_model(model: ModelSpec) -> Positions:
@@ -264,8 +275,8 @@ def _writable_folder(folder: Path, what: str, fix: str) -> None:
 
 def check_environment(strategies: Iterable[Strategy], out: Path) -> None:
     """What the machine must offer before anything runs: the output folder's place writable, the synthetic
-    checkpoint cache writable when a model must be built there, the Hugging Face cache a folder when a hub id
-    is read from it. Each refusal is one line naming what and where (exit 2; 74 for an I/O error)."""
+    checkpoint cache writable when a model must be built there (the Hugging Face cache: ``_hub_cache_folder``,
+    checked with the hub id). Each refusal is one line naming what and where (exit 2; 74 for an I/O error)."""
     _writable_folder(out, "cannot create the output folder",
                      f"choose a writable --out (it would be {out})")
     from loadprof.strategies.synthetic import cache_root, is_built
@@ -277,9 +288,3 @@ def check_environment(strategies: Iterable[Strategy], out: Path) -> None:
         root = cache_root()
         _writable_folder(root / "models", f"cannot build synthetic model {unbuilt[0].shape!r} in the cache",
                          f"set LOADPROF_CACHE to a writable folder (now {root})")
-    if any(s.model.hub_id is not None and s.program is None for s in strategies):
-        for var in ("HF_HUB_CACHE", "HF_HOME"):
-            value = os.environ.get(var)
-            if value and Path(value).expanduser().exists() and not Path(value).expanduser().is_dir():
-                raise SpecError(f"{var}={value} is a file, not a folder (the Hugging Face cache hub ids are "
-                                "read from)", hint=f"point {var} at the cache folder, or unset it")
