@@ -245,6 +245,16 @@ def _check_loader(target: str, sys_path: tuple[str, ...]) -> None:
 
 # ---------------------------------------------------------------- the environment
 
+def load_checked(yaml_file: str | os.PathLike[str]) -> tuple[Any, list[str]]:
+    """The sweep of ``yaml_file`` and preflight's notes, the current folder checked first (a relative path
+    resolves against it); SpecError (exit 2) before anything runs or is made."""
+    from loadprof.strategies.expand import load_sweep
+
+    check_cwd()
+    sweep = load_sweep(yaml_file)
+    return sweep, preflight(sweep.strategies)
+
+
 def check_cwd() -> Path:
     """The current folder, or SpecError when it no longer exists (``cd x && rmdir x && loadprof ...``):
     relative paths and the default output folder resolve against it, and os.getcwd() raises."""
