@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from loadprof.core.errors import LoadprofError
+from loadprof.strategies.config_bounds import check_config
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "uint8": 1}
 HALF = ("float16", "bfloat16")
@@ -299,14 +300,26 @@ def load_config(model: Any, model_path: str | None = None) -> Any:
     if model_path is None and getattr(model, "synthetic", None) is not None:
         from loadprof.strategies.synthetic import config_dict
 
-        return config_from_dict(config_dict(model.synthetic))
+        d = config_dict(model.synthetic)
+        check_config(d, f"synthetic shape {model.synthetic.shape!r}")
+        return config_from_dict(d)
     where = model_path or getattr(model, "path", None)
     if where:
         f = Path(where) / "config.json"
         try:
-            return config_from_dict(json.loads(f.read_text()))
-        except (OSError, ValueError, KeyError) as e:
-            raise LoadprofError(f"cannot read a model config from {f}: {e}") from None
+            d = json.loads(f.read_text())
+        except (OSError, ValueError) as e:
+            raise LoadprofError(f"cannot read a model config from {f}: {e}", exit_code=2) from None
+        if not isinstance(d, dict):
+            raise LoadprofError(f"{f} is not a JSON object", exit_code=2)
+        check_config(d, str(f))  # sizes bounded before transformers builds anything (SpecError, exit 2)
+        if "model_type" not in d:
+            raise LoadprofError(f"{f} has no model_type", exit_code=2,
+                                hint="a transformers config.json names its architecture in model_type")
+        try:
+            return config_from_dict(d)
+        except (ValueError, KeyError, TypeError) as e:
+            raise LoadprofError(f"cannot read a model config from {f}: {e}", exit_code=2) from None
     return _cached_hub_config(model.hub_id, model.trust_remote_code, model.revision)
 
 
@@ -326,6 +339,12 @@ def _cached_hub_config(hub_id: str, trust_remote_code: bool, revision: str | Non
                             "downloads",
                             exit_code=2, hint=f"fetch it first where there is a network: hf download {hub_id}, "
                                               "or give a local checkpoint folder") from None
+    try:
+        d = json.loads(Path(found).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise LoadprofError(f"cannot read the cached config of {hub_id!r} ({found}): {e}", exit_code=2) from None
+    if isinstance(d, dict):
+        check_config(d, found)  # sizes bounded before transformers builds anything (SpecError, exit 2)
     from transformers import AutoConfig
 
     try:

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from loadprof.core.errors import SpecError
+from loadprof.core.errors import LoadprofError, SpecError
+from loadprof.strategies.config_bounds import check_config
 from loadprof.strategies.model import ModelSpec, Strategy
 
 #: config keys that bound the sequence length, in the order transformers' configs name them
@@ -93,6 +94,7 @@ def _read_config(path: Path, where: str) -> dict[str, Any]:
         raise SpecError(f"cannot read {path}: {str(e)[:200]}", path=where) from None
     if not isinstance(data, dict):
         raise SpecError(f"{path} is not a JSON object", path=where)
+    check_config(data, str(path))
     return data
 
 
@@ -102,6 +104,7 @@ def _hub_config(hub_id: str, revision: str | None = None) -> Path:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - a transformers dependency
         return Path()
+    _hub_cache_folder()
     try:
         found = try_to_load_from_cache(hub_id, "config.json", revision=revision)
     except Exception as e:  # an id the hub library rejects (bad characters, too many slashes)
@@ -120,12 +123,25 @@ def _hub_config(hub_id: str, revision: str | None = None) -> Path:
     return Path(found)
 
 
+def _hub_cache_folder() -> None:
+    """HF_HUB_CACHE / HF_HOME, when set to something that exists, must be a folder: otherwise every hub id
+    reads as "not downloaded", which sends the user to fetch what may well be there."""
+    for var in ("HF_HUB_CACHE", "HF_HOME"):
+        value = os.environ.get(var)
+        if value and Path(value).expanduser().exists() and not Path(value).expanduser().is_dir():
+            raise SpecError(f"{var}={value} is a file, not a folder (the Hugging Face cache hub ids are read from)",
+                            hint=f"point {var} at the cache folder, or unset it")
+
+
 def _check_model(model: ModelSpec) -> Positions:
     """The model's positions (limit None when the config does not say), after checking that it is there."""
     if model.synthetic is not None:
         from loadprof.strategies.shapes import dims, resolve_arch, shape_of
 
+        from loadprof.strategies.synthetic import config_dict
+
         learned = resolve_arch(model.synthetic) == "gpt2"  # the architecture built, whatever the shape's origin
+        check_config(config_dict(model.synthetic), f"synthetic shape {model.synthetic.shape!r}")
         return Positions(dims(shape_of(model.synthetic)).get("positions"),
                          "n_positions" if learned else "max_position_embeddings", not learned)
     if model.path is not None:
@@ -225,3 +241,60 @@ def _check_loader(target: str, sys_path: tuple[str, ...]) -> None:
     if not unsure and head not in names:
         raise SpecError(f"{module} ({origin}) defines no {head!r} at its top level", path="load.loader.target",
                         hint="the target is 'module:function' or 'module:Class.method'")
+
+
+# ---------------------------------------------------------------- the environment
+
+def load_checked(yaml_file: str | os.PathLike[str]) -> tuple[Any, list[str]]:
+    """The sweep of ``yaml_file`` and preflight's notes, the current folder checked first (a relative path
+    resolves against it); SpecError (exit 2) before anything runs or is made."""
+    from loadprof.strategies.expand import load_sweep
+
+    check_cwd()
+    sweep = load_sweep(yaml_file)
+    return sweep, preflight(sweep.strategies)
+
+
+def check_cwd() -> Path:
+    """The current folder, or SpecError when it no longer exists (``cd x && rmdir x && loadprof ...``):
+    relative paths and the default output folder resolve against it, and os.getcwd() raises."""
+    try:
+        return Path(os.getcwd())
+    except FileNotFoundError:
+        where = os.environ.get("PWD") or "the folder loadprof was started in"
+        raise SpecError(f"the current folder {where} no longer exists (removed after the shell entered it)",
+                        hint="cd to an existing folder and run it again") from None
+    except OSError as e:  # permission lost on the folder, an I/O error under it
+        raise SpecError(f"cannot read the current folder: {e.strerror or e}", hint="cd to another folder") from None
+
+
+def _writable_folder(folder: Path, what: str, fix: str) -> None:
+    """SpecError (exit 2) unless ``folder`` can be made and written: its nearest existing ancestor must be a
+    folder that takes new entries (os.access also says no on a read-only file system). An I/O error exits 74."""
+    try:
+        probe = folder
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise SpecError(f"{what} {folder}: {probe} is a file, not a folder", hint=fix)
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise SpecError(f"{what} {folder}: {probe} is not writable", hint=fix)
+    except OSError as e:
+        raise LoadprofError(f"{what} {folder}: {e.strerror or e}", hint=fix, exit_code=74) from None
+
+
+def check_environment(strategies: Iterable[Strategy], out: Path) -> None:
+    """What the machine must offer before anything runs: the output folder's place writable, the synthetic
+    checkpoint cache writable when a model must be built there (the Hugging Face cache: ``_hub_cache_folder``,
+    checked with the hub id). Each refusal is one line naming what and where (exit 2; 74 for an I/O error)."""
+    _writable_folder(out, "cannot create the output folder",
+                     f"choose a writable --out (it would be {out})")
+    from loadprof.strategies.synthetic import cache_root, is_built
+
+    strategies = list(strategies)
+    unbuilt = [s.model.synthetic for s in strategies if s.model.synthetic is not None and s.program is None
+               and not is_built(s.model.synthetic)]
+    if unbuilt:
+        root = cache_root()
+        _writable_folder(root / "models", f"cannot build synthetic model {unbuilt[0].shape!r} in the cache",
+                         f"set LOADPROF_CACHE to a writable folder (now {root})")

@@ -323,3 +323,75 @@ def test_estimate_of_a_yaml_honours_every_option_given(tmp_path):
     assert q.quantization == "bnb-8bit"
     with pytest.raises(SpecError):  # one it cannot apply: exit 2
         estimate_command(str(y), batch_size=0, overrides=frozenset({"batch_size"}))
+
+
+# ---------------------------------------------------------------- tampered configs (issue 23: hostile input)
+
+_GOOD = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000, "max_position_embeddings": 256}
+#: (key, value as written in config.json, how the refusal shows it, why)
+TAMPERED = [("num_hidden_layers", "-3", "-3", "is not a positive integer"),
+            ("num_hidden_layers", "0", "0", "is not a positive integer"),
+            ("vocab_size", "1e30", "1e+30", "is a float; expected a positive integer"),
+            ("hidden_size", '"64"', "'64'", "is not a positive integer"),
+            ("num_attention_heads", "4.0", "4.0", "is a float; expected a positive integer"),
+            ("num_attention_heads", "NaN", "NaN", "is not a positive integer"),
+            ("intermediate_size", "Infinity", "Infinity", "is not a positive integer"),
+            ("num_key_value_heads", "[2]", "[2]", "is not a positive integer"),
+            ("num_hidden_layers", "1025", "1025", "exceeds the cap of 1,024"),
+            ("vocab_size", "4194305", "4194305", "exceeds the cap of 4,194,304"),
+            ("hidden_size", "131073", "131073", "exceeds the cap of 131,072"),
+            ("num_attention_heads", "true", "True", "is not a positive integer")]
+
+
+def _tampered_folder(folder: Path, key: str, raw: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({**_GOOD, key: "@@"}).replace('"@@"', raw)
+    (folder / "config.json").write_text(text)
+    return folder
+
+
+@pytest.mark.parametrize("key,raw,shown,why", TAMPERED)
+def test_a_tampered_config_is_refused_naming_key_value_and_file(tmp_path, key, raw, shown, why):
+    from loadprof.strategies.preflight import preflight
+
+    folder = _tampered_folder(tmp_path / "m", key, raw)
+    for call in (lambda: estimate_command(str(folder)),
+                 lambda: preflight([Strategy(model=ModelSpec(path=str(folder)))])):
+        with pytest.raises(SpecError) as e:
+            call()
+        assert e.value.exit_code == 2
+        assert e.value.message == f"{folder / 'config.json'}: {key} = {shown} {why}"
+
+
+def test_heads_must_divide_and_missing_keys_take_transformers_defaults(tmp_path):
+    from loadprof.strategies.config_bounds import check_config
+
+    with pytest.raises(SpecError, match="hidden_size = 64 is not divisible by num_attention_heads = 5"):
+        check_config({**_GOOD, "num_attention_heads": 5, "num_key_value_heads": 5}, "c.json")
+    check_config({**_GOOD, "num_attention_heads": 5, "num_key_value_heads": 5, "head_dim": 16}, "c.json")  # explicit
+    with pytest.raises(SpecError, match="num_attention_heads = 4 is not a multiple of num_key_value_heads = 3"):
+        check_config({**_GOOD, "num_key_value_heads": 3}, "c.json")
+    with pytest.raises(SpecError, match=r"c.json \(text_config\): vocab_size = -1"):
+        check_config({"model_type": "x", "text_config": {"vocab_size": -1}}, "c.json")
+    check_config({"model_type": "gpt2", "n_inner": None, "n_embd": 64, "n_head": 4}, "c.json")  # null: derived
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 1,
+                                                    "hidden_size": 64, "num_attention_heads": 4,
+                                                    "intermediate_size": 128, "vocab_size": 100}))
+    e = estimate_command(str(folder), prompt_tokens=4, max_new_tokens=4)[0]  # the rest: LlamaConfig's defaults
+    assert e.param_count > 0 and e.kv_bytes_per_token == 2 * 1 * 4 * 16 * 4  # float32 default, kv = heads
+
+
+def test_estimate_and_compare_refuse_a_tampered_model_folder_cleanly(tmp_path):
+    folder = _tampered_folder(tmp_path / "m", "num_hidden_layers", "NaN")
+    y = tmp_path / "s.yaml"
+    y.write_text(f"name: x\nmodel: {{path: {folder}}}\n")
+    for args in (["estimate", str(folder)], ["compare", str(y), "--out", str(tmp_path / "out"), "--no-progress"]):
+        r = subprocess.run([sys.executable, "-m", "loadprof.cli.main", *args], capture_output=True, text=True,
+                           timeout=120)
+        text = r.stdout + r.stderr
+        assert r.returncode == 2 and "Traceback" not in text, text
+        assert f"error: {folder / 'config.json'}: num_hidden_layers = NaN is not a positive integer" in text
+    assert not (tmp_path / "out").exists()

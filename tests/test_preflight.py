@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -136,3 +139,98 @@ def test_a_hub_revision_is_checked_in_the_cache_and_kept_with_its_hub_id(tmp_pat
     pinned = expand({"model": {"hub_id": "org/m", "revision": "v2"}}, "s.yaml", tmp_path).strategies[0]
     assert pinned.model.label == "org/m@v2"
     assert strategy_of({}).id == strategy_of({"model": {**BASE["model"], "revision": None}}).id  # old ids hold
+
+
+# ---------------------------------------------------------------- the environment (issue 23: hostile input)
+
+def _one_line_refusal(r, code: int, *needles: str) -> str:
+    """Exit ``code``, the error on one line naming each of ``needles``, no traceback."""
+    subprocess_run = isinstance(r, subprocess.CompletedProcess)
+    text = r.stdout + r.stderr if subprocess_run else r.output
+    assert (r.returncode if subprocess_run else r.exit_code) == code, text
+    assert "Traceback" not in text, text
+    line = next(ln for ln in text.splitlines() if ln.startswith("error:"))
+    for n in needles:
+        assert n in line, (n, text)
+    return line
+
+
+def _compare(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "loadprof.cli.main", "compare", *args, "--no-progress"],
+                          capture_output=True, text=True, timeout=60, **kw)
+
+
+def test_a_removed_current_folder_is_refused_in_one_line(tmp_path):
+    y = tmp_path / "s.yaml"
+    y.write_text("name: x\nmodel: {synthetic: {shape: tiny}}\n")
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    r = subprocess.run(["sh", "-c", f'cd "{gone}" && rmdir "{gone}" && exec "{sys.executable}" -m loadprof.cli.main '
+                                    f'compare "{y}" --no-progress'], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    _one_line_refusal(r, 2, "current folder", str(gone), "no longer exists")
+    assert not (tmp_path / "loadprof-runs").exists()
+
+
+def test_an_output_folder_that_cannot_be_made_is_refused_before_anything_runs(tmp_path):
+    y = tmp_path / "s.yaml"
+    y.write_text("name: x\nmodel: {synthetic: {shape: tiny}}\n")
+    (tmp_path / "file").write_text("x")
+    r = _compare(str(y), "--out", str(tmp_path / "file" / "out"), cwd=REPO)
+    assert r.returncode == 2
+    _one_line_refusal(r, 2, "cannot create the output folder", str(tmp_path / "file"), "is a file, not a folder")
+    assert "->" not in r.stdout + r.stderr  # never announced
+
+
+def test_an_unwritable_output_parent_is_refused_through_the_cli(tmp_path, monkeypatch):
+    """Root ignores a folder's mode bits, so os.access stands in for a read-only parent (a read-only mount
+    answers the same way)."""
+    from click.testing import CliRunner
+
+    from loadprof.cli.main import main
+    from loadprof.strategies import preflight as pf
+
+    y = tmp_path / "s.yaml"
+    y.write_text("name: x\nmodel: {synthetic: {shape: tiny}}\n")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(pf.os, "access", lambda p, mode: False if Path(p) == locked else real(p, mode))
+    r = CliRunner().invoke(main, ["compare", str(y), "--out", str(locked / "run"), "--no-progress"])
+    assert r.exit_code == 2, r.output
+    _one_line_refusal(r, 2, str(locked / "run"), f"{locked} is not writable")
+    assert not (locked / "run").exists()
+
+
+def test_a_synthetic_cache_that_is_not_a_folder_is_refused_when_a_model_must_be_built(tmp_path):
+    y = tmp_path / "s.yaml"
+    y.write_text("name: x\nmodel: {synthetic: {shape: tiny, seed: 987654}}\n")  # a seed nothing built
+    (tmp_path / "cache").write_text("not a folder")
+    env = {**os.environ, "LOADPROF_CACHE": str(tmp_path / "cache")}
+    r = _compare(str(y), "--out", str(tmp_path / "out"), cwd=REPO, env=env)
+    assert r.returncode == 2
+    _one_line_refusal(r, 2, "cannot build synthetic model 'tiny'", str(tmp_path / "cache"), "is a file")
+    assert "LOADPROF_CACHE" in r.stdout + r.stderr and not (tmp_path / "out").exists()
+
+
+def test_a_hugging_face_cache_that_is_not_a_folder_is_refused(tmp_path):
+    y = tmp_path / "s.yaml"
+    y.write_text("name: x\nmodel: {hub_id: org/model}\n")
+    (tmp_path / "hf").write_text("not a folder")
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hf")}
+    r = _compare(str(y), "--out", str(tmp_path / "out"), cwd=REPO, env=env)
+    assert r.returncode == 2
+    _one_line_refusal(r, 2, f"HF_HUB_CACHE={tmp_path / 'hf'} is a file, not a folder")
+
+
+def test_an_io_error_while_checking_a_folder_exits_74(tmp_path, monkeypatch):
+    from loadprof.core.errors import LoadprofError
+    from loadprof.strategies import preflight as pf
+
+    def eio(p, mode):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(pf.os, "access", eio)
+    with pytest.raises(LoadprofError, match="Input/output error") as e:
+        pf.check_environment([strategy_of({})], tmp_path / "out")
+    assert e.value.exit_code == 74

@@ -99,11 +99,9 @@ def compare(yaml_file: Path, out: Path | None, resume: bool, force: bool, progre
     from loadprof.cli.progress import install_for_command
 
     stops = install_for_command()  # Ctrl-C, SIGTERM, SIGHUP: a clean stop, exit 128 + signal, for the whole command
-    from loadprof.strategies.expand import load_sweep
-    from loadprof.strategies.preflight import preflight
+    from loadprof.strategies.preflight import check_environment, load_checked
 
-    sweep = load_sweep(yaml_file)  # SpecError -> exit 2 before anything runs
-    preflight_notes = preflight(sweep.strategies)  # what only the disk can tell, before the output folder exists
+    sweep, preflight_notes = load_checked(yaml_file)  # SpecError -> exit 2 before anything runs or is made
     from loadprof.run.session import Session, default_out
     from loadprof.reports import console as console_report
 
@@ -113,6 +111,7 @@ def compare(yaml_file: Path, out: Path | None, resume: bool, force: bool, progre
         out = default_out(sweep)
     if force and not resume:
         raise LoadprofError("--force goes with --resume (it lets a different sweep continue in --out)", exit_code=2)
+    check_environment(sweep.strategies, out)  # the output folder's place and the caches, still before anything
     from rich.markup import escape
 
     from loadprof.results.jsonl import OutputWriteError
@@ -175,11 +174,9 @@ def expand(yaml_file: Path, as_json: bool) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from loadprof.strategies.expand import load_sweep
-    from loadprof.strategies.preflight import preflight
+    from loadprof.strategies.preflight import load_checked
 
-    sweep = load_sweep(yaml_file)
-    notes = preflight(sweep.strategies)
+    sweep, notes = load_checked(yaml_file)
     for note in notes:
         click.echo(f"note: {note}", err=True)
     if as_json:
