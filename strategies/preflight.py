@@ -32,7 +32,7 @@ def preflight(strategies: Iterable[Strategy]) -> list[str]:
     trained positions)."""
     seen_models: dict[ModelSpec, Positions] = {}
     seen_loaders: set[tuple[str, tuple[str, ...]]] = set()
-    notes: dict[str, None] = {}
+    past: dict[ModelSpec, list[int]] = {}  # computed positions asked past their trained length: one note a model
     strategies = list(strategies)
     for s in strategies:
         if s.program is not None:  # a whole program: its command stands in for the model (nothing to read)
@@ -40,9 +40,9 @@ def preflight(strategies: Iterable[Strategy]) -> list[str]:
         try:
             if s.model not in seen_models:
                 seen_models[s.model] = _check_model(s.model)
-            note = _check_tokens(s, seen_models[s.model])
-            if note:
-                notes[note] = None
+            need = _check_tokens(s, seen_models[s.model])
+            if need:
+                past.setdefault(s.model, []).append(need)
             ld = s.load.loader
             if ld is not None and (ld.target, ld.sys_path) not in seen_loaders:
                 seen_loaders.add((ld.target, ld.sys_path))
@@ -51,7 +51,15 @@ def preflight(strategies: Iterable[Strategy]) -> list[str]:
             if len(strategies) > 1:  # say which strategy: the path alone may fit several
                 raise SpecError(f"{e.message} (strategy {s.display()!r})", hint=e.hint) from None
             raise
-    return list(notes)
+    return [_past_note(m, seen_models[m], needs) for m, needs in past.items()]
+
+
+def _past_note(model: ModelSpec, pos: Positions, needs: list[int]) -> str:
+    """One note per model, however many strategies ask past its trained positions."""
+    which = (f"prompt_tokens + max_new_tokens = {needs[0]:,} is" if len(needs) == 1 else
+             f"{len(needs):,} strategies ask prompt_tokens + max_new_tokens up to {max(needs):,},")
+    return (f"{model.label}: {which} past its {pos.limit:,} trained positions (config {pos.key}); its positions are "
+            f"computed (rotary), so it runs, with transformers' warning, but text past the trained length may degrade")
 
 
 # ---------------------------------------------------------------- the model
@@ -162,9 +170,9 @@ def _check_model(model: ModelSpec) -> Positions:
     return Positions()
 
 
-def _check_tokens(s: Strategy, pos: Positions) -> str | None:
+def _check_tokens(s: Strategy, pos: Positions) -> int | None:
     """Refuse token counts past a learned position table (the lookup has no row for them: the trial would
-    crash); past computed (rotary, ALiBi) positions, the note to show instead."""
+    crash); past computed (rotary, ALiBi) positions, the tokens asked for (the note is said once per model)."""
     gen, positions = s.generate, pos.limit
     if gen is None or not positions:
         return None
@@ -172,9 +180,7 @@ def _check_tokens(s: Strategy, pos: Positions) -> str | None:
     if need <= positions:
         return None
     if pos.computed:
-        return (f"{s.model.label}: prompt_tokens + max_new_tokens = {need:,} is past its {positions:,} trained "
-                f"positions (config {pos.key}); its positions are computed (rotary), so it runs, with "
-                f"transformers' warning, but text past the trained length may degrade")
+        return need
     if gen.prompt_tokens > positions:
         raise SpecError(f"{gen.prompt_tokens:,} prompt tokens exceed the model's {positions:,} positions",
                         path="generate.prompt_tokens", hint=f"at most {positions:,}, counting the new tokens too")

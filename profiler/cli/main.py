@@ -166,10 +166,14 @@ def _stopped(result: Any, con: Any, out: Path, stops: Any) -> None:
     sys.exit(exit_code(stops.signum))
 
 
+EXPAND_ROWS = 200  #: rows of ``expand``'s table without --all: 10,000 rows help nobody (and rich takes seconds)
+
+
 @main.command()
 @click.argument("yaml_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the strategies as JSON.")
-def expand(yaml_file: Path, as_json: bool) -> None:
+@click.option("--all", "show_all", is_flag=True, help=f"List every strategy (the table shows the first {EXPAND_ROWS}).")
+def expand(yaml_file: Path, as_json: bool, show_all: bool) -> None:
     """Print the trial matrix of YAML_FILE without running anything (no torch import)."""
     from rich.table import Table
     from rich.text import Text
@@ -189,7 +193,8 @@ def expand(yaml_file: Path, as_json: bool) -> None:
     for col in ("#", "id", "label", "model", "device_map", "dtype", "quant", "validation", "cache", "loader",
                 "prompt", "max_new", "batch", "kv", "timeout s"):
         table.add_column(col)
-    for i, s in enumerate(sweep.strategies, 1):
+    shown = sweep.strategies if show_all else sweep.strategies[:EXPAND_ROWS]
+    for i, s in enumerate(shown, 1):
         ld, g = s.load, s.generate
         dm = ld.device_map if isinstance(ld.device_map, str) else "custom"
         cells = (str(i), s.id, s.display(), s.model.label, dm, ld.dtype, ld.quantization, ld.validation,
@@ -198,6 +203,8 @@ def expand(yaml_file: Path, as_json: bool) -> None:
                    if g else ("-",) * 4), f"{s.timeout_s:g}")
         table.add_row(*(Text(str(c)) for c in cells))
     _console().print(table)
+    if len(shown) < len(sweep.strategies):
+        _console().print(f"... {len(sweep.strategies) - len(shown)} more: --all lists them, --json gives them as data")
     for note in sweep.dropped:
         _console().print(f"note: {note}", markup=False)
 
