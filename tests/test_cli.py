@@ -97,7 +97,7 @@ def test_compare_end_to_end_then_report_and_resume(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "2 ok" in r.stdout and "decode tok/s" in r.stdout
     report = json.loads((out / "report.json").read_text())
-    assert report["schema_version"] == 2 and report["name"] == "e2e"
+    assert report["schema_version"] == 3 and report["name"] == "e2e"
     ok = [t for t in report["trials"] if t["status"] == "ok"]
     assert len(ok) == 2
     for t in ok:
@@ -164,7 +164,7 @@ def test_ctrl_c_keeps_finished_trials_exits_130_and_resumes(tmp_path):
         y = _write(tmp_path, f"""
             name: interrupt
             model: {{synthetic: {{shape: tiny}}}}
-            base: {{generate: false}}
+            base: {{generate: false, isolation: fresh}}  # the worker is this command's own child, found by name
             include:
               - {{label: quick{i}, timeout_s: {100 + i}}}
               - {{label: hang, timeout_s: 300, load: {{loader: {{target: "faulty_loaders:hang", sys_path: ["{EXAMPLES}"]}}}}}}

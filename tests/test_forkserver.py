@@ -152,7 +152,7 @@ def test_a_default_sweep_forks_warm_trials_traces_once_and_reuses_the_first_tria
     assert [p.name for p in second.phases] == [p for p in PHASES if p != "trace"]  # ... the second does not
     assert "generate_start_alloc_bytes" in first.metrics and "generate_start_alloc_bytes" not in second.metrics
     assert any(f"traced once per configuration, by trial {first.trial_id}" in n for n in second.notes)
-    assert first.metrics["membw_scope"] == bw.device_scope("cpu") and "membw_source" not in first.metrics
+    assert first.metrics["membw_scope"] == bw.device_scope("cpu") and first.metrics.get("membw_source") is None
     assert second.metrics["membw_source"] == f"trial {first.trial_id}"
     assert second.metrics["membw_gb_s"] == first.metrics["membw_gb_s"]
     assert second.phase("membw").duration_s < first.phase("membw").duration_s

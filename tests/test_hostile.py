@@ -22,7 +22,7 @@ def test_a_forged_events_loader_among_three_normal_trials(tiny_model, tmp_path):
     normal = tuple(Strategy(model=ModelSpec(path=str(tiny_model)), label=f"normal-{n}",
                             generate=GenerateSpec(prompt_tokens=4, max_new_tokens=n, warmup=0)) for n in (2, 3, 4))
     sweep = Sweep(name="hostile", source="test", description="", repeat=1,
-                  strategies=(*normal, fault_strategy(tiny_model, "forged", "forged_events")))
+                  strategies=(*normal, fault_strategy(tiny_model, "forged", "forged_events", isolation="fresh")))
     result = Session(sweep, tmp_path / "out").run()
     by_label = {t.label: t for t in result.trials}
     assert sorted(t.status for t in result.trials) == ["failed", "ok", "ok", "ok"]

@@ -110,7 +110,7 @@ def _compare(tmp_path: Path, tiny_model: Path, *, quick_first: bool) -> tuple[su
     rows = "".join(f"  - {{label: {lb}, timeout_s: 300, load: {{loader: {{{loader.replace('TAG', lb)}}}}}}}\n"
                    for lb in labels)
     y = tmp_path / "sweep.yaml"
-    y.write_text(f"name: lifetime\nmodel: {{path: {tiny_model}}}\nbase: {{generate: false}}\ninclude:\n{rows}")
+    y.write_text(f"name: lifetime\nmodel: {{path: {tiny_model}}}\nbase: {{generate: false, isolation: fresh}}\ninclude:\n{rows}")
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "loadprof.cli.main", "compare", str(y), "--out", str(out),
                              "--no-progress"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -176,7 +176,7 @@ def test_setsid_grandchild_is_killed_after_the_trials_timeout(tiny_model, tmp_pa
     loader = LoaderSpec(target="lifetime_loaders:setsid_grandchild", sys_path=(str(tmp_path),),
                         kwargs={"pid_file": str(pid_file)})
     s = Strategy(model=ModelSpec(path=str(tiny_model)), label="setsid", load=LoadSpec(loader=loader),
-                 generate=None, timeout_s=40)  # the worker must start and fork first, on a busy machine too
+                 generate=None, timeout_s=40, isolation="fresh")  # a lone run_trial: no session to end a zygote  # the worker must start and fork first, on a busy machine too
     result = run_trial(TrialPlan(Trial(s), str(tiny_model), tmp_path / "trial", cwd=str(tmp_path)))
     assert result.status == "timeout", (result.reason, result.stderr_tail)
     assert pid_file.exists(), "the loader never forked (worker too slow to start?): " + result.stderr_tail

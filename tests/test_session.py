@@ -7,6 +7,7 @@ import json
 import pytest
 
 from loadprof.core.errors import LoadprofError
+from loadprof.core.payloads import MemoryPayload, SamplingPayload
 from loadprof.run.session import RESULTS, Session, read_results
 from loadprof.strategies.expand import Sweep
 
@@ -92,14 +93,14 @@ include:
     result = Session(load_sweep(y), tmp_path / "out").run()
     (t,) = result.trials
     assert t.status == "ok", (t.reason, t.stderr_tail)
-    sampling = t.probes["sampling"]["metrics"]
-    assert sampling["ok"] and sampling["rate_hz"] == DEFAULT_SAMPLING_HZ
-    top = sampling["user_functions"][0]
-    assert top["name"] == "ModelManager._validate_all_modules"
-    assert top["file"].endswith("strategies/examples/model_manager.py")
+    sampling = t.payload(SamplingPayload)
+    assert sampling.ok and sampling.rate_hz == DEFAULT_SAMPLING_HZ
+    top = sampling.user_functions[0]
+    assert top.name == "ModelManager._validate_all_modules"
+    assert top.file.endswith("strategies/examples/model_manager.py")
     src = (EXAMPLES / "model_manager.py").read_text().splitlines()
-    assert src[top["line"] - 1].lstrip().startswith("def _validate_all_modules")
-    assert top["phase"] == "load" and top["own_share_of_phase"] > 0.5 and top["running_s"] > top["waiting_s"]
+    assert src[top.line - 1].lstrip().startswith("def _validate_all_modules")
+    assert top.phase == "load" and top.own_share_of_phase > 0.5 and top.running_s > top.waiting_s
     assert (tmp_path / "out" / "trials" / t.trial_id / "profile.speedscope.json").exists()
     kinds = {f.kind: f for f in sweep_findings(result.trials)}
     assert {"dominant_user_function", "ignored_kwarg", "needless_max_memory"} <= set(kinds)
@@ -125,9 +126,9 @@ include:
     for t in (fits, disk):
         (row,) = t.metrics["estimate_vs_measured"]
         assert abs(row["ratio"] - 1) < 0.05 and not row["discrepancy"]
-        mem = t.probes["memory"]["metrics"]
-        assert mem["timeline"]["rows"] and len(mem["timeline"]["rows"]) <= 400
-        assert {"load", "warmup"} <= set(t.probes["memory"]["per_phase"])
+        mem = t.payload(MemoryPayload)
+        assert mem.timeline.rows and len(mem.timeline.rows) <= 400
+        assert {"load", "warmup"} <= set(mem.per_phase)
         assert t.phases[-1].name == "cleanup" and t.phases[-2].name == "estimate"
     (off,) = [f for f in sweep_findings(result.trials) if f.kind == "offload"]
     assert off.label == "disk" and off.evidence["layers"]["disk"] >= 1 and off.evidence["bytes"]["disk"] > 0
