@@ -149,6 +149,20 @@ def _fake_result(trial):
                        repeat_index=trial.repeat_index, status="skipped", strategy=trial.strategy, reason="fake")
 
 
+def test_a_resume_with_nothing_left_does_not_draw_current_reports_again(tmp_path, monkeypatch):
+    import loadprof.reports.files as files
+
+    monkeypatch.setattr(Session, "run_one", lambda self, trial, env=None: _fake_result(trial))
+    Session(_fake_sweep(), tmp_path / "out").run()
+    drawn, said = [], []
+    monkeypatch.setattr(files, "write_all", lambda result, out: drawn.append(out) or {})
+    again = Session(_fake_sweep(), tmp_path / "out", resume=True, log=said.append).run()
+    assert drawn == [] and len(again.trials) == 4 and any("up to date" in s for s in said)
+    (tmp_path / "out" / "report.html").unlink()  # a report missing (or older than the results): drawn again
+    Session(_fake_sweep(), tmp_path / "out", resume=True).run()
+    assert drawn == [tmp_path / "out"]
+
+
 def test_resume_runs_what_is_left_interleaved_and_reports_by_strategy(tmp_path, monkeypatch):
     """No worker: ``run_one`` is faked, so this checks only the session's order of trials and its resume."""
     monkeypatch.setattr(Session, "run_one", lambda self, trial, env=None: _fake_result(trial))

@@ -149,6 +149,9 @@ class Session:
             run_id=out.name, name=self.sweep.name, source=self.sweep.source,
             created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), trials=tuple(ordered),
             interrupted=interrupted, env=next((r.env for r in reversed(ordered) if r.env), {})))
+        if not todo and not self.force and self._reports_current():
+            self.log(f"nothing left to run: the reports in {out} are up to date (`loadprof report` rewrites them)")
+            return result
         report_failed = self._write_reports(result)  # written even when a results line failed: it may fit
         failed_write = failed_write or report_failed
         if failed_write is not None:
@@ -173,6 +176,15 @@ class Session:
         if read.warning():
             self.log(read.warning() or "")
         return read.trials
+
+    def _reports_current(self) -> bool:
+        """report.json and report.html written after the last results line: a --resume with nothing left to run
+        need not draw them again (the figures are most of its time)."""
+        try:
+            results = (self.out / RESULTS).stat().st_mtime
+            return all((self.out / name).stat().st_mtime >= results for name in (REPORT, "report.html"))
+        except OSError:
+            return False
 
     def _write_reports(self, result: SweepResult) -> tuple[OSError, Path] | None:
         """report.json, then report.md/.html/.csv beside it; a disk that will not take them is returned, not
