@@ -17,7 +17,8 @@ import yaml
 
 from loadprof.core import figures
 from loadprof.core.conclusions import Finding
-from loadprof.core.payloads import MemoryPayload
+from loadprof.analysis.busy import is_busy
+from loadprof.core.payloads import MachinePayload, MemoryPayload
 from loadprof.results.model import SweepResult, TrialResult
 
 HERE = Path(__file__).resolve().parent / "fixtures" / "diagnosis"
@@ -42,11 +43,18 @@ def run_case(name: str, case: dict[str, Any], tmp: Path) -> SweepResult:
 
 
 def test_the_library_has_the_culprits_the_product_promises():
-    kinds = {c["expect"]["kind"] for c in DOC["cases"].values()}
+    kinds = {k for c in DOC["cases"].values() for k in _kinds(c["expect"])}
     assert len(DOC["cases"]) >= 20 and sum("control" in c for c in DOC["cases"].values()) >= 11
     assert {"memory_culprit", "beam_search", "no_kv_cache", "user_wait", "generate_user_code", "upcast",
             "ignored_kwarg", "repeated_load", "offload", "max_new_tokens_preallocation",
             "dominant_user_function"} <= kinds
+
+
+def _kinds(expect: dict[str, Any]) -> list[str]:
+    """The finding kinds that name the culprit: one, or several where the machine decides between them (a copy
+    that runs on the CPU here and waits on the disk there)."""
+    kind = expect["kind"]
+    return list(kind) if isinstance(kind, list) else [kind]
 
 
 def _said(f: Finding) -> str:
@@ -67,7 +75,7 @@ def test_the_culprit_is_among_the_findings_with_its_stake(name: str, tmp_path: P
     sweep = run_case(name, case, tmp_path)
     assert all(t.status == "ok" for t in sweep.trials), [t.reason for t in sweep.trials]
     found = [(f.kind, f.label, f.title) for f in sweep.findings]
-    culprits = [f for f in sweep.findings if f.kind == expect["kind"] and all(n in _said(f) for n in expect["names"])
+    culprits = [f for f in sweep.findings if f.kind in _kinds(expect) and all(n in _said(f) for n in expect["names"])
                 and ("control" not in case or "case" in f.label)]
     assert culprits, (expect, found)
     culprit = culprits[0]
@@ -81,8 +89,10 @@ def test_the_culprit_is_among_the_findings_with_its_stake(name: str, tmp_path: P
     assert keys == sorted(keys), found
     for r in sweep.recommendations.picks:  # one run per configuration tells nothing apart
         assert r.verdict in ("only", "undecided", "none"), (r.objective, r.verdict, r.rule)
-    if "control" in case:  # never more at stake than the case measurably costs over its control
-        by_label = {t.label: t for t in sweep.trials}
+    by_label = {t.label: t for t in sweep.trials}
+    quiet = not any(is_busy(t.payload(MachinePayload)) for t in sweep.trials)
+    if "control" in case and quiet:  # never more at stake than the case measurably costs over its control; on a
+        # busy machine the difference between two single runs is the neighbour's, not the case's: not compared
         in_bytes = culprit.stake_bytes is not None and culprit.stake_s is None
         generate = bool(case["strategy"].get("generate"))
         diff = _measured(by_label["case"], in_bytes, generate) - _measured(by_label["control"], in_bytes, generate)
