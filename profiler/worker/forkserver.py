@@ -2,7 +2,7 @@
 (torch, transformers' top level, loadprof's probes and steps) once and forks one child per trial, which starts
 in milliseconds instead of importing for 3-4 s (10-16 s on a GPU image). Nothing a load imports lazily (the
 model's modeling module, ``transformers.modeling_utils``) is pre-imported: a user's first load pays it, so each
-forked trial's ``load`` does too (its ``load/import`` phases), as a fresh trial's does. Each child is still a process of its own: its own probes, events pipe and logs, its own session
+forked trial's ``load`` does too (its ``load/lazy_import`` phases), as a fresh trial's does. Each child is still a process of its own: its own probes, events pipe and logs, its own session
 (``setsid``: the runner kills its group on timeout), its own crash (a segfault kills only it), PDEATHSIG and the
 watchdog towards the zygote (loadprof.core.lifetime).
 

@@ -8,7 +8,7 @@ transformers' top level, its probes) is a measured phase of its own. What
 the load imports lazily (the model's modeling module, transformers'
 modeling_utils, a tokenizer's or the user's loader's modules) a user's first
 load pays, so it stays in ``load``, each outermost import named there as a
-child phase ``import`` (loadprof.probes.imports).
+child phase ``lazy_import`` (loadprof.probes.imports).
 """
 
 from __future__ import annotations
