@@ -114,7 +114,14 @@ def load_cost_s(t: TrialResult) -> float | None:
     load = figures.LOAD_S.read(t.metrics)
     if load is None:
         return None
-    return load + (first_forward_s(t) or 0.0) + (t.metrics.get("validate_s") or 0.0)
+    return load + shared_import_s(t) + (first_forward_s(t) or 0.0) + (t.metrics.get("validate_s") or 0.0)
+
+
+def shared_import_s(t: TrialResult) -> float:
+    """Seconds of the load's lazy import done once for the trial's repeat round and shared (``SHARED_IMPORT_S``,
+    loadprof.worker.shared_import); 0.0 where the trial paid its own (or the file says nothing usable)."""
+    v = figures.SHARED_IMPORT_S.read(t.metrics)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else 0.0
 
 
 #: the top-level phases, and the warmup child, that make up the real load cost (load_cost_s)
@@ -135,11 +142,13 @@ def load_import_s(t: TrialResult) -> float | None:
     """Seconds of the real load cost spent importing what the load imported lazily (the model's modeling module
     inside the first from_pretrained, a tokenizer's, the loader's own): the ``import`` phases inside ``load``,
     ``validate`` and the first forward. None where no import was timed (a file from before the imports probe);
-    0.0 where the probe ran and the load imported nothing new. A fresh process pays this once, a warm one not."""
+    0.0 where the probe ran and the load imported nothing new. A fresh process pays this once, a warm one not.
+    With a shared import (``figures.SHARED_IMPORT_S``: measured once per repeat round by the forkserver's
+    sub-zygote, loadprof.worker.shared_import) it is counted here as it is in the real load cost."""
     nodes = [n for path in _LOAD_COST_PHASES for n in _all(t.phases, path)]
     if not nodes:
         return None
-    total = sum(_import_s(n) for n in nodes)
+    total = sum(_import_s(n) for n in nodes) + shared_import_s(t)
     return total if total or t.payload(ImportsPayload) is not None else None
 
 

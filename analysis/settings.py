@@ -54,22 +54,30 @@ def beam_search(t: TrialResult) -> Iterable[Finding]:
 
 
 def no_kv_cache(t: TrialResult) -> Iterable[Finding]:
+    """use_cache=False at the call is a mistake on its own (each step recomputes the whole sequence: the cost grows
+    with the square of the length), stated with what it measurably cost here; per-step growth without the setting
+    is an observation (something dropped the cache)."""
     s, m = settings(t), t.metrics
     growth, excess = m.get("decode_step_growth"), m.get("decode_excess_s")
     off = s.get("use_cache") is False
-    if growth is None or growth < GROWTH_NO_CACHE:
-        return  # the setting alone, with no measured cost, is not a finding
+    grew = growth is not None and growth >= GROWTH_NO_CACHE
+    if not off and not grew:
+        return
+    measured = (f"per-step decode time grew {growth:.2f}x from the first quarter of the steps to the last"
+                if growth is not None else "per-step decode times were not recorded")
     yield _f(t, "no_kv_cache", "medium", ("generate ran with use_cache=False" if off else
                                           "decode steps slow down with position")
-             + f": the last steps took {growth:.1f}x the first",
-             f"per-step decode time grew {growth:.2f}x from the first quarter of the steps to the last"
-             + (" with use_cache=False in the generation config: each step recomputes the whole sequence" if off
-                else " (as without a KV cache)")
-             + (f"; {excess:.2f} s per call went to steps slower than the first ones" if excess else "") + ".",
+             + (f": the last steps took {growth:.1f}x the first" if growth is not None else ""),
+             measured + (" with use_cache=False in the generation config: each step recomputes the whole sequence, "
+                         "so the cost grows with the square of the length" if off else " (as without a KV cache)")
+             + (f"; {excess:.2f} s per call went to steps slower than the first ones" if excess else "")
+             + ("" if grew or not off else "; at this length the growth is still small, it is not at longer ones")
+             + ".",
              "set use_cache=True (the default) in generation_config" if off else
              "check that generate keeps its KV cache (use_cache) and that no wrapper drops past_key_values",
-             mistake=off, stake_s=excess,
-             basis="per call: sum of decode steps' time beyond the first quarter's median step (measured)",
+             mistake=off, stake_s=excess if excess is not None else None,
+             basis="per call: sum of decode steps' time beyond the first quarter's median step (measured)"
+             if excess is not None else "nothing at stake measured: per-step times were not recorded",
              use_cache=s.get("use_cache"), growth=growth, excess_s=excess)
 
 

@@ -17,7 +17,9 @@ from loadprof.core.payloads.sampling import Callee, UserFunction
 from loadprof.core.units import bytes_h, pct
 from loadprof.results.model import Finding, TrialResult
 
-USER_FN_SHARE_MEDIUM, USER_FN_SHARE_HIGH = 0.20, 0.50
+#: a user function's share of the load from which it is a finding (low), medium and high; the load includes the
+#: lazy modeling import, which is most of a small model's load, so a tenth is already a culprit worth naming
+USER_FN_SHARE_MIN, USER_FN_SHARE_MEDIUM, USER_FN_SHARE_HIGH = 0.10, 0.20, 0.50
 USER_FN_MIN_S = 0.2  # below this a user function's share rests on a handful of samples
 GEN_USER_SHARE_MEDIUM, GEN_USER_SHARE_HIGH, GEN_USER_MIN_S = 0.10, 0.50, 0.02
 #: one call over this share of the function's time is named in the title
@@ -119,14 +121,14 @@ def dominant_user_function(t: TrialResult) -> Iterable[Finding]:
         return
     top = users[0]
     share = top.own_s / wall
-    if share < USER_FN_SHARE_MEDIUM or top.own_s < USER_FN_MIN_S:
+    if share < USER_FN_SHARE_MIN or top.own_s < USER_FN_MIN_S:
         return
     calls = calls_of(top, "own_s")
     lead = _lead(calls, top.own_s)
     where = f"{top.file}:{top.line}" + (f", hottest line {top.hottest_line}" if top.hottest_line else "")
     waited = top.waiting_s or 0.0  # None: thread states not read (older files), so no wait is claimed
     waiting = waited * (top.own_s / top.seconds) if top.seconds else 0.0
-    severity = "high" if share >= USER_FN_SHARE_HIGH else "medium"
+    severity = "high" if share >= USER_FN_SHARE_HIGH else "medium" if share >= USER_FN_SHARE_MEDIUM else "low"
     split = (f"{top.running_s:.2f} s running, {waited:.2f} s waiting"
              + (f" ({', '.join(f'{k} {v:.2f} s' for k, v in top.waits.items())})" if top.waits else ""))
     inside = f" Inside it: {breakdown_text(top, calls, top.own_s)}." if calls else ""

@@ -6,7 +6,8 @@ Run on demand (not part of the tests):
                                     [--caps "32..2048*2"] [--json OUT.json]
 
 Each round runs the study twice, once per isolation (``fresh``: a new ``python -m loadprof.worker.trial`` per trial;
-``forkserver``: trials forked from a zygote that imported torch, transformers and loadprof once), in
+``forkserver``: trials forked from a zygote that imported torch, transformers and loadprof once, run under
+``--forked`` isolation: ``auto`` by default, whose built-in loads share their lazy import per repeat round), in
 alternating order (fresh first in even rounds, forkserver first in odd ones), each as a whole ``Session`` into
 its own folder: model preparation, every trial, analysis and the reports. Clock: time.monotonic for the study
 wall; the trials' own figures are on the parent's and the worker's perf_counter_ns (both CLOCK_MONOTONIC).
@@ -87,8 +88,11 @@ def per_trial(result: Any) -> list[dict[str, float]]:
     return rows
 
 
-def run_once(path: Path, caps: str | None, mode: str, out: Path) -> tuple[float, list[dict[str, float]]]:
-    sweep = study(path, caps, mode)
+def run_once(path: Path, caps: str | None, mode: str, out: Path,
+             forked: str = "auto") -> tuple[float, list[dict[str, float]]]:
+    """One whole study; the forked mode runs under ``forked`` isolation (``auto``: what users get, the load's lazy
+    import shared per repeat round; ``forkserver``: forked, every trial paying its own import)."""
+    sweep = study(path, caps, forked if mode == "forkserver" else mode)
     t = time.monotonic()
     result = Session(sweep, out).run()
     wall = time.monotonic() - t
@@ -165,6 +169,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="rounds; each runs the study once per isolation")
     ap.add_argument("--caps", default=None, help='replace the study\'s max_new_tokens (e.g. "32..256*2")')
     ap.add_argument("--json", type=Path, default=None, help="also write the raw figures here")
+    ap.add_argument("--forked", choices=("auto", "forkserver"), default="auto",
+                    help="the forked mode's isolation: auto (the default's shared lazy import) or forkserver")
     args = ap.parse_args()
     walls: dict[str, list[float]] = {m: [] for m in MODES}
     rows: dict[str, list[dict]] = {m: [] for m in MODES}
@@ -172,7 +178,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for mode in (MODES if r % 2 == 0 else MODES[::-1]):
-                wall, trials = run_once(args.study, args.caps, mode, Path(tmp) / f"{r}-{mode}")
+                wall, trials = run_once(args.study, args.caps, mode, Path(tmp) / f"{r}-{mode}", args.forked)
                 walls[mode].append(wall)
                 rows[mode] += trials
                 print(f"round {r + 1}/{args.rounds} {mode:<11} study wall {wall:.1f} s, {len(trials)} trials, "

@@ -15,7 +15,7 @@ that dtype; ``loadprof.strategies.synthetic``, cached), then each round runs, in
   one untimed warmup ``generate`` and one timed one (greedy, EOS ignored, the same seeded prompt), a
   ``BaseStreamer`` stamping each new token: TTFT = call to first token, decode = (tokens - 1) / first to last.
 - loadprof: ``loadprof compare`` on an equivalent generated YAML (the same folder, ``device_map: cpu``, that
-  dtype, warm page cache, ``isolation: fresh``, ``generate: {prompt_tokens, max_new_tokens, warmup: 1,
+  dtype, warm page cache, ``isolation: fresh`` (``--isolation auto``: the default's forked trials), ``generate: {prompt_tokens, max_new_tokens, warmup: 1,
   repeats: 1}``, default probes, no sampling): its ``load_cost_s`` (load + validation + first forward),
   ``ttft_ms`` and ``decode_tok_s`` from report.json.
 
@@ -134,7 +134,7 @@ def sweep_yaml(path: Path, dtype: str, args: argparse.Namespace) -> dict[str, An
             "base": {"load": {"device_map": "cpu", "dtype": dtype, "file_cache": "warm"},
                      "generate": {"prompt_tokens": args.prompt_tokens, "max_new_tokens": args.new_tokens,
                                   "warmup": 1, "repeats": 1},
-                     "isolation": "fresh", "sampling_hz": 0, "timeout_s": 3600}}
+                     "isolation": args.isolation, "sampling_hz": 0, "timeout_s": 3600}}
 
 
 def loadprof_cli() -> list[str]:
@@ -195,6 +195,9 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3, help="fresh processes per side and configuration")
     ap.add_argument("--prompt-tokens", type=int, default=32)
     ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--isolation", choices=("fresh", "auto"), default="fresh",
+                    help="loadprof's trials: fresh interpreters, or the default (auto: forked, the load's lazy "
+                         "import measured once per round in a sub-zygote and shared)")
     ap.add_argument("--out", type=Path, default=Path("stopwatch-runs") / time.strftime("%Y%m%d-%H%M%S"))
     args = ap.parse_args()
     if args.new_tokens < 2:

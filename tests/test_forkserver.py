@@ -100,6 +100,45 @@ def test_bandwidth_probe_reuses_a_known_figure_without_copying(tmp_path, monkeyp
 
 
 @pytest.mark.e2e
+def test_auto_shares_the_loads_lazy_import_per_repeat_round_and_counts_it_in_the_load_cost(tiny_model, tmp_path):
+    from loadprof.analysis.derive import load_cost_s, load_import_s
+
+    strategies = (_strategy(tiny_model, "a"), _strategy(tiny_model, "b", load={"dtype": "float32"}),
+                  _strategy(tiny_model, "own", "normal"))  # a custom loader's imports are its own
+    sweep = Sweep(name="shared", source="test", description="", repeat=2, strategies=strategies)
+    result = Session(sweep, tmp_path / "out").run()
+    assert all(t.status == "ok" for t in result.trials), [(t.label, t.reason) for t in result.trials]
+    shared = [t for t in result.trials if t.label != "own"]
+    subs = {}
+    for t in shared:
+        record = t.metrics["shared_import"]
+        assert t.harness["share_import"] and t.metrics["shared_import_s"] == record["seconds"] > 0
+        # done once, before the trial's clock, by its round's sub-zygote: the modeling module is not the trial's
+        # own import, it is in the shared record, and the real load cost and its import seconds include it
+        assert any(i["module"].endswith(".modeling_qwen2") for i in record["imports"])
+        assert not any(i.module.endswith(".modeling_qwen2") for i in t.payload(ImportsPayload).imports)
+        assert load_cost_s(t) >= t.metrics["load_s"] + record["seconds"]
+        assert load_import_s(t) >= record["seconds"]
+        subs.setdefault(t.repeat_index, set()).add(record["pid"])
+    assert [len(p) for p in subs.values()] == [1, 1] and subs[0] != subs[1]  # one per round, each round its own
+    own = [t for t in result.trials if t.label == "own"]
+    assert all("shared_import_s" not in t.metrics and not t.harness.get("share_import") for t in own)
+    for pid in set().union(*subs.values()):  # the sub-zygotes ended with the sweep
+        assert not _alive(pid), pid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is not alive
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.e2e
 def test_forked_trials_are_pre_imported_isolated_and_end_with_the_sweep(tiny_model, tmp_path):
     f = {"isolation": "forkserver"}
     strategies = (_strategy(tiny_model, "normal", **f), _strategy(tiny_model, "segfault", "segfault", **f),

@@ -55,7 +55,12 @@ def _s(**load) -> Strategy:
 def test_auto_forks_warm_cpu_trials_and_starts_the_rest_fresh(strategy, gpu, expected):
     choice = isolation.choose(strategy, gpu)
     assert choice.isolation == expected and choice.note
-    assert choice.harness() == {"isolation": expected, "isolation_note": choice.note}
+    shared = {"share_import": True} if choice.share_import else {}
+    assert choice.harness() == {"isolation": expected, "isolation_note": choice.note, **shared}
+    # only auto's forked built-in loads share the lazy import: a custom loader's imports, and forkserver asked
+    # for, stay each trial's own
+    assert choice.share_import == (expected == "forkserver" and strategy.isolation == "auto"
+                                   and strategy.load.loader is None)
 
 
 def test_auto_starts_fresh_where_a_zygote_would_serve_one_trial():

@@ -51,13 +51,18 @@ def test_beam_search_uses_the_effective_batch_and_states_its_stake():
     assert "beam_search" not in _found(_trial({"generate_settings": {"num_beams": 1}}))
 
 
-def test_no_kv_cache_needs_the_measured_growth():
+def test_no_kv_cache_is_named_from_the_setting_with_its_measured_cost():
     off = {"use_cache": False}
     f = _found(_trial({"generate_settings": off, "decode_step_growth": 2.5, "decode_excess_s": 1.2}))["no_kv_cache"]
     assert "use_cache=False" in f.title and f.stake_s == 1.2 and f.mistake and "use_cache=True" in f.fix
-    # the setting without a measured cost, or a flat decode: nothing to say
-    assert "no_kv_cache" not in _found(_trial({"generate_settings": off}))
-    assert "no_kv_cache" not in _found(_trial({"generate_settings": off, "decode_step_growth": 1.1}))
+    # the setting is the mistake even where its cost is still small at this length (a fast machine, few tokens)
+    flat = _found(_trial({"generate_settings": off, "decode_step_growth": 1.1, "decode_excess_s": 0.01}))
+    assert flat["no_kv_cache"].mistake and "still small" in flat["no_kv_cache"].detail
+    assert flat["no_kv_cache"].stake_s == 0.01
+    bare = _found(_trial({"generate_settings": off}))["no_kv_cache"]
+    assert bare.stake_s is None and "nothing at stake" in bare.stake_basis
+    # a flat decode with the cache on: nothing to say
+    assert "no_kv_cache" not in _found(_trial({"generate_settings": {"use_cache": True}, "decode_step_growth": 1.1}))
     # growth without the setting: an observation, not a mistake
     g = _found(_trial({"generate_settings": {"use_cache": True}, "decode_step_growth": 3.0}))["no_kv_cache"]
     assert not g.mistake and "slow down" in g.title

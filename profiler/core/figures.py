@@ -72,10 +72,14 @@ DECODE_TOK_S_PER_SEQ = Figure("decode_tok_s_per_seq", "tok/s", False, "decode pe
 GENERATE_CALL_S = Figure("generate_call_s", "s", True, "generate call")
 LOAD_S = Figure("load_s", "s", True, "load")
 IMPORT_S = Figure("import_s", "s", True, "import")
+#: the lazy import a trial's load shares with the other trials of its repeat round, measured once in the forkserver's
+#: sub-zygote (loadprof.worker.shared_import) and part of each one's real load cost
+SHARED_IMPORT_S = Figure("shared_import_s", "s", True, "shared import", per_configuration=False)
 
 #: every figure, in the order tables show them
 CATALOGUE: tuple[Figure, ...] = (LOAD_COST_S, PEAK_RSS_BYTES, PEAK_CUDA_ALLOCATED_BYTES, TTFT_MS, PREFILL_TOK_S,
-                                 DECODE_TOK_S, DECODE_TOK_S_PER_SEQ, GENERATE_CALL_S, LOAD_S, IMPORT_S)
+                                 DECODE_TOK_S, DECODE_TOK_S_PER_SEQ, GENERATE_CALL_S, LOAD_S, IMPORT_S,
+                                 SHARED_IMPORT_S)
 BY_KEY: Mapping[str, Figure] = {f.key: f for f in CATALOGUE}
 #: the objectives the catalogue's figures answer, in catalogue order
 OBJECTIVES: tuple[Objective, ...] = tuple(dict.fromkeys(f.objective for f in CATALOGUE if f.objective))

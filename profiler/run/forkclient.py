@@ -79,6 +79,7 @@ class Zygote:
         self.import_s: float = ready["preimport_s"]
         self.info: dict[str, Any] = dict(ready.get("info") or {})
         self.forks = 0
+        self.sub_pids: set[int] = set()  # its sub-zygotes (loadprof.worker.forkserver), which it ends itself
         self._lock = threading.Lock()  # one request at a time on the socket (trials may run side by side)
 
     @classmethod
@@ -131,6 +132,8 @@ class Zygote:
             self.close()
             raise ForkserverError(reply.get("message") or "the zygote is gone")
         self.forks += 1
+        if reply.get("sub_pid"):  # forked by a sub-zygote (a shared import): a process of the zygote's, not the trial's
+            self.sub_pids.add(int(reply["sub_pid"]))
         return ForkedChild(int(reply["pid"]), status_r)
 
     def close(self) -> None:
@@ -203,7 +206,7 @@ def zygote_for(cmd: Sequence[str], model_path: str, env: Mapping[str, str], cwd:
 def pids() -> set[int]:
     """The live zygotes' pids: a trial's reaping of what it started must leave them alone."""
     with _POOL_LOCK:
-        return {z.pid for z in _ZYGOTES.values()}
+        return {pid for z in _ZYGOTES.values() for pid in (z.pid, *z.sub_pids)}
 
 
 def shutdown_all() -> None:

@@ -11,6 +11,13 @@ holds and starts fresh where it does not:
   which may place the model anywhere): the zygote never touches CUDA and a child may initialise it itself, but
   what a pre-imported process costs on a GPU image has not been shown to stay within the noise of a fresh one.
 
+Under ``auto`` a forked trial of the built-in loader also shares the lazy import its load starts with
+(``transformers.modeling_utils`` and the model's modeling module, 1.3-1.5 s on CPU) with the other trials of its
+repeat round: a sub-zygote does that import once per round, timed, and each trial's real load cost includes the
+measurement (loadprof.worker.shared_import). Each repeat round measures its own, so repeats keep their spread; a
+custom loader's imports are its own and are never shared. ``forkserver`` (asked) shares nothing: every trial pays
+and times its own import.
+
 ``fresh`` and ``forkserver`` are explicit overrides (``forkserver`` still starts a cold-cache trial fresh). The
 trial's harness records what it really ran under (``isolation``) and why (``isolation_note``).
 """
@@ -20,7 +27,7 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 from loadprof.strategies.model import Strategy
 
@@ -37,9 +44,11 @@ class Choice:
 
     isolation: str
     note: str
+    share_import: bool = False  # forked from its repeat round's sub-zygote, which did the load's lazy import
 
-    def harness(self) -> dict[str, str]:
-        return {"isolation": self.isolation, "isolation_note": self.note}
+    def harness(self) -> dict[str, Any]:
+        return {"isolation": self.isolation, "isolation_note": self.note,
+                **({"share_import": True} if self.share_import else {})}
 
 
 def gpu_visible(env: Mapping[str, str], nodes: tuple[str, ...] = GPU_NODES) -> bool:
@@ -78,6 +87,9 @@ def choose(strategy: Strategy, gpu: bool, pre_import: bool = True) -> Choice:
     if gpu and not host_only(strategy):
         why = "a custom loader" if strategy.load.loader is not None else "a device map that may use the GPU"
         return Choice(FRESH, f"isolation: auto, a GPU is visible and {why}: a fresh interpreter")
+    if strategy.load.loader is None:
+        return Choice(FORKSERVER, "isolation: auto, a warm CPU trial: forked from a pre-imported zygote, the load's "
+                                  "lazy import measured once per repeat round and shared", share_import=True)
     return Choice(FORKSERVER, "isolation: auto, a warm CPU trial: forked from a pre-imported zygote")
 
 

@@ -167,6 +167,7 @@ def run_trial(plan: TrialPlan, *, clock: Clock = DEFAULT_CLOCK,
             proc = _launch(plan, zygote, spec, env, limit, w, out, err, isolated)
         finally:
             os.close(w)
+        descendants.exclude.update(forkclient.pids())  # a sub-zygote this fork started is the zygote's
         parents: list[ParentProbe] = []
         try:  # from here on a Ctrl-C (at any line, not only in wait) takes the worker down with us
             start_parent_probes(ParentContext(proc.pid, plan.trial_dir, strategy), received, parents)
@@ -249,8 +250,9 @@ def _launch(plan: TrialPlan, zygote: forkclient.Zygote | None, spec: dict[str, A
     deadline_s = plan.trial.strategy.timeout_s + lifetime.DEADLINE_GRACE_S
     if zygote is not None:
         try:
-            return zygote.fork({"spec": spec, "deadline_s": deadline_s, "memory_limit": limit, "cwd": plan.cwd},
-                               w, out.fileno(), err.fileno())
+            share = (f"{plan.model_path}#round{plan.trial.repeat_index}" if isolated.get("share_import") else None)
+            return zygote.fork({"spec": spec, "deadline_s": deadline_s, "memory_limit": limit, "cwd": plan.cwd,
+                                "share_import": share}, w, out.fileno(), err.fileno())
         except forkclient.ForkserverError as e:
             isolated.clear()
             isolated.update(isolation="fresh", isolation_note=f"forkserver could not fork: {e}")

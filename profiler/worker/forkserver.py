@@ -14,7 +14,7 @@ Protocol, one JSON object per SOCK_SEQPACKET message:
   zygote -> parent, once   {"op": "ready", "pid", "preimport_s", "info"} or {"op": "error", "message"}
   parent -> zygote         {"op": "fork", "spec", "deadline_s", "memory_limit", "cwd"}
                            + fds [events pipe, stdout log, stderr log, status pipe]
-  zygote -> parent         {"op": "forked", "pid"} or {"op": "error", "message"}
+  zygote -> parent         {"op": "forked", "pid"[, "sub_pid"]} or {"op": "error", "message"}
   zygote -> status pipe    "<exit code> <CPU s>" once reaped (negative code: the signal that killed it), EOF
 
 The zygote never touches CUDA (importing torch does not initialise it; ``torch.cuda.is_initialized()`` is
@@ -24,12 +24,23 @@ call does not initialise the driver), runs no torch op (no thread pool to inheri
 ends on EOF from its parent, a changed ``getppid()``, or PDEATHSIG when the parent's main thread started it
 (PDEATHSIG follows the forking thread), killing its children's groups first; the session shuts every zygote
 down when the sweep ends, however it ends. The parent's side (start, fork, shut down) is loadprof.run.forkclient.
+
+A shared import (``"share_import": KEY`` in a fork request, loadprof.run.isolation says when): the lazy import a
+built-in ``from_pretrained`` starts with (``transformers.modeling_utils``, the model's modeling module: 1.3-1.5 s
+on CPU, most of a small model's load) is the same work in every trial of one model. The zygote forks, once per
+KEY, a sub-zygote that does that import the way the first load would (through transformers' auto mapping), timed
+as the imports probe times it, then forks that KEY's trials; each carries the measurement (``shared_import`` in
+its spec) and its real load cost includes it (loadprof.analysis.derive). The runner's KEY is the model and the
+repeat round, so every repeat still pays and measures its own import and repeats keep their spread. A sub-zygote
+that cannot start leaves the trial to be forked from the zygote itself (it then pays its own import). At most
+``MAX_SUBS`` live at once; an older one retires when its children are done.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import resource
@@ -41,12 +52,14 @@ import traceback
 from typing import Any, Mapping, NoReturn, Sequence
 
 from loadprof.core import lifetime
-from loadprof.worker import resident
+from loadprof.worker import resident, shared_import
 from loadprof.core.clock import DEFAULT_CLOCK as CLOCK
 
 CHILD_READY_S = 5.0  # how long the zygote waits for a child's setsid() before answering with its pid
 WATCH_S = 0.5  # how often the zygote looks at getppid() while idle
 MAX_MESSAGE = 1 << 20
+MAX_SUBS = 2  # sub-zygotes alive at once: each holds its own copy of the modeling modules (tens of MB)
+SUB_READY_S = 120.0  # how long the zygote waits for a sub-zygote's import (a busy machine slows it 2-3x)
 
 
 def send(sock: socket.socket, msg: Mapping[str, Any], fds: Sequence[int] = ()) -> None:
@@ -107,11 +120,32 @@ def _check_no_cuda() -> None:
         raise RuntimeError("CUDA is initialised in the zygote; forking now would hand children a broken context")
 
 
+class _Sub:
+    """The zygote's handle on one sub-zygote: its pid and the socket its fork requests are relayed on."""
+
+    def __init__(self, pid: int, sock: socket.socket, shared: Mapping[str, Any]) -> None:
+        self.pid, self.sock, self.shared = pid, sock, shared
+
+    def relay(self, msg: Mapping[str, Any], fds: Sequence[int]) -> dict[str, Any]:
+        send(self.sock, msg, fds)
+        reply, _ = recv(self.sock)
+        return reply or {"op": "error", "message": "the sub-zygote is gone"}
+
+    def retire(self) -> None:
+        """EOF: it forks nothing more and exits once its running trials are reaped."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+        self.sock.close()
+
+
 class _Server:
     """The zygote's loop: fork on request, report each child's exit status, end with the parent."""
 
-    def __init__(self, sock: socket.socket, parent_pid: int) -> None:
+    def __init__(self, sock: socket.socket, parent_pid: int, shared: Mapping[str, Any] | None = None) -> None:
         self.sock, self.parent_pid = sock, parent_pid
+        self.shared = shared  # a sub-zygote's import record (None: the zygote itself)
+        self.subs: dict[str, _Sub] = {}  # share key -> sub-zygote, oldest first
+        self.retired: list[int] = []  # sub-zygotes told to finish, reaped as they exit
         self.status: dict[int, int] = {}  # child pid -> write end of its status pipe
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -135,6 +169,8 @@ class _Server:
         except OSError:
             pass  # the socket broke: the parent is gone
         finally:
+            if self.shared is not None and os.getppid() == self.parent_pid:
+                self.reap(block=True)  # retired by a live zygote: its trials finish first
             self.stop_children()
 
     def handle(self, msg: Mapping[str, Any], fds: list[int]) -> dict[str, Any]:
@@ -144,6 +180,12 @@ class _Server:
             if msg.get("op") != "fork" or status is None:
                 raise ValueError(f"bad request {msg.get('op')!r} with {len(fds)} descriptors")
             _check_no_cuda()
+            reply = self.relay(msg, fds)
+            if reply is not None:
+                os.close(status)
+                return reply
+            if self.shared is not None:
+                msg = {**msg, "spec": {**msg["spec"], "shared_import": self.shared}}
             pid = self.fork(msg, fds)
             return {"op": "forked", "pid": pid}
         except Exception as e:  # noqa: BLE001 - told to the parent, which starts the trial fresh
@@ -154,9 +196,60 @@ class _Server:
             for fd in fds[:3]:
                 os.close(fd)
 
+    def relay(self, msg: Mapping[str, Any], fds: list[int]) -> dict[str, Any] | None:
+        """A request with a share key, answered by its sub-zygote; None: fork it here (no key, a sub-zygote of
+        our own, or one that cannot start or answer)."""
+        sub = self.sub_for(msg, fds) if self.shared is None else None
+        if sub is None:
+            return None
+        try:
+            return {**sub.relay(msg, fds), "sub_pid": sub.pid}  # the parent's reaping must spare it
+        except (OSError, ValueError):
+            self.subs.pop(str(msg.get("share_import")), None)
+            self.retired.append(sub.pid)
+            sub.retire()
+            return None
+
+    def sub_for(self, msg: Mapping[str, Any], fds: Sequence[int]) -> _Sub | None:
+        """The sub-zygote for the request's share key, started on first use; None: no sharing asked, or it could
+        not start (the trial is then forked from here and pays its own import)."""
+        key = msg.get("share_import")
+        if not key:
+            return None
+        if key in self.subs:
+            return self.subs[key]
+        while len(self.subs) >= MAX_SUBS:
+            old = self.subs.pop(next(iter(self.subs)))
+            self.retired.append(old.pid)
+            old.retire()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        inherited = [self.sock.fileno(), self.wake_r, self.wake_w, ours.fileno(), *self.status.values(), *fds,
+                     *(s.sock.fileno() for s in self.subs.values())]  # the request's own too: its trial's pipes
+        zygote_pid = os.getpid()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            _sub_zygote(theirs, inherited, zygote_pid, str(msg["spec"]["model_path"]))
+        theirs.close()
+        ours.settimeout(SUB_READY_S)
+        try:
+            ready, _ = recv(ours)
+        except (OSError, ValueError):
+            ready = {}
+        if ready.get("op") != "ready":
+            ours.close()
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            return None
+        ours.settimeout(None)
+        self.subs[key] = _Sub(pid, ours, ready["shared"])
+        return self.subs[key]
+
     def fork(self, msg: Mapping[str, Any], fds: list[int]) -> int:
         ready_r, ready_w = os.pipe()
-        inherited = [self.sock.fileno(), self.wake_r, self.wake_w, ready_r, *self.status.values(), fds[3]]
+        inherited = [self.sock.fileno(), self.wake_r, self.wake_w, ready_r, *self.status.values(), fds[3],
+                     *(s.sock.fileno() for s in self.subs.values())]
         zygote_pid = os.getpid()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -171,6 +264,11 @@ class _Server:
 
     def reap(self, block: bool = False) -> None:
         """Collect exited children and tell the parent how each ended."""
+        for pid in list(self.retired):
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                    continue
+            self.retired.remove(pid)
         while self.status:
             try:
                 pid, st, usage = os.wait4(-1, 0 if block else os.WNOHANG)
@@ -188,12 +286,51 @@ class _Server:
                 os.close(fd)
 
     def stop_children(self) -> None:
+        for sub in self.subs.values():  # EOF first: each kills its own trials and exits
+            sub.retire()
+        for pid in [*(sub.pid for sub in self.subs.values()), *self.retired]:
+            shared_import.wait_or_kill(pid)
+        self.subs.clear()
+        self.retired.clear()
         for pid in list(self.status):
             try:
                 os.killpg(pid, signal.SIGKILL)
             except OSError:
                 pass
         self.reap(block=True)
+
+
+def _sub_zygote(sock: socket.socket, inherited: Sequence[int], zygote_pid: int, model_path: str) -> NoReturn:
+    """A forked sub-zygote: the zygote's descriptors closed, dies with the zygote, does the shared import, says
+    ready with its record, then serves the zygote's relayed fork requests as a zygote of its own."""
+    code = 70
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in inherited:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        lifetime.die_with_parent(zygote_pid)
+        try:
+            shared = shared_import.import_for_load(model_path)
+            _check_no_cuda()
+            _RESIDENT[:] = resident.resident_file_pages()
+            gc.collect()
+            gc.freeze()
+        except BaseException as e:  # noqa: BLE001 - the zygote forks the trial itself instead
+            send(sock, {"op": "error", "message": f"{type(e).__name__}: {e}"})
+            os._exit(1)
+        send(sock, {"op": "ready", "shared": shared})
+        _Server(sock, zygote_pid, shared).serve()
+        code = 0
+    except BaseException:  # noqa: BLE001 - never return into the zygote's loop
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
 
 
 def _child(msg: Mapping[str, Any], fds: Sequence[int], ready_w: int, inherited: Sequence[int],

@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence  # noqa: E402
 
 from loadprof.probes._hooks import HookSet  # noqa: E402
 from loadprof.probes.base import Probe, ProbeContext  # noqa: E402
-from loadprof.core import events  # noqa: E402
+from loadprof.core import events, figures  # noqa: E402
 from loadprof.core import lifetime  # noqa: E402
 from loadprof.core.errors import describe_exception  # noqa: E402
 from loadprof.core.phases import PhaseRecorder  # noqa: E402
@@ -228,6 +228,10 @@ def run_spec(spec: dict[str, Any], rec: PhaseRecorder, emit: Callable[[dict[str,
                 rec.add_listener(p.on_phase)
             probes.append((p, ctx))
     emit(events.make("env", info=environment()))
+    shared = spec.get("shared_import")
+    if shared:  # the load's lazy import, done and timed once for this repeat round (loadprof.worker.shared_import)
+        metric(figures.SHARED_IMPORT_S.key, float(shared["seconds"]))
+        metric("shared_import", shared)
     try:
         reason = loaders.skip_reason(strategy.load)
         if reason:
