@@ -6,7 +6,7 @@ method ends in the same model object: built on the meta device from its config (
 assigned into it (``load_state_dict(assign=True)``), tied weights tied, ``eval()``. The steps are child phases of
 ``load`` on the trial's clock: ``config``, ``instantiate``, ``read`` (files -> tensors), ``place`` (to the target
 device, when the reader left them elsewhere), ``convert`` (dtype cast on the target device, when the checkpoint's
-dtype is not the one asked), ``assign``. Bytes per step are filed as ``load_phase_bytes`` (analysis.derive turns
+dtype is not the one asked), ``assign``. Bytes per step are filed as ``load_bytes_by_step`` (analysis.derive turns
 them into GB/s against the machine's bounds).
 
 ``safe_open`` on the CPU only maps a file: its read step then touches one byte per page so the bytes are read
@@ -176,7 +176,7 @@ def load_state_dict_method(strategy: Strategy, model_path: str, phase: OpenPhase
         assign(model, state, device, model_path)
     per["assign"] = _nbytes(state.values())
     return model, {"load_method": load.method, "load_files": len(files), "load_tensors": len(state),
-                   "load_workers": load.workers, "load_phase_bytes": per}
+                   "load_workers": load.workers, "load_bytes_by_step": per}
 
 
 def parallel_loading(workers: int | None) -> dict[str, Any]:
