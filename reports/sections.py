@@ -254,7 +254,7 @@ BOUND_STEPS = ("weights", "read", "place", "convert", "assign")
 def load_bounds_table(sweep: SweepResult) -> Table | None:
     """Each trial's load against the machine: method, bytes, GB/s of each data step and of the whole real load,
     and that rate's share of the read bound (loadprof.analysis.derive.load_bounds)."""
-    ts = [t for t in sweep.trials if t.metrics.get("load_read_bytes")]
+    ts = [t for t in sweep.trials if t.ok and t.metrics.get("load_read_bytes")]
     if not ts:
         return None
     steps = [s for s in BOUND_STEPS if any(s in (t.metrics.get("load_gb_s_by_step") or {}) for t in ts)]
