@@ -82,7 +82,7 @@ def check_method(load: LoadSpec) -> None:
     """SpecError naming the knob the method cannot honour (preflight adds the strategy's name)."""
     bad = unsupported(load)
     if bad is not None:
-        raise SpecError(f"load.method {load.method} does not support {bad[0]}: {bad[1]}", path=bad[0])
+        raise SpecError(f"load.method {load.method} does not support {bad[0]}: {bad[1]}")
 
 
 def skip_reason(load: LoadSpec) -> str | None:
