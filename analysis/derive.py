@@ -234,9 +234,68 @@ def prefill_tok_s(trial: TrialResult) -> float | None:
     return gen.batch_size * gen.prompt_tokens / mid if mid > 0 else None
 
 
+#: the read bound of each page-cache state: the harness record of the rate measured before the trial, its name
+READ_BOUNDS = {"cold": ("disk_read", "storage sequential read"), "warm": ("page_cache_read", "page-cache read")}
+
+
+def load_read_bytes(t: TrialResult) -> int | None:
+    """Bytes the load read from the checkpoint: a state-dict method's ``read`` step (its tensors' bytes), else
+    the checkpoint files' bytes as the page-cache step counted them, else the loaded weights' bytes."""
+    per = t.metrics.get("load_bytes_by_step") or {}
+    cache = t.harness.get("file_cache") or {}
+    return per.get("read") or cache.get("bytes_total") or t.metrics.get("weights_bytes") or None
+
+
+def read_bound(t: TrialResult) -> tuple[float, str] | None:
+    """(GB/s, name) of the limit a load's read is held against: the storage's sequential rate on a cold load, the
+    page-cache read rate on a warm one (both measured by the parent before the trial); None for ``as-is``."""
+    key, name = READ_BOUNDS.get(t.strategy.load.file_cache, (None, ""))
+    rate = (t.harness.get(key) or {}).get("gb_s") if key else None
+    return (rate, name) if rate else None
+
+
+def load_gb_s(t: TrialResult) -> float | None:
+    """``figures.LOAD_GB_S``: bytes the load read / the real load cost (a lazily mapped read pays its page faults
+    in the first forward, which the real load cost holds: every method is held to the same window)."""
+    n, cost = load_read_bytes(t), load_cost_s(t)
+    return n / cost / 1e9 if n and cost and cost > 0 else None
+
+
+def load_bound_fraction(t: TrialResult) -> float | None:
+    """``figures.LOAD_BOUND_FRACTION``: the load rate / the read bound (``read_bound``)."""
+    rate, bound = load_gb_s(t), read_bound(t)
+    return rate / bound[0] if rate and bound else None
+
+
+def load_bounds(t: TrialResult) -> dict[str, Any]:
+    """Each data step of the load against its bound: bytes, GB/s per child phase of ``load`` (a state-dict method's
+    read, place, convert, assign; from_pretrained's ``weights``, which reads, converts and places in one), the read
+    step's share of the read bound and a placement's share of the pageable host -> device rate."""
+    m = t.metrics
+    per = dict(m.get("load_bytes_by_step") or {})
+    if not per and m.get("weights_bytes"):
+        per = {"weights": m["weights_bytes"]}
+    rates = {name: n / ph.duration_s / 1e9 for name, n in per.items()
+             if n and (ph := t.phase(f"load/{name}")) is not None and ph.duration_s > 0}
+    out: dict[str, Any] = {"load_read_bytes": load_read_bytes(t), "load_placed_bytes": per.get("assign")
+                           or m.get("weights_bytes")}
+    if rates:
+        out["load_gb_s_by_step"] = rates
+    bound = read_bound(t)
+    if bound:
+        out.update(load_bound_gb_s=bound[0], load_bound=bound[1])
+        step = rates.get("read", rates.get("weights"))
+        if step:
+            out["load_read_step_fraction"] = step / bound[0]
+    if rates.get("place") and m.get("h2d_pageable_gb_s"):
+        out["load_place_fraction"] = rates["place"] / m["h2d_pageable_gb_s"]
+    return {k: v for k, v in out.items() if v is not None}
+
+
 #: the catalogue's derived figures (``figures.Figure.derived``), each computed here from a trial's phases
 DERIVATIONS: Mapping[str, Callable[[TrialResult], float | None]] = {
-    figures.LOAD_COST_S.key: load_cost_s, figures.PREFILL_TOK_S.key: prefill_tok_s}
+    figures.LOAD_COST_S.key: load_cost_s, figures.PREFILL_TOK_S.key: prefill_tok_s,
+    figures.LOAD_GB_S.key: load_gb_s, figures.LOAD_BOUND_FRACTION.key: load_bound_fraction}
 
 
 def value(t: TrialResult, f: figures.Figure) -> Any:
@@ -260,5 +319,6 @@ def enrich(trial: TrialResult) -> TrialResult:
     (phase totals, workload peaks), then what is derived from those."""
     base = {**phase_totals(trial), **workload_peaks(trial)}
     trial = dataclasses.replace(trial, metrics={**trial.metrics, **base}) if base else trial
-    extra = {**io_summary(trial), **roofline(trial), **transfer(trial), **cold_call(trial), **load_figures(trial)}
+    extra = {**io_summary(trial), **roofline(trial), **transfer(trial), **cold_call(trial), **load_bounds(trial),
+             **load_figures(trial)}
     return dataclasses.replace(trial, metrics={**trial.metrics, **extra}) if extra else trial

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Mapping
 from loadprof.core import figures
 from loadprof.analysis.derive import decode_call_s, load_cost_s
 from loadprof.analysis.lazy_import import RULES as LAZY_IMPORT_RULES
+from loadprof.analysis.load_methods import RULES as LOAD_METHOD_RULES
 from loadprof.analysis.precision_rules import RULES as PRECISION_RULES
 from loadprof.analysis.settings import RULES as SETTINGS_RULES, effective_batch
 from loadprof.analysis.stake import FAILED_KIND, failed_trials, graded, references
@@ -295,7 +296,7 @@ RULES: tuple[Callable[[TrialResult], Iterable[Finding]], ...] = (
     offload, dominant_user_function, generate_user_code, memory_culprit, uncovered_time, validation_share, meta_left,
     repeated_loads, estimate_discrepancy,
     slow_cold_read, lazy_load, decode_below_roofline, ignored_kwargs, needless_max_memory, *PRECISION_RULES,
-    *LAZY_IMPORT_RULES, *SETTINGS_RULES,
+    *LAZY_IMPORT_RULES, *SETTINGS_RULES, *LOAD_METHOD_RULES,
 )
 
 

@@ -243,7 +243,38 @@ def phase_tables(sweep: SweepResult) -> list[Table]:
         table = _children_table(sweep, parent, desc)
         if table is not None:
             tables.append(table)
+        if parent == "load" and (bounds := load_bounds_table(sweep)) is not None:
+            tables.append(bounds)
     return tables
+
+
+BOUND_STEPS = ("weights", "read", "place", "convert", "assign")
+
+
+def load_bounds_table(sweep: SweepResult) -> Table | None:
+    """Each trial's load against the machine: method, bytes, GB/s of each data step and of the whole real load,
+    and that rate's share of the read bound (loadprof.analysis.derive.load_bounds)."""
+    ts = [t for t in sweep.trials if t.ok and t.metrics.get("load_read_bytes")]
+    if not ts:
+        return None
+    steps = [s for s in BOUND_STEPS if any(s in (t.metrics.get("load_gb_s_by_step") or {}) for t in ts)]
+    columns = ("strategy", "method", "workers", "read", "placed", *(f"{s} GB/s" for s in steps),
+               figures.LOAD_GB_S.label, "read bound", figures.LOAD_BOUND_FRACTION.label)
+    rows = []
+    for t in ts:
+        m = t.metrics
+        rate = m.get("load_gb_s_by_step") or {}
+        bound = (f"{m['load_bound']} {units.gb_s(m['load_bound_gb_s'])}" if m.get("load_bound_gb_s")
+                 else units.MISSING)
+        rows.append((trial_name(t), str(m.get("load_method") or t.strategy.load.method),
+                     str(m.get("load_workers") or units.MISSING), units.bytes_h(m.get("load_read_bytes")),
+                     units.bytes_h(m.get("load_placed_bytes")), *(units.num(rate.get(s)) for s in steps),
+                     units.num(figures.LOAD_GB_S.read(m)), bound, units.pct(figures.LOAD_BOUND_FRACTION.read(m))))
+    desc = ("the load against the machine: GB/s of each data step of load, and bytes read / real load cost "
+            "(load + validation + first forward) against the read bound measured before the trial (storage "
+            "sequential read when cold, page-cache read when warm)")
+    return Table("load against the machine's bounds", columns, rows, _numeric(columns, ("strategy", "method",
+                                                                                     "read bound")), desc)
 
 
 def _children_table(sweep: SweepResult, parent: str, desc: str) -> Table | None:

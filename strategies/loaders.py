@@ -10,6 +10,8 @@ A custom loader is the user's ModelManager: ``"pkg.module:callable"`` or
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib
 import importlib.util
 import inspect
@@ -17,6 +19,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from loadprof.strategies import methods
+from loadprof.strategies.method_loaders import OpenPhase, load_state_dict_method, parallel_loading
 from loadprof.strategies.model import LoaderSpec, LoadSpec, Strategy, thaw
 
 #: kwargs the loader passes through only when the user set them (None = not set)
@@ -31,6 +35,7 @@ class Loaded:
     tokenizer: Any = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     loader: str = "transformers.AutoModelForCausalLM.from_pretrained"
+    metrics: dict[str, Any] = field(default_factory=dict)  # the loading method's own (method, bytes per step)
 
 
 class SkipTrial(Exception):
@@ -41,6 +46,9 @@ def skip_reason(load: LoadSpec) -> str | None:
     """Why this machine cannot run ``load`` (None when it can). Checked before loading anything."""
     import torch
 
+    reason = methods.skip_reason(load)
+    if reason:
+        return reason
     if load.needs_cuda and not torch.cuda.is_available():
         return f"device_map={thaw(load.device_map)!r} needs a CUDA device; torch.cuda.is_available() is False here"
     if load.quantization.startswith("bnb"):
@@ -151,7 +159,40 @@ def _unpack(out: Any) -> tuple[Any, Any]:
     return out, None
 
 
-def load(strategy: Strategy, model_path: str, trial_dir: str) -> Loaded:
+def load(strategy: Strategy, model_path: str, trial_dir: str,
+         phase: OpenPhase = lambda name: contextlib.nullcontext()) -> Loaded:
+    """The model by the strategy's loader or ``load.method``; ``phase`` opens a child phase of ``load``."""
     if strategy.load.loader is not None:
         return load_custom(strategy, model_path)
-    return load_builtin(strategy, model_path, trial_dir)
+    method = strategy.load.method
+    if method in ("from_pretrained", "parallel"):
+        extra = parallel_loading(strategy.load.workers) if method == "parallel" else {}
+        return dataclasses.replace(load_builtin(strategy, model_path, trial_dir), metrics=extra)
+    model, metrics = load_state_dict_method(strategy, model_path, phase)
+    return Loaded(model=model, loader=f"loadprof.methods:{method}", metrics=metrics)
+
+
+class LogitsMismatch(Exception):
+    """A loading method's model answered differently from from_pretrained's on the same input."""
+
+
+def check_logits(model: Any, strategy: Strategy, model_path: str, trial_dir: str) -> dict[str, Any]:
+    """Load the checkpoint again with plain from_pretrained (same dtype and device) and compare both models'
+    logits on a fixed 16-token input: equal to the bit, or LogitsMismatch (the trial fails). Runs after the
+    workload, in its own phase, so it never colours a measured figure."""
+    import torch
+
+    ref_load = dataclasses.replace(strategy.load, method="from_pretrained", workers=None, check_logits=False)
+    ref = load_builtin(dataclasses.replace(strategy, load=ref_load), model_path, trial_dir).model
+    vocab = int(getattr(model.config, "vocab_size", 0) or 2)
+    ids = torch.randint(0, vocab, (1, 16), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        a = model(input_ids=ids.to(model.device)).logits
+        b = ref(input_ids=ids.to(ref.device)).logits
+    diff = (a.float() - b.float().to(a.device)).abs().max().item()
+    equal = a.shape == b.shape and torch.equal(a, b.to(a.device))
+    del ref
+    if not equal:
+        raise LogitsMismatch(f"load.method {strategy.load.method}: logits differ from from_pretrained's on a fixed "
+                             f"input (max |diff| {diff:.3g}, shapes {tuple(a.shape)} vs {tuple(b.shape)})")
+    return {"logits_check": "equal to from_pretrained", "logits_max_abs_diff": diff}

@@ -34,12 +34,15 @@ ISOLATIONS = ("auto", "fresh", "forkserver")
 #: isolations left out of ``Strategy.id``: ``fresh`` was the default before ``auto``, which replaced it, and ids
 #: (and resumes) of YAMLs written before either hold; ``auto`` and ``fresh`` measure the same phases
 UNHASHED_ISOLATIONS = ("auto", "fresh")
+#: how the weights are brought in (loadprof.strategies.methods: what each needs, reads and supports)
+LOAD_METHODS = ("from_pretrained", "parallel", "safetensors", "fastsafetensors", "runai", "instanttensor")
+METHOD_ALIASES = {"runai-model-streamer": "runai", "runai_model_streamer": "runai", "hf": "from_pretrained"}
 #: familiar spellings, normalized where the YAML is read (so fp16 and float16 are one strategy, one id)
 DTYPE_ALIASES = {"fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp32": "float32", "float": "float32"}
 QUANTIZATION_ALIASES = {"int8": "bnb-8bit", "8bit": "bnb-8bit", "int4": "bnb-4bit-nf4", "4bit": "bnb-4bit-nf4",
                         "nf4": "bnb-4bit-nf4", "fp4": "bnb-4bit-fp4", "no": "none"}
 ALIASES = {"load.dtype": DTYPE_ALIASES, "model.synthetic.dtype": DTYPE_ALIASES,
-           "load.quantization": QUANTIZATION_ALIASES}
+           "load.quantization": QUANTIZATION_ALIASES, "load.method": METHOD_ALIASES}
 VALIDATION_RE = re.compile(r"^(none|full|deep|sample(:[1-9][0-9]*)?)$")
 #: what ``probes:`` may name: the registry's selectable probes (loadprof.core.probe_registry, the one list)
 PROBES = SELECTABLE
@@ -214,8 +217,17 @@ class LoadSpec:
     file_cache: str = "warm"
     loader: LoaderSpec | None = None
     extra_kwargs: FrozenMap = FrozenMap()
+    method: str = "from_pretrained"
+    workers: int | None = None  # reader threads of a method that takes them (None: the method's own default)
+    check_logits: bool = False  # compare the method's logits with from_pretrained's, after the workload
 
     def __post_init__(self) -> None:
+        _choice(self.method, LOAD_METHODS, "load.method")
+        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
+                                         or self.workers < 1):
+            raise SpecError(f"must be an integer >= 1, got {self.workers!r}", path="load.workers")
+        if not isinstance(self.check_logits, bool):
+            raise SpecError(f"expected true or false, got {self.check_logits!r}", path="load.check_logits")
         for name in ("device_map", "max_memory", "extra_kwargs"):
             v = getattr(self, name)
             if isinstance(v, Mapping):
@@ -407,6 +419,9 @@ class Strategy:
             d.pop("isolation")
         if d.get("model", {}).get("revision", 0) is None:  # likewise a model without a revision
             d["model"].pop("revision")
+        for key, unset in UNHASHED_LOAD_DEFAULTS:  # and a load by the default method
+            if key in d.get("load", {}) and d["load"][key] == unset:
+                d["load"].pop(key)
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -432,6 +447,10 @@ class Strategy:
         for part in path.split("."):
             node = node.get(part) if isinstance(node, Mapping) else None
         return node
+
+
+#: load keys added after ids were first written: left out of ``Strategy.id`` at their default, so ids hold
+UNHASHED_LOAD_DEFAULTS = (("method", "from_pretrained"), ("workers", None), ("check_logits", False))
 
 
 def _asdict(v: Any) -> Any:

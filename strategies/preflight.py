@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping
 
 from loadprof.core.errors import LoadprofError, SpecError
 from loadprof.strategies.config_bounds import check_config
+from loadprof.strategies.methods import check_method
 from loadprof.strategies.model import ModelSpec, Strategy
 
 #: config keys that bound the sequence length, in the order transformers' configs name them
@@ -38,6 +39,7 @@ def preflight(strategies: Iterable[Strategy]) -> list[str]:
         if s.program is not None:  # a whole program: its command stands in for the model (nothing to read)
             continue
         try:
+            check_method(s.load)
             if s.model not in seen_models:
                 seen_models[s.model] = _check_model(s.model)
             need = _check_tokens(s, seen_models[s.model])

@@ -51,6 +51,9 @@ _VALUES: dict[str, dict[str, Any]] = {
     "load.low_cpu_mem_usage": {"type": ["boolean", "null"]},
     "load.validation": {"type": "string", "pattern": m.VALIDATION_RE.pattern},
     "load.file_cache": {"enum": list(m.FILE_CACHES)}, "load.extra_kwargs": {"type": "object"},
+    "load.method": {"enum": [*m.LOAD_METHODS, *m.METHOD_ALIASES]},
+    "load.workers": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]},
+    "load.check_logits": {"type": "boolean"},
     "load.loader.target": {"type": "string", "pattern": r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"},
     "load.loader.kwargs": {"type": "object"}, "load.loader.init_kwargs": {"type": "object"},
     "load.loader.sys_path": {"type": "array", "items": {"type": "string"}},
@@ -120,6 +123,14 @@ DOCS: dict[str, str] = {
     "load.file_cache": "before the trial: warm reads the checkpoint once, cold evicts it from the page cache "
                        "(verified with mincore), as-is leaves it",
     "load.extra_kwargs": "anything else for from_pretrained",
+    "load.method": "how the weights are brought in: from_pretrained, parallel (from_pretrained with load.workers "
+                   "reader threads), or a state dict read by safetensors, fastsafetensors, runai (Run:ai model "
+                   "streamer) or instanttensor into a model built on the meta device; a method whose package or "
+                   "device is missing here is skipped (the loading-methods page)",
+    "load.workers": "reader threads of parallel, safetensors, fastsafetensors, runai or instanttensor (unset: the "
+                    "method's own default)",
+    "load.check_logits": "after the workload, load the same checkpoint with from_pretrained and fail the trial "
+                         "unless the method's model gives the same logits on a fixed input",
     "load.loader": "your own loader instead of from_pretrained: 'pkg.module:callable' or a mapping",
     "load.loader.target": "a function or Class.method, as 'pkg.module:callable'",
     "load.loader.kwargs": "keyword arguments of the call",

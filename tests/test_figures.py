@@ -69,7 +69,7 @@ def test_the_scan_sees_every_package_folder() -> None:
 
 def test_catalogue_keys_are_unique_and_carry_their_unit() -> None:
     assert len(set(KEYS)) == len(KEYS)
-    suffix = {"s": "_s", "ms": "_ms", "bytes": "_bytes", "tok/s": "_tok_s"}
+    suffix = {"s": "_s", "ms": "_ms", "bytes": "_bytes", "tok/s": "_tok_s", "GB/s": "_gb_s", "fraction": "_fraction"}
     for f in figures.CATALOGUE:
         assert f.key.endswith(suffix[f.unit]) or f.key.endswith(suffix[f.unit] + "_per_seq"), f
         assert figures.by_key(f.key) is f

@@ -92,6 +92,9 @@ def _legacy_id(s: Strategy) -> str:
     d.pop("isolation")
     if d["model"].get("revision", 0) is None:
         d["model"].pop("revision")
+    for key, unset in (("method", "from_pretrained"), ("workers", None), ("check_logits", False)):  # newer keys
+        if d["load"].get(key, unset) == unset:
+            d["load"].pop(key, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()[:12]
 
 

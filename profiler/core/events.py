@@ -101,14 +101,15 @@ SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
 #: An object's own unit-suffixed keys (one level down, and in each object of a list of objects) are numbers too.
 METRIC_SHAPES: dict[str, str] = {
     **dict.fromkeys(("bytes_by_device", "bytes_by_dtype", "estimate", "placement", "precision",
-                     "from_pretrained_kwargs", "storage_read_bytes_by_phase"), "object"),
+                     "from_pretrained_kwargs", "storage_read_bytes_by_phase", "load_bytes_by_step"), "object"),
     **dict.fromkeys(("estimate_vs_measured", "program_loads", "generate_start_alloc_sites"), "objects"),
     **dict.fromkeys(("reading_phases", "meta_tensor_examples", "validation_meta_examples"), "texts"),
     **dict.fromkeys(("read_bandwidth_fraction", "roofline_fraction", "new_tokens", "meta_tensors",
                      "validation_meta_tensors", "param_count", "decode_bytes_per_step",
                      figures.DECODE_TOK_S_PER_SEQ.key, "generate_calls_measured", "generate_calls_warmup"), "number"),
     "matmul_gflops": "number|object",
-    **dict.fromkeys(("loader", "program_stopped", "program_end", "validation_mode"), "text"),
+    **dict.fromkeys(("loader", "program_stopped", "program_end", "validation_mode", "load_method", "logits_check"),
+                    "text"),
 }
 
 

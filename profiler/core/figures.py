@@ -75,11 +75,15 @@ IMPORT_S = Figure("import_s", "s", True, "import")
 #: the lazy import a trial's load shares with the other trials of its repeat round, measured once in the forkserver's
 #: sub-zygote (loadprof.worker.shared_import) and part of each one's real load cost
 SHARED_IMPORT_S = Figure("shared_import_s", "s", True, "shared import", per_configuration=False)
+#: the load against the machine: bytes the load read / real load cost, and that rate's share of the read bound
+#: (storage sequential read on a cold load, page-cache read on a warm one); loadprof.analysis.derive.load_bounds
+LOAD_GB_S = Figure("load_gb_s", "GB/s", False, "load GB/s", derived=True)
+LOAD_BOUND_FRACTION = Figure("load_bound_fraction", "fraction", False, "of read bound", derived=True)
 
 #: every figure, in the order tables show them
 CATALOGUE: tuple[Figure, ...] = (LOAD_COST_S, PEAK_RSS_BYTES, PEAK_CUDA_ALLOCATED_BYTES, TTFT_MS, PREFILL_TOK_S,
                                  DECODE_TOK_S, DECODE_TOK_S_PER_SEQ, GENERATE_CALL_S, LOAD_S, IMPORT_S,
-                                 SHARED_IMPORT_S)
+                                 SHARED_IMPORT_S, LOAD_GB_S, LOAD_BOUND_FRACTION)
 BY_KEY: Mapping[str, Figure] = {f.key: f for f in CATALOGUE}
 #: the objectives the catalogue's figures answer, in catalogue order
 OBJECTIVES: tuple[Objective, ...] = tuple(dict.fromkeys(f.objective for f in CATALOGUE if f.objective))

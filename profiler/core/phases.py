@@ -80,8 +80,9 @@ def find_phase(phases: Iterable[PhaseTiming], path: str) -> PhaseTiming | None:
 PhaseListener = Callable[[str, str, int], None]
 
 #: top-level phases that are loadprof's own work after the workload (the traced generate call, the bandwidth
-#: copy, the estimate): shown on the trial's clock, but never part of the workload's peak memory
-HARNESS_PHASES = ("trace", "membw", "estimate")
+#: copy, a loading method's logits check against from_pretrained, the estimate): shown on the trial's clock, but
+#: never part of the workload's peak memory
+HARNESS_PHASES = ("trace", "membw", "check", "estimate")
 #: the child phase each outermost import the workload itself triggers becomes (``load/lazy_import``: the
 #: modeling module a first from_pretrained imports, a tokenizer's, the loader's own), apart from loadprof's
 #: own top-level ``import`` phase

@@ -54,6 +54,11 @@ def rate(v: Any) -> str:
     return f"{v:.2f} tok/s" if is_number(v) else MISSING
 
 
+def gb_s(v: Any) -> str:
+    """``1.23 GB/s`` (decimal gigabytes, as storage and bus rates are quoted)."""
+    return f"{v:.2f} GB/s" if is_number(v) else MISSING
+
+
 def value(v: Any, unit: str) -> str:
     """A figure in its unit (``bytes``, ``s``, ``ms``, ``tok/s``, anything else printed after ``%g``); a string
     (a status, in a diff) as itself."""
@@ -61,7 +66,7 @@ def value(v: Any, unit: str) -> str:
         return v
     if not is_number(v):
         return MISSING
-    shown = {"bytes": bytes_h, "s": seconds, "ms": ms, "tok/s": rate}.get(unit)
+    shown = {"bytes": bytes_h, "s": seconds, "ms": ms, "tok/s": rate, "GB/s": gb_s, "fraction": pct}.get(unit)
     return shown(v) if shown else f"{v:g} {unit}".strip()
 
 

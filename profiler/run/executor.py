@@ -91,11 +91,16 @@ def with_harness(result: TrialResult, **extra: Any) -> TrialResult:
     return dataclasses.replace(result, harness={**result.harness, **extra})
 
 
+#: ``run_prepared``'s bounds mapping keys a checkpoint's page-cache read rate by this prefix + its path
+PAGE_CACHE = "page-cache:"
+
+
 def run_prepared(p: TrialPlan, disk_read: MutableMapping[str, dict[str, float]],
                  lock: threading.Lock | None = None) -> TrialResult:
     """One trial on this machine: page cache set as the strategy asks, the isolated worker run with its probes
     (``runner.run_trial``; the machine's load is one of them), derived figures added. ``disk_read`` caches the
-    checkpoint's sequential read bandwidth (measured once per checkpoint per sweep, before the first cold trial)."""
+    checkpoint's sequential read bandwidth (measured once per checkpoint per sweep, before the first cold trial), and
+    its page-cache read rate (``PAGE_CACHE`` + path: once, before the first warm trial)."""
     from loadprof.analysis import derive
 
     path, how = p.model_path, p.trial.strategy.load.file_cache
@@ -106,6 +111,9 @@ def run_prepared(p: TrialPlan, disk_read: MutableMapping[str, dict[str, float]],
                 disk_read[path] = filecache.sequential_read_bandwidth(path)
         cache = filecache.evict(path)
     elif how == "warm":
+        with lock or threading.Lock():  # the limit of a warm load's read, kept beside the disk's (one mapping)
+            if PAGE_CACHE + path not in disk_read:
+                disk_read[PAGE_CACHE + path] = filecache.cached_read_bandwidth(path)
         cache = filecache.warm(path)
     result = runner.run_trial(dataclasses.replace(p, model_path=path, env=dict(p.env)))
     harness = dict(result.harness)
@@ -114,6 +122,8 @@ def run_prepared(p: TrialPlan, disk_read: MutableMapping[str, dict[str, float]],
         harness["file_cache"] = cache.to_dict()
     if path in disk_read:
         harness["disk_read"] = disk_read[path]
+    if how == "warm" and PAGE_CACHE + path in disk_read:
+        harness["page_cache_read"] = disk_read[PAGE_CACHE + path]
     return derive.enrich(dataclasses.replace(result, harness=harness))
 
 

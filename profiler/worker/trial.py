@@ -256,9 +256,10 @@ def run_steps(strategy: Strategy, model_path: str, trial_dir: Path, rec: PhaseRe
     """The trial's steps, one function per top-level phase (the sampling probe maps stack frames by these names),
     then the probes' after-workload steps."""
     with rec.phase(phase_of(step_load)):
-        loaded = step_load(strategy, model_path, trial_dir)
+        loaded = step_load(strategy, model_path, trial_dir, rec)
     model = loaded.model
-    metric("loader", loaded.loader)
+    for key, v in {"loader": loaded.loader, **loaded.metrics}.items():
+        metric(key, v)
     if loaded.kwargs:
         metric("from_pretrained_kwargs", {k: repr(v) if not isinstance(v, (str, int, float, bool, dict)) else v
                                           for k, v in loaded.kwargs.items()})
@@ -290,6 +291,12 @@ def run_steps(strategy: Strategy, model_path: str, trial_dir: Path, rec: PhaseRe
         if calls and calls[-1].new_tokens < gen.expected_new_tokens:
             note(f"generated {calls[-1].new_tokens} tokens, expected {gen.expected_new_tokens}")
         run_after_workload(model, probes, rec, metric, note)  # trace (allocations), membw (bandwidth)
+    if strategy.load.check_logits and loaded.metrics.get("load_method") not in (None, "parallel"):
+        from loadprof.strategies.loaders import check_logits
+
+        with rec.phase("check"):  # a second, plain load: after the workload, never in a measured figure
+            for key, v in check_logits(model, strategy, model_path, str(trial_dir)).items():
+                metric(key, v)
     try:
         with rec.phase("estimate"):
             estimate, rows = step_estimate(model, strategy, facts)
@@ -323,10 +330,10 @@ def step_cleanup() -> dict[str, Any]:
     return out
 
 
-def step_load(strategy: Strategy, model_path: str, trial_dir: Path) -> Any:
+def step_load(strategy: Strategy, model_path: str, trial_dir: Path, rec: PhaseRecorder) -> Any:
     from loadprof.strategies import loaders
 
-    return loaders.load(strategy, model_path, str(trial_dir))
+    return loaders.load(strategy, model_path, str(trial_dir), rec.phase)
 
 
 def step_validate(model: Any, mode: str, k: int) -> Any:

@@ -1,0 +1,47 @@
+"""The loading-method finding: a load far from what the machine's storage (or page cache) lets it read.
+
+loadprof.analysis.derive holds every load against its read bound (``figures.LOAD_BOUND_FRACTION``: bytes read /
+the real load cost, over the storage's sequential rate on a cold load or the page-cache read rate on a warm one,
+both measured by the parent before the trial). Far below it, the time goes somewhere else than reading: the
+finding names the load's data steps and their rates, so the slow one is plain (loadprof.strategies.methods).
+
+Kept apart from loadprof.analysis.findings, which lists its rules, for the same reason as the precision rules.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from loadprof.analysis.derive import load_bound_fraction, load_cost_s, load_gb_s, load_read_bytes, read_bound
+from loadprof.core.units import bytes_h, pct
+from loadprof.results.model import Finding, TrialResult
+
+#: a load below this share of its read bound is a finding; below the second, a medium one
+FAR_FROM_BOUND, FAR_FROM_BOUND_MEDIUM = 0.25, 0.10
+#: below this many bytes the rate is overhead, not reading (config, imports, model construction dominate)
+MIN_BOUND_BYTES = 64 * 2**20
+
+_f = TrialResult.finding
+
+
+def load_far_from_bound(t: TrialResult) -> Iterable[Finding]:
+    frac, rate, bound = load_bound_fraction(t), load_gb_s(t), read_bound(t)
+    n, cost = load_read_bytes(t), load_cost_s(t)
+    if frac is None or rate is None or bound is None or not n or not cost or n < MIN_BOUND_BYTES \
+            or frac >= FAR_FROM_BOUND:
+        return
+    method = t.metrics.get("load_method") or t.strategy.load.method
+    steps = ", ".join(f"{name} {gb:.2f} GB/s" for name, gb in (t.metrics.get("load_gb_s_by_step") or {}).items())
+    at_bound = n / (bound[0] * 1e9)
+    yield _f(t, "load_far_from_bound", "medium" if frac < FAR_FROM_BOUND_MEDIUM else "low",
+             f"the {method} load reached {pct(frac)} of the {bound[1]} rate ({rate:.2f} of {bound[0]:.2f} GB/s)",
+             f"{bytes_h(n)} read in a real load cost of {cost:.2f} s (load + validation + first forward); the same "
+             f"files read at {bound[0]:.2f} GB/s ({bound[1]}, measured before the trial) would take {at_bound:.2f} s"
+             + (f". Its steps: {steps}." if steps else "."),
+             "compare load.method and load.workers on this machine (strategies/examples/loading_methods_bench.yaml); "
+             "a step far slower than the read (convert: a dtype cast; instantiate, assign) is the one to remove",
+             stake_s=max(0.0, cost - at_bound), basis="real load cost - bytes read / the read bound",
+             fraction=frac, load_gb_s=rate, bound_gb_s=bound[0], bound=bound[1], method=method)
+
+
+RULES: tuple[Callable[[TrialResult], Iterable[Finding]], ...] = (load_far_from_bound,)
