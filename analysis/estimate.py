@@ -55,6 +55,8 @@ class SizeEstimate:
     cache_implementation: str
     formulas: dict[str, str]
     num_attention_heads: int = 0  # query heads: the size of a per-head (prompt + cap)^2 attention mask/bias
+    num_layers: int = 0  # decoder layers (what a device map places one by one)
+    tensor_count: int = 0  # unique parameter tensors (tied once): what a checkpoint stores and a load visits
 
     @property
     def tensor_bytes(self) -> int:
@@ -253,7 +255,8 @@ def estimate_from_config(config: Any, *, dtype: str, quantization: str = "none",
                     per_layer_bytes=_per_layer(m, layers, module_bytes), embedding_bytes=emb_bytes,
                     tied_embeddings=tied, kv_dtype=dt, kv_bytes_per_token=per_token, kv_cache_dynamic_bytes=kv_dyn,
                     kv_cache_static_bytes=kv_static, cache_implementation=cache_implementation, formulas=formulas,
-                    num_attention_heads=int(_text_config(config).num_attention_heads))
+                    num_attention_heads=int(_text_config(config).num_attention_heads), num_layers=layers,
+                    tensor_count=sum(1 for _ in m.parameters()))
 
 
 def _formulas(*, quantization: str, dt: str, double_quant: bool, has_fp32: bool, layers: int, kv_heads: int,

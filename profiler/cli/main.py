@@ -412,9 +412,9 @@ def diff(a: Path, b: Path, threshold_pct: float, fail_on: str | None, fmt: str, 
     sys.exit(cli_diff(a, b, threshold_pct, _console(), fail_on=fail_on, fmt="json" if as_json else fmt, warn=_warn))
 
 
-from loadprof.cli.program import run as _run_program  # noqa: E402 - `loadprof run -- CMD` (its own module)
-
-main.add_command(_run_program)
+from loadprof.cli import predict as _predict, program as _program  # noqa: E402 - commands in modules of their own
+main.add_command(_program.run)  # `loadprof run -- CMD`
+main.add_command(_predict.predict)  # `loadprof predict TARGET`
 
 if __name__ == "__main__":
     main()
