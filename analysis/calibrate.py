@@ -64,7 +64,7 @@ class Observation:
     batch: int
     prompt_tokens: int
     new_tokens: int
-    parts: Mapping[str, float]  # import_s, setup_s, weights_s, first_forward_s, load_cost_s, peak_rss_bytes,
+    parts: Mapping[str, float]  # load_import_s, setup_s, weights_s, first_forward_s, load_cost_s, peak_rss_bytes,
     #                             ttft_s, decode_step_s (the parts this trial measured)
     busy: bool = False  # the machine probe saw other processes take CPU: its timings are not this config's alone
 
@@ -194,8 +194,9 @@ def _precision(m: Mapping[str, Any]) -> tuple[int | None, int | None, bool]:
 def _parts(t: TrialResult) -> dict[str, float]:
     """The measured parts of one trial, each the phase it is named after less the imports inside it."""
     m = t.metrics
-    out: dict[str, float | None] = {"load_cost_s": derive.load_cost_s(t), "import_s": derive.load_import_s(t),
-                                    "peak_rss_bytes": figures.PEAK_RSS_BYTES.read(m),
+    out: dict[str, float | None] = {figures.LOAD_COST_S.key: derive.load_cost_s(t),
+                                    "load_import_s": derive.load_import_s(t),
+                                    figures.PEAK_RSS_BYTES.key: figures.PEAK_RSS_BYTES.read(m),
                                     "peak_cuda_bytes": figures.PEAK_CUDA_ALLOCATED_BYTES.read(m)}
     weights, load = t.phase("load/weights"), figures.LOAD_S.read(m)
     if weights is not None and load is not None:
@@ -268,7 +269,7 @@ TERMS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("setup", "setup_s", "tensors", ("device",)),
     ("weights", "weights_s", "loaded_bytes", ("device", "cache", "converts")),
     ("first_forward", "first_forward_s", "loaded_bytes", ("device", "cache", "converts")),
-    ("memory", "peak_rss_bytes", "resident_bytes", ()),
+    ("memory", figures.PEAK_RSS_BYTES.key, "resident_bytes", ()),
     ("memory_cuda", "peak_cuda_bytes", "loaded_bytes", ()),
     ("prefill", "ttft_s", "flops", ("device", "dtype")),
     ("decode", "decode_step_s", "step_bytes", ("device", "dtype")),
@@ -302,11 +303,16 @@ def calibrate(trials: Iterable[TrialResult], machine: MachineConstants | None = 
     """Fit every term of TERMS on each group of the usable trials (see ``observe``)."""
     trials = list(trials)
     obs = tuple(o for o in map(observe, trials) if o is not None)
+    return fit_observations(obs, machine or machine_constants(trials), runs)
+
+
+def fit_observations(obs: Sequence[Observation], machine: MachineConstants, runs: Sequence[str] = ()) -> Calibration:
+    """The import constant (median) and each term of TERMS, one line per group of ``obs``."""
     lines: dict[tuple[str, tuple[Any, ...]], Line] = {}
-    imports = [o.parts["import_s"] for o in usable([o for o in obs if "import_s" in o.parts], "import_s")]
+    imports = [o.parts["load_import_s"] for o in usable([o for o in obs if "load_import_s" in o.parts], "load_import_s")]
     if imports:
         lines[("import", ())] = Line("import", "one", statistics.median(imports), 0.0, len(imports),
-                                     _rel_sd(imports), repeat_spread(obs, "import_s"), 1.0,
+                                     _rel_sd(imports), repeat_spread(obs, "load_import_s"), 1.0,
                                      f"median of {len(imports)} trials")
     for name, part, driver, keys in TERMS:
         by: dict[tuple[Any, ...], list[Observation]] = {}
@@ -317,7 +323,7 @@ def calibrate(trials: Iterable[TrialResult], machine: MachineConstants | None = 
             fit = fit_line(name, driver, strategy_points(members, part, driver), repeat_spread(members, part))
             if fit is not None:
                 lines[(name, g)] = fit
-    return Calibration(lines, obs, machine or machine_constants(trials), tuple(runs))
+    return Calibration(lines, tuple(obs), machine, tuple(runs))
 
 
 def usable(members: Sequence[Observation], part: str) -> list[Observation]:

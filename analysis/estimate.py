@@ -426,6 +426,33 @@ def _overridden(s: Any, overrides: frozenset[str], **given: Any) -> Any:
                    generate=replace(s.generate, **gen) if gen else s.generate)
 
 
+def dtype_grid(dtypes: tuple[str, ...], quantizations: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Every --dtype x --quantization, aliases normalized; ``int8``/``int4`` given as a dtype mean float16
+    compute with bnb 8/4-bit (accelerate lists them as dtypes)."""
+    from loadprof.core.errors import SpecError
+    from loadprof.strategies.model import DTYPE_ALIASES, DTYPES, QUANTIZATION_ALIASES, QUANTIZATIONS
+
+    quants = []
+    for q in quantizations:
+        q = QUANTIZATION_ALIASES.get(q.strip().lower(), q.strip())
+        if q not in QUANTIZATIONS:
+            raise SpecError(f"invalid quantization {q!r}; allowed: {', '.join(QUANTIZATIONS)} (or int8, int4)",
+                            path="--quantization")
+        quants.append(q)
+    grid = []
+    for d in dtypes:
+        d = d.strip().lower()
+        if d in ("int8", "int4"):
+            grid.append(("float16", QUANTIZATION_ALIASES[d]))
+            continue
+        d = DTYPE_ALIASES.get(d, d)
+        if d not in DTYPES:
+            raise SpecError(f"invalid dtype {d!r}; allowed: {', '.join(DTYPES)} (or fp32, fp16, bf16, int8, int4)",
+                            path="--dtype")
+        grid += [(d, q) for q in quants]
+    return list(dict.fromkeys(grid))
+
+
 ESTIMATE_COLUMNS = ("model", "dtype", "quant", "params", "weights", "largest layer", "per layer", "KV/token",
                     "KV dynamic", "KV static", "total", "batch x prompt+new")
 

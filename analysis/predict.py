@@ -164,6 +164,7 @@ def load_cost(cal: Calibration, t: Target, cache: str) -> Predicted | None:
     return _interval(figures.LOAD_COST_S, cache, value, width, terms, (n1, n2, n3))
 
 
+LOAD_COST = figures.LOAD_COST_S.key
 #: the load cost's summed terms: this many RMS relative residuals against the calibration trials' own load cost
 BAND_TOTAL = 2.0
 
@@ -172,7 +173,7 @@ def total_residual(cal: Calibration, group: tuple[Any, ...]) -> float:
     """RMS relative residual of the summed load terms against the measured load cost of the group's trials."""
     errs = []
     for o in cal.observations:
-        if group_of(o, ("device", "cache", "converts")) != group or "load_cost_s" not in o.parts or o.busy:
+        if group_of(o, ("device", "cache", "converts")) != group or LOAD_COST not in o.parts or o.busy:
             continue
         lines = [cal.line("import", ()), cal.line("setup", (o.device,)), cal.line("weights", group),
                  cal.line("first_forward", group)]
@@ -180,7 +181,7 @@ def total_residual(cal: Calibration, group: tuple[Any, ...]) -> float:
             continue
         xs = (1.0, o.tensors, o.loaded_bytes, o.loaded_bytes)
         pred = sum(line.at(x) for line, x in zip(lines, xs))  # type: ignore[union-attr]
-        errs.append(o.parts["load_cost_s"] / pred - 1 if pred > 0 else 0.0)
+        errs.append(o.parts[LOAD_COST] / pred - 1 if pred > 0 else 0.0)
     return math.sqrt(sum(e * e for e in errs) / len(errs)) if errs else 0.0
 
 

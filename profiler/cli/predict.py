@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -178,20 +179,23 @@ def predict(target: str, dtypes: tuple[str, ...], quantizations: tuple[str, ...]
     YAML, a cached hub id). The cost terms are fitted on the finished trials of the --from runs on this machine;
     without one, only the machine's bounds are used (wide intervals, a lower bound on time).
     """
+    from loadprof.analysis.estimate import dtype_grid
     from loadprof.analysis.predict import predict as predict_one
-    from loadprof.cli.main import _console, _estimate_grid, _warn
 
     gen = {"batch_size": batch_size, "prompt_tokens": prompt_tokens, "max_new_tokens": max_new_tokens}
     budgets = host_budgets()
-    cal = calibration(runs, _warn)
-    found = targets(target, _estimate_grid(dtypes, quantizations), device_maps, checkpoint_dtype, gen, budgets)
+    cal = calibration(runs, lambda note: click.echo(f"warning: {note}", err=True))
+    found = targets(target, dtype_grid(dtypes, quantizations), device_maps, checkpoint_dtype, gen, budgets)
     base = own_rss_bytes()
     out = [predict_one(cal, t, budgets, base) for t in found]
     if fmt == "table":
+        from rich.console import Console
+
         from loadprof.reports.formats import rich_table
 
+        con = Console(highlight=False, width=None if sys.stdout.isatty() else 200)  # off a terminal: a wide page
         title = f"Predicted on this machine (from {', '.join(cal.runs) or 'machine bounds only'})"
-        _console().print(rich_table(title, COLUMNS, rows(out), right=("predicted", "interval")))
+        con.print(rich_table(title, COLUMNS, rows(out), right=("predicted", "interval")))
     elif fmt == "md":
         from loadprof.reports.formats import markdown
 
