@@ -117,20 +117,35 @@ def lookup(cal: Calibration, name: str, group: tuple[Any, ...]) -> tuple[Line | 
     """The term fitted for ``group``, else the nearest group on the same device (a difference in a later key costs
     less: conversion before page cache), marked as borrowed with a wider interval; (None, "") if none."""
     line = cal.line(name, group)
-    if line is not None:
+    if line is not None and line.n >= 2:
         return line, ""
+    near = _nearest(cal, name, group, fitted=line is not None)
+    if line is not None:  # one size only: the nearest group's line (fitted on two sizes), scaled through its point
+        if near is None:
+            return line, ""
+        other = cal.lines[(name, near)]
+        k = line.at(line.x_max) / other.at(line.x_max) if other.at(line.x_max) > 0 else 1.0
+        return replace(line, fixed=other.fixed * k, per_unit=other.per_unit * k,
+                       source=f"{line.source}, shaped like {near} (x {k:.3g})"), ""
+    if near is None:
+        return None, ""
+    borrowed = cal.lines[(name, near)]
+    note = f"{name}: no calibration trial in {group}; borrowed from {near}"
+    return replace(borrowed, spread=max(borrowed.spread, UNFITTED_REL), source=borrowed.source + ", borrowed"), note
+
+
+def _nearest(cal: Calibration, name: str, group: tuple[Any, ...], fitted: bool) -> tuple[Any, ...] | None:
+    """The nearest other group of term ``name`` on the same device (``fitted``: only one fitted on two sizes)."""
     best = None
     for g in cal.groups(name):
-        if len(g) != len(group) or (group and g[0] != group[0]):
+        if g == group or len(g) != len(group) or (group and g[0] != group[0]):
+            continue
+        if fitted and cal.lines[(name, g)].n < 2:
             continue
         diff = sum(len(group) - i for i, (a, b) in enumerate(zip(g, group)) if a != b)
         if best is None or diff < best[0]:
             best = (diff, g)
-    if best is None:
-        return None, ""
-    borrowed = cal.lines[(name, best[1])]
-    note = f"{name}: no calibration trial in {group}; borrowed from {best[1]}"
-    return replace(borrowed, spread=max(borrowed.spread, UNFITTED_REL), source=borrowed.source + ", borrowed"), note
+    return best[1] if best else None
 
 
 def _sum(parts: Sequence[tuple[Line, float]], extra: Sequence[TermValue] = ()) -> tuple[float, float, list[TermValue]]:

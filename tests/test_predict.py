@@ -212,3 +212,11 @@ def test_a_borrowed_term_is_wider():
     c = _cal(**{"weights__cpu_warm_True": replace(_line("weights", 0.0, 5e-3), spread=0.0)})
     line, _ = lookup(c, "weights", ("cpu", "cold", True))
     assert line.half_width >= UNFITTED_REL
+
+
+def test_a_one_size_group_takes_the_shape_of_the_nearest_fitted_one_through_its_point():
+    one = Line("decode", "step_bytes", 0.0, 2e-3, 1, 0.0, 0.0, 100.0, "test")  # one point: (100, 0.2)
+    c = _cal(decode__cpu_bfloat16=one, decode__cpu_float32=_line("decode", 0.1, 1e-3))
+    line, note = lookup(c, "decode", ("cpu", "bfloat16"))
+    assert line.at(100) == pytest.approx(0.2) and note == ""
+    assert line.fixed / line.per_unit == pytest.approx(0.1 / 1e-3)  # float32's fixed-to-per-byte ratio
