@@ -55,6 +55,8 @@ class SizeEstimate:
     cache_implementation: str
     formulas: dict[str, str]
     num_attention_heads: int = 0  # query heads: the size of a per-head (prompt + cap)^2 attention mask/bias
+    num_layers: int = 0  # decoder layers (what a device map places one by one)
+    tensor_count: int = 0  # unique parameter tensors (tied once): what a checkpoint stores and a load visits
 
     @property
     def tensor_bytes(self) -> int:
@@ -253,7 +255,8 @@ def estimate_from_config(config: Any, *, dtype: str, quantization: str = "none",
                     per_layer_bytes=_per_layer(m, layers, module_bytes), embedding_bytes=emb_bytes,
                     tied_embeddings=tied, kv_dtype=dt, kv_bytes_per_token=per_token, kv_cache_dynamic_bytes=kv_dyn,
                     kv_cache_static_bytes=kv_static, cache_implementation=cache_implementation, formulas=formulas,
-                    num_attention_heads=int(_text_config(config).num_attention_heads))
+                    num_attention_heads=int(_text_config(config).num_attention_heads), num_layers=layers,
+                    tensor_count=sum(1 for _ in m.parameters()))
 
 
 def _formulas(*, quantization: str, dt: str, double_quant: bool, has_fp32: bool, layers: int, kv_heads: int,
@@ -421,6 +424,33 @@ def _overridden(s: Any, overrides: frozenset[str], **given: Any) -> Any:
         s = replace(s, generate=GenerateSpec())
     return replace(s, load=replace(s.load, **load) if load else s.load,
                    generate=replace(s.generate, **gen) if gen else s.generate)
+
+
+def dtype_grid(dtypes: tuple[str, ...], quantizations: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Every --dtype x --quantization, aliases normalized; ``int8``/``int4`` given as a dtype mean float16
+    compute with bnb 8/4-bit (accelerate lists them as dtypes)."""
+    from loadprof.core.errors import SpecError
+    from loadprof.strategies.model import DTYPE_ALIASES, DTYPES, QUANTIZATION_ALIASES, QUANTIZATIONS
+
+    quants = []
+    for q in quantizations:
+        q = QUANTIZATION_ALIASES.get(q.strip().lower(), q.strip())
+        if q not in QUANTIZATIONS:
+            raise SpecError(f"invalid quantization {q!r}; allowed: {', '.join(QUANTIZATIONS)} (or int8, int4)",
+                            path="--quantization")
+        quants.append(q)
+    grid = []
+    for d in dtypes:
+        d = d.strip().lower()
+        if d in ("int8", "int4"):
+            grid.append(("float16", QUANTIZATION_ALIASES[d]))
+            continue
+        d = DTYPE_ALIASES.get(d, d)
+        if d not in DTYPES:
+            raise SpecError(f"invalid dtype {d!r}; allowed: {', '.join(DTYPES)} (or fp32, fp16, bf16, int8, int4)",
+                            path="--dtype")
+        grid += [(d, q) for q in quants]
+    return list(dict.fromkeys(grid))
 
 
 ESTIMATE_COLUMNS = ("model", "dtype", "quant", "params", "weights", "largest layer", "per layer", "KV/token",

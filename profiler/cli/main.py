@@ -262,13 +262,14 @@ def estimate(target: str, dtypes: tuple[str, ...], quantizations: tuple[str, ...
     from loadprof.strategies.model import GenerateSpec
 
     GenerateSpec(prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens, batch_size=batch_size)  # validates
-    from loadprof.analysis.estimate import ESTIMATE_COLUMNS, estimate_command, estimate_record, estimate_rows
+    from loadprof.analysis.estimate import (ESTIMATE_COLUMNS, dtype_grid, estimate_command, estimate_record,
+                                            estimate_rows)
 
     ctx = click.get_current_context()
     given = {n for n in ("dtypes", "quantizations", "batch_size", "prompt_tokens", "max_new_tokens")
              if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT}  # a YAML's own unless given
     rows = []
-    for dtype, quantization in _estimate_grid(dtypes, quantizations):
+    for dtype, quantization in dtype_grid(dtypes, quantizations):
         for e in estimate_command(target, dtype=dtype, quantization=quantization, batch_size=batch_size,
                                   prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens,
                                   overrides=frozenset(given)):
@@ -290,33 +291,6 @@ def estimate(target: str, dtypes: tuple[str, ...], quantizations: tuple[str, ...
 
         click.echo(machine([estimate_record(e) for e in rows] if fmt != "json" else [e.to_dict() for e in rows],
                            fmt), nl=False)
-
-
-def _estimate_grid(dtypes: tuple[str, ...], quantizations: tuple[str, ...]) -> list[tuple[str, str]]:
-    """Every --dtype x --quantization, aliases normalized; ``int8``/``int4`` given as a dtype mean float16
-    compute with bnb 8/4-bit (accelerate lists them as dtypes)."""
-    from loadprof.core.errors import SpecError
-    from loadprof.strategies.model import DTYPE_ALIASES, DTYPES, QUANTIZATION_ALIASES, QUANTIZATIONS
-
-    quants = []
-    for q in quantizations:
-        q = QUANTIZATION_ALIASES.get(q.strip().lower(), q.strip())
-        if q not in QUANTIZATIONS:
-            raise SpecError(f"invalid quantization {q!r}; allowed: {', '.join(QUANTIZATIONS)} (or int8, int4)",
-                            path="--quantization")
-        quants.append(q)
-    grid = []
-    for d in dtypes:
-        d = d.strip().lower()
-        if d in ("int8", "int4"):
-            grid.append(("float16", QUANTIZATION_ALIASES[d]))
-            continue
-        d = DTYPE_ALIASES.get(d, d)
-        if d not in DTYPES:
-            raise SpecError(f"invalid dtype {d!r}; allowed: {', '.join(DTYPES)} (or fp32, fp16, bf16, int8, int4)",
-                            path="--dtype")
-        grid += [(d, q) for q in quants]
-    return list(dict.fromkeys(grid))
 
 
 @main.command()
@@ -412,9 +386,9 @@ def diff(a: Path, b: Path, threshold_pct: float, fail_on: str | None, fmt: str, 
     sys.exit(cli_diff(a, b, threshold_pct, _console(), fail_on=fail_on, fmt="json" if as_json else fmt, warn=_warn))
 
 
-from loadprof.cli.program import run as _run_program  # noqa: E402 - `loadprof run -- CMD` (its own module)
-
-main.add_command(_run_program)
+from loadprof.cli import predict as _predict, program as _program  # noqa: E402 - commands in modules of their own
+main.add_command(_program.run)  # `loadprof run -- CMD`
+main.add_command(_predict.predict)  # `loadprof predict TARGET`
 
 if __name__ == "__main__":
     main()
