@@ -302,7 +302,7 @@ RULES: tuple[Callable[[TrialResult], Iterable[Finding]], ...] = (
 
 def trial_findings(t: TrialResult) -> list[Finding]:
     """Every rule's findings on one finished trial, each graded by its stake (loadprof.analysis.stake)."""
-    return [graded(f, references([t])) for f in _ungraded(t)]
+    return [graded(f, references([t]), t) for f in _ungraded(t)]
 
 
 def _ungraded(t: TrialResult) -> list[Finding]:
@@ -343,4 +343,4 @@ def sweep_findings(trials: Iterable[TrialResult], extra: Iterable[Finding] = ())
     trials that did not finish lead."""
     trials = list(trials)
     refs = references(trials)  # one denominator for the sweep: a larger stake is never graded lower
-    return rank([*failed_trials(trials), *(graded(f, refs) for t in trials for f in _ungraded(t)), *extra])
+    return rank([*failed_trials(trials), *(graded(f, refs, t) for t in trials for f in _ungraded(t)), *extra])

@@ -78,7 +78,8 @@ def no_kv_cache(t: TrialResult) -> Iterable[Finding]:
              mistake=off, stake_s=excess if excess is not None else None,
              basis="per call: sum of decode steps' time beyond the first quarter's median step (measured)"
              if excess is not None else "nothing at stake measured: per-step times were not recorded",
-             use_cache=s.get("use_cache"), growth=growth, excess_s=excess)
+             use_cache=s.get("use_cache"), growth=growth, excess_s=excess,
+             subject="use_cache=False" if off else "decode growth")  # the setting and the symptom: two findings
 
 
 def threads_and_training(t: TrialResult) -> Iterable[Finding]:

@@ -3,7 +3,8 @@
 A rule states what it saw and what is at stake (seconds, bytes); the severity it is printed with comes from that
 stake, relative to the sweep and absolutely: ``stake_share`` is the larger of the seconds at stake over the
 largest trial workload (its phases, loadprof's own steps left out) and the bytes at stake over the trial's weights
-(its peak where the weights are unknown). A finding is high only when it is both a large share (>= 30%) and
+(its peak where the weights are unknown) or, with a memory budget (``memory_limit``), over the headroom the budget
+leaves above the weights, whichever is larger (a stake that decides whether the model fits is a full share). A finding is high only when it is both a large share (>= 30%) and
 large in itself (>= 1 s, >= 256 MiB), medium at >= 10% and >= 0.1 s / 16 MiB, else low: a +270 KiB upcast of a
 tiny model is low whatever its share, and a 41 s stake outranks a 0.35 s one. Findings with nothing at stake
 (a broken model, an ignored kwarg) keep the severity their rule gave.
@@ -21,6 +22,7 @@ from typing import Iterable, Sequence
 from loadprof.core.payloads import MemoryPayload
 from loadprof.core.phases import HARNESS_PHASES
 from loadprof.results.model import Finding, TrialResult
+from loadprof.strategies.model import parse_size
 
 NOT_WORKLOAD = (*HARNESS_PHASES, "cleanup")
 #: (share, seconds, bytes) a stake must reach, both relative and absolute, for each severity
@@ -66,6 +68,28 @@ def stake_share(f: Finding, wl: float | None, mem: float | None) -> float | None
     return max(shares) if shares else None
 
 
+def memory_budget(t: TrialResult) -> float | None:
+    """The trial's memory budget, when its strategy gives one (``memory_limit``), in bytes; None without."""
+    try:
+        return float(parse_size(t.strategy.memory_limit)) if t.strategy.memory_limit else None
+    except (ValueError, TypeError):
+        return None
+
+
+def budget_share(stake_bytes: float, t: TrialResult) -> float | None:
+    """A bytes stake against the trial's memory budget: the share of the headroom above the weights it takes (1.0
+    when the budget leaves none, or when the peak is over the budget and would be under it without the stake:
+    then the stake decides whether the model fits). None without a budget or a measured peak."""
+    budget, weights = memory_budget(t), memory_bytes(t) or 0.0
+    mem = t.payload(MemoryPayload)
+    peak = max((p.peak_rss_bytes for p in mem.per_phase.values()), default=0) if mem is not None else 0
+    if not budget or not peak:
+        return None
+    if budget <= weights or (peak > budget >= peak - stake_bytes):
+        return 1.0
+    return min(1.0, stake_bytes / (budget - weights))
+
+
 def grade(share: float, stake_s: float | None, stake_bytes: float | None) -> str:
     for name, min_share, min_s, min_b in GRADES:
         if share >= min_share and ((stake_s or 0) >= min_s or (stake_bytes or 0) >= min_b):
@@ -73,10 +97,13 @@ def grade(share: float, stake_s: float | None, stake_bytes: float | None) -> str
     return "low"
 
 
-def graded(f: Finding, refs: tuple[float | None, float | None]) -> Finding:
+def graded(f: Finding, refs: tuple[float | None, float | None], trial: TrialResult | None = None) -> Finding:
     """``f`` with its severity from its stake over ``refs`` (``references``) and ``stake_share`` in its evidence
-    (unchanged without a stake)."""
+    (unchanged without a stake); a bytes stake is also weighed against ``trial``'s memory budget, where it has
+    one, and the larger share counts."""
     share = stake_share(f, *refs)
+    if trial is not None and f.stake_bytes and (b := budget_share(f.stake_bytes, trial)) is not None:
+        share = max(share or 0.0, b)
     if share is None:
         return f
     return replace(f, severity=grade(share, f.stake_s, f.stake_bytes),

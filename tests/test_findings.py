@@ -326,3 +326,24 @@ def test_memory_culprit_names_each_call_with_its_bytes_and_what_is_still_held():
     # under a quarter of the weights: not a finding
     small = _trial(metrics={"weights_bytes": 8000 * mib}, probes={"sampling": sampling_payload(user_functions=[u])})
     assert [f for f in trial_findings(small) if f.kind == "memory_culprit"] == []
+
+
+def test_a_bytes_stake_is_also_weighed_against_the_memory_budget():
+    from loadprof.analysis.stake import budget_share, graded, references
+
+    gib = 2**30
+
+    def trial(limit, peak):
+        return _trial(metrics={"weights_bytes": 14 * gib}, strategy=strategy_of({"memory_limit": limit} if limit else {}),
+                      probes={"memory": memory_payload({"load": {"peak_rss_bytes": peak}})})
+
+    copy = Finding("memory_culprit", "medium", "t", "d", "f", stake_bytes=3 * gib, mistake=True)
+    # against the weights alone 3 of 14 GiB is medium; over a 16 GiB budget it decides whether the model fits
+    assert graded(copy, references([trial(None, 17 * gib)]), trial(None, 17 * gib)).severity == "medium"
+    over = trial("16GiB", 17 * gib)
+    assert budget_share(3 * gib, over) == 1.0 and graded(copy, references([over]), over).severity == "high"
+    # under a roomy budget it takes its share of the headroom above the weights (3 of 18 GiB: the weights' share wins)
+    roomy = trial("32GiB", 17 * gib)
+    assert budget_share(3 * gib, roomy) == 3 / 18
+    assert graded(copy, references([roomy]), roomy).evidence["stake_share"] == round(3 / 14, 4)
+    assert budget_share(3 * gib, trial(None, 17 * gib)) is None  # no budget: the weights decide
