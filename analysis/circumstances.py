@@ -9,6 +9,7 @@ import statistics
 from typing import Iterable, Sequence
 
 from loadprof.analysis.busy import busy_machine
+from loadprof.analysis.derive import shared_import_s
 from loadprof.core import figures
 from loadprof.core.circumstances import Circumstances, Concurrency, HarnessCost
 from loadprof.results.model import TrialResult
@@ -27,12 +28,15 @@ def harness_cost(trials: Sequence[TrialResult]) -> HarnessCost | None:
     forked = [t for t in trials if t.harness.get("isolation") == "forkserver"]
     fresh = [t for t in trials if t.harness.get("isolation") != "forkserver"]
     zygotes = {t.harness.get("forkserver_pid"): t.harness.get("forkserver_import_s") or 0.0 for t in forked}
+    shared = [t for t in forked if shared_import_s(t)]
+    subs = {(t.metrics.get("shared_import") or {}).get("pid") if isinstance(t.metrics.get("shared_import"), dict)
+            else t.trial_id: shared_import_s(t) for t in shared}
     return HarnessCost(
         trials=len(over), overhead_s=statistics.median(over),
         startup_s=_median([t.harness["startup_s"] for t in fresh if "startup_s" in t.harness]),
         own_import_s=_median([v for t in fresh if (v := figures.IMPORT_S.read(t.metrics)) is not None]),
         forked=len(forked), fork_start_s=_median([t.harness["startup_s"] for t in forked if "startup_s" in t.harness]),
-        zygote_import_s=tuple(zygotes.values()))
+        zygote_import_s=tuple(zygotes.values()), shared=len(shared), shared_import_s=tuple(subs.values()))
 
 
 def concurrency(trials: Sequence[TrialResult]) -> Concurrency | None:

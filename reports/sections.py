@@ -137,6 +137,11 @@ def harness_line(sweep: SweepResult) -> str | None:
                      + (f", fork to trial start {ms(h.fork_start_s)}" if h.fork_start_s is not None else "")
                      + f"), the zygotes' own import {' + '.join(units.seconds(s) for s in h.zygote_import_s)}, "
                      "paid once each")
+    if h.shared:
+        parts.append(f"{h.shared} of them shared their load's lazy import with their repeat round (isolation: auto): "
+                     f"{len(h.shared_import_s)} import(s) of "
+                     + " + ".join(units.seconds(s) for s in h.shared_import_s)
+                     + ", each timed once in a fresh sub-zygote and counted in its round's real load costs")
     return "; ".join(parts)
 
 
