@@ -87,9 +87,12 @@ DOCS: dict[str, str] = {
     "sampling_hz": "py-spy rate, sampling the worker from outside: unset means 50 Hz for a custom loader and off for "
                    "the built-in one; 0 turns it off",
     "isolation": "auto (default): a warm trial that keeps the model on the CPU is forked from a zygote that imported "
-                 "torch, transformers' top level and loadprof's probes once per sweep; cold-cache, GPU and Ray trials "
-                 "start fresh; fresh: every trial a new interpreter, its import phase measured; forkserver: forked "
-                 "wherever it is safe (cold-cache trials still start fresh)",
+                 "torch, transformers' top level and loadprof's probes once per sweep, and a built-in load's lazy "
+                 "import (transformers.modeling_utils, the modeling module) is done and timed once per repeat round "
+                 "and counted in each of that round's real load costs (shared_import_s); cold-cache, GPU and Ray "
+                 "trials start fresh; fresh: every trial a new interpreter, its import phase measured; forkserver: "
+                 "forked wherever it is safe (cold-cache trials still start fresh), every trial paying its own lazy "
+                 "import",
     "program": "a whole program instead of model + loader, started unchanged with loadprof's hooks installed at "
                "interpreter start (as `loadprof run -- CMD`)",
     "program.cmd": "the command line, a list of strings (a first argument ending in .py runs with loadprof's Python)",
