@@ -16,8 +16,8 @@ from rich.table import Table
 from loadprof.core import figures
 from loadprof.reports.base import Artifacts, TextRenderer
 from loadprof.reports.configurations import print_tables, tables as configuration_tables
-from loadprof.reports.sections import (cap_warning_lines, figures_available, harness_line, model_label, stake_text,
-                                       status_counts, wall_cell)
+from loadprof.reports.sections import (cap_warning_lines, figures_available, harness_line, stake_text, status_counts,
+                                       summary)
 from loadprof.reports.study_tables import render_studies
 from loadprof.reports.verdict import verdict_block
 from loadprof.results.model import SweepResult, TrialResult
@@ -44,22 +44,15 @@ def trial_line(t: TrialResult) -> str:
 
 
 def summary_table(sweep: SweepResult) -> Table:
-    table = Table(title=f"loadprof: {escape(sweep.name)} ({len(sweep.trials)} trials)", show_lines=False)
-    for col, just in (("#", "right"), ("model", "left"), ("strategy", "left"), ("status", "left"),
-                      ("import s", "right"), ("load s", "right"), ("warmup s", "right"), ("peak RSS", "right"),
-                      ("TTFT ms", "right"), ("decode tok/s", "right"), ("wall s", "right"), ("reason", "left")):
-        table.add_column(col, justify=just, overflow="fold", no_wrap=col not in ("model", "strategy", "reason"),
-                         min_width=16 if col == "strategy" else None)
-    for i, t in enumerate(sweep.trials, 1):
-        m = t.metrics
-        table.add_row(
-            str(i), escape(model_label(t)), escape(f"{t.label} r{t.repeat_index}"),
-            f"[{STATUS_STYLE.get(t.status, '')}]{t.status}[/]",
-            num(figures.IMPORT_S.read(m)), num(figures.LOAD_S.read(m)), num(m.get("warmup_s")),
-            bytes_h(figures.PEAK_RSS_BYTES.read(m)), num(figures.TTFT_MS.read(m), ".1f"),
-            num(figures.DECODE_TOK_S.read(m), ".1f"), wall_cell(t),
-            escape((t.reason or "")[:120]),
-        )
+    """The per-trial table (loadprof.reports.sections.summary, the one definition), with the status coloured."""
+    t = summary(sweep, reason_chars=120)
+    table = Table(title=escape(t.title), show_lines=False)
+    for col, right in zip(t.columns, t.right):
+        table.add_column(col, justify="right" if right else "left", overflow="fold",
+                         no_wrap=col not in ("model", "strategy", "reason"), min_width=16 if col == "strategy" else None)
+    status = t.columns.index("status")
+    for row in t.rows:
+        table.add_row(*(f"[{STATUS_STYLE.get(c, '')}]{c}[/]" if i == status else escape(c) for i, c in enumerate(row)))
     return table
 
 

@@ -28,7 +28,7 @@ from tests.helpers import memory_payload, strategy_of
 
 MiB, GiB = 2**20, 2**30
 EVIL = "<script>alert(1)</script> & co"
-SUMMARY_HEADER = ("| # | model | strategy | status | import s | load s | warmup s | peak RSS | TTFT ms | decode tok/s "
+SUMMARY_HEADER = ("| # | model | strategy | status | import s | load cost s | warmup s | peak RSS | TTFT ms | decode tok/s "
                   "| wall s | reason |")
 ARTIFACTS = {"stdout": "stdout.log", "stderr": "stderr.log", "memory_timeline": "memory_timeline.json",
              "speedscope": "profile.speedscope.json", "cuda_snapshot": "cuda_snapshot.pickle"}
@@ -54,7 +54,7 @@ def ok_phases() -> tuple[PhaseTiming, ...]:
 def trial(tid: str, label: str, repeat: int = 0, **kw: Any) -> TrialResult:
     base = dict(trial_id=tid, strategy_id=tid.split("-")[0], label=label, repeat_index=repeat, status="ok",
                 strategy=strategy_of(STRATEGY), wall_s=6.0, phases=ok_phases(),
-                metrics={"import_s": 1.0, "load_s": 2.0, "warmup_s": 0.5, "peak_rss_bytes": 2 * GiB,
+                metrics={"import_s": 1.0, "load_s": 2.0, "load_cost_s": 2.25, "warmup_s": 0.5, "peak_rss_bytes": 2 * GiB,
                          "ttft_ms": 400.0, "decode_tok_s": 12.5, "per_token_ms_p50": 80.0, "weights_bytes": 3 * MiB,
                          "loader": "transformers.AutoModelForCausalLM.from_pretrained",
                          "bytes_by_dtype": {"bfloat16": 3 * MiB}},
@@ -114,7 +114,7 @@ FINDINGS = (Finding(**{"kind": "dominant_user_function", "severity": "high", "ti
 
 def make_sweep(recommendations: Any = RECS, **kw: Any) -> SweepResult:
     trials = (trial("aaaa-r0", "static max_new_tokens=32"),
-              trial("bbbb-r1", EVIL, repeat=1, probes={}, metrics={"load_s": 2.0}),
+              trial("bbbb-r1", EVIL, repeat=1, probes={}, metrics={"load_s": 2.0, "load_cost_s": 2.0}),
               trial("cccc-r0", "segfault", status="crashed", wall_s=3.0, reason="worker killed by SIGSEGV\nduring "
                     "phase load", metrics={"import_s": 1.0}, probes={}, harness={},
                     phases=(P("import", 0.0, 1.0), P("load", 1.0, 1.0, incomplete=True)),
@@ -150,7 +150,7 @@ def test_markdown_sections_tables_and_rows() -> None:
     assert lines[0] == "# loadprof: demo"
     assert "- **torch**: 2.13.0+cpu" in lines and "- **device**: cpu" in lines
     assert SUMMARY_HEADER in lines
-    assert ("| 1 | tiny (bfloat16) | static max_new_tokens=32 r0 | ok | 1.00 | 2.00 | 0.50 | 2.0 GiB | 400.0 | 12.5 "
+    assert ("| 1 | tiny (bfloat16) | static max_new_tokens=32 r0 | ok | 1.00 | 2.25 | 0.50 | 2.0 GiB | 400.0 | 12.5 "
             "| 6.00 |  |") in lines
     assert ("| 2 | tiny (bfloat16) | \\<script>alert(1)\\</script> & co r1 | ok | - | 2.00 | - | - | - "
             "| - | 6.00 |  |") in lines
