@@ -96,6 +96,7 @@ def recommendation_lines(r: Recommendation) -> list[str]:
                  "settings: " + ", ".join(f"{k}={v}" for k, v in (r.settings or {}).items() if v is not None)]
         if r.tied:
             lines.append("tied with (within the noise): " + ", ".join(r.tied))
+            lines += _tie_lines(r)
         elif r.runner_up:
             margin = f", margin {units.percent(r.margin_pct)}" if r.margin_pct is not None else ""
             lines.append(f"runner-up: {r.runner_up.label} ({units.value(r.runner_up.figure.value, f.unit)}){margin}")
@@ -103,6 +104,24 @@ def recommendation_lines(r: Recommendation) -> list[str]:
         lines.append(f"pooled (cannot affect {r.objective}): " + "; ".join(r.notes[:len(r.pooled)]))
     lines += [f"note: {n}" for n in r.notes[len(r.pooled):]]
     return lines + [f"- {t}" for t in r.tradeoffs]
+
+
+def _tie_lines(r: Recommendation) -> list[str]:
+    """Each tied configuration against the pick: its median, the margin, and both medians' 95% CIs (which
+    overlap: that is why nothing is picked between them)."""
+    f, pick = r.figure, r.estimate
+    out = []
+    for c in r.candidates:
+        e = c.estimate
+        if c.label not in r.tied or e is None or pick is None or not pick.median:
+            continue
+        ci = (f", 95% CI {units.value(e.lo, f.unit)}..{units.value(e.hi, f.unit)}"
+              if e.lo is not None and e.hi is not None else "")
+        out.append(f"  {c.label}: {units.estimate(e, f.unit)}{ci}, "
+                   f"{units.percent(100 * (e.median - pick.median) / pick.median)} from the pick")
+    if out and pick is not None and pick.lo is not None and pick.hi is not None:
+        out.insert(0, f"  the pick's 95% CI: {units.value(pick.lo, f.unit)}..{units.value(pick.hi, f.unit)}")
+    return out
 
 
 def _coverage_table(cov: Any) -> Any:
