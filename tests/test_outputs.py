@@ -91,3 +91,15 @@ def test_compare_format_jsonl_owns_stdout(tmp_path, tiny_model):
     assert r.returncode == 0, r.stderr
     (trial,) = [json.loads(x) for x in r.stdout.splitlines()]
     assert trial["status"] == "ok" and "loadprof fmt" in r.stderr
+
+
+def test_a_tie_shows_each_tied_configurations_median_ci_and_margin():
+    from loadprof.cli.outputs import recommendation_lines
+    from loadprof.core.conclusions import Candidate, Estimate, Figure, Recommendation
+
+    pick, other = Estimate(2.0, 1.9, 2.1, 3, 1.8, 2.3), Estimate(1.8, 1.7, 1.9, 3, 1.7, 2.2)
+    r = Recommendation("load", Figure("load_cost_s", 2.0, "s"), label="a", verdict="tie", estimate=pick,
+                       tied=("b",), rule="the simplest", candidates=(Candidate("a", (), pick), Candidate("b", (), other)))
+    text = "\n".join(recommendation_lines(r))
+    assert "tied with (within the noise): b" in text and "the pick's 95% CI: 1.8 s..2.3 s" in text
+    assert "b: 1.8 s" in text and "95% CI 1.7 s..2.2 s" in text and "-10.0% from the pick" in text
