@@ -4,7 +4,8 @@ must show. Writes checks.json and checks.md; exits 1 if a required check fails, 
 Usage: python benchmarks/gpu/check.py WORK_DIR --md OUT/checks.md --json OUT/checks.json
 
 Every check names its evidence (trial labels and figures), so the committed report says what was seen,
-not only that it passed. Needs loadprof installed (its shapes table), plus torch for reading the CUDA snapshot.
+not only that it passed. The load.method and stopwatch checks live beside it (check_methods.py). Needs loadprof
+installed (its shapes table and figures catalogue), plus torch for reading the CUDA snapshot.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any, Callable
 
 from loadprof.strategies.shapes import SHAPES, dims  # torch-free: the shapes table
 
+from check_methods import METHOD_CHECKS, check_stopwatch  # noqa: E402 - beside this script
+
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 WEIGHTS_TOLERANCE = 0.05
 KV_TOLERANCE = 0.02
@@ -32,6 +35,11 @@ class Checks:
         """ok None: not checkable in this run (its sweep did not run); a required one then fails."""
         status = "pass" if ok else ("not run" if ok is None else "FAIL")
         self.rows.append({"check": name, "status": status, "required": required, "evidence": evidence})
+
+    def skipped(self, name: str, evidence: str) -> None:
+        """A required check whose subject loadprof skipped on this machine (a method's package did not import):
+        said so, and failed like any check that did not pass."""
+        self.rows.append({"check": name, "status": "skipped", "required": True, "evidence": evidence})
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -276,9 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sweeps = load_sweeps(args.work)
     c = Checks()
-    for fn in CHECKS:
+    for fn, arg in [*((f, sweeps) for f in (*CHECKS, *METHOD_CHECKS)), (check_stopwatch, args.work)]:
         try:
-            fn(c, sweeps)
+            fn(c, arg)
         except Exception as e:  # noqa: BLE001 - one broken check must not hide the others
             c.add(fn.__name__, False, f"the check itself failed: {type(e).__name__}: {e}")
     args.md.write_text(render_md(c, sweeps))

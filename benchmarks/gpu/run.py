@@ -3,19 +3,23 @@
     python benchmarks/gpu/run.py OUT            # on the GPU machine, from the repository root
     python benchmarks/gpu/run.py OUT --dry-run  # anywhere: validate the GPU YAMLs, check the wheels
 
-Steps, each under its own timeout and all under one budget (default 450 s, so a 10-minute call has room
-for the machine's start):
-  install  the carried wheels (py-spy, bitsandbytes; see prepare.sh) and loadprof, with no network
-  env      CUDA device, torch/transformers/bitsandbytes versions, py-spy, NVML
-  synth    the synthetic checkpoints the sweeps use, built in parallel before any trial is timed
-  sweeps   strategies/examples/gpu/*.yaml, one `loadprof compare` each, four at a time by default (each
+Steps, each under its own timeout and all under one budget (default 540 s: a 10-minute call, timeout_s 590,
+holds it and the pack):
+  install  the carried wheels (see prepare.sh: py-spy, bitsandbytes, the load.method loaders and their
+           dependencies) and loadprof, with no network; a dependency wheel only where the machine lacks it
+  env      CUDA device, torch/transformers/bitsandbytes/loader versions, py-spy, NVML
+  synth    (--parallel 1 only) the synthetic checkpoints the sweeps use, built before any trial is timed
+  sweeps   strategies/examples/gpu/*.yaml, one `loadprof compare` each, five at a time by default (each
            sweep one trial at a time); a sweep that would overrun its time or the budget is interrupted
            (SIGINT: its finished trials are kept and reported)
+  stopwatch  benchmarks/stopwatch.py --device cuda (loadprof's load cost, TTFT and decode against a plain
+           script's, fresh processes side by side), alone on the GPU after the sweeps, if the budget allows
   check    benchmarks/gpu/check.py: what the run must show (allocator peaks, weights vs estimate, KV
-           per token, offload finding, H2D transfer, roofline, NVML, snapshot, compile), pass/fail each
-  pack     OUT/report.md (checks + every sweep's report), OUT/checks.json, OUT/env.json, OUT/kit.log,
-           OUT/runs.tar.gz (every sweep folder: report.json/md/html/csv, results, trial logs, snapshot);
-           a handful of files, each under 16 MiB
+           per token, offload finding, H2D transfer, roofline, NVML, snapshot, compile, loading methods
+           and their bounds, stopwatch), pass/fail each
+  pack     OUT/report.md (checks + every sweep's report + the stopwatch table), OUT/checks.json,
+           OUT/env.json, OUT/kit.log, OUT/runs.tar.gz (every sweep folder: report.json/md/html/csv, results,
+           trial logs, snapshot; the stopwatch's runs); a handful of files, each under 16 MiB
 
 Standard library only: it runs before loadprof is installed.
 """
@@ -23,8 +27,10 @@ Standard library only: it runs before loadprof is installed.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -37,14 +43,28 @@ ROOT = Path(__file__).resolve().parents[2]
 KIT = ROOT / "benchmarks" / "gpu"
 WHEELS = KIT / "wheels"
 YAML_DIR = ROOT / "strategies" / "examples" / "gpu"
-#: (yaml stem, sweep timeout s), longest first: with sweeps running side by side the max_new_tokens sweep
-#: (8 fresh processes, 4 of them compiling a static cache for ~25 s each on an H200) is the critical path
-SWEEPS = (("max_new_tokens", 330), ("placement", 240), ("quantization", 180), ("snapshot", 60),
-          ("batch_scaling", 120))
-#: sweeps at a time: on an H200 a fresh trial spends 10-16 s importing, so 27 trials one at a time (~640 s)
-#: do not fit a 10-minute call; four side by side should (~350 s). --parallel 1 for clean timings.
-DEFAULT_PARALLEL = 4
-NEEDED_WHEELS = ("py_spy", "bitsandbytes")
+#: (yaml stem, sweep timeout s), longest first: with sweeps running side by side the loading_methods sweep
+#: (14 fresh processes of a 3 GB load, each loaded twice for the logits check) and the max_new_tokens sweep
+#: (8 fresh processes, 4 of them compiling a static cache for ~25 s each on an H200) are the critical path
+SWEEPS = (("loading_methods", 360), ("max_new_tokens", 330), ("placement", 240), ("quantization", 180),
+          ("snapshot", 60), ("batch_scaling", 120))
+#: sweeps at a time: on an H200 a fresh trial spends 10-16 s importing, so 41 trials one at a time (~900 s)
+#: do not fit a 10-minute call; five side by side should (~370 s). --parallel 1 for clean timings.
+DEFAULT_PARALLEL = 5
+#: the stopwatch step's name (also for --only) and its arguments: one model on CUDA, 3 rounds of two fresh
+#: processes (~20 s each on a GPU image), run alone after the sweeps when STOPWATCH_NEED_S (two rounds) of budget
+#: is left; stopped at the budget, it keeps the rounds it finished (it rewrites its table after each)
+STOPWATCH = "stopwatch"
+STOPWATCH_ARGS = ("--models", "qwen2.5-0.5b", "--dtypes", "bfloat16", "--repeats", "3", "--device", "cuda")
+STOPWATCH_NEED_S = 100
+#: wheels installed whatever the machine has (prepare.sh fetches them); every other wheel in WHEELS is a
+#: dependency (DEPENDENCY_WHEELS: runai-model-streamer imports humanize), installed only where its project is
+#: missing, so a carried wheel never replaces the image's own
+NEEDED_WHEELS = ("py_spy", "bitsandbytes", "fastsafetensors", "runai_model_streamer", "instanttensor")
+DEPENDENCY_WHEELS = ("humanize",)
+#: the third-party load.method packages the environment check imports (module -> distribution)
+METHOD_PACKAGES = {"fastsafetensors": "fastsafetensors", "runai_model_streamer": "runai-model-streamer",
+                   "instanttensor": "instanttensor"}
 MAX_FILE_BYTES = 15 * 2**20
 
 ENV_CHECK = r"""
@@ -78,6 +98,13 @@ try:
     out["nvml_driver"] = str(pynvml.nvmlSystemGetDriverVersion())
 except Exception as e:
     out["nvml_error"] = f"{type(e).__name__}: {e}"
+import importlib, importlib.metadata
+for mod, dist in {**METHOD_PACKAGES, "numpy": "numpy", "humanize": "humanize"}.items():
+    try:
+        importlib.import_module(mod)
+        out[mod] = importlib.metadata.version(dist)
+    except Exception as e:
+        out[f"{mod}_error"] = f"{type(e).__name__}: {e}"
 print(json.dumps(out))
 """
 
@@ -131,7 +158,27 @@ class Kit:
 
 def wheels_present() -> list[str]:
     have = [p.name for p in WHEELS.glob("*.whl")] if WHEELS.is_dir() else []
-    return [w for w in NEEDED_WHEELS if not any(h.startswith(w) for h in have)]
+    return [w for w in (*NEEDED_WHEELS, *DEPENDENCY_WHEELS) if not any(h.startswith(w + "-") for h in have)]
+
+
+def project(name: str) -> str:
+    """The normalised project name (PEP 503) of a distribution or wheel file name."""
+    return re.sub(r"[-_.]+", "-", name.split("-")[0] if name.endswith(".whl") else name).lower()
+
+
+def wheels_to_install() -> tuple[list[Path], list[str]]:
+    """(wheels to install, projects left as the machine has them): every wheel of NEEDED_WHEELS, and each
+    dependency wheel whose project this Python lacks (--no-deps installs nothing it was not given)."""
+    have = {project(d.metadata["Name"] or "") for d in importlib.metadata.distributions()}
+    needed = {project(w) for w in NEEDED_WHEELS}
+    install, kept = [], []
+    for w in sorted(WHEELS.glob("*.whl")):
+        name = project(w.name)
+        if name in needed or name not in have:
+            install.append(w)
+        else:
+            kept.append(name)
+    return install, kept
 
 
 def yaml_files(only: set[str] = frozenset()) -> list[Path]:
@@ -144,14 +191,40 @@ def dry_run() -> int:
     for y in yaml_files():
         p = subprocess.run([*loadprof_cmd(), "expand", "--json", str(y)],
                            capture_output=True, text=True, cwd=ROOT)
-        n = len(json.loads(p.stdout)["strategies"]) if p.returncode == 0 else 0
+        plan = json.loads(p.stdout) if p.returncode == 0 else {}
+        n, rep = len(plan.get("strategies", [])), plan.get("repeat") or 1
         print(f"{'ok ' if p.returncode == 0 else 'BAD'} {y.relative_to(ROOT)}: "
-              f"{f'{n} strategies' if p.returncode == 0 else p.stderr.strip()[-300:]}")
+              f"{f'{n} strategies x {rep} = {n * rep} trials' if p.returncode == 0 else p.stderr.strip()[-300:]}")
         rc |= p.returncode != 0
+    p = subprocess.run([*stopwatch_cmd(ROOT / "stopwatch-dry-run"), "--help"], capture_output=True, text=True,
+                       cwd=ROOT)
+    print(f"{'ok ' if p.returncode == 0 else 'BAD'} benchmarks/stopwatch.py {' '.join(STOPWATCH_ARGS)}"
+          + ("" if p.returncode == 0 else f": {p.stderr.strip()[-300:]}"))
+    rc |= p.returncode != 0
     missing = wheels_present()
     print(f"{'BAD' if missing else 'ok '} wheels in {WHEELS.relative_to(ROOT)}: "
-          + (f"missing {', '.join(missing)} (run benchmarks/gpu/prepare.sh)" if missing else "py-spy, bitsandbytes"))
+          + (f"missing {', '.join(missing)} (run benchmarks/gpu/prepare.sh)" if missing
+             else ", ".join((*NEEDED_WHEELS, *DEPENDENCY_WHEELS))))
     return 1 if rc or missing else 0
+
+
+def stopwatch_cmd(out: Path) -> list[str]:
+    return [sys.executable, str(ROOT / "benchmarks" / "stopwatch.py"), *STOPWATCH_ARGS, "--out", str(out)]
+
+
+def run_stopwatch(kit: Kit, work: Path) -> None:
+    """benchmarks/stopwatch.py on CUDA, alone on the GPU after the sweeps, if the budget holds it; a skip leaves
+    its reason in WORK/stopwatch/skipped.txt for the check to report."""
+    out = work / STOPWATCH
+    out.mkdir(parents=True, exist_ok=True)
+    if kit.left() - 40 < STOPWATCH_NEED_S:
+        why = (f"skipped: {kit.left():.0f} s of budget left after the sweeps; the stopwatch needs about "
+               f"{STOPWATCH_NEED_S} s for two rounds, plus 40 s kept for check and pack (run.py --only {STOPWATCH} "
+               f"runs it alone)")
+        (out / "skipped.txt").write_text(why + "\n")
+        kit.log(f"stopwatch: {why}")
+        return
+    kit.step("stopwatch", stopwatch_cmd(out), kit.left(), cwd=ROOT)
 
 
 def loadprof_cmd() -> list[str]:
@@ -184,13 +257,13 @@ def synth_models(kit: Kit, only: set[str]) -> None:
     kit.log(f"synth: {len(models)} checkpoints in {time.monotonic() - t:.1f} s")
 
 
-def run_sweeps(kit: Kit, work: Path, only: list[str], parallel: int, resume_from: Path | None) -> None:
-    """Every sweep, ``parallel`` at a time (each still one trial at a time), in priority order. A sweep found
+def run_sweeps(kit: Kit, work: Path, sweeps: list[str], parallel: int, resume_from: Path | None) -> None:
+    """The ``sweeps``, ``parallel`` at a time (each still one trial at a time), in that order. A sweep found
     in ``resume_from`` (a folder of an earlier, interrupted kit run) is copied in and resumed, not redone."""
     caps = dict(SWEEPS)
-    queue = [(stem, caps[stem]) for stem in only] if only else list(SWEEPS)
+    queue = [(stem, caps[stem]) for stem in sweeps]
     running: list[tuple[str, subprocess.Popen, float]] = []
-    if parallel > 1:
+    if parallel > 1 and queue:
         kit.log(f"sweeps run {parallel} at a time: their timings were taken beside each other on one GPU")
     while queue or running:
         while queue and len(running) < parallel:
@@ -220,7 +293,17 @@ def run_sweeps(kit: Kit, work: Path, only: list[str], parallel: int, resume_from
         running = [r for r in running if r[1] is not proc]
 
 
-def pack(kit: Kit, work: Path, only: list[str], parallel: int) -> None:
+def stopwatch_section(work: Path) -> str:
+    """The stopwatch step's table for report.md, or why there is none."""
+    out = work / STOPWATCH
+    for name, say in (("table.txt", "```\n{}```\n"), ("skipped.txt", "{}")):
+        if (out / name).exists():
+            return f"# stopwatch on CUDA (benchmarks/stopwatch.py {' '.join(STOPWATCH_ARGS)})\n\n" + say.format(
+                (out / name).read_text())
+    return "# stopwatch on CUDA: no table (the step did not finish; see kit.log)\n"
+
+
+def pack(kit: Kit, work: Path, selected: list[str], parallel: int) -> None:
     parts = [(kit.out / "checks.md").read_text() if (kit.out / "checks.md").exists() else "# GPU kit: no checks\n"]
     if parallel > 1:
         parts[0] += (f"\nSweeps ran {parallel} at a time on the one GPU (each sweep one trial at a time): their "
@@ -229,8 +312,10 @@ def pack(kit: Kit, work: Path, only: list[str], parallel: int) -> None:
         rep = work / stem / "report.md"
         if rep.exists():
             parts.append(rep.read_text())
-        elif not only or stem in only:
+        elif stem in selected:
             parts.append(f"# {stem}: no report (the sweep did not finish; see kit.log)\n")
+    if STOPWATCH in selected:
+        parts.append(stopwatch_section(work))
     (kit.out / "report.md").write_text("\n\n---\n\n".join(parts))
     tar_path = kit.out / "runs.tar.gz"
     skip_big = False
@@ -248,13 +333,28 @@ def pack(kit: Kit, work: Path, only: list[str], parallel: int) -> None:
     kit.log(f"pack: runs.tar.gz {tar_path.stat().st_size / 2**20:.1f} MiB")
 
 
+def install(kit: Kit) -> None:
+    """The carried wheels and loadprof, with no network (see wheels_to_install for which wheels)."""
+    missing = wheels_present()
+    if missing:
+        kit.log(f"missing wheels {missing}: run benchmarks/gpu/prepare.sh on the CPU machine and carry "
+                f"benchmarks/gpu/wheels")
+    wheels, kept = wheels_to_install()
+    if kept:
+        kit.log(f"install wheels: the machine has {', '.join(kept)} already; those wheels are left out")
+    pip = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "-q"]
+    if wheels:
+        kit.step("install wheels", pip + [str(w) for w in wheels], 120)
+    kit.step("install loadprof", pip + ["--no-build-isolation", "-e", str(ROOT)], 120)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="loadprof GPU verification kit")
     ap.add_argument("out", type=Path, nargs="?", default=None, help="output folder (e.g. $OUT on the device)")
     ap.add_argument("--dry-run", action="store_true", help="validate the GPU YAMLs and check the wheels, run nothing")
-    ap.add_argument("--budget-s", type=float, default=450.0, help="whole-kit wall budget (default 450)")
-    ap.add_argument("--only", default="", help="comma-separated sweeps to run (default all): "
-                    + ", ".join(s for s, _ in SWEEPS))
+    ap.add_argument("--budget-s", type=float, default=540.0, help="whole-kit wall budget (default 540)")
+    ap.add_argument("--only", default="", help="comma-separated steps to run (default all), sweeps in that order: "
+                    + ", ".join([*(s for s, _ in SWEEPS), STOPWATCH]))
     ap.add_argument("--work", type=Path, default=Path("/tmp/loadprof-gpu"), help="where sweeps run")
     ap.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL,
                     help=f"sweeps at a time (default {DEFAULT_PARALLEL}; 1 gives clean single-trial timings)")
@@ -270,31 +370,28 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                       LOADPROF_CACHE=os.environ.get("LOADPROF_CACHE", "/tmp/loadprof-cache"))
     kit = Kit(args.out, args.budget_s)
-    only = [s for s in args.only.split(",") if s]  # also the order to run them in
-    unknown = [s for s in only if s not in dict(SWEEPS)]
+    selected = [s for s in args.only.split(",") if s] or [*(s for s, _ in SWEEPS), STOPWATCH]
+    unknown = [s for s in selected if s not in dict(SWEEPS) and s != STOPWATCH]
     if unknown:
-        ap.error(f"unknown sweep {unknown[0]!r}; known: {', '.join(s for s, _ in SWEEPS)}")
+        ap.error(f"unknown step {unknown[0]!r}; known: {', '.join([*(s for s, _ in SWEEPS), STOPWATCH])}")
+    sweeps = [s for s in selected if s in dict(SWEEPS)]  # also the order to run them in
     if not args.skip_install:
-        missing = wheels_present()
-        if missing:
-            kit.log(f"missing wheels {missing}: run benchmarks/gpu/prepare.sh on the CPU machine and carry "
-                    f"benchmarks/gpu/wheels")
-        pip = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "-q"]
-        kit.step("install wheels", pip + [str(w) for w in sorted(WHEELS.glob("*.whl"))], 120)
-        kit.step("install loadprof", pip + ["--no-build-isolation", "-e", str(ROOT)], 120)
-    env = kit.step("env", [sys.executable, "-c", ENV_CHECK], 60)
+        install(kit)
+    env = kit.step("env", [sys.executable, "-c", f"METHOD_PACKAGES = {METHOD_PACKAGES!r}\n" + ENV_CHECK], 60)
     if env and env.returncode == 0:
         (args.out / "env.json").write_text(env.stdout.strip().splitlines()[-1] + "\n")
-    if args.parallel == 1:
-        synth_models(kit, set(only))  # else each sweep builds its own, overlapping the other sweeps' trials
+    if args.parallel == 1 and sweeps:
+        synth_models(kit, set(sweeps))  # else each sweep builds its own, overlapping the other sweeps' trials
     work = args.work
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    run_sweeps(kit, work, only, args.parallel, args.resume_from)
+    run_sweeps(kit, work, sweeps, args.parallel, args.resume_from)
+    if STOPWATCH in selected:
+        run_stopwatch(kit, work)
     chk = kit.step("check", [sys.executable, str(KIT / "check.py"), str(work), "--md", str(args.out / "checks.md"),
                              "--json", str(args.out / "checks.json")], 60)
-    pack(kit, work, only, args.parallel)
+    pack(kit, work, selected, args.parallel)
     kit.log(f"done in {time.monotonic() - kit.t0:.0f} s; checks exit {chk.returncode if chk else '?'}")
     return chk.returncode if chk else 1
 
