@@ -18,8 +18,9 @@ dtype conversion, load dtype, device), so each is named, readable and checkable 
 
 A trial run beside others (``concurrency > 1``) or not ok is not used: its timings are the neighbours' too; nor
 are the timings of a trial the machine probe found busy (loadprof.analysis.busy: another process took CPU), where
-its group has a quiet one. Each strategy counts once, as the median of its repeats, so a sweep with more repeats
-of one configuration does not pull the line towards it.
+its configuration has a quiet one. Each configuration (one driver value) counts once, as the median of its
+repeats, so a sweep with more repeats of one size does not pull the line towards it; the line is fitted on
+relative residuals (``fit_line``), so the smallest size weighs as much as the largest.
 """
 
 from __future__ import annotations
@@ -104,8 +105,7 @@ class Line:
     """One fitted term: ``fixed + per_unit x driver`` (seconds or bytes), from ``n`` points.
 
     ``rel_rms``: root-mean-square relative residual of the fit on its points, scaled by sqrt(n / (n - 2)) for the
-    two fitted numbers; ``spread``: the repeats' own relative spread (half of (max - min) / median, the widest
-    configuration); ``x_max``: the largest driver fitted (beyond it the term is extrapolated)."""
+    two fitted numbers; ``spread``: the repeats' own relative SD (``repeat_spread``); ``x_max``, ``x_min``: the largest and smallest driver fitted (beyond them the term is extrapolated)."""
 
     name: str
     driver: str
@@ -116,15 +116,17 @@ class Line:
     spread: float
     x_max: float
     source: str
+    x_min: float = 0.0
 
     def at(self, x: float) -> float:
         return self.fixed + self.per_unit * x
 
     @property
     def half_width(self) -> float:
-        """The relative half-width of this term's interval: BAND x its residuals, or the repeats' spread, at least
-        MIN_REL; a term not fitted on two sizes at least UNFITTED_REL."""
-        h = max(MIN_REL, BAND * self.rel_rms, self.spread)
+        """The relative half-width of this term's ~95% interval for one run: BAND x the fit's residual and the
+        repeats' own noise added in quadrature (the fit is on medians, one run adds its noise), at least MIN_REL;
+        a term not fitted on two sizes at least UNFITTED_REL."""
+        h = max(MIN_REL, BAND * math.hypot(self.rel_rms, self.spread))
         return max(h, UNFITTED_REL) if self.n < 2 or self.source.startswith("machine") else h
 
 
@@ -132,41 +134,64 @@ def _distinct(xs: Sequence[float]) -> int:
     return len({round(x, 6) for x in xs})
 
 
+def _solve(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float]:
+    """(a, b) >= 0 minimising the squared *relative* residuals sum(((y - a - b x) / y)^2): a term spans three orders
+    of magnitude over the calibrated sizes, and unweighted least squares would fit the largest and leave the
+    smallest 100x off (its fixed part, the per-call overhead, is what the small sizes measure)."""
+    w = 1.0 / np.maximum(ys, 1e-12 * max(float(ys.max()), 1e-300))
+    if _distinct(xs) >= 2:
+        (a, b), *_ = np.linalg.lstsq(np.column_stack([w, w * xs]), np.ones_like(ys), rcond=None)
+        if a >= 0 and b >= 0:
+            return float(a), float(b)
+        through_origin = float((w * w * xs) @ ys / ((w * w * xs) @ xs))
+        constant = float((w * w) @ ys / (w @ w))
+        return (0.0, through_origin) if a < 0 and through_origin > 0 else (constant, 0.0)
+    if xs[0] > 0:
+        return 0.0, float((w * w * xs) @ ys / ((w * w * xs) @ xs))
+    return float((w * w) @ ys / (w @ w)), 0.0
+
+
 def fit_line(name: str, driver: str, points: Sequence[tuple[float, float]], spread: float = 0.0,
              source: str = "") -> Line | None:
-    """Least squares ``y = a + b x`` with a, b >= 0 (a negative intercept refits through the origin, a negative
-    slope is a constant): at least two distinct x values; one gives a line through the origin (None: no point)."""
+    """Least squares on relative residuals, ``y = a + b x`` with a, b >= 0 (a negative intercept refits through the
+    origin, a negative slope is a constant): at least two distinct x values; one gives a line through the origin
+    (None: no point)."""
     pts = [(float(x), float(y)) for x, y in points if x is not None and y is not None and math.isfinite(y)]
     if not pts:
         return None
     xs, ys = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
-    if _distinct(xs) >= 2:
-        b, a = np.polyfit(xs, ys, 1)
-        if a < 0:
-            a, b = 0.0, float(xs @ ys / (xs @ xs))
-        if b < 0:
-            a, b = float(np.mean(ys)), 0.0
-    elif xs[0] > 0:
-        a, b = 0.0, float(np.mean(ys) / xs[0])
-    else:
-        a, b = float(np.mean(ys)), 0.0
+    a, b = _solve(xs, ys)
     pred = a + b * xs
     rel = (ys - pred) / np.where(pred > 0, pred, 1.0)
     dof = len(pts) - 2
     rms = float(np.sqrt(np.mean(rel ** 2) * (len(pts) / dof))) if dof > 0 else 0.0
     return Line(name, driver, float(a), float(b), _distinct(xs), rms, spread, float(xs.max()),
-                source or f"fitted on {len(pts)} configurations")
+                source or f"fitted on {len(pts)} configurations", float(xs.min()))
 
 
-def repeat_spread(obs: Iterable[Observation], part: str) -> float:
-    """Half the widest relative range (max - min) / median of ``part`` over one strategy's repeats: the noise a
-    single prediction cannot beat."""
-    by: dict[str, list[float]] = {}
-    for o in usable(list(obs), part):
-        if o.parts.get(part) is not None:
-            by.setdefault(o.strategy_id, []).append(o.parts[part])
-    widths = [(max(v) - min(v)) / statistics.median(v) / 2 for v in by.values() if len(v) > 1 and statistics.median(v)]
-    return max(widths, default=0.0)
+def rel_sd(values: Sequence[float]) -> float:
+    """The robust relative standard deviation of repeats: 1.4826 x the median absolute deviation / the median (one
+    outlier among three repeats, a page-cache hiccup, does not set it; a bimodal spread does)."""
+    if len(values) < 2:
+        return 0.0
+    mid = statistics.median(values)
+    return 1.4826 * statistics.median(abs(v - mid) for v in values) / mid if mid else 0.0
+
+
+def repeat_spread(obs: Iterable[Observation], part: str, driver: str = "") -> float:
+    """The noise one run of ``part`` has on its own: the repeats' robust relative SD (``rel_sd``) per strategy
+    (per configuration, one ``driver`` value, where given), root-mean-square over them."""
+    by: dict[Any, list[float]] = {}
+    for o in usable(list(obs), part, driver):
+        by.setdefault(_config(o, driver), []).append(o.parts[part])
+    sds = [rel_sd(v) for v in by.values() if len(v) > 1]
+    return math.sqrt(sum(s * s for s in sds) / len(sds)) if sds else 0.0
+
+
+def _config(o: Observation, driver: str) -> Any:
+    """What makes two observations repeats of one configuration for a term: its driver's value (a warm and a cold
+    trial of one model are one configuration for decode), else the strategy."""
+    return round(float(getattr(o, driver)), 3) if driver else o.strategy_id
 
 
 def _dtype(t: TrialResult) -> str:
@@ -189,6 +214,14 @@ def _precision(m: Mapping[str, Any]) -> tuple[int | None, int | None, bool]:
     total = sum(v for v in stored.values() if isinstance(v, int)) if isinstance(stored, Mapping) else None
     tensors = p.get("checkpoint_tensors")
     return total, tensors if isinstance(tensors, int) else None, converts
+
+
+def checkpoint_dtype(t: TrialResult) -> str | None:
+    """The dtype most of the trial's checkpoint bytes are stored in (None: not recorded): a prediction for the same
+    checkpoint compares it with its load dtype (``predict.Target.converts``)."""
+    p = t.metrics.get("precision")
+    by = p.get("checkpoint_bytes_by_dtype") if isinstance(p, Mapping) else None
+    return max(by, key=by.__getitem__) if isinstance(by, Mapping) and by else None
 
 
 def _parts(t: TrialResult) -> dict[str, float]:
@@ -310,40 +343,35 @@ def fit_observations(obs: Sequence[Observation], machine: MachineConstants, runs
     """The import constant (median) and each term of TERMS, one line per group of ``obs``."""
     lines: dict[tuple[str, tuple[Any, ...]], Line] = {}
     imports = [o.parts["load_import_s"] for o in usable([o for o in obs if "load_import_s" in o.parts], "load_import_s")]
-    if imports:
-        lines[("import", ())] = Line("import", "one", statistics.median(imports), 0.0, len(imports),
-                                     _rel_sd(imports), repeat_spread(obs, "load_import_s"), 1.0,
-                                     f"median of {len(imports)} trials")
+    if imports:  # one number per process: every usable trial is a repeat of it
+        lines[("import", ())] = Line("import", "one", statistics.median(imports), 0.0, len(imports), 0.0,
+                                     rel_sd(imports), 1.0, f"median of {len(imports)} trials")
     for name, part, driver, keys in TERMS:
         by: dict[tuple[Any, ...], list[Observation]] = {}
         for o in obs:
             if part in o.parts:
                 by.setdefault(group_of(o, keys), []).append(o)
         for g, members in by.items():
-            fit = fit_line(name, driver, strategy_points(members, part, driver), repeat_spread(members, part))
+            fit = fit_line(name, driver, config_points(members, part, driver), repeat_spread(members, part))
             if fit is not None:
                 lines[(name, g)] = fit
     return Calibration(lines, tuple(obs), machine, tuple(runs))
 
 
-def usable(members: Sequence[Observation], part: str) -> list[Observation]:
-    """The members whose ``part`` counts: a time from a busy trial only where no quiet repeat of the same strategy
-    measured it (bytes always count: a neighbour does not change them)."""
+def usable(members: Sequence[Observation], part: str, driver: str = "") -> list[Observation]:
+    """The members whose ``part`` counts: a time from a busy trial only where no quiet repeat of the same
+    configuration (``_config``) measured it (bytes always count: a neighbour does not change them)."""
     if part.endswith("_bytes"):
         return list(members)
-    quiet = {o.strategy_id for o in members if not o.busy and part in o.parts}
-    return [o for o in members if not o.busy or o.strategy_id not in quiet]
+    quiet = {_config(o, driver) for o in members if not o.busy and part in o.parts}
+    return [o for o in members if not o.busy or _config(o, driver) not in quiet]
 
 
-def strategy_points(members: Sequence[Observation], part: str, driver: str) -> list[tuple[float, float]]:
-    """(driver, part) per strategy, the median of its usable repeats: each configuration counts once."""
-    by: dict[str, list[Observation]] = {}
-    for o in usable(members, part):
-        by.setdefault(o.strategy_id, []).append(o)
+def config_points(members: Sequence[Observation], part: str, driver: str) -> list[tuple[float, float]]:
+    """(driver, part) per configuration (one driver value), the median of all its usable repeats: each size counts
+    once, whatever the page cache or the number of repeats of the strategies that measured it."""
+    by: dict[Any, list[Observation]] = {}
+    for o in usable(members, part, driver):
+        by.setdefault(_config(o, driver), []).append(o)
     return [(statistics.median(getattr(o, driver) for o in v), statistics.median(o.parts[part] for o in v))
             for v in by.values()]
-
-
-def _rel_sd(values: Sequence[float]) -> float:
-    mid = statistics.median(values)
-    return statistics.pstdev(values) / mid if len(values) > 1 and mid else 0.0

@@ -27,13 +27,12 @@ from typing import Any, Mapping, Sequence
 from loadprof.analysis.calibrate import (UNFITTED_REL, Calibration, Line, group_of, prefill_flops, resident_bytes,
                                          step_bytes)
 from loadprof.analysis.estimate import DTYPE_BYTES, SizeEstimate
+from loadprof.analysis.placement import Placement, place
 from loadprof.core import figures
 
 #: interval widening per doubling of the driver beyond the largest calibrated one (a slope is only known where it
 #: was measured; 10% per doubling is what the held-back validation showed it needs, see docs/guides/predict.md)
 EXTRAPOLATION = 0.10
-#: a budget leaves this share of a device's free memory unused (accelerate's own headroom for activations)
-HEADROOM = 0.10
 #: the base RSS when no trial measured it and the caller gave none: the interpreter with torch and transformers
 DEFAULT_BASE_BYTES = 400 * 2**20
 
@@ -46,6 +45,7 @@ class Target:
     device_map: str = "cpu"      # cpu, auto, cuda, cuda:N
     stored_bytes: int = 0        # the checkpoint's tensors as stored (0: as loaded)
     device: str = "cpu"          # where the compute runs: cpu or cuda
+    checkpoint_dtype: str | None = None  # the dtype most stored bytes are in (None: unknown, judged by the bytes)
 
     @property
     def dtype(self) -> str:
@@ -58,7 +58,12 @@ class Target:
 
     @property
     def converts(self) -> bool:
-        return bool(self.stored_bytes) and self.stored_bytes != self.loaded_bytes
+        """The load converts the checkpoint's dtype, as ``calibrate.Observation.converts`` judges a trial: by the
+        dtypes; with the stored dtype unknown, by the bytes, beyond the buffers a checkpoint does not store
+        (a rotary table is loaded, never stored: 512 B apart is no conversion)."""
+        if self.checkpoint_dtype is not None:
+            return self.checkpoint_dtype != self.dtype
+        return bool(self.stored_bytes) and abs(self.stored_bytes - self.loaded_bytes) > self.estimate.buffers_bytes
 
 
 @dataclass(frozen=True)
@@ -85,15 +90,6 @@ class Predicted:
 
 
 @dataclass(frozen=True)
-class Placement:
-    """Bytes per device under the device map (``disk``: offloaded), and whether it had to spill."""
-
-    bytes_by_device: Mapping[str, int]
-    spilled: bool
-    note: str = ""
-
-
-@dataclass(frozen=True)
 class Prediction:
     target: Target
     figures: tuple[Predicted, ...]
@@ -109,8 +105,11 @@ def _basis(line: Line) -> str:
 
 
 def _extrapolated(line: Line, x: float) -> float:
-    """The extra relative width for using ``line`` at ``x`` beyond the largest driver it was fitted on."""
-    return EXTRAPOLATION * math.log2(x / line.x_max) if line.x_max > 0 and x > line.x_max else 0.0
+    """The extra relative width for using ``line`` at ``x`` beyond the largest (or below the smallest) driver it was
+    fitted on: EXTRAPOLATION per doubling."""
+    if line.x_max > 0 and x > line.x_max:
+        return EXTRAPOLATION * math.log2(x / line.x_max)
+    return EXTRAPOLATION * math.log2(line.x_min / x) if 0 < x < line.x_min else 0.0
 
 
 def lookup(cal: Calibration, name: str, group: tuple[Any, ...]) -> tuple[Line | None, str]:
@@ -148,18 +147,61 @@ def _nearest(cal: Calibration, name: str, group: tuple[Any, ...], fitted: bool) 
     return best[1] if best else None
 
 
-def _sum(parts: Sequence[tuple[Line, float]], extra: Sequence[TermValue] = ()) -> tuple[float, float, list[TermValue]]:
-    """(value, relative half-width, terms) of a sum of lines each at its driver (plus already valued terms)."""
+def _why(line: Line, x: float) -> str:
+    """Why ``line``'s interval at ``x`` is as wide as it is: its largest source of width, in words."""
+    ext = _extrapolated(line, x)
+    if line.n < 2 or line.source.startswith("machine") or "borrowed" in line.source:
+        return f"{line.name} is not fitted on two sizes here ({line.source})"
+    if ext >= max(line.spread, line.rel_rms) * BAND_TERM:
+        far = x / line.x_max if x > line.x_max else line.x_min / x
+        return f"{line.name} is extrapolated {far:.3g}x beyond the calibrated sizes"
+    if line.spread >= line.rel_rms:
+        return f"{line.name}'s repeats spread +-{line.spread:.0%} (one run's own noise on this machine)"
+    return f"{line.name}'s line misses its own calibration sizes by {line.rel_rms:.0%} (RMS)"
+
+
+#: a term's residual and spread are standard deviations: BAND of them is its ~95% half-width (calibrate.BAND)
+BAND_TERM = 2.0
+#: an interval wider than this either way (x 1.5) is said to be wide, and why, in the figure's notes
+WIDE = 0.5
+
+
+@dataclass(frozen=True)
+class Summed:
+    """A figure as the sum of terms: its value, relative half-width and the term that sets most of the width."""
+
+    value: float
+    width: float
+    terms: list[TermValue]
+    why: str
+
+
+def _sum(parts: Sequence[tuple[Line, float]], extra: Sequence[TermValue] = ()) -> Summed:
+    """The terms at their drivers (plus already valued ones), summed; their absolute half-widths (each term's
+    ``half_width`` + extrapolation) add in quadrature: independent errors of a sum, so a small noisy term does not
+    make a large certain figure noisy."""
     terms = [TermValue(line.name, line.at(x), _basis(line)) for line, x in parts] + list(extra)
     value = sum(t.value for t in terms)
-    width = max((line.half_width + _extrapolated(line, x) for line, x in parts), default=UNFITTED_REL)
-    return value, width, terms
+    spans = [(line.at(x) * (line.half_width + _extrapolated(line, x)), _why(line, x)) for line, x in parts]
+    if not spans or value <= 0:
+        return Summed(value, UNFITTED_REL, terms, "no fitted term")
+    width = math.sqrt(sum(a * a for a, _ in spans)) / value
+    return Summed(value, width, terms, max(spans)[1])
 
 
-def _interval(fig: figures.Figure, condition: str, value: float, width: float, terms: list[TermValue],
-              notes: Sequence[str] = ()) -> Predicted:
-    return Predicted(fig, condition, value, value * max(0.0, 1 - width), value * (1 + width), tuple(terms),
-                     tuple(n for n in notes if n))
+def _interval(fig: figures.Figure, condition: str, s: Summed, notes: Sequence[str] = (), floor: float = 0.0,
+              floor_why: str = "") -> Predicted:
+    """value / (1 + w) .. value x (1 + w): errors of a time, a rate or a size are relative, so the interval is
+    symmetric in ratio and never reaches 0; the low end no lower than the physical ``floor`` (what the bytes
+    alone take); a wide one says so and why."""
+    lo, hi = s.value / (1 + s.width), s.value * (1 + s.width)
+    notes = list(notes)
+    if floor > lo:
+        lo = min(floor, s.value)
+        notes.append(f"low end: {floor_why}")
+    if s.width > WIDE:
+        notes.append(f"{fig.label}: wide interval (x{1 + s.width:.2g} either way): {s.why}")
+    return Predicted(fig, condition, s.value, lo, hi, tuple(s.terms), tuple(n for n in notes if n))
 
 
 def load_cost(cal: Calibration, t: Target, cache: str) -> Predicted | None:
@@ -174,9 +216,15 @@ def load_cost(cal: Calibration, t: Target, cache: str) -> Predicted | None:
     if imp is None or setup is None or weights is None or first is None:
         return None
     parts = [(imp, 1.0), (setup, t.estimate.tensor_count), (weights, t.loaded_bytes), (first, t.loaded_bytes)]
-    value, width, terms = _sum(parts)
-    width = max(width, BAND_TOTAL * total_residual(cal, group))
-    return _interval(figures.LOAD_COST_S, cache, value, width, terms, (n1, n2, n3))
+    s = _sum(parts)
+    total = BAND_TOTAL * total_residual(cal, group)
+    if total > s.width:
+        s = replace(s, width=total, why="the summed terms miss the calibration trials' own load cost by "
+                    f"{total / BAND_TOTAL:.0%} (RMS)")
+    disk = cal.machine.disk_read_gb_s
+    floor = (t.stored_bytes or t.loaded_bytes) / (disk * 1e9) if cache == "cold" and disk else 0.0
+    return _interval(figures.LOAD_COST_S, cache, s, (n1, n2, n3), floor,
+                     f"the checkpoint at the measured sequential read rate ({disk or 0:.3g} GB/s)")
 
 
 LOAD_COST = figures.LOAD_COST_S.key
@@ -210,10 +258,11 @@ def _cold_from_warm(cal: Calibration, t: Target) -> Predicted | None:
     read = TermValue("storage_read", stored / (disk * 1e9),
                      f"storage_read: {stored:,} B / {disk:.3g} GB/s sequential read (machine bound, +-"
                      f"{UNFITTED_REL:.0%})")
-    value = warm.value + read.value
-    width = max((warm.hi - warm.value) / warm.value if warm.value else 0.0, UNFITTED_REL)
-    return _interval(figures.LOAD_COST_S, "cold", value, width, list(warm.terms) + [read],
-                     warm.notes + ("cold: no cold trial in the calibration; warm + storage read",))
+    width = max(warm.hi / warm.value - 1 if warm.value else 0.0, UNFITTED_REL)
+    s = Summed(warm.value + read.value, width, list(warm.terms) + [read], "storage_read is the machine's bound, "
+               "not fitted on a cold trial")
+    return _interval(figures.LOAD_COST_S, "cold", s, warm.notes + ("cold: no cold trial in the calibration; warm + "
+                                                                   "storage read",), read.value, "the storage read")
 
 
 def peak_memory(cal: Calibration, t: Target, base_bytes: int | None = None) -> Predicted:
@@ -227,8 +276,8 @@ def peak_memory(cal: Calibration, t: Target, base_bytes: int | None = None) -> P
         base = base_bytes or DEFAULT_BASE_BYTES
         line = Line("memory", "resident_bytes", float(base), 1.0, 0, 0.0, 0.0, 0.0,
                     "machine: no trial; base RSS of this process + 1 byte per resident byte")
-    value, width, terms = _sum([(line, x)])
-    return _interval(figures.PEAK_RSS_BYTES, "cpu", value, width, terms)
+    return _interval(figures.PEAK_RSS_BYTES, "cpu", _sum([(line, x)]), (), t.loaded_bytes + kv,
+                     "the loaded weights and the KV cache themselves")
 
 
 def gpu_memory(cal: Calibration, t: Target, placement: Placement) -> list[Predicted]:
@@ -241,8 +290,8 @@ def gpu_memory(cal: Calibration, t: Target, placement: Placement) -> list[Predic
         x = placed + (t.estimate.kv_cache_bytes if i == 0 else 0)
         line = fitted or Line("memory_cuda", "loaded_bytes", 0.0, 1.0, 0, 0.0, 0.0, 0.0,
                               "machine: no CUDA trial; placed bytes + KV (bound)")
-        value, width, terms = _sum([(line, x)])
-        out.append(_interval(figures.PEAK_CUDA_ALLOCATED_BYTES, dev, value, width, terms))
+        out.append(_interval(figures.PEAK_CUDA_ALLOCATED_BYTES, dev, _sum([(line, x)]), (), x,
+                             "the placed bytes themselves"))
     return out
 
 
@@ -260,9 +309,12 @@ def ttft(cal: Calibration, t: Target) -> Predicted | None:
     prompts = {o.prompt_tokens * o.batch for o in cal.observations}
     if prompts and e.prompt_tokens * e.batch_size not in prompts:
         note = (note + "; " if note else "") + "prefill: calibrated at other batch x prompt sizes"
-    value, width, terms = _sum([(line, flops)])
-    terms = [TermValue(x.name, x.value * 1e3, x.basis) for x in terms]
-    return _interval(figures.TTFT_MS, "", value * 1e3, width, terms, (note,))
+    s = _sum([(line, flops)])
+    s = replace(s, value=s.value * 1e3, terms=[TermValue(x.name, x.value * 1e3, x.basis) for x in s.terms])
+    peak = max(cal.machine.matmul_gflops.values(), default=0.0)
+    floor = flops / (peak * 1e9) * 1e3 if peak else 0.0
+    return _interval(figures.TTFT_MS, "", s, (note,), floor, f"the FLOPs at the measured matmul rate ({peak:.3g} "
+                     "GFLOP/s)")
 
 
 def decode(cal: Calibration, t: Target, placement: Placement) -> Predicted | None:
@@ -278,12 +330,11 @@ def decode(cal: Calibration, t: Target, placement: Placement) -> Predicted | Non
             return None
         line = Line("decode", "step_bytes", 0.0, 1 / (bw * 1e9), 0, 0.0, 0.0, 0.0,
                     f"machine: {bw:.3g} GB/s copy bandwidth (bound)")
-    value, width, terms = _sum([(line, x)], _offload_terms(cal, t, placement))
-    if value <= 0:
+    s = _sum([(line, x)], _offload_terms(cal, t, placement))
+    if s.value <= 0:
         return None
-    rate = e.batch_size / value
-    lo, hi = e.batch_size / (value * (1 + width)), e.batch_size / (value * max(1 - width, 1e-3))
-    return Predicted(figures.DECODE_TOK_S, "", rate, lo, hi, tuple(terms), tuple(n for n in (note,) if n))
+    step = _interval(figures.DECODE_TOK_S, "", s, (note,))  # on the step time: a rate's interval is its inverse
+    return replace(step, value=e.batch_size / step.value, lo=e.batch_size / step.hi, hi=e.batch_size / step.lo)
 
 
 def _offload_terms(cal: Calibration, t: Target, placement: Placement) -> list[TermValue]:
@@ -297,54 +348,6 @@ def _offload_terms(cal: Calibration, t: Target, placement: Placement) -> list[Te
         out.append(TermValue("offload_disk", disk / (cal.machine.disk_read_gb_s * 1e9),
                              f"{disk:,} B on disk / {cal.machine.disk_read_gb_s:.3g} GB/s read, each step"))
     return out
-
-
-def modules(e: SizeEstimate) -> list[tuple[str, int]]:
-    """The model as a device map places it, in order: input embeddings, each decoder layer, the rest (final norm,
-    an untied lm_head); sizes from the byte model."""
-    layers = max(e.num_layers, 0)
-    emb = e.embedding_bytes
-    rest = max(e.weight_bytes + e.buffers_bytes - emb - layers * e.per_layer_bytes, 0)
-    return [("embed", emb)] + [(f"layer.{i}", e.per_layer_bytes) for i in range(layers)] + [("rest", rest)]
-
-
-def place(e: SizeEstimate, device_map: str, budgets: Mapping[str, int]) -> Placement:
-    """Bytes per device under ``device_map``: one device takes everything (``cpu``, ``cuda:N``); ``auto`` fills the
-    GPUs, then the host, then disk, module by module in order, each up to (1 - HEADROOM) of its free memory
-    (``budgets``: free bytes per device, GPUs first), reserving the largest module on the first GPU when anything
-    spills (accelerate keeps room to bring an offloaded layer in)."""
-    total = e.weight_bytes + e.buffers_bytes
-    if device_map != "auto":
-        dev = "cuda:0" if device_map == "cuda" else device_map
-        free = budgets.get(dev)
-        note = (f"needs {total:,} B, {free:,} B free on {dev}: will not fit" if free is not None and total > free
-                else "")
-        return Placement({dev: total}, False, note)
-    mods = modules(e)
-    room = {d: int(b * (1 - HEADROOM)) for d, b in budgets.items()}
-    gpus = [d for d in room if d.startswith("cuda")]
-    if gpus and total > sum(room[d] for d in gpus):
-        room[gpus[0]] -= max(b for _, b in mods)
-    out: dict[str, int] = {}
-    order = list(room) + ["disk"]
-    i = 0
-    for _, size in mods:
-        while order[i] != "disk" and room[order[i]] < size:
-            i += 1
-        dev = order[i]
-        out[dev] = out.get(dev, 0) + size
-        if dev != "disk":
-            room[dev] -= size
-    spilled = len(out) > 1 or "disk" in out
-    note = ", ".join(f"{d} {b:,} B" for d, b in out.items()) if spilled else ""
-    return Placement(out, spilled, f"spills: {note}" if note else "")
-
-
-def device_of(device_map: str, budgets: Mapping[str, int]) -> str:
-    """Where the compute runs: cuda when the map names a GPU, or is ``auto`` with a GPU present."""
-    if device_map.startswith("cuda") or (device_map == "auto" and any(d.startswith("cuda") for d in budgets)):
-        return "cuda"
-    return "cpu"
 
 
 def stored_bytes_for(e: SizeEstimate, checkpoint_dtype: str | None) -> int:

@@ -21,11 +21,10 @@ import platform
 import statistics
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
-from loadprof.analysis.calibrate import Calibration, calibrate, observe
+from loadprof.analysis.calibrate import Calibration, calibrate, checkpoint_dtype, observe
 from loadprof.analysis.estimate import estimate_strategy
 from loadprof.analysis.predict import Predicted, Target, predict
 from loadprof.core import figures, units
@@ -96,10 +95,22 @@ def held_back_rows(cal: Calibration, heldout: Sequence[TrialResult]) -> list[dic
     rows = []
     for (model, dtype), trials in by.items():
         o = observe(trials[0])
-        target = Target(estimate_strategy(trials[0].strategy), "cpu", o.stored_bytes, o.device)
+        target = Target(estimate_strategy(trials[0].strategy), "cpu", o.stored_bytes, o.device,
+                        checkpoint_dtype(trials[0]))
         for p in predict(cal, target, {"cpu": 2**62}).figures:
             rows.append(_row(model, dtype, p, _measured(trials, p.figure.key, p.condition)))
     return [r for r in rows if r["measured"] is not None]
+
+
+def leave_one_out_rows(trials: Sequence[TrialResult]) -> list[dict[str, Any]]:
+    """The calibration run checked against itself: each model predicted from the other models' trials only (the
+    smallest and largest are extrapolated to, the middle one interpolated), the same rows as ``held_back_rows``."""
+    models = sorted({t.strategy.model.label for t in trials})
+    rows = []
+    for m in models:
+        rest = [t for t in trials if t.strategy.model.label != m]
+        rows += held_back_rows(calibrate(rest), [t for t in trials if t.strategy.model.label == m])
+    return rows
 
 
 def _row(model: str, dtype: str, p: Predicted, measured: float | None) -> dict[str, Any]:
@@ -108,29 +119,79 @@ def _row(model: str, dtype: str, p: Predicted, measured: float | None) -> dict[s
     return {"model": model, "dtype": dtype, "figure": p.figure.label + (f" ({p.condition})" if p.condition else ""),
             "unit": p.figure.unit, "predicted": p.value, "lo": p.lo, "hi": p.hi, "measured": measured,
             "error": err, "inside": measured is not None and p.lo <= measured <= p.hi, "target": target,
-            "met": None if target is None or err is None else abs(err) <= target}
+            "met": None if target is None or err is None else abs(err) <= target, "notes": p.notes,
+            "terms": {t.name: t.value for t in p.terms}, "condition": p.condition, "key": p.figure.key}
 
 
-def render(rows: Sequence[dict[str, Any]], cal_run: Path, held_run: Path, cal: Calibration) -> str:
-    """The markdown page: what ran, the table, and where it misses."""
-    cells = [(r["model"].rsplit("/", 1)[-1][:40], r["dtype"], r["figure"], units.value(r["predicted"], r["unit"]),
-              f"{units.value(r['lo'], r['unit'])} .. {units.value(r['hi'], r['unit'])}",
-              units.value(r["measured"], r["unit"]), units.signed_pct(r["error"] * 100 if r["error"] is not None else None), "yes" if r["inside"] else "no",
-              "-" if r["target"] is None else f"{r['target']:.0%}: {'met' if r['met'] else 'MISSED'}") for r in rows]
-    misses = [f"- {c[0]} {c[1]} {c[2]}: {c[6]} (target {c[8].split(':')[0]})" for c in cells if "MISSED" in c[8]]
+#: each load term and the measured part it is fitted on (calibrate.TERMS, the import constant first)
+LOAD_PARTS = (("import", "load_import_s"), ("setup", "setup_s"), ("weights", "weights_s"),
+              ("first_forward", "first_forward_s"))
+
+
+def term_cells(rows: Sequence[dict[str, Any]], heldout: Sequence[TrialResult]) -> list[tuple[str, ...]]:
+    """Each load-cost row's terms against the held-back trials' own measured parts (median of the quiet ones):
+    where a miss comes from."""
+    obs = [o for o in map(observe, heldout) if o is not None]
+    out = []
+    for r in rows:
+        if r["key"] != figures.LOAD_COST_S.key:
+            continue
+        mine = [o for o in obs if o.cache == r["condition"] and o.dtype == r["dtype"]]
+        mine = [o for o in mine if not o.busy] or mine
+        for term, part in LOAD_PARTS:
+            vals = [o.parts[part] for o in mine if part in o.parts]
+            got = statistics.median(vals) if vals else None
+            pred = r["terms"].get(term)
+            out.append((r["dtype"], r["figure"], term, units.value(pred, "s"), units.value(got, "s"),
+                        units.value(pred - got, "s") if pred is not None and got is not None else "-"))
+    return out
+
+
+def _cells(rows: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
+    return [(r["model"].rsplit("/", 1)[-1][:40], r["dtype"], r["figure"], units.value(r["predicted"], r["unit"]),
+             f"{units.value(r['lo'], r['unit'])} .. {units.value(r['hi'], r['unit'])}",
+             units.value(r["measured"], r["unit"]),
+             units.signed_pct(r["error"] * 100 if r["error"] is not None else None), "yes" if r["inside"] else "no",
+             "-" if r["target"] is None else f"{r['target']:.0%}: {'met' if r['met'] else 'MISSED'}") for r in rows]
+
+
+HEADS = ("model", "dtype", "figure", "predicted", "interval", "measured", "error", "inside", "target")
+
+
+def render(rows: Sequence[dict[str, Any]], cal_run: Path, held_run: Path, cal: Calibration,
+           heldout: Sequence[TrialResult] = (), loo: Sequence[dict[str, Any]] = (), date: str = "") -> str:
+    """The markdown page: what ran, the held-back table, the load terms against their measured parts, the
+    leave-one-model-out table, and each miss with what its interval said."""
     busy = sum(o.busy for o in cal.observations)
-    head = textwrap.dedent(f"""\
-        # Predict: held-back validation
-
-        Written by `benchmarks/predict_holdout.py` on {platform.node()} ({platform.platform()}).
-        Calibration run: `{cal_run}` ({len(cal.observations)} usable trials, {busy} busy);
-        held back (never fitted): `{held_run}`. Error = predicted / measured median - 1.
-
-        """)
-    table = markdown(("model", "dtype", "figure", "predicted", "interval", "measured", "error", "inside",
-                      "target"), cells)
-    tail = "\n## Misses\n\n" + ("\n".join(misses) if misses else "None: every figure met its target.") + "\n"
-    return head + table + tail
+    graded = [r for r in rows if r["met"] is not None]
+    met = [f"{c[1]} {c[2]}" for c, r in zip(_cells(rows), rows) if r["met"]]
+    head = "\n".join([
+        "# Predict: held-back validation", "",
+        f"Written by `benchmarks/predict_holdout.py` on {platform.node()} ({platform.platform()}), from runs made "
+        f"{date or '(date not recorded)'}.", "",
+        f"- Calibration run: `{cal_run}`: {len(cal.observations)} usable trials, {busy} of them busy (the machine "
+        "probe saw other processes take CPU beside them: their timings are used only where no quiet repeat of "
+        "the same configuration exists).",
+        f"- Held back (never fitted): `{held_run}`.",
+        "- Error = predicted / measured median - 1; the interval is the prediction's own, value / (1 + w) .. "
+        "value x (1 + w).", "",
+        f"**{sum(bool(r['met']) for r in graded)} of {len(graded)} targets met** (memory 5%, warm load cost and "
+        f"decode 15%, cold load cost 25%): met {', '.join(met) or 'none'}; the misses are listed at the end.", "", ""])
+    out = head + markdown(HEADS, _cells(rows)) + "\n"
+    if heldout:
+        out += ("\n## Load cost: each term against the held-back trials' measured part\n\n"
+                + markdown(("dtype", "figure", "term", "predicted", "measured", "difference"),
+                           term_cells(rows, heldout)) + "\n")
+    if loo:
+        graded_loo = [r for r in loo if r["met"] is not None]
+        out += ("\n## Leave one model out (inside the calibration run)\n\nEach calibration model predicted from "
+                "the other two only: tiny and qwen2.5-0.5b are extrapolated to (down and up), gpt2 interpolated. "
+                f"{sum(bool(r['met']) for r in graded_loo)} of {len(graded_loo)} within the same targets.\n\n"
+                + markdown(HEADS, _cells(loo)) + "\n")
+    misses = [f"- {c[0]} {c[1]} {c[2]}: {c[6]} (target {c[8].split(':')[0]}; interval {c[4]}, measured "
+              f"{'inside' if c[7] == 'yes' else 'OUTSIDE'})" + "".join(f"\n  - {n}" for n in r["notes"])
+              for c, r in zip(_cells(rows), rows) if "MISSED" in c[8]]
+    return out + "\n## Misses\n\n" + ("\n".join(misses) if misses else "None: every figure met its target.") + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -150,7 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.with_7b and not a.heldout:
         heldout += load_report(run_sweep(a.work, "heldout-7b", ("qwen2.5-7b",), ("bfloat16",), 2)).trials
     rows = held_back_rows(cal, heldout)
-    a.report.write_text(render(rows, cal_run, held_run, cal))
+    reports = (load_report(cal_run), load_report(held_run))
+    date = " and ".join(dict.fromkeys(r.created_at[:16].replace("T", " ") + " UTC" for r in reports))
+    a.report.write_text(render(rows, cal_run, held_run, cal, heldout, leave_one_out_rows(reports[0].trials), date))
     print(f"wrote {a.report}: {sum(bool(r['met']) for r in rows)}/{sum(r['met'] is not None for r in rows)} "
           "figures within target")
     return 0

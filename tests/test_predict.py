@@ -20,8 +20,8 @@ import pytest
 from loadprof.analysis.calibrate import (BAND, MIN_REL, UNFITTED_REL, Calibration, Line, MachineConstants,
                                          Observation, calibrate, fit_line, fit_observations, repeat_spread, usable)
 from loadprof.analysis.estimate import SizeEstimate
-from loadprof.analysis.predict import (EXTRAPOLATION, HEADROOM, Target, load_cost, lookup, modules, place, predict,
-                                       stored_bytes_for)
+from loadprof.analysis.placement import HEADROOM, modules, place
+from loadprof.analysis.predict import EXTRAPOLATION, Target, load_cost, lookup, predict, stored_bytes_for
 from loadprof.core import figures
 from loadprof.results.report_file import load_report
 
@@ -62,10 +62,11 @@ def test_fit_line_recovers_an_exact_line_and_its_interval_is_the_floor():
 def test_fit_line_keeps_fixed_and_per_unit_non_negative_and_one_size_is_proportional():
     through_origin = fit_line("t", "x", [(1, 0.5), (2, 3.0)])  # least squares would give a negative intercept
     assert through_origin.fixed == 0 and through_origin.per_unit > 0
-    flat = fit_line("t", "x", [(1, 3.0), (2, 1.0)])  # a negative slope: a constant
-    assert flat.per_unit == 0 and flat.fixed == pytest.approx(2.0)
+    flat = fit_line("t", "x", [(1, 3.0), (2, 1.0)])  # a negative slope: a constant, least relative error
+    assert flat.per_unit == 0 and flat.fixed == pytest.approx((1 / 3 + 1) / (1 / 9 + 1))
     one = fit_line("t", "x", [(4, 8.0), (4, 10.0)])
-    assert one.fixed == 0 and one.per_unit == pytest.approx(2.25) and one.n == 1
+    least_relative = (1 / 8 + 1 / 10) / (1 / 64 + 1 / 100)  # the value least relatively off both repeats
+    assert one.fixed == 0 and one.per_unit == pytest.approx(least_relative / 4) and one.n == 1
     assert one.half_width >= UNFITTED_REL
     assert fit_line("t", "x", []) is None
 
@@ -74,7 +75,17 @@ def test_interval_is_band_times_residuals_or_the_repeat_spread():
     noisy = fit_line("t", "x", [(1, 1.0), (2, 2.4), (3, 2.9), (4, 4.2)])
     assert noisy.half_width == pytest.approx(max(MIN_REL, BAND * noisy.rel_rms))
     spread = fit_line("t", "x", [(1, 1.0), (2, 2.0)], spread=0.2)
-    assert spread.half_width == pytest.approx(0.2)
+    assert spread.half_width == pytest.approx(BAND * 0.2)  # one run's own noise, BAND standard deviations
+    both = replace(noisy, spread=0.2)
+    assert both.half_width == pytest.approx(BAND * (noisy.rel_rms ** 2 + 0.04) ** 0.5)
+
+
+def test_fit_line_weighs_relative_residuals_so_the_smallest_size_keeps_its_fixed_part():
+    # a per-call overhead of 0.01 and a per-unit cost that the largest size alone would pull through the origin
+    pts = [(1, 0.0101), (1000, 0.2), (4000, 1.0)]
+    line = fit_line("t", "x", pts)
+    assert line.fixed > 0 and line.x_min == 1 and line.x_max == 4000
+    assert all(abs(line.at(x) / y - 1) < 0.5 for x, y in pts)  # no size 100x off
 
 
 def test_repeat_spread_and_busy_repeats():
@@ -82,7 +93,17 @@ def test_repeat_spread_and_busy_repeats():
     b = _obs("b", 20, {"t_s": 2.0}, busy=True)
     assert usable([a1, a2, b], "t_s") == [a1, b]  # a's busy repeat has a quiet twin; b's has none
     assert usable([a1, a2, b], figures.PEAK_RSS_BYTES.key) == [a1, a2, b]  # bytes: a neighbour does not change them
-    assert repeat_spread([a1, _obs("a", 10, {"t_s": 1.4})], "t_s") == pytest.approx(0.4 / 1.2 / 2)
+    assert repeat_spread([a1, _obs("a", 10, {"t_s": 1.4})], "t_s") == pytest.approx(1.4826 * 0.2 / 1.2)
+    out = [_obs("a", 10, {"t_s": v}) for v in (1.0, 1.02, 3.0)]  # one outlier among three repeats
+    assert repeat_spread(out, "t_s") == pytest.approx(1.4826 * 0.02 / 1.02)
+
+
+def test_a_configuration_is_one_size_whatever_the_page_cache():
+    warm = [_obs("w", 100, {"decode_step_s": v}) for v in (1.0, 1.1)]
+    cold = [_obs("c", 100, {"decode_step_s": v}, cache="cold") for v in (5.0, 1.2)]  # one hiccup
+    c = fit_observations(warm + cold + [_obs("b", 300, {"decode_step_s": 3.0})], MachineConstants())
+    line = c.line("decode", ("cpu", "bfloat16"))
+    assert line.at(100) == pytest.approx(1.15)  # the median of all four repeats at 100, not two strategy medians
 
 
 def test_calibrate_fits_each_group_on_strategy_medians():
@@ -113,7 +134,9 @@ def test_load_cost_is_the_sum_of_its_terms_and_cold_falls_back_to_the_disk_rate(
     warm = load_cost(_cal(), t, "warm")
     assert warm.value == pytest.approx(1.0 + (0.1 + 0.01 * 20) + 2000e-3 + 2000 * 2e-3)
     assert [x.name for x in warm.terms] == ["import", "setup", "weights", "first_forward"]
-    assert warm.lo == pytest.approx(warm.value * (1 - MIN_REL))
+    parts = [1.0, 0.1 + 0.01 * 20, 2000e-3, 2000 * 2e-3]  # each term +-MIN_REL, independent: in quadrature
+    w = MIN_REL * sum(v * v for v in parts) ** 0.5 / warm.value
+    assert (warm.lo, warm.hi) == pytest.approx((warm.value / (1 + w), warm.value * (1 + w)))
     cold = load_cost(_cal(), t, "cold")
     assert cold.value == pytest.approx(warm.value + 2000 / (1e-6 * 1e9))  # no cold trial: + stored / disk rate
     assert cold.hi - cold.value >= UNFITTED_REL * cold.value * 0.999
@@ -122,7 +145,30 @@ def test_load_cost_is_the_sum_of_its_terms_and_cold_falls_back_to_the_disk_rate(
 def test_extrapolation_widens_the_interval_per_doubling():
     small = _cal(weights__cpu_warm_False=_line("weights", 0.0, 1e-3, x_max=500))
     p = load_cost(small, Target(_est(), "cpu", 2000), "warm")
-    assert (p.hi - p.value) / p.value == pytest.approx(MIN_REL + EXTRAPOLATION * 2)  # 2000 = 500 x 2^2
+    spans = [1.0 * MIN_REL, 0.3 * MIN_REL, 2.0 * (MIN_REL + EXTRAPOLATION * 2), 4.0 * MIN_REL]  # 2000 = 500 x 2^2
+    assert p.hi / p.value - 1 == pytest.approx(sum(a * a for a in spans) ** 0.5 / p.value)
+    below = _cal(weights__cpu_warm_False=replace(_line("weights", 0.0, 1e-3), x_min=8000))
+    q = load_cost(below, Target(_est(), "cpu", 2000), "warm")
+    assert q.hi == pytest.approx(p.hi)  # 4x below the smallest calibrated size widens as 4x above the largest
+
+
+def test_intervals_are_ratios_never_zero_and_bytes_are_their_own_floor():
+    c = _cal(weights__cpu_warm_False=replace(_line("weights", 0.0, 1e-3), spread=2.0))  # a noisy term: +-400%
+    p = load_cost(c, Target(_est(), "cpu", 2000), "warm")
+    assert p.lo > 0 and p.hi / p.value == pytest.approx(p.value / p.lo)
+    assert any("wide interval" in n and "weights" in n for n in p.notes)
+    mem = Line("memory", "resident_bytes", 0.0, 1.0, 3, 0.0, 0.5, 1e12, "test")  # +-100%
+    m = predict(Calibration({("memory", ()): mem}, (), MachineConstants()), Target(_est(), "cpu", 2000),
+                {"cpu": 10**9}).figures[0]
+    assert m.figure is figures.PEAK_RSS_BYTES and m.lo == 2000 + 110  # never below the weights and KV themselves
+
+
+def test_a_target_converts_by_dtype_not_by_a_few_bytes():
+    e = _est(buffers_bytes=512)  # a rotary table: loaded, never stored
+    assert not Target(e, "cpu", 2000, checkpoint_dtype="bfloat16").converts
+    assert Target(e, "cpu", 2000, checkpoint_dtype="float32").converts
+    assert not Target(e, "cpu", 2000).converts  # unknown dtype: 512 B apart is the buffers, not a conversion
+    assert Target(e, "cpu", 4000).converts
 
 
 def test_lookup_borrows_the_nearest_group_and_says_so():

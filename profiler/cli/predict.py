@@ -55,16 +55,27 @@ def own_rss_bytes(status: str = "/proc/self/status") -> int | None:
     return None
 
 
-def safetensors_bytes(folder: Path) -> int | None:
-    """The tensor bytes a checkpoint folder stores, from its safetensors headers only (None: no such files)."""
-    total, found = 0, False
+#: safetensors header dtype codes -> torch's names (what ``Target.checkpoint_dtype`` compares with the load dtype)
+SAFETENSORS_DTYPES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32", "F64": "float64"}
+
+
+def safetensors_bytes(folder: Path) -> tuple[int, str | None] | None:
+    """The tensor bytes a checkpoint folder stores and the dtype most of them are in, from its safetensors headers
+    only (None: no such files)."""
+    by: dict[str, int] = {}
+    found = False
     for f in sorted(folder.glob("*.safetensors")):
         with open(f, "rb") as fh:
             (n,) = struct.unpack("<Q", fh.read(8))
             header = json.loads(fh.read(n))
         found = True
-        total += sum(v["data_offsets"][1] - v["data_offsets"][0] for k, v in header.items() if k != "__metadata__")
-    return total if found else None
+        for k, v in header.items():
+            if k != "__metadata__":
+                by[v["dtype"]] = by.get(v["dtype"], 0) + v["data_offsets"][1] - v["data_offsets"][0]
+    if not found:
+        return None
+    top = max(by, key=by.__getitem__, default=None)
+    return sum(by.values()), SAFETENSORS_DTYPES.get(top, top.lower() if top else None)
 
 
 def measured_machine() -> Any:
@@ -100,7 +111,8 @@ def targets(target: str, grid: Sequence[tuple[str, str]], device_maps: Sequence[
             gen: dict[str, int], budgets: dict[str, int]) -> list[Any]:
     """One Target per distinct estimate x device map; a checkpoint folder's stored bytes read from its headers."""
     from loadprof.analysis.estimate import estimate_command
-    from loadprof.analysis.predict import Target, device_of, stored_bytes_for
+    from loadprof.analysis.placement import device_of
+    from loadprof.analysis.predict import Target, stored_bytes_for
 
     folder = Path(target)
     stored = safetensors_bytes(folder) if folder.is_dir() else None
@@ -108,8 +120,8 @@ def targets(target: str, grid: Sequence[tuple[str, str]], device_maps: Sequence[
     for dtype, quantization in grid:
         for e in estimate_command(target, dtype=dtype, quantization=quantization, **gen):
             for dm in device_maps:
-                s = stored if stored is not None else stored_bytes_for(e, checkpoint_dtype)
-                t = Target(e, dm, s, device_of(dm, budgets))
+                s, cd = stored if stored is not None else (stored_bytes_for(e, checkpoint_dtype), checkpoint_dtype)
+                t = Target(e, dm, s, device_of(dm, budgets), cd or (e.dtype if e.quantization == "none" else None))
                 if t not in out:
                     out.append(t)
     return out
