@@ -2,7 +2,9 @@
 
 A neighbour's CPU load inflates wall times without any trace in the trial's own phases, so a report from a busy
 machine must say so before anyone reads its numbers. The rule reads the machine probe's payload
-(loadprof.probes.machine, ``trial.payload(MachinePayload)``); trials without it (older results) are not counted.
+(loadprof.probes.machine, ``trial.payload(MachinePayload)``), and for a trial whose lazy import was shared
+(``shared_import``) what other processes used while that import ran; trials without a machine record (older
+results) are not counted.
 """
 
 from __future__ import annotations
@@ -38,6 +40,20 @@ def is_busy(m: MachinePayload | None) -> bool:
             or load)
 
 
+def import_others_cores(t: TrialResult) -> float | None:
+    """Other processes' CPU use, in cores, while the trial's shared lazy import ran (``shared_import``, timed
+    in the forkserver's sub-zygote before the trial's own machine record starts); None where it had none."""
+    record = t.metrics.get("shared_import")
+    v = record.get("others_cpu_cores") if isinstance(record, dict) else None
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def trial_busy(t: TrialResult) -> bool:
+    """``is_busy`` over the trial's machine record, or its shared lazy import ran beside >= ``BUSY_OTHERS_CORES``
+    of other work (that import is part of its real load cost)."""
+    return is_busy(t.payload(MachinePayload)) or (import_others_cores(t) or 0.0) >= BUSY_OTHERS_CORES
+
+
 def _load_over_cores(m: MachinePayload) -> bool:
     return m.loadavg_1m_start is not None and bool(m.cpu_count) and \
         m.loadavg_1m_start > BUSY_LOAD_PER_CORE * (m.cpu_count or 0)
@@ -47,9 +63,10 @@ def busy_machine(trials: Iterable[TrialResult]) -> BusyMachine | None:
     """The busy trials (``is_busy``) among those with a machine record, their mean others' cores and the worst
     (most others' cores plus steal, then the highest load average); None when no trial was busy."""
     measured = [(t, m) for t in trials if (m := t.payload(MachinePayload)) is not None]
-    busy = tuple(BusyTrial(f"{t.label} r{t.repeat_index}", m.others_cpu_cores or 0.0, m.steal_share or 0.0,
+    busy = tuple(BusyTrial(f"{t.label} r{t.repeat_index}",
+                           max(m.others_cpu_cores or 0.0, import_others_cores(t) or 0.0), m.steal_share or 0.0,
                            m.loadavg_1m_start, m.cpu_count, _load_over_cores(m))
-                 for t, m in measured if is_busy(m))
+                 for t, m in measured if trial_busy(t))
     if not busy:
         return None
     worst = max(busy, key=lambda b: (b.others_cpu_cores + b.steal_share * (b.cpu_count or 1),

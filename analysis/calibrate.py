@@ -34,8 +34,8 @@ import numpy as np
 
 from loadprof.analysis import derive
 from loadprof.core import figures
-from loadprof.analysis.busy import is_busy
-from loadprof.core.payloads import BandwidthPayload, MachinePayload
+from loadprof.analysis.busy import trial_busy
+from loadprof.core.payloads import BandwidthPayload
 from loadprof.results.model import TrialResult
 
 #: smallest relative half-width an interval gets (a fit exact on its points is not exact on the next one)
@@ -261,7 +261,7 @@ def observe(t: TrialResult) -> Observation | None:
                        int(params), int(loaded), int(stored or loaded), int(tensors or 0),
                        int(est.get("kv_bytes_per_token") or 0), gen.batch_size if gen else 1,
                        gen.prompt_tokens if gen else 0, int(m.get("new_tokens") or 0), _parts(t),
-                       is_busy(t.payload(MachinePayload)))
+                       trial_busy(t))
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from loadprof.analysis import trend_claims as tc
 from loadprof.analysis.cap_study import covering_cap, curve_notes, head, max_new_tokens_curve, preallocation_findings
 from loadprof.analysis.derive import prefill_tok_s
 from loadprof.analysis.knobs import without
-from loadprof.analysis.busy import is_busy
-from loadprof.core.payloads import AllocationsPayload, MachinePayload
+from loadprof.analysis.busy import trial_busy
+from loadprof.core.payloads import AllocationsPayload
 from loadprof.results.model import Study, TrialResult
 from loadprof.strategies.model import Strategy
 
@@ -138,7 +138,7 @@ def series(trials: Iterable[TrialResult], vary: str) -> list[dict[str, Any]]:
             metric_keys = list(dict.fromkeys(k for m in samples for k in m))
             points.append({
                 "value": ts[0].strategy.at(vary), "trial_ids": [t.trial_id for t in ts], "repeats": len(ts),
-                "busy": sum(1 for t in ts if is_busy(t.payload(MachinePayload))),
+                "busy": sum(1 for t in ts if trial_busy(t)),
                 "metrics": {k: _median([m.get(k) for m in samples]) for k in metric_keys}, "samples": samples,
                 "new_tokens_seen": sorted({n for t in ts if (n := t.metrics.get("new_tokens")) is not None}),
             })

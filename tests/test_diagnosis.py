@@ -18,8 +18,8 @@ import yaml
 
 from loadprof.core import figures
 from loadprof.core.conclusions import Finding
-from loadprof.analysis.busy import is_busy
-from loadprof.core.payloads import MachinePayload, MemoryPayload
+from loadprof.analysis.busy import trial_busy
+from loadprof.core.payloads import MemoryPayload
 from loadprof.results.model import SweepResult, TrialResult
 
 HERE = Path(__file__).resolve().parent / "fixtures" / "diagnosis"
@@ -95,7 +95,7 @@ def test_the_culprit_is_among_the_findings_with_its_stake(name: str, tmp_path: P
     for r in sweep.recommendations.picks:  # one run per configuration tells nothing apart
         assert r.verdict in ("only", "undecided", "none"), (r.objective, r.verdict, r.rule)
     by_label = {t.label: t for t in sweep.trials}
-    quiet = not any(is_busy(t.payload(MachinePayload)) for t in sweep.trials)
+    quiet = not any(trial_busy(t) for t in sweep.trials)
     if "control" in case and quiet:  # never more at stake than the case measurably costs over its control; on a
         # busy machine the difference between two single runs is the neighbour's, not the case's: not compared
         in_bytes = culprit.stake_bytes is not None and culprit.stake_s is None

@@ -160,6 +160,23 @@ def test_busy_line_counts_busy_trials_and_names_the_worst():
     assert line is not None and "load average 3.5 on 2 cores" in line
 
 
+def test_a_shared_import_beside_other_work_makes_its_trial_busy():
+    import dataclasses
+
+    from loadprof.analysis.busy import trial_busy
+
+    quiet = trial("a", others_cpu_cores=0.1)
+    assert not trial_busy(quiet)
+    # the lazy import its round shared ran before the trial's machine record began: its own neighbours count
+    shared = dataclasses.replace(quiet, metrics={**quiet.metrics, "shared_import": {"seconds": 1.4,
+                                                                                      "others_cpu_cores": 0.9}})
+    assert trial_busy(shared)
+    b = busy_machine([shared])
+    assert b is not None and b.worst.others_cpu_cores == 0.9
+    odd = dataclasses.replace(quiet, metrics={**quiet.metrics, "shared_import": {"others_cpu_cores": "x"}})
+    assert not trial_busy(odd)  # a tampered record is not a measurement
+
+
 def test_every_report_puts_the_busy_line_at_the_top_and_csv_has_others_cores():
     from loadprof.reports import console, csv_report, html, markdown
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import select
 import signal
 from typing import Any
@@ -21,7 +22,9 @@ def import_for_load(model_path: str) -> dict[str, Any]:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from loadprof.probes import _imports
+    from loadprof.probes.machine import read_stat
 
+    stat0, own0 = read_stat(), _own_cpu_s()
     timer = _imports.ImportTimer(lambda name: contextlib.nullcontext(name), CLOCK.now_ns,
                                  ignore_modules=("loadprof",))
     stop = _imports.start_timer(timer)
@@ -33,9 +36,20 @@ def import_for_load(model_path: str) -> dict[str, Any]:
     finally:
         t1 = CLOCK.now_ns()
         stop()
-    return {"seconds": timer.total_ns / 1e9, "wall_s": (t1 - t0) / 1e9, "count": timer.count, "pid": os.getpid(),
-            "t_start_ns": t0, "t_end_ns": t1,
+    stat1, own1 = read_stat(), _own_cpu_s()
+    wall = (t1 - t0) / 1e9
+    others = None  # other processes' CPU use while it imported: a trial's machine record starts after this
+    if stat0 is not None and stat1 is not None and wall > 0:
+        busy_s = (stat1.busy - stat0.busy) / os.sysconf("SC_CLK_TCK")
+        others = max(0.0, busy_s - (own1 - own0)) / wall
+    return {"seconds": timer.total_ns / 1e9, "wall_s": wall, "count": timer.count, "pid": os.getpid(),
+            "t_start_ns": t0, "t_end_ns": t1, "others_cpu_cores": others,
             "imports": [{"module": r.module, "seconds": r.seconds} for r in timer.records]}
+
+
+def _own_cpu_s() -> float:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return me.ru_utime + me.ru_stime
 
 
 def wait_or_kill(pid: int, timeout_s: float = 5.0) -> None:
