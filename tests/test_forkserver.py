@@ -116,6 +116,7 @@ def test_auto_shares_the_loads_lazy_import_per_repeat_round_and_counts_it_in_the
         # done once, before the trial's clock, by its round's sub-zygote: the modeling module is not the trial's
         # own import, it is in the shared record, and the real load cost and its import seconds include it
         assert any(i["module"].endswith(".modeling_qwen2") for i in record["imports"])
+        assert record["others_cpu_cores"] is None or record["others_cpu_cores"] >= 0  # its own busy reading
         assert not any(i.module.endswith(".modeling_qwen2") for i in t.payload(ImportsPayload).imports)
         assert load_cost_s(t) >= t.metrics["load_s"] + record["seconds"]
         assert load_import_s(t) >= record["seconds"]
