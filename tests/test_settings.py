@@ -83,3 +83,30 @@ def test_roofline_detail_counts_beams_in_the_batch():
          "decode_bytes_per_step": 2**20, "membw_gb_s": 10.0, "new_tokens": 32, "generate_settings": {"num_beams": 4}}
     f = _found(_trial(m))["decode_below_roofline"]
     assert "batch 1:" not in f.detail and "4 sequences per step" in f.detail
+
+
+def test_the_growth_symptom_is_not_read_on_a_busy_machine_but_the_setting_is():
+    import dataclasses
+
+    from tests.test_machine import machine
+
+    def busy(metrics):
+        t = _trial(metrics)
+        return dataclasses.replace(t, probes={**t.probes, "machine": machine(others_cpu_cores=1.5)})
+
+    # a neighbour's burst late in decode reads as growth: no observation from a busy trial ...
+    assert "no_kv_cache" not in _found(busy({"generate_settings": {"use_cache": True}, "decode_step_growth": 39.5}))
+    # ... while the setting itself is still the mistake
+    f = _found(busy({"generate_settings": {"use_cache": False}, "decode_step_growth": 39.5, "decode_excess_s": 2.0}))
+    assert f["no_kv_cache"].mistake
+
+
+def test_a_memory_and_a_time_finding_of_one_severity_rank_by_their_share():
+    from loadprof.analysis.findings import rank
+    from loadprof.core.conclusions import Finding
+
+    slow = Finding("dominant_user_function", "medium", "t", "d", "f", {"stake_share": 0.14}, ("a",), "case",
+                   True, stake_s=0.31)
+    big = Finding("memory_culprit", "medium", "t", "d", "f", {"stake_share": 1.0}, ("a",), "case", True,
+                  stake_bytes=2 ** 30)
+    assert [f.kind for f in rank([slow, big])] == ["memory_culprit", "dominant_user_function"]

@@ -76,7 +76,12 @@ class Finding:
 
     @property
     def rank_key(self) -> tuple:
-        return (SEVERITY_ORDER.get(self.severity, 9), not self.mistake, -(self.stake_s or 0.0),
+        """Severity, mistakes before observations, then the stake as a share (``stake_share``: seconds of the
+        workload or bytes of the weights, whichever is larger, so a time and a memory finding compare on one
+        scale), then seconds, then bytes."""
+        share = self.evidence.get("stake_share")
+        share = share if isinstance(share, (int, float)) and not isinstance(share, bool) else 0.0
+        return (SEVERITY_ORDER.get(self.severity, 9), not self.mistake, -share, -(self.stake_s or 0.0),
                 -(self.stake_bytes or 0.0), self.kind, self.label)
 
 
