@@ -106,7 +106,9 @@ def test_compare_end_to_end_then_report_and_resume(tmp_path):
         assert all(p["duration_s"] >= 0 for p in phases)
         assert all(a["end_s"] <= b["start_s"] for a, b in zip(phases, phases[1:]))
         covered = sum(p["duration_s"] for p in phases)
-        assert 0.95 * t["wall_s"] <= covered <= t["wall_s"]
+        # the phases cover the trial's wall but for its own bookkeeping: 5% of a long trial, ~20 ms of a short one
+        # (a forked trial whose lazy import was shared runs in a few hundred ms)
+        assert t["wall_s"] - max(0.05 * t["wall_s"], 0.03) <= covered <= t["wall_s"]
         assert t["harness"]["file_cache"]["action"] == "warm"
         assert t["harness"]["file_cache"]["resident_fraction"] == 1.0
         assert (out / "trials" / t["trial_id"] / "stderr.log").exists()

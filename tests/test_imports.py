@@ -288,7 +288,8 @@ def test_a_real_trial_pays_the_modeling_import_in_its_load_not_in_loadprofs_impo
     from loadprof.run.runner import TrialPlan, run_trial
     from loadprof.strategies.model import GenerateSpec, Trial
 
-    s = Strategy(model=ModelSpec(path=str(tiny_model)), sampling_hz=0,
+    # forkserver asked for: forked, yet every trial pays its own lazy import (auto would share it per round)
+    s = Strategy(model=ModelSpec(path=str(tiny_model)), sampling_hz=0, isolation="forkserver",
                  generate=GenerateSpec(prompt_tokens=4, max_new_tokens=2, warmup=0))
     r = run_trial(TrialPlan(Trial(s), str(tiny_model), tmp_path))
     assert r.status == "ok", (r.reason, r.stderr_tail)

@@ -100,7 +100,7 @@ def test_real_trial_phases_cover_the_wall(tiny_model, tmp_path):
     for a, b in zip(r.phases, r.phases[1:]):
         assert a.end_s <= b.start_s  # top-level phases never overlap
     covered = sum(p.duration_s for p in r.phases)
-    assert covered <= r.wall_s and covered >= 0.95 * r.wall_s
+    assert covered <= r.wall_s and covered >= r.wall_s - max(0.05 * r.wall_s, 0.03)
     load = r.phase("load")
     assert {"config", "weights", "post_init"} <= {c.name for c in load.children}
     gen = r.phase("generate")
