@@ -36,7 +36,7 @@ def harness_cost(trials: Sequence[TrialResult]) -> HarnessCost | None:
         startup_s=_median([t.harness["startup_s"] for t in fresh if "startup_s" in t.harness]),
         own_import_s=_median([v for t in fresh if (v := figures.IMPORT_S.read(t.metrics)) is not None]),
         forked=len(forked), fork_start_s=_median([t.harness["startup_s"] for t in forked if "startup_s" in t.harness]),
-        zygote_import_s=tuple(zygotes.values()), shared=len(shared), shared_import_s=tuple(subs.values()))
+        zygote_import_s=tuple(zygotes.values()), shared=len(shared), round_imports_s=tuple(subs.values()))
 
 
 def concurrency(trials: Sequence[TrialResult]) -> Concurrency | None:

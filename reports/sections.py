@@ -141,8 +141,8 @@ def harness_line(sweep: SweepResult) -> str | None:
                      "paid once each")
     if h.shared:
         parts.append(f"{h.shared} of them shared their load's lazy import with their repeat round (isolation: auto): "
-                     f"{len(h.shared_import_s)} import(s) of "
-                     + " + ".join(units.seconds(s) for s in h.shared_import_s)
+                     f"{len(h.round_imports_s)} import(s) of "
+                     + " + ".join(units.seconds(s) for s in h.round_imports_s)
                      + ", each timed once in a fresh sub-zygote and counted in its round's real load costs")
     return "; ".join(parts)
 

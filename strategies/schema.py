@@ -89,7 +89,7 @@ DOCS: dict[str, str] = {
     "isolation": "auto (default): a warm trial that keeps the model on the CPU is forked from a zygote that imported "
                  "torch, transformers' top level and loadprof's probes once per sweep, and a built-in load's lazy "
                  "import (transformers.modeling_utils, the modeling module) is done and timed once per repeat round "
-                 "and counted in each of that round's real load costs (shared_import_s); cold-cache, GPU and Ray "
+                 "and counted in each of that round's real load costs; cold-cache, GPU and Ray "
                  "trials start fresh; fresh: every trial a new interpreter, its import phase measured; forkserver: "
                  "forked wherever it is safe (cold-cache trials still start fresh), every trial paying its own lazy "
                  "import",

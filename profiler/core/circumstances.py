@@ -17,7 +17,7 @@ class HarnessCost:
     ``overhead_s``: parent wall minus trial wall; ``startup_s``: interpreter start and ``own_import_s``: the measured
     import phase, of trials in a fresh interpreter; ``forked``: trials forked from a pre-imported zygote
     (``isolation: forkserver``), ``fork_start_s`` their fork to trial start and ``zygote_import_s`` each zygote's
-    own import, paid once; ``shared_import_s``: each repeat round's shared lazy import (a sub-zygote's, counted in
+    own import, paid once; ``round_imports_s``: each repeat round's shared lazy import (a sub-zygote's, counted in
     its trials' real load cost) and ``shared`` the trials that had one."""
 
     trials: int
@@ -28,13 +28,13 @@ class HarnessCost:
     fork_start_s: float | None = None
     zygote_import_s: tuple[float, ...] = ()
     shared: int = 0
-    shared_import_s: tuple[float, ...] = ()
+    round_imports_s: tuple[float, ...] = ()
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "HarnessCost":
         return cls(int(d["trials"]), float(d["overhead_s"]), d.get("startup_s"), d.get("own_import_s"),
                    int(d.get("forked") or 0), d.get("fork_start_s"), tuple(d.get("zygote_import_s") or ()),
-                   int(d.get("shared") or 0), tuple(d.get("shared_import_s") or ()))
+                   int(d.get("shared") or 0), tuple(d.get("round_imports_s") or ()))
 
 
 @dataclass(frozen=True)
