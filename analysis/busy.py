@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from loadprof.analysis.derive import shared_import_record
 from loadprof.core.circumstances import BusyMachine, BusyTrial
 from loadprof.core.payloads import MachinePayload
 from loadprof.results.model import TrialResult
@@ -43,8 +44,7 @@ def is_busy(m: MachinePayload | None) -> bool:
 def import_others_cores(t: TrialResult) -> float | None:
     """Other processes' CPU use, in cores, while the trial's shared lazy import ran (``shared_import``, timed
     in the forkserver's sub-zygote before the trial's own machine record starts); None where it had none."""
-    record = t.metrics.get("shared_import")
-    v = record.get("others_cpu_cores") if isinstance(record, dict) else None
+    v = shared_import_record(t).get("others_cpu_cores")
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 

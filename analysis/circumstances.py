@@ -9,7 +9,7 @@ import statistics
 from typing import Iterable, Sequence
 
 from loadprof.analysis.busy import busy_machine
-from loadprof.analysis.derive import shared_import_s
+from loadprof.analysis.derive import shared_import_record, shared_import_s
 from loadprof.core import figures
 from loadprof.core.circumstances import Circumstances, Concurrency, HarnessCost
 from loadprof.results.model import TrialResult
@@ -29,8 +29,7 @@ def harness_cost(trials: Sequence[TrialResult]) -> HarnessCost | None:
     fresh = [t for t in trials if t.harness.get("isolation") != "forkserver"]
     zygotes = {t.harness.get("forkserver_pid"): t.harness.get("forkserver_import_s") or 0.0 for t in forked}
     shared = [t for t in forked if shared_import_s(t)]
-    subs = {(t.metrics.get("shared_import") or {}).get("pid") if isinstance(t.metrics.get("shared_import"), dict)
-            else t.trial_id: shared_import_s(t) for t in shared}
+    subs = {shared_import_record(t).get("pid", t.trial_id): shared_import_s(t) for t in shared}  # one per round
     return HarnessCost(
         trials=len(over), overhead_s=statistics.median(over),
         startup_s=_median([t.harness["startup_s"] for t in fresh if "startup_s" in t.harness]),

@@ -117,6 +117,14 @@ def load_cost_s(t: TrialResult) -> float | None:
     return load + shared_import_s(t) + (first_forward_s(t) or 0.0) + (t.metrics.get("validate_s") or 0.0)
 
 
+def shared_import_record(t: TrialResult) -> Mapping[str, Any]:
+    """The shared lazy import's record a trial carries (``shared_import``: seconds, modules, pid, others' CPU while
+    it ran; loadprof.worker.shared_import), or {} where the trial paid its own import or the file holds something
+    else: the one reader of that untrusted metric."""
+    record = t.metrics.get("shared_import")
+    return record if isinstance(record, dict) else {}
+
+
 def shared_import_s(t: TrialResult) -> float:
     """Seconds of the load's lazy import done once for the trial's repeat round and shared (``SHARED_IMPORT_S``,
     loadprof.worker.shared_import); 0.0 where the trial paid its own (or the file says nothing usable)."""

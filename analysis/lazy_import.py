@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from loadprof.analysis.derive import load_cost_s, load_import_s, shared_import_s
+from loadprof.analysis.derive import load_cost_s, load_import_s, shared_import_record, shared_import_s
 from loadprof.core.payloads import ImportsPayload
 from loadprof.core.units import pct
 from loadprof.results.model import Finding, TrialResult
@@ -60,8 +60,7 @@ def _slowest(t: TrialResult) -> list[tuple[str, float]]:
     repeat round's shared import did (``shared_import`` in its metrics)."""
     imports = t.payload(ImportsPayload)
     own = [(i.module, i.seconds) for i in (imports.slowest_under("load", "validate", "warmup") if imports else ())]
-    record = t.metrics.get("shared_import")
-    shared = record.get("imports") if isinstance(record, dict) else None
+    shared = shared_import_record(t).get("imports")
     rows = own + [(str(i.get("module")), float(i["seconds"])) for i in (shared if isinstance(shared, list) else ())
                   if isinstance(i, dict) and isinstance(i.get("seconds"), (int, float))]
     return sorted(rows, key=lambda r: -r[1])[:SHOWN]

@@ -302,6 +302,23 @@ class _Server:
         self.reap(block=True)
 
 
+def _close_all(fds: Sequence[int]) -> None:
+    """Close the zygote's descriptors in a forked process (any already closed is skipped)."""
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _exit(code: int) -> NoReturn:
+    """End a forked process (or the zygote) without returning into the zygote's loop or running torch's
+    teardown, its output flushed first."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
 def _sub_zygote(sock: socket.socket, inherited: Sequence[int], zygote_pid: int, model_path: str) -> NoReturn:
     """A forked sub-zygote: the zygote's descriptors closed, dies with the zygote, does the shared import, says
     ready with its record, then serves the zygote's relayed fork requests as a zygote of its own."""
@@ -309,9 +326,7 @@ def _sub_zygote(sock: socket.socket, inherited: Sequence[int], zygote_pid: int, 
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        for fd in inherited:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        _close_all(inherited)
         lifetime.die_with_parent(zygote_pid)
         try:
             gc.unfreeze()  # the import's collections traverse the whole heap, as in a user's fresh process
@@ -329,11 +344,7 @@ def _sub_zygote(sock: socket.socket, inherited: Sequence[int], zygote_pid: int, 
     except BaseException:  # noqa: BLE001 - never return into the zygote's loop
         traceback.print_exc()
     finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+        _exit(code)
 
 
 def _child(msg: Mapping[str, Any], fds: Sequence[int], ready_w: int, inherited: Sequence[int],
@@ -345,11 +356,7 @@ def _child(msg: Mapping[str, Any], fds: Sequence[int], ready_w: int, inherited: 
         os.setsid()
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        for fd in inherited:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        _close_all(inherited)
         events, out, err = fds
         null = os.open(os.devnull, os.O_RDONLY)
         for src, dst in ((null, 0), (out, 1), (err, 2)):
@@ -371,11 +378,7 @@ def _child(msg: Mapping[str, Any], fds: Sequence[int], ready_w: int, inherited: 
     except BaseException:  # noqa: BLE001 - never return into the zygote's loop
         traceback.print_exc()
     finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+        _exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -403,7 +406,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    rc = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(rc)  # skip torch's teardown, as the worker does
+    _exit(main())  # skip torch's teardown, as the worker does
