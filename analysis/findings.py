@@ -278,6 +278,8 @@ def decode_below_roofline(t: TrialResult) -> Iterable[Finding]:
     frac = t.metrics.get("roofline_fraction")
     if frac is None or frac >= ROOFLINE_LOW:
         return
+    if (t.metrics.get("generate_settings") or {}).get("use_cache") is False:
+        return  # the bound assumes a KV cache: the gap is use_cache=False's (analysis.settings.no_kv_cache says so)
     m = t.metrics
     weights = m.get("weights_bytes") or m.get("decode_bytes_per_step") or 0
     if weights < ROOFLINE_MIN_WEIGHTS_BYTES:

@@ -15,7 +15,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 from loadprof.core import figures
 from loadprof.analysis.derive import decode_call_s
-from loadprof.core.payloads import LoadPhasesPayload
+from loadprof.analysis.calibrate import prefill_flops
+from loadprof.core.payloads import LoadPhasesPayload, SamplingPayload
 from loadprof.results.model import Finding, TrialResult
 from loadprof.core.units import bytes_h, pct, seconds
 
@@ -112,6 +113,32 @@ def downcast(t: TrialResult) -> Iterable[Finding]:
                  subject=f"{s}->{lo}")
 
 
+def _user_decode_share(t: TrialResult) -> float:
+    """The share of generate's decode steps the user's own code held (a streamer's sink, a logits processor): time
+    no matmul kernel spends."""
+    sv = t.payload(SamplingPayload)
+    shares = [u.share_of_decode or 0.0 for u in (sv.user_functions_in("generate") if sv is not None else ())]
+    return min(1.0, max(0.0, sum(shares)))
+
+
+def half_matmul_stake(t: TrialResult, half: float, f32: float) -> tuple[float | None, float | None]:
+    """(at least, at most) seconds per generate call a half type without fast kernels costs against float32.
+
+    At least: the decode's matmul FLOPs (2 per parameter per new token) at the measured half rate, less the same at
+    the float32 rate; norms, activations and conversions come on top, so a lower bound. At most: the decode steps
+    outside the user's own code, all at the half rate. A tiny model is dispatch-bound (nothing at stake); a large
+    one is near the upper bound."""
+    m = t.metrics
+    decode = decode_call_s(m)
+    most = decode * (1 - _user_decode_share(t)) * (1 - half / f32) if decode is not None else None
+    params, n = m.get("param_count"), m.get("new_tokens")
+    if not params or not n:
+        return None, most
+    flops = prefill_flops(params, 1, n)  # a forward over n tokens, whether a prompt or one token a step
+    least = flops / (half * 1e9) - flops / (f32 * 1e9)
+    return (min(least, most) if most is not None else least), most
+
+
 def half_matmul_on_cpu(t: TrialResult) -> Iterable[Finding]:
     m = t.metrics
     rates = m.get("matmul_gflops") or {}
@@ -122,19 +149,22 @@ def half_matmul_on_cpu(t: TrialResult) -> Iterable[Finding]:
     ratio = rates[dtype] / f32
     if ratio >= HALF_MATMUL_SLOW:
         return
-    decode = decode_call_s(m)
-    stake = decode * (1 - ratio) if decode is not None else None
+    least, most = half_matmul_stake(t, rates[dtype], f32)
+    bounds = [f"at least {seconds(least)}"] if least is not None else []
+    bounds += [f"at most {seconds(most)}"] if most is not None else []
+    cost = f"; per generate call that is {' and '.join(bounds)}" if bounds else ""
     yield _f(t, "half_matmul_slow_on_cpu", "medium", f"{dtype} matmul runs at {pct(ratio)} of float32 on this CPU",
              f"a square torch.mm ran at {rates[dtype]:.1f} GFLOP/s in {dtype} against {f32:.1f} GFLOP/s in float32 "
              f"({m.get('matmul_method', 'measured after the workload')}): this CPU has no fast {dtype} kernels, so "
-             "the halved weight bytes are paid for in compute"
-             + (f"; at {m[figures.DECODE_TOK_S.key]:.1f} tok/s decode that is about {seconds(stake)} per call."
-                if stake else "."),
+             f"the halved weight bytes are paid for in compute{cost}.",
              "load in float32 on this CPU (dtype=torch.float32, twice the memory), or run on a CPU with "
              + ("AMX or AVX512-BF16" if dtype == "bfloat16" else "AMX-FP16 or AVX512-FP16"),
-             mistake=True, stake_s=stake,
-             basis=f"decode time per call (new_tokens / {figures.DECODE_TOK_S.key}) x (1 - half rate / float32 rate)",
-             dtype=dtype, ratio=ratio, half_gflops=rates[dtype], float32_gflops=f32, decode_s=decode)
+             mistake=True, stake_s=least if least is not None else most,
+             basis=("at least: 2 x param_count x new_tokens FLOPs at the half rate less at the float32 rate; at most: "
+                    f"decode time per call (new_tokens / {figures.DECODE_TOK_S.key}) outside the user's code x "
+                    "(1 - half rate / float32 rate)"),
+             dtype=dtype, ratio=ratio, half_gflops=rates[dtype], float32_gflops=f32, decode_s=decode_call_s(m),
+             stake_least_s=least, stake_most_s=most)
 
 
 def _capability(value: Any) -> tuple[int, int] | None:

@@ -54,32 +54,47 @@ def beam_search(t: TrialResult) -> Iterable[Finding]:
              num_beams=beams, num_return_sequences=ret, effective_batch=eff)
 
 
+def beyond_bound_s(m: Mapping[str, Any]) -> float | None:
+    """Seconds per generate call the decode spends beyond its memory-bandwidth bound (None: no roofline)."""
+    frac, decode = m.get("roofline_fraction"), decode_call_s(m)
+    return decode * max(0.0, 1 - frac) if isinstance(frac, (int, float)) and decode is not None else None
+
+
 def no_kv_cache(t: TrialResult) -> Iterable[Finding]:
     """use_cache=False at the call is a mistake on its own (each step recomputes the whole sequence: the cost grows
-    with the square of the length), stated with what it measurably cost here; per-step growth without the setting
-    is an observation (something dropped the cache)."""
+    with the square of the length), stated with what it measurably cost here: at least the recompute the steps'
+    growth with position gives (a step's cost is concave in the tokens it handles, so the line through the measured
+    steps, taken down to one token, overstates a cached step), at most the decode's time beyond its bound (the
+    roofline finding's gap, which this finding then explains: that one is not repeated). Per-step growth without the
+    setting is an observation (something dropped the cache)."""
     s, m = settings(t), t.metrics
-    growth, excess = m.get("decode_step_growth"), m.get("decode_excess_s")
+    growth, excess, recompute = m.get("decode_step_growth"), m.get("decode_excess_s"), m.get("decode_recompute_s")
     off = s.get("use_cache") is False
     grew = growth is not None and growth >= GROWTH_NO_CACHE
     if not off and (not grew or trial_busy(t)):
         return  # the symptom alone is a timing trend: on a busy machine a neighbour's burst makes one
     measured = (f"per-step decode time grew {growth:.2f}x from the first quarter of the steps to the last"
                 if growth is not None else "per-step decode times were not recorded")
+    stake, basis = ((recompute, "per call: the time per position (first to last quarter's median step) x the "
+                                "positions each step recomputes beyond its new token (prompt + earlier tokens)")
+                    if off and recompute is not None else
+                    (excess, "per call: sum of decode steps' time beyond the first quarter's median step (measured)")
+                    if excess is not None else (None, "nothing at stake measured: per-step times were not recorded"))
     yield _f(t, "no_kv_cache", "medium", ("generate ran with use_cache=False" if off else
                                           "decode steps slow down with position")
              + (f": the last steps took {growth:.1f}x the first" if growth is not None else ""),
              measured + (" with use_cache=False in the generation config: each step recomputes the whole sequence, "
                          "so the cost grows with the square of the length" if off else " (as without a KV cache)")
-             + (f"; {excess:.2f} s per call went to steps slower than the first ones" if excess else "")
+             + (f"; recomputing the sequence cost at least {stake:.2f} s per call" if off and stake else
+                f"; {excess:.2f} s per call went to steps slower than the first ones" if excess else "")
+             + (f" and at most {most:.2f} s (the decode's time beyond its memory-bandwidth bound, which assumes a "
+                "cache)" if off and (most := beyond_bound_s(m)) is not None else "")
              + ("" if grew or not off else "; at this length the growth is still small, it is not at longer ones")
              + ".",
              "set use_cache=True (the default) in generation_config" if off else
              "check that generate keeps its KV cache (use_cache) and that no wrapper drops past_key_values",
-             mistake=off, stake_s=excess if excess is not None else None,
-             basis="per call: sum of decode steps' time beyond the first quarter's median step (measured)"
-             if excess is not None else "nothing at stake measured: per-step times were not recorded",
-             use_cache=s.get("use_cache"), growth=growth, excess_s=excess,
+             mistake=off, stake_s=stake, basis=basis, use_cache=s.get("use_cache"), growth=growth, excess_s=excess,
+             recompute_s=recompute, stake_most_s=beyond_bound_s(m) if off else None,
              subject="use_cache=False" if off else "decode growth")  # the setting and the symptom: two findings
 
 

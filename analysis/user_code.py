@@ -74,7 +74,19 @@ def _wall(t: TrialResult, name: str) -> float:
 def _basis(t: TrialResult, n: int) -> str:
     sv = _sampling(t)
     rate = f", {sv.effective_rate_hz:.0f} Hz effective" if sv.effective_rate_hz else ""
-    return f"{n} samples{rate}; seconds are wall time, each sample weighted by the gap since the previous reading"
+    return (f"{n} samples{rate}; seconds are wall time, each sample weighted by the gap since the previous reading; "
+            "the stake leaves out the time the thread sat runnable while another process held the CPU")
+
+
+def busy_part(u: UserFunction, seconds: float) -> float:
+    """Of ``seconds`` of ``u``'s time, the part it sat runnable while another process held the CPU (its share of
+    the function's time, from the run-queue delay): time a quiet machine would not have spent."""
+    return seconds * min(1.0, (u.cpu_wait_s or 0.0) / u.seconds) if u.seconds else 0.0
+
+
+def _cpu_text(u: UserFunction, seconds: float) -> str:
+    busy = busy_part(u, seconds)
+    return f", {busy:.2f} s waiting for a CPU another process held" if busy >= 0.01 else ""
 
 
 def _where(u: UserFunction, line: int | None) -> str:
@@ -128,11 +140,13 @@ def dominant_user_function(t: TrialResult) -> Iterable[Finding]:
     where = f"{top.file}:{top.line}" + (f", hottest line {top.hottest_line}" if top.hottest_line else "")
     waited = top.waiting_s or 0.0  # None: thread states not read (older files), so no wait is claimed
     waiting = waited * (top.own_s / top.seconds) if top.seconds else 0.0
+    own_quiet = top.own_s - busy_part(top, top.own_s)  # its own time less what a neighbour's CPU use added
     severity = "high" if share >= USER_FN_SHARE_HIGH else "medium" if share >= USER_FN_SHARE_MEDIUM else "low"
     split = (f"{top.running_s:.2f} s running, {waited:.2f} s waiting"
-             + (f" ({', '.join(f'{k} {v:.2f} s' for k, v in top.waits.items())})" if top.waits else ""))
+             + (f" ({', '.join(f'{k} {v:.2f} s' for k, v in top.waits.items())})" if top.waits else "")
+             + _cpu_text(top, top.seconds))
     inside = f" Inside it: {breakdown_text(top, calls, top.own_s)}." if calls else ""
-    is_wait = waiting >= top.own_s / 2
+    is_wait = waiting >= own_quiet / 2
     fix = (known(lead.name)[1] if lead is not None and known(lead.name) else
            f"your loader waits ({top.main_wait}): remove the wait, or do it before timing-critical work (it is time "
            "to load that no setting of from_pretrained can win back)" if is_wait else
@@ -154,7 +168,7 @@ def dominant_user_function(t: TrialResult) -> Iterable[Finding]:
              f"your function {top.name} is {pct(share)} of the load ({top.own_s:.2f} s)")
     yield _f(t, "dominant_user_function", severity, title,
              f"{top.name} ({where}) took {top.own_s:.2f} s of the {wall:.2f} s load phase outside transformers' own "
-             f"loading steps: {split}.{inside}", fix, mistake=True, stake_s=top.own_s, share=share, own_s=top.own_s,
+             f"loading steps: {split}.{inside}", fix, mistake=True, stake_s=own_quiet, share=share, own_s=top.own_s,
              **common)
 
 
@@ -177,8 +191,9 @@ def generate_user_code(t: TrialResult) -> Iterable[Finding]:
         yield _f(t, "generate_user_code", "high" if share >= GEN_USER_SHARE_HIGH else "medium", title,
                  f"{u.name} ({u.file}:{u.line}" + (f", hottest line {u.hottest_line}" if u.hottest_line else "")
                  + f") ran in every decode step: {u.decode_s:.2f} s of the measured generate calls' decode steps "
-                 f"({u.running_s:.2f} s running, {u.waiting_s or 0.0:.2f} s waiting).{inside}", fix, mistake=True,
-                 stake_s=u.decode_s, basis=_basis(t, u.samples), function=u.name, file=u.file, line=u.line,
+                 f"({u.running_s:.2f} s running, {u.waiting_s or 0.0:.2f} s waiting{_cpu_text(u, u.seconds)})."
+                 f"{inside}", fix, mistake=True, stake_s=u.decode_s - busy_part(u, u.decode_s),
+                 basis=_basis(t, u.samples), function=u.name, file=u.file, line=u.line,
                  share=share, decode_s=u.decode_s, call=lead.name if lead else None,
                  calls=[{"name": c.name, "line": c.line, "seconds": s} for c, s in calls[:SHOWN]])
 

@@ -53,6 +53,7 @@ AREAS: tuple[tuple[str, str], ...] = (
     ("accelerate/", "accelerate"), ("safetensors/", "safetensors"), ("transformers/models/", "model code"),
     ("transformers_modules/", "model code (remote)"), ("transformers/", "transformers"), ("torch/", "torch ops"), ("bitsandbytes/", "bitsandbytes"))
 _Key = tuple[str, str]  # (qualname, file)
+CPU_WAIT = "cpu"  # runnable, not on a CPU: the part of a reading's gap the run queue held the thread
 
 
 def _r(x: float) -> float:
@@ -219,15 +220,18 @@ class _Acc:
     def add(self, s: Sample, line: int = 0) -> None:
         self.seconds += s.weight_s
         self.samples += 1
-        self.by_state[s.state] += s.weight_s
+        self.by_state[s.state] += s.weight_s - s.cpu_wait_s
+        self.by_state[CPU_WAIT] += s.cpu_wait_s
         if line:
             self.lines[line] += s.weight_s
             self.first_line = min(self.first_line or line, line)
 
     def states(self) -> dict[str, Any]:
-        waits = {k: _r(v) for k, v in self.by_state.most_common() if k not in ("running", "unknown")}
+        """Seconds running, waiting (by kind) and waiting for a CPU another process held: the last is neither the
+        code's work nor its wait, only the machine's business (0 on a quiet machine)."""
+        waits = {k: _r(v) for k, v in self.by_state.most_common() if k not in ("running", "unknown", CPU_WAIT)}
         return {"running_s": _r(self.by_state["running"]), "waiting_s": _r(sum(waits.values())), "waits": waits,
-                "unknown_state_s": _r(self.by_state["unknown"])}
+                "unknown_state_s": _r(self.by_state["unknown"]), "cpu_wait_s": _r(self.by_state[CPU_WAIT])}
 
 
 def _group(path: str) -> tuple[str, str | None]:
@@ -291,9 +295,10 @@ def _areas(main: list[tuple[Sample, str]], is_user: Callable[[str], bool]) -> di
         if s.state not in ("running", "unknown"):
             area = f"waiting: {s.state}"
         top, sub = _group(p)
-        out[top][area] += s.weight_s
-        if sub:
-            out[f"{top}/{sub}"][area] += s.weight_s
+        for group in (top, f"{top}/{sub}") if sub else (top,):
+            out[group][area] += s.weight_s - s.cpu_wait_s
+            if s.cpu_wait_s:
+                out[group][f"waiting: {CPU_WAIT} (another process)"] += s.cpu_wait_s
     return {g: {a: _r(v) for a, v in c.most_common()} for g, c in out.items()}
 
 

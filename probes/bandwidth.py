@@ -95,9 +95,11 @@ def floating_dtype(model: Any) -> str | None:
     return max(by_dtype, key=by_dtype.__getitem__) if by_dtype else None
 
 
-def measure_matmul(dtype: str, now_ns: Callable[[], int], n: int = MATMUL_N, repeats: int = 3) -> dict[str, Any]:
+def measure_matmul(dtype: str, now_ns: Callable[[], int], n: int = MATMUL_N, repeats: int = 10) -> dict[str, Any]:
     """CPU square matmul rate in float32 and in ``dtype`` (best of up to ``repeats`` torch.mm after one untimed
-    call, within a time budget per dtype): whether this CPU has fast kernels for the model's half type."""
+    call, within a time budget per dtype): whether this CPU has fast kernels for the model's half type. Many short
+    calls, best kept: beside a busy neighbour one call of a few ms can wait a whole time slice for a thread, and a
+    float32 rate read from such a call would hide a slow half type."""
     import torch
 
     rates = {}

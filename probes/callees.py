@@ -141,11 +141,11 @@ def callee_of(stack: Sequence[Frame], at: int, is_user: Callable[[str], bool],
 
 
 class _Row:
-    __slots__ = ("seconds", "own_s", "decode_s", "running_s", "waits", "samples", "module", "how", "added",
-                 "held")
+    __slots__ = ("seconds", "own_s", "decode_s", "running_s", "cpu_wait_s", "waits", "samples", "module", "how",
+                 "added", "held")
 
     def __init__(self, module: str, how: str) -> None:
-        self.seconds = self.own_s = self.decode_s = self.running_s = 0.0
+        self.seconds = self.own_s = self.decode_s = self.running_s = self.cpu_wait_s = 0.0
         self.waits: dict[str, float] = defaultdict(float)
         self.samples, self.module, self.how = 0, module, how
         self.added: int | None = None
@@ -167,10 +167,11 @@ class Breakdown:
         row.samples += 1
         row.own_s += s.weight_s if own else 0.0
         row.decode_s += s.weight_s if decode else 0.0
+        row.cpu_wait_s += s.cpu_wait_s  # another process held the CPU: neither the call's work nor its wait
         if s.state == "running":
-            row.running_s += s.weight_s
+            row.running_s += s.weight_s - s.cpu_wait_s
         elif s.state != "unknown":
-            row.waits[s.state] += s.weight_s
+            row.waits[s.state] += s.weight_s - s.cpu_wait_s
         return call
 
     def table(self, key: Any, n: int = 8) -> list[dict[str, Any]]:
@@ -178,7 +179,8 @@ class Breakdown:
         rows = sorted(self.rows.get(key, {}).items(), key=lambda kv: (-kv[1].seconds, kv[0]))[:n]
         return [{"name": name, "module": r.module, "how": r.how, "line": line, "samples": r.samples,
                  "seconds": round(r.seconds, 6), "own_s": round(r.own_s, 6), "decode_s": round(r.decode_s, 6),
-                 "running_s": round(r.running_s, 6), "waits": {k: round(v, 6) for k, v in r.waits.items()},
+                 "running_s": round(r.running_s, 6), "cpu_wait_s": round(r.cpu_wait_s, 6),
+                 "waits": {k: round(v, 6) for k, v in r.waits.items()},
                  "added_bytes": r.added, "held_bytes": r.held} for (name, line), r in rows]
 
     def calls(self) -> Iterable[tuple[Any, tuple[str, int], _Row]]:

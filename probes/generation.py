@@ -28,6 +28,7 @@ class CallTiming:
     steps_ns: list[int] = field(default_factory=list)
     new_tokens: int = 0
     settings: dict[str, Any] = field(default_factory=dict)  # effective_settings at the call
+    prompt_tokens: int = 0  # the prompt's length (0: not known, e.g. a program's call)
 
     @property
     def ttft_ms(self) -> float | None:
@@ -138,7 +139,8 @@ def run_generate(model: Any, spec: GenerateSpec, rec: PhaseRecorder, seed: int =
         elif rec.current.endswith("prefill"):
             rec.close("prefill", t_ret)
     return CallTiming(t_call_ns=t_call, t_return_ns=t_ret, steps_ns=list(steps),
-                      new_tokens=int(out.shape[-1] - inputs["input_ids"].shape[-1]), settings=settings)
+                      new_tokens=int(out.shape[-1] - inputs["input_ids"].shape[-1]), settings=settings,
+                      prompt_tokens=int(inputs["input_ids"].shape[-1]))
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -185,9 +187,13 @@ GROWTH_MIN_STEPS = 16
 
 def step_growth(calls: list[CallTiming]) -> dict[str, float]:
     """How decode steps slow down with position (no KV cache: each step recomputes the whole sequence):
-    ``decode_step_growth``, the last quarter's median step over the first quarter's, and ``decode_excess_s``,
-    the median call's seconds of steps beyond its first quarter's median step (what flat steps would save)."""
-    growth, excess = [], []
+    ``decode_step_growth``, the last quarter's median step over the first quarter's; ``decode_excess_s``, the
+    median call's seconds of steps beyond its first quarter's median step (what flat steps would save); and
+    ``decode_recompute_s``, what the growth says recomputing costs: the time per position (the slope from the first
+    quarter's median step to the last's) times the positions each step handles beyond its one new token (prompt +
+    earlier tokens), summed over the steps, at most the steps' time. Without a cache that is what a cache saves;
+    with one it is the attention's growth, near 0."""
+    growth, excess, recompute = [], [], []
     for c in calls:
         steps = c.per_token_ms
         if len(steps) < GROWTH_MIN_STEPS:
@@ -197,5 +203,10 @@ def step_growth(calls: list[CallTiming]) -> dict[str, float]:
         if first > 0:
             growth.append(last / first)
             excess.append(sum(max(0.0, x - first) for x in steps) / 1e3)
-    return {"decode_step_growth": statistics.median(growth), "decode_excess_s": statistics.median(excess)} \
-        if growth else {}
+            per_position = max(0.0, last - first) / (len(steps) - q)  # ms; quarter centres are n - q steps apart
+            extra = sum(c.prompt_tokens + i for i in range(len(steps)))  # step i also handles prompt + i tokens
+            recompute.append(min(sum(steps), per_position * extra) / 1e3)
+    if not growth:
+        return {}
+    return {"decode_step_growth": statistics.median(growth), "decode_excess_s": statistics.median(excess),
+            "decode_recompute_s": statistics.median(recompute)}

@@ -39,6 +39,7 @@ class Sample:
     main: bool = False
     state: str = "running"  # a loadprof.probes.threadstate KIND; "unknown" where no thread state was read
     t_s: float | None = None  # on the trial's clock, where known
+    cpu_wait_s: float = 0.0  # of weight_s, runnable but not on a CPU: another process held it (threadstate)
 
 
 @dataclass
@@ -109,7 +110,8 @@ def join(timelines: Mapping[int, Timeline], rows: Iterable[StateRow], *, pid: in
             continue
         stack = tl.at((r.t_ns - spy_t0_ns) / 1e9) if tl is not None else None
         t_s = (r.t_ns - trial_t0_ns) / 1e9 if trial_t0_ns is not None else None
-        out.append(Sample(_label(r.tid, tl.name if tl else None, main), stack or (), r.dt_s, main, r.kind, t_s))
+        out.append(Sample(_label(r.tid, tl.name if tl else None, main), stack or (), r.dt_s, main, r.kind, t_s,
+                          min(r.dt_s, r.cpu_wait_s)))
     return out, native_s
 
 

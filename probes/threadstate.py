@@ -8,6 +8,11 @@ in (and its arguments), ``wchan`` the kernel function it waits in. ``ThreadState
 every thread at a fixed rate from a parent-side thread (kept-open file descriptors, ``pread``: ~8 us per thread),
 weighting each reading by the time since that thread's previous one, so a late tick loses no time.
 
+A thread that is runnable but not on a CPU (another process holds it: a busy machine) is in state R like one that
+runs. ``schedstat`` (the scheduler's run-queue delay per thread, in ns) tells them apart: the delay that grew
+since a thread's previous reading is that gap's ``cpu_wait_s``, time the thread's code would not have taken on a
+quiet machine. Without ``schedstat`` (a kernel without schedstats), it stays 0.
+
 A futex wait is a lock unless its address lies in the interpreter's own writable data (libpython or the python
 executable), where CPython keeps the GIL: then the thread is waiting for the GIL, not for user code.
 """
@@ -65,6 +70,12 @@ def classify(state: str, wchan: str, syscall: str, gil: Callable[[int], bool] = 
     return next((k for key, k in _WCHAN if key in wchan), "other")
 
 
+def run_delay_ns(schedstat: bytes) -> int | None:
+    """The run-queue delay (ns, the second of ``schedstat``'s three numbers); None where unreadable."""
+    parts = schedstat.split()
+    return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
+
+
 _MAP_LINE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+)\s+(\S+)\s+\S+\s+\S+\s+\d+\s*(.*)$")
 
 
@@ -94,6 +105,7 @@ class StateRow:
     tid: int
     kind: str
     dt_s: float     # time since this thread's previous reading (the first reading of a thread: one period)
+    cpu_wait_s: float = 0.0  # of dt_s, runnable but not on a CPU (the run-queue delay that grew in the gap)
 
 
 @dataclass
@@ -113,8 +125,9 @@ class ThreadStatePoller:
         self.pid, self.proc, self.now_ns = pid, proc, now_ns
         self.period_s = 1.0 / max(1, rate_hz)
         self.out = ThreadStates(period_s=self.period_s)
-        self._fds: dict[int, tuple[int, int, int]] = {}
+        self._fds: dict[int, tuple[int, int, int, int]] = {}
         self._last: dict[int, int] = {}
+        self._delay: dict[int, int] = {}  # tid -> run-queue delay (ns) at its previous reading
         self._gil: list[tuple[int, int]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -176,13 +189,18 @@ class ThreadStatePoller:
             prev = self._last.get(tid)
             self._last[tid] = now
             dt = (now - prev) / 1e9 if prev is not None else self.period_s
-            self.out.rows.append(StateRow(now, tid, classify(*reading, gil=self._is_gil), dt))
+            delay, before = reading[3], self._delay.get(tid)
+            if delay is not None:
+                self._delay[tid] = delay
+            waited = min(dt, max(0.0, (delay - before) / 1e9)) if delay is not None and before is not None else 0.0
+            self.out.rows.append(StateRow(now, tid, classify(*reading[:3], gil=self._is_gil), dt, waited))
         for gone in [t for t in self._fds if t not in tids]:
             _close(self._fds.pop(gone))
+            self._delay.pop(gone, None)
         self.out.ticks += 1
         return True
 
-    def _read(self, tid: int) -> tuple[str, str, str] | None:
+    def _read(self, tid: int) -> tuple[str, str, str, int | None] | None:
         fds = self._fds.get(tid)
         if fds is None:
             fds = self._open(tid)
@@ -192,16 +210,18 @@ class ThreadStatePoller:
         try:
             stat, wchan = os.pread(fds[0], 4096, 0), os.pread(fds[1], 4096, 0)
             syscall = os.pread(fds[2], 4096, 0) if fds[2] >= 0 else b""
+            sched = os.pread(fds[3], 256, 0) if fds[3] >= 0 else b""
         except OSError:
             return None
         r = stat.rfind(b")")
         if r < 0 or len(stat) < r + 3:
             return None
-        return chr(stat[r + 2]), wchan.decode(errors="replace"), syscall.decode(errors="replace").strip()
+        return (chr(stat[r + 2]), wchan.decode(errors="replace"), syscall.decode(errors="replace").strip(),
+                run_delay_ns(sched))
 
-    def _open(self, tid: int) -> tuple[int, int, int] | None:
+    def _open(self, tid: int) -> tuple[int, int, int, int] | None:
         """stat and wchan (readable by the owner); syscall too where ptrace access allows (-1 where not: the wait
-        is then told from the wait channel alone)."""
+        is then told from the wait channel alone), and schedstat where the kernel has it (-1: no run-queue split)."""
         base = f"{self.proc}/{self.pid}/task/{tid}/"
         opened: list[int] = []
         try:
@@ -211,8 +231,10 @@ class ThreadStatePoller:
             for fd in opened:
                 os.close(fd)
             return None
-        try:
-            sc = os.open(base + "syscall", os.O_RDONLY)
-        except OSError:
-            sc = -1
-        return opened[0], opened[1], sc
+        extra = []
+        for name in ("syscall", "schedstat"):
+            try:
+                extra.append(os.open(base + name, os.O_RDONLY))
+            except OSError:
+                extra.append(-1)
+        return opened[0], opened[1], extra[0], extra[1]

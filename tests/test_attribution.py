@@ -130,11 +130,11 @@ def test_attribute_summary_threads_and_workers():
     assert a["effective_rate_hz"] == round(14 / 4.125, 6)
     assert a["threads"] == [
         {"thread": "MainThread (1)", "main": True, "seconds": 4.125, "samples": 14, "running_s": 3.625,
-         "waiting_s": 0.5, "waits": {"sleep": 0.25, "lock": 0.125, "gil": 0.125}, "unknown_state_s": 0.0},
+         "waiting_s": 0.5, "waits": {"sleep": 0.25, "lock": 0.125, "gil": 0.125}, "unknown_state_s": 0.0, "cpu_wait_s": 0.0},
         {"thread": "pool (2)", "main": False, "seconds": 0.375, "samples": 2, "running_s": 0.125, "waiting_s": 0.25,
-         "waits": {"lock": 0.25}, "unknown_state_s": 0.0},
+         "waits": {"lock": 0.25}, "unknown_state_s": 0.0, "cpu_wait_s": 0.0},
         {"thread": "pool (3)", "main": False, "seconds": 0.25, "samples": 1, "running_s": 0.25, "waiting_s": 0.0,
-         "waits": {}, "unknown_state_s": 0.0}]
+         "waits": {}, "unknown_state_s": 0.0, "cpu_wait_s": 0.0}]
     assert a["worker_threads"] == {
         "(unattributed) [worker threads]": {"seconds_summed_over_threads": 0.125, "threads": 1},
         "load/weights/materialize/convert [worker threads]": {"seconds_summed_over_threads": 0.25, "threads": 1},
@@ -149,7 +149,7 @@ def test_attribute_phases_waits_and_capped_share():
                        "generate", "generate/prefill", "generate/decode"}
     assert ph["load"] == {
         "seconds": 0.75, "samples": 2, "inclusive_s": 1.75, "running_s": 0.5, "waiting_s": 0.25,
-        "waits": {"sleep": 0.25}, "unknown_state_s": 0.0, "wall_s": 2.0, "share_of_phase": 0.375,
+        "waits": {"sleep": 0.25}, "unknown_state_s": 0.0, "cpu_wait_s": 0.0, "wall_s": 2.0, "share_of_phase": 0.375,
         "top": [{"function": "load_model (/home/u/proc.py:10)", "state": "running", "seconds": 0.5},
                 {"function": "load_model (/home/u/proc.py:10)", "state": "sleep", "seconds": 0.25}]}
     # 0.75 s of readings in a 0.5 s phase (a reading's weight is the gap before it): capped at the whole phase
@@ -177,6 +177,20 @@ def test_attribute_areas():
     assert set(areas) == {"import", "load", "(unattributed)", "generate", "generate/decode", "generate/prefill"}
 
 
+def test_run_queue_time_is_neither_running_nor_a_wait_of_the_code():
+    """A reading whose gap the run queue held in part (another process on the CPU): that part is cpu_wait_s, kept
+    out of running and of the waits, for the phase, the user's function, its call and the areas."""
+    busy = [Sample("MainThread (1)", (LOAD_MODEL,), 0.5, True, "running", 1.75, cpu_wait_s=0.375),
+            Sample("MainThread (1)", (LOAD_MODEL,), 0.25, True, "sleep", 1.9)]
+    out = attribute(busy, PHASES)
+    (u,) = [u for u in out["user_functions"] if u["phase"] == "load"]
+    assert (u["seconds"], u["running_s"], u["cpu_wait_s"], u["waiting_s"]) == (0.75, 0.125, 0.375, 0.25)
+    assert u["waits"] == {"sleep": 0.25} and u["callees"][0]["cpu_wait_s"] == 0.375
+    assert u["callees"][0]["running_s"] == 0.125
+    assert out["areas"]["load"]["waiting: cpu (another process)"] == 0.375
+    assert out["phases"]["load"]["cpu_wait_s"] == 0.375 and out["phases"]["load"]["running_s"] == 0.125
+
+
 def test_attribute_user_functions_own_and_decode_time():
     users = attribute(SAMPLES, PHASES)["user_functions"]
     assert [(u["name"], u["phase"]) for u in users] == [
@@ -188,7 +202,7 @@ def test_attribute_user_functions_own_and_decode_time():
     assert calls == {("PreTrainedModel.from_pretrained", 10): (1.0, 0.0), ("(own code)", 10): (0.75, 0.75)}
     assert load_model == {
         "name": "load_model", "file": USER, "line": 10, "phase": "load", "samples": 6, "seconds": 1.75,
-        "running_s": 1.375, "waiting_s": 0.375, "waits": {"sleep": 0.25, "lock": 0.125}, "unknown_state_s": 0.0,
+        "running_s": 1.375, "waiting_s": 0.375, "waits": {"sleep": 0.25, "lock": 0.125}, "unknown_state_s": 0.0, "cpu_wait_s": 0.0,
         "own_s": 0.75,  # only the samples at exactly 'load': not config's, weights' or materialize's
         "inclusive_s": 1.75, "decode_s": 0.0, "share_of_phase": 0.875, "own_share_of_phase": 0.375,
         "share_of_decode": None, "hottest_line": 10}

@@ -149,6 +149,21 @@ def test_a_running_user_function_is_a_dominant_function_with_its_running_and_wai
     assert "3.00 s running, 1.00 s waiting (file_read 1.00 s)" in f.detail
 
 
+def test_time_another_process_held_the_cpu_is_said_and_left_out_of_the_stake():
+    """Beside a busy neighbour a running function sits runnable off the CPU: the run-queue part is named, kept out
+    of its running time's verdict (it is not a wait of the user's) and out of the stake."""
+    u = _user(name="checksum", running_s=1.0, waiting_s=0.0, waits={}, cpu_wait_s=3.0)  # 4 s: 3 of them queued
+    (f,) = [f for f in trial_findings(_trial(probes={"sampling": sampling_payload(user_functions=[u])}))
+            if f.kind in ("dominant_user_function", "user_wait")]
+    assert f.kind == "dominant_user_function" and f.stake_s == pytest.approx(1.0)
+    assert "3.00 s waiting for a CPU another process held" in f.detail and "runnable" in f.stake_basis
+    gen = _user(name="Proc.__call__", phase="generate", seconds=1.0, running_s=0.5, waiting_s=0.0, waits={},
+                own_s=0.0, decode_s=1.0, share_of_decode=0.5, cpu_wait_s=0.5)
+    (g,) = [f for f in trial_findings(_trial(probes={"sampling": sampling_payload(user_functions=[gen])}))
+            if f.kind == "generate_user_code"]
+    assert g.stake_s == pytest.approx(0.5) and "0.50 s waiting for a CPU" in g.detail
+
+
 def test_user_code_in_the_decode_steps_is_named_with_its_share_of_decode():
     u = _user(name="Proc.__call__", phase="generate", seconds=0.5, running_s=0.5, waiting_s=0.0, waits={},
               own_s=0.0, decode_s=0.45, share_of_decode=0.36)

@@ -10,7 +10,7 @@ import pytest
 from loadprof.analysis import precision_rules as rules
 from loadprof.probes import precision
 from loadprof.results.model import TrialResult
-from loadprof.core.units import bytes_h, pct
+from loadprof.core.units import bytes_h, pct, seconds
 from tests.helpers import phases_payload, strategy_of
 
 MiB = 2**20
@@ -201,10 +201,26 @@ def test_half_matmul_finding_only_from_a_measurement_below_float32():
     assert f.kind == "half_matmul_slow_on_cpu" and f.mistake and f.severity == "medium"
     assert f.evidence["ratio"] == 0.25 and f"runs at {pct(f.evidence['ratio'])} of float32" in f.title
     assert f.title.startswith("bfloat16 matmul")
+    # no parameter count: only the upper bound, all of decode at the half rate
     assert f.stake_s == pytest.approx(2.0 * 0.75) and "new_tokens / decode_tok_s" in f.stake_basis
+    assert f.evidence["stake_least_s"] is None and f"at most {seconds(1.5)}" in f.detail
     assert "float32" in f.fix and "AVX512-BF16" in f.fix
     assert _kinds(_trial({**m, "matmul_gflops": {"float32": 40.0, "bfloat16": 80.0}})) == []  # fast kernels
     assert _kinds(_trial({"new_tokens": 32, "decode_tok_s": 16.0})) == []  # no measurement, no finding
+
+
+def test_half_matmul_stake_is_the_matmul_flops_at_most_the_decode_outside_user_code():
+    m = {"matmul_gflops": {"float32": 40.0, "bfloat16": 10.0}, "new_tokens": 32, "decode_tok_s": 16.0}
+    # a tiny model is dispatch-bound: its 2 x 100k x 32 FLOPs cost 0.5 ms more at a quarter of the rate
+    (tiny,) = rules.half_matmul_on_cpu(_trial({**m, "param_count": 100_000}))
+    assert tiny.stake_s == pytest.approx(6.4e6 / 10e9 - 6.4e6 / 40e9)
+    assert tiny.evidence["stake_most_s"] == pytest.approx(1.5) and "at least" in tiny.detail
+    # a large one is capped by the decode itself, less the share the user's own code held
+    user = {"name": "Sink.put", "file": "app.py", "line": 3, "phase": "generate", "samples": 10, "seconds": 0.8,
+            "own_s": 0.0, "running_s": 0.8, "decode_s": 0.8, "share_of_decode": 0.4}
+    big = _trial({**m, "param_count": 10**10}, probes={"sampling": {"ok": True, "user_functions": [user]}})
+    (f,) = rules.half_matmul_on_cpu(big)
+    assert f.stake_s == f.evidence["stake_most_s"] == pytest.approx(2.0 * 0.6 * 0.75)
 
 
 def test_float32_on_tensor_cores_needs_a_capable_gpu_and_float32_weights():

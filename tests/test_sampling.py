@@ -117,10 +117,10 @@ def test_phase_paths_worker_split_and_unattributed():
     assert ph["load"]["seconds"] == 0.06 and ph["load"]["inclusive_s"] == 0.1
     assert ph["load/weights"] == {
         "seconds": 0.0, "samples": 0, "inclusive_s": 0.02, "running_s": 0.0, "waiting_s": 0.0, "waits": {},
-        "unknown_state_s": 0.0, "wall_s": None, "share_of_phase": None, "top": []}
+        "unknown_state_s": 0.0, "cpu_wait_s": 0.0, "wall_s": None, "share_of_phase": None, "top": []}
     assert ph["import"] == {
         "seconds": 0.02, "samples": 2, "inclusive_s": 0.02, "running_s": 0.02, "waiting_s": 0.0, "waits": {},
-        "unknown_state_s": 0.0, "wall_s": None, "share_of_phase": None,
+        "unknown_state_s": 0.0, "cpu_wait_s": 0.0, "wall_s": None, "share_of_phase": None,
         "top": [{"function": "_find_and_load (<frozen importlib._bootstrap>:1176)", "state": "running",
                  "seconds": 0.02}]}
     assert ph["(unattributed)"]["top"] == [
@@ -134,7 +134,7 @@ def test_phase_paths_worker_split_and_unattributed():
     }
     assert (a["samples_total"], a["main_thread_samples"], a["main_thread_s"]) == (22, 14, 0.14)
     assert a["threads"][0] == {"thread": "MainThread (100)", "main": True, "seconds": 0.14, "samples": 14,
-                               "running_s": 0.14, "waiting_s": 0.0, "waits": {}, "unknown_state_s": 0.0}
+                               "running_s": 0.14, "waiting_s": 0.0, "waits": {}, "unknown_state_s": 0.0, "cpu_wait_s": 0.0}
     assert {t["thread"]: t["main"] for t in a["threads"]} == {
         "MainThread (100)": True, "ThreadPoolExecutor-0_0 (101)": False, "ThreadPoolExecutor-0_1 (103)": False,
         "loadprof-memory (102)": False}
@@ -173,7 +173,7 @@ def test_top_functions_by_leaf_seconds():
     first = main[0]
     assert first == {"function": "Module.named_modules (torch/nn/module.py:5)", "name": "Module.named_modules",
                      "file": f"{SP}/torch/nn/module.py", "line": 5, "seconds": 0.05, "samples": 5, "running_s": 0.05,
-                     "waiting_s": 0.0, "waits": {}, "unknown_state_s": 0.0, "share": round(5 / 14, 6)}
+                     "waiting_s": 0.0, "waits": {}, "unknown_state_s": 0.0, "cpu_wait_s": 0.0, "share": round(5 / 14, 6)}
     top = {f["name"]: f for f in main}
     assert "run_trial" not in top and "ModelManager.validate" not in top  # never a leaf
     assert top["Condition.wait"]["share"] == round(2 / 14, 6) and top["Condition.wait"]["seconds"] == 0.02

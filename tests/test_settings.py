@@ -33,10 +33,16 @@ def _call(steps_ms, settings=None):
 
 def test_step_growth_reads_steps_that_slow_down_with_position():
     flat = step_growth([_call([10.0] * 32)])
-    assert flat == {"decode_step_growth": 1.0, "decode_excess_s": 0.0}
+    assert flat == {"decode_step_growth": 1.0, "decode_excess_s": 0.0, "decode_recompute_s": 0.0}
     rising = step_growth([_call([10.0 + i for i in range(32)])])  # step i takes 10 + i ms
     assert rising["decode_step_growth"] == pytest.approx(37.5 / 13.5)
     assert rising["decode_excess_s"] == pytest.approx(sum(max(0, 10 + i - 13.5) for i in range(32)) / 1e3)
+    # 1 ms per position: step i recomputes i earlier tokens (no prompt here): 0 + 1 + ... + 31 ms; a cached
+    # decode would take the 10 ms of a step with nothing to recompute
+    assert rising["decode_recompute_s"] == pytest.approx(sum(range(32)) / 1e3)
+    prompted = _call([10.0 + i for i in range(32)])
+    prompted.prompt_tokens = 8  # each step also recomputes the 8 prompt tokens
+    assert step_growth([prompted])["decode_recompute_s"] == pytest.approx((sum(range(32)) + 32 * 8) / 1e3)
     assert step_growth([_call([10.0] * 8)]) == {}  # too few steps to say
     assert summarize([_call([1.0] * 20, {"num_beams": 4})], 0, 1)["generate_settings"] == {"num_beams": 4}
 
@@ -55,6 +61,17 @@ def test_no_kv_cache_is_named_from_the_setting_with_its_measured_cost():
     off = {"use_cache": False}
     f = _found(_trial({"generate_settings": off, "decode_step_growth": 2.5, "decode_excess_s": 1.2}))["no_kv_cache"]
     assert "use_cache=False" in f.title and f.stake_s == 1.2 and f.mistake and "use_cache=True" in f.fix
+    # with the recompute the growth gives, that is the stake: what a cache would save
+    r = _found(_trial({"generate_settings": off, "decode_step_growth": 2.5, "decode_excess_s": 1.2,
+                       "decode_recompute_s": 3.0}))["no_kv_cache"]
+    assert r.stake_s == 3.0 and "at least 3.00 s per call" in r.detail and "positions" in r.stake_basis
+    # the decode's gap to its bandwidth bound is the most it can be, and this finding explains it: the roofline
+    # observation, which assumes a cache, is not made beside it
+    b = _found(_trial({"generate_settings": off, "decode_recompute_s": 3.0, "new_tokens": 32, "decode_tok_s": 4.0,
+                       "roofline_fraction": 0.1, "weights_bytes": 2**30, "roofline_tok_s": 40.0,
+                       "decode_bytes_per_step": 2**30, "membw_gb_s": 40.0}))
+    assert b["no_kv_cache"].evidence["stake_most_s"] == pytest.approx(8 * 0.9) and "at most 7.20 s" in b[
+        "no_kv_cache"].detail and "decode_below_roofline" not in b
     # the setting is the mistake even where its cost is still small at this length (a fast machine, few tokens)
     flat = _found(_trial({"generate_settings": off, "decode_step_growth": 1.1, "decode_excess_s": 0.01}))
     assert flat["no_kv_cache"].mistake and "still small" in flat["no_kv_cache"].detail

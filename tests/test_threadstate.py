@@ -177,6 +177,25 @@ def test_poller_rows_weights_gil_and_vanishing_threads(tmp_path):
     assert out is poller.out and out.reason is None and out.period_s == 0.02
 
 
+def test_poller_splits_the_run_queue_delay_off_a_readings_gap(tmp_path):
+    """A runnable thread another process keeps off the CPU is in state R like a running one: the run-queue delay
+    that schedstat says grew since its previous reading is that gap's cpu_wait_s (never more than the gap)."""
+    proc = _fake_proc(tmp_path)
+    task = _task(proc, PID, "R")
+    (task / "schedstat").write_text("900000000 5000000 40\n")
+    poller = ThreadStatePoller(PID, rate_hz=100, proc=str(proc),
+                               now_ns=FakeClock(1_000_000_000, 1_010_000_000, 1_020_000_000, 1_030_000_000))
+    assert poller.poll_once() and poller.out.rows[-1].cpu_wait_s == 0.0  # no previous delay to compare with
+    (task / "schedstat").write_text("904000000 11000000 41\n")  # 6 ms of the 10 ms gap on the run queue
+    assert poller.poll_once() and poller.out.rows[-1].cpu_wait_s == pytest.approx(0.006)
+    assert poller.out.rows[-1].kind == "running" and poller.out.rows[-1].dt_s == pytest.approx(0.01)
+    (task / "schedstat").write_text("904000000 99000000 42\n")  # a torn or odd reading: capped at the gap
+    assert poller.poll_once() and poller.out.rows[-1].cpu_wait_s == pytest.approx(0.01)
+    (task / "schedstat").write_text("garbage\n")  # unreadable: no split, and no error
+    assert poller.poll_once() and poller.out.rows[-1].cpu_wait_s == 0.0
+    poller.stop()
+
+
 @needs_x86_64
 def test_poller_without_gil_ranges(tmp_path):
     proc = tmp_path / "proc"

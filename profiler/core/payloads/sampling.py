@@ -28,6 +28,7 @@ class Callee(Record):
     decode_s: float = 0.0        # the part inside generate's decode steps (as UserFunction.decode_s)
     running_s: float = 0.0
     waits: Mapping[str, float] | None = None
+    cpu_wait_s: float | None = None  # runnable, not on a CPU (another process held it); None in older files
     added_bytes: int | None = None  # None: no memory timeline joined
     held_bytes: int | None = None   # of added_bytes, still resident at the end of the phase (an upper bound)
 
@@ -52,6 +53,7 @@ class UserFunction(Record):
     waiting_s: float | None = None  # None: thread states were not read (files before they were)
     waits: Mapping[str, float] | None = None  # wait kind -> seconds
     unknown_state_s: float | None = None
+    cpu_wait_s: float | None = None  # runnable, not on a CPU: another process held it (None in older files)
     inclusive_s: float | None = None
     decode_s: float | None = None
     share_of_phase: float | None = None      # of the phase's wall time
@@ -78,6 +80,7 @@ class PhaseSamples(Record):
     waits: Mapping[str, float]
     unknown_state_s: float
     top: tuple[Mapping[str, Any], ...]  # [{function, state, seconds}], most seconds first
+    cpu_wait_s: float | None = None       # runnable, not on a CPU (another process held it); None in older files
     wall_s: float | None = None           # None: no phase of the tree at this path
     share_of_phase: float | None = None
 
