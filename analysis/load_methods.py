@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from loadprof.analysis.derive import load_bound_fraction, load_cost_s, load_gb_s, load_read_bytes, read_bound
-from loadprof.core.units import bytes_h, pct
+from loadprof.analysis.derive import load_cost_s, load_import_s, load_read_bytes, read_bound
+from loadprof.core.payloads import SamplingPayload
+from loadprof.core.units import bytes_h, pct, seconds
 from loadprof.results.model import Finding, TrialResult
 
 #: a load below this share of its read bound is a finding; below the second, a medium one
@@ -24,24 +25,47 @@ MIN_BOUND_BYTES = 64 * 2**20
 _f = TrialResult.finding
 
 
+def others_s(t: TrialResult) -> tuple[float, list[str]]:
+    """Seconds of the real load cost that other findings own and that read no weights: the lazy import of code
+    and the user's own code in the load (outside transformers' steps: a copy, a wait, a check), with what they
+    are."""
+    imp = load_import_s(t) or 0.0
+    sv = t.payload(SamplingPayload)
+    user = sum(u.own_s for u in sv.user_functions_in("load")) if sv is not None else 0.0
+    parts = [f"its import {seconds(imp)}"] * (imp >= 0.01) + [f"your code {seconds(user)}"] * (user >= 0.01)
+    return imp + user, parts
+
+
 def load_far_from_bound(t: TrialResult) -> Iterable[Finding]:
-    frac, rate, bound = load_bound_fraction(t), load_gb_s(t), read_bound(t)
-    n, cost = load_read_bytes(t), load_cost_s(t)
-    if frac is None or rate is None or bound is None or not n or not cost or n < MIN_BOUND_BYTES \
-            or frac >= FAR_FROM_BOUND:
+    """The load's data window (the real load cost less its import and the user's own code, which read no weights
+    and have their own findings) against the read bound: far below it, the time goes to the load's own steps."""
+    bound, n, cost = read_bound(t), load_read_bytes(t), load_cost_s(t)
+    if bound is None or not n or not cost or n < MIN_BOUND_BYTES:
+        return
+    other, parts = others_s(t)
+    window = cost - other
+    if window <= 0:
+        return
+    rate = n / window / 1e9
+    frac = rate / bound[0]
+    if frac >= FAR_FROM_BOUND:
         return
     method = t.metrics.get("load_method") or t.strategy.load.method
     steps = ", ".join(f"{name} {gb:.2f} GB/s" for name, gb in (t.metrics.get("load_gb_s_by_step") or {}).items())
     at_bound = n / (bound[0] * 1e9)
+    outside = f", outside {' and '.join(parts)}" if parts else ""
     yield _f(t, "load_far_from_bound", "medium" if frac < FAR_FROM_BOUND_MEDIUM else "low",
-             f"the {method} load reached {pct(frac)} of the {bound[1]} rate ({rate:.2f} of {bound[0]:.2f} GB/s)",
-             f"{bytes_h(n)} read in a real load cost of {cost:.2f} s (load + validation + first forward); the same "
-             f"files read at {bound[0]:.2f} GB/s ({bound[1]}, measured before the trial) would take {at_bound:.2f} s"
+             f"the {method} load reached {pct(frac)} of the {bound[1]} rate ({rate:.2f} of {bound[0]:.2f} GB/s)"
+             + outside,
+             f"{bytes_h(n)} read in {window:.2f} s of a real load cost of {cost:.2f} s (load + validation + first "
+             f"forward{', less ' + ' and '.join(parts) if parts else ''}); the same files read at {bound[0]:.2f} GB/s "
+             f"({bound[1]}, measured before the trial) would take {at_bound:.2f} s"
              + (f". Its steps: {steps}." if steps else "."),
              "compare load.method and load.workers on this machine (strategies/examples/loading_methods_bench.yaml); "
              "a step far slower than the read (convert: a dtype cast; instantiate, assign) is the one to remove",
-             stake_s=max(0.0, cost - at_bound), basis="real load cost - bytes read / the read bound",
-             fraction=frac, load_gb_s=rate, bound_gb_s=bound[0], bound=bound[1], method=method)
+             stake_s=max(0.0, window - at_bound),
+             basis="real load cost - its import - your code's own time in the load - bytes read / the read bound",
+             fraction=frac, load_gb_s=rate, bound_gb_s=bound[0], bound=bound[1], method=method, window_s=window)
 
 
 RULES: tuple[Callable[[TrialResult], Iterable[Finding]], ...] = (load_far_from_bound,)

@@ -66,6 +66,9 @@ def test_cold_read_and_lazy_load():
                    "load": {"start_file_bytes": 0, "end_file_bytes": 10},
                    "warmup/forward": {"start_file_bytes": 10, "end_file_bytes": 990}})})
     assert set(kinds(t)) == {"slow_cold_read", "lazy_load"}
+    (lazy,) = [f for f in trial_findings(t) if f.kind == "lazy_load"]
+    # what is at stake is the time a look at load alone misses, not memory: mapped pages are page cache
+    assert lazy.stake_s == 2.0 and lazy.stake_bytes is None and "page cache" in lazy.stake_basis
 
 
 def test_failed_trials_give_no_findings_and_rank_merges_repeats():
@@ -186,6 +189,12 @@ def test_uncovered_time_is_never_silent_and_says_what_was_sampled():
     blind = _trial(phases=phases)
     (g,) = [f for f in trial_findings(blind) if f.kind == "uncovered_time"]
     assert "sampling was off" in g.detail and "sampling_hz" in g.fix
+    # the user's own function sampled there is its own finding: its 1.5 s is not also uncovered time
+    fetch = _user(name="fetch", own_s=1.5, seconds=1.5, waiting_s=1.5, waits={"socket": 1.5})
+    named = _trial(phases=phases, probes={"sampling": sampling_payload(phases=seen, user_functions=[fetch])})
+    (h,) = [f for f in trial_findings(named) if f.kind == "uncovered_time"]
+    assert h.stake_s == pytest.approx(0.5) and "your code's own 1.50 s more" in h.detail
+    assert "user_wait" in kinds(named)
 
 
 def test_severity_and_order_follow_the_stake_not_the_rule():

@@ -12,6 +12,7 @@ from loadprof.analysis.load_methods import load_far_from_bound
 from loadprof.core import figures
 from loadprof.core.errors import SpecError
 from loadprof.core.phases import PhaseTiming
+from loadprof.core.units import seconds
 from loadprof.results.model import TrialResult
 from loadprof.strategies import methods
 from loadprof.strategies.expand import expand
@@ -125,6 +126,29 @@ def test_a_load_far_from_its_bound_is_a_finding_and_one_near_it_is_not() -> None
     (f,) = load_far_from_bound(far)
     assert f.kind == "load_far_from_bound" and "runai" in f.title and f.stake_s == pytest.approx(21.0 - n / 4e9)
     near = derive.enrich(_trial("warm", read_s=0.5, first_forward_s=0.0, bound_gb_s=4.0, per={"read": n}))
+    assert list(load_far_from_bound(near)) == []
+
+
+def test_the_loads_import_and_your_code_are_not_held_against_the_read_bound() -> None:
+    """Importing the modeling code and the user's own work in the load read no weights and have their own
+    findings: the window held against the bound leaves them out, so a copy or an import is not counted twice."""
+    n = 2 * 10**9
+    t = _trial("warm", read_s=5.5, first_forward_s=0.0, bound_gb_s=4.0, per={"read": n})
+    # 6 s of load: a 0.5 s import, 2 s of the user's own copy, then 3.5 s reading 2 GB (a 4 GB/s bound: 0.5 s)
+    load = PhaseTiming("load", 0.0, 6.0, children=(
+        PhaseTiming(derive.LAZY_IMPORT_PHASE, 0.0, 0.5), PhaseTiming("read", 2.5, 6.0)))
+    user = {"name": "copy_first", "file": "/u/app.py", "line": 3, "phase": "load", "samples": 100, "seconds": 2.0,
+            "own_s": 2.0, "running_s": 2.0}
+    slow = derive.enrich(TrialResult(**{**t.__dict__, "phases": (load, *t.phases[1:]),
+                                        "probes": {"sampling": {"ok": True, "user_functions": [user]}}}))
+    (f,) = load_far_from_bound(slow)
+    assert f.evidence["window_s"] == pytest.approx(3.5) and f.stake_s == pytest.approx(3.0)
+    assert f.evidence["fraction"] == pytest.approx(n / 3.5 / 1e9 / 4.0)
+    assert f.title.endswith(f"GB/s), outside its import {seconds(0.5)} and your code {seconds(2.0)}")
+    # the same load with 3 s of the user's code: 1 s for 2 GB is half the bound, no finding
+    busy = {**user, "own_s": 4.0, "seconds": 4.0}
+    near = derive.enrich(TrialResult(**{**t.__dict__, "phases": (load, *t.phases[1:]),
+                                        "probes": {"sampling": {"ok": True, "user_functions": [busy]}}}))
     assert list(load_far_from_bound(near)) == []
 
 
