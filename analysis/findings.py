@@ -20,7 +20,7 @@ from loadprof.analysis.settings import RULES as SETTINGS_RULES, effective_batch
 from loadprof.analysis.stake import FAILED_KIND, failed_trials, graded, references
 from loadprof.analysis.user_code import dominant_user_function, generate_user_code, memory_culprit
 from loadprof.core.payloads import LoadPhasesPayload, MemoryPayload, SamplingPayload
-from loadprof.core.phases import HARNESS_PHASES
+from loadprof.core.phases import HARNESS_PHASES, LAZY_IMPORT_PHASE
 from loadprof.results.model import Finding, TrialResult  # Finding lives with the result model; re-exported
 from loadprof.core.units import bytes_h, pct
 
@@ -113,8 +113,9 @@ def _wall(t: TrialResult, name: str) -> float:
 UNCOVERED_SHARE, UNCOVERED_MIN_S, UNCOVERED_ALWAYS_S = 0.10, 0.05, 0.5
 LOADPROF_PHASES = (*HARNESS_PHASES, "cleanup")  # loadprof's own steps after the workload
 #: children that mark a moment inside their parent rather than split it into steps (prefill's preallocate: the
-#: cache allocated at generate start); a phase whose children are all markers has no steps to leave time over
-MARKER_PHASES = ("preallocate",)
+#: cache allocated at generate start; an import the step happened to trigger); a phase whose children are all
+#: markers has no steps to leave time over
+MARKER_PHASES = ("preallocate", LAZY_IMPORT_PHASE)
 
 
 #: where loadprof's own code shows in a sampled frame (editable checkout or installed package)

@@ -265,6 +265,10 @@ def test_a_phase_whose_only_children_mark_a_moment_has_no_uncovered_time():
     prefill = (PhaseTiming("generate", 0.0, 1.0, (PhaseTiming("prefill", 0.0, 0.9, (PhaseTiming("preallocate", 0.0, 0.01),)),
                                                  PhaseTiming("decode", 0.9, 1.0))),)
     assert "uncovered_time" not in kinds(_trial(phases=prefill))
+    # an import the step triggered marks a moment too: materialize with only one has no steps to leave time over
+    materialize = (PhaseTiming("load", 0.0, 1.0, (PhaseTiming("weights", 0.0, 1.0, (PhaseTiming(
+        "materialize", 0.0, 1.0, (PhaseTiming("lazy_import", 0.1, 0.2),)),)),)),)
+    assert "uncovered_time" not in kinds(_trial(phases=materialize))
 
 
 def test_loadprof_frames_in_an_uncovered_phase_are_tagged_as_its_own():
