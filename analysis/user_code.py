@@ -10,7 +10,7 @@ Kept apart from loadprof.analysis.findings, which lists its rules, for the same 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from loadprof.core.payloads import MemoryPayload, SamplingPayload
 from loadprof.core.payloads.sampling import Callee, UserFunction
@@ -198,47 +198,69 @@ def generate_user_code(t: TrialResult) -> Iterable[Finding]:
                  calls=[{"name": c.name, "line": c.line, "seconds": s} for c, s in calls[:SHOWN]])
 
 
+#: the memory a culprit is named for: (kind, what it is, the Callee's added/held fields, the phase's start/end fields)
+MEMORY_KINDS = (("anon", "anonymous memory", "added_bytes", "held_bytes", "start_anon_bytes", "end_anon_bytes"),
+                ("cuda", "CUDA allocator memory", "added_cuda_bytes", "held_cuda_bytes",
+                 "start_cuda_allocated_bytes", "end_cuda_allocated_bytes"))
+
+
+def _weights_on(t: TrialResult, kind: str) -> int:
+    """The weights the memory of ``kind`` holds: on CUDA the bytes placed on GPUs, in anon RSS all of them."""
+    if kind == "cuda":
+        return sum(int(b) for d, b in (t.metrics.get("bytes_by_device") or {}).items() if str(d).startswith("cuda"))
+    return t.metrics.get("weights_bytes") or 0
+
+
 def memory_culprit(t: TrialResult) -> Iterable[Finding]:
-    """The user calls that added anonymous memory in a phase (the memory timeline joined with the samples),
-    over a quarter of the weights: named with their line, bytes added and whether the phase still held them.
-    The model's own construction is not a culprit, and the bytes at stake are at most what the phase kept beyond
-    the weights it loaded."""
-    weights = t.metrics.get("weights_bytes") or 0
-    floor = max(MEMORY_MIN_BYTES, MEMORY_SHARE * weights)
+    """The user calls that added memory in a phase (anon RSS, and the CUDA allocator's bytes where CUDA ran: the
+    memory timeline joined with the samples), over a quarter of the weights held there: named with their line,
+    bytes added and whether the phase still held them. The model's own construction is not a culprit, and the
+    bytes at stake are at most what the phase kept beyond the weights it loaded."""
     mem = t.payload(MemoryPayload)
-    for phase in ("load", "generate"):
-        rows = [(u, c) for u in _sampling(t).user_functions_in(phase) for c in u.callees or ()
-                if (c.added_bytes or 0) >= floor and not any(c.name.endswith(b) for b in MODEL_BUILDERS)]
-        pm = mem.per_phase.get(phase) if mem is not None else None
-        # what the phase kept beyond the model it loaded: RSS cannot say whose bytes are whose, so no more than it
-        excess = (pm.end_anon_bytes - pm.start_anon_bytes - (weights if phase == "load" else 0)
-                  if pm is not None else None)
-        if not rows or (excess is not None and excess < floor):
-            continue
-        rows.sort(key=lambda uc: (-(uc[1].held_bytes or 0), -(uc[1].added_bytes or 0)))
-        added = sum(c.added_bytes or 0 for _, c in rows)
-        held = min(sum(c.held_bytes or 0 for _, c in rows), excess if excess is not None else added)
-        peak = f"peak {bytes_h(pm.peak_rss_bytes)}" if pm is not None else ""
-        vs = f" vs {bytes_h(weights)} of weights" if weights else ""
-        named = ", ".join(f"`{c.name}` in `{u.name}` ({_where(u, c.line)}) +{bytes_h(c.added_bytes)} "
-                          + ("still held" if (c.held_bytes or 0) >= (c.added_bytes or 0) / 2 else "given back")
-                          for u, c in rows[:SHOWN])
-        u0, c0 = rows[0]
-        what = {c.name: k[0] for _, c in rows[:SHOWN] if (k := known(c.name))}
-        fix = "; ".join(dict.fromkeys(k[1] for _, c in rows[:SHOWN] if (k := known(c.name)))) or \
-            "keep no second copy of the weights: free what the call built, or do not build it"
-        yield _f(t, "memory_culprit", "high" if held >= weights > 0 else "medium",
-                 f"{phase}: {named}" + (f"; {peak}{vs}" if peak else ""),
-                 f"in {phase}, anonymous memory grew by {bytes_h(added)} while these calls ran, and "
-                 f"{bytes_h(held)} of it was still resident when the phase ended"
-                 + (f" ({peak}{vs})" if peak else "") + "".join(f"; `{n}` is {w}" for n, w in what.items()) + ".",
-                 fix, mistake=True, stake_bytes=held or added, subject=phase,
-                 basis="anon RSS growth per 10 ms reading, given to the call sampled nearest it; held: what the "
-                       "phase never gave back after the call began (an upper bound)",
-                 function=u0.name, file=u0.file, line=c0.line, added_bytes=added, held_bytes=held,
-                 weights_bytes=weights or None, peak_rss_bytes=pm.peak_rss_bytes if pm is not None else None,
-                 calls=[{"function": u.name, "name": c.name, "line": c.line, "added_bytes": c.added_bytes,
-                         "held_bytes": c.held_bytes} for u, c in rows[:SHOWN]])
+    for kind, what, added_f, held_f, start_f, end_f in MEMORY_KINDS:
+        weights = _weights_on(t, kind)
+        floor = max(MEMORY_MIN_BYTES, MEMORY_SHARE * weights)
+        for phase in ("load", "generate"):
+            rows = [(u, c, getattr(c, added_f) or 0, getattr(c, held_f) or 0)
+                    for u in _sampling(t).user_functions_in(phase) for c in u.callees or ()
+                    if (getattr(c, added_f) or 0) >= floor and not any(c.name.endswith(b) for b in MODEL_BUILDERS)]
+            pm = mem.per_phase.get(phase) if mem is not None else None
+            start, end = (getattr(pm, start_f), getattr(pm, end_f)) if pm is not None else (None, None)
+            # what the phase kept beyond the model it loaded: memory cannot say whose bytes are whose
+            excess = end - start - (weights if phase == "load" else 0) if start is not None and end is not None \
+                else None
+            if rows and (excess is None or excess >= floor):
+                yield _culprit(t, phase, kind, what, rows, excess, weights, pm)
+
+
+def _culprit(t: TrialResult, phase: str, kind: str, what: str, rows: list, excess: float | None, weights: int,
+             pm: Any) -> Finding:
+    rows.sort(key=lambda r: (-r[3], -r[2]))
+    added = sum(r[2] for r in rows)
+    held = min(sum(r[3] for r in rows), excess if excess is not None else added)
+    where = " on CUDA" if kind == "cuda" else ""
+    peak_b = (pm.peak_cuda_allocated_bytes if kind == "cuda" else pm.peak_rss_bytes) if pm is not None else None
+    peak = f"peak {bytes_h(peak_b)}" if peak_b else ""
+    vs = f" vs {bytes_h(weights)} of weights" if weights else ""
+    named = ", ".join(f"`{c.name}` in `{u.name}` ({_where(u, c.line)}) +{bytes_h(a)}{where} "
+                      + ("still held" if h >= a / 2 else "given back") for u, c, a, h in rows[:SHOWN])
+    u0, c0 = rows[0][:2]
+    kinds = {c.name: k[0] for _, c, _, _ in rows[:SHOWN] if (k := known(c.name))}
+    fix = "; ".join(dict.fromkeys(k[1] for _, c, _, _ in rows[:SHOWN] if (k := known(c.name)))) or \
+        "keep no second copy of the weights: free what the call built, or do not build it"
+    return _f(t, "memory_culprit", "high" if held >= weights > 0 else "medium",
+              f"{phase}: {named}" + (f"; {peak}{vs}" if peak else ""),
+              f"in {phase}, {what} grew by {bytes_h(added)} while these calls ran, and {bytes_h(held)} of it was "
+              f"still {'allocated' if kind == 'cuda' else 'resident'} when the phase ended"
+              + (f" ({peak}{vs})" if peak else "") + "".join(f"; `{n}` is {w}" for n, w in kinds.items()) + ".",
+              fix, mistake=True, stake_bytes=held or added, subject=f"{phase}{where}",
+              basis=("CUDA allocator bytes (every device)" if kind == "cuda" else "anon RSS")
+              + " growth per 10 ms reading, given to the call sampled nearest it; held: what the phase never gave "
+                "back after the call began (an upper bound)",
+              function=u0.name, file=u0.file, line=c0.line, added_bytes=added, held_bytes=held, memory=kind,
+              weights_bytes=weights or None, peak_rss_bytes=pm.peak_rss_bytes if pm is not None else None,
+              calls=[{"function": u.name, "name": c.name, "line": c.line, "added_bytes": a, "held_bytes": h}
+                     for u, c, a, h in rows[:SHOWN]])
 
 
 RULES: tuple[Callable[[TrialResult], Iterable[Finding]], ...] = (dominant_user_function, generate_user_code,

@@ -303,7 +303,7 @@ def _areas(main: list[tuple[Sample, str]], is_user: Callable[[str], bool]) -> di
 
 
 def _user_functions(main: list[tuple[Sample, str]], walls: Mapping[str, float], is_user: Callable[[str], bool],
-                    n: int, memory: Sequence[tuple[float, int]] = (),
+                    n: int, memory: Mapping[str, Sequence[tuple[float, int]]] | None = None,
                     phase_end: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
     """The user's functions per top-level phase, by the samples whose deepest user frame they are: their own
     time plus the library code they called, running or waiting. ``own_s``: the part outside every named
@@ -336,7 +336,8 @@ def _user_functions(main: list[tuple[Sample, str]], walls: Mapping[str, float], 
             timed.append((s.t_s, key, call))
         for k in {(_enclosing(fr.function), fr.file) for fr in s.stack if is_user(fr.file)}:
             incl[(k, top)] += s.weight_s
-    memjoin.join(calls, timed, memory, phase_end or {})
+    for kind, rows in (memory or {}).items():
+        memjoin.join(calls, timed, rows, phase_end or {}, kind=kind)
     rows = []
     for key, a in acc.items():
         (name, file), top = key
@@ -369,10 +370,13 @@ def _top(samples: Iterable[Sample], n: int) -> list[dict[str, Any]]:
 
 
 def attribute(samples: Iterable[Sample], phases: Sequence[PhaseTiming] = (), *, rate_hz: float | None = None,
-              top_n: int = 20, notes: Iterable[str] = (), memory: Sequence[tuple[float, int]] = ()) -> dict[str, Any]:
+              top_n: int = 20, notes: Iterable[str] = (),
+              memory: Mapping[str, Sequence[tuple[float, int]]] | Sequence[tuple[float, int]] = ()) -> dict[str, Any]:
     """Samples -> phases, library areas, top functions and the user's functions (JSON-ready). Every figure is
     seconds of wall time (sample weights), split into running and waiting where thread states were read;
-    ``memory``: the trial's (t_s, anon RSS bytes) readings, for the bytes each user call added."""
+    ``memory``: the trial's (t_s, bytes) readings per kind (``anon`` RSS, ``cuda`` allocator; a bare sequence is
+    anon), for the bytes each user call added."""
+    memory = memory if isinstance(memory, Mapping) else {"anon": list(memory)}
     samples = list(samples)
     match, lines = matcher(DEFAULT_PHASE_MAP), materialize_lines()
     is_user = lru_cache(maxsize=None)(is_user_file)

@@ -142,14 +142,22 @@ def callee_of(stack: Sequence[Frame], at: int, is_user: Callable[[str], bool],
 
 class _Row:
     __slots__ = ("seconds", "own_s", "decode_s", "running_s", "cpu_wait_s", "waits", "samples", "module", "how",
-                 "added", "held")
+                 "memory")
 
     def __init__(self, module: str, how: str) -> None:
         self.seconds = self.own_s = self.decode_s = self.running_s = self.cpu_wait_s = 0.0
         self.waits: dict[str, float] = defaultdict(float)
         self.samples, self.module, self.how = 0, module, how
-        self.added: int | None = None
-        self.held: int | None = None
+        self.memory: dict[str, tuple[int, int]] = {}  # kind (anon, cuda) -> (added, held) bytes (loadprof.probes.memjoin)
+
+
+def _bytes(memory: dict[str, tuple[int, int]]) -> dict[str, int | None]:
+    """A call's memory columns: anon RSS always (None: no timeline joined), the CUDA allocator's where joined."""
+    added, held = memory.get("anon", (None, None))
+    out = {"added_bytes": added, "held_bytes": held}
+    if "cuda" in memory:
+        out.update(added_cuda_bytes=memory["cuda"][0], held_cuda_bytes=memory["cuda"][1])
+    return out
 
 
 class Breakdown:
@@ -181,7 +189,7 @@ class Breakdown:
                  "seconds": round(r.seconds, 6), "own_s": round(r.own_s, 6), "decode_s": round(r.decode_s, 6),
                  "running_s": round(r.running_s, 6), "cpu_wait_s": round(r.cpu_wait_s, 6),
                  "waits": {k: round(v, 6) for k, v in r.waits.items()},
-                 "added_bytes": r.added, "held_bytes": r.held} for (name, line), r in rows]
+                 **_bytes(r.memory)} for (name, line), r in rows]
 
     def calls(self) -> Iterable[tuple[Any, tuple[str, int], _Row]]:
         return ((k, c, r) for k, rows in self.rows.items() for c, r in rows.items())

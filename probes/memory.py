@@ -11,7 +11,9 @@ Sources and what each misses:
 - getrusage minor/major page faults at phase edges: where the bytes were
   really read (major faults = read from disk).
 - torch.cuda allocator stats (allocated/reserved/peak, peak reset at phase
-  start) when CUDA is initialised. Not seen by any of these: tracemalloc does
+  start) when CUDA is initialised, and the allocated bytes over every device
+  in the sampler's timeline (a fourth column, ``cuda_allocated_bytes``), so a
+  user call that grew the allocator is named like one that grew RSS. Not seen by any of these: tracemalloc does
   not see torch tensors; torch.profiler misses the loader's worker threads;
   ``max_memory`` caps placement, not the loading peak.
 """
@@ -86,6 +88,15 @@ def self_rusage() -> Any:
     return resource.getrusage(resource.RUSAGE_SELF)
 
 
+def cuda_allocated(cuda: Any) -> int:
+    """Bytes the CUDA caching allocator holds for tensors, over every device (a sampler thread's current device
+    is not the one the main thread loads to); 0 where the reading fails."""
+    try:
+        return sum(int(cuda.memory_allocated(i)) for i in range(cuda.device_count()))
+    except Exception:  # noqa: BLE001 - a reading never takes the sampler down
+        return 0
+
+
 class MemoryProbe(Probe):
     """The readers are arguments (today's /proc readers by default) so a test can script what they return;
     ``sampler=False`` starts no thread: the test calls ``sample_once`` itself."""
@@ -136,8 +147,9 @@ class MemoryProbe(Probe):
         rss, shared = sm
         anon = rss - shared
         t_s = (self.ctx.clock.now_ns() - self.ctx.t0_ns) / 1e9
+        cuda = self._cuda_mod()
         with self._lock:
-            self.timeline.append((t_s, anon, shared))
+            self.timeline.append((t_s, anon, shared) if cuda is None else (t_s, anon, shared, cuda_allocated(cuda)))
             self.peak_rss = max(self.peak_rss, rss)
             for rec in self.open.values():
                 rec["peak_sampled_rss_bytes"] = max(rec["peak_sampled_rss_bytes"], rss)
@@ -228,10 +240,14 @@ class MemoryProbe(Probe):
         with self._lock:
             self.peak_rss = max(self.peak_rss, st.get("hwm", 0))
             timeline = list(self.timeline)
+        columns = ("t_s", "rss_anon_bytes", "rss_file_bytes")
+        if any(len(r) > 3 for r in timeline):  # CUDA came up mid-trial: its allocator held 0 bytes before
+            columns += ("cuda_allocated_bytes",)
+            timeline = [r if len(r) > 3 else (*r, 0) for r in timeline]
         path = Path(self.ctx.trial_dir) / "memory_timeline.json"
         artifacts = {}
         try:
-            path.write_text(json.dumps({"columns": ["t_s", "rss_anon_bytes", "rss_file_bytes"], "rows": timeline}))
+            path.write_text(json.dumps({"columns": list(columns), "rows": timeline}))
             artifacts["memory_timeline"] = path.name
         except OSError:
             pass
@@ -244,7 +260,7 @@ class MemoryProbe(Probe):
         cuda = self._cuda_mod()
         payload = MemoryPayload(
             per_phase=dict(self.per_phase),
-            timeline=MemoryTimeline(columns=("t_s", "rss_anon_bytes", "rss_file_bytes"),
+            timeline=MemoryTimeline(columns=columns,
                                     rows=tuple(timeline[::step]), every_nth_sample=step),
             trial_peak_rss_bytes=self.peak_rss, end_rss_bytes=st.get("rss", 0), end_anon_bytes=st.get("anon", 0),
             end_file_bytes=st.get("file", 0), samples=len(timeline), period_ms=self.period_s * 1e3,

@@ -253,7 +253,7 @@ class SamplingProbe(ParentProbe):
         """The samples on the trial's clock (the worker's hello says where its t0 is), attributed to the phase
         tree the events describe."""
         from loadprof.probes.attribution import attribute
-        from loadprof.probes.memjoin import timeline_rows
+        from loadprof.probes.memjoin import timeline_series
 
         if self.sampler is None or self.error:
             return SamplingResult(ok=False, reason=self.error or "not started").to_probe_result()
@@ -264,7 +264,7 @@ class SamplingProbe(ParentProbe):
         last = max((ev.get("t_ns", 0) for ev in received if "t_ns" in ev), default=0)
         phases = build_tree([ev for ev in received if ev.get("type") == "phase"], end_ns=last)
         try:
-            memory = timeline_rows(self.ctx.trial_dir if self.ctx is not None else None, received)
+            memory = timeline_series(self.ctx.trial_dir if self.ctx is not None else None, received)
             return result.with_attribution(attribute(result.samples, phases, rate_hz=self.sampler.rate_hz,
                                                      memory=memory)) \
                 .to_probe_result()

@@ -111,9 +111,26 @@ def test_memory_growth_far_from_any_sample_is_left_unattributed(tmp_path):
     assert u["callees"][0]["added_bytes"] is None
 
 
-def test_timeline_rows_from_the_trial_folder_else_the_payload(tmp_path):
+def test_timeline_series_from_the_trial_folder_else_the_payload(tmp_path):
     (tmp_path / "memory_timeline.json").write_text(json.dumps({"columns": [], "rows": [[0.1, 5, 1], [0.2, 7, 1]]}))
-    assert memjoin.timeline_rows(tmp_path, []) == [(0.1, 5), (0.2, 7)]
+    assert memjoin.timeline_series(tmp_path, []) == {"anon": [(0.1, 5), (0.2, 7)]}
     ev = {"type": "probe", "name": "memory", "payload": {"timeline": {"rows": [[0.3, 9, 0]]}}}
-    assert memjoin.timeline_rows(tmp_path / "none", [ev]) == [(0.3, 9)]
-    assert memjoin.timeline_rows(None, []) == []
+    assert memjoin.timeline_series(tmp_path / "none", [ev]) == {"anon": [(0.3, 9)]}
+    assert memjoin.timeline_series(None, []) == {"anon": []}
+    # where CUDA came up, the allocator's column is a series of its own
+    cuda = {"columns": ["t_s", "rss_anon_bytes", "rss_file_bytes", "cuda_allocated_bytes"],
+            "rows": [[0.1, 5, 1, 0], [0.2, 7, 1, 4096]]}
+    (tmp_path / "memory_timeline.json").write_text(json.dumps(cuda))
+    assert memjoin.timeline_series(tmp_path, []) == {"anon": [(0.1, 5), (0.2, 7)], "cuda": [(0.1, 0), (0.2, 4096)]}
+    (tmp_path / "memory_timeline.json").write_text("[1, 2")  # a torn file: the payload's copy
+    assert memjoin.timeline_series(tmp_path, [ev]) == {"anon": [(0.3, 9)]}
+
+
+def test_a_call_that_grew_the_cuda_allocator_is_named_with_those_bytes(tmp_path):
+    mib = 2**20
+    samples = [at(t, manager(tmp_path, 4)) for t in (1.45, 1.5, 1.55, 1.6, 1.65, 1.7)]
+    anon = [(1.4, 500 * mib), (1.7, 500 * mib)]
+    cuda = [(1.4, 0), (1.5, 0), (1.6, 300 * mib), (1.7, 300 * mib)]
+    (u,) = attribute(samples, PHASES, memory={"anon": anon, "cuda": cuda})["user_functions"]
+    (c,) = u["callees"]
+    assert (c["added_cuda_bytes"], c["held_cuda_bytes"]) == (300 * mib, 300 * mib) and c["added_bytes"] is None

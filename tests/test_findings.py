@@ -356,6 +356,23 @@ def test_memory_culprit_names_each_call_with_its_bytes_and_what_is_still_held():
     assert [f for f in trial_findings(small) if f.kind == "memory_culprit"] == []
 
 
+def test_a_call_that_grew_the_cuda_allocator_is_a_memory_culprit_against_the_weights_on_the_gpu():
+    mib = 2**20
+    calls = [_callee("torch.Tensor.clone", 14, 0.1, added_bytes=2 * mib, held_bytes=2 * mib,
+                     added_cuda_bytes=400 * mib, held_cuda_bytes=400 * mib)]
+    u = user_function(name="ModelManager._keep_pristine", file="/home/u/manager.py", line=12, callees=calls)
+    t = _trial(metrics={"weights_bytes": 500 * mib, "bytes_by_device": {"cuda:0": 500 * mib}},
+               probes={"sampling": sampling_payload(user_functions=[u]),
+                       "memory": memory_payload({"load": {"start_cuda_allocated_bytes": 0,
+                                                          "end_cuda_allocated_bytes": 900 * mib,
+                                                          "peak_cuda_allocated_bytes": 950 * mib}})})
+    (f,) = [f for f in trial_findings(t) if f.kind == "memory_culprit"]  # 2 MiB of RSS: under the floor
+    assert f.title == ("load: `torch.Tensor.clone` in `ModelManager._keep_pristine` (manager.py:14) +400.0 MiB on "
+                       "CUDA still held; peak 950.0 MiB vs 500.0 MiB of weights")
+    assert f.stake_bytes == 400 * mib and f.evidence["memory"] == "cuda" and "CUDA allocator" in f.stake_basis
+    assert "still allocated" in f.detail
+
+
 def test_a_bytes_stake_is_also_weighed_against_the_memory_budget():
     from loadprof.analysis.stake import budget_share, graded, references
 

@@ -126,3 +126,46 @@ def test_unreadable_statm_stops_sampling_and_the_thread_is_joined(tmp_path, monk
     res = probe.stop()
     assert probe._thread is not None and not probe._thread.is_alive()
     assert res.payload.samples == 0 and res.payload.timeline.rows == ()
+
+
+class FakeCuda:
+    """torch.cuda as the probe reads it: two devices, the allocator's bytes per device set by the test."""
+
+    def __init__(self) -> None:
+        self.allocated = [0, 0]
+
+    def device_count(self) -> int:
+        return 2
+
+    def memory_allocated(self, device: int | None = None) -> int:
+        return self.allocated[device or 0]
+
+    def max_memory_allocated(self, device: int | None = None) -> int:
+        return sum(self.allocated)
+
+    def memory_reserved(self, device: int | None = None) -> int:
+        return sum(self.allocated)
+
+    def reset_peak_memory_stats(self, device: int | None = None) -> None:
+        pass
+
+
+def test_the_timeline_gets_the_cuda_allocators_bytes_once_cuda_is_up(tmp_path, monkeypatch):
+    """Once CUDA is initialised each reading also holds the allocator's bytes over every device (the sampler
+    thread's current device is not the loader's); readings from before hold 0: nothing was allocated yet."""
+    proc = FakeProc()
+    probe, rec, clock = make(proc, tmp_path, monkeypatch)
+    proc.set(rss=100, anon=60, file=40, hwm=100, minflt=0, majflt=0)
+    proc.statm = (100, 40)
+    assert probe.sample_once()  # before CUDA
+    cuda = FakeCuda()
+    cuda.allocated = [100, 300]
+    monkeypatch.setattr(probe, "_cuda_mod", lambda: cuda)
+    clock.advance(0.5)
+    assert probe.sample_once()
+    cuda.memory_allocated = lambda device=None: 1 / 0  # a failed reading is 0, never the sampler's end
+    assert probe.sample_once()
+    m = probe.stop().payload
+    assert m.timeline.columns == ("t_s", "rss_anon_bytes", "rss_file_bytes", "cuda_allocated_bytes")
+    assert [r[3] for r in m.timeline.rows] == [0, 400, 0]
+    assert json.loads((tmp_path / "memory_timeline.json").read_text())["columns"][3] == "cuda_allocated_bytes"

@@ -39,11 +39,12 @@ class PhaseMemory(Record):
 
 @dataclass(frozen=True)
 class MemoryTimeline(Record):
-    """(t_s, rss_anon_bytes, rss_file_bytes) rows, every ``every_nth_sample``-th sample of the trial's own
-    ``memory_timeline.json`` (which keeps them all)."""
+    """(t_s, rss_anon_bytes, rss_file_bytes[, cuda_allocated_bytes]) rows (``columns`` names them; the fourth
+    where CUDA was initialised), every ``every_nth_sample``-th sample of the trial's own ``memory_timeline.json``
+    (which keeps them all)."""
 
     columns: tuple[str, ...]
-    rows: tuple[tuple[float, int, int], ...]
+    rows: tuple[tuple[float, ...], ...]
     every_nth_sample: int
 
 

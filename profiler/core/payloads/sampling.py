@@ -31,6 +31,8 @@ class Callee(Record):
     cpu_wait_s: float | None = None  # runnable, not on a CPU (another process held it); None in older files
     added_bytes: int | None = None  # None: no memory timeline joined
     held_bytes: int | None = None   # of added_bytes, still resident at the end of the phase (an upper bound)
+    added_cuda_bytes: int | None = None  # the CUDA allocator's bytes the call added (every device); None: no CUDA
+    held_cuda_bytes: int | None = None   # of those, still allocated at the end of the phase (an upper bound)
 
     @property
     def waiting_s(self) -> float:
