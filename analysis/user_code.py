@@ -205,10 +205,9 @@ MEMORY_KINDS = (("anon", "anonymous memory", "added_bytes", "held_bytes", "start
 
 
 def _weights_on(t: TrialResult, kind: str) -> int:
-    """The weights the memory of ``kind`` holds: on CUDA the bytes placed on GPUs, in anon RSS all of them."""
-    if kind == "cuda":
-        return sum(int(b) for d, b in (t.metrics.get("bytes_by_device") or {}).items() if str(d).startswith("cuda"))
-    return t.metrics.get("weights_bytes") or 0
+    """The weights the memory of ``kind`` holds: on CUDA the bytes placed on GPUs, in anon RSS the rest."""
+    on_gpu = sum(int(b) for d, b in (t.metrics.get("bytes_by_device") or {}).items() if str(d).startswith("cuda"))
+    return on_gpu if kind == "cuda" else max(0, (t.metrics.get("weights_bytes") or 0) - on_gpu)
 
 
 def memory_culprit(t: TrialResult) -> Iterable[Finding]:

@@ -371,6 +371,13 @@ def test_a_call_that_grew_the_cuda_allocator_is_a_memory_culprit_against_the_wei
                        "CUDA still held; peak 950.0 MiB vs 500.0 MiB of weights")
     assert f.stake_bytes == 400 * mib and f.evidence["memory"] == "cuda" and "CUDA allocator" in f.stake_basis
     assert "still allocated" in f.detail
+    # host memory is weighed against the weights left on the host: none here, so a 300 MiB host copy is named too
+    host = [_callee("torch.Tensor.cpu", 15, 0.1, added_bytes=300 * mib, held_bytes=300 * mib)]
+    t2 = _trial(metrics={"weights_bytes": 500 * mib, "bytes_by_device": {"cuda:0": 500 * mib}},
+                probes={"sampling": sampling_payload(user_functions=[{**u, "callees": host}]),
+                        "memory": memory_payload({"load": {"start_anon_bytes": 0, "end_anon_bytes": 300 * mib}})})
+    (g,) = [f for f in trial_findings(t2) if f.kind == "memory_culprit"]
+    assert g.evidence["memory"] == "anon" and g.stake_bytes == 300 * mib
 
 
 def test_a_bytes_stake_is_also_weighed_against_the_memory_budget():
