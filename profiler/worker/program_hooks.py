@@ -205,16 +205,17 @@ class Hooks:
                     self._local.generate = None
                     if gen["decode"] is not None:
                         gen["decode"].__exit__(None, None, None)
-                    self._generated(gen, now(), _batch(a, k))
+                    self._generated(gen, now(), *_shape(a, k))
 
         return wrapped
 
-    def _generated(self, gen: dict[str, Any], t_end: int, batch: int) -> None:
+    def _generated(self, gen: dict[str, Any], t_end: int, batch: int, prompt: int) -> None:
         """The generate calls' figures so far, as a trial's (probes.generation.summarize: the first call is
         the cold one, the rest are measured)."""
         from loadprof.probes.generation import CallTiming, summarize
 
-        self.calls.append(CallTiming(gen["t0"], t_end, list(gen["steps"]), max(0, len(gen["steps"]))))
+        self.calls.append(CallTiming(gen["t0"], t_end, list(gen["steps"]), max(0, len(gen["steps"])),
+                                     prompt_tokens=prompt))
         for key, v in summarize(self.calls, 1 if len(self.calls) > 1 else 0, batch).items():
             self.w.metric(key, v)
 
@@ -232,11 +233,11 @@ def call_guarded(note: Callable[[str], None], what: str, fn: Callable[[], Any]) 
         note(f"{what} failed: {type(e).__name__}: {e}")
 
 
-def _batch(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-    """The batch size of a generate call (its input_ids' first dimension; 1 when it cannot be told)."""
+def _shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, int]:
+    """(batch, prompt length) of a generate call: its input_ids' two dimensions; (1, 0) when they cannot be told."""
     ids = kwargs.get("input_ids", args[1] if len(args) > 1 else None)
     shape = getattr(ids, "shape", None)
-    return int(shape[0]) if shape is not None and len(shape) == 2 else 1
+    return (int(shape[0]), int(shape[1])) if shape is not None and len(shape) == 2 else (1, 0)
 
 
 def install(worker: Any) -> Hooks:
