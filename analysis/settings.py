@@ -2,7 +2,8 @@
 (``generate_settings``, recorded by loadprof.probes.generation at the call: the model's generation config under
 the call's kwargs), judged with measured evidence: beam search multiplies the sequences every step computes
 (the effective batch), no KV cache makes each step slower than the one before (``decode_step_growth``), fewer
-torch threads than usable cores leave cores idle, training mode leaves dropout on.
+torch threads than usable cores leave cores idle, training mode leaves dropout on, per-step outputs returned with
+return_dict_in_generate hold memory by the model's shape.
 
 Kept apart from loadprof.analysis.findings, which lists its rules, for the same reason as the precision rules.
 """
@@ -14,6 +15,7 @@ from typing import Any, Callable, Iterable, Mapping
 from loadprof.analysis.busy import trial_busy
 from loadprof.analysis.derive import decode_call_s
 from loadprof.core import figures
+from loadprof.core.units import bytes_h
 from loadprof.results.model import Finding, TrialResult
 
 #: per-step decode time growing by this factor from the first quarter of the steps to the last: no KV cache
@@ -60,6 +62,24 @@ def beyond_bound_s(m: Mapping[str, Any]) -> float | None:
     return decode * max(0.0, 1 - frac) if isinstance(frac, (int, float)) and decode is not None else None
 
 
+def _no_cache_stake(t: TrialResult, off: bool) -> tuple[float | None, str]:
+    """(seconds, basis) no_kv_cache puts at stake. With use_cache=False: the recompute the steps' growth gives,
+    never on a busy trial (a neighbour's burst in the first or last quarter makes or hides a growth), and not when
+    the steps did not grow (nothing measured at this length). The growth alone: its excess over the first steps."""
+    m = t.metrics
+    recompute, excess = m.get("decode_recompute_s"), m.get("decode_excess_s")
+    if m.get("decode_step_growth") is None:
+        return None, "nothing at stake measured: per-step times were not recorded"
+    if off and trial_busy(t):
+        return None, "nothing at stake measured: the machine was busy, so the steps' growth is a neighbour's too"
+    if off and recompute is not None and recompute <= 0:
+        return None, "nothing at stake measured at this length: the steps did not slow down yet"
+    if off and recompute is not None:
+        return recompute, ("per call: the time per position (first to last quarter's median step) x the positions "
+                           "each step recomputes beyond its new token (prompt + earlier tokens)")
+    return excess, "per call: sum of decode steps' time beyond the first quarter's median step (measured)"  # older files too
+
+
 def no_kv_cache(t: TrialResult) -> Iterable[Finding]:
     """use_cache=False at the call is a mistake on its own (each step recomputes the whole sequence: the cost grows
     with the square of the length), stated with what it measurably cost here: at least the recompute the steps'
@@ -68,33 +88,33 @@ def no_kv_cache(t: TrialResult) -> Iterable[Finding]:
     roofline finding's gap, which this finding then explains: that one is not repeated). Per-step growth without the
     setting is an observation (something dropped the cache)."""
     s, m = settings(t), t.metrics
-    growth, excess, recompute = m.get("decode_step_growth"), m.get("decode_excess_s"), m.get("decode_recompute_s")
-    off = s.get("use_cache") is False
+    growth, excess = m.get("decode_step_growth"), m.get("decode_excess_s")
+    off, busy = s.get("use_cache") is False, trial_busy(t)
     grew = growth is not None and growth >= GROWTH_NO_CACHE
-    if not off and (not grew or trial_busy(t)):
+    if not off and (not grew or busy):
         return  # the symptom alone is a timing trend: on a busy machine a neighbour's burst makes one
-    measured = (f"per-step decode time grew {growth:.2f}x from the first quarter of the steps to the last"
-                if growth is not None else "per-step decode times were not recorded")
-    stake, basis = ((recompute, "per call: the time per position (first to last quarter's median step) x the "
-                                "positions each step recomputes beyond its new token (prompt + earlier tokens)")
-                    if off and recompute is not None else
-                    (excess, "per call: sum of decode steps' time beyond the first quarter's median step (measured)")
-                    if excess is not None else (None, "nothing at stake measured: per-step times were not recorded"))
+    stake, basis = _no_cache_stake(t, off)
+    most = beyond_bound_s(m) if off else None
+    measured = ("per-step decode times were not recorded" if growth is None else
+                f"per-step decode time went {growth:.2f}x from the first quarter of the steps to the last on a busy "
+                "machine (not read)" if busy else
+                f"per-step decode time grew {growth:.2f}x from the first quarter of the steps to the last")
     yield _f(t, "no_kv_cache", "medium", ("generate ran with use_cache=False" if off else
                                           "decode steps slow down with position")
-             + (f": the last steps took {growth:.1f}x the first" if growth is not None else ""),
+             + (f": the last steps took {growth:.1f}x the first" if growth is not None and not busy else ""),
              measured + (" with use_cache=False in the generation config: each step recomputes the whole sequence, "
                          "so the cost grows with the square of the length" if off else " (as without a KV cache)")
              + (f"; recomputing the sequence cost at least {stake:.2f} s per call" if off and stake else
-                f"; {excess:.2f} s per call went to steps slower than the first ones" if excess else "")
-             + (f" and at most {most:.2f} s (the decode's time beyond its memory-bandwidth bound, which assumes a "
-                "cache)" if off and (most := beyond_bound_s(m)) is not None else "")
-             + ("" if grew or not off else "; at this length the growth is still small, it is not at longer ones")
+                f"; {excess:.2f} s per call went to steps slower than the first ones" if excess and not off else "")
+             + (f"; at most {most:.2f} s per call (the decode's time beyond its memory-bandwidth bound, which "
+                "assumes a cache)" if most is not None else "")
+             + ("" if grew or not off or busy else "; at this length the growth is still small, it is not at longer "
+                                                   "ones")
              + ".",
              "set use_cache=True (the default) in generation_config" if off else
              "check that generate keeps its KV cache (use_cache) and that no wrapper drops past_key_values",
              mistake=off, stake_s=stake, basis=basis, use_cache=s.get("use_cache"), growth=growth, excess_s=excess,
-             recompute_s=recompute, stake_most_s=beyond_bound_s(m) if off else None,
+             recompute_s=m.get("decode_recompute_s"), stake_most_s=most,
              subject="use_cache=False" if off else "decode growth")  # the setting and the symptom: two findings
 
 
@@ -115,4 +135,50 @@ def threads_and_training(t: TrialResult) -> Iterable[Finding]:
                  mistake=True, basis="outputs are wrong, whatever the time", training=True)
 
 
-RULES: tuple[Callable[[TrialResult], Iterable[Finding]], ...] = (beam_search, no_kv_cache, threads_and_training)
+#: bytes per element of the dtypes a model computes in (per-step hidden states and attentions are in it)
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+#: the per-step outputs generate can return (setting -> what it is)
+OUTPUTS = (("output_scores", "scores"), ("output_logits", "logits"), ("output_hidden_states", "hidden states"),
+           ("output_attentions", "attentions"))
+
+
+def returned_bytes(s: Mapping[str, Any], batch: int, prompt: int, new: int) -> dict[str, int]:
+    """Bytes one generate call returns per requested output, by the model's shape: ``new`` steps of ``batch``
+    sequences (beams counted); scores and logits are float32 over the vocabulary each step; hidden states one
+    per layer and the embeddings, over the prompt at the first step and one token after; attentions one
+    heads x query x context map per layer, the context growing by a token each step."""
+    layers, hidden, heads, vocab = (s.get(k) or 0 for k in ("num_layers", "hidden_size", "num_heads", "vocab_size"))
+    elem = DTYPE_BYTES.get(str(s.get("model_dtype")), 4)
+    later = max(0, new - 1)
+    sizes = {"scores": new * batch * vocab * 4, "logits": new * batch * vocab * 4,
+             "hidden states": (layers + 1) * batch * (prompt + later) * hidden * elem,
+             "attentions": layers * batch * heads * (prompt * prompt + later * prompt + later * (later + 1) // 2) * elem}
+    return {what: sizes[what] for key, what in OUTPUTS if s.get(key)}
+
+
+def returned_outputs(t: TrialResult) -> Iterable[Finding]:
+    """return_dict_in_generate with per-step outputs (scores, logits, hidden states, attentions): every call
+    keeps one tensor per step and per layer alive until its result is dropped; their bytes, by the model's shape."""
+    s = settings(t)
+    if not s.get("return_dict_in_generate") or not any(s.get(k) for k, _ in OUTPUTS):
+        return
+    gen = t.strategy.generate
+    new = int(t.metrics.get("new_tokens") or (gen.max_new_tokens if gen is not None else 0))
+    sizes = returned_bytes(s, effective_batch(t), gen.prompt_tokens if gen is not None else 0, new)
+    total = sum(sizes.values())
+    if not total:
+        return
+    parts = ", ".join(f"{what} {bytes_h(b)}" for what, b in sizes.items())
+    yield _f(t, "returned_outputs", "medium", f"each generate call returned every step's {', '.join(sizes)}: "
+             f"{bytes_h(total)} per call",
+             f"return_dict_in_generate with {', '.join(k for k, _ in OUTPUTS if s.get(k))} keeps one tensor per step "
+             f"(and per layer) until the result is dropped: {parts} over {new} new tokens of "
+             f"{effective_batch(t)} sequences; the attentions grow with the square of the length.",
+             "request only what you read (compute_transition_scores needs output_scores alone; attentions and hidden "
+             "states are for debugging), and drop the result's tensors once used", mistake=True, stake_bytes=total,
+             basis="by the model's shape (layers, hidden size, heads, vocabulary, dtype) and the tokens generated: "
+                   "the sizes of the returned tensors, not a measurement", returned_bytes=sizes)
+
+
+RULES: tuple[Callable[[TrialResult], Iterable[Finding]], ...] = (beam_search, no_kv_cache, threads_and_training,
+                                                                   returned_outputs)

@@ -75,13 +75,24 @@ def generate_kwargs(model: Any, spec: GenerateSpec, stopping_criteria: Any) -> d
 
 #: generation-config fields that change what each step computes or keeps
 SETTINGS = ("num_beams", "num_return_sequences", "do_sample", "use_cache", "cache_implementation",
-            "output_attentions", "output_hidden_states", "output_scores", "return_dict_in_generate")
+            "output_attentions", "output_hidden_states", "output_scores", "output_logits", "return_dict_in_generate")
+#: the model's shape, for what per-step outputs a call returns (config attribute -> setting key)
+SHAPE = (("num_hidden_layers", "num_layers"), ("hidden_size", "hidden_size"),
+         ("num_attention_heads", "num_heads"), ("vocab_size", "vocab_size"))
+
+
+def _autocast(torch: Any, device: str) -> bool:
+    try:
+        return bool(torch.is_autocast_enabled(device))
+    except (TypeError, RuntimeError, AttributeError):  # an older torch without the device argument
+        return False
 
 
 def effective_settings(model: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     """What generate() will run with: the model's generation config under the call's kwargs (a wrapper the
     loader put around ``model.generate`` may add more, unseen here), the attention implementation, torch's
-    threads against the cores this process may use, and whether the model is in training mode with dropout."""
+    threads against the cores this process may use, whether the model is in training mode with dropout or under
+    autocast, its dtype and the shape facts that size the per-step outputs a call can return."""
     import os
 
     import torch
@@ -89,7 +100,15 @@ def effective_settings(model: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     gc = getattr(model, "generation_config", None)
     out: dict[str, Any] = {k: kwargs.get(k, getattr(gc, k, None)) for k in SETTINGS}
     out = {k: v if isinstance(v, (bool, int, float, str)) or v is None else str(v) for k, v in out.items()}
-    out["attn_implementation"] = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    config = getattr(model, "config", None)
+    out["attn_implementation"] = getattr(config, "_attn_implementation", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for attr, key in SHAPE:  # GPT-2 spells them n_layer, n_embd, n_head: transformers' attribute_map answers both
+        v = getattr(text, attr, None)
+        out[key] = v if isinstance(v, int) and not isinstance(v, bool) else None
+    dtype = getattr(model, "dtype", None)
+    out["model_dtype"] = str(dtype).removeprefix("torch.") if dtype is not None else None
+    out["autocast"] = any(_autocast(torch, d) for d in ("cpu", "cuda"))
     out["torch_threads"] = torch.get_num_threads()
     out["usable_cores"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     out["training"] = bool(getattr(model, "training", False))
@@ -139,8 +158,14 @@ def run_generate(model: Any, spec: GenerateSpec, rec: PhaseRecorder, seed: int =
         elif rec.current.endswith("prefill"):
             rec.close("prefill", t_ret)
     return CallTiming(t_call_ns=t_call, t_return_ns=t_ret, steps_ns=list(steps),
-                      new_tokens=int(out.shape[-1] - inputs["input_ids"].shape[-1]), settings=settings,
+                      new_tokens=int(_sequences(out).shape[-1] - inputs["input_ids"].shape[-1]), settings=settings,
                       prompt_tokens=int(inputs["input_ids"].shape[-1]))
+
+
+def _sequences(out: Any) -> Any:
+    """The token ids a generate call returned: the tensor itself, or its ``sequences`` where the generation config
+    asks for a dict (return_dict_in_generate)."""
+    return getattr(out, "sequences", out)
 
 
 def percentile(values: list[float], q: float) -> float | None:

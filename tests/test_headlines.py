@@ -94,6 +94,8 @@ TRIALS = [
             "weights_bytes": 200 * MiB, "load_convert_thread_s": 2.0, "bytes_by_device": {"cpu": 200 * MiB}}),
     _trial({"precision": {"pairs": [_pair("float32", "float16", 400 * MiB, 200 * MiB)]}}),
     _trial({"matmul_gflops": {"float32": 40.0, "bfloat16": 10.0}, "new_tokens": 32, "decode_tok_s": 16.0}),
+    _trial({"generate_settings": {"return_dict_in_generate": True, "output_scores": True, "vocab_size": 32000},
+            "new_tokens": 256}),
     _trial({"bytes_by_dtype": {"float32": 1000 * MiB}, "weights_bytes": 1000 * MiB,
             "bytes_by_device": {"cuda:0": 1000 * MiB}}, env={"cuda_capability": "9.0"}),
     _trial({"precision": {"pairs": [_pair("bfloat16", "uint8", 200 * MiB, 50 * MiB),

@@ -114,8 +114,15 @@ def test_the_growth_symptom_is_not_read_on_a_busy_machine_but_the_setting_is():
     # a neighbour's burst late in decode reads as growth: no observation from a busy trial ...
     assert "no_kv_cache" not in _found(busy({"generate_settings": {"use_cache": True}, "decode_step_growth": 39.5}))
     # ... while the setting itself is still the mistake
-    f = _found(busy({"generate_settings": {"use_cache": False}, "decode_step_growth": 39.5, "decode_excess_s": 2.0}))
-    assert f["no_kv_cache"].mistake
+    f = _found(busy({"generate_settings": {"use_cache": False}, "decode_step_growth": 0.3, "decode_excess_s": 2.0,
+                     "decode_recompute_s": 0.0}))
+    # its cost is not read from a neighbour's timings either (a burst in the first quarter made these 0.3x)
+    assert f["no_kv_cache"].mistake and f["no_kv_cache"].stake_s is None and "0.3x" not in f["no_kv_cache"].title
+    assert "nothing at stake measured: the machine was busy" in f["no_kv_cache"].stake_basis
+    # on a quiet machine, steps that did not slow down yet put nothing at stake at this length
+    flat = _found(_trial({"generate_settings": {"use_cache": False}, "decode_step_growth": 1.0,
+                          "decode_recompute_s": 0.0}))["no_kv_cache"]
+    assert flat.stake_s is None and "nothing at stake measured at this length" in flat.stake_basis
 
 
 def test_a_memory_and_a_time_finding_of_one_severity_rank_by_their_share():
@@ -127,3 +134,54 @@ def test_a_memory_and_a_time_finding_of_one_severity_rank_by_their_share():
     big = Finding("memory_culprit", "medium", "t", "d", "f", {"stake_share": 1.0}, ("a",), "case", True,
                   stake_bytes=2 ** 30)
     assert [f.kind for f in rank([slow, big])] == ["memory_culprit", "dominant_user_function"]
+
+
+def test_per_step_outputs_returned_by_generate_are_sized_by_the_models_shape():
+    from loadprof.analysis.settings import returned_bytes
+
+    shape = {"num_layers": 2, "hidden_size": 8, "num_heads": 2, "vocab_size": 100, "model_dtype": "bfloat16"}
+    s = {**shape, "return_dict_in_generate": True, "output_scores": True, "output_attentions": True,
+         "output_hidden_states": True}
+    # 4 new tokens of 2 sequences after a 3-token prompt: the first step sees the prompt, each later one one token
+    sizes = returned_bytes(s, batch=2, prompt=3, new=4)
+    assert sizes["scores"] == 4 * 2 * 100 * 4  # float32 over the vocabulary, each step
+    assert sizes["hidden states"] == 3 * 2 * (3 + 3) * 8 * 2  # layers + embeddings, prompt then 3 single tokens
+    # attention maps: 3x3 at the first step, then 1 x (4, 5, 6) context
+    assert sizes["attentions"] == 2 * 2 * 2 * (9 + 4 + 5 + 6) * 2
+    t = _trial({"generate_settings": s, "new_tokens": 4}, batch=2)
+    f = _found(t)["returned_outputs"]
+    assert f.mistake and f.stake_bytes == sum(returned_bytes(s, 2, t.strategy.generate.prompt_tokens, 4).values())
+    assert "scores" in f.title and "output_attentions" in f.detail and "compute_transition_scores" in f.fix
+    # without return_dict_in_generate nothing is returned per step; without an output, nothing either
+    assert "returned_outputs" not in _found(_trial({"generate_settings": {**s, "return_dict_in_generate": False},
+                                                    "new_tokens": 4}))
+    assert "returned_outputs" not in _found(_trial({"generate_settings": {**shape, "return_dict_in_generate": True},
+                                                    "new_tokens": 4}))
+
+
+
+@pytest.mark.e2e
+def test_the_returned_bytes_formula_is_the_returned_tensors_bytes(tmp_path):
+    """generate's own returned scores, hidden states and attentions, summed tensor by tensor, against the formula
+    (two sequences, a 12-token prompt, 9 new tokens, eager attention so the maps are returned)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from loadprof.analysis.settings import returned_bytes
+    from loadprof.probes.generation import effective_settings
+    from loadprof.strategies.model import SyntheticSpec
+    from loadprof.strategies.synthetic import make_model
+
+    model = AutoModelForCausalLM.from_pretrained(make_model(SyntheticSpec(shape="tiny-gpt2", dtype="float32"),
+                                                            root=tmp_path), attn_implementation="eager")
+    kwargs = dict(max_new_tokens=9, min_new_tokens=9, do_sample=False, return_dict_in_generate=True,
+                  output_scores=True, output_hidden_states=True, output_attentions=True, pad_token_id=0)
+    ids = torch.ones(2, 12, dtype=torch.long)
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
+
+    def nbytes(x):
+        return x.numel() * x.element_size() if torch.is_tensor(x) else sum(nbytes(y) for y in x)
+
+    measured = {"scores": nbytes(out.scores), "hidden states": nbytes(out.hidden_states),
+                "attentions": nbytes(out.attentions)}
+    assert returned_bytes(effective_settings(model, kwargs), batch=2, prompt=12, new=9) == measured
