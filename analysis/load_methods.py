@@ -10,10 +10,11 @@ Kept apart from loadprof.analysis.findings, which lists its rules, for the same 
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Iterable
 
 from loadprof.analysis.derive import load_cost_s, load_import_s, load_read_bytes, read_bound
-from loadprof.core.payloads import SamplingPayload
+from loadprof.core.payloads import LoadPhasesPayload, SamplingPayload
 from loadprof.core.units import bytes_h, pct, seconds
 from loadprof.results.model import Finding, TrialResult
 
@@ -36,11 +37,26 @@ def others_s(t: TrialResult) -> tuple[float, list[str]]:
     return imp + user, parts
 
 
+def read_elsewhere(t: TrialResult) -> str | None:
+    """A folder a from_pretrained call of the trial loaded from that is not the model's (a user's loader that
+    copied the checkpoint first, or points at another one): the read bound was measured on the model's files, and
+    whether those others were in the page cache is not known. None where every call read the model's folder (or
+    a hub id, or the calls were not recorded)."""
+    model = t.harness.get("model_path")
+    lp = t.payload(LoadPhasesPayload)
+    if not isinstance(model, str) or lp is None:
+        return None
+    mine = os.path.normpath(model)
+    return next((c.source for c in lp.from_pretrained_calls
+                 if c.source and os.path.isabs(c.source) and os.path.normpath(c.source) != mine), None)
+
+
 def load_far_from_bound(t: TrialResult) -> Iterable[Finding]:
     """The load's data window (the real load cost less its import and the user's own code, which read no weights
-    and have their own findings) against the read bound: far below it, the time goes to the load's own steps."""
+    and have their own findings) against the read bound: far below it, the time goes to the load's own steps. Not
+    said of a load that read another folder than the model's, whose read rate is the one measured."""
     bound, n, cost = read_bound(t), load_read_bytes(t), load_cost_s(t)
-    if bound is None or not n or not cost or n < MIN_BOUND_BYTES:
+    if bound is None or not n or not cost or n < MIN_BOUND_BYTES or read_elsewhere(t):
         return
     other, parts = others_s(t)
     window = cost - other

@@ -29,6 +29,7 @@ import contextlib
 import functools
 import importlib.util
 import inspect
+import os
 import re
 import threading
 from pathlib import Path
@@ -126,11 +127,14 @@ class LoadPhasesProbe(Probe):
         return counted
 
     def _recording_call(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """Record every from_pretrained call's kwargs, including the ones a user's loader makes."""
+        """Record every from_pretrained call's kwargs and what it loads from, including a user's loader's calls."""
 
         def wrapped(cls: Any, *a: Any, **k: Any) -> Any:
+            src = a[0] if a else k.get("pretrained_model_name_or_path")
             self.loads.append(FromPretrainedCall(cls=getattr(cls, "__name__", str(cls)),
-                                                 kwargs={key: _short(v) for key, v in k.items()}))
+                                                 kwargs={key: _short(v) for key, v in k.items()},
+                                                 source=str(os.fspath(src))[:1000] if isinstance(src, (str, os.PathLike))
+                                                 else None))
             return fn(cls, *a, **k)
 
         return wrapped

@@ -129,6 +129,23 @@ def test_a_load_far_from_its_bound_is_a_finding_and_one_near_it_is_not() -> None
     assert list(load_far_from_bound(near)) == []
 
 
+def test_a_load_from_another_folder_is_not_held_against_the_models_read_bound() -> None:
+    """The bound is the read rate of the model's own files: a loader that copied the checkpoint elsewhere and
+    loaded that copy read files whose residency nobody measured."""
+    from tests.helpers import phases_payload
+
+    n = 2 * 10**9
+    t = _trial("warm", read_s=20.0, first_forward_s=0.5, bound_gb_s=4.0, per={"read": n})
+
+    def reading(source: str) -> TrialResult:
+        calls = [{"class": "GPT2LMHeadModel", "kwargs": {}, "source": source}]
+        return derive.enrich(TrialResult(**{**t.__dict__, "harness": {**t.harness, "model_path": "/models/gpt2"},
+                                            "probes": {"phases": phases_payload(from_pretrained_calls=calls)}}))
+    assert len(list(load_far_from_bound(reading("/models/gpt2/")))) == 1  # the model's folder: held to it
+    assert len(list(load_far_from_bound(reading("openai-community/gpt2")))) == 1  # a hub id resolves to it
+    assert list(load_far_from_bound(reading("/tmp/copy-x1/gpt2"))) == []
+
+
 def test_the_loads_import_and_your_code_are_not_held_against_the_read_bound() -> None:
     """Importing the modeling code and the user's own work in the load read no weights and have their own
     findings: the window held against the bound leaves them out, so a copy or an import is not counted twice."""

@@ -146,7 +146,8 @@ def phases_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     probe.start(_ctx(tmp_path, clock, hooks))
     step = lambda *a, **k: clock.advance(0.5)  # noqa: E731 - every wrapped call takes half a second
     hooks.wrappers[load_phases.FROM_PRETRAINED](lambda cls, *a, **k: None)(
-        type("Qwen2ForCausalLM", (), {}), dtype="bfloat16", low_cpu_mem_usage=True, device_map={"": "cpu"})
+        type("Qwen2ForCausalLM", (), {}), tmp_path / "ckpt", dtype="bfloat16", low_cpu_mem_usage=True,
+        device_map={"": "cpu"})
     hooks.wrappers[load_phases.LOAD_TARGETS[0][1]](step)()
     hooks.wrappers[load_phases.MAIN_ACCUMULATORS[0][1]](step)()
     hooks.wrappers[load_phases.MATERIALIZE_COPY](step)(_Tensor(), device="cpu", dtype="bfloat16")
@@ -156,6 +157,7 @@ def phases_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert p.materialize_main_thread_s == {"collect": 0.5} and p.materialize_tensors == 1
     assert p.from_pretrained_calls[0].kwargs == {"dtype": "bfloat16", "low_cpu_mem_usage": True,
                                                  "device_map": {"": "cpu"}}
+    assert p.from_pretrained_calls[0].source == str(tmp_path / "ckpt")  # what it loaded from, a PathLike too
     assert through_the_pipe("phases", res) == res
 
 

@@ -13,6 +13,7 @@ from loadprof.core.payloads.base import Payload, Record, key
 class FromPretrainedCall(Record):
     cls: str = key("class")
     kwargs: Mapping[str, Any] = key("kwargs")  # values shortened to JSON-safe reprs
+    source: str | None = None  # what it loaded from (a folder or hub id; None: not a path, or an older file)
 
 
 @dataclass(frozen=True)
