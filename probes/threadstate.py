@@ -11,7 +11,8 @@ weighting each reading by the time since that thread's previous one, so a late t
 A thread that is runnable but not on a CPU (another process holds it: a busy machine) is in state R like one that
 runs. ``schedstat`` (the scheduler's run-queue delay per thread, in ns) tells them apart: the delay that grew
 since a thread's previous reading is that gap's ``cpu_wait_s``, time the thread's code would not have taken on a
-quiet machine. Without ``schedstat`` (a kernel without schedstats), it stays 0.
+quiet machine. It is read for the main thread only (the one your code's findings are drawn from); without
+``schedstat`` (a kernel without schedstats), it stays 0.
 
 A futex wait is a lock unless its address lies in the interpreter's own writable data (libpython or the python
 executable), where CPython keeps the GIL: then the thread is waiting for the GIL, not for user code.
@@ -221,7 +222,8 @@ class ThreadStatePoller:
 
     def _open(self, tid: int) -> tuple[int, int, int, int] | None:
         """stat and wchan (readable by the owner); syscall too where ptrace access allows (-1 where not: the wait
-        is then told from the wait channel alone), and schedstat where the kernel has it (-1: no run-queue split)."""
+        is then told from the wait channel alone), and for the main thread schedstat where the kernel has it (-1:
+        no run-queue split)."""
         base = f"{self.proc}/{self.pid}/task/{tid}/"
         opened: list[int] = []
         try:
@@ -232,9 +234,11 @@ class ThreadStatePoller:
                 os.close(fd)
             return None
         extra = []
-        for name in ("syscall", "schedstat"):
+        # the run-queue split serves the main thread's attribution (your code's stakes): one more read a tick, not
+        # one per thread (a load runs a dozen)
+        for name in ("syscall", "schedstat") if tid == self.pid else ("syscall",):
             try:
                 extra.append(os.open(base + name, os.O_RDONLY))
             except OSError:
                 extra.append(-1)
-        return opened[0], opened[1], extra[0], extra[1]
+        return opened[0], opened[1], extra[0], extra[1] if len(extra) > 1 else -1

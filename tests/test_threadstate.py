@@ -194,6 +194,15 @@ def test_poller_splits_the_run_queue_delay_off_a_readings_gap(tmp_path):
     (task / "schedstat").write_text("garbage\n")  # unreadable: no split, and no error
     assert poller.poll_once() and poller.out.rows[-1].cpu_wait_s == 0.0
     poller.stop()
+    # another thread's run-queue delay is not read: the split serves the main thread's attribution
+    other = _task(proc, PID + 1, "R")
+    (other / "schedstat").write_text("0 0 1\n")
+    poller = ThreadStatePoller(PID, rate_hz=100, proc=str(proc), now_ns=FakeClock(2_000_000_000, 2_010_000_000))
+    assert poller.poll_once()
+    (other / "schedstat").write_text("0 9000000 2\n")
+    assert poller.poll_once()
+    assert {r.tid: r.cpu_wait_s for r in poller.out.rows[-2:]}[PID + 1] == 0.0
+    poller.stop()
 
 
 @needs_x86_64
