@@ -66,3 +66,13 @@ def sampling_payload(*, user_functions: list[Mapping[str, Any]] | None = None,
     """The sampling probe's payload, sampled (ok), with these user functions and phase rows filled out."""
     return {"ok": True, "user_functions": [user_function(**u) for u in user_functions or ()],
             "phases": {p: phase_samples(**r) for p, r in (phases or {}).items()}, **kw}
+
+
+def default_stop_signals() -> None:
+    """A subprocess's preexec_fn: the stop signals at their defaults, as a terminal's loadprof has them. A shell's
+    background job inherits SIGINT ignored (a test run started with '&' without job control), nohup SIGHUP."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import EXAMPLES, REPO
+from .helpers import default_stop_signals
 
 
 def loadprof(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -176,9 +177,7 @@ def test_ctrl_c_keeps_finished_trials_exits_130_and_resumes(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "loadprof.cli.main", "compare", str(y), "--out", str(out),
                              "--no-progress"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            # a shell's background job inherits SIGINT ignored (pytest run with '&'): undo that,
-                            # as a terminal's loadprof would have it
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=default_stop_signals)  # as a terminal's loadprof has them
     def line_written() -> bool:
         return (out / "results.jsonl").read_bytes().endswith(b"\n")
 

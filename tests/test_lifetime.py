@@ -21,6 +21,7 @@ import pytest
 
 from loadprof.core import lifetime
 from loadprof.run.interrupts import Interrupted, StopSignals, exit_code
+from tests.helpers import default_stop_signals
 
 GONE_WITHIN_S = 60.0
 #: the file a hanging loader creates once it runs (the worker armed PDEATHSIG and its watchdog before)
@@ -115,8 +116,7 @@ def _compare(tmp_path: Path, tiny_model: Path, *, quick_first: bool) -> tuple[su
     proc = subprocess.Popen([sys.executable, "-m", "loadprof.cli.main", "compare", str(y), "--out", str(out),
                              "--no-progress"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True,
-                            # a background job inherits SIGINT ignored: undo that, as a terminal would have it
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=default_stop_signals)  # as a terminal's loadprof has them
     return proc, out
 
 
@@ -275,13 +275,29 @@ def test_descendants_reaps_an_orphaned_setsid_grandchild():
 
 
 # ---- parent side: stop signals -----------------------------------------------------------------------------------
+@pytest.fixture
+def stop_signals_not_ignored():
+    """These tests handle the stop signals: a shell that started the test run in the background (``cmd &``
+    without job control ignores SIGINT there) or under nohup (SIGHUP) must not decide them. StopSignals leaves an
+    inherited SIG_IGN alone on purpose; here each stop signal starts at its default."""
+    from loadprof.run.interrupts import STOP_SIGNALS
+
+    saved = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig, handler in saved.items():
+        if handler is signal.SIG_IGN:
+            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
 def _deliver(sig: int) -> None:
     os.kill(os.getpid(), sig)
     for _ in range(100):  # Python runs the handler between bytecodes
         time.sleep(0.01)
 
 
-def test_first_stop_signal_raises_inside_a_trial_later_ones_are_counted():
+def test_first_stop_signal_raises_inside_a_trial_later_ones_are_counted(stop_signals_not_ignored):
     before = signal.getsignal(signal.SIGTERM)
     stops = StopSignals()
     with stops.installed():
@@ -298,7 +314,7 @@ def test_first_stop_signal_raises_inside_a_trial_later_ones_are_counted():
     assert [exit_code(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)] == [130, 143, 129]
 
 
-def test_a_stop_signal_outside_a_trial_is_recorded_not_raised():
+def test_a_stop_signal_outside_a_trial_is_recorded_not_raised(stop_signals_not_ignored):
     stops = StopSignals()
     with stops.installed():
         _deliver(signal.SIGHUP)  # e.g. while a results line is being written
