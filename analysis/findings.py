@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any, Callable, Iterable, Mapping
 
 from loadprof.core import figures
+from loadprof.analysis.busy import trial_busy
 from loadprof.analysis.derive import decode_call_s, first_forward_s, load_cost_s
 from loadprof.analysis.lazy_import import RULES as LAZY_IMPORT_RULES
 from loadprof.analysis.load_methods import RULES as LOAD_METHOD_RULES
@@ -288,6 +289,8 @@ def decode_below_roofline(t: TrialResult) -> Iterable[Finding]:
         return
     if (t.metrics.get("generate_settings") or {}).get("use_cache") is False:
         return  # the bound assumes a KV cache: the gap is use_cache=False's (analysis.settings.no_kv_cache says so)
+    if trial_busy(t):
+        return  # beside a neighbour the decode rate is not the model's alone: the busy-machine line says so
     m = t.metrics
     weights = m.get("weights_bytes") or m.get("decode_bytes_per_step") or 0
     if weights < ROOFLINE_MIN_WEIGHTS_BYTES:

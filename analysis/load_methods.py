@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from typing import Callable, Iterable
 
+from loadprof.analysis.busy import trial_busy
 from loadprof.analysis.derive import load_cost_s, load_import_s, load_read_bytes, read_bound
 from loadprof.core.payloads import LoadPhasesPayload, SamplingPayload
 from loadprof.core.units import bytes_h, pct, seconds
@@ -54,10 +55,11 @@ def read_elsewhere(t: TrialResult) -> str | None:
 def load_far_from_bound(t: TrialResult) -> Iterable[Finding]:
     """The load's data window (the real load cost less its import and the user's own code, which read no weights
     and have their own findings) against the read bound: far below it, the time goes to the load's own steps. Not
-    said of a load that read another folder than the model's, whose read rate is the one measured."""
+    said of a load that read another folder than the model's, whose read rate is the one measured, nor of a busy
+    trial (a rate against the machine's bound, with a neighbour on the machine, is not the load's alone)."""
     bound, n, cost = read_bound(t), load_read_bytes(t), load_cost_s(t)
-    if bound is None or not n or not cost or n < MIN_BOUND_BYTES or read_elsewhere(t):
-        return
+    if bound is None or not n or not cost or n < MIN_BOUND_BYTES or read_elsewhere(t) or trial_busy(t):
+        return  # on a busy trial the rate is the neighbour's as much as the load's: the busy line says so
     other, parts = others_s(t)
     window = cost - other
     if window <= 0:

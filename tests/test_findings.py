@@ -279,6 +279,15 @@ def test_loadprof_frames_in_an_uncovered_phase_are_tagged_as_its_own():
     assert _own("LayerNorm.__init__ (torch/nn/modules/normalization.py:200)") == ""
 
 
+def test_no_roofline_finding_on_a_busy_trial():
+    from tests.test_machine import machine
+
+    m = {"roofline_fraction": 0.05, "decode_tok_s": 10.0, "roofline_tok_s": 200.0, "weights_bytes": 64 * 2**20,
+         "decode_bytes_per_step": 2**20, "membw_gb_s": 10.0, "new_tokens": 32}
+    assert "decode_below_roofline" in kinds(_trial(metrics=m))
+    assert "decode_below_roofline" not in kinds(_trial(metrics=m, probes={"machine": machine(others_cpu_cores=1.5)}))
+
+
 def test_no_roofline_finding_for_tiny_weights_and_no_zero_percent():
     base = {"decode_tok_s": 10.0, "roofline_tok_s": 2000.0, "decode_bytes_per_step": 2**20, "membw_gb_s": 10.0,
             "new_tokens": 32}

@@ -127,6 +127,11 @@ def test_a_load_far_from_its_bound_is_a_finding_and_one_near_it_is_not() -> None
     assert f.kind == "load_far_from_bound" and "runai" in f.title and f.stake_s == pytest.approx(21.0 - n / 4e9)
     near = derive.enrich(_trial("warm", read_s=0.5, first_forward_s=0.0, bound_gb_s=4.0, per={"read": n}))
     assert list(load_far_from_bound(near)) == []
+    # beside a neighbour the rate is not the load's alone: not said (the busy-machine line is)
+    from tests.test_machine import machine
+
+    busy = TrialResult(**{**far.__dict__, "probes": {**far.probes, "machine": machine(others_cpu_cores=1.5)}})
+    assert list(load_far_from_bound(busy)) == []
 
 
 def test_a_load_from_another_folder_is_not_held_against_the_models_read_bound() -> None:
